@@ -1,0 +1,70 @@
+"""modelledger: a model registry built around lineage.
+
+>>> import modelledger
+>>> registry = modelledger.Registry.open()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .domain import (
+    ColumnSpec,
+    FileEntry,
+    Model,
+    ModelVersion,
+    Page,
+    Problem,
+    Signature,
+    StagedVersion,
+    VerifyReport,
+)
+from .errors import (
+    AlreadyExists,
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    InvalidManifest,
+    ModelLedgerError,
+    NotFound,
+    PermissionDenied,
+    SchemaMismatch,
+    SchemaOutdated,
+    StorageError,
+)
+from .identifiers import ModelRef, parse_model_uri
+from .loaded import LoadedModel
+from .manifest import Manifest, SourceInfo, TrainingJob, load_manifest_file
+from .registry import Registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExists",
+    "ColumnSpec",
+    "Conflict",
+    "FileEntry",
+    "IntegrityError",
+    "InvalidInput",
+    "InvalidManifest",
+    "LoadedModel",
+    "Manifest",
+    "Model",
+    "ModelLedgerError",
+    "ModelRef",
+    "ModelVersion",
+    "NotFound",
+    "Page",
+    "PermissionDenied",
+    "Problem",
+    "Registry",
+    "SchemaMismatch",
+    "SchemaOutdated",
+    "Signature",
+    "SourceInfo",
+    "StagedVersion",
+    "StorageError",
+    "TrainingJob",
+    "VerifyReport",
+    "__version__",
+    "load_manifest_file",
+    "parse_model_uri",
+]

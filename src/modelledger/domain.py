@@ -1,0 +1,242 @@
+"""Domain value types: frozen, slotted, no I/O.
+
+Each type converts to and from plain dicts (``to_dict``/``from_dict``) so the CLI,
+the stores and a future REST layer share one representation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "ColumnSpec",
+    "FileEntry",
+    "Model",
+    "ModelVersion",
+    "Page",
+    "Problem",
+    "Signature",
+    "StagedVersion",
+    "VerifyReport",
+]
+
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def _parse_ts(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+    latest_version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tags": dict(self.tags),
+            "created_at": _ts(self.created_at),
+            "latest_version": self.latest_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Model:
+        return cls(
+            name=data["name"],
+            description=data.get("description", ""),
+            tags=dict(data.get("tags", {})),
+            created_at=_parse_ts(data["created_at"]),
+            latest_version=int(data.get("latest_version", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One artefact file of a version: its path inside ``artifacts/``, size and sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileEntry:
+        return cls(path=data["path"], size=int(data["size"]), sha256=data["sha256"])
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    name: str
+    type: str  # one of: integer, float, boolean, string, datetime, binary, object
+    nullable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "nullable": self.nullable}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnSpec:
+        return cls(name=str(data["name"]), type=str(data["type"]), nullable=bool(data.get("nullable", False)))
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """Input and output columns of a model, inferred from a sample at registration."""
+
+    inputs: tuple[ColumnSpec, ...]
+    outputs: tuple[ColumnSpec, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [c.to_dict() for c in self.inputs],
+            "outputs": [c.to_dict() for c in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        return cls(
+            inputs=tuple(ColumnSpec.from_dict(c) for c in data.get("inputs", [])),
+            outputs=tuple(ColumnSpec.from_dict(c) for c in data.get("outputs", [])),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One immutable, registered version of a model."""
+
+    model: str
+    version: int
+    folder: str  # path of the version folder relative to the artifact root
+    digest: str  # "sha256:<hex>" Merkle root over files and manifest
+    flavor: str
+    files: tuple[FileEntry, ...]
+    manifest: Mapping[str, Any]
+    created_at: datetime = field(default_factory=utcnow)
+    created_by: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model}/{self.version}"
+
+    @property
+    def signature(self) -> Signature | None:
+        raw = self.manifest.get("signature")
+        return Signature.from_dict(raw) if raw else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "uri": self.uri,
+            "folder": self.folder,
+            "digest": self.digest,
+            "flavor": self.flavor,
+            "files": [f.to_dict() for f in self.files],
+            "manifest": dict(self.manifest),
+            "created_at": _ts(self.created_at),
+            "created_by": self.created_by,
+            "aliases": list(self.aliases),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelVersion:
+        return cls(
+            model=data["model"],
+            version=int(data["version"]),
+            folder=data["folder"],
+            digest=data["digest"],
+            flavor=data["flavor"],
+            files=tuple(FileEntry.from_dict(f) for f in data["files"]),
+            manifest=dict(data["manifest"]),
+            created_at=_parse_ts(data["created_at"]),
+            created_by=data.get("created_by", ""),
+            aliases=tuple(data.get("aliases", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; pass ``next_cursor`` back to get the next one."""
+
+    items: Sequence[T]
+    next_cursor: str | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding of ``verify``: kind is mismatch, missing, orphan or unreadable."""
+
+    kind: str
+    path: str
+    detail: str
+    version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "detail": self.detail, "version": self.version}
+
+    def __str__(self) -> str:
+        who = f"{self.version}: " if self.version else ""
+        return f"{self.kind}: {who}{self.path}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    versions_checked: int
+    files_checked: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "versions_checked": self.versions_checked,
+            "files_checked": self.files_checked,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StagedVersion:
+    """Artefacts written and sealed in their version folder, not yet registered.
+
+    ``Registry.create_version`` turns it into a :class:`ModelVersion` in one
+    metadata transaction; until then the folder is an orphan that ``verify``
+    reports.
+    """
+
+    model: str
+    folder: str
+    digest: str
+    flavor: str
+    files: tuple[FileEntry, ...]
+    manifest: Mapping[str, Any]

@@ -1,0 +1,109 @@
+"""The one exception tree of modelledger.
+
+::
+
+    ModelLedgerError
+    ├── NotFound              unknown model, version, alias or file
+    ├── AlreadyExists         a name or folder that is taken
+    ├── Conflict              the registry is not in a state that allows the call
+    │   └── SchemaOutdated    the metadata schema needs ``modelledger migrate``
+    ├── InvalidInput          bad names, identifiers, manifests, objects, input rows
+    │   ├── InvalidManifest   a manifest field is missing or of the wrong type
+    │   └── SchemaMismatch    predict input that does not match the signature
+    ├── IntegrityError        a stored byte does not match its recorded digest
+    ├── PermissionDenied      the actor may not do this
+    └── StorageError          the metadata or artefact store failed
+
+Context travels as keyword-only attributes, so callers and the CLI can report
+precisely without parsing messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "IntegrityError",
+    "InvalidInput",
+    "InvalidManifest",
+    "ModelLedgerError",
+    "NotFound",
+    "PermissionDenied",
+    "SchemaMismatch",
+    "SchemaOutdated",
+    "StorageError",
+]
+
+
+class ModelLedgerError(Exception):
+    """Root of every error modelledger raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ModelLedgerError):
+    def __init__(self, what: str, name: str) -> None:
+        super().__init__(f"{what} not found: {name}")
+        self.what = what
+        self.name = name
+
+
+class AlreadyExists(ModelLedgerError):
+    def __init__(self, what: str, name: str) -> None:
+        super().__init__(f"{what} already exists: {name}")
+        self.what = what
+        self.name = name
+
+
+class Conflict(ModelLedgerError):
+    pass
+
+
+class SchemaOutdated(Conflict):
+    def __init__(self, *, current: str | None, head: str) -> None:
+        found = current or "no schema"
+        super().__init__(
+            f"metadata schema is at {found}, this modelledger needs {head}: "
+            "run `modelledger migrate` (or `modelledger init` for a new registry)"
+        )
+        self.current = current
+        self.head = head
+
+
+class InvalidInput(ModelLedgerError):
+    pass
+
+
+class InvalidManifest(InvalidInput):
+    def __init__(self, field: str, problem: str, *, source: str | None = None) -> None:
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid manifest{where}: field '{field}' {problem}")
+        self.field = field
+        self.problem = problem
+        self.source = source
+
+
+class SchemaMismatch(InvalidInput):
+    def __init__(self, column: str, problem: str) -> None:
+        super().__init__(f"input does not match the model signature: column '{column}' {problem}")
+        self.column = column
+        self.problem = problem
+
+
+class IntegrityError(ModelLedgerError):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"integrity check failed for {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class PermissionDenied(ModelLedgerError):
+    pass
+
+
+class StorageError(ModelLedgerError):
+    pass

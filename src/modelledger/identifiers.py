@@ -1,0 +1,87 @@
+"""Names and identifiers: the only strings that ever become paths on disk."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidInput
+
+__all__ = ["ModelRef", "parse_model_uri", "validate_name"]
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+def validate_name(name: object, *, what: str = "model name") -> str:
+    """Return ``name`` if it is a valid registry name, else raise :class:`InvalidInput`.
+
+    Names are lower-case letters, digits, ``.``, ``_`` and ``-``, 1-128 characters,
+    starting with a letter or digit, and never ``..``-style path tricks.
+
+    >>> validate_name("credit-risk")
+    'credit-risk'
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"{what} must be a non-empty string")
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise InvalidInput(
+            f"invalid {what} {name!r}: use 1-128 lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_alias(alias: object) -> str:
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
+        raise InvalidInput(
+            f"invalid alias {alias!r}: use 1-64 lower-case letters, digits, '_' or '-', "
+            "starting with a letter"
+        )
+    if alias == "latest":
+        raise InvalidInput("alias 'latest' is reserved: it always means the newest version")
+    return alias
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """A parsed ``models:/name/3`` or ``models:/name@alias`` identifier."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"models:/{self.name}/{self.version}"
+        return f"models:/{self.name}@{self.alias}"
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """Parse a model identifier.
+
+    >>> parse_model_uri("models:/credit-risk@production")
+    ModelRef(name='credit-risk', version=None, alias='production')
+    >>> parse_model_uri("models:/credit-risk/3").version
+    3
+    """
+    if not isinstance(uri, str) or not uri.startswith("models:/"):
+        raise InvalidInput(
+            f"invalid model identifier {uri!r}: expected models:/<name>/<version> "
+            "or models:/<name>@<alias>"
+        )
+    rest = uri[len("models:/") :]
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        validate_name(name)
+        if alias != "latest":
+            validate_alias(alias)
+        return ModelRef(name=name, alias=alias)
+    name, sep, version = rest.partition("/")
+    validate_name(name)
+    if not sep or not version.isdigit() or int(version) < 1:
+        raise InvalidInput(
+            f"invalid model identifier {uri!r}: the version must be a positive integer "
+            "(models:/<name>/<version>) or use an alias (models:/<name>@<alias>)"
+        )
+    return ModelRef(name=name, version=int(version))

@@ -1,0 +1,332 @@
+"""The manifest: the controlling document of a model version.
+
+It pins what is needed to explain and rebuild a version: hyperparameters and
+settings, where the training code lives (repository, path, revision, dirty
+flag), the algorithm and framework with every installed dependency version,
+the Python runtime, metrics and the training job. Git and environment facts are
+captured automatically; anything given explicitly wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidManifest
+
+__all__ = [
+    "Manifest",
+    "SourceInfo",
+    "TrainingJob",
+    "capture_dependencies",
+    "capture_source",
+    "load_manifest_file",
+]
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """Where the training script lives in version control."""
+
+    repo_url: str | None = None
+    path: str | None = None
+    revision: str | None = None
+    dirty: bool | None = None
+    branch: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repo_url": self.repo_url,
+            "path": self.path,
+            "revision": self.revision,
+            "dirty": self.dirty,
+            "branch": self.branch,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJob:
+    id: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    host: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "started_at": self.started_at, "ended_at": self.ended_at, "host": self.host}
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """Everything recorded about how a version was built. Frozen at registration."""
+
+    params: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    source: SourceInfo = field(default_factory=SourceInfo)
+    algorithm: str | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+    dependencies: Mapping[str, str] = field(default_factory=dict)
+    python: str | None = None
+    platform: str | None = None
+    training_job: TrainingJob = field(default_factory=TrainingJob)
+    flavor: str | None = None
+    entry: str | None = None  # the file a flavor loads, for folder registrations
+    description: str = ""
+    signature: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "params": dict(self.params),
+            "settings": dict(self.settings),
+            "metrics": dict(self.metrics),
+            "source": self.source.to_dict(),
+            "algorithm": self.algorithm,
+            "framework": self.framework,
+            "framework_version": self.framework_version,
+            "dependencies": dict(self.dependencies),
+            "python": self.python,
+            "platform": self.platform,
+            "training_job": self.training_job.to_dict(),
+            "flavor": self.flavor,
+            "entry": self.entry,
+            "description": self.description,
+            "signature": dict(self.signature) if self.signature else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | None = None) -> Manifest:
+        """Validate a manifest document; a bad one raises :class:`InvalidManifest` naming the field."""
+        return _validate(data, source)
+
+    def with_captured(
+        self,
+        *,
+        capture_git: bool = True,
+        cwd: str | os.PathLike[str] | None = None,
+        script: str | None = None,
+    ) -> Manifest:
+        """Fill in what was not given: git source, Python, platform, dependency versions."""
+        src = self.source
+        if capture_git:
+            found = capture_source(cwd=cwd, script=script)
+            src = SourceInfo(
+                repo_url=src.repo_url or found.repo_url,
+                path=src.path or found.path,
+                revision=src.revision or found.revision,
+                dirty=src.dirty if src.dirty is not None else found.dirty,
+                branch=src.branch or found.branch,
+            )
+        deps = dict(capture_dependencies())
+        deps.update(self.dependencies)
+        job = self.training_job
+        if job.host is None:
+            job = replace(job, host=socket.gethostname())
+        return replace(
+            self,
+            source=src,
+            dependencies=deps,
+            python=self.python or platform.python_version(),
+            platform=self.platform or platform.platform(),
+            training_job=job,
+        )
+
+
+# ---------------------------------------------------------------- validation
+
+_TOP = {
+    "format": (int,),
+    "params": (dict,),
+    "settings": (dict,),
+    "metrics": (dict,),
+    "source": (dict,),
+    "algorithm": (str,),
+    "framework": (str,),
+    "framework_version": (str,),
+    "dependencies": (dict,),
+    "python": (str,),
+    "platform": (str,),
+    "training_job": (dict,),
+    "flavor": (str,),
+    "entry": (str,),
+    "description": (str,),
+    "signature": (dict,),
+}
+_SOURCE = {"repo_url": (str,), "path": (str,), "revision": (str,), "dirty": (bool,), "branch": (str,)}
+_JOB = {"id": (str, int), "started_at": (str, datetime), "ended_at": (str, datetime), "host": (str,)}
+_FLAVORS = {"sklearn", "python", "files"}
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {dict: "a mapping", str: "a string", int: "an integer", bool: "true or false",
+             float: "a number", datetime: "a timestamp"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _check_fields(
+    data: Mapping[str, Any], spec: Mapping[str, tuple[type, ...]], prefix: str, source: str | None
+) -> None:
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in spec:
+            raise InvalidManifest(path, "is not a known manifest field", source=source)
+        if value is None:
+            continue
+        types = spec[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            raise InvalidManifest(path, f"must be {_type_names(types)}, got {type(value).__name__}", source=source)
+
+
+def _validate(data: Any, source: str | None) -> Manifest:
+    if not isinstance(data, Mapping):
+        raise InvalidManifest("(document)", "must be a mapping of fields", source=source)
+    _check_fields(data, _TOP, "", source)
+    if data.get("format", MANIFEST_FORMAT) != MANIFEST_FORMAT:
+        raise InvalidManifest("format", f"must be {MANIFEST_FORMAT}", source=source)
+    src = data.get("source") or {}
+    _check_fields(src, _SOURCE, "source.", source)
+    job = data.get("training_job") or {}
+    _check_fields(job, _JOB, "training_job.", source)
+    metrics = data.get("metrics") or {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidManifest(f"metrics.{key}", "must be a number", source=source)
+    deps = data.get("dependencies") or {}
+    for key, value in deps.items():
+        if not isinstance(value, str):
+            raise InvalidManifest(f"dependencies.{key}", "must be a version string", source=source)
+    flavor = data.get("flavor")
+    if flavor is not None and flavor not in _FLAVORS:
+        raise InvalidManifest("flavor", f"must be one of {', '.join(sorted(_FLAVORS))}", source=source)
+    for key in ("params", "settings"):
+        try:
+            json.dumps(data.get(key) or {}, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidManifest(key, f"must hold JSON values only ({exc})", source=source) from exc
+
+    def _s(v: Any) -> str | None:
+        if v is None:
+            return None
+        return v.isoformat() if isinstance(v, datetime) else str(v)
+
+    return Manifest(
+        params=dict(data.get("params") or {}),
+        settings=dict(data.get("settings") or {}),
+        metrics={k: float(v) for k, v in metrics.items()},
+        source=SourceInfo(**{k: src.get(k) for k in _SOURCE}),
+        algorithm=data.get("algorithm"),
+        framework=data.get("framework"),
+        framework_version=data.get("framework_version"),
+        dependencies=dict(deps),
+        python=data.get("python"),
+        platform=data.get("platform"),
+        training_job=TrainingJob(**{k: _s(job.get(k)) for k in _JOB}),
+        flavor=flavor,
+        entry=data.get("entry"),
+        description=data.get("description") or "",
+        signature=data.get("signature"),
+    )
+
+
+def load_manifest_file(path: str | os.PathLike[str]) -> Manifest:
+    """Read and validate a manifest from a YAML or JSON file.
+
+    >>> m = load_manifest_file("manifest.yaml")  # doctest: +SKIP
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InvalidManifest("(file)", f"does not exist: {p}", source=str(p)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidManifest("(file)", f"cannot be read: {exc}", source=str(p)) from exc
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml and json raise several unrelated types
+        raise InvalidManifest("(document)", f"is not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}", source=str(p)) from exc
+    return Manifest.from_dict(data, source=str(p))
+
+
+# ---------------------------------------------------------------- capture
+
+
+def _git(args: list[str], cwd: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def capture_source(
+    *, cwd: str | os.PathLike[str] | None = None, script: str | None = None
+) -> SourceInfo:
+    """Describe the git checkout that holds ``script`` (default: the running script).
+
+    Outside a git repository every field is ``None``.
+    """
+    if script is None:
+        main = sys.modules.get("__main__")
+        script = getattr(main, "__file__", None)
+    base = Path(cwd) if cwd else (Path(script).resolve().parent if script else Path.cwd())
+    where = str(base)
+    head = _git(["rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"], where)
+    if not head:
+        return SourceInfo()
+    lines = head.splitlines()
+    if len(lines) < 3:
+        return SourceInfo()
+    top, revision, branch = lines[0], lines[1], lines[2]
+    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    remote = _git(["config", "--get", "remote.origin.url"], where)
+    rel: str | None = None
+    if script:
+        try:
+            rel = Path(script).resolve().relative_to(Path(top).resolve()).as_posix()
+        except ValueError:
+            rel = None
+    return SourceInfo(
+        repo_url=remote or Path(top).as_uri(),
+        path=rel,
+        revision=revision,
+        dirty=bool(status),
+        branch=None if branch == "HEAD" else branch,
+    )
+
+
+@lru_cache(maxsize=1)
+def _dependencies() -> tuple[tuple[str, str], ...]:
+    from importlib.metadata import distributions
+
+    found: dict[str, str] = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found[name.lower()] = dist.version
+    return tuple(sorted(found.items()))
+
+
+def capture_dependencies() -> dict[str, str]:
+    """Every installed distribution and its version (read once per process)."""
+    return dict(_dependencies())

@@ -1,0 +1,720 @@
+"""The Registry: the public verbs of modelledger.
+
+>>> from modelledger import Registry
+>>> registry = Registry.open()                      # ./.modelledger, SQLite + folder
+>>> v = registry.register("credit-risk", fitted_pipeline, sample_input=X_train[:5])  # doctest: +SKIP
+>>> registry.set_alias("credit-risk", "production", v.version)                   # doctest: +SKIP
+>>> registry.load("models:/credit-risk@production").predict(X_new)              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from .domain import FileEntry, Model, ModelVersion, Page, Problem, StagedVersion, VerifyReport, utcnow
+from .errors import (
+    AlreadyExists,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    SchemaOutdated,
+    StorageError,
+)
+from .identifiers import ModelRef, parse_model_uri, validate_alias, validate_name
+from .integrity import canonical_json, version_digest
+from .loaded import LoadedModel
+from .manifest import Manifest, load_manifest_file
+from .stores.artifacts import ArtifactStore, iter_file
+
+__all__ = ["FolderNaming", "Registry"]
+
+FolderNaming = Literal["auto", "git", "execution", "date"]
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(bytes_done, bytes_total)`` while artefacts move."""
+
+DEFAULT_HOME = ".modelledger"
+MAX_PAGE = 1000
+
+
+def _encode_cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> Any:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"invalid cursor {cursor!r}") from exc
+
+
+def _check_limit(limit: int) -> int:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+    return limit
+
+
+def current_actor() -> str:
+    """Who is acting: ``MODELLEDGER_USER``, else git's user.email, else the OS user."""
+    env = os.environ.get("MODELLEDGER_USER")
+    if env:
+        return env
+    try:
+        out = subprocess.run(
+            ["git", "config", "--get", "user.email"], capture_output=True, text=True, timeout=5, check=False
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class _FolderOnly:
+    """A version registered as plain files, with no loader: it has no predict."""
+
+    def __init__(self, version: ModelVersion) -> None:
+        self.files = [f.path for f in version.files]
+
+    def predict(self, data: Any) -> Any:
+        raise InvalidInput(
+            "this version is a folder of files with no flavor to load it; "
+            "register it with a manifest that sets 'flavor' and 'entry'"
+        )
+
+
+class Registry:
+    """A model registry: metadata in a SQL database, artefacts under an fsspec root.
+
+    Construct with :meth:`open`; the constructor does no I/O.
+    """
+
+    def __init__(
+        self,
+        metadata: Any,
+        artifacts: ArtifactStore,
+        *,
+        auto_migrate: bool = False,
+        folder_naming: FolderNaming = "auto",
+        actor: str | None = None,
+    ) -> None:
+        self._meta = metadata
+        self._art = artifacts
+        self._auto_migrate = auto_migrate
+        self._checked = False
+        self.folder_naming = folder_naming
+        self._actor = actor
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        artifacts: str | None = None,
+        folder_naming: FolderNaming = "auto",
+        actor: str | None = None,
+    ) -> Registry:
+        """Open a registry.
+
+        With no URL: the embedded default, ``./.modelledger`` (or ``$MODELLEDGER_HOME``)
+        holding ``registry.db`` and ``artifacts/``; its schema is created on first use.
+        With a database URL (``sqlite:///x.db``, ``postgresql://...``) the schema must
+        have been created with ``modelledger init``.
+
+        >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
+        """
+        from .stores.metadata import SqlMetadataStore
+
+        if folder_naming not in ("auto", "git", "execution", "date"):
+            raise InvalidInput("folder_naming must be one of auto, git, execution, date")
+        auto = False
+        if url is None:
+            home = Path(os.environ.get("MODELLEDGER_HOME", DEFAULT_HOME)).absolute()
+            url = f"sqlite:///{home / 'registry.db'}"
+            artifacts = artifacts or (home / "artifacts").as_uri()
+            auto = True
+        if not url.startswith(("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")):
+            raise InvalidInput(f"unsupported registry URL {url!r}: use sqlite:///... or postgresql://...")
+        if artifacts is None:
+            if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+                db = Path(url[len("sqlite:///") :]).absolute()
+                artifacts = (db.parent / "artifacts").as_uri()
+            else:
+                raise InvalidInput("give artifacts= (a folder, file://, s3:// or memory:// URL) for this registry")
+        if "://" not in artifacts:
+            artifacts = Path(artifacts).absolute().as_uri()
+        return cls(
+            SqlMetadataStore(url),
+            ArtifactStore(artifacts),
+            auto_migrate=auto,
+            folder_naming=folder_naming,
+            actor=actor,
+        )
+
+    def init(self) -> str:
+        """Create or upgrade the metadata schema; returns the schema revision."""
+        rev: str = self._meta.migrate()
+        self._checked = True
+        return rev
+
+    migrate = init
+
+    def _ready(self) -> None:
+        if self._checked:
+            return
+        try:
+            self._meta.check_schema()
+        except SchemaOutdated:
+            if not self._auto_migrate:
+                raise
+            self._meta.migrate()
+        self._checked = True
+
+    @property
+    def actor(self) -> str:
+        if self._actor is None:
+            self._actor = current_actor()
+        return self._actor
+
+    @property
+    def artifact_root(self) -> str:
+        return self._art.url
+
+    def close(self) -> None:
+        self._meta.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ models
+
+    def create_model(
+        self, name: str, *, description: str = "", tags: Mapping[str, str] | None = None
+    ) -> Model:
+        """Create a registered model.
+
+        >>> registry.create_model("credit-risk", description="PD model", tags={"team": "risk"})  # doctest: +SKIP
+        """
+        validate_name(name)
+        tags = _check_tags(tags)
+        self._ready()
+        model: Model = self._meta.create_model(name, description, tags, utcnow())
+        return model
+
+    def get_model(self, name: str) -> Model:
+        validate_name(name)
+        self._ready()
+        model: Model = self._meta.get_model(name)
+        return model
+
+    def update_model(
+        self, name: str, *, description: str | None = None, tags: Mapping[str, str | None] | None = None
+    ) -> Model:
+        """Change a model's description or tags (a tag set to ``None`` is removed)."""
+        validate_name(name)
+        self._ready()
+        model: Model = self._meta.update_model(name, description=description, tags=tags)
+        return model
+
+    def list_models(
+        self,
+        *,
+        prefix: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Model]:
+        """One page of models, by name; search by name prefix and by tags (all must match).
+
+        >>> page = registry.list_models(prefix="credit", tags={"team": "risk"})  # doctest: +SKIP
+        >>> more = registry.list_models(prefix="credit", cursor=page.next_cursor)  # doctest: +SKIP
+        """
+        _check_limit(limit)
+        after = _decode_cursor(cursor) if cursor else None
+        self._ready()
+        rows: list[Model] = self._meta.list_models(
+            prefix=prefix, tags=dict(tags or {}), limit=limit + 1, after=after
+        )
+        nxt = _encode_cursor(rows[limit - 1].name) if len(rows) > limit else None
+        return Page(items=rows[:limit], next_cursor=nxt)
+
+    def iter_models(self, **filters: Any) -> Iterator[Model]:
+        cursor = None
+        while True:
+            page = self.list_models(cursor=cursor, **filters)
+            yield from page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # ------------------------------------------------------------------ versions
+
+    def register(
+        self,
+        name: str,
+        source: Any,
+        *,
+        manifest: Manifest | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        sample_input: Any = None,
+        execution_id: str | None = None,
+        capture: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> ModelVersion:
+        """Register a new version: write and seal its artefacts, then commit its row.
+
+        ``source`` is a fitted scikit-learn estimator or pipeline, any object with
+        ``predict`` (or a plain callable), or the path of a folder of files.
+        Bad input raises before anything is written; a failure after that removes
+        the folder again, so no half version is ever left.
+
+        >>> v = registry.register("credit-risk", pipe, sample_input=X[:5],
+        ...                       params={"max_depth": 3}, metrics={"auc": 0.91})  # doctest: +SKIP
+        >>> v.uri  # doctest: +SKIP
+        'models:/credit-risk/1'
+        """
+        staged = self.stage(
+            name,
+            source,
+            manifest=manifest,
+            params=params,
+            metrics=metrics,
+            sample_input=sample_input,
+            execution_id=execution_id,
+            capture=capture,
+            progress=progress,
+        )
+        try:
+            return self.create_version(staged)
+        except BaseException:
+            self._art.remove_tree(staged.folder)
+            raise
+
+    def stage(
+        self,
+        name: str,
+        source: Any,
+        *,
+        manifest: Manifest | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        sample_input: Any = None,
+        execution_id: str | None = None,
+        capture: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> StagedVersion:
+        """Write and seal a version's artefacts in a new folder, without registering it.
+
+        The first half of :meth:`register`, for pipelines that upload artefacts in one
+        step and register them in another (:meth:`create_version`).
+        """
+        validate_name(name)
+        if execution_id is not None:
+            _check_execution_id(execution_id)
+        doc = _coerce_manifest(manifest)
+        if params:
+            doc = replace(doc, params={**doc.params, **_json_check(params, "params")})
+        if metrics:
+            doc = replace(doc, metrics={**doc.metrics, **_check_metrics(metrics)})
+        if doc.training_job.id is None and execution_id is not None:
+            doc = replace(doc, training_job=replace(doc.training_job, id=execution_id))
+        self._ready()
+        with tempfile.TemporaryDirectory(prefix="modelledger-") as tmp:
+            folder, flavor, entry, doc = self._prepare_source(source, Path(tmp), doc, sample_input)
+            if capture:
+                doc = doc.with_captured()
+            doc = replace(doc, flavor=flavor, entry=entry)
+            key = self._folder_key(doc, execution_id)
+            return self._write_version_folder(name, key, folder, flavor, doc, progress)
+
+    def _prepare_source(
+        self, source: Any, tmp: Path, doc: Manifest, sample_input: Any
+    ) -> tuple[Path, str, str | None, Manifest]:
+        from .flavors import flavor_for_object, get_flavor
+
+        if isinstance(source, (str, os.PathLike)):
+            folder = Path(source)
+            if not folder.is_dir():
+                raise InvalidInput(f"artefact folder does not exist or is not a folder: {folder}")
+            files = _folder_files(folder)
+            if not files:
+                raise InvalidInput(f"artefact folder is empty: {folder}")
+            flavor_name = doc.flavor or "files"
+            entry = doc.entry
+            if flavor_name != "files":
+                get_flavor(flavor_name)
+                entry = entry or "model.pkl"
+                if entry not in {p.as_posix() for p in files}:
+                    raise InvalidInput(f"the manifest's entry file {entry!r} is not in {folder}")
+            if sample_input is not None:
+                from .signature import infer_signature
+
+                doc = replace(doc, signature=infer_signature(sample_input).to_dict())
+            return folder, flavor_name, entry, doc
+        flavor = flavor_for_object(source)
+        if source is None:
+            raise InvalidInput("nothing to register: source is None")
+        out = tmp / "artifacts"
+        out.mkdir()
+        flavor.save(source, out)
+        described = flavor.describe(source)
+        doc = replace(
+            doc,
+            algorithm=doc.algorithm or described["algorithm"],
+            framework=doc.framework or described["framework"],
+            framework_version=doc.framework_version or described["framework_version"],
+        )
+        if not doc.params:
+            get_params = getattr(source, "get_params", None)
+            if callable(get_params):
+                doc = replace(doc, params=_jsonable_params(get_params(deep=False)))
+        if sample_input is not None:
+            from .signature import infer_signature
+
+            predict = getattr(source, "predict", None) or source
+            try:
+                sample_output = predict(sample_input)
+            except Exception as exc:  # the user's model may raise anything
+                raise InvalidInput(f"the model failed to predict on sample_input: {exc}") from exc
+            doc = replace(doc, signature=infer_signature(sample_input, sample_output).to_dict())
+        return out, flavor.name, flavor.entry, doc
+
+    def _folder_key(self, doc: Manifest, execution_id: str | None) -> str:
+        naming = self.folder_naming
+        rev = doc.source.revision
+        if naming == "auto":
+            naming = "execution" if execution_id else ("git" if rev else "date")
+        if naming == "git":
+            if not rev:
+                raise InvalidInput(
+                    "folder naming is 'git' but no git revision is known: run inside a git "
+                    "repository or set source.revision in the manifest"
+                )
+            return f"git-{rev[:12]}" + ("-dirty" if doc.source.dirty else "")
+        if naming == "execution":
+            if not execution_id:
+                raise InvalidInput("folder naming is 'execution' but no execution_id was given")
+            return f"run-{execution_id}"
+        return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+    def _write_version_folder(
+        self,
+        name: str,
+        key: str,
+        source_dir: Path,
+        flavor: str,
+        doc: Manifest,
+        progress: ProgressCallback | None,
+    ) -> StagedVersion:
+        files = _folder_files(source_dir)
+        sizes = {}
+        for rel in files:
+            try:
+                sizes[rel] = (source_dir / rel).stat().st_size
+                with (source_dir / rel).open("rb"):
+                    pass
+            except OSError as exc:
+                raise InvalidInput(f"cannot read artefact file {source_dir / rel}: {exc}") from exc
+        total = sum(sizes.values())
+        manifest = doc.to_dict()
+        try:
+            canonical_json(manifest)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"the manifest holds a value that is not JSON: {exc}") from exc
+        folder = self._art.claim_folder(f"models/{name}", key)
+        try:
+            done = 0
+            entries = []
+
+            def tick(n: int) -> None:
+                nonlocal done
+                done += n
+                if progress:
+                    progress(done, total)
+
+            for rel in files:
+                size, sha = self._art.put_stream(
+                    f"{folder}/artifacts/{rel.as_posix()}", iter_file(source_dir / rel), tick
+                )
+                entries.append(FileEntry(path=rel.as_posix(), size=size, sha256=sha))
+            digest = version_digest(entries, manifest)
+            record = {
+                "model": name,
+                "digest": digest,
+                "files": [e.to_dict() for e in entries],
+                "manifest": manifest,
+            }
+            self._art.put_bytes(f"{folder}/manifest.json", json.dumps(record, indent=2, sort_keys=True).encode())
+            self._art.sync_folder(folder)
+        except BaseException as exc:
+            self._art.remove_tree(folder)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write artefacts to {self._art.uri(folder)}: {exc}") from exc
+            raise
+        return StagedVersion(
+            model=name, folder=folder, digest=digest, flavor=flavor, files=tuple(entries), manifest=manifest
+        )
+
+    def create_version(self, staged: StagedVersion) -> ModelVersion:
+        """Register staged artefacts as the model's next version (one metadata transaction).
+
+        The model is created if it does not exist yet.
+        """
+        self._ready()
+        version: ModelVersion = self._meta.create_version(
+            staged.model,
+            folder=staged.folder,
+            digest=staged.digest,
+            flavor=staged.flavor,
+            files=staged.files,
+            manifest=staged.manifest,
+            created_by=self.actor,
+            now=utcnow(),
+            create_model=True,
+        )
+        return version
+
+    def get_version(self, name_or_uri: str, version: int | None = None) -> ModelVersion:
+        """A version by identifier or by name and number.
+
+        >>> registry.get_version("models:/credit-risk@production")  # doctest: +SKIP
+        >>> registry.get_version("credit-risk", 3)  # doctest: +SKIP
+        """
+        ref = self._ref(name_or_uri, version)
+        self._ready()
+        mv: ModelVersion = self._meta.get_version(ref.name, ref.version, alias=ref.alias)
+        return mv
+
+    def _ref(self, name_or_uri: str, version: int | None) -> ModelRef:
+        if isinstance(name_or_uri, str) and name_or_uri.startswith("models:/"):
+            return parse_model_uri(name_or_uri)
+        validate_name(name_or_uri)
+        if version is None:
+            return ModelRef(name=name_or_uri, alias="latest")
+        if not isinstance(version, int) or version < 1:
+            raise InvalidInput(f"version must be a positive integer, got {version!r}")
+        return ModelRef(name=name_or_uri, version=version)
+
+    def list_versions(self, name: str, *, limit: int = 100, cursor: str | None = None) -> Page[ModelVersion]:
+        """One page of a model's versions, newest first."""
+        validate_name(name)
+        _check_limit(limit)
+        before = _decode_cursor(cursor) if cursor else None
+        if before is not None and not isinstance(before, int):
+            raise InvalidInput(f"invalid cursor {cursor!r}")
+        self._ready()
+        rows: list[ModelVersion] = self._meta.list_versions(name, limit=limit + 1, before=before)
+        nxt = _encode_cursor(rows[limit - 1].version) if len(rows) > limit else None
+        return Page(items=rows[:limit], next_cursor=nxt)
+
+    # ------------------------------------------------------------------ aliases
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``models:/<name>@<alias>`` at a version (moving it if it was set)."""
+        validate_name(name)
+        validate_alias(alias)
+        if not isinstance(version, int) or version < 1:
+            raise InvalidInput(f"version must be a positive integer, got {version!r}")
+        self._ready()
+        self._meta.set_alias(name, alias, version, utcnow())
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        validate_name(name)
+        validate_alias(alias)
+        self._ready()
+        self._meta.delete_alias(name, alias)
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, identifier: str) -> LoadedModel:
+        """Load a version by identifier, verifying every artefact byte before deserialising.
+
+        >>> model = registry.load("models:/credit-risk@production")  # doctest: +SKIP
+        >>> model.predict(applications)  # doctest: +SKIP
+        """
+        from .flavors import get_flavor
+
+        mv = self.get_version(identifier)
+        if version_digest(mv.files, mv.manifest) != mv.digest:
+            raise IntegrityError(f"{mv.uri} (manifest or file list)", "does not match the recorded digest")
+        entry = mv.manifest.get("entry")
+        verified: dict[str, bytes] = {}
+        for f in mv.files:
+            rel = f"{mv.folder}/artifacts/{f.path}"
+            try:
+                if f.path == entry:
+                    data = self._art.read_bytes(rel)
+                    size, sha = len(data), hashlib.sha256(data).hexdigest()
+                    verified[f.path] = data
+                else:
+                    size, sha = self._art.hash_file(rel)
+            except NotFound as exc:
+                raise IntegrityError(rel, "is missing") from exc
+            if sha != f.sha256 or size != f.size:
+                raise IntegrityError(rel, f"sha256 is {sha}, expected {f.sha256}")
+        if mv.flavor == "files":
+            return LoadedModel(_FolderOnly(mv), mv)
+        flavor = get_flavor(mv.flavor)
+        model = flavor.load(verified.__getitem__, entry or flavor.entry)
+        return LoadedModel(model, mv)
+
+    # ------------------------------------------------------------------ integrity
+
+    def verify(self, *, progress: Callable[[ModelVersion], None] | None = None) -> VerifyReport:
+        """Re-hash every artefact of every version; report mismatched, missing and orphan files."""
+        self._ready()
+        problems: list[Problem] = []
+        folders: set[str] = set()
+        n_versions = n_files = 0
+        for mv in self._meta.iter_versions():
+            n_versions += 1
+            folders.add(mv.folder)
+            problems.extend(self._verify_version(mv))
+            n_files += len(mv.files)
+            if progress:
+                progress(mv)
+        for model_dir in self._art.list_dirs("models"):
+            for sub in self._art.list_dirs(f"models/{model_dir}"):
+                folder = f"models/{model_dir}/{sub}"
+                if folder not in folders:
+                    problems.append(Problem("orphan", folder, "folder is not referenced by any version"))
+        return VerifyReport(versions_checked=n_versions, files_checked=n_files, problems=tuple(problems))
+
+    def _verify_version(self, mv: ModelVersion) -> list[Problem]:
+        out: list[Problem] = []
+        uri = mv.uri
+        if version_digest(mv.files, mv.manifest) != mv.digest:
+            out.append(Problem("mismatch", mv.folder, "manifest or file list does not match the version digest", uri))
+        try:
+            record = json.loads(self._art.read_bytes(f"{mv.folder}/manifest.json"))
+            if record.get("digest") != mv.digest or canonical_json(record.get("manifest")) != canonical_json(
+                dict(mv.manifest)
+            ):
+                out.append(Problem("mismatch", f"{mv.folder}/manifest.json", "differs from the registered manifest", uri))
+        except NotFound:
+            out.append(Problem("missing", f"{mv.folder}/manifest.json", "file is missing", uri))
+        except (ValueError, StorageError) as exc:
+            out.append(Problem("unreadable", f"{mv.folder}/manifest.json", str(exc), uri))
+        known = set()
+        for f in mv.files:
+            rel = f"{mv.folder}/artifacts/{f.path}"
+            known.add(f.path)
+            try:
+                size, sha = self._art.hash_file(rel)
+            except NotFound:
+                out.append(Problem("missing", rel, "file is missing", uri))
+                continue
+            except StorageError as exc:
+                out.append(Problem("unreadable", rel, str(exc), uri))
+                continue
+            if sha != f.sha256 or size != f.size:
+                out.append(Problem("mismatch", rel, f"sha256 is {sha}, expected {f.sha256}", uri))
+        for extra in self._art.list_files(f"{mv.folder}/artifacts"):
+            if extra not in known:
+                out.append(Problem("orphan", f"{mv.folder}/artifacts/{extra}", "file is not part of the version", uri))
+        return out
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    out = []
+    try:
+        for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                full = Path(dirpath) / fn
+                if full.is_symlink():
+                    raise InvalidInput(f"symbolic links are not stored as artefacts: {full}")
+                out.append(full.relative_to(folder))
+    except PermissionError as exc:
+        raise InvalidInput(f"cannot read artefact folder {folder}: {exc}") from exc
+    return out
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _coerce_manifest(manifest: Manifest | Mapping[str, Any] | str | os.PathLike[str] | None) -> Manifest:
+    if manifest is None:
+        return Manifest()
+    if isinstance(manifest, Manifest):
+        return manifest
+    if isinstance(manifest, (str, os.PathLike)):
+        return load_manifest_file(manifest)
+    return Manifest.from_dict(manifest)
+
+
+def _json_check(values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    try:
+        canonical_json(dict(values))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{what} must hold JSON values only: {exc}") from exc
+    return dict(values)
+
+
+def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"metric {key!r} must be a number, got {type(value).__name__}")
+        out[str(key)] = float(value)
+    return out
+
+
+def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    out = {}
+    for key, value in (tags or {}).items():
+        if not isinstance(key, str) or not key or not isinstance(value, str):
+            raise InvalidInput(f"tags must map non-empty strings to strings, got {key!r}: {value!r}")
+        out[key] = value
+    return out
+
+
+def _check_execution_id(value: str) -> None:
+    import re
+
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value) or ".." in value:
+        raise InvalidInput(f"invalid execution id {value!r}: use letters, digits, '.', '_' or '-'")
+
+
+def _jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Estimator parameters as JSON values; nested estimators become their class name."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None or isinstance(value, (bool, int, str)):
+            out[key] = value
+        elif isinstance(value, float):
+            out[key] = value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            out[key] = list(value)
+        else:
+            out[key] = repr(value) if not hasattr(value, "get_params") else type(value).__name__
+    return out
+
+
+# Silence "imported but unused" for names kept for the public signature docs.
+_ = (AlreadyExists, shutil)

@@ -1,0 +1,225 @@
+"""The artifact store: one fsspec-backed class for every backend.
+
+Files are write-once: a path that exists is never opened for writing again.
+Data streams through hashing in fixed-size chunks, so memory stays bounded
+whatever the file size. The local filesystem gets durability hooks (O_EXCL,
+fsync of files and folders) that object stores do not need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import AlreadyExists, NotFound, StorageError
+
+__all__ = ["CHUNK", "ArtifactStore", "Progress"]
+
+CHUNK = 1024 * 1024
+Progress = Callable[[int], None]
+"""Called with the number of bytes just moved."""
+
+
+class ArtifactStore:
+    """Artefacts under one root URL (``file:///...``, ``s3://bucket/prefix``, ``memory://...``)."""
+
+    def __init__(self, url: str, **storage_options: Any) -> None:
+        self.url = url
+        self._storage_options = storage_options
+        self._fs: Any = None
+        self._root: str | None = None
+
+    # Constructing an fsspec filesystem may import heavy backends (s3fs, boto):
+    # do it on first use, not in the constructor.
+    @property
+    def fs(self) -> Any:
+        if self._fs is None:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self.url, **self._storage_options)
+            self._fs, self._root = fs, root.rstrip("/")
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        self.fs  # noqa: B018 - resolves the root on first use
+        assert self._root is not None
+        return self._root
+
+    @property
+    def is_local(self) -> bool:
+        protocol = self.fs.protocol
+        protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
+        return "file" in protocols or "local" in protocols
+
+    def full(self, rel: str) -> str:
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def uri(self, rel: str) -> str:
+        return self.fs.unstrip_protocol(self.full(rel))
+
+    # ------------------------------------------------------------ folders
+
+    def claim_folder(self, parent: str, key: str) -> str:
+        """Create and return a new folder ``parent/key`` (or ``key.2``, ``key.3``...).
+
+        A folder that exists is never reused: two writers racing for the same key
+        each end up with their own folder.
+        """
+        try:
+            existing = {posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.full(parent), detail=False)}
+        except FileNotFoundError:
+            existing = set()
+        n = 1
+        while True:
+            name = key if n == 1 else f"{key}.{n}"
+            n += 1
+            if name in existing:
+                continue
+            rel = f"{parent}/{name}"
+            if self._make_dir_exclusive(rel):
+                return rel
+
+    def _make_dir_exclusive(self, rel: str) -> bool:
+        path = self.full(rel)
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                return False
+            return True
+        # Object stores have no directories; a marker object claims the prefix.
+        marker = f"{path}/.claimed"
+        if self.fs.exists(path):
+            return False
+        with self.fs.open(marker, "wb") as fh:
+            fh.write(b"")
+        return True
+
+    def remove_tree(self, rel: str) -> None:
+        try:
+            self.fs.rm(self.full(rel), recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def exists(self, rel: str) -> bool:
+        return bool(self.fs.exists(self.full(rel)))
+
+    def list_files(self, rel: str) -> list[str]:
+        """Every file below ``rel``, as paths relative to ``rel``."""
+        base = self.full(rel)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        out = []
+        for p in found:
+            sub = posixpath.relpath(p, base)
+            if sub != ".claimed":
+                out.append(sub)
+        return sorted(out)
+
+    def list_dirs(self, rel: str) -> list[str]:
+        try:
+            entries = self.fs.ls(self.full(rel), detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
+
+    # ------------------------------------------------------------ write-once files
+
+    def _open_new(self, rel: str) -> IO[bytes]:
+        path = self.full(rel)
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            except FileExistsError as exc:
+                raise AlreadyExists("artefact file", rel) from exc
+            return os.fdopen(fd, "wb")
+        if self.fs.exists(path):
+            raise AlreadyExists("artefact file", rel)
+        return self.fs.open(path, "wb")  # type: ignore[no-any-return]
+
+    def _finish(self, fh: IO[bytes]) -> None:
+        if self.is_local:
+            fh.flush()
+            os.fsync(fh.fileno())
+        fh.close()
+
+    def put_bytes(self, rel: str, data: bytes) -> str:
+        """Write a new file; returns its sha256 hex."""
+        fh = self._open_new(rel)
+        try:
+            fh.write(data)
+        finally:
+            self._finish(fh)
+        return hashlib.sha256(data).hexdigest()
+
+    def put_stream(self, rel: str, chunks: Iterator[bytes], progress: Progress | None = None) -> tuple[int, str]:
+        """Write a new file from chunks, hashing on the way; returns (size, sha256 hex)."""
+        digest = hashlib.sha256()
+        size = 0
+        fh = self._open_new(rel)
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                fh.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
+        finally:
+            self._finish(fh)
+        return size, digest.hexdigest()
+
+    def sync_folder(self, rel: str) -> None:
+        """Make the folder's entries durable (a no-op on object stores)."""
+        if not self.is_local:
+            return
+        top = self.full(rel)
+        for dirpath, _dirs, _files in os.walk(top):
+            _fsync_dir(dirpath)
+        _fsync_dir(os.path.dirname(top))
+
+    # ------------------------------------------------------------ reads
+
+    def open(self, rel: str) -> IO[bytes]:
+        try:
+            return self.fs.open(self.full(rel), "rb")  # type: ignore[no-any-return]
+        except FileNotFoundError as exc:
+            raise NotFound("artefact file", rel) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {rel}: {exc}") from exc
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.open(rel) as fh:
+            return fh.read()
+
+    def hash_file(self, rel: str) -> tuple[int, str]:
+        """(size, sha256 hex) of a stored file, streamed."""
+        digest = hashlib.sha256()
+        size = 0
+        with self.open(rel) as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return size, digest.hexdigest()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def iter_file(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while data := fh.read(chunk):
+            yield data
