@@ -67,8 +67,7 @@ def parse_model_uri(uri: str) -> ModelRef:
     """
     if not isinstance(uri, str) or not uri.startswith("models:/"):
         raise InvalidInput(
-            f"invalid model identifier {uri!r}: expected models:/<name>/<version> "
-            "or models:/<name>@<alias>"
+            f"invalid model identifier {uri!r}: expected models:/<name>/<version> or models:/<name>@<alias>"
         )
     rest = uri[len("models:/") :]
     if "@" in rest:

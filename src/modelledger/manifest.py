@@ -171,8 +171,14 @@ _FLAVORS = {"sklearn", "python", "files"}
 
 
 def _type_names(types: tuple[type, ...]) -> str:
-    names = {dict: "a mapping", str: "a string", int: "an integer", bool: "true or false",
-             float: "a number", datetime: "a timestamp"}
+    names = {
+        dict: "a mapping",
+        str: "a string",
+        int: "an integer",
+        bool: "true or false",
+        float: "a number",
+        datetime: "a timestamp",
+    }
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
@@ -188,7 +194,9 @@ def _check_fields(
         types = spec[key]
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok:
-            raise InvalidManifest(path, f"must be {_type_names(types)}, got {type(value).__name__}", source=source)
+            raise InvalidManifest(
+                path, f"must be {_type_names(types)}, got {type(value).__name__}", source=source
+            )
 
 
 def _validate(data: Any, source: str | None) -> Manifest:
@@ -262,7 +270,9 @@ def load_manifest_file(path: str | os.PathLike[str]) -> Manifest:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # yaml and json raise several unrelated types
-        raise InvalidManifest("(document)", f"is not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}", source=str(p)) from exc
+        raise InvalidManifest(
+            "(document)", f"is not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}", source=str(p)
+        ) from exc
     return Manifest.from_dict(data, source=str(p))
 
 
@@ -271,17 +281,13 @@ def load_manifest_file(path: str | os.PathLike[str]) -> Manifest:
 
 def _git(args: list[str], cwd: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def capture_source(
-    *, cwd: str | os.PathLike[str] | None = None, script: str | None = None
-) -> SourceInfo:
+def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | None = None) -> SourceInfo:
     """Describe the git checkout that holds ``script`` (default: the running script).
 
     Outside a git repository every field is ``None``.

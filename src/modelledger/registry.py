@@ -14,7 +14,6 @@ import getpass
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -23,9 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from .domain import FileEntry, Model, ModelVersion, Page, Problem, StagedVersion, VerifyReport, utcnow
+from .domain import (
+    FileEntry,
+    Model,
+    ModelVersion,
+    Page,
+    Problem,
+    StagedVersion,
+    VerifyReport,
+    utcnow,
+)
 from .errors import (
-    AlreadyExists,
     IntegrityError,
     InvalidInput,
     NotFound,
@@ -130,13 +137,15 @@ class Registry:
         artifacts: str | None = None,
         folder_naming: FolderNaming = "auto",
         actor: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> Registry:
         """Open a registry.
 
         With no URL: the embedded default, ``./.modelledger`` (or ``$MODELLEDGER_HOME``)
         holding ``registry.db`` and ``artifacts/``; its schema is created on first use.
         With a database URL (``sqlite:///x.db``, ``postgresql://...``) the schema must
-        have been created with ``modelledger init``.
+        have been created with ``modelledger init``. ``storage_options`` go to fsspec
+        (for example ``{"endpoint_url": ...}`` for an S3-compatible server).
 
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
         """
@@ -157,12 +166,14 @@ class Registry:
                 db = Path(url[len("sqlite:///") :]).absolute()
                 artifacts = (db.parent / "artifacts").as_uri()
             else:
-                raise InvalidInput("give artifacts= (a folder, file://, s3:// or memory:// URL) for this registry")
+                raise InvalidInput(
+                    "give artifacts= (a folder, file://, s3:// or memory:// URL) for this registry"
+                )
         if "://" not in artifacts:
             artifacts = Path(artifacts).absolute().as_uri()
         return cls(
             SqlMetadataStore(url),
-            ArtifactStore(artifacts),
+            ArtifactStore(artifacts, **dict(storage_options or {})),
             auto_migrate=auto,
             folder_naming=folder_naming,
             actor=actor,
@@ -213,7 +224,7 @@ class Registry:
     ) -> Model:
         """Create a registered model.
 
-        >>> registry.create_model("credit-risk", description="PD model", tags={"team": "risk"})  # doctest: +SKIP
+        >>> registry.create_model("credit-risk", description="PD", tags={"team": "risk"})  # doctest: +SKIP
         """
         validate_name(name)
         tags = _check_tags(tags)
@@ -465,7 +476,9 @@ class Registry:
                 "files": [e.to_dict() for e in entries],
                 "manifest": manifest,
             }
-            self._art.put_bytes(f"{folder}/manifest.json", json.dumps(record, indent=2, sort_keys=True).encode())
+            self._art.put_bytes(
+                f"{folder}/manifest.json", json.dumps(record, indent=2, sort_keys=True).encode()
+            )
             self._art.sync_folder(folder)
         except BaseException as exc:
             self._art.remove_tree(folder)
@@ -605,13 +618,19 @@ class Registry:
         out: list[Problem] = []
         uri = mv.uri
         if version_digest(mv.files, mv.manifest) != mv.digest:
-            out.append(Problem("mismatch", mv.folder, "manifest or file list does not match the version digest", uri))
+            out.append(
+                Problem("mismatch", mv.folder, "manifest or file list does not match the version digest", uri)
+            )
         try:
             record = json.loads(self._art.read_bytes(f"{mv.folder}/manifest.json"))
             if record.get("digest") != mv.digest or canonical_json(record.get("manifest")) != canonical_json(
                 dict(mv.manifest)
             ):
-                out.append(Problem("mismatch", f"{mv.folder}/manifest.json", "differs from the registered manifest", uri))
+                out.append(
+                    Problem(
+                        "mismatch", f"{mv.folder}/manifest.json", "differs from the registered manifest", uri
+                    )
+                )
         except NotFound:
             out.append(Problem("missing", f"{mv.folder}/manifest.json", "file is missing", uri))
         except (ValueError, StorageError) as exc:
@@ -632,7 +651,11 @@ class Registry:
                 out.append(Problem("mismatch", rel, f"sha256 is {sha}, expected {f.sha256}", uri))
         for extra in self._art.list_files(f"{mv.folder}/artifacts"):
             if extra not in known:
-                out.append(Problem("orphan", f"{mv.folder}/artifacts/{extra}", "file is not part of the version", uri))
+                out.append(
+                    Problem(
+                        "orphan", f"{mv.folder}/artifacts/{extra}", "file is not part of the version", uri
+                    )
+                )
         return out
 
 
@@ -697,7 +720,11 @@ def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
 def _check_execution_id(value: str) -> None:
     import re
 
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value) or ".." in value:
+    if (
+        not isinstance(value, str)
+        or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value)
+        or ".." in value
+    ):
         raise InvalidInput(f"invalid execution id {value!r}: use letters, digits, '.', '_' or '-'")
 
 
@@ -714,7 +741,3 @@ def _jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = repr(value) if not hasattr(value, "get_params") else type(value).__name__
     return out
-
-
-# Silence "imported but unused" for names kept for the public signature docs.
-_ = (AlreadyExists, shutil)

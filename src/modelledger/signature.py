@@ -120,9 +120,7 @@ def enforce(signature: Signature, data: Any) -> Any:
         got = _kind_of(col.dtype)
         if got == spec.type or (got, spec.type) in _COMPATIBLE:
             pass
-        elif got == "float" and spec.type == "integer" and bool(
-            (col.dropna() == col.dropna().round()).all()
-        ):
+        elif got == "float" and spec.type == "integer" and bool((col.dropna() == col.dropna().round()).all()):
             pass  # whole numbers read back from CSV as float, with gaps
         elif got == "object" and spec.type in {"integer", "float", "boolean"}:
             raise SchemaMismatch(spec.name, f"must be {spec.type}, got text or mixed values")

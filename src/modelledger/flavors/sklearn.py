@@ -31,7 +31,9 @@ class SklearnFlavor:
         try:
             check_is_fitted(obj)
         except NotFittedError as exc:
-            raise InvalidInput(f"the {type(obj).__name__} is not fitted: call fit() before registering") from exc
+            raise InvalidInput(
+                f"the {type(obj).__name__} is not fitted: call fit() before registering"
+            ) from exc
         try:
             with (folder / self.entry).open("wb") as fh:
                 pickle.dump(obj, fh, protocol=5)

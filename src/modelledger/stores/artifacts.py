@@ -8,6 +8,7 @@ fsync of files and folders) that object stores do not need.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -60,7 +61,7 @@ class ArtifactStore:
         return posixpath.join(self.root, rel) if rel else self.root
 
     def uri(self, rel: str) -> str:
-        return self.fs.unstrip_protocol(self.full(rel))
+        return str(self.fs.unstrip_protocol(self.full(rel)))
 
     # ------------------------------------------------------------ folders
 
@@ -71,7 +72,9 @@ class ArtifactStore:
         each end up with their own folder.
         """
         try:
-            existing = {posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.full(parent), detail=False)}
+            existing = {
+                posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.full(parent), detail=False)
+            }
         except FileNotFoundError:
             existing = set()
         n = 1
@@ -102,10 +105,8 @@ class ArtifactStore:
         return True
 
     def remove_tree(self, rel: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.full(rel), recursive=True)
-        except FileNotFoundError:
-            pass
 
     def exists(self, rel: str) -> bool:
         return bool(self.fs.exists(self.full(rel)))
@@ -161,7 +162,9 @@ class ArtifactStore:
             self._finish(fh)
         return hashlib.sha256(data).hexdigest()
 
-    def put_stream(self, rel: str, chunks: Iterator[bytes], progress: Progress | None = None) -> tuple[int, str]:
+    def put_stream(
+        self, rel: str, chunks: Iterator[bytes], progress: Progress | None = None
+    ) -> tuple[int, str]:
         """Write a new file from chunks, hashing on the way; returns (size, sha256 hex)."""
         digest = hashlib.sha256()
         size = 0

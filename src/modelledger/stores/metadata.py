@@ -34,11 +34,28 @@ class MetadataStore(Protocol):
     def migrate(self) -> str: ...
     def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model: ...
     def get_model(self, name: str) -> Model: ...
-    def list_models(self, *, prefix: str | None, tags: Mapping[str, str], limit: int, after: str | None) -> list[Model]: ...
-    def update_model(self, name: str, *, description: str | None, tags: Mapping[str, str | None] | None) -> Model: ...
-    def create_version(self, model: str, *, folder: str, digest: str, flavor: str, files: Sequence[FileEntry],
-                       manifest: Mapping[str, Any], created_by: str, now: datetime, create_model: bool) -> ModelVersion: ...
-    def get_version(self, model: str, version: int | None = None, *, alias: str | None = None) -> ModelVersion: ...
+    def list_models(
+        self, *, prefix: str | None, tags: Mapping[str, str], limit: int, after: str | None
+    ) -> list[Model]: ...
+    def update_model(
+        self, name: str, *, description: str | None, tags: Mapping[str, str | None] | None
+    ) -> Model: ...
+    def create_version(
+        self,
+        model: str,
+        *,
+        folder: str,
+        digest: str,
+        flavor: str,
+        files: Sequence[FileEntry],
+        manifest: Mapping[str, Any],
+        created_by: str,
+        now: datetime,
+        create_model: bool,
+    ) -> ModelVersion: ...
+    def get_version(
+        self, model: str, version: int | None = None, *, alias: str | None = None
+    ) -> ModelVersion: ...
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]: ...
     def set_alias(self, model: str, alias: str, version: int, now: datetime) -> None: ...
     def delete_alias(self, model: str, alias: str) -> None: ...
@@ -179,14 +196,22 @@ class SqlMetadataStore:
             latest_version=row.last_version,
         )
 
-    def _insert_model(self, conn: Connection, name: str, description: str, now: datetime, *, ignore: bool) -> None:
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+
+    def _insert_model(
+        self, conn: Connection, name: str, description: str, now: datetime, *, ignore: bool
+    ) -> None:
         values = {"name": name, "description": description, "created_at": now, "last_version": 0}
         if ignore:
-            if self.is_sqlite:
-                from sqlalchemy.dialects.sqlite import insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert
-            conn.execute(insert(t.models).values(values).on_conflict_do_nothing(index_elements=["name"]))
+            conn.execute(self._insert(t.models).values(values).on_conflict_do_nothing(index_elements=["name"]))
         else:
             conn.execute(t.models.insert().values(values))
 
@@ -196,9 +221,10 @@ class SqlMetadataStore:
                 self._insert_model(conn, name, description, now, ignore=False)
                 row = self._model_row(conn, name)
                 if tags:
-                    conn.execute(t.model_tags.insert(), [
-                        {"model_id": row.id, "key": k, "value": v} for k, v in tags.items()
-                    ])
+                    conn.execute(
+                        t.model_tags.insert(),
+                        [{"model_id": row.id, "key": k, "value": v} for k, v in tags.items()],
+                    )
         except sa.exc.IntegrityError as exc:
             raise AlreadyExists("model", name) from exc
         return self._to_model(row, tags)
@@ -238,7 +264,9 @@ class SqlMetadataStore:
             if description is not None:
                 conn.execute(t.models.update().where(t.models.c.id == row.id).values(description=description))
             for key, value in (tags or {}).items():
-                conn.execute(t.model_tags.delete().where(t.model_tags.c.model_id == row.id, t.model_tags.c.key == key))
+                conn.execute(
+                    t.model_tags.delete().where(t.model_tags.c.model_id == row.id, t.model_tags.c.key == key)
+                )
                 if value is not None:
                     conn.execute(t.model_tags.insert().values(model_id=row.id, key=key, value=value))
             row = self._model_row(conn, name)
@@ -342,7 +370,9 @@ class SqlMetadataStore:
             out[r.version].append(r.alias)
         return out
 
-    def get_version(self, model: str, version: int | None = None, *, alias: str | None = None) -> ModelVersion:
+    def get_version(
+        self, model: str, version: int | None = None, *, alias: str | None = None
+    ) -> ModelVersion:
         base = sa.select(*self._VERSION_COLS).join(t.models, t.models.c.id == t.versions.c.model_id)
         if alias == "latest":
             q = base.where(t.models.c.name == model).order_by(t.versions.c.version.desc()).limit(1)
@@ -350,7 +380,9 @@ class SqlMetadataStore:
         elif alias is not None:
             q = base.join(
                 t.aliases,
-                sa.and_(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version),
+                sa.and_(
+                    t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version
+                ),
             ).where(t.models.c.name == model, t.aliases.c.alias == alias)
             label = f"models:/{model}@{alias}"
         else:
@@ -384,15 +416,13 @@ class SqlMetadataStore:
         with self._write() as conn:
             m = self._model_row(conn, model)
             exists = conn.execute(
-                sa.select(t.versions.c.id).where(t.versions.c.model_id == m.id, t.versions.c.version == version)
+                sa.select(t.versions.c.id).where(
+                    t.versions.c.model_id == m.id, t.versions.c.version == version
+                )
             ).first()
             if exists is None:
                 raise NotFound("model version", f"models:/{model}/{version}")
-            if self.is_sqlite:
-                from sqlalchemy.dialects.sqlite import insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert
-            stmt = insert(t.aliases).values(model_id=m.id, alias=alias, version=version, updated_at=now)
+            stmt = self._insert(t.aliases).values(model_id=m.id, alias=alias, version=version, updated_at=now)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["model_id", "alias"], set_={"version": version, "updated_at": now}
             )

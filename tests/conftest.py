@@ -1,0 +1,135 @@
+"""Shared fixtures: real SQLite, real PostgreSQL, real S3 protocol server.
+
+Every test that takes ``registry`` runs twice, once on SQLite and once on the
+PostgreSQL server at 127.0.0.1:5432. Under ``CI=true`` a missing PostgreSQL is a
+failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelledger import Registry
+
+PG_ADMIN_URL = os.environ.get("MODELLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    if not _pg_reachable():
+        msg = "PostgreSQL is not reachable on 127.0.0.1:5432"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    import sqlalchemy as sa
+
+    name = f"modelledger_test_{uuid.uuid4().hex[:12]}"
+    admin_url = PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def _pg_reset(url: str) -> None:
+    """Empty every table so each test starts from a clean registry."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        tables = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename <> 'alembic_version'"
+            )
+        ]
+        if tables:
+            conn.exec_driver_sql(
+                "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+            )
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_database: str) -> str:
+    """The session database with the schema migrated once."""
+    Registry.open(pg_database, artifacts="memory://init").init()
+    return pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty metadata database: SQLite file or PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+        Registry.open(url, artifacts=str(tmp_path / "art")).init()
+        return url
+    url = request.getfixturevalue("pg_url")
+    _pg_reset(url)
+    return str(url)
+
+
+@pytest.fixture
+def registry(db_url: str, tmp_path: Path) -> Iterator[Registry]:
+    reg = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@example.com")
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def credit_data() -> tuple[pd.DataFrame, pd.Series]:
+    """A small, realistic credit-application data set (deterministic)."""
+    rng = np.random.default_rng(7)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 75, n),
+            "income": rng.normal(52_000, 15_000, n).round(2),
+            "loan_amount": rng.normal(12_000, 6_000, n).clip(500).round(2),
+            "employment": rng.choice(["salaried", "self-employed", "unemployed"], n),
+        }
+    )
+    score = frame.income / 10_000 - frame.loan_amount / 4_000 + (frame.employment == "salaried") * 1.5
+    target = (score + rng.normal(0, 1, n) > 3).astype(int)
+    return frame, target
+
+
+@pytest.fixture
+def fitted_pipeline(credit_data: tuple[pd.DataFrame, pd.Series]) -> object:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y = credit_data
+    pre = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["age", "income", "loan_amount"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["employment"]),
+        ]
+    )
+    return Pipeline([("prep", pre), ("clf", LogisticRegression(C=0.5, max_iter=500))]).fit(X, y)
