@@ -133,3 +133,49 @@ def fitted_pipeline(credit_data: tuple[pd.DataFrame, pd.Series]) -> object:
         ]
     )
     return Pipeline([("prep", pre), ("clf", LogisticRegression(C=0.5, max_iter=500))]).fit(X, y)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3-protocol server (moto in server mode) on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_artifacts(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, object]]:
+    """A fresh bucket; returns (artifact URL, fsspec storage options)."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"ml-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    options: dict[str, object] = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
+    return f"s3://{bucket}/registry", options
+
+
+@pytest.fixture(params=["file", "memory", "s3"])
+def artifact_backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> tuple[str, dict[str, object]]:
+    """Artifact root URL and storage options, over a local folder, memory and S3."""
+    if request.param == "file":
+        return (tmp_path / "store").as_uri(), {}
+    if request.param == "memory":
+        return f"memory://ml-{uuid.uuid4().hex[:10]}", {}
+    return request.getfixturevalue("s3_artifacts")  # type: ignore[no-any-return]

@@ -671,6 +671,8 @@ def _folder_files(folder: Path) -> list[Path]:
                 full = Path(dirpath) / fn
                 if full.is_symlink():
                     raise InvalidInput(f"symbolic links are not stored as artefacts: {full}")
+                if not full.is_file():
+                    raise InvalidInput(f"not a regular file, cannot be stored as an artefact: {full}")
                 out.append(full.relative_to(folder))
     except PermissionError as exc:
         raise InvalidInput(f"cannot read artefact folder {folder}: {exc}") from exc

@@ -127,7 +127,9 @@ class SqlMetadataStore:
         try:
             with self.engine.connect().execution_options(modelledger_write=True) as conn, conn.begin():
                 yield conn
-        except sa.exc.OperationalError as exc:
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.DBAPIError as exc:
             raise StorageError(f"metadata store failed: {exc.orig}") from exc
 
     @contextmanager
@@ -135,7 +137,9 @@ class SqlMetadataStore:
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except sa.exc.OperationalError as exc:
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.DBAPIError as exc:
             raise StorageError(f"metadata store failed: {exc.orig}") from exc
 
     def close(self) -> None:

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from modelledger import Registry, SchemaOutdated, StorageError
+from modelledger.stores.metadata import HEAD_REVISION
+
+
+def _engine(url: str) -> sa.Engine:
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def test_explicit_url_needs_init(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    reg = Registry.open(url, artifacts=str(tmp_path / "a"))
+    with pytest.raises(SchemaOutdated, match="modelledger migrate"):
+        reg.list_models()
+    assert reg.init() == HEAD_REVISION
+    assert list(reg.list_models()) == []
+    assert reg.migrate() == HEAD_REVISION  # idempotent
+
+
+def test_embedded_default_migrates_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MODELLEDGER_HOME", raising=False)
+    reg = Registry.open()
+    reg.create_model("first")
+    assert (tmp_path / ".modelledger" / "registry.db").is_file()
+    assert Registry.open().get_model("first").name == "first"
+
+
+def test_constructor_does_no_io(tmp_path: Path) -> None:
+    Registry.open(f"sqlite:///{tmp_path / 'sub' / 'x.db'}", artifacts=str(tmp_path / "a"))
+    assert not (tmp_path / "sub").exists()
+    assert not (tmp_path / "a").exists()
+
+
+def test_tables_agree_with_migrations(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from modelledger.stores.tables import metadata
+
+    engine = _engine(db_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_store_failure_after_staging_leaves_no_folder(db_url: str, tmp_path: Path, fitted_pipeline) -> None:
+    reg = Registry.open(db_url, artifacts=str(tmp_path / "art"))
+    reg.list_models()  # schema checked while it is intact
+    engine = _engine(db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE model_versions RENAME TO model_versions_gone")
+    try:
+        with pytest.raises(StorageError):
+            reg.register("m", fitted_pipeline)
+        models_dir = tmp_path / "art" / "models" / "m"
+        assert not models_dir.exists() or list(models_dir.iterdir()) == []
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE model_versions_gone RENAME TO model_versions")
+        engine.dispose()
+    with pytest.raises(Exception):  # noqa: B017 - the model row must not exist either
+        reg.get_model("m")
