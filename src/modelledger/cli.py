@@ -93,13 +93,16 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover - the loop always returns
 
 
-def _kv_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2, 0, 0))
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    for key, value in rows:
-        table.add_row(escape(key), _text(value))
-    return table
+def _print_section(console: Console, title: str, rows: Iterable[tuple[str, Any]]) -> None:
+    """A bold title, then ``key  value`` lines with aligned keys (no padding, so it greps well)."""
+    console.print(f"[bold]{escape(title)}[/]")
+    items = list(rows)
+    if not items:
+        console.print("  (none)")
+        return
+    width = max(len(key) for key, _ in items)
+    for key, value in items:
+        console.print(f"  {escape(key)}{' ' * (width - len(key))}  {_text(value)}", soft_wrap=True)
 
 
 def _page_json(page: Page[Any]) -> dict[str, Any]:
@@ -344,16 +347,15 @@ def models_show(registry: Registry, name: str, as_json: bool) -> None:
     if as_json:
         _echo_json(model.to_dict())
         return
-    _console().print(
-        _kv_table(
-            f"Model {escape(model.name)}",
-            [
-                ("Description", model.description),
-                ("Tags", ", ".join(f"{k}={v}" for k, v in sorted(model.tags.items()))),
-                ("Latest version", model.latest_version or None),
-                ("Created", model.created_at.isoformat()),
-            ],
-        )
+    _print_section(
+        _console(),
+        f"Model {model.name}",
+        [
+            ("Description", model.description or None),
+            ("Tags", ", ".join(f"{k}={v}" for k, v in sorted(model.tags.items())) or None),
+            ("Latest version", model.latest_version or None),
+            ("Created", model.created_at.isoformat()),
+        ],
     )
 
 
@@ -425,10 +427,12 @@ def _render_version(mv: ModelVersion) -> None:
     m = mv.manifest
     source = m.get("source") or {}
     job = m.get("training_job") or {}
+    deps = m.get("dependencies") or {}
+    framework = " ".join(str(x) for x in (m.get("framework"), m.get("framework_version")) if x)
     console = _console()
-    console.print(
-        _kv_table(
-            escape(mv.uri),
+    sections: list[tuple[str, list[tuple[str, Any]]]] = [
+        (
+            mv.uri,
             [
                 ("Digest", mv.digest),
                 ("Aliases", ", ".join(mv.aliases) or None),
@@ -438,11 +442,8 @@ def _render_version(mv: ModelVersion) -> None:
                 ("Created", f"{mv.created_at.isoformat()} by {mv.created_by or '?'}"),
                 ("Description", m.get("description") or None),
             ],
-        )
-    )
-    console.print()
-    console.print(
-        _kv_table(
+        ),
+        (
             "Source",
             [
                 ("Repository", source.get("repo_url")),
@@ -451,28 +452,18 @@ def _render_version(mv: ModelVersion) -> None:
                 ("Branch", source.get("branch")),
                 ("Dirty", source.get("dirty")),
             ],
-        )
-    )
-    console.print()
-    deps = m.get("dependencies") or {}
-    console.print(
-        _kv_table(
+        ),
+        (
             "Environment",
             [
                 ("Algorithm", m.get("algorithm")),
-                (
-                    "Framework",
-                    " ".join(x for x in (m.get("framework"), m.get("framework_version")) if x) or None,
-                ),
+                ("Framework", framework or None),
                 ("Python", m.get("python")),
                 ("Platform", m.get("platform")),
-                ("Dependencies", f"{len(deps)} packages (see --json)"),
+                ("Dependencies", f"{len(deps)} packages (--json lists them)"),
             ],
-        )
-    )
-    console.print()
-    console.print(
-        _kv_table(
+        ),
+        (
             "Training job",
             [
                 ("Id", job.get("id")),
@@ -480,17 +471,18 @@ def _render_version(mv: ModelVersion) -> None:
                 ("Ended", job.get("ended_at")),
                 ("Host", job.get("host")),
             ],
-        )
-    )
-    for title, key in (("Params", "params"), ("Settings", "settings"), ("Metrics", "metrics")):
-        values = m.get(key) or {}
-        if values or key != "settings":
-            console.print()
-            console.print(_kv_table(title, sorted(values.items())) if values else f"[bold]{title}[/]: none")
-    console.print()
+        ),
+        ("Params", sorted((m.get("params") or {}).items())),
+        ("Metrics", sorted((m.get("metrics") or {}).items())),
+    ]
+    if m.get("settings"):
+        sections.append(("Settings", sorted(m["settings"].items())))
+    for title, rows in sections:
+        _print_section(console, title, rows)
+        console.print()
     signature = mv.signature
     if signature is None:
-        console.print("[bold]Signature[/]: none")
+        _print_section(console, "Signature", [])
     else:
         table = Table("Column", "Type", "Nullable", title="Signature", title_justify="left")
         for kind, columns in (("input", signature.inputs), ("output", signature.outputs)):
