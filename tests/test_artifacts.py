@@ -49,6 +49,6 @@ def test_register_load_and_verify_on_every_backend(
     if store.is_local:
         Path(path).chmod(0o644)
     store.fs.pipe_file(path, bytes(data))
-    with pytest.raises(IntegrityError, match="model.pkl"):
+    with pytest.raises(IntegrityError, match=r"model\.pkl"):
         reg.load(v.uri)
     assert [p.kind for p in reg.verify().problems] == ["mismatch"]

@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.helpers import Tripwire
 
 from modelledger import IntegrityError, Registry
-from tests.helpers import Tripwire
 
 
 def _stored(tmp_path: Path, folder: str, rel: str) -> Path:
@@ -46,7 +46,7 @@ def test_flipped_byte_in_a_side_file_blocks_loading(registry: Registry, tmp_path
     (src / "vocab.txt").write_text("a\nb\n")
     v = registry.register("m", src, manifest={"flavor": "python", "entry": "model.pkl"})
     _flip_byte(_stored(tmp_path, v.folder, "artifacts/vocab.txt"))
-    with pytest.raises(IntegrityError, match="vocab.txt"):
+    with pytest.raises(IntegrityError, match=r"vocab\.txt"):
         registry.load(v.uri)
 
 
@@ -101,7 +101,8 @@ def test_manifest_changed_in_the_database_is_caught(registry: Registry, fitted_p
         doc = json.loads(row.manifest)
         doc["params"]["C"] = 99
         conn.execute(
-            sa.text("UPDATE model_versions SET manifest = :m WHERE id = :i"), {"m": json.dumps(doc), "i": row.id}
+            sa.text("UPDATE model_versions SET manifest = :m WHERE id = :i"),
+            {"m": json.dumps(doc), "i": row.id},
         )
     engine.dispose()
     with pytest.raises(IntegrityError, match="does not match the recorded digest"):

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tests.helpers import Doubler
 
 from modelledger import InvalidInput, InvalidManifest, NotFound, Registry, SchemaMismatch
-from tests.helpers import Doubler
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -93,7 +93,9 @@ def test_git_source_is_captured_and_names_the_folder(db_url, tmp_path, git_repo,
 
 def test_explicit_source_overrides_git(registry: Registry, fitted_pipeline):
     v = registry.register(
-        "m", fitted_pipeline, manifest={"source": {"repo_url": "https://x/y.git", "revision": "abc123", "path": "t.py"}}
+        "m",
+        fitted_pipeline,
+        manifest={"source": {"repo_url": "https://x/y.git", "revision": "abc123", "path": "t.py"}},
     )
     assert v.manifest["source"]["revision"] == "abc123"
     assert v.manifest["source"]["repo_url"] == "https://x/y.git"
@@ -230,7 +232,8 @@ def test_unknown_versions_and_aliases(registry: Registry, fitted_pipeline, uri):
 
 
 @pytest.mark.parametrize(
-    "uri", ["credit-risk/1", "models:/credit-risk/0", "models:/credit-risk/x", "models:/a/b/1", "models:/m@Bad!"]
+    "uri",
+    ["credit-risk/1", "models:/credit-risk/0", "models:/credit-risk/x", "models:/a/b/1", "models:/m@Bad!"],
 )
 def test_malformed_identifiers(registry: Registry, uri):
     with pytest.raises(InvalidInput):
@@ -277,7 +280,9 @@ def test_unserialisable_object_writes_nothing(registry: Registry, tmp_path):
         registry.register("m", Holder())
     with pytest.raises(NotFound):
         registry.get_model("m")
-    assert not (tmp_path / "artifacts" / "models").exists() or not any((tmp_path / "artifacts" / "models").rglob("*"))
+    assert not (tmp_path / "artifacts" / "models").exists() or not any(
+        (tmp_path / "artifacts" / "models").rglob("*")
+    )
 
 
 def test_unfitted_estimator_is_refused(registry: Registry):

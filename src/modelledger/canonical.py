@@ -131,9 +131,7 @@ def _make_encoder(utf16_sort: bool) -> Callable[[Any], str]:
         try:
             items = sorted(obj.items(), key=sort_key)
             # A str subclass passes the C encoder; anything else raises TypeError.
-            parts = [
-                string(k) + ":" + (string(v) if type(v) is str else encode(v)) for k, v in items
-            ]
+            parts = [string(k) + ":" + (string(v) if type(v) is str else encode(v)) for k, v in items]
         except TypeError as exc:
             bad = next((k for k in obj if not isinstance(k, str)), None)
             if bad is None:

@@ -560,9 +560,17 @@ class _TransferBar:
 @click.option(
     "--manifest",
     "manifest_path",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=str),
-    help="YAML or JSON manifest: flavor, entry, params, metrics, source...",
+    help="YAML or JSON manifest: flavor, entry, params, metrics, source... (default: none, plain files)",
+)
+@click.option(
+    "--code",
+    "code_path",
+    default=".",
+    show_default=True,
+    type=click.Path(path_type=str),
+    help="The training code (script or folder) whose git repo, path and revision are recorded.",
 )
 @click.option("--execution-id", default=None, help="The training run's id; names the version folder.")
 @click.option(
@@ -577,7 +585,8 @@ def register(
     registry: Registry,
     name: str,
     folder: str,
-    manifest_path: str,
+    manifest_path: str | None,
+    code_path: str,
     execution_id: str | None,
     sample_path: str | None,
 ) -> None:
@@ -596,6 +605,7 @@ def register(
             manifest=manifest_path,
             execution_id=execution_id,
             sample_input=sample,
+            code_path=code_path,
             progress=bar,
         )
     finally:

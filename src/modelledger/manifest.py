@@ -86,6 +86,9 @@ class Manifest:
     entry: str | None = None  # the file a flavor loads, for folder registrations
     description: str = ""
     signature: Mapping[str, Any] | None = None
+    stages: Mapping[str, str] = field(default_factory=dict)  # stage -> "auto" | "manual"
+    gates: tuple[Any, ...] = ()  # validation gates, e.g. "auc >= 0.80 on holdout"
+    target_alias: str | None = None  # where `deploy` points by default (production)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +108,9 @@ class Manifest:
             "entry": self.entry,
             "description": self.description,
             "signature": dict(self.signature) if self.signature else None,
+            "stages": dict(self.stages),
+            "gates": list(self.gates),
+            "target_alias": self.target_alias,
         }
 
     @classmethod
@@ -121,7 +127,10 @@ class Manifest:
     ) -> Manifest:
         """Fill in what was not given: git source, Python, platform, dependency versions."""
         src = self.source
-        if capture_git:
+        # A source given explicitly describes another checkout: never mix in fields
+        # from the repository this process happens to run in.
+        explicit = bool(src.repo_url or src.revision)
+        if capture_git and not explicit:
             found = capture_source(cwd=cwd, script=script)
             src = SourceInfo(
                 repo_url=src.repo_url or found.repo_url,
@@ -164,10 +173,14 @@ _TOP = {
     "entry": (str,),
     "description": (str,),
     "signature": (dict,),
+    "stages": (dict,),
+    "gates": (list,),
+    "target_alias": (str,),
 }
 _SOURCE = {"repo_url": (str,), "path": (str,), "revision": (str,), "dirty": (bool,), "branch": (str,)}
 _JOB = {"id": (str, int), "started_at": (str, datetime), "ended_at": (str, datetime), "host": (str,)}
 _FLAVORS = {"sklearn", "python", "files"}
+_STAGE_MODES = ("data_prepared", "trained", "validated", "approved", "deployed")
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -220,6 +233,30 @@ def _validate(data: Any, source: str | None) -> Manifest:
     flavor = data.get("flavor")
     if flavor is not None and flavor not in _FLAVORS:
         raise InvalidManifest("flavor", f"must be one of {', '.join(sorted(_FLAVORS))}", source=source)
+    stages = data.get("stages") or {}
+    for key, mode in stages.items():
+        if key not in _STAGE_MODES:
+            raise InvalidManifest(
+                f"stages.{key}",
+                f"is not a stage that can be automated ({', '.join(_STAGE_MODES)})",
+                source=source,
+            )
+        if mode not in ("auto", "manual"):
+            raise InvalidManifest(f"stages.{key}", "must be 'auto' or 'manual'", source=source)
+    from .lifecycle import parse_gates
+
+    try:
+        parse_gates(data.get("gates"))
+    except InvalidManifest as exc:
+        raise InvalidManifest(exc.field, exc.problem, source=source) from exc
+    target = data.get("target_alias")
+    if target is not None:
+        from .identifiers import validate_alias
+
+        try:
+            validate_alias(target)
+        except Exception as exc:
+            raise InvalidManifest("target_alias", str(exc), source=source) from exc
     for key in ("params", "settings"):
         try:
             json.dumps(data.get(key) or {}, allow_nan=False)
@@ -247,6 +284,9 @@ def _validate(data: Any, source: str | None) -> Manifest:
         entry=data.get("entry"),
         description=data.get("description") or "",
         signature=data.get("signature"),
+        stages=dict(stages),
+        gates=tuple(data.get("gates") or ()),
+        target_alias=target,
     )
 
 
@@ -290,12 +330,18 @@ def _git(args: list[str], cwd: str) -> str | None:
 def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | None = None) -> SourceInfo:
     """Describe the git checkout that holds ``script`` (default: the running script).
 
-    Outside a git repository every field is ``None``.
+    ``script`` may also be a folder (the training code's directory). Outside a git
+    repository every field is ``None``.
     """
     if script is None:
         main = sys.modules.get("__main__")
         script = getattr(main, "__file__", None)
-    base = Path(cwd) if cwd else (Path(script).resolve().parent if script else Path.cwd())
+    if cwd:
+        base = Path(cwd)
+    elif script and Path(script).is_dir():
+        base = Path(script).resolve()
+    else:
+        base = Path(script).resolve().parent if script else Path.cwd()
     where = str(base)
     head = _git(["rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"], where)
     if not head:
@@ -311,6 +357,8 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
         try:
             rel = Path(script).resolve().relative_to(Path(top).resolve()).as_posix()
         except ValueError:
+            rel = None
+        if rel == ".":
             rel = None
     return SourceInfo(
         repo_url=remote or Path(top).as_uri(),

@@ -291,6 +291,7 @@ class Registry:
         sample_input: Any = None,
         execution_id: str | None = None,
         capture: bool = True,
+        code_path: str | os.PathLike[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ModelVersion:
         """Register a new version: write and seal its artefacts, then commit its row.
@@ -298,7 +299,10 @@ class Registry:
         ``source`` is a fitted scikit-learn estimator or pipeline, any object with
         ``predict`` (or a plain callable), or the path of a folder of files.
         Bad input raises before anything is written; a failure after that removes
-        the folder again, so no half version is ever left.
+        the folder again, so no half version is ever left. The manifest records the
+        git source of ``code_path`` (a script or folder; default: the running script)
+        unless the manifest gives its own ``source``; ``capture=False`` records no
+        git or environment facts at all.
 
         >>> v = registry.register("credit-risk", pipe, sample_input=X[:5],
         ...                       params={"max_depth": 3}, metrics={"auc": 0.91})  # doctest: +SKIP
@@ -314,6 +318,7 @@ class Registry:
             sample_input=sample_input,
             execution_id=execution_id,
             capture=capture,
+            code_path=code_path,
             progress=progress,
         )
         try:
@@ -333,6 +338,7 @@ class Registry:
         sample_input: Any = None,
         execution_id: str | None = None,
         capture: bool = True,
+        code_path: str | os.PathLike[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> StagedVersion:
         """Write and seal a version's artefacts in a new folder, without registering it.
@@ -354,7 +360,7 @@ class Registry:
         with tempfile.TemporaryDirectory(prefix="modelledger-") as tmp:
             folder, flavor, entry, doc = self._prepare_source(source, Path(tmp), doc, sample_input)
             if capture:
-                doc = doc.with_captured()
+                doc = doc.with_captured(script=os.fspath(code_path) if code_path is not None else None)
             doc = replace(doc, flavor=flavor, entry=entry)
             key = self._folder_key(doc, execution_id)
             return self._write_version_folder(name, key, folder, flavor, doc, progress)

@@ -24,7 +24,7 @@ from . import tables as t
 
 __all__ = ["HEAD_REVISION", "MetadataStore", "SqlMetadataStore"]
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 class MetadataStore(Protocol):
@@ -215,7 +215,9 @@ class SqlMetadataStore:
     ) -> None:
         values = {"name": name, "description": description, "created_at": now, "last_version": 0}
         if ignore:
-            conn.execute(self._insert(t.models).values(values).on_conflict_do_nothing(index_elements=["name"]))
+            conn.execute(
+                self._insert(t.models).values(values).on_conflict_do_nothing(index_elements=["name"])
+            )
         else:
             conn.execute(t.models.insert().values(values))
 

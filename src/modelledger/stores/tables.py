@@ -54,3 +54,78 @@ aliases = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# ---------------------------------------------------------------- governance (0002)
+
+ledger_events = sa.Table(
+    "ledger_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_ledger_events_subject", "subject"),
+    sa.Index("ix_ledger_events_time", "time"),
+)
+
+ledger_checkpoints = sa.Table(
+    "ledger_checkpoints",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("head_hash", sa.String(64), nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.Text, nullable=False),
+)
+
+ledger_head = sa.Table(
+    "ledger_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+registry_keys = sa.Table(
+    "registry_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("public_pem", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+)
+
+version_state = sa.Table(
+    "version_state",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("stage", sa.String(32), nullable=False),
+    sa.Column("registered_by", sa.String(256), nullable=False),
+    sa.Column("approved_by", sa.String(256), nullable=True),
+    sa.Column("decided_at", sa.String(40), nullable=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+)
+
+alias_history = sa.Table(
+    "alias_history",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("alias", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Index("ix_alias_history_lookup", "model_id", "alias", "time"),
+)
+
+settings = sa.Table(
+    "registry_settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

@@ -1,0 +1,222 @@
+"""The registry's Ed25519 signing key: create, load, sign, verify.
+
+The private key lives in one PKCS#8 PEM file that only its owner may read. It
+signs ledger checkpoints and prediction receipts; anyone holding the public PEM
+can verify them offline.
+
+``cryptography`` is imported inside the functions, so ``import modelledger``
+stays fast for callers that never sign anything.
+
+>>> pub = generate_key("registry.key")  # doctest: +SKIP
+>>> key = load_private_key("registry.key")  # doctest: +SKIP
+>>> verify_signature(pub, b"hello", sign(key, b"hello"))  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from typing import TYPE_CHECKING
+
+from .errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+    PublicKeyLike = Ed25519PublicKey | Ed25519PrivateKey | bytes
+
+__all__ = [
+    "KeyFileExposed",
+    "generate_key",
+    "key_id",
+    "load_private_key",
+    "load_public_key",
+    "public_key_pem",
+    "sign",
+    "verify_signature",
+    "verify_with_key",
+]
+
+
+class KeyFileExposed(PermissionDenied):
+    """A private key file that group or others may access; it is refused, not used."""
+
+    def __init__(self, path: str, mode: int) -> None:
+        super().__init__(
+            f"private key file {path} has mode {mode:04o}: group/others may access it; run `chmod 600 {path}`"
+        )
+        self.path = path
+        self.mode = mode
+
+
+def generate_key(path: str | os.PathLike[str]) -> bytes:
+    """Create a new Ed25519 key at ``path`` (mode 0600) and return its public PEM.
+
+    The file is created with ``O_EXCL`` and mode 0600 in one call, so it is never
+    readable by anyone else, not even for an instant; an existing file is never
+    overwritten (:class:`~modelledger.errors.AlreadyExists`).
+
+    >>> public_pem = generate_key("/etc/modelledger/registry.key")  # doctest: +SKIP
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    target = os.fspath(path)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(target, flags, 0o600)
+    except FileExistsError as exc:
+        raise AlreadyExists("key file", target) from exc
+    try:
+        try:
+            if hasattr(os, "fchmod"):
+                # The umask can only remove bits; this also restores u+rw if it removed those.
+                os.fchmod(fd, 0o600)
+            view = memoryview(pem)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        # Never leave a half-written key behind: a later run would refuse to overwrite it.
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
+    return public_key_pem(key)
+
+
+def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """Read the Ed25519 private key at ``path``, refusing a file group/others may access.
+
+    Raises :class:`KeyFileExposed` (a :class:`~modelledger.errors.PermissionDenied`)
+    for such a file, :class:`~modelledger.errors.NotFound` when it does not exist and
+    :class:`~modelledger.errors.InvalidInput` when it is not an unencrypted Ed25519 key.
+
+    >>> key = load_private_key("/etc/modelledger/registry.key")  # doctest: +SKIP
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    target = os.fspath(path)
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as exc:
+        raise NotFound("key file", target) from exc
+    except PermissionError as exc:
+        raise PermissionDenied(f"cannot read private key file {target}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        # fstat the open file, not the path, so a swapped file cannot slip past the check.
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        if os.name == "posix" and mode & 0o077:
+            raise KeyFileExposed(target, mode)
+        data = handle.read()
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{target} is not an unencrypted PEM private key: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InvalidInput(f"{target} holds a {type(key).__name__}, not an Ed25519 private key")
+    return key
+
+
+def public_key_pem(private: Ed25519PrivateKey) -> bytes:
+    """The SubjectPublicKeyInfo PEM of ``private``'s public key: safe to publish.
+
+    >>> public_key_pem(load_private_key("registry.key"))  # doctest: +SKIP
+    b'-----BEGIN PUBLIC KEY-----\\n...'
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    return private.public_key().public_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+
+
+def load_public_key(public_pem: bytes) -> Ed25519PublicKey:
+    """Parse an Ed25519 public key PEM (:class:`~modelledger.errors.InvalidInput` if it is not one).
+
+    >>> load_public_key(public_pem)  # doctest: +SKIP
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        key = serialization.load_pem_public_key(public_pem)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"not a PEM public key: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise InvalidInput(f"expected an Ed25519 public key, got {type(key).__name__}")
+    return key
+
+
+def sign(private: Ed25519PrivateKey, data: bytes) -> bytes:
+    """The 64-byte Ed25519 signature of ``data``.
+
+    >>> signature = sign(key, b"payload")  # doctest: +SKIP
+    """
+    return private.sign(data)
+
+
+def verify_signature(public_pem: bytes, data: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is a valid Ed25519 signature of ``data`` by ``public_pem``'s key.
+
+    A wrong or malformed signature returns False; a malformed *key* raises
+    :class:`~modelledger.errors.InvalidInput`, since that is a setup error, not tampering.
+
+    >>> verify_signature(public_pem, b"payload", signature)  # doctest: +SKIP
+    True
+    """
+    return verify_with_key(load_public_key(public_pem), data, signature)
+
+
+def verify_with_key(public: Ed25519PublicKey, data: bytes, signature: bytes) -> bool:
+    """:func:`verify_signature` for an already loaded key (verifying many signatures).
+
+    >>> verify_with_key(load_public_key(public_pem), b"payload", signature)  # doctest: +SKIP
+    True
+    """
+    from cryptography.exceptions import InvalidSignature
+
+    if len(signature) != 64:
+        return False
+    try:
+        public.verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def key_id(public: PublicKeyLike) -> str:
+    """Short fingerprint of a key: the first 16 hex digits of sha256(raw 32-byte public key).
+
+    Accepts a public key, a private key (its public half is used) or a public PEM.
+
+    >>> key_id(public_pem)  # doctest: +SKIP
+    '3f9a0c55e1d2b7a4'
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if isinstance(public, (bytes, bytearray, memoryview)):
+        key = load_public_key(bytes(public))
+    elif isinstance(public, Ed25519PrivateKey):
+        key = public.public_key()
+    else:
+        key = public
+    raw = key.public_bytes(encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]

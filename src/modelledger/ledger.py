@@ -1,0 +1,757 @@
+"""The governance ledger's pure core: events, the hash chain, signed checkpoints, verification.
+
+No I/O happens here; a store persists events with their hashes and checkpoints,
+then hands them back to :func:`verify_chain`.
+
+The chain (DESIGN section 5)::
+
+    hash_0 = GENESIS (32 zero bytes)
+    hash_n = sha256(hash_{n-1} || canonicalize(event_n.to_dict()))     # RFC 8785 JSON
+
+Sequence numbers start at 1 and have no gaps. A :class:`Checkpoint` is the
+registry key's Ed25519 signature over ``(seq, hash_seq, time, key_id)``, so
+anyone with the public key can tell an intact ledger from an edited, reordered
+or truncated one.
+
+>>> builder = ChainBuilder()
+>>> event, stored_hash = builder.record(
+...     actor="alice", action="version.approve", subject="fraud/3", data={"stage": "prod"},
+...     time="2024-05-01T12:00:00Z")
+>>> verify_chain([(event, stored_hash)], [], public_pem).ok  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from itertools import islice
+from json.encoder import encode_basestring as _json_string
+from typing import TYPE_CHECKING, Any, Final
+
+from .canonical import MAX_SAFE_INTEGER, canonicalize, canonicalize_str
+from .errors import IntegrityError, InvalidInput
+from .keys import key_id, load_public_key, sign, verify_with_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+__all__ = [
+    "ALTERED_HASH",
+    "BAD_CHECKPOINT_SIGNATURE",
+    "CHECKPOINT_DOMAIN",
+    "CHECKPOINT_MISMATCH",
+    "CHECKPOINT_WRONG_KEY",
+    "DELETED_EVENT",
+    "DUPLICATE_EVENT",
+    "EDITED_EVENT",
+    "FIRST_SEQ",
+    "GENESIS",
+    "PROBLEM_KINDS",
+    "REORDERED_EVENTS",
+    "TRUNCATED",
+    "ChainBuilder",
+    "ChainProblem",
+    "ChainReport",
+    "Checkpoint",
+    "LedgerEvent",
+    "chain_hash",
+    "check_time",
+    "event_bytes",
+    "sign_checkpoint",
+    "utc_now",
+    "verify_chain",
+    "verify_checkpoint",
+]
+
+GENESIS: Final[bytes] = bytes(32)
+"""The hash "before" the first event."""
+
+FIRST_SEQ: Final[int] = 1
+"""Sequence number of the first event; a checkpoint at seq 0 signs the empty ledger."""
+
+CHECKPOINT_DOMAIN: Final[str] = "modelledger.ledger.checkpoint.v1"
+"""Inside every signed checkpoint payload, so the key's other signatures (prediction
+receipts) can never be replayed as checkpoints, nor checkpoints as receipts."""
+
+# ChainProblem.kind values
+EDITED_EVENT: Final = "edited_event"
+"""The event at ``seq`` no longer hashes to its stored hash (its content was changed)."""
+ALTERED_HASH: Final = "altered_hash"
+"""The stored hash at ``seq`` was changed; the event itself still links to the next one."""
+DELETED_EVENT: Final = "deleted_event"
+"""Sequence numbers jump: the event at ``seq`` (up to ``other_seq``) is missing."""
+REORDERED_EVENTS: Final = "reordered_events"
+"""The event at ``seq`` was found at the place of ``other_seq``: swapped or moved."""
+DUPLICATE_EVENT: Final = "duplicate_event"
+"""Sequence number ``seq`` appears a second time (where ``other_seq`` was expected)."""
+BAD_CHECKPOINT_SIGNATURE: Final = "bad_checkpoint_signature"
+"""The checkpoint at ``seq`` names the registry key but its signature is not valid."""
+CHECKPOINT_WRONG_KEY: Final = "checkpoint_wrong_key"
+"""The checkpoint at ``seq`` was signed by a key other than the registry key."""
+CHECKPOINT_MISMATCH: Final = "checkpoint_mismatch"
+"""A validly signed checkpoint at ``seq`` disagrees with the chain: it was rewritten."""
+TRUNCATED: Final = "truncated"
+"""The chain ends before ``other_seq``, the seq of a validly signed checkpoint."""
+
+PROBLEM_KINDS: Final = frozenset(
+    {
+        EDITED_EVENT,
+        ALTERED_HASH,
+        DELETED_EVENT,
+        REORDERED_EVENTS,
+        DUPLICATE_EVENT,
+        BAD_CHECKPOINT_SIGNATURE,
+        CHECKPOINT_WRONG_KEY,
+        CHECKPOINT_MISMATCH,
+        TRUNCATED,
+    }
+)
+
+_RFC3339_UTC = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_int_repr = int.__repr__
+
+
+def utc_now() -> str:
+    """The current time as an RFC 3339 UTC string with microseconds.
+
+    >>> utc_now()  # doctest: +SKIP
+    '2024-05-01T12:00:00.123456Z'
+    """
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_time(value: str) -> str:
+    """Return ``value`` if it is an RFC 3339 UTC timestamp ending in ``Z``, else raise InvalidInput.
+
+    >>> check_time("2024-05-01T12:00:00.5Z")
+    '2024-05-01T12:00:00.5Z'
+    """
+    match = _RFC3339_UTC.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidInput(f"time must be RFC 3339 UTC like 2024-05-01T12:00:00Z, got {value!r}")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    try:
+        # second 60 is a legal RFC 3339 leap second that datetime cannot hold
+        datetime(year, month, day, hour, minute, min(second, 59))
+    except ValueError as exc:
+        raise InvalidInput(f"time {value!r} is not a real date and time: {exc}") from exc
+    if second > 60:
+        raise InvalidInput(f"time {value!r} is not a real date and time")
+    return value
+
+
+def _hash_bytes(value: bytes | str, what: str) -> bytes:
+    if isinstance(value, str):
+        if not _HEX64.fullmatch(value.lower()):
+            raise InvalidInput(f"{what} must be 64 hex digits, got {value!r}")
+        return bytes.fromhex(value)
+    if len(value) != 32:
+        raise InvalidInput(f"{what} must be 32 bytes, got {len(value)}")
+    return bytes(value)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEvent:
+    """One governance event: who (``actor``) did what (``action``) to what (``subject``).
+
+    ``data`` holds the action's details (JSON values only: see
+    :mod:`modelledger.canonical`); treat it as immutable once the event is built,
+    since the event's hash covers it.
+
+    >>> LedgerEvent(seq=1, time="2024-05-01T12:00:00Z", actor="alice", action="alias.move",
+    ...             subject="fraud@champion", data={"from": 2, "to": 3}, reason="better AUC")
+    LedgerEvent(seq=1, time='2024-05-01T12:00:00Z', actor='alice', action='alias.move', ...)
+    """
+
+    seq: int
+    time: str
+    actor: str
+    action: str
+    subject: str
+    data: Mapping[str, Any]
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        # Cheap type checks only: this runs for every row a store loads.
+        if type(self.seq) is not int or self.seq < 0:
+            raise InvalidInput(f"event seq must be a non-negative int, got {self.seq!r}")
+        for name in ("time", "actor", "action", "subject"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInput(f"event {name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.data, Mapping):
+            raise InvalidInput(f"event data must be a mapping, got {type(self.data).__name__}")
+        if self.reason is not None and not isinstance(self.reason, str):
+            raise InvalidInput(f"event reason must be a string or None, got {self.reason!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as the plain dict that is canonicalised and hashed (``data`` is a shallow copy)."""
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "actor": self.actor,
+            "action": self.action,
+            "subject": self.subject,
+            "data": dict(self.data),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> LedgerEvent:
+        """Rebuild an event from :meth:`to_dict` output; unknown or missing keys raise InvalidInput."""
+        expected = {"seq", "time", "actor", "action", "subject", "data", "reason"}
+        keys = set(raw)
+        if keys != expected:
+            missing, extra = sorted(expected - keys), sorted(keys - expected)
+            raise InvalidInput(f"ledger event keys: missing {missing}, unexpected {extra}")
+        return cls(
+            seq=raw["seq"],
+            time=raw["time"],
+            actor=raw["actor"],
+            action=raw["action"],
+            subject=raw["subject"],
+            data=raw["data"],
+            reason=raw["reason"],
+        )
+
+
+def event_bytes(event: LedgerEvent) -> bytes:
+    """``canonicalize(event.to_dict())``, without building the intermediate dict.
+
+    The member order is fixed: action, actor, data, reason, seq, subject, time.
+    """
+    seq = event.seq
+    reason = event.reason
+    data = event.data
+    if (
+        type(data) is dict
+        and seq <= MAX_SAFE_INTEGER
+        and type(event.action) is str
+        and type(event.actor) is str
+        and type(event.subject) is str
+        and type(event.time) is str
+        and (reason is None or type(reason) is str)
+    ):
+        text = "".join(
+            (
+                '{"action":',
+                _json_string(event.action),
+                ',"actor":',
+                _json_string(event.actor),
+                ',"data":',
+                canonicalize_str(data),
+                ',"reason":',
+                "null" if reason is None else _json_string(reason),
+                ',"seq":',
+                _int_repr(seq),
+                ',"subject":',
+                _json_string(event.subject),
+                ',"time":',
+                _json_string(event.time),
+                "}",
+            )
+        )
+        if text.isascii():
+            return text.encode("ascii")
+    # str subclasses, other mappings, non-ASCII text (lone surrogates): the general path.
+    return canonicalize(event.to_dict())
+
+
+def chain_hash(prev: bytes, event: LedgerEvent) -> bytes:
+    """``sha256(prev || canonicalize(event.to_dict()))``: the hash of ``event`` in the chain.
+
+    >>> chain_hash(GENESIS, event).hex()  # doctest: +SKIP
+    '9c1185a5c5e9fc54612808977ee8f548b2258d31...'
+    """
+    if len(prev) != 32:
+        raise InvalidInput(f"previous hash must be 32 bytes, got {len(prev)}")
+    return hashlib.sha256(prev + event_bytes(event)).digest()
+
+
+class ChainBuilder:
+    """Assigns sequence numbers and computes hashes for new events, one writer at a time.
+
+    Start it from the store's current head (``head``/``next_seq``), append, then
+    persist the events with the returned hex hashes. :meth:`extend` is atomic:
+    if any event is refused, the builder is left as it was.
+
+    >>> builder = ChainBuilder()  # or ChainBuilder(head=stored_head_hex, next_seq=last_seq + 1)
+    >>> event, hash_hex = builder.record(actor="alice", action="model.create", subject="fraud",
+    ...                                  data={}, time="2024-05-01T12:00:00Z")
+    >>> event.seq, builder.next_seq
+    (1, 2)
+    """
+
+    __slots__ = ("_head", "_next_seq")
+
+    def __init__(self, *, head: bytes | str = GENESIS, next_seq: int = FIRST_SEQ) -> None:
+        if type(next_seq) is not int or next_seq < FIRST_SEQ:
+            raise InvalidInput(f"next_seq must be an int >= {FIRST_SEQ}, got {next_seq!r}")
+        self._head = _hash_bytes(head, "head hash")
+        self._next_seq = next_seq
+
+    @property
+    def head(self) -> bytes:
+        """Hash of the last event appended (``GENESIS`` for an empty ledger)."""
+        return self._head
+
+    @property
+    def head_hex(self) -> str:
+        return self._head.hex()
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the last event appended; 0 for an empty ledger."""
+        return self._next_seq - 1
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        subject: str,
+        data: Mapping[str, Any],
+        reason: str | None = None,
+        time: str | None = None,
+    ) -> tuple[LedgerEvent, str]:
+        """Build the next event (next seq; ``time`` defaults to now), append it; return it and its hash."""
+        event = LedgerEvent(
+            seq=self._next_seq,
+            time=utc_now() if time is None else time,
+            actor=actor,
+            action=action,
+            subject=subject,
+            data=data,
+            reason=reason,
+        )
+        return event, self.append(event)
+
+    def append(self, event: LedgerEvent) -> str:
+        """Append one event whose seq must be :attr:`next_seq`; returns its hash as hex."""
+        return self.extend((event,))[0]
+
+    def extend(self, events: Iterable[LedgerEvent]) -> list[str]:
+        """Append a batch of consecutive events; returns their hashes (hex) in order."""
+        prev = self._head
+        seq = self._next_seq
+        sha256 = hashlib.sha256
+        encode = event_bytes
+        hashes: list[str] = []
+        for event in events:
+            if event.seq != seq:
+                raise InvalidInput(f"ledger event has seq {event.seq}, the next seq is {seq}")
+            check_time(event.time)
+            for name in ("actor", "action", "subject"):
+                if not getattr(event, name):
+                    raise InvalidInput(f"ledger event {name} must not be empty (seq {seq})")
+            prev = sha256(prev + encode(event)).digest()
+            hashes.append(prev.hex())
+            seq += 1
+        self._head = prev
+        self._next_seq = seq
+        return hashes
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed tree head: the registry key vouches that the chain's hash at ``seq`` is ``head_hash``.
+
+    ``signature`` is base64 (standard alphabet, padded) of the Ed25519 signature over
+    :meth:`payload`.
+    """
+
+    seq: int
+    head_hash: str
+    time: str
+    key_id: str
+    signature: str
+
+    def payload(self) -> bytes:
+        """The exact bytes that are signed."""
+        return _checkpoint_payload(self.seq, self.head_hash, self.time, self.key_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "head_hash": self.head_hash,
+            "time": self.time,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Checkpoint:
+        expected = {"seq", "head_hash", "time", "key_id", "signature"}
+        if set(raw) != expected:
+            raise InvalidInput(f"checkpoint keys must be {sorted(expected)}, got {sorted(raw)}")
+        if type(raw["seq"]) is not int or raw["seq"] < 0:
+            raise InvalidInput(f"checkpoint seq must be a non-negative int, got {raw['seq']!r}")
+        for name in ("head_hash", "time", "key_id", "signature"):
+            if not isinstance(raw[name], str):
+                raise InvalidInput(f"checkpoint {name} must be a string, got {raw[name]!r}")
+        return cls(
+            seq=raw["seq"],
+            head_hash=raw["head_hash"],
+            time=raw["time"],
+            key_id=raw["key_id"],
+            signature=raw["signature"],
+        )
+
+
+def _checkpoint_payload(seq: int, head_hash: str, time: str, kid: str) -> bytes:
+    return canonicalize(
+        {"type": CHECKPOINT_DOMAIN, "seq": seq, "head_hash": head_hash, "time": time, "key_id": kid}
+    )
+
+
+def sign_checkpoint(private: Ed25519PrivateKey, seq: int, head_hash: bytes | str, time: str) -> Checkpoint:
+    """Sign the chain head ``head_hash`` (the hash of event ``seq``) with the registry key.
+
+    >>> builder.extend(events)  # doctest: +SKIP
+    >>> checkpoint = sign_checkpoint(key, builder.last_seq, builder.head, utc_now())  # doctest: +SKIP
+    """
+    if type(seq) is not int or seq < 0:
+        raise InvalidInput(f"checkpoint seq must be a non-negative int, got {seq!r}")
+    head_hex = _hash_bytes(head_hash, "head hash").hex()
+    check_time(time)
+    kid = key_id(private)
+    signature = sign(private, _checkpoint_payload(seq, head_hex, time, kid))
+    return Checkpoint(
+        seq=seq,
+        head_hash=head_hex,
+        time=time,
+        key_id=kid,
+        signature=base64.b64encode(signature).decode("ascii"),
+    )
+
+
+def _checkpoint_signature_problem(public: Ed25519PublicKey, registry_kid: str, cp: Checkpoint) -> str | None:
+    """None if ``cp`` is validly signed by ``public``, else the problem kind."""
+    if cp.key_id != registry_kid:
+        return CHECKPOINT_WRONG_KEY
+    try:
+        signature = base64.b64decode(cp.signature, validate=True)
+        payload = cp.payload()
+    except (binascii.Error, ValueError, InvalidInput):
+        return BAD_CHECKPOINT_SIGNATURE
+    return None if verify_with_key(public, payload, signature) else BAD_CHECKPOINT_SIGNATURE
+
+
+def verify_checkpoint(public_pem: bytes, checkpoint: Checkpoint) -> bool:
+    """True when ``checkpoint`` carries a valid signature by the key ``public_pem``.
+
+    This checks the signature only; :func:`verify_chain` also checks the head
+    against the events.
+
+    >>> verify_checkpoint(public_pem, checkpoint)  # doctest: +SKIP
+    True
+    """
+    public = load_public_key(public_pem)
+    return _checkpoint_signature_problem(public, key_id(public), checkpoint) is None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    """The first thing :func:`verify_chain` found wrong; ``kind`` is one of :data:`PROBLEM_KINDS`."""
+
+    kind: str
+    seq: int
+    detail: str
+    other_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seq": self.seq, "detail": self.detail, "other_seq": self.other_seq}
+
+    def __str__(self) -> str:
+        return f"{self.kind} at seq {self.seq}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """Outcome of :func:`verify_chain`.
+
+    ``events_checked`` counts events verified before the first problem; ``head_seq``
+    and ``head_hash`` describe the last of them. Events after
+    ``last_checkpoint_seq`` are hash-chained but not yet signed, so truncating
+    them cannot be detected until a later checkpoint covers them.
+    """
+
+    ok: bool
+    events_checked: int
+    first_problem: ChainProblem | None
+    head_seq: int = 0
+    head_hash: str = GENESIS.hex()
+    checkpoints_checked: int = 0
+    last_checkpoint_seq: int | None = None
+
+    def raise_for_problem(self) -> None:
+        """Raise :class:`~modelledger.errors.IntegrityError` if the chain is not intact."""
+        if self.first_problem is not None:
+            problem = self.first_problem
+            raise IntegrityError(f"ledger event {problem.seq}", f"{problem.kind}: {problem.detail}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "first_problem": None if self.first_problem is None else self.first_problem.to_dict(),
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "checkpoints_checked": self.checkpoints_checked,
+            "last_checkpoint_seq": self.last_checkpoint_seq,
+        }
+
+
+class _Walk:
+    """Mutable state of one verify_chain run, so the failure paths can build reports."""
+
+    __slots__ = ("checked", "checkpoints_checked", "head", "head_seq", "last_cp_seq")
+
+    def __init__(self, head: bytes, head_seq: int, last_cp_seq: int | None) -> None:
+        self.checked = 0
+        self.checkpoints_checked = 0
+        self.head = head
+        self.head_seq = head_seq
+        self.last_cp_seq = last_cp_seq
+
+    def at(self, head: bytes, head_seq: int) -> None:
+        self.head = head
+        self.head_seq = head_seq
+
+    def report(self, problem: ChainProblem | None) -> ChainReport:
+        return ChainReport(
+            ok=problem is None,
+            events_checked=self.checked,
+            first_problem=problem,
+            head_seq=self.head_seq,
+            head_hash=self.head.hex(),
+            checkpoints_checked=self.checkpoints_checked,
+            last_checkpoint_seq=self.last_cp_seq,
+        )
+
+
+def verify_chain(
+    events: Iterable[tuple[LedgerEvent, str]],
+    checkpoints: Iterable[Checkpoint],
+    public_pem: bytes,
+    *,
+    start: Checkpoint | None = None,
+    lookahead: int = 1000,
+) -> ChainReport:
+    """Recompute the chain from ``events`` (``(event, stored_hash_hex)`` in seq order) and
+    check every checkpoint; report the first problem in chain order.
+
+    Each event costs one canonicalisation and one sha256; the iterable is consumed
+    lazily (a database cursor is fine). Problems are precise: an edited event or
+    altered hash names its seq; a gap names the first missing seq; swapped events
+    name both seqs (looking up to ``lookahead`` events ahead); a checkpoint that is
+    forged, signed by another key, or disagrees with the chain names its seq; a chain
+    shorter than its last checkpoint is ``truncated``.
+
+    ``start``, a checkpoint already trusted, verifies only the events after it
+    (``events`` must then begin at ``start.seq + 1``); its signature is re-checked.
+
+    >>> report = verify_chain(store.iter_events(), store.checkpoints(), public_pem)  # doctest: +SKIP
+    >>> report.ok, report.first_problem  # doctest: +SKIP
+    (False, ChainProblem(kind='edited_event', seq=512, detail='...', other_seq=None))
+    """
+    public = load_public_key(public_pem)
+    registry_kid = key_id(public)
+
+    if start is None:
+        walk = _Walk(GENESIS, FIRST_SEQ - 1, None)
+    else:
+        kind = _checkpoint_signature_problem(public, registry_kid, start)
+        if kind is not None:
+            problem = ChainProblem(
+                kind, start.seq, f"start checkpoint: {_cp_detail(kind, start, registry_kid)}"
+            )
+            return _Walk(GENESIS, FIRST_SEQ - 1, None).report(problem)
+        walk = _Walk(_hash_bytes(start.head_hash, "start head hash"), start.seq, start.seq)
+        walk.checkpoints_checked = 1
+
+    pending = sorted((cp for cp in checkpoints if start is None or cp.seq > start.seq), key=_cp_seq)
+    cp_index = 0
+    no_more = -1
+
+    def check_checkpoints_at(seq: int) -> ChainProblem | None:
+        """Verify every checkpoint at ``seq`` against the current head; advance the cursor."""
+        nonlocal cp_index
+        head_hex = walk.head.hex()
+        while cp_index < len(pending) and pending[cp_index].seq == seq:
+            cp = pending[cp_index]
+            kind = _checkpoint_signature_problem(public, registry_kid, cp)
+            if kind is not None:
+                return ChainProblem(kind, seq, _cp_detail(kind, cp, registry_kid))
+            if cp.head_hash.lower() != head_hex:
+                since = walk.last_cp_seq if walk.last_cp_seq is not None else FIRST_SEQ - 1
+                return ChainProblem(
+                    CHECKPOINT_MISMATCH,
+                    seq,
+                    f"the checkpoint signed at {cp.time} says the hash at seq {seq} is "
+                    f"{cp.head_hash[:16]}..., the events give {head_hex[:16]}...: the chain was "
+                    f"rewritten somewhere in seq {since + 1}..{seq}",
+                )
+            walk.checkpoints_checked += 1
+            walk.last_cp_seq = seq
+            cp_index += 1
+        return None
+
+    # A checkpoint at seq 0 signs the empty ledger.
+    if start is None and pending and pending[0].seq == 0:
+        genesis_problem = check_checkpoints_at(0)
+        if genesis_problem is not None:
+            return walk.report(genesis_problem)
+
+    next_cp = pending[cp_index].seq if cp_index < len(pending) else no_more
+    expected = walk.head_seq + 1
+    prev = walk.head
+    sha256 = hashlib.sha256
+    encode = event_bytes
+    it = iter(events)
+    for event, stored in it:
+        seq = event.seq
+        if seq != expected:
+            walk.at(prev, expected - 1)
+            return walk.report(_diagnose_sequence(event, stored, expected, it, lookahead))
+        try:
+            digest = sha256(prev + encode(event)).digest()
+        except InvalidInput as exc:
+            walk.at(prev, expected - 1)
+            return walk.report(ChainProblem(EDITED_EVENT, seq, f"event cannot be canonicalised: {exc}"))
+        hex_digest = digest.hex()
+        if hex_digest != stored and (type(stored) is not str or hex_digest != stored.lower()):
+            walk.at(prev, expected - 1)
+            return walk.report(_diagnose_mismatch(prev, event, stored, digest, it, lookahead))
+        prev = digest
+        walk.checked += 1
+        expected += 1
+        if seq == next_cp:
+            walk.at(prev, seq)
+            cp_problem = check_checkpoints_at(seq)
+            if cp_problem is not None:
+                return walk.report(cp_problem)
+            next_cp = pending[cp_index].seq if cp_index < len(pending) else no_more
+    walk.at(prev, expected - 1)
+
+    # Checkpoints beyond the last event: the tail was cut off (if the checkpoint is genuine).
+    if cp_index < len(pending):
+        cp = pending[cp_index]
+        kind = _checkpoint_signature_problem(public, registry_kid, cp)
+        if kind is not None:
+            return walk.report(ChainProblem(kind, cp.seq, _cp_detail(kind, cp, registry_kid)))
+        missing_from = walk.head_seq + 1
+        return walk.report(
+            ChainProblem(
+                TRUNCATED,
+                missing_from,
+                f"the chain ends at seq {walk.head_seq} but a checkpoint signed at {cp.time} covers "
+                f"seq {cp.seq}: events {missing_from}..{cp.seq} are missing",
+                other_seq=cp.seq,
+            )
+        )
+    return walk.report(None)
+
+
+def _cp_seq(cp: Checkpoint) -> int:
+    return cp.seq
+
+
+def _cp_detail(kind: str, cp: Checkpoint, registry_kid: str) -> str:
+    if kind == CHECKPOINT_WRONG_KEY:
+        return f"checkpoint signed by key {cp.key_id!r}, the registry key is {registry_kid!r}"
+    return f"checkpoint (signed at {cp.time!r}) has an invalid signature: forged or altered"
+
+
+def _diagnose_sequence(
+    event: LedgerEvent,
+    stored: str,
+    expected: int,
+    rest: Iterator[tuple[LedgerEvent, str]],
+    lookahead: int,
+) -> ChainProblem:
+    """``event.seq`` is not ``expected``: a gap, a repeat, or events out of order."""
+    found = event.seq
+    if found < expected:
+        # every seq below ``expected`` was already seen exactly once, in order
+        return ChainProblem(
+            DUPLICATE_EVENT,
+            found,
+            f"seq {found} appears again where seq {expected} was expected",
+            other_seq=expected,
+        )
+    window = [(event, stored), *islice(rest, lookahead)]
+    for position, (candidate, _) in enumerate(window):
+        if candidate.seq == expected:
+            if position == found - expected:
+                detail = f"events {expected} and {found} are swapped"
+            else:
+                detail = f"event {expected} is out of order: found after event {window[position - 1][0].seq}"
+            return ChainProblem(REORDERED_EVENTS, expected, detail, other_seq=found)
+    last_missing = found - 1
+    span = f"event {expected} is" if last_missing == expected else f"events {expected}..{last_missing} are"
+    return ChainProblem(
+        DELETED_EVENT,
+        expected,
+        f"{span} missing: seq {expected - 1} is followed by seq {found}"
+        + (f" (nor found in the next {lookahead} events)" if len(window) > lookahead else ""),
+        other_seq=last_missing,
+    )
+
+
+def _diagnose_mismatch(
+    prev: bytes,
+    event: LedgerEvent,
+    stored: str,
+    recomputed: bytes,
+    rest: Iterator[tuple[LedgerEvent, str]],
+    lookahead: int,
+) -> ChainProblem:
+    """The event at ``event.seq`` does not hash to ``stored``: edited, swapped, or hash altered."""
+    seq = event.seq
+    window = list(islice(rest, lookahead))
+    stored_norm = stored.lower() if isinstance(stored, str) else ""
+    # Contents swapped between two rows that kept their seq numbers: some later event,
+    # renumbered to ``seq``, hashes to the stored hash here or to its own stored hash.
+    for candidate, candidate_stored in window:
+        try:
+            moved = chain_hash(prev, replace(candidate, seq=seq)).hex()
+        except InvalidInput:
+            continue
+        if moved in (stored_norm, str(candidate_stored).lower()):
+            return ChainProblem(
+                REORDERED_EVENTS,
+                seq,
+                f"the content of events {seq} and {candidate.seq} was swapped",
+                other_seq=candidate.seq,
+            )
+    # Only the stored hash changed: the event still links to its successor.
+    if window:
+        nxt, nxt_stored = window[0]
+        try:
+            relinks = nxt.seq == seq + 1 and chain_hash(recomputed, nxt).hex() == str(nxt_stored).lower()
+        except InvalidInput:
+            relinks = False
+        if relinks:
+            return ChainProblem(
+                ALTERED_HASH,
+                seq,
+                f"the stored hash {str(stored)[:16]}... was changed; the event itself "
+                f"hashes to {recomputed.hex()[:16]}... and still links to seq {seq + 1}",
+            )
+    return ChainProblem(
+        EDITED_EVENT,
+        seq,
+        f"event {seq} ({event.action} on {event.subject!r} by {event.actor!r}) hashes to "
+        f"{recomputed.hex()[:16]}..., the stored hash is {str(stored)[:16]}...: it was edited",
+    )
