@@ -258,7 +258,9 @@ class MlflowSide(Side):
         mlflow.set_registry_uri(uri)
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         # Artefacts in the temp folder too (the default would be ./mlruns).
-        exp = self.client.create_experiment("bench", artifact_location=(self.workdir / "mlartifacts").as_uri())
+        exp = self.client.create_experiment(
+            "bench", artifact_location=(self.workdir / "mlartifacts").as_uri()
+        )
         mlflow.set_experiment(experiment_id=exp)
         self.client.create_registered_model("warmup")
         self.fsync_dir = self.workdir
@@ -419,7 +421,12 @@ def import_time(module: str, runs: int) -> list[float]:
     out = []
     for i in range(runs + 1):  # the first run warms the OS page cache and bytecode; not counted
         res = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=tempfile.gettempdir()
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            cwd=tempfile.gettempdir(),
         )
         if i:
             out.append(float(res.stdout.strip().splitlines()[-1]))
@@ -490,7 +497,10 @@ def _git_state() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
-            capture_output=True, text=True, cwd=REPO, check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
         ).stdout.strip()
         return rev + ("+dirty src" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -503,9 +513,13 @@ def _fmt(x: float) -> str:
 
 def report(cfg: argparse.Namespace) -> int:
     started = _dt.datetime.now(_dt.timezone.utc).astimezone()
-    print(f"registry benchmark: {'quick' if cfg.quick else 'full'} run, "
-          f"{cfg.reps} reps (+{cfg.warmup} warm-up) per op; log+register {cfg.lr_reps}; "
-          f"load {cfg.load_reps}; {cfg.versions} versions for search", flush=True)
+    print(
+        f"registry benchmark: {'quick' if cfg.quick else 'full'} run, "
+        f"{cfg.reps} reps (+{cfg.warmup} warm-up) per op; log+register {cfg.lr_reps}; "
+        f"load {cfg.load_reps}; {cfg.versions} versions for search",
+        flush=True,
+    )
+    load_before = os.getloadavg()
     print("  import times ...", flush=True)
     imp_ml = import_time("modelledger", cfg.import_runs)
     imp_mf = import_time("mlflow", cfg.import_runs)
@@ -516,6 +530,7 @@ def report(cfg: argparse.Namespace) -> int:
     mlf = run_child("mlflow", cfg)
     print(f"    done in {mlf['wall_s']:.0f} s", flush=True)
 
+    load_after = os.getloadavg()
     floor_stats = _stats(led["fsync_ms"])
     floor = floor_stats["median"]
     results: dict[str, Any] = {}
@@ -558,22 +573,35 @@ def report(cfg: argparse.Namespace) -> int:
     w = 52
     print()
     print(f"{'operation':<{w}} {'modelledger ms':>20} {'mlflow ms':>20} {'ratio':>8}")
-    print(f"{'':<{w}} {'median':>9} {'p95':>10} {'median':>9} {'p95':>10} {'ml/mL':>8}")
+    print(f"{'':<{w}} {'median':>9} {'p95':>10} {'median':>9} {'p95':>10} {'mlf/mdl':>8}")
     print("-" * (w + 60))
     for label, a, b, ratio in rows:
-        print(f"{label:<{w}} {_fmt(a['median'])} {_fmt(a['p95'])}  {_fmt(b['median'])} {_fmt(b['p95'])} {ratio:7.1f}x")
+        print(
+            f"{label:<{w}} {_fmt(a['median'])} {_fmt(a['p95'])}  "
+            f"{_fmt(b['median'])} {_fmt(b['p95'])} {ratio:7.1f}x"
+        )
     print("-" * (w + 60))
-    print(f"fsync floor (4 KB append + fsync, {floor_stats['n']} reps, registry folder): "
-          f"median {floor:.3f} ms, p95 {floor_stats['p95']:.3f} ms  [{led['workdir_fs']}]")
+    print(
+        f"fsync floor (4 KB append + fsync, {floor_stats['n']} reps, registry folder): "
+        f"median {floor:.3f} ms, p95 {floor_stats['p95']:.3f} ms  [{led['workdir_fs']}]"
+    )
     mf_floor = statistics.median(mlf["fsync_ms"])
     print(f"  (same probe in the MLflow folder: median {mf_floor:.3f} ms)")
     print("metadata writes, median minus fsync floor:")
     for op in WRITE_OPS:
-        print(f"  {OPERATIONS[op]:<40} modelledger +{results[op]['modelledger_excess_over_fsync_ms']:.3f} ms"
-              f"   mlflow +{results[op]['mlflow_excess_over_fsync_ms']:.3f} ms")
-    print(f"import (fresh interpreter, median of {cfg.import_runs}): modelledger {imp:.0f} ms, "
-          f"mlflow {statistics.median(imp_mf):.0f} ms")
+        print(
+            f"  {OPERATIONS[op]:<40} modelledger +{results[op]['modelledger_excess_over_fsync_ms']:.3f} ms"
+            f"   mlflow +{results[op]['mlflow_excess_over_fsync_ms']:.3f} ms"
+        )
+    print(
+        f"import (fresh interpreter, median of {cfg.import_runs}): modelledger {imp:.0f} ms, "
+        f"mlflow {statistics.median(imp_mf):.0f} ms"
+    )
     print(f"durability: modelledger {led['durability']}; mlflow {mlf['durability']}")
+    print(
+        f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
+        f"on {os.cpu_count()} CPUs"
+    )
     print()
     print("targets:")
     failed = 0
@@ -609,6 +637,7 @@ def report(cfg: argparse.Namespace) -> int:
         "versions": cfg.versions,
         "modelledger_manifest_json_bytes": led["info"].get("manifest_json_bytes"),
         "wall_s": {"modelledger": round(led["wall_s"], 1), "mlflow": round(mlf["wall_s"], 1)},
+        "loadavg_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
     }
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -620,7 +649,9 @@ def report(cfg: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    p.add_argument("--reps", type=int, help="timed repetitions for the fast operations (default 100, quick 20)")
+    p.add_argument(
+        "--reps", type=int, help="timed repetitions for the fast operations (default 100, quick 20)"
+    )
     p.add_argument("--warmup", type=int, help="untimed warm-up calls per operation (default 5, quick 2)")
     p.add_argument("--lr-reps", type=int, help="timed log+register repetitions (default 15, quick 3)")
     p.add_argument("--lr-warmup", type=int, help="untimed log+register warm-ups (default 2, quick 1)")
@@ -631,12 +662,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dir", help="parent of the temporary folders (default: the system temp dir)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT})")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
-    p.add_argument("--profile", metavar="OP", choices=list(OPERATIONS), help="cProfile one modelledger operation")
+    p.add_argument(
+        "--profile", metavar="OP", choices=list(OPERATIONS), help="cProfile one modelledger operation"
+    )
     p.add_argument("--child", choices=["modelledger", "mlflow"], help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     cfg = p.parse_args(argv)
-    defaults = {"reps": (100, 20), "warmup": (5, 2), "lr_reps": (15, 3), "lr_warmup": (2, 1),
-                "load_reps": (50, 10), "import_runs": (5, 3)}
+    defaults = {
+        "reps": (100, 20),
+        "warmup": (5, 2),
+        "lr_reps": (15, 3),
+        "lr_warmup": (2, 1),
+        "load_reps": (50, 10),
+        "import_runs": (5, 3),
+    }
     for key, (full, quick) in defaults.items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, quick if cfg.quick else full)

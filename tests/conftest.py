@@ -64,7 +64,8 @@ def _pg_reset(url: str) -> None:
         tables = [
             r[0]
             for r in conn.exec_driver_sql(
-                "SELECT tablename FROM pg_tables WHERE schemaname='public' AND tablename <> 'alembic_version'"
+                "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+                "AND tablename NOT IN ('alembic_version', 'registry_keys')"
             )
         ]
         # The ledger refuses TRUNCATE through a trigger; replica mode skips triggers (superuser only).
@@ -78,20 +79,31 @@ def _pg_reset(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_url(pg_database: str) -> str:
-    """The session database with the schema migrated once."""
-    Registry.open(pg_database, artifacts="memory://init").init()
+def pg_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pgkey") / "registry.key"
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_database: str, pg_key: Path) -> str:
+    """The session database with the schema migrated and its signing key created once."""
+    Registry.open(pg_database, artifacts="memory://init", key=pg_key).init()
     return pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty metadata database: SQLite file or PostgreSQL."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated, empty metadata database (SQLite file or PostgreSQL) with its signing key.
+
+    The key's path is in ``MODELLEDGER_KEY`` for PostgreSQL; a SQLite registry keeps it
+    beside the database file.
+    """
+    monkeypatch.delenv("MODELLEDGER_KEY", raising=False)
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'registry.db'}"
         Registry.open(url, artifacts=str(tmp_path / "art")).init()
         return url
     url = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("MODELLEDGER_KEY", str(request.getfixturevalue("pg_key")))
     _pg_reset(url)
     return str(url)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import random
 import struct
 from collections import OrderedDict
 from types import MappingProxyType
@@ -299,3 +301,17 @@ def test_bool_is_not_a_number() -> None:
     assert canonicalize([True, 1, False, 0]) == b"[true,1,false,0]"
     with pytest.raises(InvalidInput):
         format_number(True)
+
+
+def test_random_doubles_round_trip_in_ecmascript_layout() -> None:
+    rng = random.Random(8785)
+    for _ in range(20_000):
+        (value,) = struct.unpack(">d", rng.getrandbits(64).to_bytes(8, "big"))
+        if not math.isfinite(value):
+            continue
+        text = format_number(value)
+        assert float(text) == value, (value, text)
+        magnitude = abs(value)
+        # ECMAScript uses plain notation exactly for 1e-6 <= |x| < 1e21 (and 0)
+        assert ("e" in text) == (magnitude != 0 and not 1e-6 <= magnitude < 1e21), text
+        assert not text.endswith(".0") and "e+0" not in text and "e-0" not in text

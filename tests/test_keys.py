@@ -55,7 +55,7 @@ def test_generate_key_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "registry.key"
     generate_key(path)
     before = path.read_bytes()
-    with pytest.raises(AlreadyExists, match="registry.key"):
+    with pytest.raises(AlreadyExists, match=r"registry\.key"):
         generate_key(path)
     assert path.read_bytes() == before
 
@@ -164,3 +164,8 @@ def test_importing_the_ledger_modules_does_not_import_cryptography() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = out.stdout.split()
     assert after == before
+
+
+def test_generate_key_in_a_missing_folder_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="folder"):
+        generate_key(tmp_path / "missing" / "registry.key")

@@ -35,6 +35,7 @@ b'{"a":"\\xe2\\x82\\xac","b":[1,null,true]}'
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring as _json_string  # the C accelerated one when available
 from typing import Any
@@ -47,6 +48,9 @@ MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer every JSON implementation reads back exactly (I-JSON, RFC 7493)."""
 
 _int_repr = int.__repr__  # bypasses IntEnum.__str__/__repr__ overrides
+# float repr() yields the shortest round-trip digits only with the "short" style, which
+# every mainstream CPython build has; anywhere else, refuse floats rather than mis-hash them.
+_SHORT_FLOAT_REPR = sys.float_repr_style == "short"
 
 
 def format_number(value: float | int) -> str:
@@ -79,6 +83,8 @@ def _format_float(value: float) -> str:
         raise InvalidInput(f"{value!r} has no JSON representation")
     if value == 0.0:
         return "0"  # also -0.0
+    if not _SHORT_FLOAT_REPR:  # pragma: no cover
+        raise InvalidInput("this Python cannot produce shortest float digits (sys.float_repr_style)")
     # repr() gives the shortest digit string that round-trips, choosing the closest
     # candidate, exactly the digits ECMAScript asks for; only the layout differs.
     text = repr(value)

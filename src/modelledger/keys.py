@@ -80,6 +80,8 @@ def generate_key(path: str | os.PathLike[str]) -> bytes:
         fd = os.open(target, flags, 0o600)
     except FileExistsError as exc:
         raise AlreadyExists("key file", target) from exc
+    except FileNotFoundError as exc:
+        raise NotFound("folder", os.path.dirname(os.path.abspath(target))) from exc
     try:
         try:
             if hasattr(os, "fchmod"):

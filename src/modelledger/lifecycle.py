@@ -203,3 +203,322 @@ def evaluate_gates(gates: Sequence[Gate], metrics: Mapping[str, float]) -> list[
         passed = value is not None and _OPS[gate.op](value, gate.threshold)
         out.append(GateResult(str(gate), value, bool(passed)))
     return out
+
+
+# ---------------------------------------------------------------- context and effects
+
+
+@dataclass(frozen=True, slots=True)
+class GovContext:
+    """Current state read under the write lock, handed to a decision function."""
+
+    model: str
+    version: int | None
+    state: VersionState | None
+    aliases: Mapping[str, int]
+    policy: Policy
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What one ledger event changes in the state tables (derived from its data only)."""
+
+    model: str | None
+    version: int | None
+    stage: str | None
+    registered_by: str | None
+    approved_by: str | None
+    aliases: Mapping[str, int | None]
+    policy: Mapping[str, Any] | None
+
+
+def effects(action: str, actor: str, time: str, data: Mapping[str, Any]) -> Effects:
+    """The state change an event records: the one rule used live and when rebuilding."""
+    return Effects(
+        model=data.get("model"),
+        version=data.get("version"),
+        stage=data.get("stage"),
+        registered_by=actor if action == "version.registered" else None,
+        approved_by=actor if action == "version.approved" else None,
+        aliases=dict(data.get("aliases") or {}),
+        policy=data.get("policy") if action == "policy.changed" else None,
+    )
+
+
+@dataclass
+class ReplayedState:
+    versions: dict[tuple[str, int], VersionState] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], int] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+
+
+def replay(events: Any) -> ReplayedState:
+    """Rebuild every table that shows current state from the ledger alone."""
+    out = ReplayedState()
+    for ev in events:
+        eff = effects(ev.action, ev.actor, ev.time, ev.data)
+        apply_effects(out, eff, actor=ev.actor, time=ev.time, seq=ev.seq, action=ev.action)
+    return out
+
+
+def apply_effects(out: ReplayedState, eff: Effects, *, actor: str, time: str, seq: int, action: str) -> None:
+    if eff.model is not None and eff.version is not None and (eff.stage or eff.registered_by):
+        key = (eff.model, int(eff.version))
+        prev = out.versions.get(key)
+        if prev is None:
+            prev = VersionState(
+                eff.model, int(eff.version), eff.stage or "candidate", eff.registered_by or actor
+            )
+        decided = action in ("version.approved", "version.rejected")
+        out.versions[key] = VersionState(
+            model=prev.model,
+            version=prev.version,
+            stage=eff.stage or prev.stage,
+            registered_by=prev.registered_by,
+            approved_by=eff.approved_by if action == "version.approved" else prev.approved_by,
+            decided_at=time if decided else prev.decided_at,
+            last_seq=seq,
+        )
+    if eff.model is not None:
+        for alias, version in eff.aliases.items():
+            if version is None:
+                out.aliases.pop((eff.model, alias), None)
+            else:
+                out.aliases[(eff.model, alias)] = int(version)
+    if eff.policy is not None:
+        out.policy = Policy.from_dict(eff.policy)
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def _vdata(ctx: GovContext, **extra: Any) -> dict[str, Any]:
+    return {"model": ctx.model, "version": ctx.version, **extra}
+
+
+def _subject(ctx: GovContext) -> str:
+    return f"models:/{ctx.model}/{ctx.version}"
+
+
+def _need_state(ctx: GovContext) -> VersionState:
+    if ctx.state is None:
+        raise Conflict(f"{_subject(ctx)} has no governance state; run `modelledger verify`")
+    return ctx.state
+
+
+def decide_stage(
+    ctx: GovContext, target: str, *, reason: str | None, details: Mapping[str, Any]
+) -> list[EventDraft]:
+    """A manual move along the early stages or to retired."""
+    state = _need_state(ctx)
+    if target in ("validated", "approved", "rejected", "deployed"):
+        verb = {"validated": "validate", "approved": "approve", "rejected": "reject", "deployed": "deploy"}[
+            target
+        ]
+        raise InvalidInput(f"use `{verb}` to move a version to {target}: it records what that stage requires")
+    check_transition(state.stage, target, uri=_subject(ctx))
+    data = _vdata(ctx, stage=target, previous=state.stage, details=dict(details))
+    if target == "retired":
+        data["aliases"] = {a: None for a, v in ctx.aliases.items() if v == ctx.version}
+    return [EventDraft("stage.changed", _subject(ctx), data, reason)]
+
+
+def decide_validation(
+    ctx: GovContext, results: Sequence[GateResult], *, reason: str | None, dataset: str | None
+) -> list[EventDraft]:
+    state = _need_state(ctx)
+    passed = all(r.passed for r in results)
+    target = "validated" if passed else "rejected"
+    check_transition(state.stage, target, uri=_subject(ctx))
+    data = _vdata(
+        ctx,
+        stage=target,
+        previous=state.stage,
+        passed=passed,
+        results=[r.to_dict() for r in results],
+        dataset=dataset,
+    )
+    if not passed:
+        failed = ", ".join(r.gate for r in results if not r.passed)
+        reason = reason or f"validation gates failed: {failed}"
+    return [EventDraft("validation.evaluated", _subject(ctx), data, reason)]
+
+
+def decide_approval(
+    ctx: GovContext, *, approve: bool, reason: str | None, automated: bool = False
+) -> list[EventDraft]:
+    state = _need_state(ctx)
+    uri = _subject(ctx)
+    if approve:
+        check_approver(state, ctx.actor, ctx.policy, uri=uri, automated=automated)
+        if not reason:
+            raise InvalidInput("an approval needs a reason (what evidence was reviewed)")
+        data = _vdata(
+            ctx,
+            stage="approved",
+            previous=state.stage,
+            registered_by=state.registered_by,
+            automated=automated,
+            four_eyes=ctx.policy.four_eyes,
+        )
+        return [EventDraft("version.approved", uri, data, reason)]
+    if not reason:
+        raise InvalidInput("a rejection needs a reason")
+    check_transition(state.stage, "rejected", uri=uri)
+    if state.stage not in ("trained", "validated"):
+        raise Conflict(f"{uri} is {state.stage}: only a trained or validated version can be rejected")
+    return [EventDraft("version.rejected", uri, _vdata(ctx, stage="rejected", previous=state.stage), reason)]
+
+
+def decide_deploy(ctx: GovContext, alias: str, *, reason: str | None) -> list[EventDraft]:
+    state = _need_state(ctx)
+    uri = _subject(ctx)
+    if state.stage not in ("approved", "deployed"):
+        raise Conflict(f"{uri} is {state.stage}: only an approved version can be deployed")
+    previous = ctx.aliases.get(alias)
+    if previous == ctx.version:
+        raise Conflict(f"{uri} already holds @{alias}")
+    aliases: dict[str, int | None] = {alias: ctx.version}
+    aliases["rollback"] = previous  # None removes a stale @rollback
+    data = _vdata(
+        ctx, stage="deployed", previous_stage=state.stage, alias=alias, previous=previous, aliases=aliases
+    )
+    return [EventDraft("deployment.deployed", uri, data, reason)]
+
+
+def decide_rollback(ctx: GovContext, alias: str, *, reason: str | None) -> list[EventDraft]:
+    current = ctx.aliases.get(alias)
+    target = ctx.aliases.get("rollback")
+    if target is None:
+        raise Conflict(f"models:/{ctx.model}@rollback is not set: there is nothing to roll back to")
+    if current is None:
+        raise Conflict(f"models:/{ctx.model}@{alias} is not set: there is nothing to roll back")
+    data = {
+        "model": ctx.model,
+        "alias": alias,
+        "from": current,
+        "to": target,
+        "aliases": {alias: target, "rollback": None},
+    }
+    return [EventDraft("deployment.rolled_back", f"models:/{ctx.model}@{alias}", data, reason)]
+
+
+def decide_alias(ctx: GovContext, alias: str, version: int | None, *, reason: str | None) -> list[EventDraft]:
+    previous = ctx.aliases.get(alias)
+    action = "alias.set" if version is not None else "alias.deleted"
+    data = {
+        "model": ctx.model,
+        "alias": alias,
+        "version": version,
+        "previous": previous,
+        "aliases": {alias: version},
+    }
+    return [EventDraft(action, f"models:/{ctx.model}@{alias}", data, reason)]
+
+
+def decide_policy(ctx: GovContext, policy: Policy, *, reason: str | None) -> list[EventDraft]:
+    if not reason:
+        raise InvalidInput("a policy change needs a reason")
+    old = ctx.policy
+    data: dict[str, Any] = {"policy": policy.to_dict(), "previous": old.to_dict()}
+    relaxed = [
+        name
+        for name, was, now in (
+            ("four_eyes", old.four_eyes, policy.four_eyes),
+            ("approver_role", bool(old.approver_role), bool(policy.approver_role)),
+        )
+        if was and not now
+    ]
+    if policy.auto_approve and not old.auto_approve:
+        relaxed.append("auto_approve")
+    data["relaxed"] = relaxed
+    return [EventDraft("policy.changed", "registry", data, reason)]
+
+
+def decide_registration(
+    ctx: GovContext, manifest: Mapping[str, Any], record: Mapping[str, Any]
+) -> list[EventDraft]:
+    """The one-call path: register, then walk every stage the manifest marks automatic.
+
+    ``record`` describes the sealed version (folder, digest, flavor, files). The walk
+    stops at the first manual stage; failing gates reject the version on the spot.
+    """
+    modes = stage_modes(manifest)
+    uri = _subject(ctx)
+    source = manifest.get("source") or {}
+    drafts = [
+        EventDraft(
+            "version.registered",
+            uri,
+            _vdata(
+                ctx,
+                stage="candidate",
+                digest=record["digest"],
+                folder=record["folder"],
+                flavor=record["flavor"],
+                source=dict(source),
+                settings_digest=record.get("settings_digest"),
+            ),
+        )
+    ]
+    stage = "candidate"
+
+    def move(target: str, details: Mapping[str, Any]) -> None:
+        nonlocal stage
+        drafts.append(
+            EventDraft("stage.changed", uri, _vdata(ctx, stage=target, previous=stage, details=dict(details)))
+        )
+        stage = target
+
+    if modes["data_prepared"] != "auto":
+        return drafts
+    move("data_prepared", {"datasets": list(manifest.get("datasets") or [])})
+    if modes["trained"] != "auto":
+        return drafts
+    move(
+        "trained",
+        {
+            "folder": record["folder"],
+            "digest": record["digest"],
+            "files": record["files"],
+            "training_job": dict(manifest.get("training_job") or {}),
+            "framework": manifest.get("framework"),
+            "framework_version": manifest.get("framework_version"),
+        },
+    )
+    if modes["validated"] != "auto":
+        return drafts
+    results = evaluate_gates(parse_gates(manifest.get("gates")), manifest.get("metrics") or {})
+    state = VersionState(ctx.model, ctx.version or 0, stage, ctx.actor)
+    vctx = GovContext(ctx.model, ctx.version, state, ctx.aliases, ctx.policy, ctx.actor)
+    drafts.extend(decide_validation(vctx, results, reason=None, dataset=None))
+    if not all(r.passed for r in results):
+        return drafts
+    if modes["approved"] != "auto" or not ctx.policy.auto_approve:
+        return drafts
+    actx = GovContext(
+        ctx.model, ctx.version, replace_stage(state, "validated"), ctx.aliases, ctx.policy, ctx.actor
+    )
+    for d in decide_approval(actx, approve=True, reason="all validation gates passed", automated=True):
+        drafts.append(EventDraft(d.action, d.subject, d.data, d.reason, actor="policy:auto-approve"))
+    if modes["deployed"] != "auto":
+        return drafts
+    dctx = GovContext(
+        ctx.model, ctx.version, replace_stage(state, "approved"), ctx.aliases, ctx.policy, ctx.actor
+    )
+    alias = manifest.get("target_alias") or "production"
+    drafts.extend(decide_deploy(dctx, alias, reason="automatic deployment after approval"))
+    return drafts
+
+
+def replace_stage(state: VersionState, stage: str) -> VersionState:
+    return VersionState(
+        state.model,
+        state.version,
+        stage,
+        state.registered_by,
+        state.approved_by,
+        state.decided_at,
+        state.last_seq,
+    )

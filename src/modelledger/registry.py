@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .domain import (
     FileEntry,
@@ -33,17 +33,24 @@ from .domain import (
     utcnow,
 )
 from .errors import (
+    Conflict,
     IntegrityError,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     SchemaOutdated,
     StorageError,
 )
+from .governance import GovernanceVerbs
 from .identifiers import ModelRef, parse_model_uri, validate_alias, validate_name
 from .integrity import canonical_json, version_digest
+from .lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from .loaded import LoadedModel
 from .manifest import Manifest, load_manifest_file
 from .stores.artifacts import ArtifactStore, iter_file
+
+if TYPE_CHECKING:
+    from .stores.metadata import Signer
 
 __all__ = ["FolderNaming", "Registry"]
 
@@ -105,7 +112,7 @@ class _FolderOnly:
         )
 
 
-class Registry:
+class Registry(GovernanceVerbs):
     """A model registry: metadata in a SQL database, artefacts under an fsspec root.
 
     Construct with :meth:`open`; the constructor does no I/O.
@@ -119,9 +126,12 @@ class Registry:
         auto_migrate: bool = False,
         folder_naming: FolderNaming = "auto",
         actor: str | None = None,
+        key_path: Path | None = None,
     ) -> None:
         self._meta = metadata
         self._art = artifacts
+        self._key_path = key_path or Path(DEFAULT_HOME) / "registry.key"
+        self._private_key: Any = None
         self._auto_migrate = auto_migrate
         self._checked = False
         self.folder_naming = folder_naming
@@ -138,6 +148,7 @@ class Registry:
         folder_naming: FolderNaming = "auto",
         actor: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        key: str | os.PathLike[str] | None = None,
     ) -> Registry:
         """Open a registry.
 
@@ -145,7 +156,9 @@ class Registry:
         holding ``registry.db`` and ``artifacts/``; its schema is created on first use.
         With a database URL (``sqlite:///x.db``, ``postgresql://...``) the schema must
         have been created with ``modelledger init``. ``storage_options`` go to fsspec
-        (for example ``{"endpoint_url": ...}`` for an S3-compatible server).
+        (for example ``{"endpoint_url": ...}`` for an S3-compatible server). ``key`` is the
+        private signing key file (default ``$MODELLEDGER_KEY``, else ``<database>.key`` beside
+        a SQLite file, else ``~/.config/modelledger/keys/<host>-<port>-<db>.key``).
 
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
         """
@@ -171,18 +184,26 @@ class Registry:
                 )
         if "://" not in artifacts:
             artifacts = Path(artifacts).absolute().as_uri()
+        key_path = Path(key or os.environ.get("MODELLEDGER_KEY") or _default_key_path(url)).absolute()
         return cls(
             SqlMetadataStore(url),
             ArtifactStore(artifacts, **dict(storage_options or {})),
             auto_migrate=auto,
             folder_naming=folder_naming,
             actor=actor,
+            key_path=key_path,
         )
 
     def init(self) -> str:
-        """Create or upgrade the metadata schema; returns the schema revision."""
+        """Create or upgrade the metadata schema and make sure the registry has its signing key.
+
+        The Ed25519 key is created on first init (owner-only file at :attr:`key_path`); its
+        public half is stored in the registry so anyone can verify the ledger. Returns the
+        schema revision.
+        """
         rev: str = self._meta.migrate()
         self._checked = True
+        self._ensure_key()
         return rev
 
     migrate = init
@@ -195,8 +216,73 @@ class Registry:
         except SchemaOutdated:
             if not self._auto_migrate:
                 raise
-            self._meta.migrate()
+            self.init()
         self._checked = True
+
+    # ------------------------------------------------------------------ the registry key
+
+    @property
+    def key_path(self) -> Path:
+        """Where this process finds the registry's private signing key."""
+        return self._key_path
+
+    def _ensure_key(self) -> None:
+        from .keys import generate_key, key_id, load_private_key, public_key_pem
+
+        stored = self._meta.public_key()
+        path = self._key_path
+        if path.exists():
+            public = public_key_pem(load_private_key(path))
+        elif stored is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            public = generate_key(path)
+        else:
+            return  # another machine holds the key; this one can read and verify
+        kid = key_id(public)
+        if stored is None:
+            self._meta.add_public_key(kid, public)
+            self._meta.govern(
+                "",
+                None,
+                lambda ctx: [
+                    EventDraft(
+                        "registry.initialized", "registry", {"key_id": kid, "policy": ctx.policy.to_dict()}
+                    )
+                ],
+                actor=self.actor,
+                signer=self._signer(),
+            )
+        elif stored[0] != kid:
+            raise Conflict(
+                f"the key at {path} (id {kid}) is not this registry's signing key (id {stored[0]})"
+            )
+
+    def _signer(self) -> Signer:
+        from .keys import key_id, load_private_key
+        from .ledger import sign_checkpoint
+
+        if self._private_key is None:
+            try:
+                key = load_private_key(self._key_path)
+            except NotFound as exc:
+                raise PermissionDenied(
+                    f"no registry signing key at {self._key_path}: governed writes need it "
+                    "(run `modelledger init` here, or set MODELLEDGER_KEY to the key file)"
+                ) from exc
+            stored = self._meta.public_key()
+            if stored is not None and stored[0] != key_id(key):
+                raise Conflict(f"the key at {self._key_path} is not this registry's signing key")
+            self._private_key = key
+        key = self._private_key
+        return lambda seq, head, time: sign_checkpoint(key, seq, head, time)
+
+    def public_key(self) -> bytes:
+        """The registry's public key (PEM), to verify the ledger and receipts anywhere."""
+        self._ready()
+        stored = self._meta.public_key()
+        if stored is None:
+            raise NotFound("registry key", "run `modelledger init`")
+        return bytes(stored[1])
 
     @property
     def actor(self) -> str:
@@ -511,6 +597,17 @@ class Registry:
             created_by=self.actor,
             now=utcnow(),
             create_model=True,
+            walk=lambda ctx: decide_registration(
+                ctx,
+                staged.manifest,
+                {
+                    "folder": staged.folder,
+                    "digest": staged.digest,
+                    "flavor": staged.flavor,
+                    "files": len(staged.files),
+                },
+            ),
+            signer=self._signer(),
         )
         return version
 
@@ -549,20 +646,33 @@ class Registry:
 
     # ------------------------------------------------------------------ aliases
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point ``models:/<name>@<alias>`` at a version (moving it if it was set)."""
+    def set_alias(self, name: str, alias: str, version: int, *, reason: str | None = None) -> None:
+        """Point ``models:/<name>@<alias>`` at a version (moving it if it was set); recorded in the ledger."""
         validate_name(name)
         validate_alias(alias)
         if not isinstance(version, int) or version < 1:
             raise InvalidInput(f"version must be a positive integer, got {version!r}")
         self._ready()
-        self._meta.set_alias(name, alias, version, utcnow())
+        self._meta.govern(
+            name,
+            version,
+            lambda ctx: decide_alias(ctx, alias, version, reason=reason),
+            actor=self.actor,
+            signer=self._signer(),
+        )
 
-    def delete_alias(self, name: str, alias: str) -> None:
+    def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> None:
+        """Remove an alias; recorded in the ledger."""
         validate_name(name)
         validate_alias(alias)
         self._ready()
-        self._meta.delete_alias(name, alias)
+
+        def decide(ctx: GovContext) -> list[EventDraft]:
+            if alias not in ctx.aliases:
+                raise NotFound("alias", f"models:/{name}@{alias}")
+            return decide_alias(ctx, alias, None, reason=reason)
+
+        self._meta.govern(name, None, decide, actor=self.actor, signer=self._signer())
 
     # ------------------------------------------------------------------ loading
 
@@ -666,6 +776,16 @@ class Registry:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _default_key_path(url: str) -> Path:
+    import sqlalchemy.engine
+
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database and parsed.database != ":memory:":
+        return Path(parsed.database + ".key")
+    name = f"{parsed.host or 'local'}-{parsed.port or 5432}-{parsed.database or 'default'}.key"
+    return Path.home() / ".config" / "modelledger" / "keys" / name
 
 
 def _folder_files(folder: Path) -> list[Path]:

@@ -9,7 +9,7 @@ concurrent writers queue on the lock instead of failing on upgrade.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,11 +20,20 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..domain import FileEntry, Model, ModelVersion
 from ..errors import AlreadyExists, NotFound, SchemaOutdated, StorageError
+from ..ledger import ChainBuilder, Checkpoint, LedgerEvent, utc_now
+from ..lifecycle import EventDraft, GovContext, ReplayedState, VersionState, effects
+from ..policy import Policy
 from . import tables as t
 
-__all__ = ["HEAD_REVISION", "MetadataStore", "SqlMetadataStore"]
+__all__ = ["HEAD_REVISION", "Decide", "MetadataStore", "Signer", "SqlMetadataStore"]
+
+Decide = Callable[[GovContext], list[EventDraft]]
+"""Given the state read under the write lock, the ledger events to append (or raise)."""
+Signer = Callable[[int, bytes, str], Checkpoint]
+"""Signs the chain head: (seq, head hash, time) -> checkpoint."""
 
 HEAD_REVISION = "0002"
+ALIAS_SLOTS = 100  # alias_history.seq = ledger seq * ALIAS_SLOTS + position in the event
 
 
 class MetadataStore(Protocol):
@@ -52,14 +61,18 @@ class MetadataStore(Protocol):
         created_by: str,
         now: datetime,
         create_model: bool,
+        walk: Decide,
+        signer: Signer,
     ) -> ModelVersion: ...
     def get_version(
         self, model: str, version: int | None = None, *, alias: str | None = None
     ) -> ModelVersion: ...
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]: ...
-    def set_alias(self, model: str, alias: str, version: int, now: datetime) -> None: ...
-    def delete_alias(self, model: str, alias: str) -> None: ...
+    def govern(
+        self, model: str, version: int | None, decide: Decide, *, actor: str, signer: Signer
+    ) -> list[LedgerEvent]: ...
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]: ...
+    def iter_events(self, *, after: int = 0, batch: int = 5000) -> Iterator[tuple[LedgerEvent, str]]: ...
     def close(self) -> None: ...
 
 
@@ -292,11 +305,15 @@ class SqlMetadataStore:
         created_by: str,
         now: datetime,
         create_model: bool,
+        walk: Decide,
+        signer: Signer,
     ) -> ModelVersion:
         files_json = json.dumps([f.to_dict() for f in files], separators=(",", ":"))
         manifest_json = json.dumps(dict(manifest), separators=(",", ":"), sort_keys=True)
         try:
             with self._write() as conn:
+                # Every governed write takes the ledger head first: one lock order, no deadlocks.
+                head = self._lock_head(conn)
                 if create_model:
                     self._insert_model(conn, model, "", now, ignore=True)
                 # The number is allocated inside this transaction: the row lock (PostgreSQL)
@@ -322,6 +339,15 @@ class SqlMetadataStore:
                         created_by=created_by,
                     )
                 )
+                ctx = GovContext(
+                    model=model,
+                    version=row.last_version,
+                    state=None,
+                    aliases=self._alias_map(conn, row.id),
+                    policy=self._policy(conn),
+                    actor=created_by,
+                )
+                self._append(conn, head, walk(ctx), actor=created_by, signer=signer)
         except sa.exc.IntegrityError as exc:
             raise AlreadyExists("version folder", folder) from exc
         return ModelVersion(
@@ -418,31 +444,6 @@ class SqlMetadataStore:
             alias_map = self._aliases(conn, model, [r.version for r in rows])
         return [self._to_version(r, alias_map[r.version]) for r in rows]
 
-    def set_alias(self, model: str, alias: str, version: int, now: datetime) -> None:
-        with self._write() as conn:
-            m = self._model_row(conn, model)
-            exists = conn.execute(
-                sa.select(t.versions.c.id).where(
-                    t.versions.c.model_id == m.id, t.versions.c.version == version
-                )
-            ).first()
-            if exists is None:
-                raise NotFound("model version", f"models:/{model}/{version}")
-            stmt = self._insert(t.aliases).values(model_id=m.id, alias=alias, version=version, updated_at=now)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["model_id", "alias"], set_={"version": version, "updated_at": now}
-            )
-            conn.execute(stmt)
-
-    def delete_alias(self, model: str, alias: str) -> None:
-        with self._write() as conn:
-            m = self._model_row(conn, model)
-            res = conn.execute(
-                t.aliases.delete().where(t.aliases.c.model_id == m.id, t.aliases.c.alias == alias)
-            )
-            if res.rowcount == 0:
-                raise NotFound("alias", f"models:/{model}@{alias}")
-
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]:
         """Every version of every model, fetched in pages (for verify)."""
         last = 0
@@ -461,3 +462,373 @@ class SqlMetadataStore:
             for r in rows:
                 yield self._to_version(r, ())
             last = rows[-1].id
+
+    # ------------------------------------------------------------ governance: the ledger
+
+    def _lock_head(self, conn: Connection) -> tuple[int, str]:
+        row = conn.execute(
+            sa.select(t.ledger_head.c.seq, t.ledger_head.c.hash)
+            .where(t.ledger_head.c.id == 1)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise StorageError("the ledger head row is missing: the metadata store was tampered with")
+        return int(row.seq), str(row.hash)
+
+    def _policy(self, conn: Connection) -> Policy:
+        raw = conn.execute(sa.select(t.settings.c.value).where(t.settings.c.key == "policy")).scalar()
+        return Policy.from_dict(json.loads(raw)) if raw else Policy()
+
+    def _alias_map(self, conn: Connection, model_id: int) -> dict[str, int]:
+        q = sa.select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.model_id == model_id)
+        return {r.alias: r.version for r in conn.execute(q)}
+
+    def _state(self, conn: Connection, model_id: int, model: str, version: int) -> VersionState | None:
+        c = t.version_state.c
+        row = conn.execute(
+            sa.select(t.version_state).where(c.model_id == model_id, c.version == version)
+        ).first()
+        if row is None:
+            return None
+        return VersionState(
+            model=model,
+            version=version,
+            stage=row.stage,
+            registered_by=row.registered_by,
+            approved_by=row.approved_by,
+            decided_at=row.decided_at,
+            last_seq=row.last_seq,
+        )
+
+    def govern(
+        self, model: str, version: int | None, decide: Decide, *, actor: str, signer: Signer
+    ) -> list[LedgerEvent]:
+        """Read state under the write lock, let ``decide`` choose the events, append and apply them."""
+        with self._write() as conn:
+            head = self._lock_head(conn)
+            state = None
+            aliases: dict[str, int] = {}
+            if model:
+                m = self._model_row(conn, model)
+                aliases = self._alias_map(conn, m.id)
+                if version is not None:
+                    found = conn.execute(
+                        sa.select(t.versions.c.id).where(
+                            t.versions.c.model_id == m.id, t.versions.c.version == version
+                        )
+                    ).first()
+                    if found is None:
+                        raise NotFound("model version", f"models:/{model}/{version}")
+                    state = self._state(conn, m.id, model, version)
+            ctx = GovContext(
+                model=model,
+                version=version,
+                state=state,
+                aliases=aliases,
+                policy=self._policy(conn),
+                actor=actor,
+            )
+            return self._append(conn, head, decide(ctx), actor=actor, signer=signer)
+
+    def _append(
+        self,
+        conn: Connection,
+        head: tuple[int, str],
+        drafts: Sequence[EventDraft],
+        *,
+        actor: str,
+        signer: Signer,
+    ) -> list[LedgerEvent]:
+        if not drafts:
+            return []
+        builder = ChainBuilder(head=head[1], next_seq=head[0] + 1)
+        time = utc_now()
+        events: list[LedgerEvent] = []
+        rows = []
+        for d in drafts:
+            event, digest = builder.record(
+                actor=d.actor or actor,
+                action=d.action,
+                subject=d.subject,
+                data=d.data,
+                reason=d.reason,
+                time=time,
+            )
+            events.append(event)
+            rows.append(
+                {
+                    "seq": event.seq,
+                    "time": event.time,
+                    "actor": event.actor,
+                    "action": event.action,
+                    "subject": event.subject,
+                    "data": json.dumps(event.data, sort_keys=True, separators=(",", ":")),
+                    "reason": event.reason,
+                    "hash": digest,
+                }
+            )
+        conn.execute(t.ledger_events.insert(), rows)
+        model_ids: dict[str, int] = {}
+        for event in events:
+            self._apply(conn, event, model_ids)
+        conn.execute(
+            t.ledger_head.update()
+            .where(t.ledger_head.c.id == 1)
+            .values(seq=builder.last_seq, hash=builder.head_hex)
+        )
+        cp = signer(builder.last_seq, builder.head, time)
+        conn.execute(t.ledger_checkpoints.insert().values(**cp.to_dict()))
+        return events
+
+    def _model_id(self, conn: Connection, name: str, cache: dict[str, int]) -> int:
+        if name not in cache:
+            cache[name] = int(self._model_row(conn, name).id)
+        return cache[name]
+
+    def _apply(self, conn: Connection, event: LedgerEvent, model_ids: dict[str, int]) -> None:
+        """Update the state tables from one event, by the same rule a rebuild uses."""
+        eff = effects(event.action, event.actor, event.time, event.data)
+        if eff.model is not None and eff.version is not None and (eff.stage or eff.registered_by):
+            mid = self._model_id(conn, eff.model, model_ids)
+            if eff.registered_by:
+                conn.execute(
+                    t.version_state.insert().values(
+                        model_id=mid,
+                        version=eff.version,
+                        stage=eff.stage or "candidate",
+                        registered_by=eff.registered_by,
+                        last_seq=event.seq,
+                    )
+                )
+            else:
+                values: dict[str, Any] = {"last_seq": event.seq, "stage": eff.stage}
+                if event.action == "version.approved":
+                    values.update(approved_by=event.actor, decided_at=event.time)
+                elif event.action == "version.rejected":
+                    values["decided_at"] = event.time
+                c = t.version_state.c
+                conn.execute(
+                    t.version_state.update()
+                    .where(c.model_id == mid, c.version == eff.version)
+                    .values(**values)
+                )
+        if eff.model is not None and eff.aliases:
+            mid = self._model_id(conn, eff.model, model_ids)
+            now = datetime.now(timezone.utc)
+            for alias, version in eff.aliases.items():
+                if version is None:
+                    conn.execute(
+                        t.aliases.delete().where(t.aliases.c.model_id == mid, t.aliases.c.alias == alias)
+                    )
+                else:
+                    stmt = self._insert(t.aliases).values(
+                        model_id=mid, alias=alias, version=version, updated_at=now
+                    )
+                    conn.execute(
+                        stmt.on_conflict_do_update(
+                            index_elements=["model_id", "alias"], set_={"version": version, "updated_at": now}
+                        )
+                    )
+            conn.execute(
+                t.alias_history.insert(),
+                [
+                    {
+                        # several alias moves in one event keep their own row, in order
+                        "seq": event.seq * ALIAS_SLOTS + i,
+                        "model_id": mid,
+                        "alias": alias,
+                        "version": version,
+                        "time": event.time,
+                        "actor": event.actor,
+                        "action": event.action,
+                    }
+                    for i, (alias, version) in enumerate(sorted(eff.aliases.items()))
+                ],
+            )
+        if eff.policy is not None:
+            value = json.dumps(eff.policy, sort_keys=True)
+            stmt = self._insert(t.settings).values(key="policy", value=value)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    @staticmethod
+    def _event(r: Any) -> LedgerEvent:
+        return LedgerEvent(
+            seq=int(r.seq),
+            time=r.time,
+            actor=r.actor,
+            action=r.action,
+            subject=r.subject,
+            data=json.loads(r.data),
+            reason=r.reason,
+        )
+
+    def iter_events(self, *, after: int = 0, batch: int = 5000) -> Iterator[tuple[LedgerEvent, str]]:
+        """Every ledger event with its stored hash, in seq order, fetched in pages."""
+        last = after
+        c = t.ledger_events.c
+        while True:
+            q = sa.select(t.ledger_events).where(c.seq > last).order_by(c.seq).limit(batch)
+            with self._read() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return
+            for r in rows:
+                yield self._event(r), r.hash
+            last = int(rows[-1].seq)
+
+    @staticmethod
+    def _checkpoint(r: Any) -> Checkpoint:
+        return Checkpoint(
+            seq=int(r.seq), head_hash=r.head_hash, time=r.time, key_id=r.key_id, signature=r.signature
+        )
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t.ledger_checkpoints).order_by(t.ledger_checkpoints.c.seq)).all()
+        return [self._checkpoint(r) for r in rows]
+
+    def public_key(self) -> tuple[str, bytes] | None:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(t.registry_keys).order_by(t.registry_keys.c.created_at).limit(1)
+            ).first()
+        return (row.key_id, row.public_pem.encode()) if row else None
+
+    def add_public_key(self, kid: str, public_pem: bytes) -> None:
+        with self._write() as conn:
+            if conn.execute(sa.select(t.registry_keys.c.key_id)).first() is None:
+                conn.execute(
+                    t.registry_keys.insert().values(
+                        key_id=kid, public_pem=public_pem.decode(), created_at=utc_now()
+                    )
+                )
+
+    def version_state(self, model: str, version: int) -> VersionState:
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            state = self._state(conn, m.id, model, version)
+        if state is None:
+            raise NotFound("model version", f"models:/{model}/{version}")
+        return state
+
+    def policy(self) -> Policy:
+        with self._read() as conn:
+            return self._policy(conn)
+
+    def alias_at(self, model: str, alias: str, time: str) -> int | None:
+        h = t.alias_history.c
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            row = conn.execute(
+                sa.select(h.version)
+                .where(h.model_id == m.id, h.alias == alias, h.time <= time)
+                .order_by(h.seq.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else row.version
+
+    def alias_history(self, model: str, alias: str | None) -> list[dict[str, Any]]:
+        h = t.alias_history.c
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            q = sa.select(t.alias_history).where(h.model_id == m.id)
+            if alias is not None:
+                q = q.where(h.alias == alias)
+            rows = conn.execute(q.order_by(h.seq)).all()
+        return [
+            {
+                "seq": r.seq // ALIAS_SLOTS,
+                "model": model,
+                "alias": r.alias,
+                "version": r.version,
+                "time": r.time,
+                "actor": r.actor,
+                "action": r.action,
+            }
+            for r in rows
+        ]
+
+    def audit(
+        self,
+        *,
+        subject_prefixes: Sequence[str],
+        actor: str | None,
+        action: str | None,
+        since: str | None,
+        until: str | None,
+        after: int,
+        limit: int,
+    ) -> list[tuple[LedgerEvent, str]]:
+        c = t.ledger_events.c
+        q = sa.select(t.ledger_events).where(c.seq > after).order_by(c.seq).limit(limit)
+        if subject_prefixes:
+            conds = []
+            for p in subject_prefixes:
+                escaped = p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                conds.append(c.subject.like(escaped + "%", escape="\\"))
+            q = q.where(sa.or_(*conds))
+        if actor:
+            q = q.where(c.actor == actor)
+        if action:
+            q = q.where(c.action.like(action.replace("*", "%")) if "*" in action else c.action == action)
+        if since:
+            q = q.where(c.time >= since)
+        if until:
+            q = q.where(c.time <= until)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        return [(self._event(r), r.hash) for r in rows]
+
+    def current_state(self) -> ReplayedState:
+        """The state tables as they are (to compare with a replay of the ledger)."""
+        out = ReplayedState()
+        with self._read() as conn:
+            names = {r.id: r.name for r in conn.execute(sa.select(t.models.c.id, t.models.c.name))}
+            for r in conn.execute(sa.select(t.version_state)):
+                out.versions[(names[r.model_id], r.version)] = VersionState(
+                    model=names[r.model_id],
+                    version=r.version,
+                    stage=r.stage,
+                    registered_by=r.registered_by,
+                    approved_by=r.approved_by,
+                    decided_at=r.decided_at,
+                    last_seq=r.last_seq,
+                )
+            for r in conn.execute(sa.select(t.aliases)):
+                out.aliases[(names[r.model_id], r.alias)] = r.version
+            out.policy = self._policy(conn)
+        return out
+
+    def rewrite_state(self, state: ReplayedState) -> None:
+        """Replace the state tables with ``state`` (rebuilt from the ledger)."""
+        with self._write() as conn:
+            self._lock_head(conn)
+            ids = {r.name: r.id for r in conn.execute(sa.select(t.models.c.id, t.models.c.name))}
+            conn.execute(t.version_state.delete())
+            conn.execute(t.aliases.delete())
+            rows = [
+                {
+                    "model_id": ids[s.model],
+                    "version": s.version,
+                    "stage": s.stage,
+                    "registered_by": s.registered_by,
+                    "approved_by": s.approved_by,
+                    "decided_at": s.decided_at,
+                    "last_seq": s.last_seq,
+                }
+                for s in state.versions.values()
+                if s.model in ids
+            ]
+            if rows:
+                conn.execute(t.version_state.insert(), rows)
+            now = datetime.now(timezone.utc)
+            alias_rows = [
+                {"model_id": ids[m], "alias": a, "version": v, "updated_at": now}
+                for (m, a), v in state.aliases.items()
+                if m in ids
+            ]
+            if alias_rows:
+                conn.execute(t.aliases.insert(), alias_rows)
+            value = json.dumps(state.policy.to_dict(), sort_keys=True)
+            conn.execute(t.settings.delete().where(t.settings.c.key == "policy"))
+            conn.execute(t.settings.insert().values(key="policy", value=value))

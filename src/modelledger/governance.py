@@ -1,0 +1,352 @@
+"""Governance verbs of the Registry: stages, validation, approval, deployment, the ledger.
+
+Every verb here appends to the hash-chained ledger in the same transaction as the
+state change it records; the state tables are an index of the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .domain import Page
+from .errors import Conflict, InvalidInput
+from .identifiers import validate_alias, validate_name
+from .lifecycle import (
+    VersionState,
+    decide_approval,
+    decide_deploy,
+    decide_policy,
+    decide_rollback,
+    decide_stage,
+    decide_validation,
+    evaluate_gates,
+    parse_gates,
+    replay,
+)
+from .policy import Policy
+
+if TYPE_CHECKING:
+    from .domain import ModelVersion
+    from .ledger import ChainReport, LedgerEvent
+    from .stores.metadata import Signer
+
+__all__ = ["AliasChange", "GovernanceVerbs", "StateDifference"]
+
+
+@dataclass(frozen=True, slots=True)
+class AliasChange:
+    """One move of an alias, from the ledger: ``version`` is None when it was removed."""
+
+    seq: int
+    model: str
+    alias: str
+    version: int | None
+    time: str
+    actor: str
+    action: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "model": self.model,
+            "alias": self.alias,
+            "version": self.version,
+            "time": self.time,
+            "actor": self.actor,
+            "action": self.action,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StateDifference:
+    """Where the state tables disagree with a replay of the ledger."""
+
+    what: str
+    expected: Any
+    found: Any
+
+    def __str__(self) -> str:
+        return f"{self.what}: ledger says {self.expected!r}, table says {self.found!r}"
+
+
+def _iso(when: datetime | str) -> str:
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class GovernanceVerbs:
+    """Mixed into :class:`~modelledger.Registry`; see its documentation."""
+
+    _meta: Any
+
+    if TYPE_CHECKING:  # provided by Registry
+
+        def _ready(self) -> None: ...
+        def _signer(self) -> Signer: ...
+        @property
+        def actor(self) -> str: ...
+        def get_version(self, name_or_uri: str, version: int | None = None) -> ModelVersion: ...
+
+    def _govern(self, uri: str, decide: Any) -> list[LedgerEvent]:
+        mv = self.get_version(uri)
+        events: list[LedgerEvent] = self._meta.govern(
+            mv.model, mv.version, decide, actor=self.actor, signer=self._signer()
+        )
+        return events
+
+    # ------------------------------------------------------------------ state
+
+    def state(self, uri: str) -> VersionState:
+        """Stage and approval of a version.
+
+        >>> registry.state("models:/credit-risk/3").stage  # doctest: +SKIP
+        'validated'
+        """
+        mv = self.get_version(uri)
+        state: VersionState = self._meta.version_state(mv.model, mv.version)
+        return state
+
+    def transition(
+        self, uri: str, stage: str, *, reason: str | None = None, details: Mapping[str, Any] | None = None
+    ) -> VersionState:
+        """Complete a manual stage (``data_prepared``, ``trained``) or retire a version.
+
+        >>> registry.transition("models:/credit-risk/3", "retired", reason="superseded")  # doctest: +SKIP
+        """
+        self._govern(uri, lambda ctx: decide_stage(ctx, stage, reason=reason, details=details or {}))
+        return self.state(uri)
+
+    def validate(
+        self,
+        uri: str,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        dataset: str | None = None,
+        reason: str | None = None,
+    ) -> VersionState:
+        """Evaluate the manifest's gates (on its metrics, or on ``metrics`` measured now).
+
+        Every gate's result is recorded; the version becomes ``validated`` when all pass,
+        ``rejected`` otherwise.
+
+        >>> registry.validate("models:/x/3", metrics={"auc": 0.84}, dataset="holdout")  # doctest: +SKIP
+        """
+        mv = self.get_version(uri)
+        measured = dict(mv.manifest.get("metrics") or {})
+        for key, value in (metrics or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidInput(f"metric {key!r} must be a number")
+            measured[key] = float(value)
+        results = evaluate_gates(parse_gates(mv.manifest.get("gates")), measured)
+        self._govern(uri, lambda ctx: decide_validation(ctx, results, reason=reason, dataset=dataset))
+        return self.state(uri)
+
+    def approve(self, uri: str, *, reason: str) -> VersionState:
+        """Approve a validated version. Four-eyes by default: not by whoever registered it.
+
+        >>> registry.approve("models:/credit-risk/3", reason="reviewed holdout report #41")  # doctest: +SKIP
+        """
+        self._govern(uri, lambda ctx: decide_approval(ctx, approve=True, reason=reason))
+        return self.state(uri)
+
+    def reject(self, uri: str, *, reason: str) -> VersionState:
+        """Reject a trained or validated version, with the reason."""
+        self._govern(uri, lambda ctx: decide_approval(ctx, approve=False, reason=reason))
+        return self.state(uri)
+
+    def deploy(self, uri: str, *, alias: str | None = None, reason: str | None = None) -> VersionState:
+        """Point the target alias (default: the manifest's, else ``production``) at an approved
+        version; the previous holder becomes ``@rollback``.
+
+        >>> registry.deploy("models:/credit-risk/3")  # doctest: +SKIP
+        """
+        mv = self.get_version(uri)
+        target = validate_alias(alias or mv.manifest.get("target_alias") or "production")
+        if target == "rollback":
+            raise InvalidInput("@rollback is managed by deploy and rollback; deploy to another alias")
+        self._govern(mv.uri, lambda ctx: decide_deploy(ctx, target, reason=reason))
+        return self.state(mv.uri)
+
+    def rollback(self, name: str, *, alias: str = "production", reason: str | None = None) -> int:
+        """Move ``alias`` back to the version held by ``@rollback``; returns that version."""
+        validate_name(name)
+        validate_alias(alias)
+        self._ready()
+        events = self._meta.govern(
+            name,
+            None,
+            lambda ctx: decide_rollback(ctx, alias, reason=reason),
+            actor=self.actor,
+            signer=self._signer(),
+        )
+        return int(events[0].data["to"])
+
+    # ------------------------------------------------------------------ policy
+
+    def policy(self) -> Policy:
+        self._ready()
+        policy: Policy = self._meta.policy()
+        return policy
+
+    def set_policy(self, policy: Policy | Mapping[str, Any], *, reason: str) -> Policy:
+        """Change the approval policy; the change, and any relaxation, is recorded.
+
+        >>> registry.set_policy({"four_eyes": False}, reason="team of one, GOV-7")  # doctest: +SKIP
+        """
+        new = policy if isinstance(policy, Policy) else Policy.from_dict(policy)
+        self._ready()
+        self._meta.govern(
+            "",
+            None,
+            lambda ctx: decide_policy(ctx, new, reason=reason),
+            actor=self.actor,
+            signer=self._signer(),
+        )
+        return new
+
+    # ------------------------------------------------------------------ history
+
+    def alias_at(self, name: str, alias: str, when: datetime | str) -> int | None:
+        """Which version held ``models:/<name>@<alias>`` at time ``when`` (None: no version).
+
+        >>> registry.alias_at("credit-risk", "production", "2026-11-01T09:30:00Z")  # doctest: +SKIP
+        2
+        """
+        validate_name(name)
+        self._ready()
+        version: int | None = self._meta.alias_at(name, alias, _iso(when))
+        return version
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
+        """Every move of the model's aliases (or of one alias), oldest first."""
+        validate_name(name)
+        self._ready()
+        return [AliasChange(**row) for row in self._meta.alias_history(name, alias)]
+
+    def audit(
+        self,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[LedgerEvent]:
+        """Ledger events, oldest first, filtered; ``action`` may end in ``*`` (``version.*``)."""
+        prefixes: list[str] = []
+        if model is not None:
+            validate_name(model)
+            if version is not None:
+                prefixes = [f"models:/{model}/{version}"]
+            else:
+                prefixes = [f"models:/{model}/", f"models:/{model}@"]
+        elif version is not None:
+            raise InvalidInput("filtering by version needs the model too")
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000")
+        after = 0
+        if cursor:
+            if not cursor.isdigit():
+                raise InvalidInput(f"invalid cursor {cursor!r}")
+            after = int(cursor)
+        self._ready()
+        rows = self._meta.audit(
+            subject_prefixes=prefixes,
+            actor=actor,
+            action=action,
+            since=_iso(since) if since else None,
+            until=_iso(until) if until else None,
+            after=after,
+            limit=limit + 1,
+        )
+        if version is not None:
+            exact = f"models:/{model}/{version}"
+            rows = [r for r in rows if r[0].subject == exact]
+        events = [e for e, _ in rows[:limit]]
+        nxt = str(events[-1].seq) if len(rows) > limit else None
+        return Page(items=events, next_cursor=nxt)
+
+    # ------------------------------------------------------------------ the ledger itself
+
+    def verify_ledger(self) -> ChainReport:
+        """Recompute the hash chain and check every signed checkpoint."""
+        from .ledger import verify_chain
+
+        self._ready()
+        stored = self._meta.public_key()
+        if stored is None:
+            raise Conflict("this registry has no signing key yet: run `modelledger init`")
+        return verify_chain(self._meta.iter_events(), self._meta.checkpoints(), stored[1])
+
+    def check_state(self) -> list[StateDifference]:
+        """Compare the state tables with a replay of the ledger; empty when they match."""
+        self._ready()
+        rebuilt = replay(e for e, _ in self._meta.iter_events())
+        current = self._meta.current_state()
+        out: list[StateDifference] = []
+        for key in sorted(set(rebuilt.versions) | set(current.versions)):
+            a, b = rebuilt.versions.get(key), current.versions.get(key)
+            if a is None or b is None or a.to_dict() != b.to_dict():
+                out.append(
+                    StateDifference(
+                        f"state of models:/{key[0]}/{key[1]}", a and a.to_dict(), b and b.to_dict()
+                    )
+                )
+        for key in sorted(set(rebuilt.aliases) | set(current.aliases)):
+            if rebuilt.aliases.get(key) != current.aliases.get(key):
+                out.append(
+                    StateDifference(
+                        f"models:/{key[0]}@{key[1]}", rebuilt.aliases.get(key), current.aliases.get(key)
+                    )
+                )
+        if rebuilt.policy != current.policy:
+            out.append(StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict()))
+        return out
+
+    def rebuild_state(self) -> list[StateDifference]:
+        """Rewrite the state tables from the ledger; returns what was wrong before."""
+        differences = self.check_state()
+        self._meta.rewrite_state(replay(e for e, _ in self._meta.iter_events()))
+        return differences
+
+    def history(self, uri_or_name: str) -> list[LedgerEvent]:
+        """Every ledger event about a model, a version (``models:/x/3``) or an alias (``models:/x@prod``)."""
+        if uri_or_name.startswith("models:/"):
+            rest = uri_or_name[len("models:/") :]
+            name = rest.split("@")[0].split("/")[0]
+            validate_name(name)
+            prefixes = (
+                [uri_or_name] if ("@" in rest or "/" in rest) else [f"{uri_or_name}/", f"{uri_or_name}@"]
+            )
+        else:
+            validate_name(uri_or_name)
+            prefixes = [f"models:/{uri_or_name}/", f"models:/{uri_or_name}@"]
+        self._ready()
+        out: list[LedgerEvent] = []
+        after = 0
+        while True:
+            rows = self._meta.audit(
+                subject_prefixes=prefixes,
+                actor=None,
+                action=None,
+                since=None,
+                until=None,
+                after=after,
+                limit=1000,
+            )
+            if len(prefixes) == 1:  # a version or an alias: models:/x/3 must not match models:/x/30
+                out.extend(e for e, _ in rows if e.subject == uri_or_name)
+            else:
+                out.extend(e for e, _ in rows)
+            if len(rows) < 1000:
+                return out
+            after = rows[-1][0].seq
