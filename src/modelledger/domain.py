@@ -208,9 +208,17 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
+    """What ``Registry.verify`` found: artefacts, manifests, the ledger and the state tables.
+
+    ``problems`` lists every artefact or state finding and the *first* ledger event that
+    does not match (a broken chain makes every later event suspect).
+    """
+
     versions_checked: int
     files_checked: int
     problems: tuple[Problem, ...]
+    events_checked: int = 0
+    checkpoints_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -221,6 +229,8 @@ class VerifyReport:
             "ok": self.ok,
             "versions_checked": self.versions_checked,
             "files_checked": self.files_checked,
+            "events_checked": self.events_checked,
+            "checkpoints_checked": self.checkpoints_checked,
             "problems": [p.to_dict() for p in self.problems],
         }
 
