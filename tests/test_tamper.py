@@ -1,0 +1,209 @@
+"""An attacker with database or storage access edits the record behind the library's back.
+
+Each kind of tampering must be detected by ``verify`` and named: the ledger event,
+the checkpoint or the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from modelledger import Registry
+
+
+@contextmanager
+def attacker(db_url: str) -> Iterator[sa.Connection]:
+    """A raw connection with the append-only triggers out of the way."""
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                for name in conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                ).scalars():
+                    conn.exec_driver_sql(f"DROP TRIGGER {name}")
+            else:
+                conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # skips triggers
+            yield conn
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def history(db_url: str, tmp_path: Path, fitted_pipeline) -> Registry:
+    """A registry with a real governance history: two versions, approvals, deployments."""
+    alice = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@bank.example")
+    bob = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="bob@bank.example")
+    for _ in range(2):
+        uri = alice.register("credit-risk", fitted_pipeline, metrics={"auc": 0.9}, capture=False).uri
+        bob.approve(uri, reason="reviewed")
+        bob.deploy(uri, reason="release")
+    bob.close()
+    report = alice.verify()
+    assert report.ok, report.problems
+    assert report.events_checked >= 12
+    return alice
+
+
+def _seq_of(conn: sa.Connection, action: str, nth: int = 0) -> int:
+    seqs = conn.exec_driver_sql(
+        f"SELECT seq FROM ledger_events WHERE action = '{action}' ORDER BY seq"
+    ).scalars()
+    return int(list(seqs)[nth])
+
+
+def _ledger_problem(reg: Registry) -> tuple[str, str]:
+    problems = [p for p in reg.verify().problems if p.path.startswith("ledger event")]
+    assert len(problems) == 1, reg.verify().problems
+    return problems[0].kind, problems[0].path
+
+
+def test_edited_event(history: Registry, db_url: str) -> None:
+    with attacker(db_url) as conn:
+        seq = _seq_of(conn, "version.approved")
+        row = conn.exec_driver_sql(f"SELECT data FROM ledger_events WHERE seq = {seq}").scalar_one()
+        data = json.loads(row)
+        data["registered_by"] = "someone-else@bank.example"
+        conn.execute(
+            sa.text("UPDATE ledger_events SET actor = 'carol@bank.example', data = :d WHERE seq = :s"),
+            {"d": json.dumps(data), "s": seq},
+        )
+    assert _ledger_problem(history) == ("edited_event", f"ledger event {seq}")
+
+
+def test_edited_event_with_the_chain_recomputed(history: Registry, db_url: str) -> None:
+    """A careful attacker re-hashes every later event; the signed checkpoints still disagree."""
+    from modelledger.ledger import ChainBuilder, LedgerEvent
+
+    with attacker(db_url) as conn:
+        seq = _seq_of(conn, "version.approved")
+        rows = conn.exec_driver_sql("SELECT * FROM ledger_events ORDER BY seq").mappings().all()
+        builder = ChainBuilder()
+        for r in rows:
+            reason = "rubber-stamped" if r["seq"] == seq else r["reason"]
+            event = LedgerEvent(
+                seq=r["seq"],
+                time=r["time"],
+                actor=r["actor"],
+                action=r["action"],
+                subject=r["subject"],
+                data=json.loads(r["data"]),
+                reason=reason,
+            )
+            digest = builder.append(event)
+            conn.execute(
+                sa.text("UPDATE ledger_events SET reason = :r, hash = :h WHERE seq = :s"),
+                {"r": reason, "h": digest, "s": r["seq"]},
+            )
+    kind, path = _ledger_problem(history)
+    assert kind == "checkpoint_mismatch"
+
+
+def test_deleted_event(history: Registry, db_url: str) -> None:
+    with attacker(db_url) as conn:
+        seq = _seq_of(conn, "deployment.deployed", nth=0)
+        conn.exec_driver_sql(f"DELETE FROM ledger_events WHERE seq = {seq}")
+    assert _ledger_problem(history) == ("deleted_event", f"ledger event {seq}")
+
+
+def test_two_swapped_events(history: Registry, db_url: str) -> None:
+    with attacker(db_url) as conn:
+        a = _seq_of(conn, "version.approved", nth=0)
+        b = _seq_of(conn, "version.approved", nth=1)
+        cols = "time, actor, action, subject, data, reason, hash"
+        ra = conn.exec_driver_sql(f"SELECT {cols} FROM ledger_events WHERE seq = {a}").mappings().one()
+        rb = conn.exec_driver_sql(f"SELECT {cols} FROM ledger_events WHERE seq = {b}").mappings().one()
+        for seq, row in ((a, rb), (b, ra)):
+            conn.execute(
+                sa.text(
+                    "UPDATE ledger_events SET time=:time, actor=:actor, action=:action, subject=:subject, "
+                    "data=:data, reason=:reason, hash=:hash WHERE seq = :seq"
+                ),
+                {**row, "seq": seq},
+            )
+    kind, path = _ledger_problem(history)
+    assert kind == "reordered_events"
+    assert path == f"ledger event {a}"
+
+
+def test_forged_checkpoint_signature(history: Registry, db_url: str) -> None:
+    with attacker(db_url) as conn:
+        seq, sig = conn.exec_driver_sql(
+            "SELECT seq, signature FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+        ).one()
+        forged = bytearray(base64.b64decode(sig))
+        forged[0] ^= 0x01
+        conn.execute(
+            sa.text("UPDATE ledger_checkpoints SET signature = :s WHERE seq = :q"),
+            {"s": base64.b64encode(bytes(forged)).decode(), "q": seq},
+        )
+    assert _ledger_problem(history) == ("bad_checkpoint_signature", f"ledger event {seq}")
+
+
+def test_checkpoint_signed_with_another_key(history: Registry, db_url: str, tmp_path: Path) -> None:
+    from modelledger.keys import generate_key, load_private_key
+    from modelledger.ledger import sign_checkpoint
+
+    generate_key(tmp_path / "mallory.key")
+    mallory = load_private_key(tmp_path / "mallory.key")
+    with attacker(db_url) as conn:
+        seq, head, when = conn.exec_driver_sql(
+            "SELECT seq, head_hash, time FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
+        ).one()
+        cp = sign_checkpoint(mallory, int(seq), head, when)
+        conn.execute(
+            sa.text("UPDATE ledger_checkpoints SET signature = :s, key_id = :k WHERE seq = :q"),
+            {"s": cp.signature, "k": cp.key_id, "q": seq},
+        )
+    assert _ledger_problem(history) == ("checkpoint_wrong_key", f"ledger event {seq}")
+
+
+def test_changed_artefact_byte(history: Registry, tmp_path: Path) -> None:
+    v = history.get_version("models:/credit-risk/1")
+    pkl = tmp_path / "artifacts" / v.folder / "artifacts" / "model.pkl"
+    os.chmod(pkl, 0o644)
+    data = bytearray(pkl.read_bytes())
+    data[len(data) // 3] ^= 0x80
+    pkl.write_bytes(bytes(data))
+    problems = history.verify().problems
+    assert [(p.kind, p.path, p.version) for p in problems] == [
+        ("mismatch", f"{v.folder}/artifacts/model.pkl", "models:/credit-risk/1")
+    ]
+
+
+def test_changed_manifest_file(history: Registry, tmp_path: Path) -> None:
+    v = history.get_version("models:/credit-risk/2")
+    path = tmp_path / "artifacts" / v.folder / "manifest.json"
+    record = json.loads(path.read_text())
+    record["manifest"]["metrics"]["auc"] = 0.99
+    os.chmod(path, 0o644)
+    path.write_text(json.dumps(record))
+    problems = history.verify().problems
+    assert [(p.kind, p.path) for p in problems] == [("mismatch", f"{v.folder}/manifest.json")]
+
+
+def test_changed_manifest_in_the_database_with_a_recomputed_digest(history: Registry, db_url: str) -> None:
+    """Rewriting the manifest and its digest together still contradicts the ledger."""
+    from modelledger.domain import FileEntry
+    from modelledger.integrity import version_digest
+
+    v = history.get_version("models:/credit-risk/2")
+    manifest = dict(v.manifest)
+    manifest["metrics"] = {"auc": 0.99}
+    digest = version_digest([FileEntry.from_dict(f.to_dict()) for f in v.files], manifest)
+    with attacker(db_url) as conn:
+        conn.execute(
+            sa.text("UPDATE model_versions SET manifest = :m, digest = :d WHERE version = 2"),
+            {"m": json.dumps(manifest), "d": digest},
+        )
+    found = {(p.kind, p.path, p.detail) for p in history.verify().problems}
+    assert ("mismatch", v.folder, "version digest differs from its registration in the ledger") in found
+    assert ("mismatch", f"{v.folder}/manifest.json", "differs from the registered manifest") in found
