@@ -44,7 +44,12 @@ def test_register_walks_the_early_stages(alice: Registry, fitted_pipeline) -> No
     state = alice.state(uri)
     assert state.stage == "validated"
     assert state.registered_by == "alice@bank.example"
-    assert _actions(alice, uri) == ["version.registered", "stage.changed", "stage.changed", "validation.evaluated"]
+    assert _actions(alice, uri) == [
+        "version.registered",
+        "stage.changed",
+        "stage.changed",
+        "validation.evaluated",
+    ]
     events = alice.history(uri)
     assert [e.data.get("stage") for e in events] == ["candidate", "data_prepared", "trained", "validated"]
     trained = events[2].data["details"]
@@ -129,7 +134,8 @@ def test_four_eyes_and_its_recorded_relaxation(alice: Registry, bob: Registry, f
 
 def test_approver_role(alice: Registry, bob: Registry, db_url, tmp_path, fitted_pipeline) -> None:
     alice.set_policy(
-        {"approver_role": "approver", "roles": {"carol@bank.example": ["approver"]}}, reason="model risk policy v2"
+        {"approver_role": "approver", "roles": {"carol@bank.example": ["approver"]}},
+        reason="model risk policy v2",
     )
     uri = _register(alice, fitted_pipeline)
     with pytest.raises(PermissionDenied, match="role 'approver'"):
@@ -140,9 +146,11 @@ def test_approver_role(alice: Registry, bob: Registry, db_url, tmp_path, fitted_
 
 def test_automated_approval_and_deployment(alice: Registry, fitted_pipeline) -> None:
     alice.set_policy({"auto_approve": True}, reason="low-risk model tier")
-    uri = _register(alice, fitted_pipeline, stages={"approved": "auto", "deployed": "auto"}, target_alias="champion")
+    uri = _register(
+        alice, fitted_pipeline, stages={"approved": "auto", "deployed": "auto"}, target_alias="champion"
+    )
     assert alice.state(uri).stage == "deployed"
-    approval = [e for e in alice.history(uri) if e.action == "version.approved"][0]
+    approval = next(e for e in alice.history(uri) if e.action == "version.approved")
     assert approval.actor == "policy:auto-approve"
     assert approval.data["automated"] is True
     assert alice.get_version("models:/credit-risk@champion").uri == uri
@@ -213,7 +221,12 @@ def test_every_governance_action_is_in_the_ledger(alice: Registry, bob: Registry
         "alias.deleted",
     }
     by_bob = alice.audit(actor="bob@bank.example")
-    assert {e.action for e in by_bob} == {"version.rejected", "version.approved", "deployment.deployed", "stage.changed"}
+    assert {e.action for e in by_bob} == {
+        "version.rejected",
+        "version.approved",
+        "deployment.deployed",
+        "stage.changed",
+    }
     only_v2 = alice.audit(model="credit-risk", version=2)
     assert all(e.subject == "models:/credit-risk/2" for e in only_v2)
     assert [e.action for e in alice.audit(action="version.*", model="credit-risk")] == [
@@ -235,7 +248,9 @@ def _raw(db_url: str) -> sa.Engine:
 
 
 @pytest.mark.parametrize("statement", ["UPDATE ledger_events SET reason = 'x'", "DELETE FROM ledger_events"])
-def test_database_refuses_changes_to_the_ledger(alice: Registry, fitted_pipeline, db_url: str, statement) -> None:
+def test_database_refuses_changes_to_the_ledger(
+    alice: Registry, fitted_pipeline, db_url: str, statement
+) -> None:
     _register(alice, fitted_pipeline)
     engine = _raw(db_url)
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
@@ -246,7 +261,9 @@ def test_database_refuses_changes_to_the_ledger(alice: Registry, fitted_pipeline
     assert alice.verify().ok
 
 
-def test_state_tables_are_rebuilt_from_the_ledger(alice: Registry, bob: Registry, fitted_pipeline, db_url) -> None:
+def test_state_tables_are_rebuilt_from_the_ledger(
+    alice: Registry, bob: Registry, fitted_pipeline, db_url
+) -> None:
     v1 = _register(alice, fitted_pipeline)
     bob.approve(v1, reason="ok")
     bob.deploy(v1)

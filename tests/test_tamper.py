@@ -103,7 +103,7 @@ def test_edited_event_with_the_chain_recomputed(history: Registry, db_url: str) 
                 sa.text("UPDATE ledger_events SET reason = :r, hash = :h WHERE seq = :s"),
                 {"r": reason, "h": digest, "s": r["seq"]},
             )
-    kind, path = _ledger_problem(history)
+    kind, _path = _ledger_problem(history)
     assert kind == "checkpoint_mismatch"
 
 
