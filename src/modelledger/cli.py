@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -39,6 +40,11 @@ from modelledger import (
     VerifyReport,
     __version__,
 )
+
+if TYPE_CHECKING:
+    from modelledger.governance import AliasChange, StateDifference
+    from modelledger.ledger import LedgerEvent
+    from modelledger.lifecycle import VersionState
 
 __all__ = ["main"]
 
@@ -137,6 +143,29 @@ def _parse_tags(_ctx: click.Context, _param: click.Parameter, values: tuple[str,
     return tags
 
 
+def _parse_metrics(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for key, value in _parse_tags(ctx, param, values).items():
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"expected NAME=NUMBER, got {key}={value!r}") from None
+    return metrics
+
+
+def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO 8601 time; without an offset it is UTC (the ledger's clock)."""
+    if value is None:
+        return None
+    try:
+        # Python 3.10's fromisoformat knows neither "Z" nor the "T" less common forms
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected an ISO 8601 time such as 2026-11-01T09:30:00Z, got {value!r}"
+        ) from None
+
+
 # --------------------------------------------------------------------------- shared options
 
 
@@ -160,7 +189,7 @@ def _fail(exc: BaseException, *, show_traceback: bool) -> NoReturn:
 
 
 def registry_options(fn: F) -> F:
-    """Add ``--registry``, ``--artifacts`` and ``--traceback``; open the registry; map errors.
+    """Add ``--registry``, ``--artifacts``, ``--as`` and ``--traceback``; open the registry; map errors.
 
     The command receives the open :class:`Registry` as its first argument. This is the
     one place where exceptions become messages and exit codes; click's own usage errors
@@ -169,10 +198,15 @@ def registry_options(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(
-        *args: Any, registry_url: str | None, artifacts_url: str | None, show_traceback: bool, **kwargs: Any
+        *args: Any,
+        registry_url: str | None,
+        artifacts_url: str | None,
+        as_actor: str | None,
+        show_traceback: bool,
+        **kwargs: Any,
     ) -> Any:
         try:
-            with Registry.open(registry_url, artifacts=artifacts_url) as registry:
+            with Registry.open(registry_url, artifacts=artifacts_url, actor=as_actor) as registry:
                 return fn(registry, *args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -196,6 +230,14 @@ def registry_options(fn: F) -> F:
             help="Artefact root: a folder, file://, s3:// or memory:// URL [env: MODELLEDGER_ARTIFACTS]",
         ),
         click.option(
+            "--as",
+            "as_actor",
+            metavar="ACTOR",
+            default=None,
+            help="Act as ACTOR, as recorded in the ledger "
+            "[env: MODELLEDGER_USER; default: git's user.email, else the OS user]",
+        ),
+        click.option(
             "--traceback", "show_traceback", is_flag=True, help="Show the full traceback of an error."
         ),
     ]
@@ -207,6 +249,10 @@ def registry_options(fn: F) -> F:
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout, for scripts."
+)
+reason_option = click.option("--reason", default=None, help="Why; recorded in the ledger.")
+required_reason_option = click.option(
+    "--reason", required=True, help="Why (the evidence reviewed); recorded in the ledger."
 )
 limit_option = click.option("--limit", type=int, default=None, help="Page size (1-1000, default 100).")
 cursor_option = click.option("--cursor", default=None, help="Continue a listing from its 'Next page' cursor.")
@@ -237,7 +283,9 @@ def main() -> None:
 
     Every command takes --registry and --artifacts (or the MODELLEDGER_URL and
     MODELLEDGER_ARTIFACTS environment variables); without them it uses the
-    embedded registry in ./.modelledger. Read commands take --json.
+    embedded registry in ./.modelledger. Read commands take --json. Who acts
+    is recorded in the ledger: --as ACTOR, else MODELLEDGER_USER, else git's
+    user.email, else the OS user.
 
     \b
     Example:
@@ -630,30 +678,33 @@ def alias() -> None:
 @click.argument("name")
 @click.argument("alias_name", metavar="ALIAS")
 @click.argument("version", type=int)
+@reason_option
 @registry_options
-def alias_set(registry: Registry, name: str, alias_name: str, version: int) -> None:
-    """Point ALIAS at a version of NAME (moving it if it was set).
+def alias_set(registry: Registry, name: str, alias_name: str, version: int, reason: str | None) -> None:
+    """Point ALIAS at a version of NAME (moving it if it was set); recorded in the ledger.
 
     \b
     Example:
         modelledger alias set credit-risk production 3
+        modelledger alias set credit-risk challenger 4 --reason "shadow test, RISK-88"
     """
-    registry.set_alias(name, alias_name, version)
+    registry.set_alias(name, alias_name, version, reason=reason)
     click.echo(f"models:/{name}@{alias_name} -> models:/{name}/{version}")
 
 
 @alias.command("rm")
 @click.argument("name")
 @click.argument("alias_name", metavar="ALIAS")
+@reason_option
 @registry_options
-def alias_rm(registry: Registry, name: str, alias_name: str) -> None:
-    """Remove an alias.
+def alias_rm(registry: Registry, name: str, alias_name: str, reason: str | None) -> None:
+    """Remove an alias; recorded in the ledger.
 
     \b
     Example:
-        modelledger alias rm credit-risk staging
+        modelledger alias rm credit-risk staging --reason "staging retired"
     """
-    registry.delete_alias(name, alias_name)
+    registry.delete_alias(name, alias_name, reason=reason)
     click.echo(f"Removed models:/{name}@{alias_name}")
 
 
@@ -726,7 +777,8 @@ def predict(registry: Registry, identifier: str, input_path: str, output_path: s
 
 def _render_report(report: VerifyReport, root: str) -> None:
     click.echo(
-        f"Checked {report.versions_checked} versions, {report.files_checked} files under {root}: "
+        f"Checked {report.versions_checked} versions, {report.files_checked} files under {root}, "
+        f"{report.events_checked} ledger events and {report.checkpoints_checked} signed checkpoints: "
         + ("no problems" if report.ok else f"{len(report.problems)} problems")
     )
     for problem in report.problems:
@@ -737,7 +789,12 @@ def _render_report(report: VerifyReport, root: str) -> None:
 @json_option
 @registry_options
 def verify(registry: Registry, as_json: bool) -> None:
-    """Re-hash every stored artefact; exit code 1 if any file is changed, missing or orphaned.
+    """Check everything the registry vouches for; exit code 1 on any problem.
+
+    Recomputes the ledger's hash chain and its signed checkpoints (naming the first
+    event that does not match, e.g. "ledger event 12"), compares the state tables
+    with a replay of the ledger, and re-hashes every stored artefact: changed,
+    missing and orphaned files are all reported.
 
     \b
     Example:
@@ -758,4 +815,586 @@ def verify(registry: Registry, as_json: bool) -> None:
     else:
         _render_report(report, registry.artifact_root)
     if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+# ---- governance: stages, validation, approval, deployment
+
+
+def _state_json(mv: ModelVersion, state: VersionState) -> dict[str, Any]:
+    return {"uri": mv.uri, **state.to_dict(), "aliases": list(mv.aliases)}
+
+
+def _print_state(mv: ModelVersion, state: VersionState) -> None:
+    _print_section(
+        _console(),
+        mv.uri,
+        [
+            ("Stage", state.stage),
+            ("Registered by", state.registered_by),
+            ("Approved by", state.approved_by),
+            ("Decided at", state.decided_at),
+            ("Aliases", ", ".join(mv.aliases) or None),
+        ],
+    )
+
+
+def _show_state(registry: Registry, uri: str, as_json: bool) -> None:
+    """Print a version's governance state after a verb (read again: aliases may have moved)."""
+    mv = registry.get_version(uri)
+    state = registry.state(mv.uri)
+    if as_json:
+        _echo_json(_state_json(mv, state))
+    else:
+        _print_state(mv, state)
+
+
+def _latest_event(registry: Registry, uri: str, action: str) -> LedgerEvent | None:
+    events = [e for e in registry.history(uri) if e.action == action]
+    return events[-1] if events else None
+
+
+@main.command()
+@click.argument("identifier")
+@json_option
+@registry_options
+def state(registry: Registry, identifier: str, as_json: bool) -> None:
+    """Show where a version stands: stage, who registered and approved it, when it was decided.
+
+    IDENTIFIER is a models:/ identifier or a model name (its latest version).
+
+    \b
+    Example:
+        modelledger state models:/credit-risk/3
+        modelledger state models:/credit-risk@production --json
+    """
+    _show_state(registry, identifier, as_json)
+
+
+@main.command()
+@click.argument("identifier")
+@click.argument("stage_name", metavar="STAGE")
+@reason_option
+@click.option(
+    "--detail",
+    "details",
+    multiple=True,
+    callback=_parse_tags,
+    metavar="KEY=VALUE",
+    help="A detail recorded with the move (e.g. job=run-42); repeat for several.",
+)
+@json_option
+@registry_options
+def stage(
+    registry: Registry,
+    identifier: str,
+    stage_name: str,
+    reason: str | None,
+    details: dict[str, str],
+    as_json: bool,
+) -> None:
+    """Complete a manual stage (data_prepared, trained) or retire a version.
+
+    Validated, approved, rejected and deployed have their own commands (validate,
+    approve, reject, deploy), which record what those stages require.
+
+    \b
+    Example:
+        modelledger stage models:/credit-risk/4 trained --detail job=run-42 --detail host=gpu-3
+        modelledger stage models:/credit-risk/2 retired --reason "superseded by version 4"
+    """
+    mv = registry.get_version(identifier)
+    registry.transition(mv.uri, stage_name, reason=reason, details=details)
+    _show_state(registry, mv.uri, as_json)
+
+
+@main.command()
+@click.argument("identifier")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    callback=_parse_metrics,
+    metavar="NAME=VALUE",
+    help="A metric measured now (overrides the manifest's); repeat for several.",
+)
+@click.option("--dataset", default=None, help="The data set the metrics were measured on (e.g. holdout).")
+@reason_option
+@json_option
+@registry_options
+def validate(
+    registry: Registry,
+    identifier: str,
+    metrics: dict[str, float],
+    dataset: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Evaluate the manifest's gates: the version becomes validated if all pass, else rejected.
+
+    Without --metric the gates are checked against the manifest's metrics. Prints
+    each gate with its value; exit code 1 when a gate fails (the version is then
+    rejected, and the ledger records why).
+
+    \b
+    Example:
+        modelledger validate models:/credit-risk/3 --metric auc=0.84 --metric ks=0.41 --dataset holdout
+    """
+    mv = registry.get_version(identifier)
+    result = registry.validate(mv.uri, metrics=metrics, dataset=dataset, reason=reason)
+    event = _latest_event(registry, mv.uri, "validation.evaluated")
+    gates: list[dict[str, Any]] = list(event.data.get("results") or []) if event else []
+    passed = result.stage == "validated"
+    if as_json:
+        _echo_json({**_state_json(mv, result), "passed": passed, "gates": gates})
+    else:
+        console = _console()
+        console.print(f"{escape(mv.uri)} is [bold]{escape(result.stage)}[/]")
+        if gates:
+            table = Table("Gate", "Value", "Result")
+            for gate in gates:
+                value = gate.get("value")
+                table.add_row(
+                    escape(str(gate.get("gate"))),
+                    "missing" if value is None else f"{value:g}",
+                    "[green]pass[/]" if gate.get("passed") else "[red]fail[/]",
+                )
+            console.print(table)
+        else:
+            console.print("  (the manifest has no gates)")
+    if not passed:
+        raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.argument("identifier")
+@required_reason_option
+@json_option
+@registry_options
+def approve(registry: Registry, identifier: str, reason: str, as_json: bool) -> None:
+    """Approve a validated version. By default (four-eyes) not by whoever registered it.
+
+    \b
+    Example:
+        modelledger approve models:/credit-risk/3 --reason "reviewed holdout report #41" --as bob@bank.example
+    """
+    mv = registry.get_version(identifier)
+    registry.approve(mv.uri, reason=reason)
+    _show_state(registry, mv.uri, as_json)
+
+
+@main.command()
+@click.argument("identifier")
+@required_reason_option
+@json_option
+@registry_options
+def reject(registry: Registry, identifier: str, reason: str, as_json: bool) -> None:
+    """Reject a trained or validated version, with the reason.
+
+    \b
+    Example:
+        modelledger reject models:/credit-risk/3 --reason "unstable on the Q3 cohort"
+    """
+    mv = registry.get_version(identifier)
+    registry.reject(mv.uri, reason=reason)
+    _show_state(registry, mv.uri, as_json)
+
+
+@main.command()
+@click.argument("identifier")
+@click.option(
+    "--alias",
+    "alias_name",
+    default=None,
+    help="The alias to point at the version [default: the manifest's target_alias, else production]",
+)
+@reason_option
+@json_option
+@registry_options
+def deploy(
+    registry: Registry, identifier: str, alias_name: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Point an alias at an approved version; the version it held before becomes @rollback.
+
+    \b
+    Example:
+        modelledger deploy models:/credit-risk/3 --reason "CAB-1234"
+        modelledger deploy models:/credit-risk/4 --alias canary
+    """
+    mv = registry.get_version(identifier)
+    registry.deploy(mv.uri, alias=alias_name, reason=reason)
+    event = _latest_event(registry, mv.uri, "deployment.deployed")
+    target = str(event.data["alias"]) if event else (alias_name or "production")
+    previous = event.data.get("previous") if event else None
+    if as_json:
+        _echo_json({"model": mv.model, "alias": target, "version": mv.version, "previous": previous})
+        return
+    click.echo(f"models:/{mv.model}@{target} -> {mv.uri}")
+    if previous is not None:
+        click.echo(f"models:/{mv.model}@rollback -> models:/{mv.model}/{previous}")
+
+
+@main.command()
+@click.argument("name", metavar="MODEL")
+@click.option(
+    "--alias", "alias_name", default="production", show_default=True, help="The alias to move back."
+)
+@reason_option
+@json_option
+@registry_options
+def rollback(registry: Registry, name: str, alias_name: str, reason: str | None, as_json: bool) -> None:
+    """Move an alias back to the version held by @rollback; prints which version now holds it.
+
+    \b
+    Example:
+        modelledger rollback credit-risk --reason "INC-512: score drift"
+    """
+    version = registry.rollback(name, alias=alias_name, reason=reason)
+    if as_json:
+        _echo_json({"model": name, "alias": alias_name, "version": version})
+        return
+    click.echo(f"models:/{name}@{alias_name} -> models:/{name}/{version}")
+
+
+# ---- history and audit
+
+
+def _events_table(events: Iterable[LedgerEvent]) -> Table:
+    table = Table("Seq", "Time", "Actor", "Action", "Subject", "Reason")
+    for e in events:
+        table.add_row(
+            str(e.seq), escape(e.time), escape(e.actor), escape(e.action), escape(e.subject), _text(e.reason)
+        )
+    return table
+
+
+def _split_alias(target: str) -> tuple[str, str | None]:
+    """``MODEL@ALIAS`` or ``models:/MODEL@ALIAS`` -> (MODEL, ALIAS); anything else -> (target, None)."""
+    rest = target[len("models:/") :] if target.startswith("models:/") else target
+    name, sep, alias_name = rest.partition("@")
+    if sep and "/" not in name:
+        return name, alias_name
+    return target, None
+
+
+def _alias_moves(registry: Registry, name: str, alias_name: str) -> list[dict[str, Any]]:
+    """Each move of the alias, with the reason of the ledger event that moved it."""
+    changes: Sequence[AliasChange] = registry.alias_history(name, alias_name)
+    reasons = {e.seq: e.reason for e in registry.history(name)} if changes else {}
+    return [{**c.to_dict(), "reason": reasons.get(c.seq)} for c in changes]
+
+
+@main.command()
+@click.argument("target", metavar="MODEL[@ALIAS]")
+@click.option(
+    "--at",
+    "when",
+    default=None,
+    callback=_parse_time,
+    metavar="TIME",
+    help="With MODEL@ALIAS: which version held the alias at this ISO 8601 time (UTC without offset).",
+)
+@json_option
+@registry_options
+def history(registry: Registry, target: str, when: datetime | None, as_json: bool) -> None:
+    """The ledger's events about a model or a version, or every move of an alias.
+
+    MODEL and models:/MODEL/N list events (seq, time, actor, action, subject,
+    reason); MODEL@ALIAS lists which version the alias pointed to after each move.
+
+    \b
+    Example:
+        modelledger history credit-risk
+        modelledger history models:/credit-risk/3 --json
+        modelledger history credit-risk@production
+        modelledger history credit-risk@production --at 2026-11-01T09:30:00Z
+    """
+    name, alias_name = _split_alias(target)
+    if when is not None:
+        if alias_name is None:
+            raise click.UsageError("--at needs MODEL@ALIAS, e.g. credit-risk@production")
+        version = registry.alias_at(name, alias_name, when)
+        at = when.isoformat()
+        if as_json:
+            _echo_json({"model": name, "alias": alias_name, "at": at, "version": version})
+        elif version is None:
+            click.echo(f"models:/{name}@{alias_name} was not set at {at}")
+        else:
+            click.echo(f"models:/{name}@{alias_name} at {at}: models:/{name}/{version}")
+        return
+    if alias_name is not None:
+        moves = _alias_moves(registry, name, alias_name)
+        if as_json:
+            _echo_json(moves)
+            return
+        table = Table("Seq", "Time", "Actor", "Action", "Version", "Reason")
+        for m in moves:
+            version_text = f"models:/{name}/{m['version']}" if m["version"] is not None else "(removed)"
+            table.add_row(
+                str(m["seq"]),
+                escape(m["time"]),
+                escape(m["actor"]),
+                escape(m["action"]),
+                escape(version_text),
+                _text(m["reason"]),
+            )
+        _console().print(table)
+        return
+    events = registry.history(target)
+    if as_json:
+        _echo_json([e.to_dict() for e in events])
+        return
+    _console().print(_events_table(events))
+
+
+@main.command()
+@click.option("--model", default=None, help="Only events about this model (its versions and aliases).")
+@click.option("--version", type=int, default=None, help="Only events about this version (needs --model).")
+@click.option("--actor", default=None, help="Only events by this actor.")
+@click.option("--action", default=None, help="Only this action; may end with * (e.g. 'version.*').")
+@click.option(
+    "--since", default=None, callback=_parse_time, metavar="TIME", help="From this time (ISO 8601)."
+)
+@click.option("--until", default=None, callback=_parse_time, metavar="TIME", help="Up to this time.")
+@limit_option
+@cursor_option
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print every matching event as JSON lines (one object a line), following the pages.",
+)
+@registry_options
+def audit(
+    registry: Registry,
+    model: str | None,
+    version: int | None,
+    actor: str | None,
+    action: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int | None,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Search the ledger, oldest first: one page as a table, or every event as JSON lines.
+
+    With --json each line is one event (seq, time, actor, action, subject, data,
+    reason) and the pages are followed to the end; --limit sets the page size.
+
+    \b
+    Example:
+        modelledger audit --model credit-risk --action 'version.*' --since 2026-11-01
+        modelledger audit --actor bob@bank.example --json > bob.jsonl
+    """
+    filters: dict[str, Any] = {
+        "model": model,
+        "version": version,
+        "actor": actor,
+        "action": action,
+        "since": since,
+        "until": until,
+    }
+    if not as_json:
+        page = registry.audit(**filters, **_page_args(limit, cursor))
+        _console().print(_events_table(page))
+        _print_next_cursor(page)
+        return
+    while True:  # one page in memory at a time
+        page = registry.audit(**filters, **_page_args(limit, cursor))
+        for event in page:
+            click.echo(json.dumps(event.to_dict(), default=str))
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+# ---- keys and policy
+
+
+@main.group()
+def keys() -> None:
+    """The registry's signing key: export its public half to verify the ledger anywhere.
+
+    \b
+    Example:
+        modelledger keys export -o registry.pub.pem
+    """
+
+
+@keys.command("export")
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Write the PEM here; default: stdout.",
+)
+@registry_options
+def keys_export(registry: Registry, output_path: str | None) -> None:
+    """Print or write the registry's public key (PEM).
+
+    \b
+    Example:
+        modelledger keys export -o registry.pub.pem
+        modelledger keys export > registry.pub.pem
+    """
+    pem = registry.public_key()
+    if output_path is None:
+        click.echo(pem.decode("ascii"), nl=False)
+        return
+    try:
+        Path(output_path).write_bytes(pem)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
+    click.echo(f"Wrote the registry's public key to {output_path}", err=True)
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """The approval policy: four-eyes, approver role, automatic approval, roles.
+
+    \b
+    Example:
+        modelledger policy show
+        modelledger policy set --approver-role model-risk --role carol@bank.example=model-risk --reason GOV-7
+    """
+
+
+def _print_policy(document: Mapping[str, Any]) -> None:
+    roles = document.get("roles") or {}
+    _print_section(
+        _console(),
+        "Policy",
+        [
+            ("Four eyes", document.get("four_eyes")),
+            ("Approver role", document.get("approver_role")),
+            ("Auto approve", document.get("auto_approve")),
+            ("Roles", "; ".join(f"{a}={','.join(r)}" for a, r in sorted(roles.items())) or None),
+        ],
+    )
+
+
+@policy_group.command("show")
+@json_option
+@registry_options
+def policy_show(registry: Registry, as_json: bool) -> None:
+    """Show the current approval policy.
+
+    \b
+    Example:
+        modelledger policy show --json
+    """
+    document = registry.policy().to_dict()
+    if as_json:
+        _echo_json(document)
+    else:
+        _print_policy(document)
+
+
+@policy_group.command("set")
+@click.option(
+    "--four-eyes/--no-four-eyes", default=None, help="Whether a registrant may approve their own version."
+)
+@click.option(
+    "--approver-role", default=None, metavar="ROLE", help="Only actors with ROLE may approve ('' clears)."
+)
+@click.option(
+    "--auto-approve/--no-auto-approve",
+    default=None,
+    help="Whether versions whose manifest asks for it are approved when all gates pass.",
+)
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    metavar="ACTOR=ROLE",
+    help="Give ACTOR the ROLE (ACTOR= removes all their roles); repeat for several.",
+)
+@required_reason_option
+@json_option
+@registry_options
+def policy_set(
+    registry: Registry,
+    four_eyes: bool | None,
+    approver_role: str | None,
+    auto_approve: bool | None,
+    roles: tuple[str, ...],
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Change the approval policy; the change, and any relaxation, is recorded with its reason.
+
+    Only the settings given change; the rest stay as they are.
+
+    \b
+    Example:
+        modelledger policy set --no-four-eyes --reason "team of one, GOV-7"
+        modelledger policy set --approver-role model-risk --role carol@bank.example=model-risk --reason GOV-8
+    """
+    document = registry.policy().to_dict()
+    changes = 0
+    if four_eyes is not None:
+        document["four_eyes"], changes = four_eyes, changes + 1
+    if auto_approve is not None:
+        document["auto_approve"], changes = auto_approve, changes + 1
+    if approver_role is not None:
+        document["approver_role"], changes = approver_role or None, changes + 1
+    merged: dict[str, list[str]] = {a: list(r) for a, r in (document.get("roles") or {}).items()}
+    for item in roles:
+        who, sep, role = item.partition("=")
+        if not sep or not who:
+            raise click.BadParameter(f"expected ACTOR=ROLE, got {item!r}", param_hint="'--role'")
+        if not role:
+            merged.pop(who, None)
+        elif role not in merged.setdefault(who, []):
+            merged[who].append(role)
+        changes += 1
+    if not changes:
+        raise click.UsageError(
+            "nothing to change: give --four-eyes, --approver-role, --auto-approve or --role"
+        )
+    document["roles"] = merged
+    new = registry.set_policy(document, reason=reason).to_dict()
+    if as_json:
+        _echo_json(new)
+    else:
+        _print_policy(new)
+
+
+# ---- rebuild-state
+
+
+def _differences_json(differences: Sequence[StateDifference]) -> list[dict[str, Any]]:
+    return [{"what": d.what, "ledger": d.expected, "table": d.found} for d in differences]
+
+
+@main.command("rebuild-state")
+@click.option(
+    "--check", is_flag=True, help="Only compare; exit code 1 when the tables differ from the ledger."
+)
+@json_option
+@registry_options
+def rebuild_state(registry: Registry, check: bool, as_json: bool) -> None:
+    """Rewrite the state tables (stages, aliases, policy) from the ledger, or --check them.
+
+    \b
+    Example:
+        modelledger rebuild-state --check
+        modelledger rebuild-state
+    """
+    differences = registry.check_state() if check else registry.rebuild_state()
+    if as_json:
+        _echo_json({"checked_only": check, "differences": _differences_json(differences)})
+    else:
+        if not differences:
+            click.echo("The state tables match the ledger")
+        elif check:
+            click.echo(f"{len(differences)} differences between the state tables and the ledger:")
+        else:
+            click.echo(f"Rebuilt the state tables from the ledger; {len(differences)} differences fixed:")
+        for d in differences:
+            click.secho(f"  {d}", fg="red" if check else None)
+    if check and differences:
         raise click.exceptions.Exit(1)

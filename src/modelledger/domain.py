@@ -134,6 +134,7 @@ class ModelVersion:
     created_at: datetime = field(default_factory=utcnow)
     created_by: str = ""
     aliases: tuple[str, ...] = ()
+    key: int = 0  # the version's numeric key in this registry (prediction ids carry it)
 
     @property
     def uri(self) -> str:
@@ -157,6 +158,7 @@ class ModelVersion:
             "created_at": _ts(self.created_at),
             "created_by": self.created_by,
             "aliases": list(self.aliases),
+            "key": self.key,
         }
 
     @classmethod
@@ -172,6 +174,7 @@ class ModelVersion:
             created_at=_parse_ts(data["created_at"]),
             created_by=data.get("created_by", ""),
             aliases=tuple(data.get("aliases", ())),
+            key=int(data.get("key", 0)),
         )
 
 

@@ -67,6 +67,7 @@ class MetadataStore(Protocol):
     def get_version(
         self, model: str, version: int | None = None, *, alias: str | None = None
     ) -> ModelVersion: ...
+    def get_version_by_key(self, key: int) -> ModelVersion: ...
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]: ...
     def govern(
         self, model: str, version: int | None, decide: Decide, *, actor: str, signer: Signer
@@ -326,7 +327,7 @@ class SqlMetadataStore:
                 ).first()
                 if row is None:
                     raise NotFound("model", model)
-                conn.execute(
+                inserted = conn.execute(
                     t.versions.insert().values(
                         model_id=row.id,
                         version=row.last_version,
@@ -339,6 +340,7 @@ class SqlMetadataStore:
                         created_by=created_by,
                     )
                 )
+                key = int(inserted.inserted_primary_key[0])  # type: ignore[index]
                 ctx = GovContext(
                     model=model,
                     version=row.last_version,
@@ -360,9 +362,11 @@ class SqlMetadataStore:
             manifest=dict(manifest),
             created_at=now,
             created_by=created_by,
+            key=key,
         )
 
     _VERSION_COLS = (
+        t.versions.c.id.label("key"),
         t.models.c.name.label("model_name"),
         t.versions.c.version,
         t.versions.c.folder,
@@ -387,6 +391,7 @@ class SqlMetadataStore:
             created_at=_utc(row.created_at),
             created_by=row.created_by,
             aliases=tuple(sorted(aliases)),
+            key=int(row.key),
         )
 
     def _aliases(self, conn: Connection, model: str, versions: Sequence[int]) -> dict[int, list[str]]:
@@ -428,6 +433,19 @@ class SqlMetadataStore:
             aliases = self._aliases(conn, model, [row.version])[row.version]
         return self._to_version(row, aliases)
 
+    def get_version_by_key(self, key: int) -> ModelVersion:
+        q = (
+            sa.select(*self._VERSION_COLS)
+            .join(t.models, t.models.c.id == t.versions.c.model_id)
+            .where(t.versions.c.id == key)
+        )
+        with self._read() as conn:
+            row = conn.execute(q).first()
+            if row is None:
+                raise NotFound("model version", f"key {key}")
+            aliases = self._aliases(conn, row.model_name, [row.version])[row.version]
+        return self._to_version(row, aliases)
+
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]:
         q = (
             sa.select(*self._VERSION_COLS)
@@ -449,7 +467,7 @@ class SqlMetadataStore:
         last = 0
         while True:
             q = (
-                sa.select(t.versions.c.id, *self._VERSION_COLS)
+                sa.select(*self._VERSION_COLS)
                 .join(t.models, t.models.c.id == t.versions.c.model_id)
                 .where(t.versions.c.id > last)
                 .order_by(t.versions.c.id)
@@ -461,7 +479,7 @@ class SqlMetadataStore:
                 return
             for r in rows:
                 yield self._to_version(r, ())
-            last = rows[-1].id
+            last = rows[-1].key
 
     # ------------------------------------------------------------ governance: the ledger
 
