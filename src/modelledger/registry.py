@@ -623,6 +623,14 @@ class Registry(GovernanceVerbs):
         mv: ModelVersion = self._meta.get_version(ref.name, ref.version, alias=ref.alias)
         return mv
 
+    def get_version_by_key(self, key: int) -> ModelVersion:
+        """A version by its numeric key (what prediction ids carry)."""
+        if not isinstance(key, int) or key < 1:
+            raise InvalidInput(f"version key must be a positive integer, got {key!r}")
+        self._ready()
+        mv: ModelVersion = self._meta.get_version_by_key(key)
+        return mv
+
     def _ref(self, name_or_uri: str, version: int | None) -> ModelRef:
         if isinstance(name_or_uri, str) and name_or_uri.startswith("models:/"):
             return parse_model_uri(name_or_uri)
