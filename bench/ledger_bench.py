@@ -226,7 +226,8 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
         set_alias_rate = cfg.set_alias_calls / set_alias_s if cfg.set_alias_calls else 0.0
         if cfg.set_alias_calls:
             print(
-                f"set_alias: {cfg.set_alias_calls} calls: {set_alias_s:.2f} s, {set_alias_rate:,.0f} events/s "
+                f"set_alias: {cfg.set_alias_calls} calls: {set_alias_s:.2f} s, "
+                f"{set_alias_rate:,.0f} events/s "
                 f"(median {statistics.median(alias_times) * 1000:.2f} ms)",
                 flush=True,
             )
@@ -287,9 +288,7 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
                 lambda: _append_batches(registry, first, n_prof, cfg.batch, actor),
                 cfg.profile_top,
             )
-            _, profiles["verify_ledger"] = _profile(
-                "verify_ledger", registry.verify_ledger, cfg.profile_top
-            )
+            _, profiles["verify_ledger"] = _profile("verify_ledger", registry.verify_ledger, cfg.profile_top)
             _, profiles["set_alias"] = _profile(
                 "200 x set_alias",
                 lambda: [registry.set_alias(MODEL, f"p{i % 10}", 1) for i in range(200)],
@@ -391,7 +390,8 @@ def print_table(results: dict[str, Any]) -> None:
         (
             f"append, batches of {results['batch_size']:,}",
             f"{results['append_events_per_s']:>12,.0f} events/s",
-            f"{results['events']:,} events in {results['append_s']:.2f} s; batch median {b['median']:.1f} ms, "
+            f"{results['events']:,} events in {results['append_s']:.2f} s; "
+            f"batch median {b['median']:.1f} ms, "
             f"p95 {b['p95']:.1f} ms, first {b['first']:.1f}, last {b['last']:.1f}",
         ),
         (
@@ -433,16 +433,23 @@ def print_table(results: dict[str, Any]) -> None:
     for t in results["targets"]:
         print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']:<45} {t['value']:,.0f} events/s")
     load = m["loadavg_1min"]
-    print(f"load average (1 min) before/after: {load['before']:.2f} / {load['after']:.2f} on {m['cpu_count']} CPUs")
+    print(
+        f"load average (1 min) before/after: {load['before']:.2f} / {load['after']:.2f} "
+        f"on {m['cpu_count']} CPUs"
+    )
     size = results["storage"]["registry_db_bytes"]
     if size:
         print(f"registry.db: {size / 1e6:.1f} MB ({size / results['verify_events_checked']:.0f} bytes/event)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=100_000, help="events to append (default 100,000)")
-    parser.add_argument("--batch", type=int, default=1_000, help="events per govern transaction (default 1,000)")
+    parser.add_argument(
+        "--batch", type=int, default=1_000, help="events per govern transaction (default 1,000)"
+    )
     parser.add_argument("--set-alias-calls", type=int, default=500, help="set_alias calls (default 500)")
     parser.add_argument("--verify-reps", type=int, default=3, help="verify_ledger runs; median reported")
     parser.add_argument("--dir", default=None, help="parent of the temporary registry folder")

@@ -312,3 +312,20 @@ def test_actor_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     import getpass
 
     assert current_actor() == getpass.getuser()
+
+
+def test_audit_by_version_is_exact_and_verbs_follow_moving_aliases(alice: Registry, bob: Registry) -> None:
+    for _ in range(10):
+        alice.register("m", lambda rows: rows, capture=False)
+    bob.approve("models:/m/1", reason="ok")
+    events = alice.audit(model="m", version=1, limit=4)
+    assert [e.subject for e in events] == ["models:/m/1"] * 4
+    assert events.next_cursor is not None
+    rest = alice.audit(model="m", version=1, cursor=events.next_cursor)
+    assert [e.action for e in rest][-1] == "version.approved"
+    assert all(e.subject == "models:/m/1" for e in alice.history("models:/m/1"))
+    alice.set_alias("m", "staging", 1)
+    # retiring through the alias removes the alias; the verb still reports the version's state
+    assert bob.transition("models:/m@staging", "retired", reason="superseded").stage == "retired"
+    with pytest.raises(InvalidInput, match="invalid time"):
+        alice.audit(since="yesterday")

@@ -30,21 +30,28 @@ from .errors import (
     SchemaOutdated,
     StorageError,
 )
+from .governance import AliasChange, StateDifference
 from .identifiers import ModelRef, parse_model_uri
+from .ledger import Checkpoint, LedgerEvent
+from .lifecycle import VersionState
 from .loaded import LoadedModel
 from .manifest import Manifest, SourceInfo, TrainingJob, load_manifest_file
+from .policy import Policy
 from .registry import Registry
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AliasChange",
     "AlreadyExists",
+    "Checkpoint",
     "ColumnSpec",
     "Conflict",
     "FileEntry",
     "IntegrityError",
     "InvalidInput",
     "InvalidManifest",
+    "LedgerEvent",
     "LoadedModel",
     "Manifest",
     "Model",
@@ -54,6 +61,7 @@ __all__ = [
     "NotFound",
     "Page",
     "PermissionDenied",
+    "Policy",
     "Problem",
     "Registry",
     "SchemaMismatch",
@@ -61,9 +69,11 @@ __all__ = [
     "Signature",
     "SourceInfo",
     "StagedVersion",
+    "StateDifference",
     "StorageError",
     "TrainingJob",
     "VerifyReport",
+    "VersionState",
     "__version__",
     "load_manifest_file",
     "parse_model_uri",

@@ -13,11 +13,14 @@ from typing import Any, Generic, TypeVar
 
 __all__ = [
     "ColumnSpec",
+    "DatasetSource",
+    "DatasetVersion",
     "FileEntry",
     "Model",
     "ModelVersion",
     "Page",
     "Problem",
+    "ProcessingStep",
     "Signature",
     "StagedVersion",
     "VerifyReport",
@@ -253,3 +256,110 @@ class StagedVersion:
     flavor: str
     files: tuple[FileEntry, ...]
     manifest: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSource:
+    """Where a data set came from: a file, a table, a query or an API."""
+
+    uri: str | None = None
+    kind: str = "file"  # file | table | query | api | dataframe
+    query: str | None = None
+    extracted_at: str | None = None
+    code: Mapping[str, Any] = field(default_factory=dict)  # repo_url, path, revision, dirty
+
+    KINDS = ("file", "table", "query", "api", "dataframe")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "kind": self.kind,
+            "query": self.query,
+            "extracted_at": self.extracted_at,
+            "code": dict(self.code),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetSource:
+        return cls(
+            uri=data.get("uri"),
+            kind=data.get("kind", "file"),
+            query=data.get("query"),
+            extracted_at=data.get("extracted_at"),
+            code=dict(data.get("code") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingStep:
+    """One processing step (imputation, one-hot encoding, a split...) and the code that ran it."""
+
+    name: str
+    kind: str = "manual"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()  # dataset version identifiers: datasets:/name/3
+    code: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "params": dict(self.params),
+            "columns": list(self.columns),
+            "inputs": list(self.inputs),
+            "code": dict(self.code),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcessingStep:
+        return cls(
+            name=str(data["name"]),
+            kind=str(data.get("kind", "manual")),
+            params=dict(data.get("params") or {}),
+            columns=tuple(data.get("columns") or ()),
+            inputs=tuple(data.get("inputs") or ()),
+            code=dict(data.get("code") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetVersion:
+    """An immutable, versioned copy of a data set (Parquet), with its source and steps."""
+
+    name: str
+    version: int
+    digest: str  # sha256 over the normalised content: same rows, same digest
+    path: str  # Parquet file, relative to the artifact root
+    file_sha256: str
+    size_bytes: int
+    row_count: int
+    schema: tuple[ColumnSpec, ...]
+    stats: Mapping[str, Mapping[str, Any]]
+    source: DatasetSource
+    steps: tuple[ProcessingStep, ...] = ()
+    created_at: datetime = field(default_factory=utcnow)
+    created_by: str = ""
+    key: int = 0
+
+    @property
+    def uri(self) -> str:
+        return f"datasets:/{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "uri": self.uri,
+            "digest": self.digest,
+            "path": self.path,
+            "file_sha256": self.file_sha256,
+            "size_bytes": self.size_bytes,
+            "row_count": self.row_count,
+            "schema": [c.to_dict() for c in self.schema],
+            "stats": {k: dict(v) for k, v in self.stats.items()},
+            "source": self.source.to_dict(),
+            "steps": [s.to_dict() for s in self.steps],
+            "created_at": _ts(self.created_at),
+            "created_by": self.created_by,
+        }

@@ -74,7 +74,10 @@ class StateDifference:
 
 def _iso(when: datetime | str) -> str:
     if isinstance(when, str):
-        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        try:
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidInput(f"invalid time {when!r}: use ISO 8601, e.g. 2026-11-01T09:30:00Z") from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -93,12 +96,14 @@ class GovernanceVerbs:
         def actor(self) -> str: ...
         def get_version(self, name_or_uri: str, version: int | None = None) -> ModelVersion: ...
 
-    def _govern(self, uri: str, decide: Any) -> list[LedgerEvent]:
+    def _govern(self, uri: str, decide: Any) -> str:
+        """Apply ``decide`` to the version ``uri`` names now; returns its ``models:/x/N`` form.
+
+        The number form matters: the decision may move the very alias ``uri`` used.
+        """
         mv = self.get_version(uri)
-        events: list[LedgerEvent] = self._meta.govern(
-            mv.model, mv.version, decide, actor=self.actor, signer=self._signer()
-        )
-        return events
+        self._meta.govern(mv.model, mv.version, decide, actor=self.actor, signer=self._signer())
+        return mv.uri
 
     # ------------------------------------------------------------------ state
 
@@ -119,8 +124,9 @@ class GovernanceVerbs:
 
         >>> registry.transition("models:/credit-risk/3", "retired", reason="superseded")  # doctest: +SKIP
         """
-        self._govern(uri, lambda ctx: decide_stage(ctx, stage, reason=reason, details=details or {}))
-        return self.state(uri)
+        return self.state(
+            self._govern(uri, lambda ctx: decide_stage(ctx, stage, reason=reason, details=details or {}))
+        )
 
     def validate(
         self,
@@ -144,21 +150,20 @@ class GovernanceVerbs:
                 raise InvalidInput(f"metric {key!r} must be a number")
             measured[key] = float(value)
         results = evaluate_gates(parse_gates(mv.manifest.get("gates")), measured)
-        self._govern(uri, lambda ctx: decide_validation(ctx, results, reason=reason, dataset=dataset))
-        return self.state(uri)
+        return self.state(
+            self._govern(uri, lambda ctx: decide_validation(ctx, results, reason=reason, dataset=dataset))
+        )
 
     def approve(self, uri: str, *, reason: str) -> VersionState:
         """Approve a validated version. Four-eyes by default: not by whoever registered it.
 
         >>> registry.approve("models:/credit-risk/3", reason="reviewed holdout report #41")  # doctest: +SKIP
         """
-        self._govern(uri, lambda ctx: decide_approval(ctx, approve=True, reason=reason))
-        return self.state(uri)
+        return self.state(self._govern(uri, lambda ctx: decide_approval(ctx, approve=True, reason=reason)))
 
     def reject(self, uri: str, *, reason: str) -> VersionState:
         """Reject a trained or validated version, with the reason."""
-        self._govern(uri, lambda ctx: decide_approval(ctx, approve=False, reason=reason))
-        return self.state(uri)
+        return self.state(self._govern(uri, lambda ctx: decide_approval(ctx, approve=False, reason=reason)))
 
     def deploy(self, uri: str, *, alias: str | None = None, reason: str | None = None) -> VersionState:
         """Point the target alias (default: the manifest's, else ``production``) at an approved
@@ -170,8 +175,7 @@ class GovernanceVerbs:
         target = validate_alias(alias or mv.manifest.get("target_alias") or "production")
         if target == "rollback":
             raise InvalidInput("@rollback is managed by deploy and rollback; deploy to another alias")
-        self._govern(mv.uri, lambda ctx: decide_deploy(ctx, target, reason=reason))
-        return self.state(mv.uri)
+        return self.state(self._govern(mv.uri, lambda ctx: decide_deploy(ctx, target, reason=reason)))
 
     def rollback(self, name: str, *, alias: str = "production", reason: str | None = None) -> int:
         """Move ``alias`` back to the version held by ``@rollback``; returns that version."""
@@ -243,10 +247,11 @@ class GovernanceVerbs:
     ) -> Page[LedgerEvent]:
         """Ledger events, oldest first, filtered; ``action`` may end in ``*`` (``version.*``)."""
         prefixes: list[str] = []
+        exact: list[str] = []
         if model is not None:
             validate_name(model)
             if version is not None:
-                prefixes = [f"models:/{model}/{version}"]
+                exact = [f"models:/{model}/{version}"]
             else:
                 prefixes = [f"models:/{model}/", f"models:/{model}@"]
         elif version is not None:
@@ -260,6 +265,7 @@ class GovernanceVerbs:
             after = int(cursor)
         self._ready()
         rows = self._meta.audit(
+            subjects=exact,
             subject_prefixes=prefixes,
             actor=actor,
             action=action,
@@ -268,9 +274,6 @@ class GovernanceVerbs:
             after=after,
             limit=limit + 1,
         )
-        if version is not None:
-            exact = f"models:/{model}/{version}"
-            rows = [r for r in rows if r[0].subject == exact]
         events = [e for e, _ in rows[:limit]]
         nxt = str(events[-1].seq) if len(rows) > limit else None
         return Page(items=events, next_cursor=nxt)
@@ -324,17 +327,18 @@ class GovernanceVerbs:
             rest = uri_or_name[len("models:/") :]
             name = rest.split("@")[0].split("/")[0]
             validate_name(name)
-            prefixes = (
-                [uri_or_name] if ("@" in rest or "/" in rest) else [f"{uri_or_name}/", f"{uri_or_name}@"]
-            )
+            exact = [uri_or_name] if ("@" in rest or "/" in rest) else []
+            prefixes = [] if exact else [f"{uri_or_name}/", f"{uri_or_name}@"]
         else:
             validate_name(uri_or_name)
+            exact = []
             prefixes = [f"models:/{uri_or_name}/", f"models:/{uri_or_name}@"]
         self._ready()
         out: list[LedgerEvent] = []
         after = 0
         while True:
             rows = self._meta.audit(
+                subjects=exact,
                 subject_prefixes=prefixes,
                 actor=None,
                 action=None,
@@ -343,10 +347,7 @@ class GovernanceVerbs:
                 after=after,
                 limit=1000,
             )
-            if len(prefixes) == 1:  # a version or an alias: models:/x/3 must not match models:/x/30
-                out.extend(e for e, _ in rows if e.subject == uri_or_name)
-            else:
-                out.extend(e for e, _ in rows)
+            out.extend(e for e, _ in rows)
             if len(rows) < 1000:
                 return out
             after = rows[-1][0].seq

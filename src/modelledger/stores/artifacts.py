@@ -147,6 +147,30 @@ class ArtifactStore:
             raise AlreadyExists("artefact file", rel)
         return self.fs.open(path, "wb")  # type: ignore[no-any-return]
 
+    def open_new(self, rel: str) -> IO[bytes]:
+        """A new write-once file; call :meth:`sync` before closing it for durability."""
+        return self._open_new(rel)
+
+    def sync(self, fh: IO[bytes]) -> None:
+        """Flush a file opened with :meth:`open_new` to stable storage (local files only)."""
+        if self.is_local:
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def move(self, src: str, dst: str) -> None:
+        """Move a finished file to its final, never-before-used path."""
+        if self.is_local:
+            target = self.full(dst)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.exists(target):
+                raise AlreadyExists("artefact file", dst)
+            os.rename(self.full(src), target)
+            _fsync_dir(os.path.dirname(target))
+            return
+        if self.fs.exists(self.full(dst)):
+            raise AlreadyExists("artefact file", dst)
+        self.fs.mv(self.full(src), self.full(dst))
+
     def _finish(self, fh: IO[bytes]) -> None:
         if self.is_local:
             fh.flush()

@@ -32,7 +32,7 @@ Decide = Callable[[GovContext], list[EventDraft]]
 Signer = Callable[[int, bytes, str], Checkpoint]
 """Signs the chain head: (seq, head hash, time) -> checkpoint."""
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 ALIAS_SLOTS = 100  # alias_history.seq = ledger seq * ALIAS_SLOTS + position in the event
 
 
@@ -83,6 +83,14 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
+
+
+ESC = "\\"
+
+
+def _like_escape(text: str) -> str:
+    """Make ``text`` match itself in a LIKE pattern (escape character: ESC)."""
+    return text.replace(ESC, ESC + ESC).replace("%", ESC + "%").replace("_", ESC + "_")
 
 
 def _utc(value: datetime) -> datetime:
@@ -259,8 +267,7 @@ class SqlMetadataStore:
     ) -> list[Model]:
         q = sa.select(t.models).order_by(t.models.c.name).limit(limit)
         if prefix:
-            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            q = q.where(t.models.c.name.like(escaped + "%", escape="\\"))
+            q = q.where(t.models.c.name.like(_like_escape(prefix) + "%", escape=ESC))
         if after is not None:
             q = q.where(t.models.c.name > after)
         for key, value in tags.items():
@@ -769,6 +776,7 @@ class SqlMetadataStore:
     def audit(
         self,
         *,
+        subjects: Sequence[str],
         subject_prefixes: Sequence[str],
         actor: str | None,
         action: str | None,
@@ -779,16 +787,18 @@ class SqlMetadataStore:
     ) -> list[tuple[LedgerEvent, str]]:
         c = t.ledger_events.c
         q = sa.select(t.ledger_events).where(c.seq > after).order_by(c.seq).limit(limit)
-        if subject_prefixes:
-            conds = []
-            for p in subject_prefixes:
-                escaped = p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                conds.append(c.subject.like(escaped + "%", escape="\\"))
+        conds = [c.subject == x for x in subjects]
+        conds.extend(c.subject.like(_like_escape(p) + "%", escape=ESC) for p in subject_prefixes)
+        if conds:
             q = q.where(sa.or_(*conds))
         if actor:
             q = q.where(c.actor == actor)
         if action:
-            q = q.where(c.action.like(action.replace("*", "%")) if "*" in action else c.action == action)
+            if "*" in action:
+                pattern = "%".join(_like_escape(part) for part in action.split("*"))
+                q = q.where(c.action.like(pattern, escape=ESC))
+            else:
+                q = q.where(c.action == action)
         if since:
             q = q.where(c.time >= since)
         if until:

@@ -129,3 +129,66 @@ settings = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+# ---------------------------------------------------------------- data lineage (0003)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_version", sa.Integer, nullable=False, server_default="0"),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(80), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),
+    sa.Column("file_sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("schema", sa.Text, nullable=False),
+    sa.Column("stats", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False, server_default=""),
+    sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_version"),
+    sa.UniqueConstraint("dataset_id", "digest", name="uq_dataset_versions_digest"),
+)
+
+processing_steps = sa.Table(
+    "processing_steps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("output_id", sa.Integer, sa.ForeignKey("dataset_versions.id"), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("columns", sa.Text, nullable=False),
+    sa.Column("code", sa.Text, nullable=False),
+    sa.Index("ix_processing_steps_output", "output_id"),
+)
+
+step_inputs = sa.Table(
+    "step_inputs",
+    metadata,
+    sa.Column("step_id", sa.Integer, sa.ForeignKey("processing_steps.id"), primary_key=True),
+    sa.Column("input_id", sa.Integer, sa.ForeignKey("dataset_versions.id"), primary_key=True),
+    sa.Index("ix_step_inputs_input", "input_id"),
+)
+
+model_datasets = sa.Table(
+    "model_datasets",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id"), primary_key=True),
+    sa.Column("dataset_version_id", sa.Integer, sa.ForeignKey("dataset_versions.id"), primary_key=True),
+    sa.Column("role", sa.String(32), primary_key=True),
+    sa.Index("ix_model_datasets_dataset", "dataset_version_id"),
+)
