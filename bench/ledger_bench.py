@@ -296,8 +296,10 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
             )
 
         db = home / "registry.db"
+        wal = home / "registry.db-wal"
         sizes = {
             "registry_db_bytes": db.stat().st_size if db.exists() else None,
+            "registry_db_wal_bytes": wal.stat().st_size if wal.exists() else 0,
             "home_bytes": _dir_bytes(home),
         }
         registry.close()
@@ -437,9 +439,13 @@ def print_table(results: dict[str, Any]) -> None:
         f"load average (1 min) before/after: {load['before']:.2f} / {load['after']:.2f} "
         f"on {m['cpu_count']} CPUs"
     )
-    size = results["storage"]["registry_db_bytes"]
-    if size:
-        print(f"registry.db: {size / 1e6:.1f} MB ({size / results['verify_events_checked']:.0f} bytes/event)")
+    storage = results["storage"]
+    if storage["registry_db_bytes"]:
+        size = storage["registry_db_bytes"] + storage.get("registry_db_wal_bytes", 0)
+        print(
+            f"registry.db + -wal: {size / 1e6:.1f} MB "
+            f"({size / results['verify_events_checked']:.0f} bytes/event, all tables)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidInput
 
-__all__ = ["ModelRef", "parse_model_uri", "validate_name"]
+__all__ = ["ModelRef", "parse_dataset_uri", "parse_model_uri", "validate_name"]
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -84,3 +84,21 @@ def parse_model_uri(uri: str) -> ModelRef:
             "(models:/<name>/<version>) or use an alias (models:/<name>@<alias>)"
         )
     return ModelRef(name=name, version=int(version))
+
+
+def parse_dataset_uri(uri: str) -> tuple[str, int | None]:
+    """Parse ``datasets:/name/3`` (or ``datasets:/name@latest``) into (name, version or None).
+
+    >>> parse_dataset_uri("datasets:/credit-applications/7")
+    ('credit-applications', 7)
+    """
+    if not isinstance(uri, str) or not uri.startswith("datasets:/"):
+        raise InvalidInput(f"invalid data set identifier {uri!r}: expected datasets:/<name>/<version>")
+    rest = uri[len("datasets:/") :]
+    if rest.endswith("@latest"):
+        return validate_name(rest[: -len("@latest")], what="data set name"), None
+    name, sep, version = rest.partition("/")
+    validate_name(name, what="data set name")
+    if not sep or not version.isdigit() or int(version) < 1:
+        raise InvalidInput(f"invalid data set identifier {uri!r}: expected datasets:/<name>/<version>")
+    return name, int(version)

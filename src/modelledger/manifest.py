@@ -89,6 +89,8 @@ class Manifest:
     stages: Mapping[str, str] = field(default_factory=dict)  # stage -> "auto" | "manual"
     gates: tuple[Any, ...] = ()  # validation gates, e.g. "auc >= 0.80 on holdout"
     target_alias: str | None = None  # where `deploy` points by default (production)
+    datasets: tuple[Mapping[str, Any], ...] = ()  # {role, uri, digest, rows} per data set used
+    steps: tuple[Mapping[str, Any], ...] = ()  # processing steps inside the model (from its pipeline)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +113,8 @@ class Manifest:
             "stages": dict(self.stages),
             "gates": list(self.gates),
             "target_alias": self.target_alias,
+            "datasets": [dict(d) for d in self.datasets],
+            "steps": [dict(st) for st in self.steps],
         }
 
     @classmethod
@@ -176,6 +180,8 @@ _TOP = {
     "stages": (dict,),
     "gates": (list,),
     "target_alias": (str,),
+    "datasets": (list,),
+    "steps": (list,),
 }
 _SOURCE = {"repo_url": (str,), "path": (str,), "revision": (str,), "dirty": (bool,), "branch": (str,)}
 _JOB = {"id": (str, int), "started_at": (str, datetime), "ended_at": (str, datetime), "host": (str,)}
@@ -287,7 +293,23 @@ def _validate(data: Any, source: str | None) -> Manifest:
         stages=dict(stages),
         gates=tuple(data.get("gates") or ()),
         target_alias=target,
+        datasets=tuple(_check_list_of_maps(data.get("datasets"), "datasets", ("role", "uri"), source)),
+        steps=tuple(_check_list_of_maps(data.get("steps"), "steps", ("name",), source)),
     )
+
+
+def _check_list_of_maps(
+    value: Any, field_name: str, required: tuple[str, ...], source: str | None
+) -> list[dict[str, Any]]:
+    out = []
+    for i, item in enumerate(value or ()):
+        if not isinstance(item, Mapping):
+            raise InvalidManifest(f"{field_name}[{i}]", "must be a mapping", source=source)
+        for key in required:
+            if not isinstance(item.get(key), str) or not item.get(key):
+                raise InvalidManifest(f"{field_name}[{i}].{key}", "is required (a string)", source=source)
+        out.append(dict(item))
+    return out
 
 
 def load_manifest_file(path: str | os.PathLike[str]) -> Manifest:

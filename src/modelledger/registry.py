@@ -50,6 +50,7 @@ from .manifest import Manifest, load_manifest_file
 from .stores.artifacts import ArtifactStore, iter_file
 
 if TYPE_CHECKING:
+    from .data import Datasets
     from .ledger import ChainReport, LedgerEvent
     from .stores.metadata import Signer
 
@@ -60,6 +61,7 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` while artefacts move."""
 
 DEFAULT_HOME = ".modelledger"
+DATASET_ROLES = ("train", "validation", "holdout", "test")
 MAX_PAGE = 1000
 
 
@@ -132,6 +134,7 @@ class Registry(GovernanceVerbs):
         self._meta = metadata
         self._art = artifacts
         self._key_path = key_path or Path(DEFAULT_HOME) / "registry.key"
+        self._datasets: Datasets | None = None
         self._private_key: Any = None
         self._auto_migrate = auto_migrate
         self._checked = False
@@ -379,6 +382,7 @@ class Registry(GovernanceVerbs):
         execution_id: str | None = None,
         capture: bool = True,
         code_path: str | os.PathLike[str] | None = None,
+        datasets: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
     ) -> ModelVersion:
         """Register a new version: write and seal its artefacts, then commit its row.
@@ -386,7 +390,11 @@ class Registry(GovernanceVerbs):
         ``source`` is a fitted scikit-learn estimator or pipeline, any object with
         ``predict`` (or a plain callable), or the path of a folder of files.
         Bad input raises before anything is written; a failure after that removes
-        the folder again, so no half version is ever left. The manifest records the
+        the folder again, so no half version is ever left. ``datasets`` maps roles
+        (train, validation, holdout, test) to data set versions (``datasets:/x/3``) or to data
+        (a DataFrame, Table, CSV or Parquet path) that is registered for you as
+        ``<name>-<role>``; a scikit-learn pipeline's processing steps are recorded against
+        the train set. The manifest records the
         git source of ``code_path`` (a script or folder; default: the running script)
         unless the manifest gives its own ``source``; ``capture=False`` records no
         git or environment facts at all.
@@ -406,6 +414,7 @@ class Registry(GovernanceVerbs):
             execution_id=execution_id,
             capture=capture,
             code_path=code_path,
+            datasets=datasets,
             progress=progress,
         )
         try:
@@ -426,6 +435,7 @@ class Registry(GovernanceVerbs):
         execution_id: str | None = None,
         capture: bool = True,
         code_path: str | os.PathLike[str] | None = None,
+        datasets: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
     ) -> StagedVersion:
         """Write and seal a version's artefacts in a new folder, without registering it.
@@ -449,8 +459,47 @@ class Registry(GovernanceVerbs):
             if capture:
                 doc = doc.with_captured(script=os.fspath(code_path) if code_path is not None else None)
             doc = replace(doc, flavor=flavor, entry=entry)
+            if datasets:
+                doc = self._attach_datasets(name, doc, datasets, source, capture=capture)
             key = self._folder_key(doc, execution_id)
             return self._write_version_folder(name, key, folder, flavor, doc, progress)
+
+    @property
+    def datasets(self) -> Datasets:
+        """Data set versions: ``registry.datasets.register(name, data, source=..., steps=...)``."""
+        from .data import Datasets
+
+        if self._datasets is None:
+            self._datasets = Datasets(self)
+        return self._datasets
+
+    def _attach_datasets(
+        self, name: str, doc: Manifest, datasets: Mapping[str, Any], source: Any, *, capture: bool
+    ) -> Manifest:
+        from .data.steps import sklearn_steps
+        from .domain import DatasetVersion
+
+        refs = []
+        for role, value in datasets.items():
+            if role not in DATASET_ROLES:
+                raise InvalidInput(f"unknown data set role {role!r}: use {', '.join(DATASET_ROLES)}")
+            if isinstance(value, DatasetVersion):
+                dv = value
+            elif isinstance(value, str) and value.startswith("datasets:/"):
+                dv = self.datasets.get(value)
+            else:
+                dv = self.datasets.register(f"{name}-{role}", value, capture=capture)
+            refs.append({"role": role, "uri": dv.uri, "digest": dv.digest, "rows": dv.row_count})
+        steps = list(doc.steps)
+        train = [str(r["uri"]) for r in refs if r["role"] == "train"]
+        if not steps and not isinstance(source, (str, os.PathLike)):
+            code = {k: v for k, v in doc.source.to_dict().items() if v is not None}
+            steps = (
+                [s.to_dict() for s in sklearn_steps(source, inputs=train, code=code)]
+                if _is_sklearn(source)
+                else []
+            )
+        return replace(doc, datasets=tuple(refs), steps=tuple(steps))
 
     def _prepare_source(
         self, source: Any, tmp: Path, doc: Manifest, sample_input: Any
@@ -598,6 +647,7 @@ class Registry(GovernanceVerbs):
             created_by=self.actor,
             now=utcnow(),
             create_model=True,
+            links=[(d["uri"], d["role"]) for d in staged.manifest.get("datasets") or ()],
             walk=lambda ctx: decide_registration(
                 ctx,
                 staged.manifest,
@@ -834,6 +884,10 @@ class Registry(GovernanceVerbs):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _is_sklearn(obj: Any) -> bool:
+    return type(obj).__module__.startswith("sklearn.")
 
 
 def _default_key_path(url: str) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +19,15 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..domain import FileEntry, Model, ModelVersion
+from ..domain import (
+    ColumnSpec,
+    DatasetSource,
+    DatasetVersion,
+    FileEntry,
+    Model,
+    ModelVersion,
+    ProcessingStep,
+)
 from ..errors import AlreadyExists, NotFound, SchemaOutdated, StorageError
 from ..ledger import ChainBuilder, Checkpoint, LedgerEvent, utc_now
 from ..lifecycle import EventDraft, GovContext, ReplayedState, VersionState, effects
@@ -63,6 +72,7 @@ class MetadataStore(Protocol):
         create_model: bool,
         walk: Decide,
         signer: Signer,
+        links: Sequence[tuple[str, str]] = (),
     ) -> ModelVersion: ...
     def get_version(
         self, model: str, version: int | None = None, *, alias: str | None = None
@@ -88,6 +98,12 @@ def normalise_url(url: str) -> str:
 ESC = "\\"
 
 
+def _parse_dataset_ref(ref: str) -> tuple[str, int | None]:
+    from ..identifiers import parse_dataset_uri
+
+    return parse_dataset_uri(ref)
+
+
 def _like_escape(text: str) -> str:
     """Make ``text`` match itself in a LIKE pattern (escape character: ESC)."""
     return text.replace(ESC, ESC + ESC).replace("%", ESC + "%").replace("_", ESC + "_")
@@ -97,6 +113,14 @@ def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+@dataclass
+class _AliasMoves:
+    """Alias changes of one append: final value per (model id, alias), and every move in order."""
+
+    aliases: dict[tuple[int, str], int | None] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SqlMetadataStore:
@@ -315,6 +339,7 @@ class SqlMetadataStore:
         create_model: bool,
         walk: Decide,
         signer: Signer,
+        links: Sequence[tuple[str, str]] = (),
     ) -> ModelVersion:
         files_json = json.dumps([f.to_dict() for f in files], separators=(",", ":"))
         manifest_json = json.dumps(dict(manifest), separators=(",", ":"), sort_keys=True)
@@ -348,6 +373,12 @@ class SqlMetadataStore:
                     )
                 )
                 key = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+                for uri, role in links:
+                    dname, dver = _parse_dataset_ref(uri)
+                    dv = self._dataset_version_row(conn, dname, dver)
+                    conn.execute(
+                        t.model_datasets.insert().values(version_id=key, dataset_version_id=dv.id, role=role)
+                    )
                 ctx = GovContext(
                     model=model,
                     version=row.last_version,
@@ -594,8 +625,10 @@ class SqlMetadataStore:
             )
         conn.execute(t.ledger_events.insert(), rows)
         model_ids: dict[str, int] = {}
+        moves = _AliasMoves()
         for event in events:
-            self._apply(conn, event, model_ids)
+            self._apply(conn, event, model_ids, moves)
+        self._write_alias_moves(conn, moves)
         conn.execute(
             t.ledger_head.update()
             .where(t.ledger_head.c.id == 1)
@@ -610,8 +643,13 @@ class SqlMetadataStore:
             cache[name] = int(self._model_row(conn, name).id)
         return cache[name]
 
-    def _apply(self, conn: Connection, event: LedgerEvent, model_ids: dict[str, int]) -> None:
-        """Update the state tables from one event, by the same rule a rebuild uses."""
+    def _apply(
+        self, conn: Connection, event: LedgerEvent, model_ids: dict[str, int], moves: _AliasMoves
+    ) -> None:
+        """Update the state tables from one event, by the same rule a rebuild uses.
+
+        Alias moves are collected in ``moves`` and written for the whole batch at once.
+        """
         eff = effects(event.action, event.actor, event.time, event.data)
         if eff.model is not None and eff.version is not None and (eff.stage or eff.registered_by):
             mid = self._model_id(conn, eff.model, model_ids)
@@ -639,24 +677,9 @@ class SqlMetadataStore:
                 )
         if eff.model is not None and eff.aliases:
             mid = self._model_id(conn, eff.model, model_ids)
-            now = datetime.now(timezone.utc)
-            for alias, version in eff.aliases.items():
-                if version is None:
-                    conn.execute(
-                        t.aliases.delete().where(t.aliases.c.model_id == mid, t.aliases.c.alias == alias)
-                    )
-                else:
-                    stmt = self._insert(t.aliases).values(
-                        model_id=mid, alias=alias, version=version, updated_at=now
-                    )
-                    conn.execute(
-                        stmt.on_conflict_do_update(
-                            index_elements=["model_id", "alias"], set_={"version": version, "updated_at": now}
-                        )
-                    )
-            conn.execute(
-                t.alias_history.insert(),
-                [
+            for i, (alias, version) in enumerate(sorted(eff.aliases.items())):
+                moves.aliases[(mid, alias)] = version
+                moves.history.append(
                     {
                         # several alias moves in one event keep their own row, in order
                         "seq": event.seq * ALIAS_SLOTS + i,
@@ -667,13 +690,35 @@ class SqlMetadataStore:
                         "actor": event.actor,
                         "action": event.action,
                     }
-                    for i, (alias, version) in enumerate(sorted(eff.aliases.items()))
-                ],
-            )
+                )
         if eff.policy is not None:
             value = json.dumps(eff.policy, sort_keys=True)
             stmt = self._insert(t.settings).values(key="policy", value=value)
             conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def _write_alias_moves(self, conn: Connection, moves: _AliasMoves) -> None:
+        if not moves.history:
+            return
+        now = datetime.now(timezone.utc)
+        gone = [{"m": mid, "a": alias} for (mid, alias), v in moves.aliases.items() if v is None]
+        if gone:
+            c = t.aliases.c
+            conn.execute(
+                t.aliases.delete().where(c.model_id == sa.bindparam("m"), c.alias == sa.bindparam("a")), gone
+            )
+        kept = [
+            {"model_id": mid, "alias": alias, "version": v, "updated_at": now}
+            for (mid, alias), v in moves.aliases.items()
+            if v is not None
+        ]
+        if kept:
+            stmt = self._insert(t.aliases)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["model_id", "alias"],
+                set_={"version": stmt.excluded.version, "updated_at": stmt.excluded.updated_at},
+            )
+            conn.execute(stmt, kept)
+        conn.execute(t.alias_history.insert(), moves.history)
 
     @staticmethod
     def _event(r: Any) -> LedgerEvent:
@@ -860,3 +905,239 @@ class SqlMetadataStore:
             value = json.dumps(state.policy.to_dict(), sort_keys=True)
             conn.execute(t.settings.delete().where(t.settings.c.key == "policy"))
             conn.execute(t.settings.insert().values(key="policy", value=value))
+
+    # ------------------------------------------------------------ data lineage
+
+    def _dataset_row(self, conn: Connection, name: str) -> Any:
+        row = conn.execute(sa.select(t.datasets).where(t.datasets.c.name == name)).first()
+        if row is None:
+            raise NotFound("data set", name)
+        return row
+
+    _DV_COLS = (
+        t.dataset_versions,
+        t.datasets.c.name.label("dataset_name"),
+    )
+
+    def _to_dataset_version(self, conn: Connection, row: Any) -> DatasetVersion:
+        steps = []
+        q = sa.select(t.processing_steps).where(t.processing_steps.c.output_id == row.id)
+        for s in conn.execute(q.order_by(t.processing_steps.c.position)):
+            inputs = conn.execute(
+                sa.select(t.datasets.c.name, t.dataset_versions.c.version)
+                .join(t.dataset_versions, t.dataset_versions.c.dataset_id == t.datasets.c.id)
+                .join(t.step_inputs, t.step_inputs.c.input_id == t.dataset_versions.c.id)
+                .where(t.step_inputs.c.step_id == s.id)
+                .order_by(t.datasets.c.name, t.dataset_versions.c.version)
+            ).all()
+            steps.append(
+                ProcessingStep(
+                    name=s.name,
+                    kind=s.kind,
+                    params=json.loads(s.params),
+                    columns=tuple(json.loads(s.columns)),
+                    inputs=tuple(f"datasets:/{i.name}/{i.version}" for i in inputs),
+                    code=json.loads(s.code),
+                )
+            )
+        return DatasetVersion(
+            name=row.dataset_name,
+            version=row.version,
+            digest=row.digest,
+            path=row.path,
+            file_sha256=row.file_sha256,
+            size_bytes=int(row.size_bytes),
+            row_count=int(row.row_count),
+            schema=tuple(ColumnSpec.from_dict(c) for c in json.loads(row.schema)),
+            stats=json.loads(row.stats),
+            source=DatasetSource.from_dict(json.loads(row.source)),
+            steps=tuple(steps),
+            created_at=_utc(row.created_at),
+            created_by=row.created_by,
+            key=int(row.id),
+        )
+
+    def _dataset_version_row(self, conn: Connection, name: str, version: int | None) -> Any:
+        q = sa.select(*self._DV_COLS).join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+        q = q.where(t.datasets.c.name == name)
+        if version is None:
+            q = q.order_by(t.dataset_versions.c.version.desc()).limit(1)
+        else:
+            q = q.where(t.dataset_versions.c.version == version)
+        row = conn.execute(q).first()
+        if row is None:
+            self._dataset_row(conn, name)
+            raise NotFound("data set version", f"datasets:/{name}/{version if version else 'latest'}")
+        return row
+
+    def find_dataset_version(self, name: str, digest: str) -> DatasetVersion | None:
+        q = (
+            sa.select(*self._DV_COLS)
+            .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+            .where(t.datasets.c.name == name, t.dataset_versions.c.digest == digest)
+        )
+        with self._read() as conn:
+            row = conn.execute(q).first()
+            return self._to_dataset_version(conn, row) if row else None
+
+    def get_dataset_version(self, name: str, version: int | None) -> DatasetVersion:
+        with self._read() as conn:
+            return self._to_dataset_version(conn, self._dataset_version_row(conn, name, version))
+
+    def get_dataset_version_by_key(self, key: int) -> DatasetVersion:
+        q = (
+            sa.select(*self._DV_COLS)
+            .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+            .where(t.dataset_versions.c.id == key)
+        )
+        with self._read() as conn:
+            row = conn.execute(q).first()
+            if row is None:
+                raise NotFound("data set version", f"key {key}")
+            return self._to_dataset_version(conn, row)
+
+    def create_dataset_version(
+        self,
+        name: str,
+        *,
+        digest: str,
+        path: str,
+        file_sha256: str,
+        size_bytes: int,
+        row_count: int,
+        schema: Sequence[ColumnSpec],
+        stats: Mapping[str, Any],
+        source: DatasetSource,
+        steps: Sequence[ProcessingStep],
+        created_by: str,
+        now: datetime,
+    ) -> tuple[DatasetVersion, bool]:
+        """Insert a data set version (or find the one with the same digest); True when new."""
+        with self._write() as conn:
+            ds = conn.execute(sa.select(t.datasets).where(t.datasets.c.name == name)).first()
+            if ds is None:
+                conn.execute(t.datasets.insert().values(name=name, created_at=now, last_version=0))
+                ds = self._dataset_row(conn, name)
+            existing = conn.execute(
+                sa.select(*self._DV_COLS)
+                .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+                .where(t.dataset_versions.c.dataset_id == ds.id, t.dataset_versions.c.digest == digest)
+            ).first()
+            if existing is not None:
+                return self._to_dataset_version(conn, existing), False
+            # resolve step inputs first: an unknown input writes nothing
+            resolved: list[list[int]] = []
+            for step in steps:
+                ids = []
+                for ref in step.inputs:
+                    dname, dver = _parse_dataset_ref(ref)
+                    ids.append(int(self._dataset_version_row(conn, dname, dver).id))
+                resolved.append(ids)
+            num = conn.execute(
+                t.datasets.update()
+                .where(t.datasets.c.id == ds.id)
+                .values(last_version=t.datasets.c.last_version + 1)
+                .returning(t.datasets.c.last_version)
+            ).scalar_one()
+            inserted = conn.execute(
+                t.dataset_versions.insert().values(
+                    dataset_id=ds.id,
+                    version=num,
+                    digest=digest,
+                    path=path,
+                    file_sha256=file_sha256,
+                    size_bytes=size_bytes,
+                    row_count=row_count,
+                    schema=json.dumps([c.to_dict() for c in schema]),
+                    stats=json.dumps(dict(stats), sort_keys=True),
+                    source=json.dumps(source.to_dict(), sort_keys=True),
+                    created_at=now,
+                    created_by=created_by,
+                )
+            )
+            dv_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+            for position, (step, ids) in enumerate(zip(steps, resolved, strict=True)):
+                sid = conn.execute(
+                    t.processing_steps.insert().values(
+                        output_id=dv_id,
+                        position=position,
+                        name=step.name,
+                        kind=step.kind,
+                        params=json.dumps(dict(step.params), sort_keys=True),
+                        columns=json.dumps(list(step.columns)),
+                        code=json.dumps(dict(step.code), sort_keys=True),
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+                for input_id in sorted(set(ids)):
+                    conn.execute(t.step_inputs.insert().values(step_id=sid, input_id=input_id))
+            row = conn.execute(
+                sa.select(*self._DV_COLS)
+                .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+                .where(t.dataset_versions.c.id == dv_id)
+            ).one()
+            return self._to_dataset_version(conn, row), True
+
+    def list_datasets(self, *, prefix: str | None, limit: int, after: str | None) -> list[dict[str, Any]]:
+        q = sa.select(t.datasets).order_by(t.datasets.c.name).limit(limit)
+        if prefix:
+            q = q.where(t.datasets.c.name.like(_like_escape(prefix) + "%", escape=ESC))
+        if after is not None:
+            q = q.where(t.datasets.c.name > after)
+        with self._read() as conn:
+            return [
+                {
+                    "name": r.name,
+                    "description": r.description,
+                    "latest_version": r.last_version,
+                    "created_at": _utc(r.created_at).isoformat(),
+                }
+                for r in conn.execute(q)
+            ]
+
+    def list_dataset_versions(self, name: str, *, limit: int, before: int | None) -> list[DatasetVersion]:
+        q = (
+            sa.select(*self._DV_COLS)
+            .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+            .where(t.datasets.c.name == name)
+            .order_by(t.dataset_versions.c.version.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            q = q.where(t.dataset_versions.c.version < before)
+        with self._read() as conn:
+            self._dataset_row(conn, name)
+            return [self._to_dataset_version(conn, r) for r in conn.execute(q).all()]
+
+    def model_datasets(self, version_key: int) -> list[tuple[str, DatasetVersion]]:
+        q = (
+            sa.select(t.model_datasets.c.role, *self._DV_COLS)
+            .join(t.dataset_versions, t.dataset_versions.c.id == t.model_datasets.c.dataset_version_id)
+            .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+            .where(t.model_datasets.c.version_id == version_key)
+            .order_by(t.model_datasets.c.role, t.datasets.c.name)
+        )
+        with self._read() as conn:
+            return [(r.role, self._to_dataset_version(conn, r)) for r in conn.execute(q).all()]
+
+    def dataset_users(self, dataset_key: int) -> list[tuple[str, int, str]]:
+        """(model, version, role) of every model version trained or evaluated on a data set version."""
+        q = (
+            sa.select(t.models.c.name, t.versions.c.version, t.model_datasets.c.role)
+            .join(t.versions, t.versions.c.id == t.model_datasets.c.version_id)
+            .join(t.models, t.models.c.id == t.versions.c.model_id)
+            .where(t.model_datasets.c.dataset_version_id == dataset_key)
+            .order_by(t.models.c.name, t.versions.c.version, t.model_datasets.c.role)
+        )
+        with self._read() as conn:
+            return [(r.name, r.version, r.role) for r in conn.execute(q)]
+
+    def dataset_children(self, dataset_key: int) -> list[int]:
+        """Keys of data set versions made from this one by a processing step."""
+        q = (
+            sa.select(t.processing_steps.c.output_id)
+            .join(t.step_inputs, t.step_inputs.c.step_id == t.processing_steps.c.id)
+            .where(t.step_inputs.c.input_id == dataset_key)
+            .distinct()
+        )
+        with self._read() as conn:
+            return [int(r[0]) for r in conn.execute(q)]
