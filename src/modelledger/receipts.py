@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
@@ -296,18 +297,19 @@ def _column_tokens(values: Any) -> list[str]:
     return [_token(v) for v in values.tolist()]
 
 
-def _object_template(names: Sequence[str]) -> tuple[str, list[int]]:
+@functools.lru_cache(maxsize=256)
+def _object_template(names: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
     """A ``%``-template for a JCS object with these member names, and the column order it takes."""
     if len(set(names)) != len(names):
         raise InvalidInput(f"column names must be unique to build a canonical row, got {list(names)}")
-    order = sorted(range(len(names)), key=lambda i: names[i].encode("utf-16-be", "surrogatepass"))
+    order = tuple(sorted(range(len(names)), key=lambda i: names[i].encode("utf-16-be", "surrogatepass")))
     parts = [_json_string(names[i]).replace("%", "%%") + ":%s" for i in order]
     return "{" + ",".join(parts) + "}", order
 
 
 def _row_texts(names: Sequence[str], columns: Sequence[Any], count: int) -> list[str]:
     """The canonical JSON text of each row of a table given as columns."""
-    template, order = _object_template(names)
+    template, order = _object_template(tuple(names))
     tokens = [_column_tokens(columns[i]) for i in order]
     if any(len(t) != count for t in tokens):
         raise InvalidInput("the input's columns do not all have the same number of rows")
@@ -322,7 +324,7 @@ def canonical_row(row: Mapping[str, Any]) -> str:
     >>> canonical_row({"income": 52000.0, "age": 41, "employment": "salaried", "debt": float("nan")})
     '{"age":41,"debt":null,"employment":"salaried","income":52000}'
     """
-    names = [str(k) for k in row]
+    names = tuple(str(k) for k in row)
     template, order = _object_template(names)
     values = list(row.values())
     return template % tuple(_token(values[i]) for i in order)
@@ -389,7 +391,16 @@ class InclusionProof:
         return cls(leaf_index=index, tree_size=size, audit_path=tuple(path), root=root)
 
 
-_BODY_FIELDS: Final = ("prediction_id", "model", "version", "digest", "input_digest", "output", "time", "key_id")
+_BODY_FIELDS: Final = (
+    "prediction_id",
+    "model",
+    "version",
+    "digest",
+    "input_digest",
+    "output",
+    "time",
+    "key_id",
+)
 
 
 def _expect_keys(raw: Mapping[str, Any], expected: set[str], what: str) -> None:
@@ -563,7 +574,7 @@ class ReceiptBatch(Sequence[Receipt]):
         self._input_hex = input_hex
         self._outputs = outputs  # canonical JSON text of each output
         self._levels = levels
-        self.root = levels[-1][0].hex()
+        self.root = levels[-1][0].hex() if ids else ""
         self.signature = signature
 
     def __len__(self) -> int:

@@ -52,6 +52,7 @@ from .stores.artifacts import ArtifactStore, iter_file
 if TYPE_CHECKING:
     from .data import Datasets
     from .ledger import ChainReport, LedgerEvent
+    from .lineage import LineageGraph, VersionDiff
     from .stores.metadata import Signer
 
 __all__ = ["FolderNaming", "Registry"]
@@ -473,6 +474,22 @@ class Registry(GovernanceVerbs):
             self._datasets = Datasets(self)
         return self._datasets
 
+    def lineage(self, uri: str) -> LineageGraph:
+        """Everything upstream of a model or data set version: data sets, steps, sources.
+
+        >>> graph = registry.lineage("models:/credit-risk/3")  # doctest: +SKIP
+        >>> print(graph.to_mermaid())  # doctest: +SKIP
+        """
+        from .lineage import lineage_of
+
+        return lineage_of(self, uri)
+
+    def diff(self, a: str, b: str) -> VersionDiff:
+        """What changed between two model versions (params, code, dependencies, data, metrics)."""
+        from .lineage import diff_versions
+
+        return diff_versions(self, a, b)
+
     def _attach_datasets(
         self, name: str, doc: Manifest, datasets: Mapping[str, Any], source: Any, *, capture: bool
     ) -> Manifest:
@@ -538,10 +555,11 @@ class Registry(GovernanceVerbs):
             framework=doc.framework or described["framework"],
             framework_version=doc.framework_version or described["framework_version"],
         )
-        if not doc.params:
-            get_params = getattr(source, "get_params", None)
-            if callable(get_params):
-                doc = replace(doc, params=_jsonable_params(get_params(deep=False)))
+        # The algorithm's hyperparameters, as fitted; anything given explicitly wins.
+        algorithm = source.steps[-1][1] if isinstance(getattr(source, "steps", None), list) else source
+        get_params = getattr(algorithm, "get_params", None)
+        if callable(get_params):
+            doc = replace(doc, params={**_jsonable_params(get_params(deep=False)), **doc.params})
         if sample_input is not None:
             from .signature import infer_signature
 
