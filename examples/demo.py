@@ -1,8 +1,10 @@
-"""The modelledger story on the embedded default registry.
+"""The modelledger story, end to end, on the embedded default registry.
 
-A credit team trains a default-risk model, registers it with its manifest,
-promotes it to production and serves predictions by alias. Run with
-``make demo``; everything lands in ./demo-output/.modelledger.
+A credit team extracts loan applications from its warehouse, prepares them,
+trains a default-risk model, registers it with its manifest and data, gets it
+approved by someone else, deploys it, and serves decisions that can each be
+traced back to the model, the code, the data and the approver. Run with
+``make demo``; everything lands in ./demo-output/.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,20 +26,22 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 OUT = Path(os.environ.get("DEMO_DIR", "demo-output")).absolute()
+DATA_SCIENTIST = "data-scientist@bank.example"
+RISK_OFFICER = "risk-officer@bank.example"
 
 
-def make_credit_applications(n: int = 5_000, seed: int = 42) -> pd.DataFrame:
+def make_credit_applications(n: int = 6_000, seed: int = 42) -> pd.DataFrame:
     """A synthetic but realistic book of credit applications with a default flag."""
     rng = np.random.default_rng(seed)
     age = rng.integers(18, 80, n)
     income = rng.lognormal(10.8, 0.45, n).round(2)
     loan = (rng.gamma(2.0, 6_000, n) + 500).round(2)
     term = rng.choice([12, 24, 36, 60], n, p=[0.2, 0.3, 0.35, 0.15])
-    employment = rng.choice(["salaried", "self-employed", "contract", "unemployed"], n, p=[0.6, 0.2, 0.15, 0.05])
+    employment = rng.choice(
+        ["salaried", "self-employed", "contract", "unemployed"], n, p=[0.6, 0.2, 0.15, 0.05]
+    )
     housing = rng.choice(["own", "mortgage", "rent"], n, p=[0.25, 0.4, 0.35])
     late_payments = rng.poisson(0.4, n)
-    income_with_gaps = income.copy()
-    income_with_gaps[rng.random(n) < 0.03] = np.nan  # a few applicants did not declare income
     logit = (
         -3.4
         + 7.0 * (loan / income)
@@ -47,10 +52,13 @@ def make_credit_applications(n: int = 5_000, seed: int = 42) -> pd.DataFrame:
         + 0.01 * term
     )
     default = rng.random(n) < 1 / (1 + np.exp(-logit))
-    return pd.DataFrame(
+    declared_income = income.copy()
+    declared_income[rng.random(n) < 0.03] = np.nan  # some applicants did not declare income
+    frame = pd.DataFrame(
         {
+            "application_id": np.arange(100_000, 100_000 + n),
             "age": age,
-            "annual_income": income_with_gaps,
+            "annual_income": declared_income,
             "loan_amount": loan,
             "term_months": term,
             "employment": employment,
@@ -59,6 +67,30 @@ def make_credit_applications(n: int = 5_000, seed: int = 42) -> pd.DataFrame:
             "defaulted": default.astype(int),
         }
     )
+    duplicates = frame.sample(40, random_state=seed)  # the extract has a few duplicate rows
+    return pd.concat([frame, duplicates], ignore_index=True)
+
+
+def print_tree(graph: Any, node_id: str, indent: str = "   ", seen: set[str] | None = None) -> None:
+    """Upstream lineage as an indented tree (`modelledger lineage` prints the same for people)."""
+    seen = set() if seen is None else seen
+
+    def walk(nid: str, indent: str, label: str) -> None:
+        node = graph.nodes[nid]
+        again = nid in seen and graph.upstream(nid)
+        print(f"{label}{node.label}{'  (shown above)' if again else ''}")
+        if again:
+            return
+        seen.add(nid)
+        parents = graph.upstream(nid)
+        for i, (edge, parent) in enumerate(parents):
+            last = i == len(parents) - 1
+            tag = f"[{edge.label}] " if edge.label else ""
+            walk(
+                parent.id, indent + ("    " if last else "│   "), f"{indent}{'└── ' if last else '├── '}{tag}"
+            )
+
+    walk(node_id, indent, indent)
 
 
 def main() -> None:
@@ -67,78 +99,171 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     os.environ["MODELLEDGER_HOME"] = str(OUT / ".modelledger")
-    os.environ.setdefault("MODELLEDGER_USER", "data-scientist@bank.example")
+    registry = Registry.open(actor=DATA_SCIENTIST)  # the embedded default: SQLite + a folder
+    officer = Registry.open(actor=RISK_OFFICER)
 
-    print("1. Data: a book of credit applications")
-    data = make_credit_applications()
-    X, y = data.drop(columns=["defaulted"]), data["defaulted"]
-    X_train, X_holdout, y_train, y_holdout = train_test_split(X, y, test_size=0.25, random_state=7, stratify=y)
-    print(f"   {len(data):,} applications, default rate {y.mean():.1%}; train {len(X_train):,} / holdout {len(X_holdout):,}")
+    print("1. Extract: applications from the warehouse, versioned as an immutable Parquet copy")
+    extract = OUT / "applications_extract.csv"
+    make_credit_applications().to_csv(extract, index=False)
+    raw = registry.datasets.register(
+        "applications-raw",
+        extract,
+        source={
+            "uri": "postgresql://dwh.bank.example/lending",
+            "kind": "query",
+            "query": "SELECT * FROM loan_applications WHERE submitted >= '2026-01-01'",
+        },
+    )
+    print(f"   {raw.uri}: {raw.row_count:,} rows, digest {raw.digest[:19]}..., stored as {raw.path}")
+    again = registry.datasets.register("applications-raw", extract)
+    print(f"   registering the same extract again returns {again.uri} (nothing new stored)")
 
-    print("2. Train: impute, scale, one-hot encode, gradient boosting")
-    params = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.08, "random_state": 7}
+    print("2. Prepare: drop duplicate applications, split train / holdout")
+    frame = registry.datasets.to_pandas(raw)
+    clean_frame = frame.drop_duplicates(subset="application_id").reset_index(drop=True)
+    clean = registry.datasets.register(
+        "applications-clean",
+        clean_frame,
+        steps=[
+            {
+                "name": "drop-duplicates",
+                "kind": "deduplicate",
+                "params": {"subset": ["application_id"]},
+                "inputs": [raw.uri],
+            }
+        ],
+    )
+    train_frame, holdout_frame = train_test_split(
+        clean_frame, test_size=0.25, random_state=7, stratify=clean_frame["defaulted"]
+    )
+    split = {"name": "split", "kind": "train_test_split", "params": {"test_size": 0.25, "random_state": 7}}
+    train = registry.datasets.register(
+        "applications-train", train_frame, steps=[{**split, "inputs": [clean.uri]}]
+    )
+    holdout = registry.datasets.register(
+        "applications-holdout", holdout_frame, steps=[{**split, "inputs": [clean.uri]}]
+    )
+    print(
+        f"   {clean.uri} {clean.row_count:,} rows -> {train.uri} {train.row_count:,} / {holdout.uri} {holdout.row_count:,}"
+    )
+
+    print("3. Train: impute, scale, one-hot encode, gradient boosting")
+    features = [
+        "age",
+        "annual_income",
+        "loan_amount",
+        "term_months",
+        "employment",
+        "housing",
+        "late_payments_12m",
+    ]
     numeric = ["age", "annual_income", "loan_amount", "term_months", "late_payments_12m"]
-    categorical = ["employment", "housing"]
+    params = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.08, "random_state": 7}
     pipeline = Pipeline(
         [
             (
                 "prepare",
                 ColumnTransformer(
                     [
-                        ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
-                        ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+                        (
+                            "num",
+                            Pipeline(
+                                [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                            ),
+                            numeric,
+                        ),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["employment", "housing"]),
                     ]
                 ),
             ),
             ("model", GradientBoostingClassifier(**params)),
         ]
     )
-    started = time.time()
+    started = time.gmtime()
+    X_train, y_train = train_frame[features], train_frame["defaulted"]
+    X_holdout, y_holdout = holdout_frame[features], holdout_frame["defaulted"]
     pipeline.fit(X_train, y_train)
-    auc = roc_auc_score(y_holdout, pipeline.predict_proba(X_holdout)[:, 1])
+    auc = float(roc_auc_score(y_holdout, pipeline.predict_proba(X_holdout)[:, 1]))
     print(f"   holdout AUC {auc:.3f}")
 
-    print("3. Register: artefact + manifest (params, git source, dependencies, metrics, signature)")
-    registry = Registry.open()  # the embedded default: SQLite + a folder, no setup
-    registry.create_model("credit-risk", description="Probability of default on new loans", tags={"team": "credit"})
+    print(
+        "4. Register: artefact + manifest + data, walking candidate -> data_prepared -> trained -> validated"
+    )
+    registry.create_model(
+        "credit-risk", description="Probability of default on new loans", tags={"team": "credit"}
+    )
     version = registry.register(
         "credit-risk",
         pipeline,
         sample_input=X_train.head(20),
-        params=params,
-        metrics={"auc_holdout": round(float(auc), 4)},
+        metrics={"auc_holdout": round(auc, 4)},
+        datasets={"train": train, "holdout": holdout},
         manifest={
+            "gates": ["auc >= 0.75 on holdout"],
             "training_job": {
                 "id": "demo-run-1",
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", started),
                 "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
+            },
         },
     )
     m = version.manifest
+    src = m["source"]
     print(f"   {version.uri}  digest {version.digest[:23]}...  folder {version.folder}")
     print(f"   algorithm  {m['algorithm']}")
-    print(f"   framework  {m['framework']} {m['framework_version']}, Python {m['python']}, {len(m['dependencies'])} packages pinned")
-    src = m["source"]
-    print(f"   source     {src['repo_url']} {src['path']} @ {(src['revision'] or 'no git')[:12]} dirty={src['dirty']}")
-    print(f"   signature  {', '.join(c['name'] + ':' + c['type'] for c in m['signature']['inputs'])}")
+    print(
+        f"   framework  {m['framework']} {m['framework_version']}, Python {m['python']}, {len(m['dependencies'])} packages pinned"
+    )
+    print(
+        f"   code       {src['repo_url']} {src['path']} @ {(src['revision'] or 'no git')[:12]} dirty={src['dirty']}"
+    )
+    print(f"   steps      {', '.join(s['name'] + ':' + s['kind'] for s in m['steps'])}")
+    print(f"   stage      {registry.state(version.uri).stage} (gate auc >= 0.75 on holdout: {auc:.3f})")
 
-    print("4. Promote: point @production at the version")
-    registry.set_alias("credit-risk", "production", version.version)
+    print("5. Approve (four-eyes: not by the person who registered it) and deploy to @production")
+    try:
+        registry.approve(version.uri, reason="self-review")
+    except Exception as exc:  # the demo shows the refusal on purpose
+        print(f"   refused: {exc}")
+    officer.approve(version.uri, reason="Reviewed holdout AUC and bias report MRM-2026-114")
+    officer.deploy(version.uri, reason="Q4 release")
+    print(
+        f"   approved and deployed by {RISK_OFFICER}: {registry.get_version('models:/credit-risk@production').uri}"
+    )
 
-    print("5. Serve: load by alias (every byte verified before unpickling) and predict")
+    print("6. Serve: load by alias (every byte verified before unpickling) and decide")
     model = registry.load("models:/credit-risk@production")
-    applicants = X_holdout.head(8)
+    applicants = X_holdout.head(6)
     decisions = model.predict(applicants)
     for (_, row), decision in zip(applicants.iterrows(), decisions):
         verdict = "DECLINE (predicted default)" if decision else "approve"
-        print(f"   age {row.age:>2}, income {row.annual_income:>9,.0f}, loan {row.loan_amount:>8,.0f}: {verdict}")
-    assert (decisions == pipeline.predict(applicants)).all()
+        print(
+            f"   age {row.age:>2}, income {row.annual_income:>9,.0f}, loan {row.loan_amount:>8,.0f}: {verdict}"
+        )
 
-    print("6. Audit: verify every stored artefact against its digest")
+    print("7. Lineage: everything upstream of the deployed version")
+    print_tree(registry.lineage(version.uri), version.uri)
+
+    print("8. Re-evaluate later on the stored holdout set")
+    stored = registry.datasets.to_pandas(holdout)
+    again_auc = roc_auc_score(stored["defaulted"], model.raw.predict_proba(stored[features])[:, 1])
+    print(f"   AUC on {holdout.uri} read back from the registry: {again_auc:.3f}")
+
+    print("9. Audit: the ledger, its signatures and every stored byte")
+    for event in registry.history(version.uri):
+        print(
+            f"   #{event.seq:<3} {event.time[:19]} {event.actor:<28} {event.action:<22} {event.reason or ''}"
+        )
     report = registry.verify()
-    print(f"   {report.versions_checked} version(s), {report.files_checked} file(s): {'OK' if report.ok else report.problems}")
-    print(f"\nRegistry kept in {OUT / '.modelledger'}; try: MODELLEDGER_HOME={OUT / '.modelledger'} modelledger versions show models:/credit-risk@production")
+    print(
+        f"   verify: {report.versions_checked} version(s), {report.files_checked} file(s), "
+        f"{report.events_checked} ledger events, {report.checkpoints_checked} signed checkpoints: "
+        f"{'OK' if report.ok else report.problems}"
+    )
+    home = OUT / ".modelledger"
+    print(
+        f"\nRegistry kept in {home}. Try:\n  MODELLEDGER_HOME={home} modelledger lineage models:/credit-risk@production"
+    )
 
 
 if __name__ == "__main__":
