@@ -235,7 +235,7 @@ def main() -> None:
     model = registry.load("models:/credit-risk@production")
     applicants = X_holdout.head(6)
     decisions = model.predict(applicants)
-    for (_, row), decision in zip(applicants.iterrows(), decisions):
+    for (_, row), decision in zip(applicants.iterrows(), decisions, strict=True):
         verdict = "DECLINE (predicted default)" if decision else "approve"
         print(
             f"   age {row.age:>2}, income {row.annual_income:>9,.0f}, loan {row.loan_amount:>8,.0f}: {verdict}"
