@@ -3,14 +3,16 @@
 Runs the same seven operations on both registries, each side in its own fresh
 subprocess and fresh temporary folder, and prints per-operation latency (median and
 p95 over N repetitions, warm-ups excluded) and the ratio mlflow_ms / modelledger_ms.
+Both sides run twice, alternately; per operation the round with the lower median is
+kept, which keeps bursts from other jobs on a shared machine out of the comparison.
 It also measures the durability floor (one 4 KB write + fsync in the registry's
 folder), ``import`` time of both packages in fresh interpreters, and checks the
 targets. Results go to ``bench/results/registry.json``.
 
 Example:
     pip install -e '.[bench]'
-    python bench/registry_bench.py            # full run, a few minutes on 2 cores
-    python bench/registry_bench.py --quick    # fewer repetitions, under a minute or so
+    python bench/registry_bench.py            # full run, about 3 minutes on 2 cores
+    python bench/registry_bench.py --quick    # one round, fewer repetitions, under a minute
     python bench/registry_bench.py --profile search_versions   # cProfile one modelledger operation
 
 MLflow is a benchmark-only dependency (the ``bench`` extra); it is never imported by
@@ -678,7 +680,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reps", type=int, help="timed repetitions for the fast operations (default 100, quick 20)"
     )
     p.add_argument("--warmup", type=int, help="untimed warm-up calls per operation (default 5, quick 2)")
-    p.add_argument("--lr-reps", type=int, help="timed log+register repetitions (default 15, quick 3)")
+    p.add_argument("--lr-reps", type=int, help="timed log+register repetitions (default 10, quick 3)")
     p.add_argument("--lr-warmup", type=int, help="untimed log+register warm-ups (default 2, quick 1)")
     p.add_argument("--load-reps", type=int, help="timed load+predict repetitions (default 50, quick 10)")
     p.add_argument("--fsync-reps", type=int, default=200, help="fsync probes, before and after (default 200)")
@@ -686,9 +688,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--rounds",
         type=int,
-        default=1,
         help="run both sides this many times, alternately; per operation keep the round "
-        "with the lowest median (default 1)",
+        "with the lowest median (default 2, quick 1)",
     )
     p.add_argument("--import-runs", type=int, help="fresh interpreters per import timing (default 5)")
     p.add_argument("--dir", help="parent of the temporary folders (default: the system temp dir)")
@@ -703,10 +704,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = {
         "reps": (100, 20),
         "warmup": (5, 2),
-        "lr_reps": (15, 3),
+        "lr_reps": (10, 3),
         "lr_warmup": (2, 1),
         "load_reps": (50, 10),
         "import_runs": (5, 3),
+        "rounds": (2, 1),
     }
     for key, (full, quick) in defaults.items():
         if getattr(cfg, key) is None:
