@@ -6,6 +6,15 @@
 
 from __future__ import annotations
 
+from .capture import (
+    Predicted,
+    Predictor,
+    find_prediction,
+    read_model_predictions,
+    read_predictions,
+    read_predictions_frame,
+    receipt_from_row,
+)
 from .domain import (
     ColumnSpec,
     FileEntry,
@@ -37,6 +46,17 @@ from .lifecycle import VersionState
 from .loaded import LoadedModel
 from .manifest import Manifest, SourceInfo, TrainingJob, load_manifest_file
 from .policy import Policy
+from .receipts import (
+    InclusionProof,
+    InvalidReceipt,
+    Receipt,
+    ReceiptBatch,
+    canonical_row,
+    check_receipt,
+    input_digest,
+    parse_prediction_id,
+    verify_receipt,
+)
 from .registry import Registry
 
 __version__ = "0.1.0"
@@ -48,9 +68,11 @@ __all__ = [
     "ColumnSpec",
     "Conflict",
     "FileEntry",
+    "InclusionProof",
     "IntegrityError",
     "InvalidInput",
     "InvalidManifest",
+    "InvalidReceipt",
     "LedgerEvent",
     "LoadedModel",
     "Manifest",
@@ -62,7 +84,11 @@ __all__ = [
     "Page",
     "PermissionDenied",
     "Policy",
+    "Predicted",
+    "Predictor",
     "Problem",
+    "Receipt",
+    "ReceiptBatch",
     "Registry",
     "SchemaMismatch",
     "SchemaOutdated",
@@ -75,6 +101,16 @@ __all__ = [
     "VerifyReport",
     "VersionState",
     "__version__",
+    "canonical_row",
+    "check_receipt",
+    "find_prediction",
+    "input_digest",
     "load_manifest_file",
     "parse_model_uri",
+    "parse_prediction_id",
+    "read_model_predictions",
+    "read_predictions",
+    "read_predictions_frame",
+    "receipt_from_row",
+    "verify_receipt",
 ]

@@ -13,10 +13,14 @@ Each file holds the rows of one date (UTC), sorted by prediction id, in row grou
 name gives its id range, so :func:`find_prediction` opens one file and reads one row
 group. Columns (:data:`CAPTURE_SCHEMA`): ``prediction_id``, ``time``, ``model``,
 ``version``, ``digest``, ``input_digest``, ``input`` (the canonical JSON text of the row),
-``output`` (canonical JSON text), and the receipt's signature and proof (``key_id``,
-``root``, ``signature``, ``leaf_index``, ``tree_size``, ``audit_path`` as concatenated
-32-byte hashes). The receipt itself is rebuilt from these (:func:`receipt_from_row`)
-rather than stored a second time as JSON text.
+``output`` (canonical JSON text), and what the receipt adds: ``key_id``, ``root`` and
+``signature`` (shared by the rows of one ``predict`` call), ``leaf_index``, ``tree_size``,
+and ``tree``: on the first captured row of each call whose tree has more than one leaf,
+every node of the call's Merkle tree (level by level from the leaves, 32 bytes each, 64
+bytes a row in all), null elsewhere. Receipts are rebuilt from these
+(:func:`receipt_from_row`, :func:`receipts_from_table`), audit path included, rather
+than stored as JSON text: a per-row audit path would cost ~450 bytes a row and most of
+the writer's time.
 
 **Buffering and the crash bound.** ``predict`` only appends rows to an in-memory buffer;
 a background thread writes them. The buffer is sealed for writing as soon as it holds
@@ -26,7 +30,7 @@ interpreter exit (``atexit``). A clean shutdown therefore loses nothing. A crash
 -9``, power loss) loses only rows not yet written: the open buffer (fewer than
 ``flush_rows`` + the rows of one ``predict`` call, none older than ``flush_seconds``) and
 the sealed buffers still being written. While the store keeps up (one file written in
-the time ``flush_rows`` rows are predicted) that is **at most 2 × (flush_rows + rows of
+the time ``flush_rows`` rows are predicted) that is **at most 2 * (flush_rows + rows of
 one predict call) rows, none older than flush_seconds plus one write**. Whatever happens,
 unwritten rows never exceed ``max_pending``. Files are written to a temporary name and
 renamed (local stores; object stores publish on close), so a crash never leaves a partial
@@ -57,13 +61,13 @@ import threading
 import time as _time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .domain import ModelVersion
-from .errors import InvalidInput
+from .errors import IntegrityError, InvalidInput
 from .integrity import merkle_levels
 from .receipts import (
     InclusionProof,
@@ -104,6 +108,7 @@ __all__ = [
     "read_predictions",
     "read_predictions_frame",
     "receipt_from_row",
+    "receipts_from_table",
 ]
 
 DEFAULT_FLUSH_ROWS = 10_000
@@ -127,12 +132,11 @@ CAPTURE_COLUMNS = (
     "signature",
     "leaf_index",
     "tree_size",
-    "audit_path",
+    "tree",
 )
 """The columns of a capture file, in order."""
 
 _log = logging.getLogger("modelledger.capture")
-_SLICE = 65_536  # rows per step when building proof columns (bounds the scratch memory)
 
 
 def capture_schema() -> pa.Schema:
@@ -154,7 +158,7 @@ def capture_schema() -> pa.Schema:
             ("signature", pa.string()),
             ("leaf_index", pa.int32()),
             ("tree_size", pa.int32()),
-            ("audit_path", pa.binary()),
+            ("tree", pa.binary()),
         ]
     )
 
@@ -162,8 +166,27 @@ def capture_schema() -> pa.Schema:
 # --------------------------------------------------------------------------- input and output shapes
 
 
-def _table_columns(data: Any) -> tuple[list[str], list[Any], int]:
-    """(column names, column values, row count) of a predict input."""
+def _labels(index: Any) -> list[str]:
+    """An Index's labels as str; reading pandas' Arrow-backed labels directly is ~10x faster."""
+    import numpy as np
+
+    data = getattr(index, "_data", None)
+    arrow = getattr(data, "_pa_array", None)
+    if arrow is not None and hasattr(arrow, "to_pylist"):
+        labels = arrow.to_pylist()
+    elif isinstance(data, np.ndarray):
+        labels = data.tolist()
+    else:
+        labels = list(index)
+    return [label if type(label) is str else str(label) for label in labels]
+
+
+def _table_columns(data: Any, known: list[str] | None = None) -> tuple[list[str], list[Any], int]:
+    """(column names, column values, row count) of a predict input.
+
+    ``known`` gives the names of a DataFrame's columns when they are known already (the
+    signature's, after enforcement): reading them from the frame costs ~6 µs.
+    """
     import numpy as np
 
     module = type(data).__module__
@@ -171,7 +194,7 @@ def _table_columns(data: Any) -> tuple[list[str], list[Any], int]:
         import pandas as pd
 
         if isinstance(data, pd.DataFrame):
-            names = [str(c) for c in data.columns]
+            names = known if known is not None else _labels(data.columns)
             get = getattr(data, "_get_column_array", None)  # ~1 µs a column; iloc costs ~20 µs
             if get is not None:
                 columns = [get(i) for i in range(len(names))]
@@ -184,7 +207,11 @@ def _table_columns(data: Any) -> tuple[list[str], list[Any], int]:
         if data.ndim == 1:
             return ["0"], [data], len(data)
         if data.ndim == 2:
-            return [str(i) for i in range(data.shape[1])], [data[:, i] for i in range(data.shape[1])], len(data)
+            return (
+                [str(i) for i in range(data.shape[1])],
+                [data[:, i] for i in range(data.shape[1])],
+                len(data),
+            )
         raise InvalidInput(f"cannot build receipts for a {data.ndim}-D array input: give rows of columns")
     if isinstance(data, Mapping):
         names = [str(k) for k in data]
@@ -242,13 +269,16 @@ def _output_tokens(output: Any, count: int) -> list[str]:
         return _checked([_token(v) for v in output], count)
     if count == 1:
         return [_token(output)]
-    raise InvalidInput(f"the model returned a {type(output).__name__} for {count} rows: receipts need one output per row")
+    raise InvalidInput(
+        f"the model returned a {type(output).__name__} for {count} rows: receipts need one output per row"
+    )
 
 
 def _checked(tokens: list[str], count: int) -> list[str]:
     if len(tokens) != count:
         raise InvalidInput(
-            f"the model returned {len(tokens)} outputs for {count} input rows: receipts need one output per row"
+            f"the model returned {len(tokens)} outputs for {count} input rows: "
+            "receipts need one output per row"
         )
     return tokens
 
@@ -264,11 +294,11 @@ def _hex_digests(texts: list[str]) -> list[str]:
 def _leaf_hashes(template: str, input_hex: list[str], outputs: list[str], ids: list[str]) -> list[bytes]:
     sha = hashlib.sha256
     try:
-        return [sha((template % row).encode()).digest() for row in zip(input_hex, outputs, ids)]
+        return [sha((template % row).encode()).digest() for row in zip(input_hex, outputs, ids, strict=True)]
     except UnicodeEncodeError:
         return [
             sha((template % row).encode("utf-8", "surrogatepass")).digest()
-            for row in zip(input_hex, outputs, ids)
+            for row in zip(input_hex, outputs, ids, strict=True)
         ]
 
 
@@ -321,7 +351,8 @@ class Predictor:
     as a context manager) to write the last rows; an unclosed predictor is closed at
     interpreter exit.
 
-    >>> predictor = Predictor(loaded, key="registry.key", store=ArtifactStore("file:///srv/store"))  # doctest: +SKIP
+    >>> store = ArtifactStore("file:///srv/store")  # doctest: +SKIP
+    >>> predictor = Predictor(loaded, key="registry.key", store=store)  # doctest: +SKIP
     >>> predictions, receipts = predictor.predict(applications)  # doctest: +SKIP
     >>> predictor.close()  # doctest: +SKIP
     """
@@ -347,6 +378,9 @@ class Predictor:
             version = version or model.version
             self._predict: Callable[[Any], Any] = model.raw.predict
             self._input_signature = model.signature if model.signature and model.signature.inputs else None
+            self._input_names = (
+                [c.name for c in self._input_signature.inputs] if self._input_signature else None
+            )
         else:
             predict = getattr(model, "predict", None)
             if not callable(predict):
@@ -355,11 +389,16 @@ class Predictor:
                 predict = model
             self._predict = predict
             self._input_signature = None
+            self._input_names = None
         if version is None:
             raise InvalidInput("give the model's version (a ModelVersion) to sign its predictions")
         if not 0.0 <= sample_rate <= 1.0:
             raise InvalidInput(f"sample_rate must be between 0 and 1, got {sample_rate!r}")
-        for name, value in (("flush_rows", flush_rows), ("max_pending", max_pending), ("row_group_rows", row_group_rows)):
+        for name, value in (
+            ("flush_rows", flush_rows),
+            ("max_pending", max_pending),
+            ("row_group_rows", row_group_rows),
+        ):
             if type(value) is not int or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
         if not flush_seconds > 0:
@@ -368,7 +407,9 @@ class Predictor:
         self.model = model
         self.version = version
         self.sample_rate = float(sample_rate)
-        self._signer = ReceiptSigner(key) if not isinstance(key, (str, os.PathLike)) else ReceiptSigner.from_file(key)
+        self._signer = (
+            ReceiptSigner(key) if not isinstance(key, (str, os.PathLike)) else ReceiptSigner.from_file(key)
+        )
         self._seed = seed
         self._rng: Any = None
         self._rng_lock = threading.Lock()
@@ -407,12 +448,14 @@ class Predictor:
         >>> receipts[0].prediction_id  # doctest: +SKIP
         '01J2Y6J0S3000000AE4ZC2R1T7'
         """
+        known = None
         if self._input_signature is not None:
             from .signature import enforce
 
-            data = enforce(self._input_signature, data)
+            data = enforce(self._input_signature, data)  # a DataFrame of exactly these columns
+            known = self._input_names
         output = self._predict(data)
-        names, columns, count = _table_columns(data)
+        names, columns, count = _table_columns(data, known)
         outputs = _output_tokens(output, count)
         texts = _row_texts(names, columns, count)
         input_hex = _hex_digests(texts)
@@ -649,7 +692,9 @@ class _Writer:
                         _log.warning("prediction capture: cannot write to the store (%s); retrying", error)
                     self._failures += 1
                     self.last_error = error
-                    self._retry_at = _time.monotonic() + (min(self._retry_seconds, 0.5) if self._stopping else self._retry_seconds)
+                    self._retry_at = _time.monotonic() + (
+                        min(self._retry_seconds, 0.5) if self._stopping else self._retry_seconds
+                    )
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None) -> bool:
@@ -761,9 +806,9 @@ def _chunk_table(chunk: _Chunk) -> pa.Table:
     n = len(ids)
     sel = chunk.selected
     if sel is None:
-        index = np.arange(n, dtype=np.int64)
+        index: Any = np.arange(n, dtype=np.int32)
     else:
-        index = np.asarray(sel, dtype=np.int64)
+        index = np.asarray(sel, dtype=np.int32)
         picked = index.tolist()
         ids = [ids[i] for i in picked]
         hexes = [hexes[i] for i in picked]
@@ -774,6 +819,11 @@ def _chunk_table(chunk: _Chunk) -> pa.Table:
     def same(value: Any, kind: pa.DataType) -> pa.Array:
         return pa.repeat(pa.scalar(value, kind), k)
 
+    if n > 1:
+        blob = b"".join([b"".join(level) for level in batch._levels])
+        tree = pa.concat_arrays([pa.array([blob], pa.binary()), pa.nulls(k - 1, pa.binary())])
+    else:
+        tree = pa.nulls(k, pa.binary())
     return pa.table(
         [
             pa.array(ids, pa.string()),
@@ -789,52 +839,52 @@ def _chunk_table(chunk: _Chunk) -> pa.Table:
             same(batch.key_id, pa.string()),
             same(batch.root, pa.string()),
             same(batch.signature, pa.string()),
-            pa.array(index.astype(np.int32), pa.int32()),
+            pa.array(index, pa.int32()),
             same(n, pa.int32()),
-            _proof_column(batch._levels, index),
+            tree,
         ],
         schema=capture_schema(),
     )
 
 
-def _proof_column(levels: list[list[bytes]], index: Any) -> pa.Array:
-    """The audit path of each leaf in ``index`` as one binary value (concatenated 32-byte hashes)."""
-    import numpy as np
-    import pyarrow as pa
-
-    k = len(index)
-    if len(levels) == 1:
-        return pa.array([b""] * k, pa.binary())
-    arrays = [np.frombuffer(b"".join(level), dtype=np.uint8).reshape(-1, 32) for level in levels[:-1]]
-    pieces = []
-    for start in range(0, k, _SLICE):
-        part = index[start : start + _SLICE]
-        hashes, present = [], []
-        for depth, nodes in enumerate(arrays):
-            sibling = (part >> depth) ^ 1
-            has = sibling < len(nodes)
-            hashes.append(nodes[np.minimum(sibling, len(nodes) - 1)])
-            present.append(has)
-        mask = np.stack(present, axis=1)
-        data = np.stack(hashes, axis=1)[mask]
-        offsets = np.zeros(len(part) + 1, dtype=np.int32)
-        np.cumsum(mask.sum(axis=1) * 32, out=offsets[1:])
-        pieces.append(
-            pa.Array.from_buffers(
-                pa.binary(), len(part), [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())]
-            )
-        )
-    return pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
-
-
 # --------------------------------------------------------------------------- reading
 
 
-def receipt_from_row(row: Mapping[str, Any]) -> Receipt:
-    """Rebuild the receipt of one captured row (a dict of :data:`CAPTURE_COLUMNS`)."""
-    proof_bytes = bytes(row["audit_path"])
-    path = tuple(proof_bytes[i : i + 32].hex() for i in range(0, len(proof_bytes), 32))
+def _path_from_tree(tree: bytes, index: int, size: int) -> tuple[str, ...]:
+    """The audit path of leaf ``index`` from a stored tree (every node, level by level)."""
+    path = []
+    offset, width = 0, size
+    while width > 1:
+        sibling = index ^ 1
+        if sibling < width:
+            start = (offset + sibling) * 32
+            path.append(tree[start : start + 32].hex())
+        offset += width
+        index >>= 1
+        width = (width + 1) >> 1
+    if len(tree) != (offset + 1) * 32:
+        raise IntegrityError(
+            "captured tree", f"holds {len(tree)} bytes, a tree of {size} leaves needs {(offset + 1) * 32}"
+        )
+    return tuple(path)
+
+
+def receipt_from_row(row: Mapping[str, Any], tree: bytes | None = None) -> Receipt:
+    """Rebuild the receipt of one captured row (a dict with the :data:`CAPTURE_COLUMNS`).
+
+    A row of a call with several rows needs its call's ``tree``: the row's own ``tree``
+    value when it has one, else the value on the call's first captured row (same
+    ``root``). :func:`find_prediction` and :func:`receipts_from_table` find it for you.
+    """
     pid = row["prediction_id"]
+    size, index = int(row["tree_size"]), int(row["leaf_index"])
+    if size > 1:
+        tree = row.get("tree") or tree
+        if tree is None:
+            raise InvalidInput(f"the receipt of {pid} needs the Merkle tree of its call (root {row['root']})")
+        path = _path_from_tree(bytes(tree), index, size)
+    else:
+        path = ()
     return Receipt(
         prediction_id=pid,
         model=row["model"],
@@ -844,15 +894,27 @@ def receipt_from_row(row: Mapping[str, Any]) -> Receipt:
         output=json.loads(row["output"]),
         time=_rfc3339_ms(_id_ms(pid)),
         key_id=row["key_id"],
-        proof=InclusionProof(
-            leaf_index=int(row["leaf_index"]), tree_size=int(row["tree_size"]), audit_path=path, root=row["root"]
-        ),
+        proof=InclusionProof(leaf_index=index, tree_size=size, audit_path=path, root=row["root"]),
         signature=row["signature"],
     )
 
 
-def _prediction_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    receipt = receipt_from_row(row)
+def receipts_from_table(table: pa.Table) -> list[Receipt]:
+    """The receipt of every row of a table from :func:`read_predictions`, in row order.
+
+    >>> receipts = receipts_from_table(read_predictions(store, version))  # doctest: +SKIP
+    >>> all(verify_receipt(r, public_pem) for r in receipts)  # doctest: +SKIP
+    True
+    """
+    trees: dict[str, bytes] = {}
+    for root, tree in zip(table.column("root").to_pylist(), table.column("tree").to_pylist(), strict=True):
+        if tree is not None:
+            trees[root] = tree
+    return [receipt_from_row(row, trees.get(row["root"])) for row in table.to_pylist()]
+
+
+def _prediction_record(row: Mapping[str, Any], tree: bytes | None) -> dict[str, Any]:
+    receipt = receipt_from_row(row, tree)
     return {
         "prediction_id": receipt.prediction_id,
         "time": receipt.time,
@@ -931,8 +993,28 @@ def find_prediction(store: ArtifactStore, version: ModelVersion, prediction_id: 
             table = parquet.read_row_group(group)
             hits = table.filter(pc.equal(table.column("prediction_id"), pid))
             if hits.num_rows:
-                return _prediction_record(hits.slice(0, 1).to_pylist()[0])
+                row = hits.slice(0, 1).to_pylist()[0]
+                tree = row["tree"]
+                if tree is None and row["tree_size"] > 1:
+                    tree = _find_tree(parquet, group, table, row["root"], f"{folder}/{name}")
+                return _prediction_record(row, tree)
     return None
+
+
+def _find_tree(parquet: Any, group: int, table: pa.Table, root: str, where: str) -> bytes:
+    """The tree stored on the first captured row of the call with this root: here or in an earlier group."""
+    import pyarrow.compute as pc
+
+    for g in range(group, -1, -1):
+        if g != group:
+            table = parquet.read_row_group(g, columns=["root", "tree"])
+        roots = table.column("root")
+        found = table.filter(pc.and_(pc.equal(roots, root), pc.is_valid(table.column("tree"))))
+        if found.num_rows:
+            return bytes(found.column("tree")[0].as_py())
+        if roots[0].as_py() != root:
+            break  # the call's rows start in this group, and its first row has no tree
+    raise IntegrityError(where, f"the Merkle tree of the call with root {root} is missing")
 
 
 def _utc(value: datetime | str | None, what: str) -> datetime | None:

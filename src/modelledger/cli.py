@@ -1398,3 +1398,76 @@ def rebuild_state(registry: Registry, check: bool, as_json: bool) -> None:
             click.secho(f"  {d}", fg="red" if check else None)
     if check and differences:
         raise click.exceptions.Exit(1)
+
+
+# =========================================================================== receipts
+# `modelledger receipt verify`: checks one prediction receipt offline. It needs no
+# registry, only the public key, so it maps errors with `_fail` directly instead of
+# through `registry_options` (which opens a registry).
+
+
+@main.group()
+def receipt() -> None:
+    """Prediction receipts: check one offline with only the registry's public key.
+
+    \b
+    Example:
+        modelledger receipt verify receipt.json --public-key registry.pub.pem
+    """
+
+
+@receipt.command("verify")
+@click.argument("receipt_path", metavar="RECEIPT_JSON", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--public-key",
+    "public_key_path",
+    required=True,
+    metavar="PEM",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The registry's public key (from `modelledger keys export`).",
+)
+@json_option
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show the full traceback of an error.")
+def receipt_verify(receipt_path: Path, public_key_path: Path, as_json: bool, show_traceback: bool) -> None:
+    """Check a prediction receipt: exit code 0 when genuine, 1 (with the reason) when not.
+
+    Any changed field, a proof from another batch or another key's signature fails.
+
+    \b
+    Example:
+        modelledger receipt verify receipt.json --public-key registry.pub.pem
+        modelledger receipt verify receipt.json --public-key registry.pub.pem --json
+    """
+    from modelledger.receipts import InvalidReceipt, Receipt, check_receipt
+
+    try:
+        try:
+            text = receipt_path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {receipt_path}: {exc.strerror or exc}") from exc
+        try:
+            pem = public_key_path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {public_key_path}: {exc.strerror or exc}") from exc
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"{receipt_path} is not JSON: {exc}") from exc
+        try:
+            check_receipt(raw, pem)
+        except InvalidReceipt as exc:
+            if as_json:
+                _echo_json({"valid": False, "prediction_id": exc.prediction_id, "reason": exc.reason})
+            raise
+        parsed = Receipt.from_dict(raw)
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except Exception as exc:
+        _fail(exc, show_traceback=show_traceback)
+    if as_json:
+        _echo_json({"valid": True, **parsed.to_dict()})
+        return
+    click.echo(
+        f"Receipt {parsed.prediction_id} is valid: models:/{parsed.model}/{parsed.version} "
+        f"({parsed.digest}) at {parsed.time}, signed by key {parsed.key_id}"
+    )

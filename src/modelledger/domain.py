@@ -44,6 +44,45 @@ def _parse_ts(value: str | datetime) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+class LazyJSON(Mapping[str, Any]):
+    """A read-only mapping over a JSON object text, decoded on first access.
+
+    Listing pages of versions need their numbers and aliases far more often than their
+    manifests; decoding every manifest up front would dominate the cost of a listing.
+    """
+
+    __slots__ = ("_data", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._data: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is None:
+            import json
+
+            self._data = json.loads(self._text)
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __eq__(self, other: object) -> bool:
+        return self._load() == (dict(other) if isinstance(other, Mapping) else other)
+
+    def __hash__(self) -> int:
+        raise TypeError("unhashable type: 'LazyJSON'")
+
+    def __repr__(self) -> str:
+        return repr(self._load())
+
+
 @dataclass(frozen=True, slots=True)
 class Model:
     name: str

@@ -73,7 +73,7 @@ def merkle_levels(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
     level = list(leaf_hashes)
     levels = [level]
     while len(level) > 1:
-        nxt = [sha(b"\x01" + a + b).digest() for a, b in zip(level[::2], level[1::2])]
+        nxt = [sha(b"\x01" + a + b).digest() for a, b in zip(level[::2], level[1::2], strict=False)]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt

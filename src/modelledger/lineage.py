@@ -77,10 +77,10 @@ class LineageGraph:
         lines = ["digraph lineage {", "  rankdir=LR;"]
         ids = {nid: f"n{i}" for i, nid in enumerate(self.nodes)}
         for nid, node in self.nodes.items():
-            label = node.label.replace('"', '\\"')
-            lines.append(f'  {ids[nid]} [label="{label}", shape={shapes.get(node.kind, "ellipse")}];')
+            label = _dot_string(node.label)
+            lines.append(f"  {ids[nid]} [label={label}, shape={shapes.get(node.kind, 'ellipse')}];")
         for e in self.edges:
-            label = f' [label="{e.label}"]' if e.label else ""
+            label = f" [label={_dot_string(e.label)}]" if e.label else ""
             lines.append(f"  {ids[e.source]} -> {ids[e.target]}{label};")
         lines.append("}")
         return "\n".join(lines) + "\n"
@@ -97,6 +97,11 @@ class LineageGraph:
             arrow = f"-->|{e.label}|" if e.label else "-->"
             lines.append(f"  {ids[e.source]} {arrow} {ids[e.target]}")
         return "\n".join(lines) + "\n"
+
+
+def _dot_string(text: str) -> str:
+    # a backslash must be escaped too: a Windows path ending in one would swallow the quote
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _dataset_node(dv: DatasetVersion) -> LineageNode:
@@ -135,20 +140,34 @@ def _add_dataset(graph: LineageGraph, registry: Registry, dv: DatasetVersion) ->
             graph.link(parent.uri, step_id, "input")
 
 
+def _add_downstream(graph: LineageGraph, registry: Registry, dv: DatasetVersion, seen: set[str]) -> None:
+    """The model versions that used a data set version, and, recursively, those that used
+    data sets made from it (raw extract -> split -> train set -> model)."""
+    if dv.uri in seen:
+        return
+    seen.add(dv.uri)
+    for model_uri, role in registry.datasets.used_by(dv):
+        mv = registry.get_version(model_uri)
+        graph.add(_model_node(mv))
+        graph.link(dv.uri, mv.uri, role)
+    for key in registry._meta.dataset_children(dv.key):
+        child = registry._meta.get_dataset_version_by_key(key)
+        _add_dataset(graph, registry, child)  # links dv -> step -> child
+        _add_downstream(graph, registry, child, seen)
+
+
 def lineage_of(registry: Registry, uri: str) -> LineageGraph:
     """Everything upstream of a model version (or data set version), recursively.
 
-    For a data set version the graph also holds the model versions trained or
-    evaluated on it (downstream), so one call answers "what used this data?".
+    For a data set version the graph also holds what was made from it (downstream): the
+    data sets derived from it by processing steps and every model version trained or
+    evaluated on it or on them, so one call answers "what used this data?".
     """
     if uri.startswith("datasets:/"):
         dv = registry.datasets.get(uri)
         graph = LineageGraph(root=dv.uri)
         _add_dataset(graph, registry, dv)
-        for model_uri, role in registry.datasets.used_by(dv):
-            mv = registry.get_version(model_uri)
-            graph.add(_model_node(mv))
-            graph.link(dv.uri, mv.uri, role)
+        _add_downstream(graph, registry, dv, set())
         return graph
     mv = registry.get_version(uri)
     graph = LineageGraph(root=mv.uri)

@@ -365,15 +365,25 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
     else:
         base = Path(script).resolve().parent if script else Path.cwd()
     where = str(base)
-    head = _git(["rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"], where)
-    if not head:
+    checkout = _checkout(where)
+    if checkout is None:
         return SourceInfo()
-    lines = head.splitlines()
-    if len(lines) < 3:
+    top, remote = checkout
+    # One call per registration for what changes between commits: HEAD, branch, dirty files.
+    status = _git(["status", "--porcelain=v2", "--branch", "--untracked-files=no"], where)
+    if status is None:
         return SourceInfo()
-    top, revision, branch = lines[0], lines[1], lines[2]
-    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
-    remote = _git(["config", "--get", "remote.origin.url"], where)
+    revision = branch = None
+    dirty = False
+    for line in status.splitlines():
+        if line.startswith("# branch.oid "):
+            revision = line.split(" ", 2)[2]
+        elif line.startswith("# branch.head "):
+            branch = line.split(" ", 2)[2]
+        elif line and not line.startswith("#"):
+            dirty = True
+    if revision in (None, "(initial)"):
+        return SourceInfo(repo_url=remote or Path(top).as_uri(), dirty=dirty)
     rel: str | None = None
     if script:
         try:
@@ -386,9 +396,18 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
         repo_url=remote or Path(top).as_uri(),
         path=rel,
         revision=revision,
-        dirty=bool(status),
-        branch=None if branch == "HEAD" else branch,
+        dirty=dirty,
+        branch=None if branch in (None, "(detached)") else branch,
     )
+
+
+@lru_cache(maxsize=64)
+def _checkout(where: str) -> tuple[str, str | None] | None:
+    """(top-level folder, origin URL) of the checkout holding ``where``; these rarely change."""
+    top = _git(["rev-parse", "--show-toplevel"], where)
+    if not top:
+        return None
+    return top, _git(["config", "--get", "remote.origin.url"], where)
 
 
 @lru_cache(maxsize=1)

@@ -24,10 +24,11 @@ each column name (as ``str``) to the row's value, where
 * ``NaN``, ``None``, ``pandas.NA`` and ``NaT`` are ``null`` (so a missing value hashes the
   same however it is spelled); ``+inf``/``-inf`` are the strings ``"Infinity"``/``"-Infinity"``;
 * booleans are ``true``/``false``, strings are strings;
-* datetimes and dates are their ISO 8601 text (``numpy.datetime64`` as
-  ``numpy.datetime_as_string``), bytes are standard base64 text, numpy scalars are their
-  Python value, lists/tuples/arrays are arrays, mappings are objects; anything else is
-  ``str(value)``.
+* datetimes are their ISO 8601 text with the fraction of a second in as few digits as
+  needed (none for a whole second, whatever the unit they are stored in) and their UTC
+  offset if they carry one; dates are ``YYYY-MM-DD``; bytes are standard base64 text;
+  numpy scalars are their Python value; lists/tuples/arrays are arrays, mappings are
+  objects; anything else is ``str(value)``.
 
 Outputs follow the same rules (a 1-D array gives one value per row, a 2-D array a list
 per row, a DataFrame an object per row).
@@ -54,6 +55,8 @@ import hashlib
 import json
 import math
 import os
+import random as _random
+import re
 import threading
 import time as _time
 from collections.abc import Iterator, Mapping, Sequence
@@ -92,14 +95,18 @@ neither signature can be replayed as the other."""
 
 _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, ascending in ASCII
 _DECODE: Final = {c: i for i, c in enumerate(_ALPHABET)}
-_SHIFTS: Final = tuple(range(125, -1, -5))  # 26 characters, most significant first
 _MAX_KEY: Final = 2**32 - 1
 _RAND_BITS: Final = 48
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+_PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)  # 10 bits -> 2 characters
+_PAIR_SHIFTS: Final = tuple(range(120, -1, -10))
+
+
 def _encode_id(value: int) -> str:
-    return "".join([_ALPHABET[(value >> s) & 31] for s in _SHIFTS])
+    # 130 bits (two leading zeros), 10 bits at a time: 13 lookups instead of 26.
+    return "".join([_PAIRS[(value >> s) & 1023] for s in _PAIR_SHIFTS])
 
 
 def _check_version_key(version_key: int) -> int:
@@ -123,7 +130,9 @@ class _IdClock:
 
     def block(self, count: int) -> tuple[int, int]:
         """``(unix ms, first random value)`` for ``count`` consecutive ids."""
-        fresh = int.from_bytes(os.urandom(6), "big") >> 1
+        # random's generator is reseeded in a forked child, so workers forked from one
+        # parent do not share a sequence; the ids need uniqueness, not secrecy.
+        fresh = _random.getrandbits(_RAND_BITS - 1)
         with self._lock:
             ms = _time.time_ns() // 1_000_000
             rand = fresh
@@ -201,14 +210,23 @@ def _id_ms(prediction_id: str) -> int:
     return _decode_id(prediction_id) >> 80
 
 
+_second_cache: list[Any] = [None, ""]  # (unix second, its "YYYY-MM-DDTHH:MM:SS." text)
+
+
 def _rfc3339_ms(ms: int) -> str:
-    stamp = _EPOCH + timedelta(milliseconds=ms)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """RFC 3339 UTC text of a Unix time in ms, always with three decimals: the receipt's ``time``."""
+    second = ms // 1000
+    cached = _second_cache
+    if cached[0] != second:
+        text = (_EPOCH + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S.")
+        cached[0], cached[1] = second, text  # a race only writes the same value twice
+    return f"{cached[1]}{ms % 1000:03d}Z"
 
 
 # --------------------------------------------------------------------------- canonical values
 
 _NULL_TYPES: Final = frozenset({"NAType", "NaTType"})
+_int_repr = int.__repr__
 
 
 def _float_token(value: float) -> str:
@@ -224,6 +242,32 @@ def _float_token(value: float) -> str:
         text = text[:-2]
         return "0" if text == "-0" else text
     return text
+
+
+_FRACTION = re.compile(r"(\d\d:\d\d:\d\d)\.(\d+)")
+
+
+def _trim_fraction(text: str) -> str:
+    """An ISO 8601 time with its fraction of a second in as few digits as needed (none if whole)."""
+
+    def trim(match: re.Match[str]) -> str:
+        digits = match.group(2).rstrip("0")
+        return match.group(1) + ("." + digits if digits else "")
+
+    return _FRACTION.sub(trim, text, count=1)
+
+
+def _datetime64_texts(values: Any) -> list[str | None]:
+    """ISO 8601 texts of a datetime64 array whatever its unit (None for NaT)."""
+    import numpy as np
+
+    try:
+        exact = values.astype("datetime64[ns]")
+        if not np.array_equal(exact.astype(values.dtype), values, equal_nan=True):
+            raise OverflowError
+    except (OverflowError, ValueError):
+        exact = values.astype("datetime64[us]")  # outside years 1678..2262
+    return [None if t == "NaT" else _trim_fraction(t) for t in np.datetime_as_string(exact).tolist()]
 
 
 def _jsonable(value: Any) -> Any:
@@ -244,7 +288,9 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, (datetime, date)):
+    if isinstance(value, datetime):
+        return _trim_fraction(value.isoformat())
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
@@ -255,7 +301,7 @@ def _jsonable(value: Any) -> Any:
         if isinstance(value, np.ndarray):
             return [_jsonable(v) for v in value.tolist()]
         if isinstance(value, np.datetime64):
-            return None if np.isnat(value) else str(np.datetime_as_string(value))
+            return None if np.isnat(value) else _datetime64_texts(np.asarray([value]))[0]
         if isinstance(value, np.generic):
             return _jsonable(value.item())
     return str(value)
@@ -270,6 +316,31 @@ def _token(value: Any) -> str:
     return canonicalize_str(_jsonable(value))
 
 
+def _float_tokens(values: Any) -> list[str]:
+    """:func:`_float_token` of each value of a float array, vectorised for long arrays."""
+    import numpy as np
+
+    floats = values.astype(np.float64, copy=False).tolist()
+    if len(floats) < 64:
+        return [_float_token(v) for v in floats]
+    as_float = values.astype(np.float64, copy=False)
+    out = list(map(float.__repr__, floats))  # right for all but the cases fixed below
+    magnitude = np.abs(as_float)
+    with np.errstate(invalid="ignore"):
+        whole = (as_float == np.trunc(as_float)) & (magnitude < 1e16)
+        special = ~np.isfinite(as_float) | (magnitude >= 1e16) | ((magnitude < 1e-4) & (as_float != 0))
+    if whole.any():
+        index = np.flatnonzero(whole)
+        for i, text in zip(
+            index.tolist(), map(int.__repr__, as_float[index].astype(np.int64).tolist()), strict=True
+        ):
+            out[i] = text  # 3.0 -> "3", -0.0 -> "0"
+    if special.any():
+        for i in np.flatnonzero(special).tolist():
+            out[i] = _float_token(floats[i])
+    return out
+
+
 def _column_tokens(values: Any) -> list[str]:
     """Canonical JSON texts of a column of values (a numpy array, pandas array or sequence)."""
     import numpy as np
@@ -277,23 +348,28 @@ def _column_tokens(values: Any) -> list[str]:
     if not isinstance(values, np.ndarray):
         if isinstance(values, (list, tuple)):
             return [_token(v) for v in values]
-        values = np.asarray(values, dtype=object)  # pandas extension arrays: NA becomes NA/nan
+        arrow = getattr(values, "_pa_array", None)  # pandas' Arrow-backed strings: 10x faster than asarray
+        if arrow is not None and hasattr(arrow, "to_pylist"):
+            return [_json_string(v) if type(v) is str else _token(v) for v in arrow.to_pylist()]
+        values = np.asarray(values, dtype=object)  # other pandas arrays: NA becomes NA/nan
     kind = values.dtype.kind
     if values.ndim != 1:
         return [_token(v) for v in values.tolist()]
     if kind == "f":
-        return [_float_token(v) for v in values.tolist()]
+        return _float_tokens(values)
     if kind in "iu":
-        if values.size and (values.max() > MAX_SAFE_INTEGER or values.min() < -MAX_SAFE_INTEGER):
-            return [_token(int(v)) for v in values.tolist()]
-        return list(map(int.__repr__, values.tolist()))
+        ints = values.tolist()
+        if len(ints) < 64:
+            return [_int_repr(v) if -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER else _token(v) for v in ints]
+        if values.max() > MAX_SAFE_INTEGER or values.min() < -MAX_SAFE_INTEGER:
+            return [_token(v) for v in ints]
+        return list(map(_int_repr, ints))
     if kind == "b":
         return ["true" if v else "false" for v in values.tolist()]
     if kind == "U":
         return list(map(_json_string, values.tolist()))
     if kind == "M":
-        texts = np.datetime_as_string(values).tolist()
-        return ["null" if t == "NaT" else '"' + t + '"' for t in texts]
+        return ["null" if t is None else '"' + t + '"' for t in _datetime64_texts(values)]
     return [_token(v) for v in values.tolist()]
 
 
@@ -315,7 +391,7 @@ def _row_texts(names: Sequence[str], columns: Sequence[Any], count: int) -> list
         raise InvalidInput("the input's columns do not all have the same number of rows")
     if not tokens:
         return ["{}"] * count
-    return [template % row for row in zip(*tokens)]
+    return [template % row for row in zip(*tokens, strict=True)]
 
 
 def canonical_row(row: Mapping[str, Any]) -> str:
@@ -615,7 +691,8 @@ class ReceiptBatch(Sequence[Receipt]):
         return [r.to_dict() for r in self]
 
     def __repr__(self) -> str:
-        return f"<ReceiptBatch {len(self)} receipts of models:/{self.model}/{self.version} root {self.root[:12]}>"
+        uri = f"models:/{self.model}/{self.version}"
+        return f"<ReceiptBatch {len(self)} receipts of {uri} root {self.root[:12]}>"
 
 
 def _leaf_template(model: str, version: int, digest: str, time: str, kid: str) -> str:

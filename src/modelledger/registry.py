@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .domain import (
     FileEntry,
@@ -50,6 +50,7 @@ from .manifest import Manifest, load_manifest_file
 from .stores.artifacts import ArtifactStore, iter_file
 
 if TYPE_CHECKING:
+    from .capture import Predictor
     from .data import Datasets
     from .ledger import ChainReport, LedgerEvent
     from .lineage import LineageGraph, VersionDiff
@@ -753,11 +754,57 @@ class Registry(GovernanceVerbs):
 
     # ------------------------------------------------------------------ loading
 
-    def load(self, identifier: str) -> LoadedModel:
+    @overload
+    def load(self, identifier: str, *, capture: Literal[False] = False) -> LoadedModel: ...
+    @overload
+    def load(
+        self,
+        identifier: str,
+        *,
+        capture: Literal[True],
+        sample_rate: float = ...,
+        seed: int | None = ...,
+        flush_rows: int = ...,
+        flush_seconds: float = ...,
+        max_pending: int = ...,
+    ) -> Predictor: ...
+    @overload
+    def load(
+        self,
+        identifier: str,
+        *,
+        capture: bool,
+        sample_rate: float = ...,
+        seed: int | None = ...,
+        flush_rows: int = ...,
+        flush_seconds: float = ...,
+        max_pending: int = ...,
+    ) -> LoadedModel | Predictor: ...
+    def load(
+        self,
+        identifier: str,
+        *,
+        capture: bool = False,
+        sample_rate: float = 1.0,
+        seed: int | None = None,
+        flush_rows: int | None = None,
+        flush_seconds: float | None = None,
+        max_pending: int | None = None,
+    ) -> LoadedModel | Predictor:
         """Load a version by identifier, verifying every artefact byte before deserialising.
+
+        With ``capture=True`` it returns a :class:`~modelledger.capture.Predictor` for
+        serving: each ``predict`` also returns a signed receipt per row (this process
+        needs the registry's private key), and the predictions (``sample_rate`` of them;
+        ``seed`` makes the sample reproducible) are captured in the version's folder
+        through a buffered writer (``flush_rows``, ``flush_seconds``, ``max_pending``:
+        see :mod:`modelledger.capture`). Close the predictor, or use it in a ``with``
+        block, so the last rows are written.
 
         >>> model = registry.load("models:/credit-risk@production")  # doctest: +SKIP
         >>> model.predict(applications)  # doctest: +SKIP
+        >>> with registry.load("models:/credit-risk@production", capture=True) as served:  # doctest: +SKIP
+        ...     predictions, receipts = served.predict(applications)
         """
         from .flavors import get_flavor
 
@@ -783,7 +830,22 @@ class Registry(GovernanceVerbs):
             return LoadedModel(_FolderOnly(mv), mv)
         flavor = get_flavor(mv.flavor)
         model = flavor.load(verified.__getitem__, entry or flavor.entry)
-        return LoadedModel(model, mv)
+        loaded = LoadedModel(model, mv)
+        if not capture:
+            return loaded
+        from . import capture as cap
+
+        self._signer()  # loads the private key and checks it is this registry's
+        return cap.Predictor(
+            loaded,
+            key=self._private_key,
+            store=self._art,
+            sample_rate=sample_rate,
+            seed=seed,
+            flush_rows=cap.DEFAULT_FLUSH_ROWS if flush_rows is None else flush_rows,
+            flush_seconds=cap.DEFAULT_FLUSH_SECONDS if flush_seconds is None else flush_seconds,
+            max_pending=cap.DEFAULT_MAX_PENDING if max_pending is None else max_pending,
+        )
 
     # ------------------------------------------------------------------ integrity
 

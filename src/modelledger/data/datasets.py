@@ -7,6 +7,7 @@ import builtins
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -101,9 +102,9 @@ class Datasets:
         src = _source(source, data)
         step_list = [_step(s) for s in steps]
         self._reg._ready()
-        for step in step_list:  # unknown inputs fail before anything is written
-            for ref in step.inputs:
-                self.get(ref)
+        # Unknown inputs fail before anything is written. A name or name@latest is pinned to
+        # the version it means now: the store records exact datasets:/name/N identifiers.
+        step_list = [replace(s, inputs=tuple(self._input(s, ref) for ref in s.inputs)) for s in step_list]
         code: dict[str, Any] = {}
         if capture and (not src.code or any(not s.code for s in step_list)):
             code = {k: v for k, v in capture_source().to_dict().items() if v is not None}
@@ -158,6 +159,12 @@ class Datasets:
                 store.remove_tree(final)
             raise
         return version  # type: ignore[no-any-return]
+
+    def _input(self, step: ProcessingStep, ref: str) -> str:
+        try:
+            return self.get(ref).uri
+        except NotFound as exc:
+            raise NotFound(f"input data set of step {step.name!r}", ref) from exc
 
     def get(self, uri_or_name: str, version: int | None = None) -> DatasetVersion:
         """A data set version by identifier (``datasets:/name/3``) or name (latest, or ``version``)."""

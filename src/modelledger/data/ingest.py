@@ -2,7 +2,9 @@
 
 Data flows batch by batch from the reader to the Parquet writer, through the
 content digest and the column statistics, so memory stays bounded by the batch
-size whatever the input size.
+size whatever the input size. Batches are re-cut into fixed slices of
+``DIGEST_ROWS`` rows, and each slice is hashed, described and written as one
+Parquet row group, so the stored file does not depend on how the input was chunked.
 
 The content digest is over the *data*, not the file: the schema and the rows,
 re-cut into fixed slices of ``DIGEST_ROWS`` and serialised with Arrow IPC, so the
@@ -15,6 +17,8 @@ import hashlib
 import io
 import json
 import os
+import posixpath
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,10 +29,14 @@ from ..domain import ColumnSpec
 from ..errors import InvalidInput, StorageError
 from ..stores.artifacts import ArtifactStore
 
-__all__ = ["DIGEST_ROWS", "Ingested", "ingest"]
+__all__ = ["DIGEST_ROWS", "Ingested", "discard", "ingest"]
 
 DIGEST_ROWS = 65_536
-CSV_BLOCK = 8 * 1024 * 1024
+# pyarrow's streaming CSV reader reads up to 32 blocks ahead of the parser (its background
+# generator's queue), so the block size sets most of the memory an ingest needs: 8 MB
+# blocks cost ~250 MB of read-ahead, 1 MB blocks ~32 MB (and parse as fast). A row must
+# fit in one block; a longer one fails with pyarrow's "straddling" error.
+CSV_BLOCK = 1024 * 1024
 DISTINCT_CAP = 10_000
 Progress = Callable[[int, int], None]
 
@@ -118,10 +126,8 @@ def _batches(
 
     if isinstance(data, pa.Table):
         return iter(data.to_batches(max_chunksize=DIGEST_ROWS)), None
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
+    # A DataFrame means pandas is imported already: do not pay ~40 MB to import it for a file.
+    pd = sys.modules.get("pandas")
     if pd is not None and isinstance(data, pd.DataFrame):
         try:
             table = pa.Table.from_pandas(data, preserve_index=False)
@@ -225,6 +231,8 @@ class _Stats:
             col = batch.column(i)
             self.nulls[f.name] += col.null_count
             kind = _arrow_kind(f.type)
+            if kind == "object":
+                continue  # nested values (lists, structs): no order, and pc.unique has no kernel
             if kind in ("integer", "float", "datetime"):
                 mm = pc.min_max(col)
                 lo, hi = mm["min"].as_py(), mm["max"].as_py()
@@ -294,7 +302,7 @@ def ingest(
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, schema) as writer:
             writer.write_batch(batch)
-        digest.update(sink.getvalue().to_pybytes())
+        digest.update(sink.getvalue())  # a pyarrow Buffer: hashed in place, not copied
 
     def conform(batch: Any) -> Any:
         try:
@@ -319,29 +327,33 @@ def ingest(
             writer = pq.ParquetWriter(out, schema, compression="zstd")
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise InvalidInput(f"this schema cannot be stored as Parquet: {exc}") from exc
+
+        def flush(piece: Any) -> None:
+            hash_slice(piece)
+            stats.add(piece)
+            writer.write_batch(piece)  # one row group per slice
+
         with writer:
             for batch in _chain(first, batches):
                 batch = conform(batch)
-                writer.write_batch(batch)
-                stats.add(batch)
                 rows += batch.num_rows
                 pending.append(batch)
                 pending_rows += batch.num_rows
                 while pending_rows >= DIGEST_ROWS:
                     table = pa.Table.from_batches(pending, schema=schema).combine_chunks()
-                    hash_slice(table.slice(0, DIGEST_ROWS).to_batches()[0])
+                    flush(table.slice(0, DIGEST_ROWS).to_batches()[0])
                     rest = table.slice(DIGEST_ROWS)
                     pending = rest.to_batches()
                     pending_rows = rest.num_rows
             if pending_rows:
                 table = pa.Table.from_batches(pending, schema=schema).combine_chunks()
-                hash_slice(table.to_batches()[0])
+                flush(table.to_batches()[0])
         out.close()
     except BaseException as exc:
         try:
             out.close()
         finally:
-            store.remove_tree(staging)
+            discard(store, staging)
         if isinstance(exc, OSError):
             raise StorageError(f"cannot write data set {name}: {exc}") from exc
         raise
@@ -355,6 +367,22 @@ def ingest(
         stats=stats.result(),
         source_uri=source_uri,
     )
+
+
+def discard(store: ArtifactStore, staging: str) -> None:
+    """Remove a staging file after a failure, and the folders it alone needed (local stores).
+
+    Object stores have no folders; on a local disk the empty ``.staging`` folder and, for a
+    data set that has no version yet, its empty folder would otherwise stay behind.
+    """
+    store.remove_tree(staging)
+    if store.is_local:
+        folder = posixpath.dirname(staging)
+        for rel in (folder, posixpath.dirname(folder)):
+            try:
+                os.rmdir(store.full(rel))  # only ever removes an empty folder
+            except OSError:
+                break
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

@@ -24,6 +24,7 @@ from ..domain import (
     DatasetSource,
     DatasetVersion,
     FileEntry,
+    LazyJSON,
     Model,
     ModelVersion,
     ProcessingStep,
@@ -115,12 +116,76 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def _bp(name: str) -> Any:
+    return sa.bindparam(name)
+
+
+# Hot-path statements are built once: constructing a statement costs more than running it.
+_VERSION_COLS = (
+    t.versions.c.id.label("key"),
+    t.models.c.name.label("model_name"),
+    t.versions.c.version,
+    t.versions.c.folder,
+    t.versions.c.digest,
+    t.versions.c.flavor,
+    t.versions.c.files,
+    t.versions.c.manifest,
+    t.versions.c.created_at,
+    t.versions.c.created_by,
+)
+_VERSIONS = sa.select(*_VERSION_COLS).join(t.models, t.models.c.id == t.versions.c.model_id)
+Q_MODEL = sa.select(t.models).where(t.models.c.name == _bp("name"))
+Q_VERSION = _VERSIONS.where(t.models.c.name == _bp("model"), t.versions.c.version == _bp("version"))
+Q_VERSION_LATEST = (
+    _VERSIONS.where(t.models.c.name == _bp("model")).order_by(t.versions.c.version.desc()).limit(1)
+)
+Q_VERSION_BY_ALIAS = _VERSIONS.join(
+    t.aliases,
+    sa.and_(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version),
+).where(t.models.c.name == _bp("model"), t.aliases.c.alias == _bp("alias"))
+Q_VERSION_BY_KEY = _VERSIONS.where(t.versions.c.id == _bp("key"))
+Q_ALIASES_OF = (
+    sa.select(t.aliases.c.alias)
+    .join(t.models, t.models.c.id == t.aliases.c.model_id)
+    .where(t.models.c.name == _bp("model"), t.aliases.c.version == _bp("version"))
+)
+Q_HEAD = sa.select(t.ledger_head.c.seq, t.ledger_head.c.hash).where(t.ledger_head.c.id == 1).with_for_update()
+Q_HEAD_UPDATE = (
+    t.ledger_head.update().where(t.ledger_head.c.id == 1).values(seq=_bp("new_seq"), hash=_bp("new_hash"))
+)
+Q_POLICY = sa.select(t.settings.c.value).where(t.settings.c.key == "policy")
+Q_ALIAS_MAP = sa.select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.model_id == _bp("mid"))
+Q_VERSION_ID = sa.select(t.versions.c.id).where(
+    t.versions.c.model_id == _bp("mid"), t.versions.c.version == _bp("version")
+)
+Q_STATE = sa.select(t.version_state).where(
+    t.version_state.c.model_id == _bp("mid"), t.version_state.c.version == _bp("version")
+)
+Q_STATE_INSERT = t.version_state.insert()
+Q_STATE_UPDATE = t.version_state.update().where(
+    t.version_state.c.model_id == _bp("mid_"), t.version_state.c.version == _bp("version_")
+)
+Q_EVENTS_INSERT = t.ledger_events.insert()
+Q_CHECKPOINT_INSERT = t.ledger_checkpoints.insert()
+Q_NEXT_VERSION = (
+    t.models.update()
+    .where(t.models.c.name == _bp("model_name"))
+    .values(last_version=t.models.c.last_version + 1)
+    .returning(t.models.c.id, t.models.c.last_version)
+)
+Q_VERSION_INSERT = t.versions.insert()
+Q_ALIAS_HISTORY_INSERT = t.alias_history.insert()
+Q_ALIAS_DELETE = t.aliases.delete().where(t.aliases.c.model_id == _bp("m"), t.aliases.c.alias == _bp("a"))
+
+
 @dataclass
 class _AliasMoves:
     """Alias changes of one append: final value per (model id, alias), and every move in order."""
 
     aliases: dict[tuple[int, str], int | None] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # version state: (model id, version) -> (values, new row?), written once per append
+    states: dict[tuple[int, int], tuple[dict[str, Any], bool]] = field(default_factory=dict)
 
 
 class SqlMetadataStore:
@@ -161,10 +226,12 @@ class SqlMetadataStore:
 
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            if conn.get_execution_options().get("modelledger_write"):
+            options = conn.get_execution_options()
+            if options.get("modelledger_write"):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
+            elif options.get("modelledger_snapshot"):
                 conn.exec_driver_sql("BEGIN")
+            # plain reads run in autocommit: each statement sees one consistent snapshot
 
         return engine
 
@@ -179,9 +246,12 @@ class SqlMetadataStore:
             raise StorageError(f"metadata store failed: {exc.orig}") from exc
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A connection for reading; ``snapshot`` makes several statements see one state."""
         try:
             with self.engine.connect() as conn:
+                if snapshot:
+                    conn.execution_options(modelledger_snapshot=True)
                 yield conn
         except sa.exc.IntegrityError:
             raise
@@ -223,7 +293,7 @@ class SqlMetadataStore:
     # ------------------------------------------------------------ models
 
     def _model_row(self, conn: Connection, name: str) -> Any:
-        row = conn.execute(sa.select(t.models).where(t.models.c.name == name)).first()
+        row = conn.execute(Q_MODEL, {"name": name}).first()
         if row is None:
             raise NotFound("model", name)
         return row
@@ -351,26 +421,22 @@ class SqlMetadataStore:
                     self._insert_model(conn, model, "", now, ignore=True)
                 # The number is allocated inside this transaction: the row lock (PostgreSQL)
                 # or the write lock (SQLite) serialises concurrent registrations.
-                row = conn.execute(
-                    t.models.update()
-                    .where(t.models.c.name == model)
-                    .values(last_version=t.models.c.last_version + 1)
-                    .returning(t.models.c.id, t.models.c.last_version)
-                ).first()
+                row = conn.execute(Q_NEXT_VERSION, {"model_name": model}).first()
                 if row is None:
                     raise NotFound("model", model)
                 inserted = conn.execute(
-                    t.versions.insert().values(
-                        model_id=row.id,
-                        version=row.last_version,
-                        folder=folder,
-                        digest=digest,
-                        flavor=flavor,
-                        files=files_json,
-                        manifest=manifest_json,
-                        created_at=now,
-                        created_by=created_by,
-                    )
+                    Q_VERSION_INSERT,
+                    {
+                        "model_id": row.id,
+                        "version": row.last_version,
+                        "folder": folder,
+                        "digest": digest,
+                        "flavor": flavor,
+                        "files": files_json,
+                        "manifest": manifest_json,
+                        "created_at": now,
+                        "created_by": created_by,
+                    },
                 )
                 key = int(inserted.inserted_primary_key[0])  # type: ignore[index]
                 for uri, role in links:
@@ -403,18 +469,7 @@ class SqlMetadataStore:
             key=key,
         )
 
-    _VERSION_COLS = (
-        t.versions.c.id.label("key"),
-        t.models.c.name.label("model_name"),
-        t.versions.c.version,
-        t.versions.c.folder,
-        t.versions.c.digest,
-        t.versions.c.flavor,
-        t.versions.c.files,
-        t.versions.c.manifest,
-        t.versions.c.created_at,
-        t.versions.c.created_by,
-    )
+    _VERSION_COLS = _VERSION_COLS
 
     @staticmethod
     def _to_version(row: Any, aliases: Sequence[str]) -> ModelVersion:
@@ -425,7 +480,7 @@ class SqlMetadataStore:
             digest=row.digest,
             flavor=row.flavor,
             files=tuple(FileEntry.from_dict(f) for f in json.loads(row.files)),
-            manifest=json.loads(row.manifest),
+            manifest=LazyJSON(row.manifest),
             created_at=_utc(row.created_at),
             created_by=row.created_by,
             aliases=tuple(sorted(aliases)),
@@ -448,37 +503,28 @@ class SqlMetadataStore:
     def get_version(
         self, model: str, version: int | None = None, *, alias: str | None = None
     ) -> ModelVersion:
-        base = sa.select(*self._VERSION_COLS).join(t.models, t.models.c.id == t.versions.c.model_id)
+        q: Any
+        params: dict[str, Any]
         if alias == "latest":
-            q = base.where(t.models.c.name == model).order_by(t.versions.c.version.desc()).limit(1)
+            q, params = Q_VERSION_LATEST, {"model": model}
             label = f"models:/{model}@latest"
         elif alias is not None:
-            q = base.join(
-                t.aliases,
-                sa.and_(
-                    t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version
-                ),
-            ).where(t.models.c.name == model, t.aliases.c.alias == alias)
+            q, params = Q_VERSION_BY_ALIAS, {"model": model, "alias": alias}
             label = f"models:/{model}@{alias}"
         else:
-            q = base.where(t.models.c.name == model, t.versions.c.version == version)
+            q, params = Q_VERSION, {"model": model, "version": version}
             label = f"models:/{model}/{version}"
         with self._read() as conn:
-            row = conn.execute(q).first()
+            row = conn.execute(q, params).first()
             if row is None:
                 self._model_row(conn, model)  # raises NotFound("model") when the model is unknown
                 raise NotFound("alias" if alias and alias != "latest" else "model version", label)
-            aliases = self._aliases(conn, model, [row.version])[row.version]
+            aliases = list(conn.execute(Q_ALIASES_OF, {"model": model, "version": row.version}).scalars())
         return self._to_version(row, aliases)
 
     def get_version_by_key(self, key: int) -> ModelVersion:
-        q = (
-            sa.select(*self._VERSION_COLS)
-            .join(t.models, t.models.c.id == t.versions.c.model_id)
-            .where(t.versions.c.id == key)
-        )
         with self._read() as conn:
-            row = conn.execute(q).first()
+            row = conn.execute(Q_VERSION_BY_KEY, {"key": key}).first()
             if row is None:
                 raise NotFound("model version", f"key {key}")
             aliases = self._aliases(conn, row.model_name, [row.version])[row.version]
@@ -522,28 +568,20 @@ class SqlMetadataStore:
     # ------------------------------------------------------------ governance: the ledger
 
     def _lock_head(self, conn: Connection) -> tuple[int, str]:
-        row = conn.execute(
-            sa.select(t.ledger_head.c.seq, t.ledger_head.c.hash)
-            .where(t.ledger_head.c.id == 1)
-            .with_for_update()
-        ).first()
+        row = conn.execute(Q_HEAD).first()
         if row is None:
             raise StorageError("the ledger head row is missing: the metadata store was tampered with")
         return int(row.seq), str(row.hash)
 
     def _policy(self, conn: Connection) -> Policy:
-        raw = conn.execute(sa.select(t.settings.c.value).where(t.settings.c.key == "policy")).scalar()
+        raw = conn.execute(Q_POLICY).scalar()
         return Policy.from_dict(json.loads(raw)) if raw else Policy()
 
     def _alias_map(self, conn: Connection, model_id: int) -> dict[str, int]:
-        q = sa.select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.model_id == model_id)
-        return {r.alias: r.version for r in conn.execute(q)}
+        return {r.alias: r.version for r in conn.execute(Q_ALIAS_MAP, {"mid": model_id})}
 
     def _state(self, conn: Connection, model_id: int, model: str, version: int) -> VersionState | None:
-        c = t.version_state.c
-        row = conn.execute(
-            sa.select(t.version_state).where(c.model_id == model_id, c.version == version)
-        ).first()
+        row = conn.execute(Q_STATE, {"mid": model_id, "version": version}).first()
         if row is None:
             return None
         return VersionState(
@@ -568,11 +606,7 @@ class SqlMetadataStore:
                 m = self._model_row(conn, model)
                 aliases = self._alias_map(conn, m.id)
                 if version is not None:
-                    found = conn.execute(
-                        sa.select(t.versions.c.id).where(
-                            t.versions.c.model_id == m.id, t.versions.c.version == version
-                        )
-                    ).first()
+                    found = conn.execute(Q_VERSION_ID, {"mid": m.id, "version": version}).first()
                     if found is None:
                         raise NotFound("model version", f"models:/{model}/{version}")
                     state = self._state(conn, m.id, model, version)
@@ -623,19 +657,16 @@ class SqlMetadataStore:
                     "hash": digest,
                 }
             )
-        conn.execute(t.ledger_events.insert(), rows)
+        conn.execute(Q_EVENTS_INSERT, rows)
         model_ids: dict[str, int] = {}
         moves = _AliasMoves()
         for event in events:
             self._apply(conn, event, model_ids, moves)
+        self._write_states(conn, moves)
         self._write_alias_moves(conn, moves)
-        conn.execute(
-            t.ledger_head.update()
-            .where(t.ledger_head.c.id == 1)
-            .values(seq=builder.last_seq, hash=builder.head_hex)
-        )
+        conn.execute(Q_HEAD_UPDATE, {"new_seq": builder.last_seq, "new_hash": builder.head_hex})
         cp = signer(builder.last_seq, builder.head, time)
-        conn.execute(t.ledger_checkpoints.insert().values(**cp.to_dict()))
+        conn.execute(Q_CHECKPOINT_INSERT, cp.to_dict())
         return events
 
     def _model_id(self, conn: Connection, name: str, cache: dict[str, int]) -> int:
@@ -653,28 +684,19 @@ class SqlMetadataStore:
         eff = effects(event.action, event.actor, event.time, event.data)
         if eff.model is not None and eff.version is not None and (eff.stage or eff.registered_by):
             mid = self._model_id(conn, eff.model, model_ids)
+            key = (mid, int(eff.version))
+            values, new = moves.states.get(key, ({}, False))
             if eff.registered_by:
-                conn.execute(
-                    t.version_state.insert().values(
-                        model_id=mid,
-                        version=eff.version,
-                        stage=eff.stage or "candidate",
-                        registered_by=eff.registered_by,
-                        last_seq=event.seq,
-                    )
-                )
-            else:
-                values: dict[str, Any] = {"last_seq": event.seq, "stage": eff.stage}
-                if event.action == "version.approved":
-                    values.update(approved_by=event.actor, decided_at=event.time)
-                elif event.action == "version.rejected":
-                    values["decided_at"] = event.time
-                c = t.version_state.c
-                conn.execute(
-                    t.version_state.update()
-                    .where(c.model_id == mid, c.version == eff.version)
-                    .values(**values)
-                )
+                values = {"stage": eff.stage or "candidate", "registered_by": eff.registered_by}
+                new = True
+            elif eff.stage:
+                values["stage"] = eff.stage
+            if event.action == "version.approved":
+                values.update(approved_by=event.actor, decided_at=event.time)
+            elif event.action == "version.rejected":
+                values["decided_at"] = event.time
+            values["last_seq"] = event.seq
+            moves.states[key] = (values, new)
         if eff.model is not None and eff.aliases:
             mid = self._model_id(conn, eff.model, model_ids)
             for i, (alias, version) in enumerate(sorted(eff.aliases.items())):
@@ -696,16 +718,20 @@ class SqlMetadataStore:
             stmt = self._insert(t.settings).values(key="policy", value=value)
             conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
 
+    def _write_states(self, conn: Connection, moves: _AliasMoves) -> None:
+        for (mid, version), (values, new) in moves.states.items():
+            if new:
+                conn.execute(Q_STATE_INSERT, {"model_id": mid, "version": version, **values})
+            else:
+                conn.execute(Q_STATE_UPDATE.values(**values), {"mid_": mid, "version_": version})
+
     def _write_alias_moves(self, conn: Connection, moves: _AliasMoves) -> None:
         if not moves.history:
             return
         now = datetime.now(timezone.utc)
         gone = [{"m": mid, "a": alias} for (mid, alias), v in moves.aliases.items() if v is None]
         if gone:
-            c = t.aliases.c
-            conn.execute(
-                t.aliases.delete().where(c.model_id == sa.bindparam("m"), c.alias == sa.bindparam("a")), gone
-            )
+            conn.execute(Q_ALIAS_DELETE, gone)
         kept = [
             {"model_id": mid, "alias": alias, "version": v, "updated_at": now}
             for (mid, alias), v in moves.aliases.items()
@@ -718,7 +744,7 @@ class SqlMetadataStore:
                 set_={"version": stmt.excluded.version, "updated_at": stmt.excluded.updated_at},
             )
             conn.execute(stmt, kept)
-        conn.execute(t.alias_history.insert(), moves.history)
+        conn.execute(Q_ALIAS_HISTORY_INSERT, moves.history)
 
     @staticmethod
     def _event(r: Any) -> LedgerEvent:
