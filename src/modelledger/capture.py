@@ -605,6 +605,14 @@ class _Writer:
             self.dropped += rows
 
     def add(self, chunk: _Chunk) -> None:
+        if self._thread is None:
+            # Import the writing stack before the first write (outside the lock: ~0.1 s
+            # once). At interpreter exit, when atexit may have to write the last rows, a
+            # first import can fail: concurrent.futures cannot register its exit hook then.
+            import pyarrow.compute
+            import pyarrow.parquet  # noqa: F401
+
+            self._store.fs  # noqa: B018 - creates the filesystem (and its backend) now
         with self._cond:
             if self._closed or self._stopping or self.pending + chunk.rows > self._max_pending:
                 self.dropped += chunk.rows

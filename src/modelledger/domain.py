@@ -83,6 +83,41 @@ class LazyJSON(Mapping[str, Any]):
         return repr(self._load())
 
 
+class LazyFiles(Sequence["FileEntry"]):
+    """A version's file list, decoded from its JSON text on first access."""
+
+    __slots__ = ("_items", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._items: tuple[FileEntry, ...] | None = None
+
+    def _load(self) -> tuple[FileEntry, ...]:
+        if self._items is None:
+            import json
+
+            self._items = tuple(FileEntry.from_dict(f) for f in json.loads(self._text))
+        return self._items
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._load()[index]
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        return iter(self._load())
+
+    def __eq__(self, other: object) -> bool:
+        return self._load() == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._load())
+
+    def __repr__(self) -> str:
+        return repr(self._load())
+
+
 @dataclass(frozen=True, slots=True)
 class Model:
     name: str
@@ -171,7 +206,7 @@ class ModelVersion:
     folder: str  # path of the version folder relative to the artifact root
     digest: str  # "sha256:<hex>" Merkle root over files and manifest
     flavor: str
-    files: tuple[FileEntry, ...]
+    files: Sequence[FileEntry]
     manifest: Mapping[str, Any]
     created_at: datetime = field(default_factory=utcnow)
     created_by: str = ""

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .ledger import ChainReport, LedgerEvent
     from .lineage import LineageGraph, VersionDiff
     from .stores.metadata import Signer
+    from .trace import TraceReport
 
 __all__ = ["FolderNaming", "Registry"]
 
@@ -474,6 +475,18 @@ class Registry(GovernanceVerbs):
         if self._datasets is None:
             self._datasets = Datasets(self)
         return self._datasets
+
+    def trace(self, prediction_id: str) -> TraceReport:
+        """Everything behind one captured prediction: receipt check, model version, approval and
+        deployment, code, hyperparameters, dependencies, training job, data sets and their steps.
+
+        >>> report = registry.trace("01JD3M4Q8Z0000001K7WQ2X9RB")  # doctest: +SKIP
+        >>> report.governance["approved_by"], report.datasets[0]["source"]  # doctest: +SKIP
+        """
+        from .trace import trace_prediction
+
+        self._ready()
+        return trace_prediction(self, prediction_id)
 
     def lineage(self, uri: str) -> LineageGraph:
         """Everything upstream of a model or data set version: data sets, steps, sources.

@@ -7,8 +7,9 @@ size whatever the input size. Batches are re-cut into fixed slices of
 Parquet row group, so the stored file does not depend on how the input was chunked.
 
 The content digest is over the *data*, not the file: the schema and the rows,
-re-cut into fixed slices of ``DIGEST_ROWS`` and serialised with Arrow IPC, so the
-same rows give the same digest however they were chunked on the way in.
+re-cut into fixed slices of ``DIGEST_ROWS`` and serialised with Arrow IPC (null slots
+filled in, see ``_canonical``), so the same rows give the same digest however they were
+chunked on the way in and whichever reader produced them.
 """
 
 from __future__ import annotations
@@ -117,6 +118,46 @@ def _normalise_schema(schema: Any) -> Any:
             t = pa.string()
         fields.append(pa.field(str(f.name), t, nullable=True))
     return pa.schema(fields)
+
+
+def _zero(t: Any) -> Any:
+    """A filler value of type ``t`` for null slots, or None for types without one (nested)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pa.scalar("", t)
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return pa.scalar(b"", t)
+    if pa.types.is_boolean(t):
+        return pa.scalar(False)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_temporal(t):
+        return pa.scalar(0, t)
+    return None
+
+
+def _canonical(batch: Any) -> Any:
+    """The slice as it is hashed.
+
+    Arrow leaves the bytes under a null slot undefined (pandas leaves NaN there, the CSV
+    reader 0) and IPC writes them as they are. So a column with nulls is hashed as its
+    values with the nulls filled in, plus a validity column: equal data, equal digest,
+    whatever produced it. Columns without nulls are hashed as they are.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not any(col.null_count for col in batch.columns):
+        return batch
+    arrays, names = [], []
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        zero = _zero(col.type) if col.null_count else None
+        if zero is None:
+            arrays.append(col)
+            names.append(name)
+        else:
+            arrays += [pc.fill_null(col, zero), pc.is_valid(col)]
+            names += [name, f"{name}\x00valid"]
+    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def _batches(
@@ -299,8 +340,9 @@ def ingest(
     pending_rows = 0
 
     def hash_slice(batch: Any) -> None:
+        batch = _canonical(batch)
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, schema) as writer:
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_batch(batch)
         digest.update(sink.getvalue())  # a pyarrow Buffer: hashed in place, not copied
 

@@ -24,6 +24,7 @@ from ..domain import (
     DatasetSource,
     DatasetVersion,
     FileEntry,
+    LazyFiles,
     LazyJSON,
     Model,
     ModelVersion,
@@ -110,7 +111,11 @@ def _like_escape(text: str) -> str:
     return text.replace(ESC, ESC + ESC).replace("%", ESC + "%").replace("_", ESC + "_")
 
 
-def _utc(value: datetime) -> datetime:
+def _utc(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is timezone.utc:
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
@@ -130,7 +135,8 @@ _VERSION_COLS = (
     t.versions.c.flavor,
     t.versions.c.files,
     t.versions.c.manifest,
-    t.versions.c.created_at,
+    # read as text and parsed with fromisoformat: SQLAlchemy's SQLite DATETIME parser is a regex
+    sa.type_coerce(t.versions.c.created_at, sa.String).label("created_at"),
     t.versions.c.created_by,
 )
 _VERSIONS = sa.select(*_VERSION_COLS).join(t.models, t.models.c.id == t.versions.c.model_id)
@@ -144,6 +150,16 @@ Q_VERSION_BY_ALIAS = _VERSIONS.join(
     sa.and_(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version),
 ).where(t.models.c.name == _bp("model"), t.aliases.c.alias == _bp("alias"))
 Q_VERSION_BY_KEY = _VERSIONS.where(t.versions.c.id == _bp("key"))
+Q_LIST_VERSIONS = (
+    _VERSIONS.where(t.models.c.name == _bp("model"), t.versions.c.version < _bp("before"))
+    .order_by(t.versions.c.version.desc())
+    .limit(_bp("lim"))
+)
+Q_MODEL_ALIASES = (
+    sa.select(t.aliases.c.alias, t.aliases.c.version)
+    .join(t.models, t.models.c.id == t.aliases.c.model_id)
+    .where(t.models.c.name == _bp("model"))
+)
 Q_ALIASES_OF = (
     sa.select(t.aliases.c.alias)
     .join(t.models, t.models.c.id == t.aliases.c.model_id)
@@ -473,18 +489,19 @@ class SqlMetadataStore:
 
     @staticmethod
     def _to_version(row: Any, aliases: Sequence[str]) -> ModelVersion:
+        key, model, version, folder, digest, flavor, files, manifest, created_at, created_by = row
         return ModelVersion(
-            model=row.model_name,
-            version=row.version,
-            folder=row.folder,
-            digest=row.digest,
-            flavor=row.flavor,
-            files=tuple(FileEntry.from_dict(f) for f in json.loads(row.files)),
-            manifest=LazyJSON(row.manifest),
-            created_at=_utc(row.created_at),
-            created_by=row.created_by,
-            aliases=tuple(sorted(aliases)),
-            key=int(row.key),
+            model,
+            version,
+            folder,
+            digest,
+            flavor,
+            LazyFiles(files),
+            LazyJSON(manifest),
+            _utc(created_at),
+            created_by,
+            tuple(sorted(aliases)) if aliases else (),
+            key,
         )
 
     def _aliases(self, conn: Connection, model: str, versions: Sequence[int]) -> dict[int, list[str]]:
@@ -531,20 +548,16 @@ class SqlMetadataStore:
         return self._to_version(row, aliases)
 
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]:
-        q = (
-            sa.select(*self._VERSION_COLS)
-            .join(t.models, t.models.c.id == t.versions.c.model_id)
-            .where(t.models.c.name == model)
-            .order_by(t.versions.c.version.desc())
-            .limit(limit)
-        )
-        if before is not None:
-            q = q.where(t.versions.c.version < before)
+        params = {"model": model, "before": before if before is not None else 2**31 - 1, "lim": limit}
         with self._read() as conn:
-            self._model_row(conn, model)
-            rows = conn.execute(q).all()
-            alias_map = self._aliases(conn, model, [r.version for r in rows])
-        return [self._to_version(r, alias_map[r.version]) for r in rows]
+            rows = conn.execute(Q_LIST_VERSIONS, params).all()
+            if not rows:
+                self._model_row(conn, model)  # NotFound for an unknown model
+                return []
+            alias_map: dict[int, list[str]] = {}
+            for alias, version in conn.execute(Q_MODEL_ALIASES, {"model": model}):
+                alias_map.setdefault(version, []).append(alias)
+        return [self._to_version(r, alias_map.get(r.version, ())) for r in rows]
 
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]:
         """Every version of every model, fetched in pages (for verify)."""

@@ -1,0 +1,168 @@
+"""Trace one prediction back to everything behind it.
+
+``registry.trace(prediction_id)`` answers a customer's "why was my application
+declined?" with one report: the prediction and its receipt check, the model version
+and its artefact digests, who approved it and when it was deployed (from the ledger),
+the manifest (code, hyperparameters, framework and dependencies, training job), and
+the data sets with their sources and processing steps, recursively.
+
+The prediction id carries the version's key, so the version is found without
+scanning anything; the capture file is found by the id's date and name range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import NotFound
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+__all__ = ["TraceReport", "trace_prediction"]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceReport:
+    """Everything behind one prediction, as plain data (``to_dict`` for JSON)."""
+
+    prediction: dict[str, Any]
+    receipt_valid: bool
+    receipt_problem: str | None
+    model: dict[str, Any]
+    governance: dict[str, Any]
+    manifest: dict[str, Any]
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    model_steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prediction": self.prediction,
+            "receipt": {"valid": self.receipt_valid, "problem": self.receipt_problem},
+            "model": self.model,
+            "governance": self.governance,
+            "manifest": self.manifest,
+            "datasets": self.datasets,
+            "model_steps": self.model_steps,
+        }
+
+
+def _aliases_at(registry: Registry, model: str, version: int, when: str) -> list[str]:
+    """The aliases that pointed at ``version`` at time ``when``."""
+    held: dict[str, int | None] = {}
+    for change in registry.alias_history(model):
+        if change.time > when:
+            break
+        held[change.alias] = change.version
+    return sorted(a for a, v in held.items() if v == version)
+
+
+def _dataset_entry(registry: Registry, dv: Any, role: str | None, seen: set[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "uri": dv.uri,
+        "role": role,
+        "digest": dv.digest,
+        "rows": dv.row_count,
+        "columns": [c.name for c in dv.schema],
+        "source": dv.source.to_dict(),
+        "steps": [],
+    }
+    if dv.uri in seen:
+        entry["see_above"] = True
+        return entry
+    seen.add(dv.uri)
+    for step in dv.steps:
+        entry["steps"].append(
+            {
+                **step.to_dict(),
+                "inputs": [
+                    _dataset_entry(registry, registry.datasets.get(ref), None, seen) for ref in step.inputs
+                ],
+            }
+        )
+    return entry
+
+
+def trace_prediction(registry: Registry, prediction_id: str) -> TraceReport:
+    """The full trace of one captured prediction (see the module documentation)."""
+    from .capture import find_prediction
+    from .receipts import InvalidReceipt, check_receipt, parse_prediction_id
+
+    when, key = parse_prediction_id(prediction_id)
+    mv = registry.get_version_by_key(key)
+    record = find_prediction(registry._art, mv, prediction_id)
+    if record is None:
+        raise NotFound(
+            "prediction", f"{prediction_id} (made by {mv.uri} on {when.date()}, but not in its captures)"
+        )
+    problem: str | None = None
+    try:
+        check_receipt(record["receipt"], registry.public_key())
+    except InvalidReceipt as exc:
+        problem = exc.message
+    if problem is None and record["receipt"].get("digest") != mv.digest:
+        problem = "the receipt names another artefact digest than the registered version"
+    state = registry.state(mv.uri)
+    events = registry.history(mv.uri)
+    time = str(record["time"])
+    approvals = [
+        {"actor": e.actor, "time": e.time, "reason": e.reason, "automated": bool(e.data.get("automated"))}
+        for e in events
+        if e.action == "version.approved"
+    ]
+    deployments = [
+        {"actor": e.actor, "time": e.time, "alias": e.data.get("alias"), "reason": e.reason}
+        for e in events
+        if e.action == "deployment.deployed"
+    ]
+    registered = next((e for e in events if e.action == "version.registered"), None)
+    m = mv.manifest
+    seen: set[str] = set()
+    links = registry._meta.model_datasets(mv.key)
+    return TraceReport(
+        prediction={
+            "id": record["prediction_id"],
+            "time": time,
+            "input": record["input"],
+            "input_digest": record["input_digest"],
+            "output": record["output"],
+            "receipt": record["receipt"],
+        },
+        receipt_valid=problem is None,
+        receipt_problem=problem,
+        model={
+            "uri": mv.uri,
+            "digest": mv.digest,
+            "folder": mv.folder,
+            "flavor": mv.flavor,
+            "files": [f.to_dict() for f in mv.files],
+            "registered_by": mv.created_by,
+            "registered_at": registered.time if registered else mv.created_at.isoformat(),
+        },
+        governance={
+            "stage": state.stage,
+            "approved_by": state.approved_by,
+            "approvals": approvals,
+            "deployments": deployments,
+            "aliases_at_prediction": _aliases_at(registry, mv.model, mv.version, time),
+            "events": [
+                {"seq": e.seq, "time": e.time, "actor": e.actor, "action": e.action, "reason": e.reason}
+                for e in events
+            ],
+        },
+        manifest={
+            "source": m.get("source"),
+            "params": m.get("params"),
+            "algorithm": m.get("algorithm"),
+            "framework": m.get("framework"),
+            "framework_version": m.get("framework_version"),
+            "python": m.get("python"),
+            "platform": m.get("platform"),
+            "dependencies": m.get("dependencies"),
+            "metrics": m.get("metrics"),
+            "training_job": m.get("training_job"),
+        },
+        datasets=[_dataset_entry(registry, dv, role, seen) for role, dv in links],
+        model_steps=[dict(s) for s in m.get("steps") or ()],
+    )
