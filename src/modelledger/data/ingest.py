@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import os
-import posixpath
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from ..domain import ColumnSpec
 from ..errors import InvalidInput, StorageError
 from ..stores.artifacts import ArtifactStore
 
-__all__ = ["DIGEST_ROWS", "Ingested", "discard", "ingest"]
+__all__ = ["DIGEST_ROWS", "Ingested", "ingest"]
 
 DIGEST_ROWS = 65_536
 # pyarrow's streaming CSV reader reads up to 32 blocks ahead of the parser (its background
@@ -313,7 +312,7 @@ def ingest(
     progress: Progress | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Ingested:
-    """Stream ``data`` into a staging Parquet file under ``datasets/<name>/``; hash and describe it.
+    """Stream ``data`` into a staging Parquet file under ``datasets/``; hash and describe it.
 
     Nothing is written before the input is opened and its first batch read; on
     failure the staging file is removed.
@@ -329,7 +328,9 @@ def ingest(
     names = [f.name for f in schema]
     if len(set(names)) != len(names) or any(not n for n in names):
         raise InvalidInput("every column needs a unique, non-empty name")
-    staging = f"datasets/{name}/.staging/{uuid.uuid4().hex}.parquet"
+    # A file of its own right under datasets/, no folder: a failed ingest, once this file is
+    # removed, leaves nothing behind, and no cleanup ever races another writer for a folder.
+    staging = f"datasets/.staging-{uuid.uuid4().hex}.parquet"
     digest = hashlib.sha256(
         b"modelledger.dataset.v1\x00"
         + json.dumps([[f.name, str(f.type)] for f in schema], separators=(",", ":")).encode()
@@ -395,7 +396,7 @@ def ingest(
         try:
             out.close()
         finally:
-            discard(store, staging)
+            store.remove_tree(staging)
         if isinstance(exc, OSError):
             raise StorageError(f"cannot write data set {name}: {exc}") from exc
         raise
@@ -409,22 +410,6 @@ def ingest(
         stats=stats.result(),
         source_uri=source_uri,
     )
-
-
-def discard(store: ArtifactStore, staging: str) -> None:
-    """Remove a staging file after a failure, and the folders it alone needed (local stores).
-
-    Object stores have no folders; on a local disk the empty ``.staging`` folder and, for a
-    data set that has no version yet, its empty folder would otherwise stay behind.
-    """
-    store.remove_tree(staging)
-    if store.is_local:
-        folder = posixpath.dirname(staging)
-        for rel in (folder, posixpath.dirname(folder)):
-            try:
-                os.rmdir(store.full(rel))  # only ever removes an empty folder
-            except OSError:
-                break
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

@@ -190,6 +190,7 @@ Q_NEXT_VERSION = (
     .returning(t.models.c.id, t.models.c.last_version)
 )
 Q_VERSION_INSERT = t.versions.insert()
+Q_MODEL_INSERT = t.models.insert()
 Q_ALIAS_HISTORY_INSERT = t.alias_history.insert()
 Q_ALIAS_DELETE = t.aliases.delete().where(t.aliases.c.model_id == _bp("m"), t.aliases.c.alias == _bp("a"))
 
@@ -210,6 +211,7 @@ class SqlMetadataStore:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self._engine: Engine | None = None
+        self._upserts: dict[str, Any] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -332,6 +334,26 @@ class SqlMetadataStore:
             latest_version=row.last_version,
         )
 
+    def _upsert(self, name: str) -> Any:
+        """A dialect-specific INSERT ... ON CONFLICT statement, built once per store."""
+        stmt = self._upserts.get(name)
+        if stmt is None:
+            if name == "model_if_missing":
+                stmt = self._insert(t.models).on_conflict_do_nothing(index_elements=["name"])
+            elif name == "setting":
+                ins = self._insert(t.settings)
+                stmt = ins.on_conflict_do_update(index_elements=["key"], set_={"value": ins.excluded.value})
+            elif name == "alias":
+                ins = self._insert(t.aliases)
+                stmt = ins.on_conflict_do_update(
+                    index_elements=["model_id", "alias"],
+                    set_={"version": ins.excluded.version, "updated_at": ins.excluded.updated_at},
+                )
+            else:  # pragma: no cover - a programming error
+                raise KeyError(name)
+            self._upserts[name] = stmt
+        return stmt
+
     def _insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT, which knows ON CONFLICT."""
         if self.is_sqlite:
@@ -346,12 +368,7 @@ class SqlMetadataStore:
         self, conn: Connection, name: str, description: str, now: datetime, *, ignore: bool
     ) -> None:
         values = {"name": name, "description": description, "created_at": now, "last_version": 0}
-        if ignore:
-            conn.execute(
-                self._insert(t.models).values(values).on_conflict_do_nothing(index_elements=["name"])
-            )
-        else:
-            conn.execute(t.models.insert().values(values))
+        conn.execute(self._upsert("model_if_missing") if ignore else Q_MODEL_INSERT, values)
 
     def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model:
         try:
@@ -728,8 +745,7 @@ class SqlMetadataStore:
                 )
         if eff.policy is not None:
             value = json.dumps(eff.policy, sort_keys=True)
-            stmt = self._insert(t.settings).values(key="policy", value=value)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+            conn.execute(self._upsert("setting"), {"key": "policy", "value": value})
 
     def _write_states(self, conn: Connection, moves: _AliasMoves) -> None:
         for (mid, version), (values, new) in moves.states.items():
@@ -751,12 +767,7 @@ class SqlMetadataStore:
             if v is not None
         ]
         if kept:
-            stmt = self._insert(t.aliases)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["model_id", "alias"],
-                set_={"version": stmt.excluded.version, "updated_at": stmt.excluded.updated_at},
-            )
-            conn.execute(stmt, kept)
+            conn.execute(self._upsert("alias"), kept)
         conn.execute(Q_ALIAS_HISTORY_INSERT, moves.history)
 
     @staticmethod
