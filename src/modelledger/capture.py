@@ -70,15 +70,20 @@ from .domain import ModelVersion
 from .errors import IntegrityError, InvalidInput
 from .integrity import merkle_levels
 from .receipts import (
+    ARROW_MIN_ROWS,
     InclusionProof,
     Receipt,
     ReceiptBatch,
     ReceiptSigner,
+    _arrow_hex_digests,
+    _arrow_leaf_hashes,
+    _arrow_row_texts,
+    _arrow_tokens,
     _column_tokens,
     _id_block,
     _id_ms,
     _jsonable,
-    _leaf_template,
+    _leaf_parts,
     _rfc3339_ms,
     _row_texts,
     _sha256_text,
@@ -100,6 +105,7 @@ __all__ = [
     "DEFAULT_FLUSH_SECONDS",
     "DEFAULT_MAX_PENDING",
     "DEFAULT_ROW_GROUP_ROWS",
+    "CaptureStats",
     "Predicted",
     "Predictor",
     "capture_schema",
@@ -274,13 +280,41 @@ def _output_tokens(output: Any, count: int) -> list[str]:
     )
 
 
-def _checked(tokens: list[str], count: int) -> list[str]:
-    if len(tokens) != count:
+def _checked(tokens: list[str], count: int, *, got: int | None = None) -> list[str]:
+    if got is not None or len(tokens) != count:
         raise InvalidInput(
-            f"the model returned {len(tokens)} outputs for {count} input rows: "
+            f"the model returned {len(tokens) if got is None else got} outputs for {count} input rows: "
             "receipts need one output per row"
         )
     return tokens
+
+
+def _arrow_output_tokens(output: Any, count: int) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    if type(output).__module__.startswith("pandas") and hasattr(output, "dtype") and output.ndim == 1:
+        values = np.asarray(output) if output.dtype.kind in "fiub" else None
+    else:
+        values = output if isinstance(output, np.ndarray) and output.ndim == 1 else None
+    if values is not None and values.dtype.kind in "fiub":
+        if len(values) != count:
+            _checked([], count, got=len(values))
+        return _arrow_tokens(values)
+    return pa.array(_output_tokens(output, count), pa.string())
+
+
+def _encode_rows(names: list[str], columns: list[Any], count: int, output: Any) -> tuple[Any, Any, Any]:
+    """(input texts, output texts, input digest hexes) of a call: lists, or Arrow arrays for long calls."""
+    if count >= ARROW_MIN_ROWS:
+        try:
+            texts = _arrow_row_texts(names, columns, count)
+            outputs = _arrow_output_tokens(output, count)
+            return texts, outputs, _arrow_hex_digests(texts)
+        except (ValueError, TypeError, UnicodeError):  # what Arrow cannot hold (lone surrogates...)
+            pass
+    texts = _row_texts(names, columns, count)
+    return texts, _output_tokens(output, count), _hex_digests(texts)
 
 
 def _hex_digests(texts: list[str]) -> list[str]:
@@ -312,6 +346,14 @@ class Predicted(NamedTuple):
     """The model's output, exactly as its ``predict`` returned it."""
     receipts: ReceiptBatch
     """One signed receipt per input row, in row order."""
+
+
+class CaptureStats(NamedTuple):
+    """Capture counters at one instant: rows written, waiting to be written, and given up."""
+
+    written: int
+    pending: int
+    dropped: int
 
 
 @dataclass(slots=True)
@@ -456,16 +498,18 @@ class Predictor:
             known = self._input_names
         output = self._predict(data)
         names, columns, count = _table_columns(data, known)
-        outputs = _output_tokens(output, count)
-        texts = _row_texts(names, columns, count)
-        input_hex = _hex_digests(texts)
+        texts, outputs, input_hex = _encode_rows(names, columns, count, output)
         version = self.version
         ms, ids = _id_block(version.key, count)
         when = _rfc3339_ms(ms)
         kid = self._signer.key_id
         if count:
-            template = _leaf_template(version.model, version.version, version.digest, when, kid)
-            levels = merkle_levels(_leaf_hashes(template, input_hex, outputs, ids))
+            parts = _leaf_parts(version.model, version.version, version.digest, when, kid)
+            if isinstance(outputs, list):
+                leaves = _leaf_hashes("%s".join(p.replace("%", "%%") for p in parts), input_hex, outputs, ids)
+            else:
+                leaves = _arrow_leaf_hashes(parts, input_hex, outputs, ids)
+            levels = merkle_levels(leaves)
             signature = self._signer.sign_root(levels[-1][0], count)
         else:
             levels, signature = [[]], ""
@@ -485,7 +529,7 @@ class Predictor:
             self._capture(batch, texts, ms, count)
         return Predicted(output, batch)
 
-    def _capture(self, batch: ReceiptBatch, texts: list[str], ms: int, count: int) -> None:
+    def _capture(self, batch: ReceiptBatch, texts: Any, ms: int, count: int) -> None:
         writer = self._writer
         assert writer is not None
         try:
@@ -510,6 +554,10 @@ class Predictor:
             return np.flatnonzero(self._rng.random(count) < self.sample_rate)
 
     # ------------------------------------------------------------------ capture state
+
+    def stats(self) -> CaptureStats:
+        """``written``, ``pending`` and ``dropped`` counted at one instant (the properties may move apart)."""
+        return self._writer.stats() if self._writer else CaptureStats(0, 0, 0)
 
     @property
     def pending(self) -> int:
@@ -578,6 +626,9 @@ class _Writer:
         self._retry_seconds = min(max(flush_seconds, 0.05), 5.0)
         self._max_pending = max_pending
         self._row_group_rows = row_group_rows
+        self._start_state()
+
+    def _start_state(self) -> None:
         self._cond = threading.Condition()
         self._open: list[_Chunk] = []
         self._open_rows = 0
@@ -595,16 +646,28 @@ class _Writer:
         self.written = 0
         self.dropped = 0
         self.last_error: BaseException | None = None
+        self._pid = os.getpid()
+
+    def _after_fork(self) -> None:
+        """Start afresh in a forked child: the parent's thread did not survive the fork, and
+        the rows it buffered are the parent's to write."""
+        self._start_state()
 
     @property
     def pending(self) -> int:
         return self._open_rows + self._queued_rows + self._inflight_rows
+
+    def stats(self) -> CaptureStats:
+        with self._cond:
+            return CaptureStats(written=self.written, pending=self.pending, dropped=self.dropped)
 
     def count_dropped(self, rows: int) -> None:
         with self._cond:
             self.dropped += rows
 
     def add(self, chunk: _Chunk) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
         if self._thread is None:
             # Import the writing stack before the first write (outside the lock: ~0.1 s
             # once). At interpreter exit, when atexit may have to write the last rows, a
@@ -808,9 +871,14 @@ def _put_atomic(store: ArtifactStore, rel: str, data: Any) -> None:
 def _chunk_table(chunk: _Chunk) -> pa.Table:
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     batch = chunk.batch
-    hexes, outputs, texts, ids = batch._input_hex, batch._outputs, chunk.texts, batch.ids
+    hexes: Any = batch._input_hex
+    outputs: Any = batch._outputs
+    texts: Any = chunk.texts
+    ids = batch.ids
+    arrow_rows = not isinstance(texts, list)
     n = len(ids)
     sel = chunk.selected
     if sel is None:
@@ -819,9 +887,12 @@ def _chunk_table(chunk: _Chunk) -> pa.Table:
         index = np.asarray(sel, dtype=np.int32)
         picked = index.tolist()
         ids = [ids[i] for i in picked]
-        hexes = [hexes[i] for i in picked]
-        outputs = [outputs[i] for i in picked]
-        texts = [texts[i] for i in picked]
+        if arrow_rows:
+            hexes, outputs, texts = hexes.take(index), outputs.take(index), texts.take(index)
+        else:
+            hexes = [hexes[i] for i in picked]
+            outputs = [outputs[i] for i in picked]
+            texts = [texts[i] for i in picked]
     k = len(ids)
 
     def same(value: Any, kind: pa.DataType) -> pa.Array:
@@ -841,9 +912,11 @@ def _chunk_table(chunk: _Chunk) -> pa.Table:
             same(batch.model, pa.string()),
             same(batch.version, pa.int32()),
             same(batch.digest, pa.string()),
-            pa.array(["sha256:" + h for h in hexes], pa.string()),
-            pa.array(texts, pa.string()),
-            pa.array(outputs, pa.string()),
+            pc.binary_join_element_wise("sha256:", hexes, "")
+            if arrow_rows
+            else pa.array(["sha256:" + h for h in hexes], pa.string()),
+            texts if arrow_rows else pa.array(texts, pa.string()),
+            outputs if arrow_rows else pa.array(outputs, pa.string()),
             same(batch.key_id, pa.string()),
             same(batch.root, pa.string()),
             same(batch.signature, pa.string()),

@@ -1471,3 +1471,403 @@ def receipt_verify(receipt_path: Path, public_key_path: Path, as_json: bool, sho
         f"Receipt {parsed.prediction_id} is valid: models:/{parsed.model}/{parsed.version} "
         f"({parsed.digest}) at {parsed.time}, signed by key {parsed.key_id}"
     )
+
+
+# =========================================================================== data sets and lineage
+# `datasets list|show|register|lineage`, `lineage` and `diff` (issue 4): each calls one
+# public verb (registry.datasets.*, registry.lineage, registry.diff) and renders its result.
+
+if TYPE_CHECKING:
+    from modelledger.domain import DatasetVersion
+    from modelledger.lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
+
+LINEAGE_FORMATS = ("tree", "json", "dot", "mermaid")
+
+
+def _digest_prefix(digest: str | None) -> str:
+    """``sha256:`` and the first 12 hex digits: enough to tell versions apart on screen."""
+    return (digest or "")[:19]
+
+
+def _load_steps(path: str) -> list[Any]:
+    """Processing steps from a JSON or YAML file: a list of steps, or ``{"steps": [...]}``."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read steps file {path}: {exc.strerror or exc}") from exc
+    try:
+        doc = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"steps file {path} is not valid JSON or YAML: {_one_line(str(exc))}") from exc
+    if isinstance(doc, Mapping) and set(doc) == {"steps"}:
+        doc = doc["steps"]
+    if not isinstance(doc, list) or not all(isinstance(s, Mapping) for s in doc):
+        raise InvalidInput(f"steps file {path} must hold a list of steps (mappings with at least a name)")
+    return doc
+
+
+@main.group()
+def datasets() -> None:
+    """Data set versions: immutable Parquet copies with their source and processing steps.
+
+    \b
+    Example:
+        modelledger datasets register applications-raw extract.csv --query "SELECT * FROM loans"
+        modelledger datasets show applications-raw
+    """
+
+
+@datasets.command("list")
+@click.option("--prefix", default=None, help="Only data sets whose name starts with this.")
+@limit_option
+@cursor_option
+@json_option
+@registry_options
+def datasets_list(
+    registry: Registry, prefix: str | None, limit: int | None, cursor: str | None, as_json: bool
+) -> None:
+    """List data sets by name, with their latest version.
+
+    \b
+    Example:
+        modelledger datasets list --prefix applications
+        modelledger datasets list --json
+    """
+    page = registry.datasets.list(prefix=prefix, **_page_args(limit, cursor))
+    if as_json:
+        _echo_json({"items": list(page.items), "next_cursor": page.next_cursor})
+        return
+    table = Table("Name", "Latest", "Description", "Created")
+    for d in page:
+        table.add_row(
+            escape(d["name"]),
+            str(d["latest_version"] or "-"),
+            escape(d.get("description") or ""),
+            escape(str(d["created_at"])[:16].replace("T", " ")),
+        )
+    _console().print(table)
+    _print_next_cursor(page)
+
+
+def _schema_table(dv: DatasetVersion) -> Table:
+    table = Table(
+        "Column", "Type", "Nullable", "Nulls", "Min", "Max", "Distinct", title="Schema", title_justify="left"
+    )
+    for col in dv.schema:
+        stats = dv.stats.get(col.name, {})
+        table.add_row(
+            escape(col.name),
+            col.type,
+            "yes" if col.nullable else "no",
+            _text(stats.get("nulls")),
+            _text(stats.get("min")),
+            _text(stats.get("max")),
+            _text(stats.get("distinct")),
+        )
+    return table
+
+
+def _code_text(code: Mapping[str, Any]) -> str | None:
+    if not code:
+        return None
+    where = ":".join(str(code[k]) for k in ("repo_url", "path") if code.get(k))
+    revision = str(code.get("revision") or "")[:12]
+    dirty = " (dirty)" if code.get("dirty") else ""
+    return f"{where} @ {revision}{dirty}" if revision else where or None
+
+
+@datasets.command("show")
+@click.argument("identifier", metavar="ID_OR_NAME")
+@click.argument("version", type=int, required=False)
+@json_option
+@registry_options
+def datasets_show(registry: Registry, identifier: str, version: int | None, as_json: bool) -> None:
+    """Show a data set version: schema and statistics, source, processing steps, the models using it.
+
+    ID_OR_NAME is a datasets:/ identifier, or a name with an optional VERSION (default latest).
+
+    \b
+    Example:
+        modelledger datasets show datasets:/applications-train/2
+        modelledger datasets show applications-train 2 --json
+    """
+    if version is not None and identifier.startswith("datasets:/"):
+        raise click.UsageError("give VERSION only with a data set name, not with a datasets:/ identifier")
+    dv = registry.datasets.get(identifier, version)
+    users = registry.datasets.used_by(dv)
+    if as_json:
+        _echo_json({**dv.to_dict(), "used_by": [{"model": m, "role": r} for m, r in users]})
+        return
+    console = _console()
+    src = dv.source
+    _print_section(
+        console,
+        dv.uri,
+        [
+            ("Digest", dv.digest),
+            ("Rows", f"{dv.row_count:,}"),
+            ("Columns", len(dv.schema)),
+            ("Stored", f"{dv.path} ({_size(dv.size_bytes)}, Parquet, sha256 {dv.file_sha256[:12]})"),
+            ("Created", f"{dv.created_at.isoformat()} by {dv.created_by or '?'}"),
+        ],
+    )
+    console.print()
+    _print_section(
+        console,
+        "Source",
+        [
+            ("Kind", src.kind),
+            ("URI", src.uri),
+            ("Query", src.query),
+            ("Extracted", src.extracted_at),
+            ("Code", _code_text(src.code)),
+        ],
+    )
+    console.print()
+    console.print(_schema_table(dv))
+    console.print()
+    if dv.steps:
+        steps = Table(
+            "#", "Step", "Kind", "Inputs", "Columns", "Params", "Code", title="Steps", title_justify="left"
+        )
+        for i, step in enumerate(dv.steps, 1):
+            steps.add_row(
+                str(i),
+                escape(step.name),
+                escape(step.kind),
+                escape(", ".join(step.inputs)),
+                escape(", ".join(step.columns)),
+                _text(dict(step.params)) if step.params else "",
+                escape(_code_text(step.code) or ""),
+            )
+        console.print(steps)
+    else:
+        _print_section(console, "Steps", [])
+    console.print()
+    _print_section(console, "Used by", [(m, r) for m, r in users])
+
+
+@datasets.command("register")
+@click.argument("name")
+@click.argument("location", metavar="PATH_OR_URL")
+@click.option("--source-uri", default=None, help="Where the data came from (default: PATH_OR_URL).")
+@click.option(
+    "--source-kind",
+    type=click.Choice(["file", "table", "query", "api"]),
+    default=None,
+    help="What the source is [default: query with --query, else file].",
+)
+@click.option("--query", default=None, help="The query that extracted the data.")
+@click.option(
+    "--steps",
+    "steps_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="JSON or YAML file of the processing steps that made the data "
+    "(name, kind, params, columns, inputs: [datasets:/...], code).",
+)
+@json_option
+@registry_options
+def datasets_register(
+    registry: Registry,
+    name: str,
+    location: str,
+    source_uri: str | None,
+    source_kind: str | None,
+    query: str | None,
+    steps_path: str | None,
+    as_json: bool,
+) -> None:
+    """Store a CSV or Parquet file (a path or fsspec URL) as the data set's next version; prints it.
+
+    The same content again returns the existing version and stores nothing.
+
+    \b
+    Example:
+        modelledger datasets register applications-raw extract.csv --query "SELECT * FROM loans"
+        modelledger datasets register scores s.parquet --source-uri https://bureau.example --source-kind api
+        modelledger datasets register applications-train s3://lake/train.parquet --steps steps.yaml
+    """
+    steps = _load_steps(steps_path) if steps_path else []
+    source: dict[str, Any] | None = None
+    if source_uri or source_kind or query:
+        kind = source_kind or ("query" if query else "file")
+        source = {"uri": source_uri or location, "kind": kind, "query": query}
+    bar = _TransferBar(f"Ingesting {name}")
+    try:
+        dv = registry.datasets.register(name, location, source=source, steps=steps, progress=bar)
+    finally:
+        bar.close()
+    if as_json:
+        _echo_json(dv.to_dict())
+        return
+    click.echo(dv.uri)
+
+
+def _node_text(node: LineageNode, edge_label: str = "") -> str:
+    """One line of a lineage tree, as rich markup."""
+    d = node.data
+    if node.kind == "dataset":
+        digest = escape(_digest_prefix(d.get("digest")))
+        text = f"[bold]{escape(node.id)}[/]  {d.get('rows', 0):,} rows  [dim]{digest}[/]"
+    elif node.kind == "model":
+        text = f"[bold cyan]{escape(node.label)}[/]"
+    elif node.kind == "step":
+        text = f"[yellow]{escape(node.label)}[/]"
+        if d.get("columns"):
+            text += f"  [dim]columns: {escape(', '.join(map(str, d['columns'])))}[/]"
+    else:  # source
+        text = f"[green]source {escape(node.label)}[/]"
+        if d.get("query"):
+            text += f"  [dim]{escape(_one_line(str(d['query'])))}[/]"
+        if d.get("extracted_at"):
+            text += f"  [dim]extracted {escape(str(d['extracted_at']))}[/]"
+    return f"[dim]{escape(edge_label)}:[/] {text}" if edge_label else text
+
+
+def _lineage_tree(graph: LineageGraph, *, downstream: bool) -> Any:
+    """The graph as a rich Tree from its root, following edges one way; shared parts once."""
+    from rich.tree import Tree
+
+    def links(node_id: str) -> list[tuple[LineageEdge, LineageNode]]:
+        return graph.downstream(node_id) if downstream else graph.upstream(node_id)
+
+    def grow(branch: Any, node_id: str) -> None:
+        for edge, node in links(node_id):
+            child = branch.add(_node_text(node, edge.label))
+            if node.id in expanded:
+                if links(node.id):
+                    child.add("[dim](shown above)[/]")
+                continue
+            expanded.add(node.id)
+            grow(child, node.id)
+
+    root = graph.nodes[graph.root]
+    tree = Tree(_node_text(root))
+    expanded = {root.id}
+    grow(tree, root.id)
+    return tree
+
+
+@datasets.command("lineage")
+@click.argument("identifier", metavar="ID")
+@json_option
+@registry_options
+def datasets_lineage(registry: Registry, identifier: str, as_json: bool) -> None:
+    """Show what uses a data set version: the data sets made from it and the models, as a tree.
+
+    \b
+    Example:
+        modelledger datasets lineage datasets:/applications-raw/1
+        modelledger datasets lineage applications-holdout --json
+    """
+    uri = registry.datasets.get(identifier).uri
+    graph = registry.lineage(uri)
+    models = [
+        {"model": e.target, "role": e.label, "via": e.source}
+        for e in graph.edges
+        if graph.nodes[e.target].kind == "model"
+    ]
+    if as_json:
+        _echo_json({"dataset": uri, "used_by": models, "graph": graph.to_dict()})
+        return
+    console = _console()
+    console.print(_lineage_tree(graph, downstream=True))
+    if not models:
+        console.print("[dim]No model version was trained or evaluated on it.[/]")
+
+
+@main.command("lineage")
+@click.argument("identifier")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(LINEAGE_FORMATS),
+    default="tree",
+    show_default=True,
+    help="tree for people; json, dot (Graphviz) or mermaid for machines and pictures.",
+)
+@json_option
+@registry_options
+def lineage(registry: Registry, identifier: str, fmt: str, as_json: bool) -> None:
+    """Show everything upstream of a model or data set version: data sets, steps and sources.
+
+    \b
+    Example:
+        modelledger lineage models:/credit-risk/3
+        modelledger lineage models:/credit-risk@production --format mermaid > lineage.mmd
+        modelledger lineage datasets:/applications-train/2 --format dot | dot -Tsvg > lineage.svg
+    """
+    graph = registry.lineage(identifier)
+    if as_json or fmt == "json":
+        _echo_json(graph.to_dict())
+    elif fmt == "dot":
+        click.echo(graph.to_dot(), nl=False)
+    elif fmt == "mermaid":
+        click.echo(graph.to_mermaid(), nl=False)
+    else:
+        _console().print(_lineage_tree(graph, downstream=False))
+
+
+def _print_changes(console: Console, title: str, changes: Mapping[str, tuple[Any, Any]]) -> None:
+    if changes:
+        _print_section(
+            console, title, [(k, f"{_text(old)} -> {_text(new)}") for k, (old, new) in changes.items()]
+        )
+        console.print()
+
+
+@main.command("diff")
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@json_option
+@registry_options
+def diff(registry: Registry, a: str, b: str, as_json: bool) -> None:
+    """Show what changed between two model versions.
+
+    Hyperparameters, code revision, framework and dependency versions, data sets (with their
+    schema and row counts) and metrics.
+
+    \b
+    Example:
+        modelledger diff models:/credit-risk/2 models:/credit-risk/3
+        modelledger diff models:/credit-risk@production models:/credit-risk/4 --json
+    """
+    d: VersionDiff = registry.diff(a, b)
+    if as_json:
+        _echo_json(d.to_dict())
+        return
+    console = _console()
+    if d.empty:
+        console.print(f"No differences between {escape(d.a)} and {escape(d.b)}")
+        return
+    console.print(f"[bold]{escape(d.a)} -> {escape(d.b)}[/]")
+    console.print()
+    for title, changes in (
+        ("Params", d.params),
+        ("Metrics", d.metrics),
+        ("Code", d.code),
+        ("Framework", d.framework),
+        ("Dependencies", d.dependencies),
+    ):
+        _print_changes(console, title, changes)
+    for ds in d.datasets:
+        schema = ds["schema"]
+        rows = [
+            ("Version", f"{ds['old'] or '-'} -> {ds['new'] or '-'}"),
+            (
+                "Digest",
+                f"{_digest_prefix(ds['old_digest']) or '-'} -> {_digest_prefix(ds['new_digest']) or '-'}",
+            ),
+            ("Rows", f"{_text(ds['rows']['old'])} -> {_text(ds['rows']['new'])}"),
+        ]
+        if schema["added"]:
+            rows.append(("Columns added", ", ".join(schema["added"])))
+        if schema["removed"]:
+            rows.append(("Columns removed", ", ".join(schema["removed"])))
+        for col, change in schema["retyped"].items():
+            rows.append((f"Column {col}", f"{change['old']} -> {change['new']}"))
+        _print_section(console, f"Data set: {ds['role']}", rows)
+        console.print()

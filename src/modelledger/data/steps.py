@@ -76,6 +76,15 @@ def _columns(cols: Any, feature_names: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _identity(est: Any) -> bool:
+    """A fitted ColumnTransformer stores "passthrough" as a FunctionTransformer without a function."""
+    return (
+        type(est).__name__ == "FunctionTransformer"
+        and getattr(est, "func", None) is None
+        and getattr(est, "inverse_func", None) is None
+    )
+
+
 def _leaf(
     name: str, est: Any, columns: tuple[str, ...], inputs: tuple[str, ...], code: Mapping[str, Any]
 ) -> ProcessingStep:
@@ -121,7 +130,7 @@ def sklearn_steps(
                     continue
                 cols_named = _columns(cols, list(feature_names) if feature_names is not None else None)
                 sub = f"{path}/{t_name}" if path else t_name
-                if isinstance(trans, str) and trans == "passthrough":
+                if (isinstance(trans, str) and trans == "passthrough") or _identity(trans):
                     if cols_named:
                         out.append(
                             ProcessingStep(
