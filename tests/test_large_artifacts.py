@@ -6,15 +6,19 @@ import sys
 from pathlib import Path
 
 SCRIPT = r"""
-import json, os, resource, sys
+import json, os, sys
 from modelledger import Registry
 
 src, url, art = sys.argv[1], sys.argv[2], sys.argv[3]
+# A child inherits its parent's peak RSS: reset the high-water mark, then read VmHWM.
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
 reg = Registry.open(url, artifacts=art)
 reg.init()
 calls = []
 v = reg.register("big", src, capture=False, progress=lambda done, total: calls.append((done, total)))
-rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+rss_mb = int(hwm.split()[1]) / 1024
 print(json.dumps({"rss_mb": rss_mb, "size": v.files[0].size, "calls": len(calls), "last": calls[-1]}))
 """
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from .capture import (
+    CaptureStats,
     Predicted,
     Predictor,
     find_prediction,
@@ -14,6 +15,7 @@ from .capture import (
     read_predictions,
     read_predictions_frame,
     receipt_from_row,
+    receipts_from_table,
 )
 from .domain import (
     ColumnSpec,
@@ -54,6 +56,7 @@ from .receipts import (
     canonical_row,
     check_receipt,
     input_digest,
+    new_prediction_id,
     parse_prediction_id,
     verify_receipt,
 )
@@ -64,6 +67,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AliasChange",
     "AlreadyExists",
+    "CaptureStats",
     "Checkpoint",
     "ColumnSpec",
     "Conflict",
@@ -106,11 +110,13 @@ __all__ = [
     "find_prediction",
     "input_digest",
     "load_manifest_file",
+    "new_prediction_id",
     "parse_model_uri",
     "parse_prediction_id",
     "read_model_predictions",
     "read_predictions",
     "read_predictions_frame",
     "receipt_from_row",
+    "receipts_from_table",
     "verify_receipt",
 ]

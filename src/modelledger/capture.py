@@ -11,7 +11,7 @@ as Parquet in the version's folder::
 Each file holds the rows of one date (UTC), sorted by prediction id, in row groups of
 ``row_group_rows`` rows with min/max statistics on ``prediction_id`` and ``time``; its
 name gives its id range, so :func:`find_prediction` opens one file and reads one row
-group. Columns (:data:`CAPTURE_SCHEMA`): ``prediction_id``, ``time``, ``model``,
+group. Columns (:data:`CAPTURE_COLUMNS`, :func:`capture_schema`): ``prediction_id``, ``time``, ``model``,
 ``version``, ``digest``, ``input_digest``, ``input`` (the canonical JSON text of the row),
 ``output`` (canonical JSON text), and what the receipt adds: ``key_id``, ``root`` and
 ``signature`` (shared by the rows of one ``predict`` call), ``leaf_index``, ``tree_size``,
@@ -37,11 +37,12 @@ renamed (local stores; object stores publish on close), so a crash never leaves 
 file behind, only an ignorable ``.tmp-*`` file.
 
 **When the store is down.** Capture never makes ``predict`` fail or wait. A write that
-raises keeps its rows queued; the thread retries every ``flush_seconds`` (and on each
-flush), in order, and :attr:`Predictor.pending` counts the rows waiting (buffered,
-queued or being written). When buffering another call would take the unwritten rows
-over ``max_pending``, that call's rows are not captured; they are counted in
-:attr:`Predictor.dropped` and the receipts are still returned. ``close`` keeps retrying
+raises keeps its rows queued; the thread retries every ``flush_seconds`` (at most every
+5 s; and at once on :meth:`Predictor.flush`), oldest rows first, and
+:attr:`Predictor.pending` counts the rows waiting (buffered, queued or being written).
+When buffering another call would take the unwritten rows over ``max_pending``, that
+call's rows are not captured; they are counted in :attr:`Predictor.dropped` and the
+receipts are still returned. ``close`` keeps retrying
 for ``timeout`` seconds, then counts what it could not write as dropped.
 
 >>> with registry.load("models:/credit-risk@production", capture=True) as predictor:  # doctest: +SKIP
@@ -956,6 +957,9 @@ def receipt_from_row(row: Mapping[str, Any], tree: bytes | None = None) -> Recei
     A row of a call with several rows needs its call's ``tree``: the row's own ``tree``
     value when it has one, else the value on the call's first captured row (same
     ``root``). :func:`find_prediction` and :func:`receipts_from_table` find it for you.
+
+    >>> row = read_predictions(store, version).slice(0, 1).to_pylist()[0]  # doctest: +SKIP
+    >>> receipt_from_row(row).prediction_id  # doctest: +SKIP
     """
     pid = row["prediction_id"]
     size, index = int(row["tree_size"]), int(row["leaf_index"])
@@ -1169,7 +1173,11 @@ def read_predictions_frame(
     since: datetime | str | None = None,
     until: datetime | str | None = None,
 ) -> pd.DataFrame:
-    """:func:`read_predictions` as a pandas DataFrame."""
+    """:func:`read_predictions` as a pandas DataFrame (``time`` is tz-aware UTC).
+
+    >>> frame = read_predictions_frame(registry._art, version, since="2026-11-01")  # doctest: +SKIP
+    >>> frame.groupby(frame["time"].dt.date)["output"].count()  # doctest: +SKIP
+    """
     return read_predictions(store, version, since, until).to_pandas()
 
 

@@ -130,7 +130,10 @@ def _zero(t: Any) -> Any:
     if pa.types.is_boolean(t):
         return pa.scalar(False)
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_temporal(t):
-        return pa.scalar(0, t)
+        try:
+            return pa.scalar(0, t)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError):
+            return None  # e.g. intervals: hashed as they are
     return None
 
 
