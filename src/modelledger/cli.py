@@ -1871,3 +1871,169 @@ def diff(registry: Registry, a: str, b: str, as_json: bool) -> None:
             rows.append((f"Column {col}", f"{change['old']} -> {change['new']}"))
         _print_section(console, f"Data set: {ds['role']}", rows)
         console.print()
+
+
+# --------------------------------------------------------------------------- trace and captured predictions
+
+
+def _dataset_lines(console: Console, entries: Iterable[Mapping[str, Any]], indent: str) -> None:
+    for entry in entries:
+        role = f"[{entry['role']}] " if entry.get("role") else ""
+        src = entry.get("source") or {}
+        where = src.get("uri") or src.get("query") or src.get("kind")
+        console.print(
+            f"{indent}{escape(role)}{escape(entry['uri'])}  {entry['rows']:,} rows  "
+            f"{escape(entry['digest'][:19])}...  source: {escape(str(src.get('kind')))} {escape(str(where))}",
+            soft_wrap=True,
+        )
+        if entry.get("see_above"):
+            console.print(f"{indent}    (steps shown above)")
+            continue
+        code = src.get("code") or {}
+        if code.get("revision"):
+            console.print(
+                f"{indent}    extracted by {escape(str(code.get('path')))}"
+                f" @ {escape(str(code['revision'])[:12])}"
+            )
+        for step in entry.get("steps") or ():
+            cols = f" on {', '.join(step['columns'])}" if step.get("columns") else ""
+            rev = (step.get("code") or {}).get("revision")
+            console.print(
+                f"{indent}    step {escape(step['name'])} ({escape(step['kind'])}){escape(cols)}"
+                + (f" @ {escape(str(rev)[:12])}" if rev else ""),
+                soft_wrap=True,
+            )
+            _dataset_lines(console, step.get("inputs") or (), indent + "        ")
+
+
+@main.command("trace")
+@click.argument("prediction_id")
+@json_option
+@registry_options
+def trace(registry: Registry, prediction_id: str, as_json: bool) -> None:
+    """Trace one prediction back to its model, approval, code and data.
+
+    Prints the prediction and its receipt check, the model version and artefact digests, who
+    approved and deployed it (from the ledger), the manifest (code, hyperparameters,
+    framework, dependencies, training job) and the data sets with their sources and
+    processing steps, recursively. Exits 1 when the receipt does not verify.
+
+    \b
+    Example:
+        modelledger trace 01JD3M4Q8Z0000001K7WQ2X9RB
+        modelledger trace 01JD3M4Q8Z0000001K7WQ2X9RB --json > trace.json
+    """
+    report = registry.trace(prediction_id)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        console = _console()
+        p, m, g, man = report.prediction, report.model, report.governance, report.manifest
+        check = "valid" if report.receipt_valid else f"INVALID: {report.receipt_problem}"
+        _print_section(
+            console,
+            f"Prediction {p['id']}",
+            [("time", p["time"]), ("input", p["input"]), ("output", p["output"]), ("receipt", check)],
+        )
+        console.print()
+        _print_section(
+            console,
+            f"Model {m['uri']}",
+            [
+                ("digest", m["digest"]),
+                ("folder", m["folder"]),
+                ("registered", f"{m['registered_by']} {m['registered_at']}"),
+            ]
+            + [(f"file {f['path']}", f"sha256:{f['sha256']}") for f in m["files"]],
+        )
+        console.print()
+        rows: list[tuple[str, Any]] = [("stage now", g["stage"])]
+        rows += [
+            (
+                "approved",
+                f"{a['actor']} {a['time']}: {a['reason']}" + (" (automated)" if a["automated"] else ""),
+            )
+            for a in g["approvals"]
+        ]
+        rows += [
+            ("deployed", f"@{d['alias']} by {d['actor']} {d['time']}: {d['reason'] or ''}")
+            for d in g["deployments"]
+        ]
+        rows.append(("aliases then", ", ".join(f"@{a}" for a in g["aliases_at_prediction"]) or "-"))
+        _print_section(console, "Governance (from the ledger)", rows)
+        console.print()
+        src = man.get("source") or {}
+        job = man.get("training_job") or {}
+        _print_section(
+            console,
+            "How it was built",
+            [
+                (
+                    "code",
+                    f"{src.get('repo_url')} {src.get('path')} @ {src.get('revision')}"
+                    f" dirty={src.get('dirty')}",
+                ),
+                ("algorithm", man.get("algorithm")),
+                (
+                    "framework",
+                    f"{man.get('framework')} {man.get('framework_version')}, Python {man.get('python')}",
+                ),
+                ("dependencies", f"{len(man.get('dependencies') or {})} packages pinned"),
+                ("params", man.get("params")),
+                ("metrics", man.get("metrics")),
+                (
+                    "training job",
+                    f"{job.get('id')} {job.get('started_at')} -> {job.get('ended_at')} on {job.get('host')}",
+                ),
+            ]
+            + [
+                (f"model step {s['name']}", f"{s.get('kind')} on {', '.join(s.get('columns') or [])}")
+                for s in report.model_steps
+            ],
+        )
+        console.print()
+        console.print("[bold]Data[/]")
+        _dataset_lines(console, report.datasets, "  ")
+    if not report.receipt_valid:
+        raise SystemExit(1)
+
+
+@main.command("predictions")
+@click.argument("identifier_or_model")
+@click.option("--since", default=None, help="Only predictions at or after this time (ISO 8601).")
+@click.option("--until", default=None, help="Only predictions before this time (ISO 8601).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write them to a .csv or .parquet file (default: a summary on stdout).",
+)
+@registry_options
+def predictions(
+    registry: Registry, identifier_or_model: str, since: str | None, until: str | None, output: Path | None
+) -> None:
+    """Read captured predictions of a version, or of every version of a model, for a time range.
+
+    \b
+    Example:
+        modelledger predictions credit-risk --since 2026-11-01 -o november.parquet
+        modelledger predictions models:/credit-risk/3 --since 2026-11-27T00:00:00Z
+    """
+    table = registry.predictions(identifier_or_model, since=since, until=until)
+    if output is None:
+        click.echo(f"{table.num_rows} captured prediction(s)")
+        if table.num_rows:
+            times = table.column("time")
+            click.echo(f"from {times[0].as_py()} to {times[-1].as_py()}")
+        return
+    suffix = output.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, output)
+    elif suffix == ".csv":
+        table.to_pandas().to_csv(output, index=False)
+    else:
+        raise InvalidInput(f"cannot write {output}: use a .csv or .parquet file")
+    click.echo(f"wrote {table.num_rows} prediction(s) to {output}")

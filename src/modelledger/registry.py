@@ -488,6 +488,25 @@ class Registry(GovernanceVerbs):
         self._ready()
         return trace_prediction(self, prediction_id)
 
+    def predictions(
+        self,
+        identifier_or_model: str,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        as_pandas: bool = False,
+    ) -> Any:
+        """Captured predictions of one version (``models:/x/3``) or of every version of a model,
+        for ``since <= time < until``, as a pyarrow Table (or a pandas DataFrame).
+
+        >>> registry.predictions("credit-risk", since="2026-11-01", as_pandas=True)  # doctest: +SKIP
+        """
+        from .capture import read_model_predictions
+
+        self._ready()
+        table = read_model_predictions(self, identifier_or_model, since=since, until=until)
+        return table.to_pandas() if as_pandas else table
+
     def lineage(self, uri: str) -> LineageGraph:
         """Everything upstream of a model or data set version: data sets, steps, sources.
 
