@@ -231,15 +231,16 @@ def main() -> None:
         f"   approved and deployed by {RISK_OFFICER}: {registry.get_version('models:/credit-risk@production').uri}"
     )
 
-    print("6. Serve: load by alias (every byte verified before unpickling) and decide")
-    model = registry.load("models:/credit-risk@production")
+    print("6. Serve: load by alias (every byte verified), decide, sign a receipt per decision")
     applicants = X_holdout.head(6)
-    decisions = model.predict(applicants)
-    for (_, row), decision in zip(applicants.iterrows(), decisions, strict=True):
+    with registry.load("models:/credit-risk@production", capture=True) as served:
+        decisions, receipts = served.predict(applicants)
+    for (_, row), decision, receipt in zip(applicants.iterrows(), decisions, receipts, strict=True):
         verdict = "DECLINE (predicted default)" if decision else "approve"
         print(
-            f"   age {row.age:>2}, income {row.annual_income:>9,.0f}, loan {row.loan_amount:>8,.0f}: {verdict}"
+            f"   {receipt.prediction_id}  age {row.age:>2}, income {row.annual_income:>9,.0f}, loan {row.loan_amount:>8,.0f}: {verdict}"
         )
+    model = registry.load("models:/credit-risk@production")
 
     print("7. Lineage: everything upstream of the deployed version")
     print_tree(registry.lineage(version.uri), version.uri)
@@ -249,21 +250,72 @@ def main() -> None:
     again_auc = roc_auc_score(stored["defaulted"], model.raw.predict_proba(stored[features])[:, 1])
     print(f"   AUC on {holdout.uri} read back from the registry: {again_auc:.3f}")
 
-    print("9. Audit: the ledger, its signatures and every stored byte")
+    print("9. Why was this application declined? Trace the decision back")
+    declined = next((r for d, r in zip(decisions, receipts, strict=True) if d), receipts[0])
+    report = registry.trace(declined.prediction_id)
+    g, man = report.governance, report.manifest
+    print(
+        f"   prediction  {report.prediction['id']} at {report.prediction['time']}: output {report.prediction['output']}"
+    )
+    print(
+        f"   receipt     {'valid' if report.receipt_valid else report.receipt_problem} (Ed25519, registry key)"
+    )
+    print(
+        f"   model       {report.model['uri']} {report.model['digest'][:23]}... held {', '.join('@' + a for a in g['aliases_at_prediction'])}"
+    )
+    for a in g["approvals"]:
+        print(f"   approved    by {a['actor']} at {a['time'][:19]}: {a['reason']}")
+    print(
+        f"   code        {man['source']['repo_url']} {man['source']['path']} @ {(man['source']['revision'] or '-')[:12]}"
+    )
+    print(
+        f"   built with  {man['algorithm']} {man['params']['n_estimators']} trees, {man['framework']} {man['framework_version']}"
+    )
+
+    def walk(entries: list[dict[str, Any]], indent: str) -> None:
+        for entry in entries:
+            src = entry["source"]
+            origin = f" from {src['kind']} {src.get('uri') or ''}" if src["kind"] != "dataframe" else ""
+            role = f"[{entry['role']}] " if entry.get("role") else ""
+            print(f"{indent}{role}{entry['uri']} ({entry['rows']:,} rows){origin}")
+            for step in entry["steps"]:
+                print(f"{indent}   <- {step['name']} ({step['kind']})")
+                walk(step["inputs"], indent + "      ")
+
+    print("   data")
+    walk(report.datasets, "     ")
+
+    print("10. Anyone can check a receipt offline with the registry's public key")
+    public_key = OUT / "registry-public-key.pem"
+    public_key.write_bytes(registry.public_key())
+    receipt_file = OUT / "receipt.json"
+    receipt_file.write_text(declined.to_json())
+    from modelledger import verify_receipt
+
+    print(
+        f"   {receipt_file.name}: {'valid' if verify_receipt(declined.to_dict(), public_key.read_bytes()) else 'INVALID'}"
+    )
+    forged = {**declined.to_dict(), "output": 0}
+    print(
+        f"   the same receipt with the decision flipped: {'valid' if verify_receipt(forged, public_key.read_bytes()) else 'INVALID'}"
+    )
+    print(f"   (also: modelledger receipt verify {receipt_file} --public-key {public_key})")
+
+    print("11. Audit: the ledger, its signatures and every stored byte")
     for event in registry.history(version.uri):
         print(
             f"   #{event.seq:<3} {event.time[:19]} {event.actor:<28} {event.action:<22} {event.reason or ''}"
         )
-    report = registry.verify()
+    report_v = registry.verify()
     print(
-        f"   verify: {report.versions_checked} version(s), {report.files_checked} file(s), "
-        f"{report.events_checked} ledger events, {report.checkpoints_checked} signed checkpoints: "
-        f"{'OK' if report.ok else report.problems}"
+        f"   verify: {report_v.versions_checked} version(s), {report_v.files_checked} file(s), "
+        f"{report_v.events_checked} ledger events, {report_v.checkpoints_checked} signed checkpoints: "
+        f"{'OK' if report_v.ok else report_v.problems}"
     )
     home = OUT / ".modelledger"
-    print(
-        f"\nRegistry kept in {home}. Try:\n  MODELLEDGER_HOME={home} modelledger lineage models:/credit-risk@production"
-    )
+    print(f"\nRegistry kept in {home}. Try:")
+    print(f"  MODELLEDGER_HOME={home} modelledger lineage models:/credit-risk@production")
+    print(f"  MODELLEDGER_HOME={home} modelledger trace {declined.prediction_id}")
 
 
 if __name__ == "__main__":

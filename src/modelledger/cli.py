@@ -1880,7 +1880,7 @@ def _dataset_lines(console: Console, entries: Iterable[Mapping[str, Any]], inden
     for entry in entries:
         role = f"[{entry['role']}] " if entry.get("role") else ""
         src = entry.get("source") or {}
-        where = src.get("uri") or src.get("query") or src.get("kind")
+        where = src.get("uri") or src.get("query") or ""
         console.print(
             f"{indent}{escape(role)}{escape(entry['uri'])}  {entry['rows']:,} rows  "
             f"{escape(entry['digest'][:19])}...  source: {escape(str(src.get('kind')))} {escape(str(where))}",
