@@ -769,6 +769,8 @@ class Registry(GovernanceVerbs):
             lambda ctx: decide_alias(ctx, alias, version, reason=reason),
             actor=self.actor,
             signer=self._signer(),
+            needs_state=False,
+            needs_policy=False,
         )
 
     def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> None:
@@ -782,7 +784,9 @@ class Registry(GovernanceVerbs):
                 raise NotFound("alias", f"models:/{name}@{alias}")
             return decide_alias(ctx, alias, None, reason=reason)
 
-        self._meta.govern(name, None, decide, actor=self.actor, signer=self._signer())
+        self._meta.govern(
+            name, None, decide, actor=self.actor, signer=self._signer(), needs_state=False, needs_policy=False
+        )
 
     # ------------------------------------------------------------------ loading
 

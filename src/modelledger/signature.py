@@ -113,11 +113,23 @@ def enforce(signature: Signature, data: Any) -> Any:
     else:
         frame = _as_frame(data)
     present = {str(c): c for c in frame.columns}
+    dtypes = frame.dtypes
+    kinds: dict[Any, str] = {}  # one dtype -> kind lookup per distinct dtype, not per column
     for spec in expected:
         if spec.name not in present:
             raise SchemaMismatch(spec.name, "is missing")
-        col = frame[present[spec.name]]
-        got = _kind_of(col.dtype)
+        label = present[spec.name]
+        dtype = dtypes[label]
+        got = kinds.get(dtype)
+        if got is None:
+            got = kinds[dtype] = _kind_of(dtype)
+        # Fast path: the type matches and no null check is needed (floats may hold NaN by
+        # contract; plain numpy integer and bool columns cannot hold missing values at all).
+        if got == spec.type and (
+            spec.nullable or got == "float" or (isinstance(dtype, np.dtype) and got in ("integer", "boolean"))
+        ):
+            continue
+        col = frame[label]
         if got == spec.type or (got, spec.type) in _COMPATIBLE:
             pass
         elif got == "float" and spec.type == "integer" and bool((col.dropna() == col.dropna().round()).all()):

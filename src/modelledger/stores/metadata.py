@@ -82,7 +82,15 @@ class MetadataStore(Protocol):
     def get_version_by_key(self, key: int) -> ModelVersion: ...
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]: ...
     def govern(
-        self, model: str, version: int | None, decide: Decide, *, actor: str, signer: Signer
+        self,
+        model: str,
+        version: int | None,
+        decide: Decide,
+        *,
+        actor: str,
+        signer: Signer,
+        needs_state: bool = True,
+        needs_policy: bool = True,
     ) -> list[LedgerEvent]: ...
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]: ...
     def iter_events(self, *, after: int = 0, batch: int = 5000) -> Iterator[tuple[LedgerEvent, str]]: ...
@@ -242,21 +250,18 @@ class SqlMetadataStore:
             cur.execute("PRAGMA busy_timeout=120000")
             cur.close()
 
-        @sa.event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            options = conn.get_execution_options()
-            if options.get("modelledger_write"):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            elif options.get("modelledger_snapshot"):
-                conn.exec_driver_sql("BEGIN")
-            # plain reads run in autocommit: each statement sees one consistent snapshot
-
         return engine
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        # SQLite runs in driver autocommit mode (set on connect), so the transaction is ours to
+        # open: BEGIN IMMEDIATE takes the write lock up front, and concurrent writers queue on
+        # busy_timeout instead of failing when a read transaction tries to upgrade. (An engine
+        # "begin" event would do the same, but any engine event slows every statement.)
         try:
-            with self.engine.connect().execution_options(modelledger_write=True) as conn, conn.begin():
+            with self.engine.connect() as conn, conn.begin():
+                if self.is_sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                 yield conn
         except sa.exc.IntegrityError:
             raise
@@ -268,8 +273,8 @@ class SqlMetadataStore:
         """A connection for reading; ``snapshot`` makes several statements see one state."""
         try:
             with self.engine.connect() as conn:
-                if snapshot:
-                    conn.execution_options(modelledger_snapshot=True)
+                if snapshot and self.is_sqlite:
+                    conn.exec_driver_sql("BEGIN")
                 yield conn
         except sa.exc.IntegrityError:
             raise
@@ -625,9 +630,21 @@ class SqlMetadataStore:
         )
 
     def govern(
-        self, model: str, version: int | None, decide: Decide, *, actor: str, signer: Signer
+        self,
+        model: str,
+        version: int | None,
+        decide: Decide,
+        *,
+        actor: str,
+        signer: Signer,
+        needs_state: bool = True,
+        needs_policy: bool = True,
     ) -> list[LedgerEvent]:
-        """Read state under the write lock, let ``decide`` choose the events, append and apply them."""
+        """Read state under the write lock, let ``decide`` choose the events, append and apply them.
+
+        A decision that needs neither the version's stage nor the policy (an alias move)
+        skips reading them.
+        """
         with self._write() as conn:
             head = self._lock_head(conn)
             state = None
@@ -639,13 +656,14 @@ class SqlMetadataStore:
                     found = conn.execute(Q_VERSION_ID, {"mid": m.id, "version": version}).first()
                     if found is None:
                         raise NotFound("model version", f"models:/{model}/{version}")
-                    state = self._state(conn, m.id, model, version)
+                    if needs_state:
+                        state = self._state(conn, m.id, model, version)
             ctx = GovContext(
                 model=model,
                 version=version,
                 state=state,
                 aliases=aliases,
-                policy=self._policy(conn),
+                policy=self._policy(conn) if needs_policy else Policy(),
                 actor=actor,
             )
             return self._append(conn, head, decide(ctx), actor=actor, signer=signer)
