@@ -699,6 +699,10 @@ class Registry(GovernanceVerbs):
             now=utcnow(),
             create_model=True,
             links=[(d["uri"], d["role"]) for d in staged.manifest.get("datasets") or ()],
+            # the walk reads the policy and aliases only to approve or deploy automatically
+            needs_context=any(
+                (staged.manifest.get("stages") or {}).get(s) == "auto" for s in ("approved", "deployed")
+            ),
             walk=lambda ctx: decide_registration(
                 ctx,
                 staged.manifest,

@@ -75,6 +75,7 @@ class MetadataStore(Protocol):
         walk: Decide,
         signer: Signer,
         links: Sequence[tuple[str, str]] = (),
+        needs_context: bool = True,
     ) -> ModelVersion: ...
     def get_version(
         self, model: str, version: int | None = None, *, alias: str | None = None
@@ -448,6 +449,7 @@ class SqlMetadataStore:
         walk: Decide,
         signer: Signer,
         links: Sequence[tuple[str, str]] = (),
+        needs_context: bool = True,
     ) -> ModelVersion:
         files_json = json.dumps([f.to_dict() for f in files], separators=(",", ":"))
         manifest_json = json.dumps(dict(manifest), separators=(",", ":"), sort_keys=True)
@@ -455,11 +457,12 @@ class SqlMetadataStore:
             with self._write() as conn:
                 # Every governed write takes the ledger head first: one lock order, no deadlocks.
                 head = self._lock_head(conn)
-                if create_model:
-                    self._insert_model(conn, model, "", now, ignore=True)
                 # The number is allocated inside this transaction: the row lock (PostgreSQL)
                 # or the write lock (SQLite) serialises concurrent registrations.
                 row = conn.execute(Q_NEXT_VERSION, {"model_name": model}).first()
+                if row is None and create_model:
+                    self._insert_model(conn, model, "", now, ignore=True)
+                    row = conn.execute(Q_NEXT_VERSION, {"model_name": model}).first()
                 if row is None:
                     raise NotFound("model", model)
                 inserted = conn.execute(
@@ -487,8 +490,8 @@ class SqlMetadataStore:
                     model=model,
                     version=row.last_version,
                     state=None,
-                    aliases=self._alias_map(conn, row.id),
-                    policy=self._policy(conn),
+                    aliases=self._alias_map(conn, row.id) if needs_context else {},
+                    policy=self._policy(conn) if needs_context else Policy(),
                     actor=created_by,
                 )
                 self._append(conn, head, walk(ctx), actor=created_by, signer=signer)
