@@ -64,6 +64,11 @@ class LazyJSON(Mapping[str, Any]):
             self._data = json.loads(self._text)
         return self._data
 
+    @property
+    def canonical_text(self) -> str:
+        """The JSON text as stored (canonical: sorted keys, no spaces)."""
+        return self._text
+
     def __getitem__(self, key: str) -> Any:
         return self._load()[key]
 

@@ -138,7 +138,9 @@ def root_from_audit_path(leaf: bytes, index: int, size: int, path: Sequence[byte
 
 def version_digest(files: Iterable[FileEntry], manifest: Mapping[str, Any]) -> str:
     """The digest of a version: changes if any file byte, file name or manifest field changes."""
-    leaves = [b"manifest\x00" + canonical_json(dict(manifest))]
+    text = getattr(manifest, "canonical_text", None)  # stored manifests are kept canonical
+    encoded = text.encode("utf-8") if isinstance(text, str) else canonical_json(dict(manifest))
+    leaves = [b"manifest\x00" + encoded]
     for f in sorted(files, key=lambda e: e.path):
         leaves.append(f"file\x00{f.path}\x00{f.size}\x00{f.sha256}".encode())
     return "sha256:" + merkle_root(leaves).hex()

@@ -31,6 +31,7 @@ from ..domain import (
     ProcessingStep,
 )
 from ..errors import AlreadyExists, NotFound, SchemaOutdated, StorageError
+from ..integrity import canonical_json
 from ..ledger import ChainBuilder, Checkpoint, LedgerEvent, utc_now
 from ..lifecycle import EventDraft, GovContext, ReplayedState, VersionState, effects
 from ..policy import Policy
@@ -180,8 +181,14 @@ Q_HEAD_UPDATE = (
 )
 Q_POLICY = sa.select(t.settings.c.value).where(t.settings.c.key == "policy")
 Q_ALIAS_MAP = sa.select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.model_id == _bp("mid"))
-Q_VERSION_ID = sa.select(t.versions.c.id).where(
-    t.versions.c.model_id == _bp("mid"), t.versions.c.version == _bp("version")
+Q_MODEL_AND_VERSION = (
+    sa.select(t.models.c.id, t.versions.c.id.label("version_id"))
+    .select_from(t.models)
+    .outerjoin(
+        t.versions,
+        sa.and_(t.versions.c.model_id == t.models.c.id, t.versions.c.version == _bp("version")),
+    )
+    .where(t.models.c.name == _bp("name"))
 )
 Q_STATE = sa.select(t.version_state).where(
     t.version_state.c.model_id == _bp("mid"), t.version_state.c.version == _bp("version")
@@ -452,7 +459,8 @@ class SqlMetadataStore:
         needs_context: bool = True,
     ) -> ModelVersion:
         files_json = json.dumps([f.to_dict() for f in files], separators=(",", ":"))
-        manifest_json = json.dumps(dict(manifest), separators=(",", ":"), sort_keys=True)
+        # Stored in canonical form, so a load can digest the text as it is, without re-encoding.
+        manifest_json = canonical_json(dict(manifest)).decode("utf-8")
         try:
             with self._write() as conn:
                 # Every governed write takes the ledger head first: one lock order, no deadlocks.
@@ -653,11 +661,13 @@ class SqlMetadataStore:
             state = None
             aliases: dict[str, int] = {}
             if model:
-                m = self._model_row(conn, model)
+                # one statement for the model and, when asked, whether the version exists
+                m = conn.execute(Q_MODEL_AND_VERSION, {"name": model, "version": version or 0}).first()
+                if m is None:
+                    raise NotFound("model", model)
                 aliases = self._alias_map(conn, m.id)
                 if version is not None:
-                    found = conn.execute(Q_VERSION_ID, {"mid": m.id, "version": version}).first()
-                    if found is None:
+                    if m.version_id is None:
                         raise NotFound("model version", f"models:/{model}/{version}")
                     if needs_state:
                         state = self._state(conn, m.id, model, version)
