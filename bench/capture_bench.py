@@ -226,6 +226,13 @@ def measure_trace(folder: Path, rows: int, lookups: int) -> dict[str, Any]:
         found = find_prediction(registry._art, version, pid)
         assert found is not None and verify_receipt(found["receipt"], public)
         checked.append(time.perf_counter() - t)
+    # the whole report a person gets: registry.trace (receipt, ledger, manifest, data lineage)
+    traced = []
+    for pid in ids[:50]:
+        t = time.perf_counter()
+        report = registry.trace(pid)
+        traced.append(time.perf_counter() - t)
+        assert report.receipt_valid and report.prediction["id"] == pid
     registry.close()
     ordered = sorted(times)
     return {
@@ -243,6 +250,10 @@ def measure_trace(folder: Path, rows: int, lookups: int) -> dict[str, Any]:
             "max": round(ordered[-1] * 1e3, 2),
         },
         "find_and_verify_ms_median": round(statistics.median(checked) * 1e3, 2),
+        "full_trace_ms": {
+            "median": round(statistics.median(traced) * 1e3, 2),
+            "max": round(max(traced) * 1e3, 2),
+        },
     }
 
 
@@ -264,7 +275,7 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     headline_overhead = overhead["with_signature"]["overhead_us"]
-    trace_ms = trace["find_ms"]["median"]
+    trace_ms = trace["full_trace_ms"]["median"]  # the whole registry.trace report
     return {
         "overhead_us_per_call": headline_overhead,
         "batched_predictions_per_s": throughput["predictions_per_s"],
@@ -318,10 +329,11 @@ def print_table(r: dict[str, Any]) -> None:
             f"{t['predict_calls_only_per_s']:,} /s",
         ),
         (
-            f"trace lookup, {tr['captured_rows']:,} captured",
+            f"registry.trace, {tr['captured_rows']:,} captured",
             f"{r['trace_ms']:.2f} ms",
             f"< {TARGET_TRACE_MS:.0f} ms",
             verdict(r["pass"]["trace"]),
+            f"max {tr['full_trace_ms']['max']} ms; the lookup alone: median {tr['find_ms']['median']}, "
             f"p95 {tr['find_ms']['p95']} ms, max {tr['find_ms']['max']} ms; {tr['files']} files, "
             f"{tr['bytes_per_row']} B/row; made in {tr['generate_s']} s",
         ),
