@@ -48,6 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _machine import cpu_model, dist_version
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_OUT = HERE / "results" / "datasets.json"
@@ -57,23 +59,6 @@ MIB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- environment facts
-
-
-def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _mem_total_mb() -> float | None:
@@ -97,12 +82,12 @@ def _git_revision() -> str | None:
 def _machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "mem_total_mb": _mem_total_mb(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "pyarrow": _dist_version("pyarrow"),
-        "pandas": _dist_version("pandas"),
+        "pyarrow": dist_version("pyarrow"),
+        "pandas": dist_version("pandas"),
         "git": _git_revision(),
     }
 

@@ -47,6 +47,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _machine import cpu_model, dist_version
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_OUT = HERE / "results" / "ledger.json"
@@ -58,23 +60,6 @@ N_ALIASES = 50
 
 
 # --------------------------------------------------------------------------- environment facts
-
-
-def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _fs_type(path: Path) -> str:
@@ -363,14 +348,14 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
         ],
         "machine": {
             "cpu_count": os.cpu_count(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version,
             "filesystem": _fs_type(base.parent),
-            "sqlalchemy": _dist_version("sqlalchemy"),
-            "cryptography": _dist_version("cryptography"),
-            "modelledger": _dist_version("modelledger"),
+            "sqlalchemy": dist_version("sqlalchemy"),
+            "cryptography": dist_version("cryptography"),
+            "modelledger": dist_version("modelledger"),
             "modelledger_git": _git_state(),
             "loadavg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         },

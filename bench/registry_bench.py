@@ -39,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _machine import cpu_model, dist_version
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_OUT = HERE / "results" / "registry.json"
@@ -475,23 +477,6 @@ def run_child(side: str, cfg: argparse.Namespace) -> dict[str, Any]:
         return data
 
 
-def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def _git_state() -> str | None:
     try:
         rev = subprocess.run(
@@ -641,16 +626,16 @@ def report(cfg: argparse.Namespace) -> int:
     results["durability"] = {"modelledger": led["durability"], "mlflow": mlf["durability"]}
     results["machine"] = {
         "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "filesystem": led["workdir_fs"],
-        "mlflow": _dist_version("mlflow"),
-        "modelledger": _dist_version("modelledger"),
+        "mlflow": dist_version("mlflow"),
+        "modelledger": dist_version("modelledger"),
         "modelledger_git": _git_state(),
-        "scikit-learn": _dist_version("scikit-learn"),
-        "sqlalchemy": _dist_version("sqlalchemy"),
+        "scikit-learn": dist_version("scikit-learn"),
+        "sqlalchemy": dist_version("sqlalchemy"),
     }
     results["run"] = {
         "date": started.isoformat(timespec="seconds"),
