@@ -53,9 +53,9 @@ class LazyJSON(Mapping[str, Any]):
 
     __slots__ = ("_data", "_text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, data: dict[str, Any] | None = None) -> None:
         self._text = text
-        self._data: dict[str, Any] | None = None
+        self._data = data  # the decoded value, when the caller already has it
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .domain import (
     FileEntry,
+    LazyJSON,
     Model,
     ModelVersion,
     Page,
@@ -662,7 +663,9 @@ class Registry(GovernanceVerbs):
                     f"{folder}/artifacts/{rel.as_posix()}", iter_file(source_dir / rel), tick
                 )
                 entries.append(FileEntry(path=rel.as_posix(), size=size, sha256=sha))
-            digest = version_digest(entries, manifest)
+            # encoded once: the digest, the metadata row and the ledger all use this text
+            sealed = LazyJSON(canonical_json(manifest).decode("utf-8"), manifest)
+            digest = version_digest(entries, sealed)
             record = {
                 "model": name,
                 "digest": digest,
@@ -679,7 +682,7 @@ class Registry(GovernanceVerbs):
                 raise StorageError(f"cannot write artefacts to {self._art.uri(folder)}: {exc}") from exc
             raise
         return StagedVersion(
-            model=name, folder=folder, digest=digest, flavor=flavor, files=tuple(entries), manifest=manifest
+            model=name, folder=folder, digest=digest, flavor=flavor, files=tuple(entries), manifest=sealed
         )
 
     def create_version(self, staged: StagedVersion) -> ModelVersion:

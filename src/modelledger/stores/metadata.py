@@ -460,7 +460,8 @@ class SqlMetadataStore:
     ) -> ModelVersion:
         files_json = json.dumps([f.to_dict() for f in files], separators=(",", ":"))
         # Stored in canonical form, so a load can digest the text as it is, without re-encoding.
-        manifest_json = canonical_json(dict(manifest)).decode("utf-8")
+        text = getattr(manifest, "canonical_text", None)
+        manifest_json = text if isinstance(text, str) else canonical_json(dict(manifest)).decode("utf-8")
         try:
             with self._write() as conn:
                 # Every governed write takes the ledger head first: one lock order, no deadlocks.
