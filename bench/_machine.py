@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import subprocess
+from pathlib import Path
 
 
 def dist_version(name: str) -> str | None:
@@ -22,3 +24,33 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem holding ``path``, as 'ext4 (/dev/vda on /)'."""
+    best, fstype = "", "unknown"
+    target = str(path.resolve())
+    with contextlib.suppress(OSError), open("/proc/mounts") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 3 and target.startswith(parts[1]) and len(parts[1]) > len(best):
+                best, fstype = parts[1], f"{parts[2]} ({parts[0]} on {parts[1]})"
+    return fstype
+
+
+def git_state(repo: Path) -> str | None:
+    """The checkout's short revision, with '+dirty src' when src/ has uncommitted changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=repo, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
+            capture_output=True,
+            text=True,
+            cwd=repo,
+            check=True,
+        ).stdout.strip()
+        return rev + ("+dirty src" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None

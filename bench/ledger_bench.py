@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import datetime as _dt
 import io
@@ -39,7 +38,6 @@ import pstats
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _machine import cpu_model, dist_version
+from _machine import cpu_model, dist_version, fs_type, git_state
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -60,34 +58,6 @@ N_ALIASES = 50
 
 
 # --------------------------------------------------------------------------- environment facts
-
-
-def _fs_type(path: Path) -> str:
-    best, fstype = "", "unknown"
-    target = str(path.resolve())
-    with contextlib.suppress(OSError), open("/proc/mounts") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) >= 3 and target.startswith(parts[1]) and len(parts[1]) > len(best):
-                best, fstype = parts[1], f"{parts[2]} ({parts[0]} on {parts[1]})"
-    return fstype
-
-
-def _git_state() -> str | None:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            check=True,
-        ).stdout.strip()
-        return rev + ("+dirty src" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _fsync_floor_ms(folder: Path, n: int = 50) -> float:
@@ -352,11 +322,11 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version,
-            "filesystem": _fs_type(base.parent),
+            "filesystem": fs_type(base.parent),
             "sqlalchemy": dist_version("sqlalchemy"),
             "cryptography": dist_version("cryptography"),
             "modelledger": dist_version("modelledger"),
-            "modelledger_git": _git_state(),
+            "modelledger_git": git_state(REPO),
             "loadavg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         },
         "run": {

@@ -22,7 +22,6 @@ the orchestrating process, only by its own child process.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import gc
 import json
@@ -39,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _machine import cpu_model, dist_version
+from _machine import cpu_model, dist_version, fs_type, git_state
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -118,17 +117,6 @@ def fsync_floor(folder: Path, reps: int) -> list[float]:
         os.close(fd)
         path.unlink()
     return out
-
-
-def _fs_type(path: Path) -> str:
-    best, fstype = "", "unknown"
-    target = str(path.resolve())
-    with contextlib.suppress(OSError), open("/proc/mounts") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) >= 3 and target.startswith(parts[1]) and len(parts[1]) > len(best):
-                best, fstype = parts[1], f"{parts[2]} ({parts[0]} on {parts[1]})"
-    return fstype
 
 
 # --------------------------------------------------------------------------- the workload
@@ -340,7 +328,7 @@ def run_side(side_name: str, cfg: argparse.Namespace, workdir: Path) -> dict[str
     side: Side = (LedgerSide if side_name == "modelledger" else MlflowSide)(workdir, cfg.versions)
     side.setup()
     reps, warm = cfg.reps, cfg.warmup
-    out: dict[str, Any] = {"side": side_name, "ops": {}, "workdir_fs": _fs_type(workdir)}
+    out: dict[str, Any] = {"side": side_name, "ops": {}, "workdir_fs": fs_type(workdir)}
     out["durability"] = side.durability()
     floor_before = fsync_floor(side.fsync_dir, cfg.fsync_reps)
     ops = out["ops"]
@@ -475,23 +463,6 @@ def run_child(side: str, cfg: argparse.Namespace) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(result.read_text())
         data["wall_s"] = time.perf_counter() - t0
         return data
-
-
-def _git_state() -> str | None:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            check=True,
-        ).stdout.strip()
-        return rev + ("+dirty src" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -633,7 +604,7 @@ def report(cfg: argparse.Namespace) -> int:
         "filesystem": led["workdir_fs"],
         "mlflow": dist_version("mlflow"),
         "modelledger": dist_version("modelledger"),
-        "modelledger_git": _git_state(),
+        "modelledger_git": git_state(REPO),
         "scikit-learn": dist_version("scikit-learn"),
         "sqlalchemy": dist_version("sqlalchemy"),
     }
