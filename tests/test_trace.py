@@ -157,3 +157,12 @@ def test_trace_cli(served, db_url: str, tmp_path: Path) -> None:
     listed = CliRunner().invoke(main, ["predictions", "credit-risk", "-o", str(out), *args])
     assert listed.exit_code == 0, listed.output
     assert pd.read_parquet(out).shape[0] == 40
+
+
+def test_predictions_cli_refuses_an_unknown_output_format(served, db_url: str, tmp_path: Path) -> None:
+    args = ["--registry", db_url, "--artifacts", str(tmp_path / "artifacts")]
+    target = tmp_path / "preds.txt"
+    result = CliRunner().invoke(main, ["predictions", "credit-risk", "-o", str(target), *args])
+    assert result.exit_code == 1
+    assert "use a .csv or .parquet file" in result.output
+    assert not target.exists()

@@ -254,6 +254,37 @@ reason_option = click.option("--reason", default=None, help="Why; recorded in th
 required_reason_option = click.option(
     "--reason", required=True, help="Why (the evidence reviewed); recorded in the ledger."
 )
+
+
+def output_option(help_text: str) -> Callable[[F], F]:
+    """``-o/--output PATH`` (a file, not a folder), passed as ``output_path``."""
+    return click.option(
+        "-o",
+        "--output",
+        "output_path",
+        default=None,
+        type=click.Path(dir_okay=False, path_type=str),
+        help=help_text,
+    )
+
+
+def _check_table_output(output_path: str | None) -> None:
+    """Refuse an output path we cannot write before doing any work."""
+    if output_path is not None and Path(output_path).suffix.lower() not in TABLE_SUFFIXES:
+        raise InvalidInput(f"cannot write {output_path}: use a .csv or .parquet file")
+
+
+def _write_table(frame: Any, output_path: str) -> None:
+    """A pandas frame to .csv or .parquet (checked with :func:`_check_table_output`)."""
+    try:
+        if Path(output_path).suffix.lower() == ".csv":
+            frame.to_csv(output_path, index=False)
+        else:
+            frame.to_parquet(output_path, index=False)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
+
+
 limit_option = click.option("--limit", type=int, default=None, help="Page size (1-1000, default 100).")
 cursor_option = click.option("--cursor", default=None, help="Continue a listing from its 'Next page' cursor.")
 tag_option = click.option(
@@ -737,14 +768,7 @@ def _with_predictions(frame: Any, predictions: Any) -> Any:
 @main.command()
 @click.argument("identifier")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=str))
-@click.option(
-    "-o",
-    "--output",
-    "output_path",
-    default=None,
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Write predictions here (.csv or .parquet); default: CSV on stdout.",
-)
+@output_option("Write predictions here (.csv or .parquet); default: CSV on stdout.")
 @registry_options
 def predict(registry: Registry, identifier: str, input_path: str, output_path: str | None) -> None:
     """Score a CSV or Parquet file: its columns plus a 'prediction' column.
@@ -754,21 +778,14 @@ def predict(registry: Registry, identifier: str, input_path: str, output_path: s
         modelledger predict models:/credit-risk@production applications.csv -o scored.parquet
         modelledger predict models:/credit-risk/3 applications.parquet > scored.csv
     """
-    if output_path is not None and Path(output_path).suffix.lower() not in TABLE_SUFFIXES:
-        raise InvalidInput(f"cannot write {output_path}: use a .csv or .parquet file")
+    _check_table_output(output_path)
     model = registry.load(identifier)
     frame = _read_table(input_path)
     out = _with_predictions(frame, model.predict(frame))
     if output_path is None:
         click.echo(out.to_csv(index=False), nl=False)
         return
-    try:
-        if Path(output_path).suffix.lower() == ".csv":
-            out.to_csv(output_path, index=False)
-        else:
-            out.to_parquet(output_path, index=False)
-    except OSError as exc:
-        raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
+    _write_table(out, output_path)
     click.echo(f"Wrote {len(out)} predictions to {output_path}", err=True)
 
 
@@ -1223,14 +1240,7 @@ def keys() -> None:
 
 
 @keys.command("export")
-@click.option(
-    "-o",
-    "--output",
-    "output_path",
-    default=None,
-    type=click.Path(dir_okay=False, path_type=str),
-    help="Write the PEM here; default: stdout.",
-)
+@output_option("Write the PEM here; default: stdout.")
 @registry_options
 def keys_export(registry: Registry, output_path: str | None) -> None:
     """Print or write the registry's public key (PEM).
@@ -2002,16 +2012,14 @@ def trace(registry: Registry, prediction_id: str, as_json: bool) -> None:
 @click.argument("identifier_or_model")
 @click.option("--since", default=None, help="Only predictions at or after this time (ISO 8601).")
 @click.option("--until", default=None, help="Only predictions before this time (ISO 8601).")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write them to a .csv or .parquet file (default: a summary on stdout).",
-)
+@output_option("Write them to a .csv or .parquet file (default: a summary on stdout).")
 @registry_options
 def predictions(
-    registry: Registry, identifier_or_model: str, since: str | None, until: str | None, output: Path | None
+    registry: Registry,
+    identifier_or_model: str,
+    since: str | None,
+    until: str | None,
+    output_path: str | None,
 ) -> None:
     """Read captured predictions of a version, or of every version of a model, for a time range.
 
@@ -2020,20 +2028,13 @@ def predictions(
         modelledger predictions credit-risk --since 2026-11-01 -o november.parquet
         modelledger predictions models:/credit-risk/3 --since 2026-11-27T00:00:00Z
     """
+    _check_table_output(output_path)
     table = registry.predictions(identifier_or_model, since=since, until=until)
-    if output is None:
+    if output_path is None:
         click.echo(f"{table.num_rows} captured prediction(s)")
         if table.num_rows:
             times = table.column("time")
             click.echo(f"from {times[0].as_py()} to {times[-1].as_py()}")
         return
-    suffix = output.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, output)
-    elif suffix == ".csv":
-        table.to_pandas().to_csv(output, index=False)
-    else:
-        raise InvalidInput(f"cannot write {output}: use a .csv or .parquet file")
-    click.echo(f"wrote {table.num_rows} prediction(s) to {output}")
+    _write_table(table.to_pandas(), output_path)
+    click.echo(f"wrote {table.num_rows} prediction(s) to {output_path}")

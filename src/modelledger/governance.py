@@ -96,12 +96,12 @@ class GovernanceVerbs:
         def actor(self) -> str: ...
         def get_version(self, name_or_uri: str, version: int | None = None) -> ModelVersion: ...
 
-    def _govern(self, uri: str, decide: Any) -> str:
-        """Apply ``decide`` to the version ``uri`` names now; returns its ``models:/x/N`` form.
+    def _govern(self, target: str | ModelVersion, decide: Any) -> str:
+        """Apply ``decide`` to the version ``target`` names now; returns its ``models:/x/N`` form.
 
-        The number form matters: the decision may move the very alias ``uri`` used.
+        The number form matters: the decision may move the very alias the caller used.
         """
-        mv = self.get_version(uri)
+        mv = self.get_version(target) if isinstance(target, str) else target
         self._meta.govern(mv.model, mv.version, decide, actor=self.actor, signer=self._signer())
         return mv.uri
 
@@ -151,7 +151,7 @@ class GovernanceVerbs:
             measured[key] = float(value)
         results = evaluate_gates(parse_gates(mv.manifest.get("gates")), measured)
         return self.state(
-            self._govern(uri, lambda ctx: decide_validation(ctx, results, reason=reason, dataset=dataset))
+            self._govern(mv, lambda ctx: decide_validation(ctx, results, reason=reason, dataset=dataset))
         )
 
     def approve(self, uri: str, *, reason: str) -> VersionState:
@@ -175,7 +175,7 @@ class GovernanceVerbs:
         target = validate_alias(alias or mv.manifest.get("target_alias") or "production")
         if target == "rollback":
             raise InvalidInput("@rollback is managed by deploy and rollback; deploy to another alias")
-        return self.state(self._govern(mv.uri, lambda ctx: decide_deploy(ctx, target, reason=reason)))
+        return self.state(self._govern(mv, lambda ctx: decide_deploy(ctx, target, reason=reason)))
 
     def rollback(self, name: str, *, alias: str = "production", reason: str | None = None) -> int:
         """Move ``alias`` back to the version held by ``@rollback``; returns that version."""
