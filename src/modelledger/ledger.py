@@ -349,10 +349,12 @@ class ChainBuilder:
         sha256 = hashlib.sha256
         encode = event_bytes
         hashes: list[str] = []
+        checked: str | None = None  # events of one batch usually share one time string
         for event in events:
             if event.seq != seq:
                 raise InvalidInput(f"ledger event has seq {event.seq}, the next seq is {seq}")
-            check_time(event.time)
+            if event.time is not checked:
+                checked = check_time(event.time)
             for name in ("actor", "action", "subject"):
                 if not getattr(event, name):
                     raise InvalidInput(f"ledger event {name} must not be empty (seq {seq})")
@@ -416,8 +418,13 @@ def _checkpoint_payload(seq: int, head_hash: str, time: str, kid: str) -> bytes:
     )
 
 
-def sign_checkpoint(private: Ed25519PrivateKey, seq: int, head_hash: bytes | str, time: str) -> Checkpoint:
+def sign_checkpoint(
+    private: Ed25519PrivateKey, seq: int, head_hash: bytes | str, time: str, *, kid: str | None = None
+) -> Checkpoint:
     """Sign the chain head ``head_hash`` (the hash of event ``seq``) with the registry key.
+
+    ``kid`` is the key's id when the caller already knows it (it is derived from the key
+    otherwise); a wrong one makes the checkpoint fail verification.
 
     >>> builder.extend(events)  # doctest: +SKIP
     >>> checkpoint = sign_checkpoint(key, builder.last_seq, builder.head, utc_now())  # doctest: +SKIP
@@ -426,7 +433,8 @@ def sign_checkpoint(private: Ed25519PrivateKey, seq: int, head_hash: bytes | str
         raise InvalidInput(f"checkpoint seq must be a non-negative int, got {seq!r}")
     head_hex = _hash_bytes(head_hash, "head hash").hex()
     check_time(time)
-    kid = key_id(private)
+    if kid is None:
+        kid = key_id(private)
     signature = sign(private, _checkpoint_payload(seq, head_hex, time, kid))
     return Checkpoint(
         seq=seq,

@@ -140,6 +140,7 @@ class Registry(GovernanceVerbs):
         self._key_path = key_path or Path(DEFAULT_HOME) / "registry.key"
         self._datasets: Datasets | None = None
         self._private_key: Any = None
+        self._key_id = ""
         self._auto_migrate = auto_migrate
         self._checked = False
         self.folder_naming = folder_naming
@@ -281,8 +282,9 @@ class Registry(GovernanceVerbs):
             if stored is not None and stored[0] != key_id(key):
                 raise Conflict(f"the key at {self._key_path} is not this registry's signing key")
             self._private_key = key
-        key = self._private_key
-        return lambda seq, head, time: sign_checkpoint(key, seq, head, time)
+            self._key_id = key_id(key)
+        key, kid = self._private_key, self._key_id
+        return lambda seq, head, time: sign_checkpoint(key, seq, head, time, kid=kid)
 
     def public_key(self) -> bytes:
         """The registry's public key (PEM), to verify the ledger and receipts anywhere."""

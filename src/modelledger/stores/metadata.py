@@ -36,6 +36,7 @@ from ..ledger import ChainBuilder, Checkpoint, LedgerEvent, utc_now
 from ..lifecycle import EventDraft, GovContext, ReplayedState, VersionState, effects
 from ..policy import Policy
 from . import tables as t
+from .driver import Driver
 
 __all__ = ["HEAD_REVISION", "Decide", "MetadataStore", "Signer", "SqlMetadataStore"]
 
@@ -131,6 +132,11 @@ def _utc(value: datetime | str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+# json.dumps with non-default options builds a new encoder on every call; these are built once.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_COMPACT_SORTED = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def _bp(name: str) -> Any:
     return sa.bindparam(name)
 
@@ -190,9 +196,13 @@ Q_MODEL_AND_VERSION = (
     )
     .where(t.models.c.name == _bp("name"))
 )
-Q_STATE = sa.select(t.version_state).where(
-    t.version_state.c.model_id == _bp("mid"), t.version_state.c.version == _bp("version")
-)
+Q_STATE = sa.select(
+    t.version_state.c.stage,
+    t.version_state.c.registered_by,
+    t.version_state.c.approved_by,
+    t.version_state.c.decided_at,
+    t.version_state.c.last_seq,
+).where(t.version_state.c.model_id == _bp("mid"), t.version_state.c.version == _bp("version"))
 Q_STATE_INSERT = t.version_state.insert()
 Q_STATE_UPDATE = t.version_state.update().where(
     t.version_state.c.model_id == _bp("mid_"), t.version_state.c.version == _bp("version_")
@@ -205,7 +215,7 @@ Q_NEXT_VERSION = (
     .values(last_version=t.models.c.last_version + 1)
     .returning(t.models.c.id, t.models.c.last_version)
 )
-Q_VERSION_INSERT = t.versions.insert()
+Q_VERSION_INSERT = t.versions.insert().returning(t.versions.c.id)
 Q_MODEL_INSERT = t.models.insert()
 Q_ALIAS_HISTORY_INSERT = t.alias_history.insert()
 Q_ALIAS_DELETE = t.aliases.delete().where(t.aliases.c.model_id == _bp("m"), t.aliases.c.alias == _bp("a"))
@@ -228,6 +238,8 @@ class SqlMetadataStore:
         self.url = normalise_url(url)
         self._engine: Engine | None = None
         self._upserts: dict[str, Any] = {}
+        self._driver: Driver | None = None
+        self._state_updates: dict[tuple[str, ...], Any] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -238,6 +250,13 @@ class SqlMetadataStore:
         if self._engine is None:
             self._engine = self._make_engine()
         return self._engine
+
+    @property
+    def driver(self) -> Driver:
+        """The hot path's statement runner (see stores/driver.py)."""
+        if self._driver is None:
+            self._driver = Driver(self.engine.dialect)
+        return self._driver
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
@@ -269,7 +288,7 @@ class SqlMetadataStore:
         try:
             with self.engine.connect() as conn, conn.begin():
                 if self.is_sqlite:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    self.driver.execute_sql(conn, "BEGIN IMMEDIATE")
                 yield conn
         except sa.exc.IntegrityError:
             raise
@@ -458,7 +477,7 @@ class SqlMetadataStore:
         links: Sequence[tuple[str, str]] = (),
         needs_context: bool = True,
     ) -> ModelVersion:
-        files_json = json.dumps([f.to_dict() for f in files], separators=(",", ":"))
+        files_json = _COMPACT.encode([f.to_dict() for f in files])
         # Stored in canonical form, so a load can digest the text as it is, without re-encoding.
         text = getattr(manifest, "canonical_text", None)
         manifest_json = text if isinstance(text, str) else canonical_json(dict(manifest)).decode("utf-8")
@@ -468,17 +487,20 @@ class SqlMetadataStore:
                 head = self._lock_head(conn)
                 # The number is allocated inside this transaction: the row lock (PostgreSQL)
                 # or the write lock (SQLite) serialises concurrent registrations.
-                row = conn.execute(Q_NEXT_VERSION, {"model_name": model}).first()
+                run = self.driver
+                row = run.first(conn, Q_NEXT_VERSION, {"model_name": model})
                 if row is None and create_model:
                     self._insert_model(conn, model, "", now, ignore=True)
-                    row = conn.execute(Q_NEXT_VERSION, {"model_name": model}).first()
+                    row = run.first(conn, Q_NEXT_VERSION, {"model_name": model})
                 if row is None:
                     raise NotFound("model", model)
-                inserted = conn.execute(
+                model_id, number = int(row[0]), int(row[1])
+                inserted = run.first(
+                    conn,
                     Q_VERSION_INSERT,
                     {
-                        "model_id": row.id,
-                        "version": row.last_version,
+                        "model_id": model_id,
+                        "version": number,
                         "folder": folder,
                         "digest": digest,
                         "flavor": flavor,
@@ -488,7 +510,8 @@ class SqlMetadataStore:
                         "created_by": created_by,
                     },
                 )
-                key = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+                assert inserted is not None
+                key = int(inserted[0])
                 for uri, role in links:
                     dname, dver = _parse_dataset_ref(uri)
                     dv = self._dataset_version_row(conn, dname, dver)
@@ -497,18 +520,20 @@ class SqlMetadataStore:
                     )
                 ctx = GovContext(
                     model=model,
-                    version=row.last_version,
+                    version=number,
                     state=None,
-                    aliases=self._alias_map(conn, row.id) if needs_context else {},
+                    aliases=self._alias_map(conn, model_id) if needs_context else {},
                     policy=self._policy(conn) if needs_context else Policy(),
                     actor=created_by,
                 )
-                self._append(conn, head, walk(ctx), actor=created_by, signer=signer)
+                self._append(
+                    conn, head, walk(ctx), actor=created_by, signer=signer, model_ids={model: model_id}
+                )
         except sa.exc.IntegrityError as exc:
             raise AlreadyExists("version folder", folder) from exc
         return ModelVersion(
             model=model,
-            version=row.last_version,
+            version=number,
             folder=folder,
             digest=digest,
             flavor=flavor,
@@ -615,30 +640,32 @@ class SqlMetadataStore:
     # ------------------------------------------------------------ governance: the ledger
 
     def _lock_head(self, conn: Connection) -> tuple[int, str]:
-        row = conn.execute(Q_HEAD).first()
+        row = self.driver.first(conn, Q_HEAD)
         if row is None:
             raise StorageError("the ledger head row is missing: the metadata store was tampered with")
-        return int(row.seq), str(row.hash)
+        return int(row[0]), str(row[1])
 
     def _policy(self, conn: Connection) -> Policy:
-        raw = conn.execute(Q_POLICY).scalar()
+        row = self.driver.first(conn, Q_POLICY)
+        raw = row[0] if row else None
         return Policy.from_dict(json.loads(raw)) if raw else Policy()
 
     def _alias_map(self, conn: Connection, model_id: int) -> dict[str, int]:
-        return {r.alias: r.version for r in conn.execute(Q_ALIAS_MAP, {"mid": model_id})}
+        return {alias: int(v) for alias, v in self.driver.all(conn, Q_ALIAS_MAP, {"mid": model_id})}
 
     def _state(self, conn: Connection, model_id: int, model: str, version: int) -> VersionState | None:
-        row = conn.execute(Q_STATE, {"mid": model_id, "version": version}).first()
+        row = self.driver.first(conn, Q_STATE, {"mid": model_id, "version": version})
         if row is None:
             return None
+        stage, registered_by, approved_by, decided_at, last_seq = row
         return VersionState(
             model=model,
             version=version,
-            stage=row.stage,
-            registered_by=row.registered_by,
-            approved_by=row.approved_by,
-            decided_at=row.decided_at,
-            last_seq=row.last_seq,
+            stage=stage,
+            registered_by=registered_by,
+            approved_by=approved_by,
+            decided_at=decided_at,
+            last_seq=int(last_seq),
         )
 
     def govern(
@@ -661,17 +688,20 @@ class SqlMetadataStore:
             head = self._lock_head(conn)
             state = None
             aliases: dict[str, int] = {}
+            model_ids: dict[str, int] = {}
             if model:
                 # one statement for the model and, when asked, whether the version exists
-                m = conn.execute(Q_MODEL_AND_VERSION, {"name": model, "version": version or 0}).first()
+                m = self.driver.first(conn, Q_MODEL_AND_VERSION, {"name": model, "version": version or 0})
                 if m is None:
                     raise NotFound("model", model)
-                aliases = self._alias_map(conn, m.id)
+                model_id, version_id = int(m[0]), m[1]
+                model_ids[model] = model_id
+                aliases = self._alias_map(conn, model_id)
                 if version is not None:
-                    if m.version_id is None:
+                    if version_id is None:
                         raise NotFound("model version", f"models:/{model}/{version}")
                     if needs_state:
-                        state = self._state(conn, m.id, model, version)
+                        state = self._state(conn, model_id, model, version)
             ctx = GovContext(
                 model=model,
                 version=version,
@@ -680,7 +710,7 @@ class SqlMetadataStore:
                 policy=self._policy(conn) if needs_policy else Policy(),
                 actor=actor,
             )
-            return self._append(conn, head, decide(ctx), actor=actor, signer=signer)
+            return self._append(conn, head, decide(ctx), actor=actor, signer=signer, model_ids=model_ids)
 
     def _append(
         self,
@@ -690,7 +720,12 @@ class SqlMetadataStore:
         *,
         actor: str,
         signer: Signer,
+        model_ids: dict[str, int] | None = None,
     ) -> list[LedgerEvent]:
+        """Chain, store and apply the drafted events, move the head and sign a checkpoint.
+
+        ``model_ids`` holds model ids the caller already read (name -> id), saving a lookup.
+        """
         if not drafts:
             return []
         builder = ChainBuilder(head=head[1], next_seq=head[0] + 1)
@@ -714,21 +749,22 @@ class SqlMetadataStore:
                     "actor": event.actor,
                     "action": event.action,
                     "subject": event.subject,
-                    "data": json.dumps(event.data, sort_keys=True, separators=(",", ":")),
+                    "data": _COMPACT_SORTED.encode(event.data),
                     "reason": event.reason,
                     "hash": digest,
                 }
             )
-        conn.execute(Q_EVENTS_INSERT, rows)
-        model_ids: dict[str, int] = {}
+        run = self.driver
+        run.executemany(conn, Q_EVENTS_INSERT, rows)
+        ids = dict(model_ids or {})
         moves = _AliasMoves()
         for event in events:
-            self._apply(conn, event, model_ids, moves)
+            self._apply(conn, event, ids, moves)
         self._write_states(conn, moves)
         self._write_alias_moves(conn, moves)
-        conn.execute(Q_HEAD_UPDATE, {"new_seq": builder.last_seq, "new_hash": builder.head_hex})
+        run.execute(conn, Q_HEAD_UPDATE, {"new_seq": builder.last_seq, "new_hash": builder.head_hex})
         cp = signer(builder.last_seq, builder.head, time)
-        conn.execute(Q_CHECKPOINT_INSERT, cp.to_dict())
+        run.execute(conn, Q_CHECKPOINT_INSERT, cp.to_dict())
         return events
 
     def _model_id(self, conn: Connection, name: str, cache: dict[str, int]) -> int:
@@ -777,14 +813,22 @@ class SqlMetadataStore:
                 )
         if eff.policy is not None:
             value = json.dumps(eff.policy, sort_keys=True)
-            conn.execute(self._upsert("setting"), {"key": "policy", "value": value})
+            self.driver.execute(conn, self._upsert("setting"), {"key": "policy", "value": value})
 
     def _write_states(self, conn: Connection, moves: _AliasMoves) -> None:
         for (mid, version), (values, new) in moves.states.items():
             if new:
-                conn.execute(Q_STATE_INSERT, {"model_id": mid, "version": version, **values})
+                self.driver.execute(conn, Q_STATE_INSERT, {"model_id": mid, "version": version, **values})
             else:
-                conn.execute(Q_STATE_UPDATE.values(**values), {"mid_": mid, "version_": version})
+                stmt = self._state_update(tuple(sorted(values)))
+                self.driver.execute(conn, stmt, {"mid_": mid, "version_": version, **values})
+
+    def _state_update(self, columns: tuple[str, ...]) -> Any:
+        """UPDATE version_state SET <columns> for one version, built once per column set."""
+        stmt = self._state_updates.get(columns)
+        if stmt is None:
+            stmt = self._state_updates[columns] = Q_STATE_UPDATE.values({c: _bp(c) for c in columns})
+        return stmt
 
     def _write_alias_moves(self, conn: Connection, moves: _AliasMoves) -> None:
         if not moves.history:
@@ -792,15 +836,15 @@ class SqlMetadataStore:
         now = datetime.now(timezone.utc)
         gone = [{"m": mid, "a": alias} for (mid, alias), v in moves.aliases.items() if v is None]
         if gone:
-            conn.execute(Q_ALIAS_DELETE, gone)
+            self.driver.executemany(conn, Q_ALIAS_DELETE, gone)
         kept = [
             {"model_id": mid, "alias": alias, "version": v, "updated_at": now}
             for (mid, alias), v in moves.aliases.items()
             if v is not None
         ]
         if kept:
-            conn.execute(self._upsert("alias"), kept)
-        conn.execute(Q_ALIAS_HISTORY_INSERT, moves.history)
+            self.driver.executemany(conn, self._upsert("alias"), kept)
+        self.driver.executemany(conn, Q_ALIAS_HISTORY_INSERT, moves.history)
 
     @staticmethod
     def _event(r: Any) -> LedgerEvent:
