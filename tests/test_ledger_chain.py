@@ -204,7 +204,16 @@ def test_check_time_accepts_rfc3339_utc(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["2024-05-01T12:00:00", "2024-05-01T12:00:00+00:00", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", ""],
+    [
+        "2024-05-01T12:00:00",
+        "2024-05-01T12:00:00+00:00",
+        "2023-02-29T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-05-01T24:00:00Z",
+        "2024-05-01T12:00:61Z",
+        "2024-05-01 12:00:00Z",
+        "",
+    ],
 )
 def test_check_time_refuses_other_forms(value: str) -> None:
     with pytest.raises(InvalidInput):

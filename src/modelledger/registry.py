@@ -140,7 +140,7 @@ class Registry(GovernanceVerbs):
         self._key_path = key_path or Path(DEFAULT_HOME) / "registry.key"
         self._datasets: Datasets | None = None
         self._private_key: Any = None
-        self._key_id = ""
+        self._sign: Signer | None = None
         self._auto_migrate = auto_migrate
         self._checked = False
         self.folder_naming = folder_naming
@@ -267,10 +267,11 @@ class Registry(GovernanceVerbs):
             )
 
     def _signer(self) -> Signer:
-        from .keys import key_id, load_private_key
-        from .ledger import sign_checkpoint
+        if self._sign is None:
+            # imported here, once: keys pulls in cryptography, which `import modelledger` avoids
+            from .keys import key_id, load_private_key
+            from .ledger import sign_checkpoint
 
-        if self._private_key is None:
             try:
                 key = load_private_key(self._key_path)
             except NotFound as exc:
@@ -278,13 +279,13 @@ class Registry(GovernanceVerbs):
                     f"no registry signing key at {self._key_path}: governed writes need it "
                     "(run `modelledger init` here, or set MODELLEDGER_KEY to the key file)"
                 ) from exc
+            kid = key_id(key)
             stored = self._meta.public_key()
-            if stored is not None and stored[0] != key_id(key):
+            if stored is not None and stored[0] != kid:
                 raise Conflict(f"the key at {self._key_path} is not this registry's signing key")
             self._private_key = key
-            self._key_id = key_id(key)
-        key, kid = self._private_key, self._key_id
-        return lambda seq, head, time: sign_checkpoint(key, seq, head, time, kid=kid)
+            self._sign = lambda seq, head, time: sign_checkpoint(key, seq, head, time, kid=kid)
+        return self._sign
 
     def public_key(self) -> bytes:
         """The registry's public key (PEM), to verify the ledger and receipts anywhere."""

@@ -124,7 +124,9 @@ def _like_escape(text: str) -> str:
 
 def _utc(value: datetime | str) -> datetime:
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        # SQLite holds naive UTC text; parsing it with the offset appended costs a sixth of
+        # parsing it and then calling .replace(tzinfo=...), which a listing does per row.
+        value = datetime.fromisoformat(value if value[-6:-5] in ("+", "-") else value + "+00:00")
     if value.tzinfo is timezone.utc:
         return value
     if value.tzinfo is None:
@@ -301,7 +303,7 @@ class SqlMetadataStore:
         try:
             with self.engine.connect() as conn:
                 if snapshot and self.is_sqlite:
-                    conn.exec_driver_sql("BEGIN")
+                    self.driver.execute_sql(conn, "BEGIN")
                 yield conn
         except sa.exc.IntegrityError:
             raise
@@ -590,12 +592,13 @@ class SqlMetadataStore:
         else:
             q, params = Q_VERSION, {"model": model, "version": version}
             label = f"models:/{model}/{version}"
-        with self._read() as conn:
-            row = conn.execute(q, params).first()
+        run = self.driver
+        with self._read(snapshot=True) as conn:
+            row = run.first(conn, q, params)
             if row is None:
                 self._model_row(conn, model)  # raises NotFound("model") when the model is unknown
                 raise NotFound("alias" if alias and alias != "latest" else "model version", label)
-            aliases = list(conn.execute(Q_ALIASES_OF, {"model": model, "version": row.version}).scalars())
+            aliases = [a for (a,) in run.all(conn, Q_ALIASES_OF, {"model": model, "version": row[2]})]
         return self._to_version(row, aliases)
 
     def get_version_by_key(self, key: int) -> ModelVersion:
@@ -608,15 +611,16 @@ class SqlMetadataStore:
 
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]:
         params = {"model": model, "before": before if before is not None else 2**31 - 1, "lim": limit}
-        with self._read() as conn:
-            rows = conn.execute(Q_LIST_VERSIONS, params).all()
+        run = self.driver
+        with self._read(snapshot=True) as conn:
+            rows = run.all(conn, Q_LIST_VERSIONS, params)
             if not rows:
                 self._model_row(conn, model)  # NotFound for an unknown model
                 return []
             alias_map: dict[int, list[str]] = {}
-            for alias, version in conn.execute(Q_MODEL_ALIASES, {"model": model}):
+            for alias, version in run.all(conn, Q_MODEL_ALIASES, {"model": model}):
                 alias_map.setdefault(version, []).append(alias)
-        return [self._to_version(r, alias_map.get(r.version, ())) for r in rows]
+        return [self._to_version(r, alias_map.get(r[2], ())) for r in rows]
 
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]:
         """Every version of every model, fetched in pages (for verify)."""
