@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -329,3 +330,21 @@ def test_audit_by_version_is_exact_and_verbs_follow_moving_aliases(alice: Regist
     assert bob.transition("models:/m@staging", "retired", reason="superseded").stage == "retired"
     with pytest.raises(InvalidInput, match="invalid time"):
         alice.audit(since="yesterday")
+
+
+def test_event_data_is_stored_as_the_canonical_text_the_chain_hashes(
+    alice: Registry, fitted_pipeline
+) -> None:
+    from modelledger.canonical import canonicalize_str
+    from modelledger.stores import tables as t
+
+    # manifest values reach the events: non-ASCII text, a character beyond U+FFFF, floats
+    uri = _register(alice, fitted_pipeline, training_job={"id": "entraîné-\U0001f680", "host": "hôte"})
+    with alice._meta._read() as conn:
+        stored = [text for (text,) in conn.execute(sa.select(t.ledger_events.c.data)).all()]
+    assert all(text == canonicalize_str(json.loads(text)) for text in stored)
+    history = alice.history(uri)
+    assert history[2].data["details"]["training_job"]["id"] == "entraîné-\U0001f680"
+    assert history[3].data["results"][0]["value"] == 0.86
+    report = alice.verify_ledger()
+    assert report.ok and report.events_checked == len(stored)

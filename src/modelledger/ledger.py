@@ -27,7 +27,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from itertools import islice
@@ -228,10 +228,12 @@ class LedgerEvent:
         )
 
 
-def event_bytes(event: LedgerEvent) -> bytes:
+def event_bytes(event: LedgerEvent, data_text: str | None = None) -> bytes:
     """``canonicalize(event.to_dict())``, without building the intermediate dict.
 
     The member order is fixed: action, actor, data, reason, seq, subject, time.
+    ``data_text``, when given, must be ``canonicalize_str(event.data)``, from a caller that
+    needs that text anyway (a store keeping it as the event's data column).
     """
     seq = event.seq
     reason = event.reason
@@ -252,7 +254,7 @@ def event_bytes(event: LedgerEvent) -> bytes:
                 ',"actor":',
                 _json_string(event.actor),
                 ',"data":',
-                canonicalize_str(data),
+                canonicalize_str(data) if data_text is None else data_text,
                 ',"reason":',
                 "null" if reason is None else _json_string(reason),
                 ',"seq":',
@@ -349,15 +351,19 @@ class ChainBuilder:
         """Append one event whose seq must be :attr:`next_seq`; returns its hash as hex."""
         return self.extend((event,))[0]
 
-    def extend(self, events: Iterable[LedgerEvent]) -> list[str]:
-        """Append a batch of consecutive events; returns their hashes (hex) in order."""
+    def extend(self, events: Iterable[LedgerEvent], *, data_texts: Sequence[str] | None = None) -> list[str]:
+        """Append a batch of consecutive events; returns their hashes (hex) in order.
+
+        ``data_texts``, when given, holds ``canonicalize_str(event.data)`` for each event
+        (see :func:`event_bytes`).
+        """
         prev = self._head
         seq = self._next_seq
         sha256 = hashlib.sha256
         encode = event_bytes
         hashes: list[str] = []
         checked: str | None = None  # events of one batch usually share one time string
-        for event in events:
+        for i, event in enumerate(events):
             if event.seq != seq:
                 raise InvalidInput(f"ledger event has seq {event.seq}, the next seq is {seq}")
             if event.time is not checked:
@@ -365,7 +371,7 @@ class ChainBuilder:
             for name in ("actor", "action", "subject"):
                 if not getattr(event, name):
                     raise InvalidInput(f"ledger event {name} must not be empty (seq {seq})")
-            prev = sha256(prev + encode(event)).digest()
+            prev = sha256(prev + encode(event, None if data_texts is None else data_texts[i])).digest()
             hashes.append(prev.hex())
             seq += 1
         self._head = prev

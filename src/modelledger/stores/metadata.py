@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ..canonical import canonicalize_str
 from ..domain import (
     ColumnSpec,
     DatasetSource,
@@ -134,9 +135,8 @@ def _utc(value: datetime | str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-# json.dumps with non-default options builds a new encoder on every call; these are built once.
+# json.dumps with non-default options builds a new encoder on every call; this one is built once.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
-_COMPACT_SORTED = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def _bp(name: str) -> Any:
@@ -734,30 +734,36 @@ class SqlMetadataStore:
             return []
         builder = ChainBuilder(head=head[1], next_seq=head[0] + 1)
         time = utc_now()
-        events: list[LedgerEvent] = []
-        rows = []
-        for d in drafts:
-            event, digest = builder.record(
+        first = builder.next_seq
+        events = [
+            LedgerEvent(
+                seq=first + i,
+                time=time,
                 actor=d.actor or actor,
                 action=d.action,
                 subject=d.subject,
                 data=d.data,
                 reason=d.reason,
-                time=time,
             )
-            events.append(event)
-            rows.append(
-                {
-                    "seq": event.seq,
-                    "time": event.time,
-                    "actor": event.actor,
-                    "action": event.action,
-                    "subject": event.subject,
-                    "data": _COMPACT_SORTED.encode(event.data),
-                    "reason": event.reason,
-                    "hash": digest,
-                }
-            )
+            for i, d in enumerate(drafts)
+        ]
+        # The canonical text is both what the chain hashes and what the data column keeps
+        # (any JSON reader reads it back to the same value), so it is encoded once.
+        texts = [canonicalize_str(e.data) for e in events]
+        hashes = builder.extend(events, data_texts=texts)
+        rows = [
+            {
+                "seq": e.seq,
+                "time": e.time,
+                "actor": e.actor,
+                "action": e.action,
+                "subject": e.subject,
+                "data": text,
+                "reason": e.reason,
+                "hash": digest,
+            }
+            for e, text, digest in zip(events, texts, hashes, strict=True)
+        ]
         run = self.driver
         run.executemany(conn, Q_EVENTS_INSERT, rows)
         ids = dict(model_ids or {})
