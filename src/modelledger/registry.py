@@ -907,6 +907,7 @@ class Registry(GovernanceVerbs):
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
         """
         self._ready()
+        self._art.refresh()  # report what the store holds now, not what this process listed before
         problems: list[Problem] = []
         registered: dict[tuple[str, int], str] = {}
         chain = self._verify_chain(registered)

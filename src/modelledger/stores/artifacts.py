@@ -71,6 +71,7 @@ class ArtifactStore:
         A folder that exists is never reused: two writers racing for the same key
         each end up with their own folder.
         """
+        self._forget(parent)
         try:
             existing = {
                 posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.full(parent), detail=False)
@@ -96,13 +97,48 @@ class ArtifactStore:
             except FileExistsError:
                 return False
             return True
-        # Object stores have no directories; a marker object claims the prefix.
-        marker = f"{path}/.claimed"
+        # Object stores have no directories; a marker object, created only if absent, claims
+        # the prefix. A prefix that already holds files without a marker is taken too.
+        self._forget(rel)
         if self.fs.exists(path):
             return False
-        with self.fs.open(marker, "wb") as fh:
-            fh.write(b"")
+        try:
+            fh = self._open_exclusive(f"{path}/.claimed")
+            # not empty: s3fs stores an empty file with a plain (unconditional) touch
+            fh.write(b"claimed\n")
+            fh.close()
+        except FileExistsError:
+            return False
         return True
+
+    def _forget(self, rel: str) -> None:
+        """Drop fsspec's cached listings of ``rel`` and its parents.
+
+        Object-store filesystems answer ``exists``/``ls`` from listings cached in this
+        process; another process may have written since. Every check that decides whether
+        something is new, and every listing that verify reports from, looks again.
+        """
+        if not self.is_local:
+            self.fs.invalidate_cache(self.full(rel))
+
+    def refresh(self) -> None:
+        """Forget every cached listing (before a full check such as verify)."""
+        if not self.is_local:
+            self.fs.invalidate_cache()
+
+    def _open_exclusive(self, path: str) -> IO[bytes]:
+        """Open ``path`` for writing such that the write fails if the object exists by then.
+
+        With "x" modes (s3fs sends If-None-Match: *, memory checks on open) the store itself
+        refuses to replace an object another writer created after our own check; a
+        filesystem without them gets the check alone.
+        """
+        try:
+            return self.fs.open(path, "xb")  # type: ignore[no-any-return]
+        except (ValueError, NotImplementedError):
+            if self.fs.exists(path):
+                raise FileExistsError(path) from None
+            return self.fs.open(path, "wb")  # type: ignore[no-any-return]
 
     def remove_tree(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -143,12 +179,21 @@ class ArtifactStore:
             except FileExistsError as exc:
                 raise AlreadyExists("artefact file", rel) from exc
             return os.fdopen(fd, "wb")
+        self._forget(rel)
         if self.fs.exists(path):
             raise AlreadyExists("artefact file", rel)
-        return self.fs.open(path, "wb")  # type: ignore[no-any-return]
+        try:
+            return self._open_exclusive(path)
+        except FileExistsError as exc:
+            raise AlreadyExists("artefact file", rel) from exc
 
     def open_new(self, rel: str) -> IO[bytes]:
-        """A new write-once file; call :meth:`sync` before closing it for durability."""
+        """A new write-once file; end it with :meth:`finish` (or :meth:`sync`, then close).
+
+        On an object store the object appears when the file is closed, and only if no one
+        else created it meanwhile: closing raises ``FileExistsError`` otherwise, which
+        :meth:`finish` reports as :class:`AlreadyExists`.
+        """
         return self._open_new(rel)
 
     def sync(self, fh: IO[bytes]) -> None:
@@ -167,15 +212,20 @@ class ArtifactStore:
             os.rename(self.full(src), target)
             _fsync_dir(os.path.dirname(target))
             return
+        self._forget(dst)
         if self.fs.exists(self.full(dst)):
             raise AlreadyExists("artefact file", dst)
         self.fs.mv(self.full(src), self.full(dst))
 
-    def _finish(self, fh: IO[bytes]) -> None:
-        if self.is_local:
-            fh.flush()
-            os.fsync(fh.fileno())
-        fh.close()
+    def finish(self, fh: IO[bytes], rel: str) -> None:
+        """Make a file from :meth:`open_new` durable and close it."""
+        try:
+            if self.is_local:
+                fh.flush()
+                os.fsync(fh.fileno())
+            fh.close()
+        except FileExistsError as exc:
+            raise AlreadyExists("artefact file", rel) from exc
 
     def put_bytes(self, rel: str, data: bytes) -> str:
         """Write a new file; returns its sha256 hex."""
@@ -183,7 +233,7 @@ class ArtifactStore:
         try:
             fh.write(data)
         finally:
-            self._finish(fh)
+            self.finish(fh, rel)
         return hashlib.sha256(data).hexdigest()
 
     def put_stream(
@@ -201,7 +251,7 @@ class ArtifactStore:
                 if progress:
                     progress(len(chunk))
         finally:
-            self._finish(fh)
+            self.finish(fh, rel)
         return size, digest.hexdigest()
 
     def sync_folder(self, rel: str) -> None:
