@@ -396,7 +396,7 @@ def test_predict_matches_the_pipeline(
 
 def test_verify_reports_a_flipped_byte(cli: Run, registered: str, art: Path, inputs: dict[str, Path]) -> None:
     clean = cli("verify")
-    assert "1 versions, 1 files" in clean.stdout and "no problems" in clean.stdout
+    assert "1 versions, 0 data sets, 1 files" in clean.stdout and "no problems" in clean.stdout
     assert json.loads(cli("verify", "--json").stdout)["ok"] is True
 
     (stored,) = [p for p in _stored_files(art) if p.name == "model.pkl"]

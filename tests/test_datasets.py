@@ -890,3 +890,42 @@ def test_a_large_csv_ingests_in_bounded_memory(tmp_path: Path) -> None:
     assert dv.row_count == rows and dv.size_bytes < csv.stat().st_size / 2
     assert dv.stats["employment"] == {"nulls": 0, "distinct": 4}
     registry.close()
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def test_verify_rehashes_every_stored_data_set_and_names_a_changed_one(registry: Registry) -> None:
+    frame = pd.DataFrame({"income": [52_000.0, 61_500.0, 38_250.0], "term": [36, 60, 36]})
+    first = registry.datasets.register("applications", frame)
+    second = registry.datasets.register("applications", frame.assign(term=[12, 24, 36]))
+    report = registry.verify()
+    assert report.ok and report.datasets_checked == 2
+
+    stored = _root(registry) / second.path
+    stored.chmod(0o644)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    (_root(registry) / first.path).unlink()
+
+    problems = {(p.kind, p.path, p.version) for p in registry.verify().problems}
+    assert problems == {
+        ("mismatch", second.path, "datasets:/applications/2"),
+        ("missing", first.path, "datasets:/applications/1"),
+    }
+
+
+def test_verify_reports_data_set_files_nothing_references(registry: Registry) -> None:
+    registry.datasets.register("applications", pd.DataFrame({"term": [36, 60]}))
+    root = _root(registry)
+    (root / "datasets" / ".staging-0123abcd.parquet").write_bytes(b"PAR1 interrupted")
+    stray = root / "datasets" / "applications" / "00ff00ff00ff00ff" / "data.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"PAR1 never registered")
+
+    problems = {(p.kind, p.path) for p in registry.verify().problems}
+    assert problems == {
+        ("orphan", "datasets/.staging-0123abcd.parquet"),
+        ("orphan", "datasets/applications/00ff00ff00ff00ff/data.parquet"),
+    }

@@ -794,7 +794,8 @@ def predict(registry: Registry, identifier: str, input_path: str, output_path: s
 
 def _render_report(report: VerifyReport, root: str) -> None:
     click.echo(
-        f"Checked {report.versions_checked} versions, {report.files_checked} files under {root}, "
+        f"Checked {report.versions_checked} versions, {report.datasets_checked} data sets, "
+        f"{report.files_checked} files under {root}, "
         f"{report.events_checked} ledger events and {report.checkpoints_checked} signed checkpoints: "
         + ("no problems" if report.ok else f"{len(report.problems)} problems")
     )
@@ -810,8 +811,8 @@ def verify(registry: Registry, as_json: bool) -> None:
 
     Recomputes the ledger's hash chain and its signed checkpoints (naming the first
     event that does not match, e.g. "ledger event 12"), compares the state tables
-    with a replay of the ledger, and re-hashes every stored artefact: changed,
-    missing and orphaned files are all reported.
+    with a replay of the ledger, and re-hashes every stored artefact and data set:
+    changed, missing and orphaned files are all reported.
 
     \b
     Example:

@@ -293,7 +293,7 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """What ``Registry.verify`` found: artefacts, manifests, the ledger and the state tables.
+    """What ``Registry.verify`` found: artefacts, data sets, manifests, the ledger and the state tables.
 
     ``problems`` lists every artefact or state finding and the *first* ledger event that
     does not match (a broken chain makes every later event suspect).
@@ -304,6 +304,7 @@ class VerifyReport:
     problems: tuple[Problem, ...]
     events_checked: int = 0
     checkpoints_checked: int = 0
+    datasets_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -313,6 +314,7 @@ class VerifyReport:
         return {
             "ok": self.ok,
             "versions_checked": self.versions_checked,
+            "datasets_checked": self.datasets_checked,
             "files_checked": self.files_checked,
             "events_checked": self.events_checked,
             "checkpoints_checked": self.checkpoints_checked,

@@ -901,7 +901,8 @@ class Registry(GovernanceVerbs):
         Recomputes the ledger's hash chain and checkpoint signatures (reporting the first
         event that does not match), compares the state tables with a replay of the ledger,
         checks each version's digest against its registration event, and re-hashes every
-        artefact: mismatched, missing and orphan files are all reported.
+        artefact and every stored data set: mismatched, missing and orphan files are all
+        reported.
 
         >>> report = registry.verify()  # doctest: +SKIP
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
@@ -940,13 +941,47 @@ class Registry(GovernanceVerbs):
                 folder = f"models/{model_dir}/{sub}"
                 if folder not in folders:
                     problems.append(Problem("orphan", folder, "folder is not referenced by any version"))
+        n_datasets = self._verify_datasets(problems)
         return VerifyReport(
             versions_checked=n_versions,
-            files_checked=n_files,
+            files_checked=n_files + n_datasets,
             problems=tuple(problems),
             events_checked=chain.events_checked if chain else 0,
             checkpoints_checked=chain.checkpoints_checked if chain else 0,
+            datasets_checked=n_datasets,
         )
+
+    def _verify_datasets(self, problems: list[Problem]) -> int:
+        """Re-hash every data set version's file; report what under datasets/ nothing references."""
+        paths: set[str] = set()
+        n = 0
+        for uri, path, sha, size in self._meta.iter_dataset_files():
+            n += 1
+            paths.add(path)
+            problem = self._check_file(path, sha, size, uri)
+            if problem is not None:
+                problems.append(problem)
+        for rel in self._art.list_files("datasets"):
+            path = f"datasets/{rel}"
+            if path in paths:
+                continue
+            if "/" not in rel and rel.startswith(".staging-"):
+                problems.append(Problem("orphan", path, "unfinished data set ingest (not registered)"))
+            else:
+                problems.append(Problem("orphan", path, "file is not referenced by any data set version"))
+        return n
+
+    def _check_file(self, rel: str, sha256: str, size: int, uri: str) -> Problem | None:
+        """The problem with one stored file, if any: missing, unreadable or changed."""
+        try:
+            got_size, got_sha = self._art.hash_file(rel)
+        except NotFound:
+            return Problem("missing", rel, "file is missing", uri)
+        except StorageError as exc:
+            return Problem("unreadable", rel, str(exc), uri)
+        if got_sha != sha256 or got_size != size:
+            return Problem("mismatch", rel, f"sha256 is {got_sha}, expected {sha256}", uri)
+        return None
 
     def _verify_chain(self, registered: dict[tuple[str, int], str]) -> ChainReport | None:
         """Verify the ledger, noting each version's registered digest on the way (one pass)."""
@@ -988,18 +1023,10 @@ class Registry(GovernanceVerbs):
             out.append(Problem("unreadable", f"{mv.folder}/manifest.json", str(exc), uri))
         known = set()
         for f in mv.files:
-            rel = f"{mv.folder}/artifacts/{f.path}"
             known.add(f.path)
-            try:
-                size, sha = self._art.hash_file(rel)
-            except NotFound:
-                out.append(Problem("missing", rel, "file is missing", uri))
-                continue
-            except StorageError as exc:
-                out.append(Problem("unreadable", rel, str(exc), uri))
-                continue
-            if sha != f.sha256 or size != f.size:
-                out.append(Problem("mismatch", rel, f"sha256 is {sha}, expected {f.sha256}", uri))
+            problem = self._check_file(f"{mv.folder}/artifacts/{f.path}", f.sha256, f.size, uri)
+            if problem is not None:
+                out.append(problem)
         for extra in self._art.list_files(f"{mv.folder}/artifacts"):
             if extra not in known:
                 out.append(

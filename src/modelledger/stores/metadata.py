@@ -97,6 +97,7 @@ class MetadataStore(Protocol):
         needs_policy: bool = True,
     ) -> list[LedgerEvent]: ...
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]: ...
+    def iter_dataset_files(self, batch: int = 500) -> Iterator[tuple[str, str, str, int]]: ...
     def iter_events(self, *, after: int = 0, batch: int = 5000) -> Iterator[tuple[LedgerEvent, str]]: ...
     def close(self) -> None: ...
 
@@ -1243,6 +1244,26 @@ class SqlMetadataStore:
         with self._read() as conn:
             self._dataset_row(conn, name)
             return [self._to_dataset_version(conn, r) for r in conn.execute(q).all()]
+
+    def iter_dataset_files(self, batch: int = 500) -> Iterator[tuple[str, str, str, int]]:
+        """(uri, path, sha256, size) of every data set version's stored file, in pages (for verify)."""
+        dv, ds = t.dataset_versions.c, t.datasets.c
+        last = 0
+        while True:
+            q = (
+                sa.select(dv.id, ds.name, dv.version, dv.path, dv.file_sha256, dv.size_bytes)
+                .join(t.datasets, ds.id == dv.dataset_id)
+                .where(dv.id > last)
+                .order_by(dv.id)
+                .limit(batch)
+            )
+            with self._read() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return
+            for _key, name, version, path, sha, size in rows:
+                yield f"datasets:/{name}/{version}", path, sha, int(size)
+            last = int(rows[-1][0])
 
     def model_datasets(self, version_key: int) -> list[tuple[str, DatasetVersion]]:
         q = (
