@@ -20,6 +20,8 @@ from .capture import (
 from .domain import (
     ColumnSpec,
     FileEntry,
+    GcItem,
+    GcReport,
     Model,
     ModelVersion,
     Page,
@@ -72,6 +74,8 @@ __all__ = [
     "ColumnSpec",
     "Conflict",
     "FileEntry",
+    "GcItem",
+    "GcReport",
     "InclusionProof",
     "IntegrityError",
     "InvalidInput",

@@ -12,7 +12,7 @@ import functools
 import json
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -834,6 +834,62 @@ def verify(registry: Registry, as_json: bool) -> None:
         _render_report(report, registry.artifact_root)
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str) -> timedelta:
+    """``30m``, ``24h``, ``7d``, ``90s`` or ``0`` as a timedelta (click.BadParameter otherwise)."""
+    text = value.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit():
+        raise click.BadParameter(f"{value!r} is not a duration like 30m, 24h or 7d")
+    return timedelta(seconds=int(number) * _DURATION_UNITS[unit])
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    help="only what was last written longer ago than this (30m, 24h, 7d, 0)",
+)
+@click.option("--delete", is_flag=True, help="remove what is listed (without it, nothing changes)")
+@json_option
+@registry_options
+def gc(registry: Registry, older_than: str, delete: bool, as_json: bool) -> None:
+    """List (and with --delete remove) stored files that nothing references.
+
+    Version folders of registrations that failed or were never completed, and data set
+    files of interrupted ingests: what `verify` reports as orphans. Registered versions and
+    data sets are never touched, and neither is anything written more recently than
+    --older-than (a registration may still be writing it).
+
+    \b
+    Example:
+        modelledger gc --older-than 7d            # what would go
+        modelledger gc --older-than 7d --delete
+    """
+    report = registry.gc(older_than=_duration(older_than), delete=delete)
+    if as_json:
+        _echo_json(report.to_dict())
+        return
+    if report.items:
+        table = Table("Path", "Kind", "Size", "Last written")
+        for item in report.items:
+            when = item.modified.isoformat(timespec="seconds") if item.modified else "-"
+            table.add_row(_text(item.path), item.kind, _size(item.size_bytes), when)
+        _console().print(table)
+    done = "removed" if delete else "would remove"
+    click.echo(f"{done} {len(report.items)} unreferenced items, {_size(report.size_bytes)}")
+    if report.recent:
+        click.echo(f"left {report.recent} younger than {older_than} (or of unknown age) alone")
+    if report.items and not delete:
+        click.echo("dry run: run again with --delete to remove them")
 
 
 # ---- governance: stages, validation, approval, deployment

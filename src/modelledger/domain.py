@@ -16,6 +16,8 @@ __all__ = [
     "DatasetSource",
     "DatasetVersion",
     "FileEntry",
+    "GcItem",
+    "GcReport",
     "Model",
     "ModelVersion",
     "Page",
@@ -289,6 +291,55 @@ class Problem:
     def __str__(self) -> str:
         who = f"{self.version}: " if self.version else ""
         return f"{self.kind}: {who}{self.path}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class GcItem:
+    """Something under the artefact root that no version or data set references.
+
+    ``kind`` is ``model folder`` (a version folder never registered: a failed or abandoned
+    registration), ``data set file`` or ``ingest staging`` (an interrupted data set ingest).
+    ``modified`` is the newest modification time found in it (None if the store gives none).
+    """
+
+    path: str
+    kind: str
+    size_bytes: int
+    modified: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "size_bytes": self.size_bytes,
+            "modified": _ts(self.modified) if self.modified else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What ``Registry.gc`` found (and removed, when ``deleted``).
+
+    ``items`` are the unreferenced folders and files older than the grace period;
+    ``recent`` counts those left alone because they are younger (a registration may still
+    be writing them).
+    """
+
+    items: tuple[GcItem, ...]
+    deleted: bool
+    recent: int = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(i.size_bytes for i in self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "deleted": self.deleted,
+            "size_bytes": self.size_bytes,
+            "recent": self.recent,
+            "items": [i.to_dict() for i in self.items],
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,14 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .domain import (
     FileEntry,
+    GcItem,
+    GcReport,
     LazyJSON,
     Model,
     ModelVersion,
@@ -936,12 +938,11 @@ class Registry(GovernanceVerbs):
             n_files += len(mv.files)
             if progress:
                 progress(mv)
-        for model_dir in self._art.list_dirs("models"):
-            for sub in self._art.list_dirs(f"models/{model_dir}"):
-                folder = f"models/{model_dir}/{sub}"
-                if folder not in folders:
-                    problems.append(Problem("orphan", folder, "folder is not referenced by any version"))
-        n_datasets = self._verify_datasets(problems)
+        dataset_paths: set[str] = set()
+        n_datasets = self._verify_datasets(problems, dataset_paths)
+        problems.extend(
+            Problem("orphan", path, detail) for _kind, path, detail in self._orphans(folders, dataset_paths)
+        )
         return VerifyReport(
             versions_checked=n_versions,
             files_checked=n_files + n_datasets,
@@ -951,9 +952,8 @@ class Registry(GovernanceVerbs):
             datasets_checked=n_datasets,
         )
 
-    def _verify_datasets(self, problems: list[Problem]) -> int:
-        """Re-hash every data set version's file; report what under datasets/ nothing references."""
-        paths: set[str] = set()
+    def _verify_datasets(self, problems: list[Problem], paths: set[str]) -> int:
+        """Re-hash every data set version's file (collecting their paths); returns how many."""
         n = 0
         for uri, path, sha, size in self._meta.iter_dataset_files():
             n += 1
@@ -961,15 +961,65 @@ class Registry(GovernanceVerbs):
             problem = self._check_file(path, sha, size, uri)
             if problem is not None:
                 problems.append(problem)
+        return n
+
+    def _orphans(self, folders: set[str], dataset_paths: set[str]) -> list[tuple[str, str, str]]:
+        """(kind, path, detail) of what the artefact root holds that nothing references.
+
+        Version folders under models/ and files under datasets/; files inside a registered
+        version's folder are the version check's business.
+        """
+        out: list[tuple[str, str, str]] = []
+        for model_dir in self._art.list_dirs("models"):
+            for sub in self._art.list_dirs(f"models/{model_dir}"):
+                folder = f"models/{model_dir}/{sub}"
+                if folder not in folders:
+                    out.append(("model folder", folder, "folder is not referenced by any version"))
         for rel in self._art.list_files("datasets"):
             path = f"datasets/{rel}"
-            if path in paths:
+            if path in dataset_paths:
                 continue
             if "/" not in rel and rel.startswith(".staging-"):
-                problems.append(Problem("orphan", path, "unfinished data set ingest (not registered)"))
+                out.append(("ingest staging", path, "unfinished data set ingest (not registered)"))
             else:
-                problems.append(Problem("orphan", path, "file is not referenced by any data set version"))
-        return n
+                out.append(("data set file", path, "file is not referenced by any data set version"))
+        return out
+
+    def gc(self, *, older_than: timedelta = timedelta(hours=24), delete: bool = False) -> GcReport:
+        """Find (and with ``delete=True`` remove) what the artefact root holds that nothing references.
+
+        That is version folders never registered (a registration that failed or was
+        abandoned after :meth:`stage`), data set files of interrupted ingests, and files under
+        datasets/ no data set version points to: what :meth:`verify` reports as orphans.
+        Registered versions, data sets and their files are never touched. Only things whose
+        newest file is older than ``older_than`` are collected: a registration may still be
+        writing a younger one, so a :class:`StagedVersion` must be registered within that time.
+        Without ``delete`` nothing changes (a dry run).
+
+        >>> registry.gc(older_than=timedelta(days=7), delete=True).size_bytes  # doctest: +SKIP
+        """
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise InvalidInput(f"older_than must be a non-negative timedelta, got {older_than!r}")
+        self._ready()
+        self._art.refresh()
+        cutoff = utcnow() - older_than
+        items: list[GcItem] = []
+        recent = 0
+        for kind, path, _detail in self._orphans(*self._meta.referenced_paths()):
+            size, modified = self._art.usage(path)
+            if modified is None or modified > cutoff:
+                recent += 1  # no time known, or too young: leave it
+                continue
+            items.append(GcItem(path=path, kind=kind, size_bytes=size, modified=modified))
+        if delete and items:
+            # Looked up again just before removing: a registration may have committed meanwhile.
+            folders, paths = self._meta.referenced_paths()
+            still = [i for i in items if i.path not in folders and i.path not in paths]
+            recent += len(items) - len(still)
+            items = still
+            for item in items:
+                self._art.remove(item.path)
+        return GcReport(items=tuple(items), deleted=delete, recent=recent)
 
     def _check_file(self, rel: str, sha256: str, size: int, uri: str) -> Problem | None:
         """The problem with one stored file, if any: missing, unreadable or changed."""

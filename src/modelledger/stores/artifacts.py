@@ -13,6 +13,7 @@ import hashlib
 import os
 import posixpath
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -168,6 +169,34 @@ class ArtifactStore:
             return []
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
 
+    def usage(self, rel: str) -> tuple[int, datetime | None]:
+        """Total size of the files at or below ``rel`` and the newest modification time among them."""
+        path = self.full(rel)
+        try:
+            found = self.fs.find(path, detail=True) if self.fs.isdir(path) else {path: self.fs.info(path)}
+        except FileNotFoundError:
+            return 0, None
+        size, newest = 0, None
+        for info in found.values():
+            size += int(info.get("size") or 0)
+            when = _modified(info)
+            if when is not None and (newest is None or when > newest):
+                newest = when
+        return size, newest
+
+    def remove(self, rel: str) -> None:
+        """Remove a file or folder, then any folders it leaves empty (local stores) up to the root."""
+        self.remove_tree(rel)
+        if self.is_local:
+            parent = os.path.dirname(self.full(rel))
+            while parent.startswith(self.root + "/"):
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    break
+                parent = os.path.dirname(parent)
+        self._forget(rel)
+
     # ------------------------------------------------------------ write-once files
 
     def _open_new(self, rel: str) -> IO[bytes]:
@@ -286,6 +315,17 @@ class ArtifactStore:
                 digest.update(chunk)
                 size += len(chunk)
         return size, digest.hexdigest()
+
+
+def _modified(info: dict[str, Any]) -> datetime | None:
+    """A listing entry's modification time, whatever the filesystem calls it."""
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+    return None
 
 
 def _fsync_dir(path: str) -> None:

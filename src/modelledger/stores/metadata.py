@@ -98,6 +98,7 @@ class MetadataStore(Protocol):
     ) -> list[LedgerEvent]: ...
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]: ...
     def iter_dataset_files(self, batch: int = 500) -> Iterator[tuple[str, str, str, int]]: ...
+    def referenced_paths(self) -> tuple[set[str], set[str]]: ...
     def iter_events(self, *, after: int = 0, batch: int = 5000) -> Iterator[tuple[LedgerEvent, str]]: ...
     def close(self) -> None: ...
 
@@ -1244,6 +1245,13 @@ class SqlMetadataStore:
         with self._read() as conn:
             self._dataset_row(conn, name)
             return [self._to_dataset_version(conn, r) for r in conn.execute(q).all()]
+
+    def referenced_paths(self) -> tuple[set[str], set[str]]:
+        """Every version folder and every data set file path the metadata refers to (for gc)."""
+        with self._read(snapshot=True) as conn:
+            folders = set(conn.execute(sa.select(t.versions.c.folder)).scalars())
+            paths = set(conn.execute(sa.select(t.dataset_versions.c.path)).scalars())
+        return folders, paths
 
     def iter_dataset_files(self, batch: int = 500) -> Iterator[tuple[str, str, str, int]]:
         """(uri, path, sha256, size) of every data set version's stored file, in pages (for verify)."""
