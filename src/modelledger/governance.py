@@ -15,6 +15,7 @@ from .domain import Page
 from .errors import Conflict, InvalidInput
 from .identifiers import validate_alias, validate_name
 from .lifecycle import (
+    ReplayedState,
     VersionState,
     decide_approval,
     decide_deploy,
@@ -293,7 +294,10 @@ class GovernanceVerbs:
     def check_state(self) -> list[StateDifference]:
         """Compare the state tables with a replay of the ledger; empty when they match."""
         self._ready()
-        rebuilt = replay(e for e, _ in self._meta.iter_events())
+        return self._state_differences(replay(e for e, _ in self._meta.iter_events()))
+
+    def _state_differences(self, rebuilt: ReplayedState) -> list[StateDifference]:
+        """How the state tables differ from ``rebuilt`` (a replay of the whole ledger)."""
         current = self._meta.current_state()
         out: list[StateDifference] = []
         for key in sorted(set(rebuilt.versions) | set(current.versions)):

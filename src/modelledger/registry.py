@@ -47,7 +47,15 @@ from .errors import (
 from .governance import GovernanceVerbs
 from .identifiers import ModelRef, parse_model_uri, validate_alias, validate_name
 from .integrity import canonical_json, version_digest
-from .lifecycle import EventDraft, GovContext, decide_alias, decide_registration
+from .lifecycle import (
+    EventDraft,
+    GovContext,
+    ReplayedState,
+    apply_effects,
+    decide_alias,
+    decide_registration,
+    effects,
+)
 from .loaded import LoadedModel
 from .manifest import Manifest, load_manifest_file
 from .stores.artifacts import ArtifactStore, iter_file
@@ -913,11 +921,12 @@ class Registry(GovernanceVerbs):
         self._art.refresh()  # report what the store holds now, not what this process listed before
         problems: list[Problem] = []
         registered: dict[tuple[str, int], str] = {}
-        chain = self._verify_chain(registered)
+        rebuilt = ReplayedState()
+        chain = self._verify_chain(registered, rebuilt)
         if chain is not None and chain.first_problem is not None:
             fp = chain.first_problem
             problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
-        for diff in self.check_state():
+        for diff in self._state_differences(rebuilt):
             problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
         folders: set[str] = set()
         n_versions = n_files = 0
@@ -1033,22 +1042,30 @@ class Registry(GovernanceVerbs):
             return Problem("mismatch", rel, f"sha256 is {got_sha}, expected {sha256}", uri)
         return None
 
-    def _verify_chain(self, registered: dict[tuple[str, int], str]) -> ChainReport | None:
-        """Verify the ledger, noting each version's registered digest on the way (one pass)."""
+    def _verify_chain(
+        self, registered: dict[tuple[str, int], str], rebuilt: ReplayedState
+    ) -> ChainReport | None:
+        """Verify the ledger in one pass that also notes each version's registered digest and
+        replays every event into ``rebuilt`` (for the state check)."""
         from .ledger import verify_chain
-
-        stored = self._meta.public_key()
-        if stored is None:
-            return None
 
         def events() -> Iterator[tuple[LedgerEvent, str]]:
             for event, digest in self._meta.iter_events():
                 if event.action == "version.registered":
                     data = event.data
                     registered[(data["model"], int(data["version"]))] = data["digest"]
+                eff = effects(event.action, event.actor, event.time, event.data)
+                apply_effects(
+                    rebuilt, eff, actor=event.actor, time=event.time, seq=event.seq, action=event.action
+                )
                 yield event, digest
 
-        return verify_chain(events(), self._meta.checkpoints(), stored[1])
+        stream = events()
+        stored = self._meta.public_key()
+        report = verify_chain(stream, self._meta.checkpoints(), stored[1]) if stored else None
+        for _rest in stream:
+            pass  # the replay needs every event, also after the chain check stopped at a problem
+        return report
 
     def _verify_version(self, mv: ModelVersion) -> list[Problem]:
         out: list[Problem] = []
