@@ -637,6 +637,11 @@ def test_an_unknown_role_writes_nothing(registry: Registry) -> None:
         registry.register("credit-risk", pipe, datasets={"calibration": frame})
     with pytest.raises(NotFound, match="nope"):
         registry.register("credit-risk", pipe, datasets={"train": "datasets:/nope/1"})
+    # a bad role or reference listed after data to register: the data is not registered either
+    with pytest.raises(InvalidInput, match="unknown data set role 'calibration'"):
+        registry.register("credit-risk", pipe, datasets={"train": frame, "calibration": frame})
+    with pytest.raises(NotFound, match="nope"):
+        registry.register("credit-risk", pipe, datasets={"train": frame, "holdout": "datasets:/nope/1"})
     assert registry.datasets.list().items == []
     assert _entries(registry) == set()
     assert list(registry.list_models()) == []

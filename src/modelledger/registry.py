@@ -543,16 +543,19 @@ class Registry(GovernanceVerbs):
         from .data.steps import sklearn_steps
         from .domain import DatasetVersion
 
-        refs = []
+        # Roles and references are checked before any data is registered, so a bad one
+        # leaves no data set version behind.
+        known: dict[str, DatasetVersion] = {}
         for role, value in datasets.items():
             if role not in DATASET_ROLES:
                 raise InvalidInput(f"unknown data set role {role!r}: use {', '.join(DATASET_ROLES)}")
             if isinstance(value, DatasetVersion):
-                dv = value
+                known[role] = value
             elif isinstance(value, str) and value.startswith("datasets:/"):
-                dv = self.datasets.get(value)
-            else:
-                dv = self.datasets.register(f"{name}-{role}", value, capture=capture)
+                known[role] = self.datasets.get(value)
+        refs = []
+        for role, value in datasets.items():
+            dv = known.get(role) or self.datasets.register(f"{name}-{role}", value, capture=capture)
             refs.append({"role": role, "uri": dv.uri, "digest": dv.digest, "rows": dv.row_count})
         steps = list(doc.steps)
         train = [str(r["uri"]) for r in refs if r["role"] == "train"]
