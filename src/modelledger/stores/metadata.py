@@ -129,7 +129,8 @@ def _utc(value: datetime | str) -> datetime:
     if isinstance(value, str):
         # SQLite holds naive UTC text; parsing it with the offset appended costs a sixth of
         # parsing it and then calling .replace(tzinfo=...), which a listing does per row.
-        value = datetime.fromisoformat(value if value[-6:-5] in ("+", "-") else value + "+00:00")
+        naive = value[-6:-5] not in ("+", "-") and not value.endswith("Z")
+        value = datetime.fromisoformat(value + "+00:00" if naive else value)
     if value.tzinfo is timezone.utc:
         return value
     if value.tzinfo is None:
