@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -12,7 +13,7 @@ from modelledger.stores.metadata import Q_HEAD, Q_MODEL_AND_VERSION, SqlMetadata
 
 
 @pytest.fixture
-def store(db_url: str) -> SqlMetadataStore:
+def store(db_url: str) -> Iterator[SqlMetadataStore]:
     s = SqlMetadataStore(db_url)
     yield s
     s.close()

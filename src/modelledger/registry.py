@@ -950,8 +950,7 @@ class Registry(GovernanceVerbs):
             n_files += len(mv.files)
             if progress:
                 progress(mv)
-        dataset_paths: set[str] = set()
-        n_datasets = self._verify_datasets(problems, dataset_paths)
+        n_datasets, dataset_paths = self._verify_datasets(problems)
         problems.extend(
             Problem("orphan", path, detail) for _kind, path, detail in self._orphans(folders, dataset_paths)
         )
@@ -964,16 +963,17 @@ class Registry(GovernanceVerbs):
             datasets_checked=n_datasets,
         )
 
-    def _verify_datasets(self, problems: list[Problem], paths: set[str]) -> int:
-        """Re-hash every data set version's file (collecting their paths); returns how many."""
-        n = 0
+    def _verify_datasets(self, problems: list[Problem]) -> tuple[int, set[str]]:
+        """Re-hash every data set version's file, adding what is wrong to ``problems``;
+        returns how many versions were checked and the paths of their files."""
+        n, paths = 0, set()
         for uri, path, sha, size in self._meta.iter_dataset_files():
             n += 1
             paths.add(path)
             problem = self._check_file(path, sha, size, uri)
             if problem is not None:
                 problems.append(problem)
-        return n
+        return n, paths
 
     def _orphans(self, folders: set[str], dataset_paths: set[str]) -> list[tuple[str, str, str]]:
         """(kind, path, detail) of what the artefact root holds that nothing references.
