@@ -91,7 +91,7 @@ def _dir_bytes(folder: Path) -> int:
 
 def _drafts(start: int, stop: int) -> Callable[[Any], list[Any]]:
     """The decide callback for events start..stop-1: alias moves shaped exactly like decide_alias's."""
-    from modelledger.lifecycle import EventDraft
+    from modelledger._lifecycle import EventDraft
 
     def decide(ctx: Any) -> list[Any]:
         out = []

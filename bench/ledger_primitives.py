@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from modelledger.keys import generate_key, load_private_key
-from modelledger.ledger import ChainBuilder, Checkpoint, sign_checkpoint, verify_chain
+from modelledger._keys import generate_key, load_private_key
+from modelledger._ledger import ChainBuilder, Checkpoint, sign_checkpoint, verify_chain
 
 CHECKPOINT_EVERY = 1000
 ACTIONS = ("version.approve", "alias.move", "deployment.create", "version.deprecate")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelledger.canonical import MAX_SAFE_INTEGER, canonicalize, format_number
+from modelledger._canonical import MAX_SAFE_INTEGER, canonicalize, format_number
 from modelledger.errors import InvalidInput
 
 # --- RFC 8785 section 3.2.2: the combined example, input text and output text --------------

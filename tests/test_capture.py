@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import modelledger.receipts as receipts_module
+import modelledger._receipts as receipts_module
 from modelledger import (
     ModelVersion,
     Predictor,
@@ -35,8 +35,8 @@ from modelledger import (
     read_predictions_frame,
     verify_receipt,
 )
-from modelledger.capture import receipts_from_table
-from modelledger.keys import generate_key
+from modelledger._capture import receipts_from_table
+from modelledger._keys import generate_key
 from modelledger.stores.artifacts import ArtifactStore
 
 

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from modelledger import InvalidInput, NotFound, Registry
-from modelledger.data import sklearn_steps
-from modelledger.domain import ColumnSpec, DatasetSource
+from modelledger._data import sklearn_steps
+from modelledger._domain import ColumnSpec, DatasetSource
 
 # --------------------------------------------------------------------------- helpers
 

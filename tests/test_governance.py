@@ -298,7 +298,7 @@ def test_registry_key_is_owner_only_and_exportable(tmp_path: Path) -> None:
 
 
 def test_actor_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelledger.registry import current_actor
+    from modelledger._registry import current_actor
 
     monkeypatch.setenv("MODELLEDGER_USER", "svc-training@bank.example")
     assert current_actor() == "svc-training@bank.example"
@@ -335,7 +335,7 @@ def test_audit_by_version_is_exact_and_verbs_follow_moving_aliases(alice: Regist
 def test_event_data_is_stored_as_the_canonical_text_the_chain_hashes(
     alice: Registry, fitted_pipeline
 ) -> None:
-    from modelledger.canonical import canonicalize_str
+    from modelledger._canonical import canonicalize_str
     from modelledger.stores import tables as t
 
     # manifest values reach the events: non-ASCII text, a character beyond U+FFFF, floats

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modelledger.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
-from modelledger.keys import (
-    KeyFileExposed,
+from modelledger._keys import (
     generate_key,
     key_id,
     load_private_key,
@@ -23,6 +21,7 @@ from modelledger.keys import (
     sign,
     verify_signature,
 )
+from modelledger.errors import AlreadyExists, InvalidInput, KeyFileExposed, NotFound, PermissionDenied
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
@@ -158,7 +157,7 @@ def test_importing_the_ledger_modules_does_not_import_cryptography() -> None:
     code = (
         "import sys, modelledger\n"
         "before = 'cryptography' in sys.modules\n"
-        "import modelledger.keys, modelledger.ledger, modelledger.canonical\n"
+        "import modelledger._keys, modelledger._ledger, modelledger._canonical\n"
         "print(before, 'cryptography' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from modelledger.canonical import canonicalize
-from modelledger.errors import IntegrityError, InvalidInput
-from modelledger.keys import generate_key, key_id, load_private_key
-from modelledger.ledger import (
+from modelledger._canonical import canonicalize
+from modelledger._keys import generate_key, key_id, load_private_key
+from modelledger._ledger import (
     ALTERED_HASH,
     BAD_CHECKPOINT_SIGNATURE,
     CHECKPOINT_DOMAIN,
@@ -38,6 +37,7 @@ from modelledger.ledger import (
     verify_chain,
     verify_checkpoint,
 )
+from modelledger.errors import IntegrityError, InvalidInput
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

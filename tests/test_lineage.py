@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from modelledger import Registry
-from modelledger.domain import DatasetVersion, ModelVersion
-from modelledger.lineage import LineageGraph
+from modelledger._domain import DatasetVersion, ModelVersion
+from modelledger._lineage import LineageGraph
 
 REVISION_1 = "1" * 40
 REVISION_2 = "2" * 40

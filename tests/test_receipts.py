@@ -28,9 +28,8 @@ from modelledger import (
     parse_prediction_id,
     verify_receipt,
 )
-from modelledger.canonical import canonicalize
-from modelledger.cli import main
-from modelledger.integrity import (
+from modelledger._canonical import canonicalize
+from modelledger._integrity import (
     audit_path,
     leaf_hash,
     merkle_levels,
@@ -38,8 +37,8 @@ from modelledger.integrity import (
     node_hash,
     root_from_audit_path,
 )
-from modelledger.keys import generate_key, key_id, load_private_key
-from modelledger.receipts import (
+from modelledger._keys import generate_key, key_id, load_private_key
+from modelledger._receipts import (
     RECEIPT_DOMAIN,
     _arrow_row_texts,
     _arrow_tokens,
@@ -49,6 +48,7 @@ from modelledger.receipts import (
     _row_texts,
     new_prediction_id,
 )
+from modelledger.cli import main
 
 CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
@@ -82,7 +82,7 @@ def keyfile(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def public_pem(keyfile: Path) -> bytes:
-    from modelledger.keys import public_key_pem
+    from modelledger._keys import public_key_pem
 
     return public_key_pem(load_private_key(keyfile))
 

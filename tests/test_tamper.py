@@ -81,7 +81,7 @@ def test_edited_event(history: Registry, db_url: str) -> None:
 
 def test_edited_event_with_the_chain_recomputed(history: Registry, db_url: str) -> None:
     """A careful attacker re-hashes every later event; the signed checkpoints still disagree."""
-    from modelledger.ledger import ChainBuilder, LedgerEvent
+    from modelledger._ledger import ChainBuilder, LedgerEvent
 
     with attacker(db_url) as conn:
         seq = _seq_of(conn, "version.approved")
@@ -149,8 +149,8 @@ def test_forged_checkpoint_signature(history: Registry, db_url: str) -> None:
 
 
 def test_checkpoint_signed_with_another_key(history: Registry, db_url: str, tmp_path: Path) -> None:
-    from modelledger.keys import generate_key, load_private_key
-    from modelledger.ledger import sign_checkpoint
+    from modelledger._keys import generate_key, load_private_key
+    from modelledger._ledger import sign_checkpoint
 
     generate_key(tmp_path / "mallory.key")
     mallory = load_private_key(tmp_path / "mallory.key")
@@ -192,8 +192,8 @@ def test_changed_manifest_file(history: Registry, tmp_path: Path) -> None:
 
 def test_changed_manifest_in_the_database_with_a_recomputed_digest(history: Registry, db_url: str) -> None:
     """Rewriting the manifest and its digest together still contradicts the ledger."""
-    from modelledger.domain import FileEntry
-    from modelledger.integrity import version_digest
+    from modelledger._domain import FileEntry
+    from modelledger._integrity import version_digest
 
     v = history.get_version("models:/credit-risk/2")
     manifest = dict(v.manifest)

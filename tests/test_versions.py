@@ -71,7 +71,7 @@ def test_sklearn_manifest_is_captured(registry: Registry, fitted_pipeline, credi
 def test_git_source_is_captured_and_names_the_folder(db_url, tmp_path, git_repo, fitted_pipeline):
     reg = Registry.open(db_url, artifacts=str(tmp_path / "art"), folder_naming="git")
     script = git_repo / "training" / "train.py"
-    from modelledger.manifest import Manifest
+    from modelledger._manifest import Manifest
 
     doc = Manifest().with_captured(script=str(script))
     rev = _git(git_repo, "rev-parse", "HEAD")

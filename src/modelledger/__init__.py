@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .capture import (
+from ._capture import (
     CaptureStats,
     Predicted,
     Predictor,
@@ -17,7 +17,7 @@ from .capture import (
     receipt_from_row,
     receipts_from_table,
 )
-from .domain import (
+from ._domain import (
     ColumnSpec,
     FileEntry,
     GcItem,
@@ -30,29 +30,15 @@ from .domain import (
     StagedVersion,
     VerifyReport,
 )
-from .errors import (
-    AlreadyExists,
-    Conflict,
-    IntegrityError,
-    InvalidInput,
-    InvalidManifest,
-    ModelLedgerError,
-    NotFound,
-    PermissionDenied,
-    SchemaMismatch,
-    SchemaOutdated,
-    StorageError,
-)
-from .governance import AliasChange, StateDifference
-from .identifiers import ModelRef, parse_model_uri
-from .ledger import Checkpoint, LedgerEvent
-from .lifecycle import VersionState
-from .loaded import LoadedModel
-from .manifest import Manifest, SourceInfo, TrainingJob, load_manifest_file
-from .policy import Policy
-from .receipts import (
+from ._governance import AliasChange, StateDifference
+from ._identifiers import ModelRef, parse_model_uri
+from ._ledger import Checkpoint, LedgerEvent
+from ._lifecycle import VersionState
+from ._loaded import LoadedModel
+from ._manifest import Manifest, SourceInfo, TrainingJob, load_manifest_file
+from ._policy import Policy
+from ._receipts import (
     InclusionProof,
-    InvalidReceipt,
     Receipt,
     ReceiptBatch,
     canonical_row,
@@ -62,7 +48,22 @@ from .receipts import (
     parse_prediction_id,
     verify_receipt,
 )
-from .registry import Registry
+from ._registry import Registry
+from .errors import (
+    AlreadyExists,
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    InvalidManifest,
+    InvalidReceipt,
+    KeyFileExposed,
+    ModelLedgerError,
+    NotFound,
+    PermissionDenied,
+    SchemaMismatch,
+    SchemaOutdated,
+    StorageError,
+)
 
 __version__ = "0.1.0"
 
@@ -81,6 +82,7 @@ __all__ = [
     "InvalidInput",
     "InvalidManifest",
     "InvalidReceipt",
+    "KeyFileExposed",
     "LedgerEvent",
     "LoadedModel",
     "Manifest",

@@ -42,9 +42,9 @@ from modelledger import (
 )
 
 if TYPE_CHECKING:
-    from modelledger.governance import AliasChange, StateDifference
-    from modelledger.ledger import LedgerEvent
-    from modelledger.lifecycle import VersionState
+    from modelledger._governance import AliasChange, StateDifference
+    from modelledger._ledger import LedgerEvent
+    from modelledger._lifecycle import VersionState
 
 __all__ = ["main"]
 
@@ -1505,7 +1505,8 @@ def receipt_verify(receipt_path: Path, public_key_path: Path, as_json: bool, sho
         modelledger receipt verify receipt.json --public-key registry.pub.pem
         modelledger receipt verify receipt.json --public-key registry.pub.pem --json
     """
-    from modelledger.receipts import InvalidReceipt, Receipt, check_receipt
+    from modelledger._receipts import Receipt, check_receipt
+    from modelledger.errors import InvalidReceipt
 
     try:
         try:
@@ -1545,8 +1546,8 @@ def receipt_verify(receipt_path: Path, public_key_path: Path, as_json: bool, sho
 # public verb (registry.datasets.*, registry.lineage, registry.diff) and renders its result.
 
 if TYPE_CHECKING:
-    from modelledger.domain import DatasetVersion
-    from modelledger.lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
+    from modelledger._domain import DatasetVersion
+    from modelledger._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 
 LINEAGE_FORMATS = ("tree", "json", "dot", "mermaid")
 

@@ -11,7 +11,9 @@
     │   ├── InvalidManifest   a manifest field is missing or of the wrong type
     │   └── SchemaMismatch    predict input that does not match the signature
     ├── IntegrityError        a stored byte does not match its recorded digest
+    │   └── InvalidReceipt    a prediction receipt that does not verify
     ├── PermissionDenied      the actor may not do this
+    │   └── KeyFileExposed    a private key file that others may read
     └── StorageError          the metadata or artefact store failed
 
 Context travels as keyword-only attributes, so callers and the CLI can report
@@ -26,6 +28,8 @@ __all__ = [
     "IntegrityError",
     "InvalidInput",
     "InvalidManifest",
+    "InvalidReceipt",
+    "KeyFileExposed",
     "ModelLedgerError",
     "NotFound",
     "PermissionDenied",
@@ -101,8 +105,28 @@ class IntegrityError(ModelLedgerError):
         self.problem = problem
 
 
+class InvalidReceipt(IntegrityError):
+    """A receipt that does not verify; ``reason`` says why in one line."""
+
+    def __init__(self, prediction_id: str, reason: str) -> None:
+        super().__init__(f"receipt {prediction_id}", reason)
+        self.prediction_id = prediction_id
+        self.reason = reason
+
+
 class PermissionDenied(ModelLedgerError):
     pass
+
+
+class KeyFileExposed(PermissionDenied):
+    """A private key file that group or others may access; it is refused, not used."""
+
+    def __init__(self, path: str, mode: int) -> None:
+        super().__init__(
+            f"private key file {path} has mode {mode:04o}: group/others may access it; run `chmod 600 {path}`"
+        )
+        self.path = path
+        self.mode = mode
 
 
 class StorageError(ModelLedgerError):

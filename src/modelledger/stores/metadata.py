@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..canonical import canonicalize_str
-from ..domain import (
+from .._canonical import canonicalize_str
+from .._domain import (
     ColumnSpec,
     DatasetSource,
     DatasetVersion,
@@ -31,11 +31,11 @@ from ..domain import (
     ModelVersion,
     ProcessingStep,
 )
+from .._integrity import canonical_json
+from .._ledger import ChainBuilder, Checkpoint, LedgerEvent, utc_now
+from .._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, effects
+from .._policy import Policy
 from ..errors import AlreadyExists, NotFound, SchemaOutdated, StorageError
-from ..integrity import canonical_json
-from ..ledger import ChainBuilder, Checkpoint, LedgerEvent, utc_now
-from ..lifecycle import EventDraft, GovContext, ReplayedState, VersionState, effects
-from ..policy import Policy
 from . import tables as t
 from .driver import Driver
 
@@ -115,7 +115,7 @@ ESC = "\\"
 
 
 def _parse_dataset_ref(ref: str) -> tuple[str, int | None]:
-    from ..identifiers import parse_dataset_uri
+    from .._identifiers import parse_dataset_uri
 
     return parse_dataset_uri(ref)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..domain import ColumnSpec
+from .._domain import ColumnSpec
 from ..errors import InvalidInput, StorageError
 from ..stores.artifacts import ArtifactStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .domain import ColumnSpec, Signature
+from ._domain import ColumnSpec, Signature
 from .errors import InvalidInput, SchemaMismatch
 
 __all__ = ["enforce", "infer_signature"]

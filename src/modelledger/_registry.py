@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .domain import (
+from ._domain import (
     FileEntry,
     GcItem,
     GcReport,
@@ -35,6 +35,20 @@ from .domain import (
     VerifyReport,
     utcnow,
 )
+from ._governance import GovernanceVerbs
+from ._identifiers import ModelRef, parse_model_uri, validate_alias, validate_name
+from ._integrity import canonical_json, version_digest
+from ._lifecycle import (
+    EventDraft,
+    GovContext,
+    ReplayedState,
+    apply_effects,
+    decide_alias,
+    decide_registration,
+    effects,
+)
+from ._loaded import LoadedModel
+from ._manifest import Manifest, load_manifest_file
 from .errors import (
     Conflict,
     IntegrityError,
@@ -44,29 +58,15 @@ from .errors import (
     SchemaOutdated,
     StorageError,
 )
-from .governance import GovernanceVerbs
-from .identifiers import ModelRef, parse_model_uri, validate_alias, validate_name
-from .integrity import canonical_json, version_digest
-from .lifecycle import (
-    EventDraft,
-    GovContext,
-    ReplayedState,
-    apply_effects,
-    decide_alias,
-    decide_registration,
-    effects,
-)
-from .loaded import LoadedModel
-from .manifest import Manifest, load_manifest_file
 from .stores.artifacts import ArtifactStore, iter_file
 
 if TYPE_CHECKING:
-    from .capture import Predictor
-    from .data import Datasets
-    from .ledger import ChainReport, LedgerEvent
-    from .lineage import LineageGraph, VersionDiff
+    from ._capture import Predictor
+    from ._data import Datasets
+    from ._ledger import ChainReport, LedgerEvent
+    from ._lineage import LineageGraph, VersionDiff
+    from ._trace import TraceReport
     from .stores.metadata import Signer
-    from .trace import TraceReport
 
 __all__ = ["FolderNaming", "Registry"]
 
@@ -246,7 +246,7 @@ class Registry(GovernanceVerbs):
         return self._key_path
 
     def _ensure_key(self) -> None:
-        from .keys import generate_key, key_id, load_private_key, public_key_pem
+        from ._keys import generate_key, key_id, load_private_key, public_key_pem
 
         stored = self._meta.public_key()
         path = self._key_path
@@ -279,8 +279,8 @@ class Registry(GovernanceVerbs):
     def _signer(self) -> Signer:
         if self._sign is None:
             # imported here, once: keys pulls in cryptography, which `import modelledger` avoids
-            from .keys import key_id, load_private_key
-            from .ledger import sign_checkpoint
+            from ._keys import key_id, load_private_key
+            from ._ledger import sign_checkpoint
 
             try:
                 key = load_private_key(self._key_path)
@@ -484,7 +484,7 @@ class Registry(GovernanceVerbs):
     @property
     def datasets(self) -> Datasets:
         """Data set versions: ``registry.datasets.register(name, data, source=..., steps=...)``."""
-        from .data import Datasets
+        from ._data import Datasets
 
         if self._datasets is None:
             self._datasets = Datasets(self)
@@ -497,7 +497,7 @@ class Registry(GovernanceVerbs):
         >>> report = registry.trace("01JD3M4Q8Z0000001K7WQ2X9RB")  # doctest: +SKIP
         >>> report.governance["approved_by"], report.datasets[0]["source"]  # doctest: +SKIP
         """
-        from .trace import trace_prediction
+        from ._trace import trace_prediction
 
         self._ready()
         return trace_prediction(self, prediction_id)
@@ -515,7 +515,7 @@ class Registry(GovernanceVerbs):
 
         >>> registry.predictions("credit-risk", since="2026-11-01", as_pandas=True)  # doctest: +SKIP
         """
-        from .capture import read_model_predictions
+        from ._capture import read_model_predictions
 
         self._ready()
         table = read_model_predictions(self, identifier_or_model, since=since, until=until)
@@ -527,21 +527,21 @@ class Registry(GovernanceVerbs):
         >>> graph = registry.lineage("models:/credit-risk/3")  # doctest: +SKIP
         >>> print(graph.to_mermaid())  # doctest: +SKIP
         """
-        from .lineage import lineage_of
+        from ._lineage import lineage_of
 
         return lineage_of(self, uri)
 
     def diff(self, a: str, b: str) -> VersionDiff:
         """What changed between two model versions (params, code, dependencies, data, metrics)."""
-        from .lineage import diff_versions
+        from ._lineage import diff_versions
 
         return diff_versions(self, a, b)
 
     def _attach_datasets(
         self, name: str, doc: Manifest, datasets: Mapping[str, Any], source: Any, *, capture: bool
     ) -> Manifest:
-        from .data.steps import sklearn_steps
-        from .domain import DatasetVersion
+        from ._data.steps import sklearn_steps
+        from ._domain import DatasetVersion
 
         # Roles and references are checked before any data is registered, so a bad one
         # leaves no data set version behind.
@@ -588,7 +588,7 @@ class Registry(GovernanceVerbs):
                 if entry not in {p.as_posix() for p in files}:
                     raise InvalidInput(f"the manifest's entry file {entry!r} is not in {folder}")
             if sample_input is not None:
-                from .signature import infer_signature
+                from ._signature import infer_signature
 
                 doc = replace(doc, signature=infer_signature(sample_input).to_dict())
             return folder, flavor_name, entry, doc
@@ -611,7 +611,7 @@ class Registry(GovernanceVerbs):
         if callable(get_params):
             doc = replace(doc, params={**_jsonable_params(get_params(deep=False)), **doc.params})
         if sample_input is not None:
-            from .signature import infer_signature
+            from ._signature import infer_signature
 
             predict = getattr(source, "predict", None) or source
             try:
@@ -852,12 +852,12 @@ class Registry(GovernanceVerbs):
     ) -> LoadedModel | Predictor:
         """Load a version by identifier, verifying every artefact byte before deserialising.
 
-        With ``capture=True`` it returns a :class:`~modelledger.capture.Predictor` for
+        With ``capture=True`` it returns a :class:`~modelledger._capture.Predictor` for
         serving: each ``predict`` also returns a signed receipt per row (this process
         needs the registry's private key), and the predictions (``sample_rate`` of them;
         ``seed`` makes the sample reproducible) are captured in the version's folder
         through a buffered writer (``flush_rows``, ``flush_seconds``, ``max_pending``:
-        see :mod:`modelledger.capture`). Close the predictor, or use it in a ``with``
+        see :mod:`modelledger._capture`). Close the predictor, or use it in a ``with``
         block, so the last rows are written.
 
         >>> model = registry.load("models:/credit-risk@production")  # doctest: +SKIP
@@ -892,7 +892,7 @@ class Registry(GovernanceVerbs):
         loaded = LoadedModel(model, mv)
         if not capture:
             return loaded
-        from . import capture as cap
+        from . import _capture as cap
 
         self._signer()  # loads the private key and checks it is this registry's
         return cap.Predictor(
@@ -1050,7 +1050,7 @@ class Registry(GovernanceVerbs):
     ) -> ChainReport | None:
         """Verify the ledger in one pass that also notes each version's registered digest and
         replays every event into ``rebuilt`` (for the state check)."""
-        from .ledger import verify_chain
+        from ._ledger import verify_chain
 
         def events() -> Iterator[tuple[LedgerEvent, str]]:
             for event, digest in self._meta.iter_events():

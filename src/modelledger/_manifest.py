@@ -249,7 +249,7 @@ def _validate(data: Any, source: str | None) -> Manifest:
             )
         if mode not in ("auto", "manual"):
             raise InvalidManifest(f"stages.{key}", "must be 'auto' or 'manual'", source=source)
-    from .lifecycle import parse_gates
+    from ._lifecycle import parse_gates
 
     try:
         parse_gates(data.get("gates"))
@@ -257,7 +257,7 @@ def _validate(data: Any, source: str | None) -> Manifest:
         raise InvalidManifest(exc.field, exc.problem, source=source) from exc
     target = data.get("target_alias")
     if target is not None:
-        from .identifiers import validate_alias
+        from ._identifiers import validate_alias
 
         try:
             validate_alias(target)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..domain import ProcessingStep
+from .._domain import ProcessingStep
 
 __all__ = ["sklearn_steps"]
 

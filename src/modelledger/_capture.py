@@ -1,8 +1,8 @@
 """Serving with receipts, and capturing predictions in the version's folder.
 
 A :class:`Predictor` wraps a loaded model. Each :meth:`Predictor.predict` returns the
-model's predictions and a :class:`~modelledger.receipts.ReceiptBatch`: one signed
-receipt per row (see :mod:`modelledger.receipts` for the id and receipt formats). With
+model's predictions and a :class:`~modelledger._receipts.ReceiptBatch`: one signed
+receipt per row (see :mod:`modelledger._receipts` for the id and receipt formats). With
 an artefact store it also *captures* the predictions (all, or ``sample_rate`` of them)
 as Parquet in the version's folder::
 
@@ -67,10 +67,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .domain import ModelVersion
-from .errors import IntegrityError, InvalidInput
-from .integrity import merkle_levels
-from .receipts import (
+from ._domain import ModelVersion
+from ._integrity import merkle_levels
+from ._receipts import (
     ARROW_MIN_ROWS,
     InclusionProof,
     Receipt,
@@ -91,13 +90,14 @@ from .receipts import (
     _token,
     parse_prediction_id,
 )
+from .errors import IntegrityError, InvalidInput
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from .registry import Registry
+    from ._registry import Registry
     from .stores.artifacts import ArtifactStore
 
 __all__ = [
@@ -143,7 +143,7 @@ CAPTURE_COLUMNS = (
 )
 """The columns of a capture file, in order."""
 
-_log = logging.getLogger("modelledger.capture")
+_log = logging.getLogger("modelledger._capture")
 
 
 def capture_schema() -> pa.Schema:
@@ -414,8 +414,8 @@ class Predictor:
         max_pending: int = DEFAULT_MAX_PENDING,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
     ) -> None:
-        from .loaded import LoadedModel
-        from .receipts import _check_version_key
+        from ._loaded import LoadedModel
+        from ._receipts import _check_version_key
 
         if isinstance(model, LoadedModel):
             version = version or model.version
@@ -493,7 +493,7 @@ class Predictor:
         """
         known = None
         if self._input_signature is not None:
-            from .signature import enforce
+            from ._signature import enforce
 
             data = enforce(self._input_signature, data)  # a DataFrame of exactly these columns
             known = self._input_names
@@ -1054,7 +1054,7 @@ def find_prediction(store: ArtifactStore, version: ModelVersion, prediction_id: 
     the id and reads only the row group whose statistics do. Returns ``prediction_id``,
     ``time``, ``model``, ``version``, ``digest``, ``input_digest``, ``input`` (the row, as
     JSON data), ``output`` and ``receipt`` (the receipt as a dict; check it with
-    :func:`~modelledger.receipts.verify_receipt`). An id made by another version gives None.
+    :func:`~modelledger._receipts.verify_receipt`). An id made by another version gives None.
 
     >>> find_prediction(registry._art, version, "01J2Y6J0S3000000AE4ZC2R1T7")  # doctest: +SKIP
     """

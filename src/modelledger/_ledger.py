@@ -34,9 +34,9 @@ from itertools import islice
 from json.encoder import encode_basestring as _json_string
 from typing import TYPE_CHECKING, Any, Final
 
-from .canonical import MAX_SAFE_INTEGER, canonicalize, canonicalize_str
+from ._canonical import MAX_SAFE_INTEGER, canonicalize, canonicalize_str
+from ._keys import key_id, load_public_key, sign, verify_with_key
 from .errors import IntegrityError, InvalidInput
-from .keys import key_id, load_public_key, sign, verify_with_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -75,7 +75,7 @@ GENESIS: Final[bytes] = bytes(32)
 FIRST_SEQ: Final[int] = 1
 """Sequence number of the first event; a checkpoint at seq 0 signs the empty ledger."""
 
-CHECKPOINT_DOMAIN: Final[str] = "modelledger.ledger.checkpoint.v1"
+CHECKPOINT_DOMAIN: Final[str] = "modelledger._ledger.checkpoint.v1"
 """Inside every signed checkpoint payload, so the key's other signatures (prediction
 receipts) can never be replayed as checkpoints, nor checkpoints as receipts."""
 
@@ -169,7 +169,7 @@ class LedgerEvent:
     """One governance event: who (``actor``) did what (``action``) to what (``subject``).
 
     ``data`` holds the action's details (JSON values only: see
-    :mod:`modelledger.canonical`); treat it as immutable once the event is built,
+    :mod:`modelledger._canonical`); treat it as immutable once the event is built,
     since the event's hash covers it.
 
     >>> LedgerEvent(seq=1, time="2024-05-01T12:00:00Z", actor="alice", action="alias.move",

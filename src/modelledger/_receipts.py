@@ -1,6 +1,6 @@
 """Prediction ids, canonical input digests and signed prediction receipts.
 
-Every prediction served through a :class:`~modelledger.capture.Predictor` gets a
+Every prediction served through a :class:`~modelledger._capture.Predictor` gets a
 :class:`Receipt`: what was predicted, by which model version, from which input, when,
 signed with the registry's Ed25519 key. Anyone holding the registry's public key can
 check one offline (:func:`verify_receipt`); changing any field makes it fail.
@@ -65,9 +65,9 @@ from datetime import date, datetime, timedelta, timezone
 from json.encoder import encode_basestring as _json_string
 from typing import TYPE_CHECKING, Any, Final, overload
 
-from .canonical import MAX_SAFE_INTEGER, canonicalize, canonicalize_str
-from .errors import IntegrityError, InvalidInput
-from .integrity import audit_path, leaf_hash, root_from_audit_path
+from ._canonical import MAX_SAFE_INTEGER, canonicalize, canonicalize_str
+from ._integrity import audit_path, leaf_hash, root_from_audit_path
+from .errors import InvalidInput, InvalidReceipt
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -75,7 +75,6 @@ if TYPE_CHECKING:
 __all__ = [
     "RECEIPT_DOMAIN",
     "InclusionProof",
-    "InvalidReceipt",
     "Receipt",
     "ReceiptBatch",
     "ReceiptSigner",
@@ -548,15 +547,6 @@ def input_digest(row: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- receipts
 
 
-class InvalidReceipt(IntegrityError):
-    """A receipt that does not verify; ``reason`` says why in one line."""
-
-    def __init__(self, prediction_id: str, reason: str) -> None:
-        super().__init__(f"receipt {prediction_id}", reason)
-        self.prediction_id = prediction_id
-        self.reason = reason
-
-
 @dataclass(frozen=True, slots=True)
 class InclusionProof:
     """Where a receipt's leaf sits in its batch's Merkle tree, and the hashes that prove it."""
@@ -690,7 +680,7 @@ def _root_payload(root_hex: str, tree_size: int, kid: str) -> bytes:
     """JCS of ``{"key_id", "root", "tree_size", "type"}``: the bytes a receipt signature covers.
 
     Written out by hand (all members are ASCII, sorted) because it is on every predict
-    call; a test checks it against :func:`~modelledger.canonical.canonicalize`.
+    call; a test checks it against :func:`~modelledger._canonical.canonicalize`.
     """
     return (
         f'{{"key_id":{_json_string(kid)},"root":{_json_string(root_hex)},'
@@ -705,19 +695,19 @@ class ReceiptSigner:
     """
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
-        from .keys import key_id
+        from ._keys import key_id
 
         self._key = private_key
         self.key_id = key_id(private_key)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ReceiptSigner:
-        from .keys import load_private_key
+        from ._keys import load_private_key
 
         return cls(load_private_key(path))
 
     def public_key_pem(self) -> bytes:
-        from .keys import public_key_pem
+        from ._keys import public_key_pem
 
         return public_key_pem(self._key)
 
@@ -840,7 +830,7 @@ def _leaf_template(model: str, version: int, digest: str, time: str, kid: str) -
 
 
 def _public_key(public_pem: bytes | str | Ed25519PublicKey) -> Ed25519PublicKey:
-    from .keys import load_public_key
+    from ._keys import load_public_key
 
     if isinstance(public_pem, str):
         public_pem = public_pem.encode()
@@ -859,7 +849,7 @@ def check_receipt(receipt: Receipt | Mapping[str, Any], public_pem: bytes | str 
 
     >>> check_receipt(json.load(open("receipt.json")), open("key.pem", "rb").read())  # doctest: +SKIP
     """
-    from .keys import key_id, verify_with_key
+    from ._keys import key_id, verify_with_key
 
     public = _public_key(public_pem)
     pid = str(receipt.get("prediction_id", "?")) if isinstance(receipt, Mapping) else receipt.prediction_id

@@ -21,7 +21,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from .errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
+from .errors import AlreadyExists, InvalidInput, KeyFileExposed, NotFound, PermissionDenied
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     PublicKeyLike = Ed25519PublicKey | Ed25519PrivateKey | bytes
 
 __all__ = [
-    "KeyFileExposed",
     "generate_key",
     "key_id",
     "load_private_key",
@@ -42,17 +41,6 @@ __all__ = [
     "verify_signature",
     "verify_with_key",
 ]
-
-
-class KeyFileExposed(PermissionDenied):
-    """A private key file that group or others may access; it is refused, not used."""
-
-    def __init__(self, path: str, mode: int) -> None:
-        super().__init__(
-            f"private key file {path} has mode {mode:04o}: group/others may access it; run `chmod 600 {path}`"
-        )
-        self.path = path
-        self.mode = mode
 
 
 def generate_key(path: str | os.PathLike[str]) -> bytes:

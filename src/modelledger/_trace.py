@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import NotFound
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ._registry import Registry
 
 __all__ = ["TraceReport", "trace_prediction"]
 
@@ -86,8 +86,9 @@ def _dataset_entry(registry: Registry, dv: Any, role: str | None, seen: set[str]
 
 def trace_prediction(registry: Registry, prediction_id: str) -> TraceReport:
     """The full trace of one captured prediction (see the module documentation)."""
-    from .capture import find_prediction
-    from .receipts import InvalidReceipt, check_receipt, parse_prediction_id
+    from ._capture import find_prediction
+    from ._receipts import check_receipt, parse_prediction_id
+    from .errors import InvalidReceipt
 
     when, key = parse_prediction_id(prediction_id)
     mv = registry.get_version_by_key(key)

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._policy import Policy
 from .errors import Conflict, InvalidInput, InvalidManifest, PermissionDenied
-from .policy import Policy
 
 __all__ = [
     "STAGES",

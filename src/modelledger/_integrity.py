@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .domain import FileEntry
+from ._domain import FileEntry
 from .errors import InvalidInput
 
 __all__ = [

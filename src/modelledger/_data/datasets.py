@@ -11,12 +11,12 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..domain import DatasetSource, DatasetVersion, Page, ProcessingStep, utcnow
+from .._domain import DatasetSource, DatasetVersion, Page, ProcessingStep, utcnow
+from .._identifiers import parse_dataset_uri, validate_name
 from ..errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
-from ..identifiers import parse_dataset_uri, validate_name
 
 if TYPE_CHECKING:
-    from ..registry import Registry
+    from .._registry import Registry
 
 __all__ = ["Datasets"]
 
@@ -95,7 +95,7 @@ class Datasets:
         >>> clean = registry.datasets.register("applications", df, steps=[{
         ...     "name": "dedupe", "inputs": [raw.uri], "params": {"subset": ["id"]}}])  # doctest: +SKIP
         """
-        from ..manifest import capture_source
+        from .._manifest import capture_source
         from .ingest import ingest
 
         validate_name(name, what="data set name")

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .domain import DatasetVersion, ModelVersion
+from ._domain import DatasetVersion, ModelVersion
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ._registry import Registry
 
 __all__ = ["LineageEdge", "LineageGraph", "LineageNode", "VersionDiff", "diff_versions", "lineage_of"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .domain import ModelVersion, Signature
+from ._domain import ModelVersion, Signature
 
 __all__ = ["LoadedModel"]
 
@@ -24,7 +24,7 @@ class LoadedModel:
         >>> model.predict(applications)  # doctest: +SKIP
         """
         if self.signature is not None and self.signature.inputs:
-            from .signature import enforce
+            from ._signature import enforce
 
             data = enforce(self.signature, data)
         return self.raw.predict(data)

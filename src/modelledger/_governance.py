@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .domain import Page
-from .errors import Conflict, InvalidInput
-from .identifiers import validate_alias, validate_name
-from .lifecycle import (
+from ._domain import Page
+from ._identifiers import validate_alias, validate_name
+from ._lifecycle import (
     ReplayedState,
     VersionState,
     decide_approval,
@@ -27,11 +26,12 @@ from .lifecycle import (
     parse_gates,
     replay,
 )
-from .policy import Policy
+from ._policy import Policy
+from .errors import Conflict, InvalidInput
 
 if TYPE_CHECKING:
-    from .domain import ModelVersion
-    from .ledger import ChainReport, LedgerEvent
+    from ._domain import ModelVersion
+    from ._ledger import ChainReport, LedgerEvent
     from .stores.metadata import Signer
 
 __all__ = ["AliasChange", "GovernanceVerbs", "StateDifference"]
@@ -283,7 +283,7 @@ class GovernanceVerbs:
 
     def verify_ledger(self) -> ChainReport:
         """Recompute the hash chain and check every signed checkpoint."""
-        from .ledger import verify_chain
+        from ._ledger import verify_chain
 
         self._ready()
         stored = self._meta.public_key()
