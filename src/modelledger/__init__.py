@@ -19,6 +19,8 @@ from ._capture import (
 )
 from ._domain import (
     ColumnSpec,
+    DatasetSource,
+    DatasetVersion,
     FileEntry,
     GcItem,
     GcReport,
@@ -26,14 +28,16 @@ from ._domain import (
     ModelVersion,
     Page,
     Problem,
+    ProcessingStep,
     Signature,
     StagedVersion,
     VerifyReport,
 )
 from ._governance import AliasChange, StateDifference
 from ._identifiers import ModelRef, parse_model_uri
-from ._ledger import Checkpoint, LedgerEvent
+from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import VersionState
+from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from ._loaded import LoadedModel
 from ._manifest import Manifest, SourceInfo, TrainingJob, load_manifest_file
 from ._policy import Policy
@@ -49,6 +53,7 @@ from ._receipts import (
     verify_receipt,
 )
 from ._registry import Registry
+from ._trace import TraceReport
 from .errors import (
     AlreadyExists,
     Conflict,
@@ -71,9 +76,12 @@ __all__ = [
     "AliasChange",
     "AlreadyExists",
     "CaptureStats",
+    "ChainReport",
     "Checkpoint",
     "ColumnSpec",
     "Conflict",
+    "DatasetSource",
+    "DatasetVersion",
     "FileEntry",
     "GcItem",
     "GcReport",
@@ -84,6 +92,9 @@ __all__ = [
     "InvalidReceipt",
     "KeyFileExposed",
     "LedgerEvent",
+    "LineageEdge",
+    "LineageGraph",
+    "LineageNode",
     "LoadedModel",
     "Manifest",
     "Model",
@@ -97,6 +108,7 @@ __all__ = [
     "Predicted",
     "Predictor",
     "Problem",
+    "ProcessingStep",
     "Receipt",
     "ReceiptBatch",
     "Registry",
@@ -107,8 +119,10 @@ __all__ = [
     "StagedVersion",
     "StateDifference",
     "StorageError",
+    "TraceReport",
     "TrainingJob",
     "VerifyReport",
+    "VersionDiff",
     "VersionState",
     "__version__",
     "canonical_row",
