@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from modelledger.stores import tables as t
-from modelledger.stores.metadata import Q_HEAD, Q_MODEL_AND_VERSION, SqlMetadataStore
+from modelledger.stores.sql import SqlMetadataStore
+from modelledger.stores.sql import tables as t
+from modelledger.stores.sql.statements import Q_HEAD, Q_MODEL_AND_VERSION
 
 
 @pytest.fixture

@@ -336,7 +336,7 @@ def test_event_data_is_stored_as_the_canonical_text_the_chain_hashes(
     alice: Registry, fitted_pipeline
 ) -> None:
     from modelledger._canonical import canonicalize_str
-    from modelledger.stores import tables as t
+    from modelledger.stores.sql import tables as t
 
     # manifest values reach the events: non-ASCII text, a character beyond U+FFFF, floats
     uri = _register(alice, fitted_pipeline, training_job={"id": "entraîné-\U0001f680", "host": "hôte"})

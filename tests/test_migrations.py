@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from modelledger import Registry, SchemaOutdated, StorageError
-from modelledger.stores.metadata import HEAD_REVISION
+from modelledger.stores.sql import HEAD_REVISION
 
 
 def _engine(url: str) -> sa.Engine:
@@ -42,7 +42,7 @@ def test_tables_agree_with_migrations(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from modelledger.stores.tables import metadata
+    from modelledger.stores.sql.tables import metadata
 
     engine = _engine(db_url)
     with engine.connect() as conn:

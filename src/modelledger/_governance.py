@@ -32,7 +32,7 @@ from .errors import Conflict, InvalidInput
 if TYPE_CHECKING:
     from ._domain import ModelVersion
     from ._ledger import ChainReport, LedgerEvent
-    from .stores.metadata import Signer
+    from .stores.protocols import MetadataStore, Signer
 
 __all__ = ["AliasChange", "GovernanceVerbs", "StateDifference"]
 
@@ -87,7 +87,7 @@ def _iso(when: datetime | str) -> str:
 class GovernanceVerbs:
     """Mixed into :class:`~modelledger.Registry`; see its documentation."""
 
-    _meta: Any
+    _meta: MetadataStore
 
     if TYPE_CHECKING:  # provided by Registry
 
@@ -308,13 +308,10 @@ class GovernanceVerbs:
                         f"state of models:/{key[0]}/{key[1]}", a and a.to_dict(), b and b.to_dict()
                     )
                 )
-        for key in sorted(set(rebuilt.aliases) | set(current.aliases)):
-            if rebuilt.aliases.get(key) != current.aliases.get(key):
-                out.append(
-                    StateDifference(
-                        f"models:/{key[0]}@{key[1]}", rebuilt.aliases.get(key), current.aliases.get(key)
-                    )
-                )
+        for name, alias in sorted(set(rebuilt.aliases) | set(current.aliases)):
+            held, found = rebuilt.aliases.get((name, alias)), current.aliases.get((name, alias))
+            if held != found:
+                out.append(StateDifference(f"models:/{name}@{alias}", held, found))
         if rebuilt.policy != current.policy:
             out.append(StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict()))
         return out

@@ -14,23 +14,39 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from ._policy import Policy
+
+if TYPE_CHECKING:
+    from ._ledger import LedgerEvent
 from .errors import Conflict, InvalidInput, InvalidManifest, PermissionDenied
 
 __all__ = [
     "STAGES",
-    "Decision",
+    "EventDraft",
     "Gate",
     "GateResult",
+    "GovContext",
+    "ReplayedState",
+    "StateDelta",
     "VersionState",
     "check_transition",
+    "decide_alias",
+    "decide_approval",
+    "decide_deploy",
+    "decide_policy",
+    "decide_registration",
+    "decide_rollback",
+    "decide_stage",
+    "decide_validation",
     "evaluate_gates",
     "parse_gates",
+    "replay",
     "stage_modes",
+    "state_delta",
 ]
 
 STAGES = ("candidate", "data_prepared", "trained", "validated", "approved", "rejected", "deployed", "retired")
@@ -90,18 +106,6 @@ class EventDraft:
     data: Mapping[str, Any]
     reason: str | None = None
     actor: str | None = None  # None: the acting user
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the store must apply, atomically, with the events that record it."""
-
-    events: Sequence[EventDraft]
-    stage: str | None = None
-    approved_by: str | None = None
-    aliases_set: Mapping[str, int] = field(default_factory=dict)
-    aliases_deleted: Sequence[str] = ()
-    policy: Policy | None = None
 
 
 # ---------------------------------------------------------------- transitions
@@ -221,73 +225,82 @@ class GovContext:
 
 
 @dataclass(frozen=True, slots=True)
-class Effects:
-    """What one ledger event changes in the state tables (derived from its data only)."""
+class StateDelta:
+    """What one ledger event changes in the state that is an index of the ledger.
+
+    ``fields`` are the version state's fields that change (``stage``, ``registered_by``,
+    ``approved_by``, ``decided_at``, ``last_seq``); ``new_version`` says the event starts a
+    version's state. ``aliases`` maps an alias to its new version (``None``: removed).
+    Derived from the event alone: the one rule used live by every store and when rebuilding.
+    """
 
     model: str | None
     version: int | None
-    stage: str | None
-    registered_by: str | None
-    approved_by: str | None
+    actor: str
+    fields: Mapping[str, Any]
+    new_version: bool
     aliases: Mapping[str, int | None]
     policy: Mapping[str, Any] | None
 
 
-def effects(action: str, actor: str, time: str, data: Mapping[str, Any]) -> Effects:
-    """The state change an event records: the one rule used live and when rebuilding."""
-    return Effects(
-        model=data.get("model"),
-        version=data.get("version"),
-        stage=data.get("stage"),
-        registered_by=actor if action == "version.registered" else None,
-        approved_by=actor if action == "version.approved" else None,
-        aliases=dict(data.get("aliases") or {}),
+def state_delta(action: str, actor: str, time: str, seq: int, data: Mapping[str, Any]) -> StateDelta:
+    """The state change the event ``action`` (by ``actor`` at ``time``, number ``seq``) records."""
+    model, version, stage = data.get("model"), data.get("version"), data.get("stage")
+    new_version = action == "version.registered"
+    fields: dict[str, Any] = {}
+    if model is not None and version is not None and (stage or new_version):
+        if new_version:
+            fields = {"stage": stage or "candidate", "registered_by": actor}
+        elif stage:
+            fields["stage"] = stage
+        if action == "version.approved":
+            fields.update(approved_by=actor, decided_at=time)
+        elif action == "version.rejected":
+            fields["decided_at"] = time
+        fields["last_seq"] = seq
+    return StateDelta(
+        model=model,
+        version=None if version is None else int(version),
+        actor=actor,
+        fields=fields,
+        new_version=new_version and bool(fields),
+        aliases=dict(data.get("aliases") or {}) if model is not None else {},
         policy=data.get("policy") if action == "policy.changed" else None,
     )
 
 
 @dataclass
 class ReplayedState:
+    """Every piece of current state, as rebuilt from the ledger (or read from a store's tables)."""
+
     versions: dict[tuple[str, int], VersionState] = field(default_factory=dict)
     aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
 
+    def apply(self, delta: StateDelta) -> None:
+        """Apply one event's delta, as a store applies it to its tables."""
+        if delta.fields and delta.model is not None and delta.version is not None:
+            key = (delta.model, delta.version)
+            prev = self.versions.get(key)
+            if prev is None or delta.new_version:
+                prev = VersionState(delta.model, delta.version, "candidate", delta.actor)
+            self.versions[key] = replace(prev, **delta.fields)
+        if delta.model is not None:
+            for alias, version in delta.aliases.items():
+                if version is None:
+                    self.aliases.pop((delta.model, alias), None)
+                else:
+                    self.aliases[(delta.model, alias)] = int(version)
+        if delta.policy is not None:
+            self.policy = Policy.from_dict(delta.policy)
 
-def replay(events: Any) -> ReplayedState:
+
+def replay(events: Iterable[LedgerEvent]) -> ReplayedState:
     """Rebuild every table that shows current state from the ledger alone."""
     out = ReplayedState()
     for ev in events:
-        eff = effects(ev.action, ev.actor, ev.time, ev.data)
-        apply_effects(out, eff, actor=ev.actor, time=ev.time, seq=ev.seq, action=ev.action)
+        out.apply(state_delta(ev.action, ev.actor, ev.time, ev.seq, ev.data))
     return out
-
-
-def apply_effects(out: ReplayedState, eff: Effects, *, actor: str, time: str, seq: int, action: str) -> None:
-    if eff.model is not None and eff.version is not None and (eff.stage or eff.registered_by):
-        key = (eff.model, int(eff.version))
-        prev = out.versions.get(key)
-        if prev is None:
-            prev = VersionState(
-                eff.model, int(eff.version), eff.stage or "candidate", eff.registered_by or actor
-            )
-        decided = action in ("version.approved", "version.rejected")
-        out.versions[key] = VersionState(
-            model=prev.model,
-            version=prev.version,
-            stage=eff.stage or prev.stage,
-            registered_by=prev.registered_by,
-            approved_by=eff.approved_by if action == "version.approved" else prev.approved_by,
-            decided_at=time if decided else prev.decided_at,
-            last_seq=seq,
-        )
-    if eff.model is not None:
-        for alias, version in eff.aliases.items():
-            if version is None:
-                out.aliases.pop((eff.model, alias), None)
-            else:
-                out.aliases[(eff.model, alias)] = int(version)
-    if eff.policy is not None:
-        out.policy = Policy.from_dict(eff.policy)
 
 
 # ---------------------------------------------------------------- decisions
@@ -498,27 +511,15 @@ def decide_registration(
     if modes["approved"] != "auto" or not ctx.policy.auto_approve:
         return drafts
     actx = GovContext(
-        ctx.model, ctx.version, replace_stage(state, "validated"), ctx.aliases, ctx.policy, ctx.actor
+        ctx.model, ctx.version, replace(state, stage="validated"), ctx.aliases, ctx.policy, ctx.actor
     )
     for d in decide_approval(actx, approve=True, reason="all validation gates passed", automated=True):
         drafts.append(EventDraft(d.action, d.subject, d.data, d.reason, actor="policy:auto-approve"))
     if modes["deployed"] != "auto":
         return drafts
     dctx = GovContext(
-        ctx.model, ctx.version, replace_stage(state, "approved"), ctx.aliases, ctx.policy, ctx.actor
+        ctx.model, ctx.version, replace(state, stage="approved"), ctx.aliases, ctx.policy, ctx.actor
     )
     alias = manifest.get("target_alias") or "production"
     drafts.extend(decide_deploy(dctx, alias, reason="automatic deployment after approval"))
     return drafts
-
-
-def replace_stage(state: VersionState, stage: str) -> VersionState:
-    return VersionState(
-        state.model,
-        state.version,
-        stage,
-        state.registered_by,
-        state.approved_by,
-        state.decided_at,
-        state.last_seq,
-    )

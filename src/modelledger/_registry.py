@@ -42,10 +42,9 @@ from ._lifecycle import (
     EventDraft,
     GovContext,
     ReplayedState,
-    apply_effects,
     decide_alias,
     decide_registration,
-    effects,
+    state_delta,
 )
 from ._loaded import LoadedModel
 from ._manifest import Manifest, load_manifest_file
@@ -58,7 +57,9 @@ from .errors import (
     SchemaOutdated,
     StorageError,
 )
+from .stores import open_metadata_store
 from .stores.artifacts import ArtifactStore, iter_file
+from .stores.protocols import MetadataStore, Signer
 
 if TYPE_CHECKING:
     from ._capture import Predictor
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
     from ._ledger import ChainReport, LedgerEvent
     from ._lineage import LineageGraph, VersionDiff
     from ._trace import TraceReport
-    from .stores.metadata import Signer
 
 __all__ = ["FolderNaming", "Registry"]
 
@@ -137,7 +137,7 @@ class Registry(GovernanceVerbs):
 
     def __init__(
         self,
-        metadata: Any,
+        metadata: MetadataStore,
         artifacts: ArtifactStore,
         *,
         auto_migrate: bool = False,
@@ -181,8 +181,6 @@ class Registry(GovernanceVerbs):
 
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
         """
-        from .stores.metadata import SqlMetadataStore
-
         if folder_naming not in ("auto", "git", "execution", "date"):
             raise InvalidInput("folder_naming must be one of auto, git, execution, date")
         auto = False
@@ -191,8 +189,7 @@ class Registry(GovernanceVerbs):
             url = f"sqlite:///{home / 'registry.db'}"
             artifacts = artifacts or (home / "artifacts").as_uri()
             auto = True
-        if not url.startswith(("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")):
-            raise InvalidInput(f"unsupported registry URL {url!r}: use sqlite:///... or postgresql://...")
+        metadata = open_metadata_store(url)
         if artifacts is None:
             if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
                 db = Path(url[len("sqlite:///") :]).absolute()
@@ -205,7 +202,7 @@ class Registry(GovernanceVerbs):
             artifacts = Path(artifacts).absolute().as_uri()
         key_path = Path(key or os.environ.get("MODELLEDGER_KEY") or _default_key_path(url)).absolute()
         return cls(
-            SqlMetadataStore(url),
+            metadata,
             ArtifactStore(artifacts, **dict(storage_options or {})),
             auto_migrate=auto,
             folder_naming=folder_naming,
@@ -1057,10 +1054,7 @@ class Registry(GovernanceVerbs):
                 if event.action == "version.registered":
                     data = event.data
                     registered[(data["model"], int(data["version"]))] = data["digest"]
-                eff = effects(event.action, event.actor, event.time, event.data)
-                apply_effects(
-                    rebuilt, eff, actor=event.actor, time=event.time, seq=event.seq, action=event.action
-                )
+                rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
                 yield event, digest
 
         stream = events()

@@ -1,0 +1,177 @@
+"""The ports: everything the registry asks of a metadata backend, as typed Protocols.
+
+The facade and its services reach metadata only through these. A backend implements
+:class:`MetadataStore` (the four concerns below plus opening and closing) and passes the
+same parametrised tests; nothing above this line changes. The one SQLAlchemy Core
+implementation, :class:`modelledger.stores.sql.SqlMetadataStore`, serves SQLite and
+PostgreSQL.
+
+Rules every backend keeps (the tests check them):
+
+* A governed write (:meth:`LedgerStore.govern`, :meth:`ModelStore.create_version`) reads the
+  state it hands to ``decide`` and appends the events ``decide`` returns in ONE atomic step,
+  serialised with every other governed write: the ledger is a single chain.
+* The state it keeps (:class:`~modelledger._lifecycle.VersionState`, aliases, policy) is an
+  index of the ledger, changed only by applying each appended event's
+  :func:`~modelledger._lifecycle.state_delta`.
+* Version and data set numbers are allocated inside that step: concurrent writers get
+  distinct, consecutive numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from .._domain import (
+    ColumnSpec,
+    DatasetSource,
+    DatasetVersion,
+    FileEntry,
+    Model,
+    ModelVersion,
+    ProcessingStep,
+)
+from .._ledger import Checkpoint, LedgerEvent
+from .._lifecycle import EventDraft, GovContext, ReplayedState, VersionState
+from .._policy import Policy
+
+__all__ = [
+    "DatasetStore",
+    "Decide",
+    "LedgerStore",
+    "MetadataStore",
+    "ModelStore",
+    "Signer",
+]
+
+Decide = Callable[[GovContext], list[EventDraft]]
+"""Given the state read under the write lock, the ledger events to append (or raise)."""
+Signer = Callable[[int, bytes, str], Checkpoint]
+"""Signs the chain head: (seq, head hash, time) -> checkpoint."""
+
+
+class ModelStore(Protocol):
+    """Models and their versions."""
+
+    def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model: ...
+    def get_model(self, name: str) -> Model: ...
+    def list_models(
+        self, *, prefix: str | None, tags: Mapping[str, str], limit: int, after: str | None
+    ) -> list[Model]: ...
+    def update_model(
+        self, name: str, *, description: str | None, tags: Mapping[str, str | None] | None
+    ) -> Model: ...
+    def create_version(
+        self,
+        model: str,
+        *,
+        folder: str,
+        digest: str,
+        flavor: str,
+        files: Sequence[FileEntry],
+        manifest: Mapping[str, Any],
+        created_by: str,
+        now: datetime,
+        create_model: bool,
+        walk: Decide,
+        signer: Signer,
+        links: Sequence[tuple[str, str]] = (),
+        needs_context: bool = True,
+    ) -> ModelVersion:
+        """Allocate the next number, insert the version and its data set links, and append the
+        events ``walk`` drafts for it, all in one governed write."""
+        ...
+
+    def get_version(
+        self, model: str, version: int | None = None, *, alias: str | None = None
+    ) -> ModelVersion: ...
+    def get_version_by_key(self, key: int) -> ModelVersion: ...
+    def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]: ...
+    def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]: ...
+
+
+class LedgerStore(Protocol):
+    """The hash-chained ledger, its checkpoints and the governance state indexed from it."""
+
+    def govern(
+        self,
+        model: str,
+        version: int | None,
+        decide: Decide,
+        *,
+        actor: str,
+        signer: Signer,
+        needs_state: bool = True,
+        needs_policy: bool = True,
+    ) -> list[LedgerEvent]: ...
+    def iter_events(self, *, after: int = 0, batch: int = 5000) -> Iterator[tuple[LedgerEvent, str]]: ...
+    def audit(
+        self,
+        *,
+        subjects: Sequence[str],
+        subject_prefixes: Sequence[str],
+        actor: str | None,
+        action: str | None,
+        since: str | None,
+        until: str | None,
+        after: int,
+        limit: int,
+    ) -> list[tuple[LedgerEvent, str]]: ...
+    def checkpoints(self) -> list[Checkpoint]: ...
+    def public_key(self) -> tuple[str, bytes] | None: ...
+    def add_public_key(self, kid: str, public_pem: bytes) -> None: ...
+    def version_state(self, model: str, version: int) -> VersionState: ...
+    def policy(self) -> Policy: ...
+    def alias_at(self, model: str, alias: str, time: str) -> int | None: ...
+    def alias_history(self, model: str, alias: str | None) -> list[dict[str, Any]]: ...
+    def current_state(self) -> ReplayedState: ...
+    def rewrite_state(self, state: ReplayedState) -> None: ...
+
+
+class DatasetStore(Protocol):
+    """Data set versions, their processing steps and which model versions used them."""
+
+    def find_dataset_version(self, name: str, digest: str) -> DatasetVersion | None: ...
+    def get_dataset_version(self, name: str, version: int | None) -> DatasetVersion: ...
+    def get_dataset_version_by_key(self, key: int) -> DatasetVersion: ...
+    def create_dataset_version(
+        self,
+        name: str,
+        *,
+        digest: str,
+        path: str,
+        file_sha256: str,
+        size_bytes: int,
+        row_count: int,
+        schema: Sequence[ColumnSpec],
+        stats: Mapping[str, Any],
+        source: DatasetSource,
+        steps: Sequence[ProcessingStep],
+        created_by: str,
+        now: datetime,
+    ) -> tuple[DatasetVersion, bool]: ...
+    def list_datasets(self, *, prefix: str | None, limit: int, after: str | None) -> list[dict[str, Any]]: ...
+    def list_dataset_versions(self, name: str, *, limit: int, before: int | None) -> list[DatasetVersion]: ...
+    def iter_dataset_files(self, batch: int = 500) -> Iterator[tuple[str, str, str, int]]: ...
+    def model_datasets(self, version_key: int) -> list[tuple[str, DatasetVersion]]: ...
+    def dataset_users(self, dataset_key: int) -> list[tuple[str, int, str]]: ...
+    def dataset_children(self, dataset_key: int) -> list[int]: ...
+
+
+class MetadataStore(ModelStore, LedgerStore, DatasetStore, Protocol):
+    """A whole metadata backend: the three concerns, its schema, and closing it."""
+
+    def schema_revision(self) -> str | None: ...
+    def migrate(self) -> str: ...
+    def check_schema(self) -> None:
+        """Raise :class:`~modelledger.errors.SchemaOutdated` unless the schema is current."""
+        ...
+
+    def referenced_paths(self) -> tuple[set[str], set[str]]:
+        """Every version folder and every data set file the metadata refers to, read at one
+        instant (what ``gc`` must never remove)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,430 @@
+"""The SQL store's ledger: governed writes, the hash chain, checkpoints and the state it indexes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..._canonical import canonicalize_str
+from ..._ledger import ChainBuilder, Checkpoint, LedgerEvent
+from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
+from ..._policy import Policy
+from ..._time import now, now_text
+from ...errors import NotFound
+from ..protocols import Decide, Signer
+from . import tables as t
+from .base import SqlBase
+from .statements import (
+    ESC,
+    Q_ALIAS_DELETE,
+    Q_ALIAS_HISTORY_INSERT,
+    Q_CHECKPOINT_INSERT,
+    Q_EVENTS_INSERT,
+    Q_HEAD_UPDATE,
+    Q_MODEL_AND_VERSION,
+    Q_STATE,
+    Q_STATE_INSERT,
+    Q_STATE_UPDATE,
+    bp,
+    like_escape,
+)
+
+__all__ = ["ALIAS_SLOTS", "SqlLedger"]
+
+ALIAS_SLOTS = 100  # alias_history.seq = ledger seq * ALIAS_SLOTS + position in the event
+
+
+@dataclass
+class _AliasMoves:
+    """Alias changes of one append: final value per (model id, alias), and every move in order."""
+
+    aliases: dict[tuple[int, str], int | None] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    # version state: (model id, version) -> (values, new row?), written once per append
+    states: dict[tuple[int, int], tuple[dict[str, Any], bool]] = field(default_factory=dict)
+
+
+class SqlLedger(SqlBase):
+    """Governed writes and the ledger."""
+
+    def _state(self, conn: Connection, model_id: int, model: str, version: int) -> VersionState | None:
+        row = self.driver.first(conn, Q_STATE, {"mid": model_id, "version": version})
+        if row is None:
+            return None
+        stage, registered_by, approved_by, decided_at, last_seq = row
+        return VersionState(
+            model=model,
+            version=version,
+            stage=stage,
+            registered_by=registered_by,
+            approved_by=approved_by,
+            decided_at=decided_at,
+            last_seq=int(last_seq),
+        )
+
+    def govern(
+        self,
+        model: str,
+        version: int | None,
+        decide: Decide,
+        *,
+        actor: str,
+        signer: Signer,
+        needs_state: bool = True,
+        needs_policy: bool = True,
+    ) -> list[LedgerEvent]:
+        """Read state under the write lock, let ``decide`` choose the events, append and apply them.
+
+        A decision that needs neither the version's stage nor the policy (an alias move)
+        skips reading them.
+        """
+        with self._write() as conn:
+            head = self._lock_head(conn)
+            state = None
+            aliases: dict[str, int] = {}
+            model_ids: dict[str, int] = {}
+            if model:
+                # one statement for the model and, when asked, whether the version exists
+                m = self.driver.first(conn, Q_MODEL_AND_VERSION, {"name": model, "version": version or 0})
+                if m is None:
+                    raise NotFound("model", model)
+                model_id, version_id = int(m[0]), m[1]
+                model_ids[model] = model_id
+                aliases = self._alias_map(conn, model_id)
+                if version is not None:
+                    if version_id is None:
+                        raise NotFound("model version", f"models:/{model}/{version}")
+                    if needs_state:
+                        state = self._state(conn, model_id, model, version)
+            ctx = GovContext(
+                model=model,
+                version=version,
+                state=state,
+                aliases=aliases,
+                policy=self._policy(conn) if needs_policy else Policy(),
+                actor=actor,
+            )
+            return self._append(conn, head, decide(ctx), actor=actor, signer=signer, model_ids=model_ids)
+
+    def _append(
+        self,
+        conn: Connection,
+        head: tuple[int, str],
+        drafts: Sequence[EventDraft],
+        *,
+        actor: str,
+        signer: Signer,
+        model_ids: dict[str, int] | None = None,
+    ) -> list[LedgerEvent]:
+        """Chain, store and apply the drafted events, move the head and sign a checkpoint.
+
+        ``model_ids`` holds model ids the caller already read (name -> id), saving a lookup.
+        """
+        if not drafts:
+            return []
+        builder = ChainBuilder(head=head[1], next_seq=head[0] + 1)
+        time = now_text()
+        first = builder.next_seq
+        events = [
+            LedgerEvent(
+                seq=first + i,
+                time=time,
+                actor=d.actor or actor,
+                action=d.action,
+                subject=d.subject,
+                data=d.data,
+                reason=d.reason,
+            )
+            for i, d in enumerate(drafts)
+        ]
+        # The canonical text is both what the chain hashes and what the data column keeps
+        # (any JSON reader reads it back to the same value), so it is encoded once.
+        texts = [canonicalize_str(e.data) for e in events]
+        hashes = builder.extend(events, data_texts=texts)
+        rows = [
+            {
+                "seq": e.seq,
+                "time": e.time,
+                "actor": e.actor,
+                "action": e.action,
+                "subject": e.subject,
+                "data": text,
+                "reason": e.reason,
+                "hash": digest,
+            }
+            for e, text, digest in zip(events, texts, hashes, strict=True)
+        ]
+        run = self.driver
+        run.executemany(conn, Q_EVENTS_INSERT, rows)
+        ids = dict(model_ids or {})
+        moves = _AliasMoves()
+        for event in events:
+            self._apply(conn, event, ids, moves)
+        self._write_states(conn, moves)
+        self._write_alias_moves(conn, moves)
+        run.execute(conn, Q_HEAD_UPDATE, {"new_seq": builder.last_seq, "new_hash": builder.head_hex})
+        cp = signer(builder.last_seq, builder.head, time)
+        run.execute(conn, Q_CHECKPOINT_INSERT, cp.to_dict())
+        return events
+
+    def _model_id(self, conn: Connection, name: str, cache: dict[str, int]) -> int:
+        if name not in cache:
+            cache[name] = int(self._model_row(conn, name).id)
+        return cache[name]
+
+    def _apply(
+        self, conn: Connection, event: LedgerEvent, model_ids: dict[str, int], moves: _AliasMoves
+    ) -> None:
+        """Update the state tables from one event, by the same rule a rebuild uses.
+
+        Alias moves are collected in ``moves`` and written for the whole batch at once.
+        """
+        eff = state_delta(event.action, event.actor, event.time, event.seq, event.data)
+        if eff.fields and eff.model is not None and eff.version is not None:
+            mid = self._model_id(conn, eff.model, model_ids)
+            key = (mid, eff.version)
+            values, new = moves.states.get(key, ({}, False))
+            # a version's first event inserts its row; later ones in the batch update the values
+            values = dict(eff.fields) if eff.new_version else {**values, **eff.fields}
+            moves.states[key] = (values, new or eff.new_version)
+        if eff.model is not None and eff.aliases:
+            mid = self._model_id(conn, eff.model, model_ids)
+            for i, (alias, version) in enumerate(sorted(eff.aliases.items())):
+                moves.aliases[(mid, alias)] = version
+                moves.history.append(
+                    {
+                        # several alias moves in one event keep their own row, in order
+                        "seq": event.seq * ALIAS_SLOTS + i,
+                        "model_id": mid,
+                        "alias": alias,
+                        "version": version,
+                        "time": event.time,
+                        "actor": event.actor,
+                        "action": event.action,
+                    }
+                )
+        if eff.policy is not None:
+            value = json.dumps(eff.policy, sort_keys=True)
+            self.driver.execute(conn, self._upsert("setting"), {"key": "policy", "value": value})
+
+    def _write_states(self, conn: Connection, moves: _AliasMoves) -> None:
+        for (mid, version), (values, new) in moves.states.items():
+            if new:
+                self.driver.execute(conn, Q_STATE_INSERT, {"model_id": mid, "version": version, **values})
+            else:
+                stmt = self._state_update(tuple(sorted(values)))
+                self.driver.execute(conn, stmt, {"mid_": mid, "version_": version, **values})
+
+    def _state_update(self, columns: tuple[str, ...]) -> Any:
+        """UPDATE version_state SET <columns> for one version, built once per column set."""
+        stmt = self._state_updates.get(columns)
+        if stmt is None:
+            stmt = self._state_updates[columns] = Q_STATE_UPDATE.values({c: bp(c) for c in columns})
+        return stmt
+
+    def _write_alias_moves(self, conn: Connection, moves: _AliasMoves) -> None:
+        if not moves.history:
+            return
+        updated = now()
+        gone = [{"m": mid, "a": alias} for (mid, alias), v in moves.aliases.items() if v is None]
+        if gone:
+            self.driver.executemany(conn, Q_ALIAS_DELETE, gone)
+        kept = [
+            {"model_id": mid, "alias": alias, "version": v, "updated_at": updated}
+            for (mid, alias), v in moves.aliases.items()
+            if v is not None
+        ]
+        if kept:
+            self.driver.executemany(conn, self._upsert("alias"), kept)
+        self.driver.executemany(conn, Q_ALIAS_HISTORY_INSERT, moves.history)
+
+    @staticmethod
+    def _event(r: Any) -> LedgerEvent:
+        return LedgerEvent(
+            seq=int(r.seq),
+            time=r.time,
+            actor=r.actor,
+            action=r.action,
+            subject=r.subject,
+            data=json.loads(r.data),
+            reason=r.reason,
+        )
+
+    def iter_events(self, *, after: int = 0, batch: int = 5000) -> Iterator[tuple[LedgerEvent, str]]:
+        """Every ledger event with its stored hash, in seq order, fetched in pages."""
+        last = after
+        c = t.ledger_events.c
+        while True:
+            q = sa.select(t.ledger_events).where(c.seq > last).order_by(c.seq).limit(batch)
+            with self._read() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return
+            for r in rows:
+                yield self._event(r), r.hash
+            last = int(rows[-1].seq)
+
+    @staticmethod
+    def _checkpoint(r: Any) -> Checkpoint:
+        return Checkpoint(
+            seq=int(r.seq), head_hash=r.head_hash, time=r.time, key_id=r.key_id, signature=r.signature
+        )
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t.ledger_checkpoints).order_by(t.ledger_checkpoints.c.seq)).all()
+        return [self._checkpoint(r) for r in rows]
+
+    def public_key(self) -> tuple[str, bytes] | None:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(t.registry_keys).order_by(t.registry_keys.c.created_at).limit(1)
+            ).first()
+        return (row.key_id, row.public_pem.encode()) if row else None
+
+    def add_public_key(self, kid: str, public_pem: bytes) -> None:
+        with self._write() as conn:
+            if conn.execute(sa.select(t.registry_keys.c.key_id)).first() is None:
+                conn.execute(
+                    t.registry_keys.insert().values(
+                        key_id=kid, public_pem=public_pem.decode(), created_at=now_text()
+                    )
+                )
+
+    def version_state(self, model: str, version: int) -> VersionState:
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            state = self._state(conn, m.id, model, version)
+        if state is None:
+            raise NotFound("model version", f"models:/{model}/{version}")
+        return state
+
+    def policy(self) -> Policy:
+        with self._read() as conn:
+            return self._policy(conn)
+
+    def alias_at(self, model: str, alias: str, time: str) -> int | None:
+        h = t.alias_history.c
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            row = conn.execute(
+                sa.select(h.version)
+                .where(h.model_id == m.id, h.alias == alias, h.time <= time)
+                .order_by(h.seq.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else row.version
+
+    def alias_history(self, model: str, alias: str | None) -> list[dict[str, Any]]:
+        h = t.alias_history.c
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            q = sa.select(t.alias_history).where(h.model_id == m.id)
+            if alias is not None:
+                q = q.where(h.alias == alias)
+            rows = conn.execute(q.order_by(h.seq)).all()
+        return [
+            {
+                "seq": r.seq // ALIAS_SLOTS,
+                "model": model,
+                "alias": r.alias,
+                "version": r.version,
+                "time": r.time,
+                "actor": r.actor,
+                "action": r.action,
+            }
+            for r in rows
+        ]
+
+    def audit(
+        self,
+        *,
+        subjects: Sequence[str],
+        subject_prefixes: Sequence[str],
+        actor: str | None,
+        action: str | None,
+        since: str | None,
+        until: str | None,
+        after: int,
+        limit: int,
+    ) -> list[tuple[LedgerEvent, str]]:
+        c = t.ledger_events.c
+        q = sa.select(t.ledger_events).where(c.seq > after).order_by(c.seq).limit(limit)
+        conds = [c.subject == x for x in subjects]
+        conds.extend(c.subject.like(like_escape(p) + "%", escape=ESC) for p in subject_prefixes)
+        if conds:
+            q = q.where(sa.or_(*conds))
+        if actor:
+            q = q.where(c.actor == actor)
+        if action:
+            if "*" in action:
+                pattern = "%".join(like_escape(part) for part in action.split("*"))
+                q = q.where(c.action.like(pattern, escape=ESC))
+            else:
+                q = q.where(c.action == action)
+        if since:
+            q = q.where(c.time >= since)
+        if until:
+            q = q.where(c.time <= until)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        return [(self._event(r), r.hash) for r in rows]
+
+    def current_state(self) -> ReplayedState:
+        """The state tables as they are (to compare with a replay of the ledger)."""
+        out = ReplayedState()
+        with self._read() as conn:
+            names = {r.id: r.name for r in conn.execute(sa.select(t.models.c.id, t.models.c.name))}
+            for r in conn.execute(sa.select(t.version_state)):
+                out.versions[(names[r.model_id], r.version)] = VersionState(
+                    model=names[r.model_id],
+                    version=r.version,
+                    stage=r.stage,
+                    registered_by=r.registered_by,
+                    approved_by=r.approved_by,
+                    decided_at=r.decided_at,
+                    last_seq=r.last_seq,
+                )
+            for r in conn.execute(sa.select(t.aliases)):
+                out.aliases[(names[r.model_id], r.alias)] = r.version
+            out.policy = self._policy(conn)
+        return out
+
+    def rewrite_state(self, state: ReplayedState) -> None:
+        """Replace the state tables with ``state`` (rebuilt from the ledger)."""
+        with self._write() as conn:
+            self._lock_head(conn)
+            ids = {r.name: r.id for r in conn.execute(sa.select(t.models.c.id, t.models.c.name))}
+            conn.execute(t.version_state.delete())
+            conn.execute(t.aliases.delete())
+            rows = [
+                {
+                    "model_id": ids[s.model],
+                    "version": s.version,
+                    "stage": s.stage,
+                    "registered_by": s.registered_by,
+                    "approved_by": s.approved_by,
+                    "decided_at": s.decided_at,
+                    "last_seq": s.last_seq,
+                }
+                for s in state.versions.values()
+                if s.model in ids
+            ]
+            if rows:
+                conn.execute(t.version_state.insert(), rows)
+            updated = now()
+            alias_rows = [
+                {"model_id": ids[m], "alias": a, "version": v, "updated_at": updated}
+                for (m, a), v in state.aliases.items()
+                if m in ids
+            ]
+            if alias_rows:
+                conn.execute(t.aliases.insert(), alias_rows)
+            value = json.dumps(state.policy.to_dict(), sort_keys=True)
+            conn.execute(t.settings.delete().where(t.settings.c.key == "policy"))
+            conn.execute(t.settings.insert().values(key="policy", value=value))

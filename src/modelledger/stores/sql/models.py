@@ -1,0 +1,284 @@
+"""The SQL store's models and versions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..._canonical import canonicalize_str
+from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
+from ..._identifiers import parse_dataset_uri
+from ..._lifecycle import GovContext
+from ..._policy import Policy
+from ..._time import from_stored
+from ...errors import AlreadyExists, NotFound
+from ..protocols import Decide, Signer
+from . import tables as t
+from .ledger import SqlLedger
+from .statements import (
+    COMPACT,
+    ESC,
+    Q_ALIASES_OF,
+    Q_LIST_VERSIONS,
+    Q_MODEL_ALIASES,
+    Q_NEXT_VERSION,
+    Q_VERSION,
+    Q_VERSION_BY_ALIAS,
+    Q_VERSION_BY_KEY,
+    Q_VERSION_INSERT,
+    Q_VERSION_LATEST,
+    VERSION_COLS,
+    like_escape,
+)
+
+__all__ = ["SqlModels"]
+
+
+class SqlModels(SqlLedger):
+    """Models and versions; registering a version is a governed write, hence the ledger base."""
+
+    def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model:
+        try:
+            with self._write() as conn:
+                self._insert_model(conn, name, description, now, ignore=False)
+                row = self._model_row(conn, name)
+                if tags:
+                    conn.execute(
+                        t.model_tags.insert(),
+                        [{"model_id": row.id, "key": k, "value": v} for k, v in tags.items()],
+                    )
+        except sa.exc.IntegrityError as exc:
+            raise AlreadyExists("model", name) from exc
+        return self._to_model(row, tags)
+
+    def get_model(self, name: str) -> Model:
+        with self._read() as conn:
+            row = self._model_row(conn, name)
+            return self._to_model(row, self._tags(conn, [row.id])[row.id])
+
+    def list_models(
+        self, *, prefix: str | None, tags: Mapping[str, str], limit: int, after: str | None
+    ) -> list[Model]:
+        q = sa.select(t.models).order_by(t.models.c.name).limit(limit)
+        if prefix:
+            q = q.where(t.models.c.name.like(like_escape(prefix) + "%", escape=ESC))
+        if after is not None:
+            q = q.where(t.models.c.name > after)
+        for key, value in tags.items():
+            q = q.where(
+                sa.exists().where(
+                    t.model_tags.c.model_id == t.models.c.id,
+                    t.model_tags.c.key == key,
+                    t.model_tags.c.value == value,
+                )
+            )
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+            tag_map = self._tags(conn, [r.id for r in rows])
+        return [self._to_model(r, tag_map[r.id]) for r in rows]
+
+    def update_model(
+        self, name: str, *, description: str | None, tags: Mapping[str, str | None] | None
+    ) -> Model:
+        with self._write() as conn:
+            row = self._model_row(conn, name)
+            if description is not None:
+                conn.execute(t.models.update().where(t.models.c.id == row.id).values(description=description))
+            for key, value in (tags or {}).items():
+                conn.execute(
+                    t.model_tags.delete().where(t.model_tags.c.model_id == row.id, t.model_tags.c.key == key)
+                )
+                if value is not None:
+                    conn.execute(t.model_tags.insert().values(model_id=row.id, key=key, value=value))
+            row = self._model_row(conn, name)
+            return self._to_model(row, self._tags(conn, [row.id])[row.id])
+
+    # ------------------------------------------------------------ versions
+
+    def create_version(
+        self,
+        model: str,
+        *,
+        folder: str,
+        digest: str,
+        flavor: str,
+        files: Sequence[FileEntry],
+        manifest: Mapping[str, Any],
+        created_by: str,
+        now: datetime,
+        create_model: bool,
+        walk: Decide,
+        signer: Signer,
+        links: Sequence[tuple[str, str]] = (),
+        needs_context: bool = True,
+    ) -> ModelVersion:
+        files_json = COMPACT.encode([f.to_dict() for f in files])
+        # Stored in canonical form, so a load can digest the text as it is, without re-encoding.
+        text = getattr(manifest, "canonical_text", None)
+        manifest_json = text if isinstance(text, str) else canonicalize_str(dict(manifest))
+        try:
+            with self._write() as conn:
+                # Every governed write takes the ledger head first: one lock order, no deadlocks.
+                head = self._lock_head(conn)
+                # The number is allocated inside this transaction: the row lock (PostgreSQL)
+                # or the write lock (SQLite) serialises concurrent registrations.
+                run = self.driver
+                row = run.first(conn, Q_NEXT_VERSION, {"model_name": model})
+                if row is None and create_model:
+                    self._insert_model(conn, model, "", now, ignore=True)
+                    row = run.first(conn, Q_NEXT_VERSION, {"model_name": model})
+                if row is None:
+                    raise NotFound("model", model)
+                model_id, number = int(row[0]), int(row[1])
+                inserted = run.first(
+                    conn,
+                    Q_VERSION_INSERT,
+                    {
+                        "model_id": model_id,
+                        "version": number,
+                        "folder": folder,
+                        "digest": digest,
+                        "flavor": flavor,
+                        "files": files_json,
+                        "manifest": manifest_json,
+                        "created_at": now,
+                        "created_by": created_by,
+                    },
+                )
+                assert inserted is not None
+                key = int(inserted[0])
+                for uri, role in links:
+                    dname, dver = parse_dataset_uri(uri)
+                    dv = self._dataset_version_row(conn, dname, dver)
+                    conn.execute(
+                        t.model_datasets.insert().values(version_id=key, dataset_version_id=dv.id, role=role)
+                    )
+                ctx = GovContext(
+                    model=model,
+                    version=number,
+                    state=None,
+                    aliases=self._alias_map(conn, model_id) if needs_context else {},
+                    policy=self._policy(conn) if needs_context else Policy(),
+                    actor=created_by,
+                )
+                self._append(
+                    conn, head, walk(ctx), actor=created_by, signer=signer, model_ids={model: model_id}
+                )
+        except sa.exc.IntegrityError as exc:
+            raise AlreadyExists("version folder", folder) from exc
+        return ModelVersion(
+            model=model,
+            version=number,
+            folder=folder,
+            digest=digest,
+            flavor=flavor,
+            files=tuple(files),
+            manifest=dict(manifest),
+            created_at=now,
+            created_by=created_by,
+            key=key,
+        )
+
+    @staticmethod
+    def _to_version(row: Any, aliases: Sequence[str]) -> ModelVersion:
+        key, model, version, folder, digest, flavor, files, manifest, created_at, created_by = row
+        return ModelVersion(
+            model,
+            version,
+            folder,
+            digest,
+            flavor,
+            LazyFiles(files),
+            LazyJSON(manifest),
+            from_stored(created_at),
+            created_by,
+            tuple(sorted(aliases)) if aliases else (),
+            key,
+        )
+
+    def _aliases(self, conn: Connection, model: str, versions: Sequence[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {v: [] for v in versions}
+        if not versions:
+            return out
+        q = (
+            sa.select(t.aliases.c.alias, t.aliases.c.version)
+            .join(t.models, t.models.c.id == t.aliases.c.model_id)
+            .where(t.models.c.name == model, t.aliases.c.version.in_(versions))
+        )
+        for r in conn.execute(q):
+            out[r.version].append(r.alias)
+        return out
+
+    def get_version(
+        self, model: str, version: int | None = None, *, alias: str | None = None
+    ) -> ModelVersion:
+        q: Any
+        params: dict[str, Any]
+        if alias == "latest":
+            q, params = Q_VERSION_LATEST, {"model": model}
+            label = f"models:/{model}@latest"
+        elif alias is not None:
+            q, params = Q_VERSION_BY_ALIAS, {"model": model, "alias": alias}
+            label = f"models:/{model}@{alias}"
+        else:
+            q, params = Q_VERSION, {"model": model, "version": version}
+            label = f"models:/{model}/{version}"
+        run = self.driver
+        with self._read(snapshot=True) as conn:
+            row = run.first(conn, q, params)
+            if row is None:
+                self._model_row(conn, model)  # raises NotFound("model") when the model is unknown
+                raise NotFound("alias" if alias and alias != "latest" else "model version", label)
+            aliases = [a for (a,) in run.all(conn, Q_ALIASES_OF, {"model": model, "version": row[2]})]
+        return self._to_version(row, aliases)
+
+    def get_version_by_key(self, key: int) -> ModelVersion:
+        with self._read() as conn:
+            row = conn.execute(Q_VERSION_BY_KEY, {"key": key}).first()
+            if row is None:
+                raise NotFound("model version", f"key {key}")
+            aliases = self._aliases(conn, row.model_name, [row.version])[row.version]
+        return self._to_version(row, aliases)
+
+    def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]:
+        params = {"model": model, "before": before if before is not None else 2**31 - 1, "lim": limit}
+        run = self.driver
+        with self._read(snapshot=True) as conn:
+            rows = run.all(conn, Q_LIST_VERSIONS, params)
+            if not rows:
+                self._model_row(conn, model)  # NotFound for an unknown model
+                return []
+            alias_map: dict[int, list[str]] = {}
+            for alias, version in run.all(conn, Q_MODEL_ALIASES, {"model": model}):
+                alias_map.setdefault(version, []).append(alias)
+        return [self._to_version(r, alias_map.get(r[2], ())) for r in rows]
+
+    def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]:
+        """Every version of every model, fetched in pages (for verify)."""
+        last = 0
+        while True:
+            q = (
+                sa.select(*VERSION_COLS)
+                .join(t.models, t.models.c.id == t.versions.c.model_id)
+                .where(t.versions.c.id > last)
+                .order_by(t.versions.c.id)
+                .limit(batch)
+            )
+            with self._read() as conn:
+                rows = conn.execute(q).all()
+            if not rows:
+                return
+            for r in rows:
+                yield self._to_version(r, ())
+            last = rows[-1].key
+
+    def referenced_paths(self) -> tuple[set[str], set[str]]:
+        """Every version folder and every data set file path the metadata refers to (for gc)."""
+        with self._read(snapshot=True) as conn:
+            folders = set(conn.execute(sa.select(t.versions.c.folder)).scalars())
+            paths = set(conn.execute(sa.select(t.dataset_versions.c.path)).scalars())
+        return folders, paths

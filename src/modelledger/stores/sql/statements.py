@@ -1,0 +1,120 @@
+"""The SQL store's statements: built once, since building a statement costs more than running it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import tables as t
+
+__all__ = [
+    "COMPACT",
+    "ESC",
+    "bp",
+    "like_escape",
+    "normalise_url",
+]
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+ESC = "\\"
+
+
+def like_escape(text: str) -> str:
+    """Make ``text`` match itself in a LIKE pattern (escape character: ESC)."""
+    return text.replace(ESC, ESC + ESC).replace("%", ESC + "%").replace("_", ESC + "_")
+
+
+COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def bp(name: str) -> Any:
+    return sa.bindparam(name)
+
+
+VERSION_COLS = (
+    t.versions.c.id.label("key"),
+    t.models.c.name.label("model_name"),
+    t.versions.c.version,
+    t.versions.c.folder,
+    t.versions.c.digest,
+    t.versions.c.flavor,
+    t.versions.c.files,
+    t.versions.c.manifest,
+    # read as text and parsed with fromisoformat: SQLAlchemy's SQLite DATETIME parser is a regex
+    sa.type_coerce(t.versions.c.created_at, sa.String).label("created_at"),
+    t.versions.c.created_by,
+)
+VERSIONS_Q = sa.select(*VERSION_COLS).join(t.models, t.models.c.id == t.versions.c.model_id)
+Q_MODEL = sa.select(t.models).where(t.models.c.name == bp("name"))
+Q_VERSION = VERSIONS_Q.where(t.models.c.name == bp("model"), t.versions.c.version == bp("version"))
+Q_VERSION_LATEST = (
+    VERSIONS_Q.where(t.models.c.name == bp("model")).order_by(t.versions.c.version.desc()).limit(1)
+)
+Q_VERSION_BY_ALIAS = VERSIONS_Q.join(
+    t.aliases,
+    sa.and_(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version),
+).where(t.models.c.name == bp("model"), t.aliases.c.alias == bp("alias"))
+Q_VERSION_BY_KEY = VERSIONS_Q.where(t.versions.c.id == bp("key"))
+Q_LIST_VERSIONS = (
+    VERSIONS_Q.where(t.models.c.name == bp("model"), t.versions.c.version < bp("before"))
+    .order_by(t.versions.c.version.desc())
+    .limit(bp("lim"))
+)
+Q_MODEL_ALIASES = (
+    sa.select(t.aliases.c.alias, t.aliases.c.version)
+    .join(t.models, t.models.c.id == t.aliases.c.model_id)
+    .where(t.models.c.name == bp("model"))
+)
+Q_ALIASES_OF = (
+    sa.select(t.aliases.c.alias)
+    .join(t.models, t.models.c.id == t.aliases.c.model_id)
+    .where(t.models.c.name == bp("model"), t.aliases.c.version == bp("version"))
+)
+Q_HEAD = sa.select(t.ledger_head.c.seq, t.ledger_head.c.hash).where(t.ledger_head.c.id == 1).with_for_update()
+Q_HEAD_UPDATE = (
+    t.ledger_head.update().where(t.ledger_head.c.id == 1).values(seq=bp("new_seq"), hash=bp("new_hash"))
+)
+Q_POLICY = sa.select(t.settings.c.value).where(t.settings.c.key == "policy")
+Q_ALIAS_MAP = sa.select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.model_id == bp("mid"))
+Q_MODEL_AND_VERSION = (
+    sa.select(t.models.c.id, t.versions.c.id.label("version_id"))
+    .select_from(t.models)
+    .outerjoin(
+        t.versions,
+        sa.and_(t.versions.c.model_id == t.models.c.id, t.versions.c.version == bp("version")),
+    )
+    .where(t.models.c.name == bp("name"))
+)
+Q_STATE = sa.select(
+    t.version_state.c.stage,
+    t.version_state.c.registered_by,
+    t.version_state.c.approved_by,
+    t.version_state.c.decided_at,
+    t.version_state.c.last_seq,
+).where(t.version_state.c.model_id == bp("mid"), t.version_state.c.version == bp("version"))
+Q_STATE_INSERT = t.version_state.insert()
+Q_STATE_UPDATE = t.version_state.update().where(
+    t.version_state.c.model_id == bp("mid_"), t.version_state.c.version == bp("version_")
+)
+Q_EVENTS_INSERT = t.ledger_events.insert()
+Q_CHECKPOINT_INSERT = t.ledger_checkpoints.insert()
+Q_NEXT_VERSION = (
+    t.models.update()
+    .where(t.models.c.name == bp("model_name"))
+    .values(last_version=t.models.c.last_version + 1)
+    .returning(t.models.c.id, t.models.c.last_version)
+)
+Q_VERSION_INSERT = t.versions.insert().returning(t.versions.c.id)
+Q_MODEL_INSERT = t.models.insert()
+Q_ALIAS_HISTORY_INSERT = t.alias_history.insert()
+Q_ALIAS_DELETE = t.aliases.delete().where(t.aliases.c.model_id == bp("m"), t.aliases.c.alias == bp("a"))
