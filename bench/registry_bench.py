@@ -191,7 +191,7 @@ class LedgerSide(Side):
         return {"journal_mode": journal, "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[sync]}
 
     def _stage(self, name: str) -> Any:
-        return self.registry.stage(
+        return self.registry.upload(
             name, self.model, sample_input=self.sample, params=self.params, metrics=self.metrics
         )
 

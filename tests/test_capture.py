@@ -137,8 +137,8 @@ def test_flush_on_close_writes_everything_readable_and_findable(registry: Regist
     assert find_prediction(registry._art, v1, receipts_module.new_prediction_id(v1.key)) is None
     assert find_prediction(registry._art, v2, made[0]) is None  # another version's id
 
-    assert read_model_predictions(registry, "credit-risk").num_rows == 150
-    assert read_model_predictions(registry, "models:/credit-risk/2").num_rows == 0
+    assert registry.predictions("credit-risk").num_rows == 150
+    assert registry.predictions("models:/credit-risk/2").num_rows == 0
     frame_out = read_predictions_frame(registry._art, v1)
     assert len(frame_out) == 150 and str(frame_out["time"].dt.tz) == "UTC"
 

@@ -35,7 +35,7 @@ def leftovers(registry: Registry, fitted_pipeline, credit_data) -> dict[str, str
     X, _ = credit_data
     kept = registry.register("credit-risk", fitted_pipeline, sample_input=X.head(), capture=False)
     data = registry.datasets.register("applications", X.head(50))
-    abandoned = registry.stage("credit-risk", fitted_pipeline, capture=False)  # never registered
+    abandoned = registry.upload("credit-risk", fitted_pipeline, capture=False)  # never registered
     root = _root(registry)
     staging = root / "datasets" / ".staging-feedc0de.parquet"
     staging.write_bytes(b"PAR1 interrupted ingest")
@@ -95,7 +95,7 @@ def test_delete_removes_old_leftovers_and_keeps_everything_registered(
 def test_a_registration_committed_after_the_listing_is_not_deleted(
     registry: Registry, fitted_pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    staged = registry.stage("late", fitted_pipeline, capture=False)
+    staged = registry.upload("late", fitted_pipeline, capture=False)
     lookup = registry._meta.referenced_paths
     calls = 0
 
@@ -118,7 +118,7 @@ def test_gc_on_an_object_store(s3_artifacts, db_url: str, fitted_pipeline) -> No
     url, options = s3_artifacts
     reg = Registry.open(db_url, artifacts=url, storage_options=options, actor="alice@example.com")
     reg.register("m", fitted_pipeline, capture=False)
-    abandoned = reg.stage("m", fitted_pipeline, capture=False)
+    abandoned = reg.upload("m", fitted_pipeline, capture=False)
     assert reg.gc(older_than=timedelta(hours=1)).recent == 1  # S3's LastModified is read
     report = reg.gc(older_than=timedelta(0), delete=True)
     assert [i.path for i in report.items] == [abandoned.folder]

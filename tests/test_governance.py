@@ -328,8 +328,11 @@ def test_audit_by_version_is_exact_and_verbs_follow_moving_aliases(alice: Regist
     alice.set_alias("m", "staging", 1)
     # retiring through the alias removes the alias; the verb still reports the version's state
     assert bob.transition("models:/m@staging", "retired", reason="superseded").stage == "retired"
-    with pytest.raises(InvalidInput, match="invalid time"):
-        alice.audit(since="yesterday")
+    # relative times are understood; what is not a time is refused
+    assert [e.subject for e in alice.audit(since="yesterday", model="m", version=1)][:1] == ["models:/m/1"]
+    assert list(alice.audit(since="now", until="1d")) == []
+    with pytest.raises(InvalidInput, match="invalid since"):
+        alice.audit(since="last tuesday")
 
 
 def test_event_data_is_stored_as_the_canonical_text_the_chain_hashes(

@@ -294,7 +294,7 @@ def test_unfitted_estimator_is_refused(registry: Registry):
 
 def test_staged_then_created(registry: Registry, fitted_pipeline, credit_data):
     X, _ = credit_data
-    staged = registry.stage("m", fitted_pipeline, sample_input=X.head())
+    staged = registry.upload("m", fitted_pipeline, sample_input=X.head())
     assert registry.verify().problems[0].kind == "orphan"  # staged, not yet registered
     v = registry.create_version(staged)
     assert v.folder == staged.folder and v.digest == staged.digest

@@ -97,7 +97,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from ._registry import Registry
     from .stores.artifacts import ArtifactStore
 
 __all__ = [
@@ -1182,31 +1181,16 @@ def read_predictions_frame(
 
 
 def read_model_predictions(
-    registry: Registry,
-    identifier_or_model: str,
+    store: ArtifactStore,
+    versions: list[ModelVersion],
     *,
     since: datetime | str | None = None,
     until: datetime | str | None = None,
 ) -> pa.Table:
-    """Captured predictions of one version (``models:/...`` identifier) or of every version of a model.
-
-    >>> read_model_predictions(registry, "credit-risk", since="2026-01-01").to_pandas()  # doctest: +SKIP
-    """
+    """Captured predictions of the given versions, in prediction id order."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    store = registry._art
-    if identifier_or_model.startswith("models:/"):
-        versions = [registry.get_version(identifier_or_model)]
-    else:
-        versions = []
-        cursor = None
-        while True:
-            page = registry.list_versions(identifier_or_model, limit=1000, cursor=cursor)
-            versions.extend(page)
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
     tables = [read_predictions(store, v, since, until) for v in versions]
     tables = [t for t in tables if t.num_rows]
     if not tables:

@@ -25,6 +25,7 @@ __all__ = [
     "ProcessingStep",
     "Signature",
     "StagedVersion",
+    "UploadedVersion",
     "VerifyReport",
 ]
 
@@ -374,10 +375,10 @@ class VerifyReport:
 
 
 @dataclass(frozen=True, slots=True)
-class StagedVersion:
+class UploadedVersion:
     """Artefacts written and sealed in their version folder, not yet registered.
 
-    ``Registry.create_version`` turns it into a :class:`ModelVersion` in one
+    Made by ``Registry.upload``; ``Registry.create_version`` turns it into a :class:`ModelVersion` in one
     metadata transaction; until then the folder is an orphan that ``verify``
     reports.
     """
@@ -388,6 +389,10 @@ class StagedVersion:
     flavor: str
     files: tuple[FileEntry, ...]
     manifest: Mapping[str, Any]
+
+
+StagedVersion = UploadedVersion
+"""Deprecated name of :class:`UploadedVersion` (kept for one release)."""
 
 
 @dataclass(frozen=True, slots=True)

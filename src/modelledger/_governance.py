@@ -6,13 +6,14 @@ state change it records; the state tables are an index of the ledger.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._domain import Page
-from ._identifiers import validate_alias, validate_name
+from ._domain import ModelVersion, Page
+from ._identifiers import model_subjects, validate_alias, validate_name
+from ._ledger import ChainReport, LedgerEvent, verify_chain
 from ._lifecycle import (
     ReplayedState,
     VersionState,
@@ -26,15 +27,13 @@ from ._lifecycle import (
     parse_gates,
     replay,
 )
+from ._paging import check_limit, decode_cursor, make_page
 from ._policy import Policy
+from ._time import parse_time, to_text
 from .errors import Conflict, InvalidInput
+from .stores.protocols import LedgerStore, MetadataStore, Signer
 
-if TYPE_CHECKING:
-    from ._domain import ModelVersion
-    from ._ledger import ChainReport, LedgerEvent
-    from .stores.protocols import MetadataStore, Signer
-
-__all__ = ["AliasChange", "GovernanceVerbs", "StateDifference"]
+__all__ = ["AliasChange", "GovernanceVerbs", "StateDifference", "state_differences", "subject_history"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +72,51 @@ class StateDifference:
         return f"{self.what}: ledger says {self.expected!r}, table says {self.found!r}"
 
 
-def _iso(when: datetime | str) -> str:
-    if isinstance(when, str):
-        try:
-            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise InvalidInput(f"invalid time {when!r}: use ISO 8601, e.g. 2026-11-01T09:30:00Z") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _when(value: datetime | str, what: str) -> str:
+    """A user's time as the ledger's text form, so that it compares with stored times."""
+    return to_text(parse_time(value, what=what))
+
+
+def subject_history(
+    store: LedgerStore, subjects: Sequence[str], prefixes: Sequence[str], *, page: int = 1000
+) -> list[LedgerEvent]:
+    """Every ledger event whose subject is one of ``subjects`` or starts with one of ``prefixes``."""
+    out: list[LedgerEvent] = []
+    after = 0
+    while True:
+        rows = store.audit(
+            subjects=subjects,
+            subject_prefixes=prefixes,
+            actor=None,
+            action=None,
+            since=None,
+            until=None,
+            after=after,
+            limit=page,
+        )
+        out.extend(e for e, _ in rows)
+        if len(rows) < page:
+            return out
+        after = rows[-1][0].seq
+
+
+def state_differences(store: LedgerStore, rebuilt: ReplayedState) -> list[StateDifference]:
+    """How the state tables differ from ``rebuilt`` (a replay of the whole ledger)."""
+    current = store.current_state()
+    out: list[StateDifference] = []
+    for key in sorted(set(rebuilt.versions) | set(current.versions)):
+        a, b = rebuilt.versions.get(key), current.versions.get(key)
+        if a is None or b is None or a.to_dict() != b.to_dict():
+            out.append(
+                StateDifference(f"state of models:/{key[0]}/{key[1]}", a and a.to_dict(), b and b.to_dict())
+            )
+    for name, alias in sorted(set(rebuilt.aliases) | set(current.aliases)):
+        held, found = rebuilt.aliases.get((name, alias)), current.aliases.get((name, alias))
+        if held != found:
+            out.append(StateDifference(f"models:/{name}@{alias}", held, found))
+    if rebuilt.policy != current.policy:
+        out.append(StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict()))
+    return out
 
 
 class GovernanceVerbs:
@@ -225,7 +260,7 @@ class GovernanceVerbs:
         """
         validate_name(name)
         self._ready()
-        version: int | None = self._meta.alias_at(name, alias, _iso(when))
+        version: int | None = self._meta.alias_at(name, alias, _when(when, "when"))
         return version
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
@@ -257,34 +292,25 @@ class GovernanceVerbs:
                 prefixes = [f"models:/{model}/", f"models:/{model}@"]
         elif version is not None:
             raise InvalidInput("filtering by version needs the model too")
-        if not 1 <= limit <= 1000:
-            raise InvalidInput("limit must be between 1 and 1000")
-        after = 0
-        if cursor:
-            if not cursor.isdigit():
-                raise InvalidInput(f"invalid cursor {cursor!r}")
-            after = int(cursor)
+        check_limit(limit)
+        after = decode_cursor(cursor, int) or 0
         self._ready()
         rows = self._meta.audit(
             subjects=exact,
             subject_prefixes=prefixes,
             actor=actor,
             action=action,
-            since=_iso(since) if since else None,
-            until=_iso(until) if until else None,
+            since=_when(since, "since") if since else None,
+            until=_when(until, "until") if until else None,
             after=after,
             limit=limit + 1,
         )
-        events = [e for e, _ in rows[:limit]]
-        nxt = str(events[-1].seq) if len(rows) > limit else None
-        return Page(items=events, next_cursor=nxt)
+        return make_page([e for e, _ in rows], limit, key=lambda e: e.seq)
 
     # ------------------------------------------------------------------ the ledger itself
 
     def verify_ledger(self) -> ChainReport:
         """Recompute the hash chain and check every signed checkpoint."""
-        from ._ledger import verify_chain
-
         self._ready()
         stored = self._meta.public_key()
         if stored is None:
@@ -294,27 +320,7 @@ class GovernanceVerbs:
     def check_state(self) -> list[StateDifference]:
         """Compare the state tables with a replay of the ledger; empty when they match."""
         self._ready()
-        return self._state_differences(replay(e for e, _ in self._meta.iter_events()))
-
-    def _state_differences(self, rebuilt: ReplayedState) -> list[StateDifference]:
-        """How the state tables differ from ``rebuilt`` (a replay of the whole ledger)."""
-        current = self._meta.current_state()
-        out: list[StateDifference] = []
-        for key in sorted(set(rebuilt.versions) | set(current.versions)):
-            a, b = rebuilt.versions.get(key), current.versions.get(key)
-            if a is None or b is None or a.to_dict() != b.to_dict():
-                out.append(
-                    StateDifference(
-                        f"state of models:/{key[0]}/{key[1]}", a and a.to_dict(), b and b.to_dict()
-                    )
-                )
-        for name, alias in sorted(set(rebuilt.aliases) | set(current.aliases)):
-            held, found = rebuilt.aliases.get((name, alias)), current.aliases.get((name, alias))
-            if held != found:
-                out.append(StateDifference(f"models:/{name}@{alias}", held, found))
-        if rebuilt.policy != current.policy:
-            out.append(StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict()))
-        return out
+        return state_differences(self._meta, replay(e for e, _ in self._meta.iter_events()))
 
     def rebuild_state(self) -> list[StateDifference]:
         """Rewrite the state tables from the ledger; returns what was wrong before."""
@@ -324,31 +330,6 @@ class GovernanceVerbs:
 
     def history(self, uri_or_name: str) -> list[LedgerEvent]:
         """Every ledger event about a model, a version (``models:/x/3``) or an alias (``models:/x@prod``)."""
-        if uri_or_name.startswith("models:/"):
-            rest = uri_or_name[len("models:/") :]
-            name = rest.split("@")[0].split("/")[0]
-            validate_name(name)
-            exact = [uri_or_name] if ("@" in rest or "/" in rest) else []
-            prefixes = [] if exact else [f"{uri_or_name}/", f"{uri_or_name}@"]
-        else:
-            validate_name(uri_or_name)
-            exact = []
-            prefixes = [f"models:/{uri_or_name}/", f"models:/{uri_or_name}@"]
+        _name, exact, prefixes = model_subjects(uri_or_name)
         self._ready()
-        out: list[LedgerEvent] = []
-        after = 0
-        while True:
-            rows = self._meta.audit(
-                subjects=exact,
-                subject_prefixes=prefixes,
-                actor=None,
-                action=None,
-                since=None,
-                until=None,
-                after=after,
-                limit=1000,
-            )
-            out.extend(e for e, _ in rows)
-            if len(rows) < 1000:
-                return out
-            after = rows[-1][0].seq
+        return subject_history(self._meta, exact, prefixes)

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 from .errors import InvalidInput
 
-__all__ = ["ModelRef", "parse_dataset_uri", "parse_model_uri", "validate_name"]
+__all__ = [
+    "ModelRef",
+    "model_ref",
+    "model_subjects",
+    "parse_dataset_uri",
+    "parse_model_uri",
+    "validate_alias",
+    "validate_name",
+]
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -102,3 +110,37 @@ def parse_dataset_uri(uri: str) -> tuple[str, int | None]:
     if not sep or not version.isdigit() or int(version) < 1:
         raise InvalidInput(f"invalid data set identifier {uri!r}: expected datasets:/<name>/<version>")
     return name, int(version)
+
+
+def model_ref(name_or_uri: str, version: int | None = None) -> ModelRef:
+    """A model version named by identifier, or by name and number (the newest when no number).
+
+    >>> model_ref("credit-risk", 3)
+    ModelRef(name='credit-risk', version=3, alias=None)
+    >>> model_ref("models:/credit-risk@production").alias
+    'production'
+    """
+    if isinstance(name_or_uri, str) and name_or_uri.startswith("models:/"):
+        return parse_model_uri(name_or_uri)
+    validate_name(name_or_uri)
+    if version is None:
+        return ModelRef(name=name_or_uri, alias="latest")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInput(f"version must be a positive integer, got {version!r}")
+    return ModelRef(name=name_or_uri, version=version)
+
+
+def model_subjects(uri_or_name: str) -> tuple[str, list[str], list[str]]:
+    """(model name, exact ledger subjects, subject prefixes) of everything about a model
+    (``credit-risk`` or ``models:/credit-risk``), a version (``models:/credit-risk/3``) or an
+    alias (``models:/credit-risk@production``).
+
+    >>> model_subjects("models:/credit-risk/3")
+    ('credit-risk', ['models:/credit-risk/3'], [])
+    """
+    name = uri_or_name[len("models:/") :] if uri_or_name.startswith("models:/") else uri_or_name
+    if "/" in name or "@" in name:
+        ref = parse_model_uri(uri_or_name)
+        return ref.name, [str(ref)], []
+    validate_name(name)
+    return name, [], [f"models:/{name}/", f"models:/{name}@"]

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ._canonical import canonicalize
 from ._domain import FileEntry
 from .errors import InvalidInput
 
 __all__ = [
     "audit_path",
-    "canonical_json",
     "leaf_hash",
     "merkle_levels",
     "merkle_root",
@@ -20,13 +19,6 @@ __all__ = [
     "root_from_audit_path",
     "version_digest",
 ]
-
-
-def canonical_json(value: Any) -> bytes:
-    """Deterministic JSON bytes: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 def _h(data: bytes) -> bytes:
@@ -139,7 +131,7 @@ def root_from_audit_path(leaf: bytes, index: int, size: int, path: Sequence[byte
 def version_digest(files: Iterable[FileEntry], manifest: Mapping[str, Any]) -> str:
     """The digest of a version: changes if any file byte, file name or manifest field changes."""
     text = getattr(manifest, "canonical_text", None)  # stored manifests are kept canonical
-    encoded = text.encode("utf-8") if isinstance(text, str) else canonical_json(dict(manifest))
+    encoded = text.encode("utf-8") if isinstance(text, str) else canonicalize(dict(manifest))
     leaves = [b"manifest\x00" + encoded]
     for f in sorted(files, key=lambda e: e.path):
         leaves.append(f"file\x00{f.path}\x00{f.size}\x00{f.sha256}".encode())

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._domain import DatasetVersion, ModelVersion
+from ._identifiers import parse_dataset_uri
+from .stores.protocols import MetadataStore
 
-if TYPE_CHECKING:
-    from ._registry import Registry
-
-__all__ = ["LineageEdge", "LineageGraph", "LineageNode", "VersionDiff", "diff_versions", "lineage_of"]
+__all__ = [
+    "LineageEdge",
+    "LineageGraph",
+    "LineageNode",
+    "VersionDiff",
+    "dataset_lineage",
+    "diff_versions",
+    "version_lineage",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,7 @@ def _dataset_node(dv: DatasetVersion) -> LineageNode:
     )
 
 
-def _add_dataset(graph: LineageGraph, registry: Registry, dv: DatasetVersion) -> None:
+def _add_dataset(graph: LineageGraph, store: MetadataStore, dv: DatasetVersion) -> None:
     """Add a data set version and, recursively, everything upstream of it."""
     if not graph.add(_dataset_node(dv)):
         return
@@ -135,48 +142,53 @@ def _add_dataset(graph: LineageGraph, registry: Registry, dv: DatasetVersion) ->
         graph.add(LineageNode(step_id, "step", f"{step.name} ({step.kind})", step.to_dict()))
         graph.link(step_id, dv.uri, "produced")
         for ref in step.inputs:
-            parent = registry.datasets.get(ref)
-            _add_dataset(graph, registry, parent)
+            parent = _dataset(store, ref)
+            _add_dataset(graph, store, parent)
             graph.link(parent.uri, step_id, "input")
 
 
-def _add_downstream(graph: LineageGraph, registry: Registry, dv: DatasetVersion, seen: set[str]) -> None:
+def _add_downstream(graph: LineageGraph, store: MetadataStore, dv: DatasetVersion, seen: set[str]) -> None:
     """The model versions that used a data set version, and, recursively, those that used
     data sets made from it (raw extract -> split -> train set -> model)."""
     if dv.uri in seen:
         return
     seen.add(dv.uri)
-    for model_uri, role in registry.datasets.used_by(dv):
-        mv = registry.get_version(model_uri)
+    for name, number, role in store.dataset_users(dv.key):
+        mv = store.get_version(name, number)
         graph.add(_model_node(mv))
         graph.link(dv.uri, mv.uri, role)
-    for key in registry._meta.dataset_children(dv.key):
-        child = registry._meta.get_dataset_version_by_key(key)
-        _add_dataset(graph, registry, child)  # links dv -> step -> child
-        _add_downstream(graph, registry, child, seen)
+    for key in store.dataset_children(dv.key):
+        child = store.get_dataset_version_by_key(key)
+        _add_dataset(graph, store, child)  # links dv -> step -> child
+        _add_downstream(graph, store, child, seen)
 
 
-def lineage_of(registry: Registry, uri: str) -> LineageGraph:
-    """Everything upstream of a model version (or data set version), recursively.
+def _dataset(store: MetadataStore, ref: str) -> DatasetVersion:
+    name, number = parse_dataset_uri(ref)
+    return store.get_dataset_version(name, number)
 
-    For a data set version the graph also holds what was made from it (downstream): the
-    data sets derived from it by processing steps and every model version trained or
-    evaluated on it or on them, so one call answers "what used this data?".
+
+def dataset_lineage(store: MetadataStore, dv: DatasetVersion) -> LineageGraph:
+    """Everything upstream of a data set version, and what was made from it (downstream).
+
+    Downstream are the data sets derived from it by processing steps and every model
+    version trained or evaluated on it or on them, so one call answers "what used this data?".
     """
-    if uri.startswith("datasets:/"):
-        dv = registry.datasets.get(uri)
-        graph = LineageGraph(root=dv.uri)
-        _add_dataset(graph, registry, dv)
-        _add_downstream(graph, registry, dv, set())
-        return graph
-    mv = registry.get_version(uri)
+    graph = LineageGraph(root=dv.uri)
+    _add_dataset(graph, store, dv)
+    _add_downstream(graph, store, dv, set())
+    return graph
+
+
+def version_lineage(store: MetadataStore, mv: ModelVersion) -> LineageGraph:
+    """Everything upstream of a model version, recursively: data sets, steps, sources."""
     graph = LineageGraph(root=mv.uri)
     graph.add(_model_node(mv))
-    links = registry._meta.model_datasets(mv.key)
+    links = store.model_datasets(mv.key)
     steps = list(mv.manifest.get("steps") or [])
     train = [dv for role, dv in links if role == "train"]
     for role, dv in links:
-        _add_dataset(graph, registry, dv)
+        _add_dataset(graph, store, dv)
         if not (role == "train" and steps):
             graph.link(dv.uri, mv.uri, role)
     if steps:
@@ -272,18 +284,17 @@ def _schema_changes(old: DatasetVersion | None, new: DatasetVersion | None) -> d
     }
 
 
-def diff_versions(registry: Registry, a: str, b: str) -> VersionDiff:
+def diff_versions(store: MetadataStore, va: ModelVersion, vb: ModelVersion) -> VersionDiff:
     """Hyperparameters, code revision, dependency versions, data sets and metrics that differ.
 
     >>> d = registry.diff("models:/credit-risk/2", "models:/credit-risk/3")  # doctest: +SKIP
     >>> d.params  # doctest: +SKIP
     {'max_depth': (3, 4)}
     """
-    va, vb = registry.get_version(a), registry.get_version(b)
     ma, mb = va.manifest, vb.manifest
     keys = ("algorithm", "framework", "framework_version", "python", "platform", "flavor")
-    da = dict(registry._meta.model_datasets(va.key))
-    db = dict(registry._meta.model_datasets(vb.key))
+    da = dict(store.model_datasets(va.key))
+    db = dict(store.model_datasets(vb.key))
     datasets = []
     for role in sorted(set(da) | set(db)):
         old, new = da.get(role), db.get(role)

@@ -9,92 +9,53 @@
 
 from __future__ import annotations
 
-import base64
 import getpass
 import hashlib
-import json
 import os
 import subprocess
-import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any, Literal, overload
 
-from ._domain import (
-    FileEntry,
-    GcItem,
-    GcReport,
-    LazyJSON,
-    Model,
-    ModelVersion,
-    Page,
-    Problem,
-    StagedVersion,
-    VerifyReport,
-    utcnow,
-)
+from . import _capture as cap
+from ._capture import Predictor, find_prediction, read_model_predictions
+from ._data import Datasets
+from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
-from ._identifiers import ModelRef, parse_model_uri, validate_alias, validate_name
-from ._integrity import canonical_json, version_digest
-from ._lifecycle import (
-    EventDraft,
-    GovContext,
-    ReplayedState,
-    decide_alias,
-    decide_registration,
-    state_delta,
-)
+from ._identifiers import model_ref, validate_alias, validate_name
+from ._integrity import version_digest
+from ._keys import generate_key, key_id, load_private_key, public_key_pem
+from ._ledger import sign_checkpoint
+from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
+from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
 from ._loaded import LoadedModel
-from ._manifest import Manifest, load_manifest_file
-from .errors import (
-    Conflict,
-    IntegrityError,
-    InvalidInput,
-    NotFound,
-    PermissionDenied,
-    SchemaOutdated,
-    StorageError,
+from ._manifest import Manifest
+from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
+from ._receipts import parse_prediction_id
+from ._registration import (
+    FolderNaming,
+    ProgressCallback,
+    check_folder_naming,
+    plan_registration,
+    scratch,
+    upload_plan,
+    write_registration,
 )
+from ._time import now, parse_duration
+from ._trace import TraceReport, trace_prediction
+from ._verify import collect_garbage, verify_registry
+from .errors import Conflict, IntegrityError, InvalidInput, NotFound, PermissionDenied, SchemaOutdated
+from .flavors import get_flavor
 from .stores import open_metadata_store
-from .stores.artifacts import ArtifactStore, iter_file
+from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore, Signer
-
-if TYPE_CHECKING:
-    from ._capture import Predictor
-    from ._data import Datasets
-    from ._ledger import ChainReport, LedgerEvent
-    from ._lineage import LineageGraph, VersionDiff
-    from ._trace import TraceReport
 
 __all__ = ["FolderNaming", "Registry"]
 
-FolderNaming = Literal["auto", "git", "execution", "date"]
-ProgressCallback = Callable[[int, int], None]
-"""Called as ``progress(bytes_done, bytes_total)`` while artefacts move."""
 
 DEFAULT_HOME = ".modelledger"
-DATASET_ROLES = ("train", "validation", "holdout", "test")
-MAX_PAGE = 1000
-
-
-def _encode_cursor(value: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> Any:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"invalid cursor {cursor!r}") from exc
-
-
-def _check_limit(limit: int) -> int:
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
-    return limit
 
 
 def current_actor() -> str:
@@ -181,8 +142,7 @@ class Registry(GovernanceVerbs):
 
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
         """
-        if folder_naming not in ("auto", "git", "execution", "date"):
-            raise InvalidInput("folder_naming must be one of auto, git, execution, date")
+        check_folder_naming(folder_naming)
         auto = False
         if url is None:
             home = Path(os.environ.get("MODELLEDGER_HOME", DEFAULT_HOME)).absolute()
@@ -243,8 +203,6 @@ class Registry(GovernanceVerbs):
         return self._key_path
 
     def _ensure_key(self) -> None:
-        from ._keys import generate_key, key_id, load_private_key, public_key_pem
-
         stored = self._meta.public_key()
         path = self._key_path
         if path.exists():
@@ -275,10 +233,6 @@ class Registry(GovernanceVerbs):
 
     def _signer(self) -> Signer:
         if self._sign is None:
-            # imported here, once: keys pulls in cryptography, which `import modelledger` avoids
-            from ._keys import key_id, load_private_key
-            from ._ledger import sign_checkpoint
-
             try:
                 key = load_private_key(self._key_path)
             except NotFound as exc:
@@ -333,7 +287,7 @@ class Registry(GovernanceVerbs):
         validate_name(name)
         tags = _check_tags(tags)
         self._ready()
-        model: Model = self._meta.create_model(name, description, tags, utcnow())
+        model: Model = self._meta.create_model(name, description, tags, now())
         return model
 
     def get_model(self, name: str) -> Model:
@@ -364,14 +318,11 @@ class Registry(GovernanceVerbs):
         >>> page = registry.list_models(prefix="credit", tags={"team": "risk"})  # doctest: +SKIP
         >>> more = registry.list_models(prefix="credit", cursor=page.next_cursor)  # doctest: +SKIP
         """
-        _check_limit(limit)
-        after = _decode_cursor(cursor) if cursor else None
+        check_limit(limit)
+        after = decode_cursor(cursor, str)
         self._ready()
-        rows: list[Model] = self._meta.list_models(
-            prefix=prefix, tags=dict(tags or {}), limit=limit + 1, after=after
-        )
-        nxt = _encode_cursor(rows[limit - 1].name) if len(rows) > limit else None
-        return Page(items=rows[:limit], next_cursor=nxt)
+        rows = self._meta.list_models(prefix=prefix, tags=dict(tags or {}), limit=limit + 1, after=after)
+        return make_page(rows, limit, key=lambda m: m.name)
 
     def iter_models(self, **filters: Any) -> Iterator[Model]:
         cursor = None
@@ -403,41 +354,48 @@ class Registry(GovernanceVerbs):
 
         ``source`` is a fitted scikit-learn estimator or pipeline, any object with
         ``predict`` (or a plain callable), or the path of a folder of files.
-        Bad input raises before anything is written; a failure after that removes
-        the folder again, so no half version is ever left. ``datasets`` maps roles
-        (train, validation, holdout, test) to data set versions (``datasets:/x/3``) or to data
-        (a DataFrame, Table, CSV or Parquet path) that is registered for you as
-        ``<name>-<role>``; a scikit-learn pipeline's processing steps are recorded against
-        the train set. The manifest records the
+        Everything is checked before anything is written (plan, then write); a failure
+        after that removes what was written, so no half version and no stray data set is
+        ever left. ``datasets`` maps roles (train, validation, holdout, test) to data set
+        versions (``datasets:/x/3``) or to data (a DataFrame, Table, CSV or Parquet path)
+        that is registered for you as ``<name>-<role>``; a scikit-learn pipeline's
+        processing steps are recorded against the train set. The manifest records the
         git source of ``code_path`` (a script or folder; default: the running script)
-        unless the manifest gives its own ``source``; ``capture=False`` records no
-        git or environment facts at all.
+        unless the manifest gives its own ``source``; data sets registered here share it.
+        ``capture=False`` records no git or environment facts at all.
 
         >>> v = registry.register("credit-risk", pipe, sample_input=X[:5],
         ...                       params={"max_depth": 3}, metrics={"auc": 0.91})  # doctest: +SKIP
         >>> v.uri  # doctest: +SKIP
         'models:/credit-risk/1'
         """
-        staged = self.stage(
-            name,
-            source,
-            manifest=manifest,
-            params=params,
-            metrics=metrics,
-            sample_input=sample_input,
-            execution_id=execution_id,
-            capture=capture,
-            code_path=code_path,
-            datasets=datasets,
-            progress=progress,
-        )
-        try:
-            return self.create_version(staged)
-        except BaseException:
-            self._art.remove_tree(staged.folder)
-            raise
+        self._ready()
+        with scratch() as tmp:
+            plan = plan_registration(
+                name,
+                source,
+                tmp,
+                datasets_service=self.datasets,
+                folder_naming=self.folder_naming,
+                manifest=manifest,
+                params=params,
+                metrics=metrics,
+                sample_input=sample_input,
+                execution_id=execution_id,
+                capture=capture,
+                code_path=code_path,
+                datasets=datasets,
+            )
+            version: ModelVersion = write_registration(
+                plan,
+                artifacts=self._art,
+                datasets_service=self.datasets,
+                commit=self.create_version,
+                progress=progress,
+            )
+            return version
 
-    def stage(
+    def upload(
         self,
         name: str,
         source: Any,
@@ -449,42 +407,50 @@ class Registry(GovernanceVerbs):
         execution_id: str | None = None,
         capture: bool = True,
         code_path: str | os.PathLike[str] | None = None,
-        datasets: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
-    ) -> StagedVersion:
+    ) -> UploadedVersion:
         """Write and seal a version's artefacts in a new folder, without registering it.
 
         The first half of :meth:`register`, for pipelines that upload artefacts in one
-        step and register them in another (:meth:`create_version`).
+        step and register them in another (:meth:`create_version`). Until then the folder
+        is an orphan that ``verify`` reports and ``gc`` may collect.
+
+        >>> uploaded = registry.upload("credit-risk", pipe)  # doctest: +SKIP
+        >>> registry.create_version(uploaded).uri  # doctest: +SKIP
+        'models:/credit-risk/4'
         """
-        validate_name(name)
-        if execution_id is not None:
-            _check_execution_id(execution_id)
-        doc = _coerce_manifest(manifest)
-        if params:
-            doc = replace(doc, params={**doc.params, **_json_check(params, "params")})
-        if metrics:
-            doc = replace(doc, metrics={**doc.metrics, **_check_metrics(metrics)})
-        if doc.training_job.id is None and execution_id is not None:
-            doc = replace(doc, training_job=replace(doc.training_job, id=execution_id))
         self._ready()
-        with tempfile.TemporaryDirectory(prefix="modelledger-") as tmp:
-            folder, flavor, entry, doc = self._prepare_source(source, Path(tmp), doc, sample_input)
-            if capture:
-                doc = doc.with_captured(script=os.fspath(code_path) if code_path is not None else None)
-            doc = replace(doc, flavor=flavor, entry=entry)
-            if datasets:
-                doc = self._attach_datasets(name, doc, datasets, source, capture=capture)
-            key = self._folder_key(doc, execution_id)
-            return self._write_version_folder(name, key, folder, flavor, doc, progress)
+        with scratch() as tmp:
+            plan = plan_registration(
+                name,
+                source,
+                tmp,
+                datasets_service=self.datasets,
+                folder_naming=self.folder_naming,
+                manifest=manifest,
+                params=params,
+                metrics=metrics,
+                sample_input=sample_input,
+                execution_id=execution_id,
+                capture=capture,
+                code_path=code_path,
+            )
+            return upload_plan(plan, self._art, progress=progress)
+
+    def stage(self, name: str, source: Any, **options: Any) -> UploadedVersion:
+        """Deprecated: the old name of :meth:`upload` ("stage" now means only a lifecycle stage)."""
+        warnings.warn(
+            "Registry.stage() is deprecated: use Registry.upload(); it will be removed in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.upload(name, source, **options)
 
     @property
     def datasets(self) -> Datasets:
         """Data set versions: ``registry.datasets.register(name, data, source=..., steps=...)``."""
-        from ._data import Datasets
-
         if self._datasets is None:
-            self._datasets = Datasets(self)
+            self._datasets = Datasets(self._meta, self._art, ready=self._ready, actor=lambda: self.actor)
         return self._datasets
 
     def trace(self, prediction_id: str) -> TraceReport:
@@ -494,10 +460,14 @@ class Registry(GovernanceVerbs):
         >>> report = registry.trace("01JD3M4Q8Z0000001K7WQ2X9RB")  # doctest: +SKIP
         >>> report.governance["approved_by"], report.datasets[0]["source"]  # doctest: +SKIP
         """
-        from ._trace import trace_prediction
-
-        self._ready()
-        return trace_prediction(self, prediction_id)
+        when, key = parse_prediction_id(prediction_id)
+        mv = self.get_version_by_key(key)
+        record = find_prediction(self._art, mv, prediction_id)
+        if record is None:
+            raise NotFound(
+                "prediction", f"{prediction_id} (made by {mv.uri} on {when.date()}, but not in its captures)"
+            )
+        return trace_prediction(self._meta, mv, record, self.public_key())
 
     def predictions(
         self,
@@ -508,225 +478,67 @@ class Registry(GovernanceVerbs):
         as_pandas: bool = False,
     ) -> Any:
         """Captured predictions of one version (``models:/x/3``) or of every version of a model,
-        for ``since <= time < until``, as a pyarrow Table (or a pandas DataFrame).
+        for ``since <= time < until`` (a time, a date, ``yesterday`` or an age such as ``7d``),
+        as a pyarrow Table (or a pandas DataFrame).
 
         >>> registry.predictions("credit-risk", since="2026-11-01", as_pandas=True)  # doctest: +SKIP
         """
-        from ._capture import read_model_predictions
-
         self._ready()
-        table = read_model_predictions(self, identifier_or_model, since=since, until=until)
+        if identifier_or_model.startswith("models:/"):
+            versions = [self.get_version(identifier_or_model)]
+        else:
+            versions = list(self.iter_versions(identifier_or_model))
+        table = read_model_predictions(self._art, versions, since=since, until=until)
         return table.to_pandas() if as_pandas else table
 
     def lineage(self, uri: str) -> LineageGraph:
         """Everything upstream of a model or data set version: data sets, steps, sources.
 
+        For a data set version, also what was made from it and which model versions used it.
+
         >>> graph = registry.lineage("models:/credit-risk/3")  # doctest: +SKIP
         >>> print(graph.to_mermaid())  # doctest: +SKIP
         """
-        from ._lineage import lineage_of
-
-        return lineage_of(self, uri)
+        if uri.startswith("datasets:/"):
+            return dataset_lineage(self._meta, self.datasets.get(uri))
+        return version_lineage(self._meta, self.get_version(uri))
 
     def diff(self, a: str, b: str) -> VersionDiff:
-        """What changed between two model versions (params, code, dependencies, data, metrics)."""
-        from ._lineage import diff_versions
+        """What changed between two model versions (params, code, dependencies, data, metrics).
 
-        return diff_versions(self, a, b)
+        >>> registry.diff("models:/credit-risk/2", "models:/credit-risk/3").params  # doctest: +SKIP
+        """
+        return diff_versions(self._meta, self.get_version(a), self.get_version(b))
 
-    def _attach_datasets(
-        self, name: str, doc: Manifest, datasets: Mapping[str, Any], source: Any, *, capture: bool
-    ) -> Manifest:
-        from ._data.steps import sklearn_steps
-        from ._domain import DatasetVersion
-
-        # Roles and references are checked before any data is registered, so a bad one
-        # leaves no data set version behind.
-        known: dict[str, DatasetVersion] = {}
-        for role, value in datasets.items():
-            if role not in DATASET_ROLES:
-                raise InvalidInput(f"unknown data set role {role!r}: use {', '.join(DATASET_ROLES)}")
-            if isinstance(value, DatasetVersion):
-                known[role] = value
-            elif isinstance(value, str) and value.startswith("datasets:/"):
-                known[role] = self.datasets.get(value)
-        refs = []
-        for role, value in datasets.items():
-            dv = known.get(role) or self.datasets.register(f"{name}-{role}", value, capture=capture)
-            refs.append({"role": role, "uri": dv.uri, "digest": dv.digest, "rows": dv.row_count})
-        steps = list(doc.steps)
-        train = [str(r["uri"]) for r in refs if r["role"] == "train"]
-        if not steps and not isinstance(source, (str, os.PathLike)):
-            code = {k: v for k, v in doc.source.to_dict().items() if v is not None}
-            steps = (
-                [s.to_dict() for s in sklearn_steps(source, inputs=train, code=code)]
-                if _is_sklearn(source)
-                else []
-            )
-        return replace(doc, datasets=tuple(refs), steps=tuple(steps))
-
-    def _prepare_source(
-        self, source: Any, tmp: Path, doc: Manifest, sample_input: Any
-    ) -> tuple[Path, str, str | None, Manifest]:
-        from .flavors import flavor_for_object, get_flavor
-
-        if isinstance(source, (str, os.PathLike)):
-            folder = Path(source)
-            if not folder.is_dir():
-                raise InvalidInput(f"artefact folder does not exist or is not a folder: {folder}")
-            files = _folder_files(folder)
-            if not files:
-                raise InvalidInput(f"artefact folder is empty: {folder}")
-            flavor_name = doc.flavor or "files"
-            entry = doc.entry
-            if flavor_name != "files":
-                get_flavor(flavor_name)
-                entry = entry or "model.pkl"
-                if entry not in {p.as_posix() for p in files}:
-                    raise InvalidInput(f"the manifest's entry file {entry!r} is not in {folder}")
-            if sample_input is not None:
-                from ._signature import infer_signature
-
-                doc = replace(doc, signature=infer_signature(sample_input).to_dict())
-            return folder, flavor_name, entry, doc
-        flavor = flavor_for_object(source)
-        if source is None:
-            raise InvalidInput("nothing to register: source is None")
-        out = tmp / "artifacts"
-        out.mkdir()
-        flavor.save(source, out)
-        described = flavor.describe(source)
-        doc = replace(
-            doc,
-            algorithm=doc.algorithm or described["algorithm"],
-            framework=doc.framework or described["framework"],
-            framework_version=doc.framework_version or described["framework_version"],
-        )
-        # The algorithm's hyperparameters, as fitted; anything given explicitly wins.
-        algorithm = source.steps[-1][1] if isinstance(getattr(source, "steps", None), list) else source
-        get_params = getattr(algorithm, "get_params", None)
-        if callable(get_params):
-            doc = replace(doc, params={**_jsonable_params(get_params(deep=False)), **doc.params})
-        if sample_input is not None:
-            from ._signature import infer_signature
-
-            predict = getattr(source, "predict", None) or source
-            try:
-                sample_output = predict(sample_input)
-            except Exception as exc:  # the user's model may raise anything
-                raise InvalidInput(f"the model failed to predict on sample_input: {exc}") from exc
-            doc = replace(doc, signature=infer_signature(sample_input, sample_output).to_dict())
-        return out, flavor.name, flavor.entry, doc
-
-    def _folder_key(self, doc: Manifest, execution_id: str | None) -> str:
-        naming = self.folder_naming
-        rev = doc.source.revision
-        if naming == "auto":
-            naming = "execution" if execution_id else ("git" if rev else "date")
-        if naming == "git":
-            if not rev:
-                raise InvalidInput(
-                    "folder naming is 'git' but no git revision is known: run inside a git "
-                    "repository or set source.revision in the manifest"
-                )
-            return f"git-{rev[:12]}" + ("-dirty" if doc.source.dirty else "")
-        if naming == "execution":
-            if not execution_id:
-                raise InvalidInput("folder naming is 'execution' but no execution_id was given")
-            return f"run-{execution_id}"
-        return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-    def _write_version_folder(
-        self,
-        name: str,
-        key: str,
-        source_dir: Path,
-        flavor: str,
-        doc: Manifest,
-        progress: ProgressCallback | None,
-    ) -> StagedVersion:
-        files = _folder_files(source_dir)
-        sizes = {}
-        for rel in files:
-            try:
-                sizes[rel] = (source_dir / rel).stat().st_size
-                with (source_dir / rel).open("rb"):
-                    pass
-            except OSError as exc:
-                raise InvalidInput(f"cannot read artefact file {source_dir / rel}: {exc}") from exc
-        total = sum(sizes.values())
-        manifest = doc.to_dict()
-        try:
-            canonical_json(manifest)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"the manifest holds a value that is not JSON: {exc}") from exc
-        folder = self._art.claim_folder(f"models/{name}", key)
-        try:
-            done = 0
-            entries = []
-
-            def tick(n: int) -> None:
-                nonlocal done
-                done += n
-                if progress:
-                    progress(done, total)
-
-            for rel in files:
-                size, sha = self._art.put_stream(
-                    f"{folder}/artifacts/{rel.as_posix()}", iter_file(source_dir / rel), tick
-                )
-                entries.append(FileEntry(path=rel.as_posix(), size=size, sha256=sha))
-            # encoded once: the digest, the metadata row and the ledger all use this text
-            sealed = LazyJSON(canonical_json(manifest).decode("utf-8"), manifest)
-            digest = version_digest(entries, sealed)
-            record = {
-                "model": name,
-                "digest": digest,
-                "files": [e.to_dict() for e in entries],
-                "manifest": manifest,
-            }
-            self._art.put_bytes(
-                f"{folder}/manifest.json", json.dumps(record, indent=2, sort_keys=True).encode()
-            )
-            self._art.sync_folder(folder)
-        except BaseException as exc:
-            self._art.remove_tree(folder)
-            if isinstance(exc, OSError):
-                raise StorageError(f"cannot write artefacts to {self._art.uri(folder)}: {exc}") from exc
-            raise
-        return StagedVersion(
-            model=name, folder=folder, digest=digest, flavor=flavor, files=tuple(entries), manifest=sealed
-        )
-
-    def create_version(self, staged: StagedVersion) -> ModelVersion:
-        """Register staged artefacts as the model's next version (one metadata transaction).
+    def create_version(self, uploaded: UploadedVersion) -> ModelVersion:
+        """Register uploaded artefacts as the model's next version (one metadata transaction).
 
         The model is created if it does not exist yet.
         """
         self._ready()
         version: ModelVersion = self._meta.create_version(
-            staged.model,
-            folder=staged.folder,
-            digest=staged.digest,
-            flavor=staged.flavor,
-            files=staged.files,
-            manifest=staged.manifest,
+            uploaded.model,
+            folder=uploaded.folder,
+            digest=uploaded.digest,
+            flavor=uploaded.flavor,
+            files=uploaded.files,
+            manifest=uploaded.manifest,
             created_by=self.actor,
-            now=utcnow(),
+            now=now(),
             create_model=True,
-            links=[(d["uri"], d["role"]) for d in staged.manifest.get("datasets") or ()],
+            links=[(d["uri"], d["role"]) for d in uploaded.manifest.get("datasets") or ()],
             # the walk reads the policy and aliases only to approve or deploy automatically
             needs_context=any(
-                (staged.manifest.get("stages") or {}).get(s) == "auto" for s in ("approved", "deployed")
+                (uploaded.manifest.get("stages") or {}).get(s) == "auto" for s in ("approved", "deployed")
             ),
             walk=lambda ctx: decide_registration(
                 ctx,
-                staged.manifest,
+                uploaded.manifest,
                 {
-                    "folder": staged.folder,
-                    "digest": staged.digest,
-                    "flavor": staged.flavor,
-                    "files": len(staged.files),
+                    "folder": uploaded.folder,
+                    "digest": uploaded.digest,
+                    "flavor": uploaded.flavor,
+                    "files": len(uploaded.files),
                 },
             ),
             signer=self._signer(),
@@ -739,7 +551,7 @@ class Registry(GovernanceVerbs):
         >>> registry.get_version("models:/credit-risk@production")  # doctest: +SKIP
         >>> registry.get_version("credit-risk", 3)  # doctest: +SKIP
         """
-        ref = self._ref(name_or_uri, version)
+        ref = model_ref(name_or_uri, version)
         self._ready()
         mv: ModelVersion = self._meta.get_version(ref.name, ref.version, alias=ref.alias)
         return mv
@@ -752,27 +564,27 @@ class Registry(GovernanceVerbs):
         mv: ModelVersion = self._meta.get_version_by_key(key)
         return mv
 
-    def _ref(self, name_or_uri: str, version: int | None) -> ModelRef:
-        if isinstance(name_or_uri, str) and name_or_uri.startswith("models:/"):
-            return parse_model_uri(name_or_uri)
-        validate_name(name_or_uri)
-        if version is None:
-            return ModelRef(name=name_or_uri, alias="latest")
-        if not isinstance(version, int) or version < 1:
-            raise InvalidInput(f"version must be a positive integer, got {version!r}")
-        return ModelRef(name=name_or_uri, version=version)
-
     def list_versions(self, name: str, *, limit: int = 100, cursor: str | None = None) -> Page[ModelVersion]:
-        """One page of a model's versions, newest first."""
+        """One page of a model's versions, newest first.
+
+        >>> page = registry.list_versions("credit-risk", limit=20)  # doctest: +SKIP
+        """
         validate_name(name)
-        _check_limit(limit)
-        before = _decode_cursor(cursor) if cursor else None
-        if before is not None and not isinstance(before, int):
-            raise InvalidInput(f"invalid cursor {cursor!r}")
+        check_limit(limit)
+        before = decode_cursor(cursor, int)
         self._ready()
-        rows: list[ModelVersion] = self._meta.list_versions(name, limit=limit + 1, before=before)
-        nxt = _encode_cursor(rows[limit - 1].version) if len(rows) > limit else None
-        return Page(items=rows[:limit], next_cursor=nxt)
+        rows = self._meta.list_versions(name, limit=limit + 1, before=before)
+        return make_page(rows, limit, key=lambda v: v.version)
+
+    def iter_versions(self, name: str) -> Iterator[ModelVersion]:
+        """Every version of a model, newest first, fetched a page at a time."""
+        cursor = None
+        while True:
+            page = self.list_versions(name, limit=MAX_PAGE, cursor=cursor)
+            yield from page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     # ------------------------------------------------------------------ aliases
 
@@ -862,8 +674,6 @@ class Registry(GovernanceVerbs):
         >>> with registry.load("models:/credit-risk@production", capture=True) as served:  # doctest: +SKIP
         ...     predictions, receipts = served.predict(applications)
         """
-        from .flavors import get_flavor
-
         mv = self.get_version(identifier)
         if version_digest(mv.files, mv.manifest) != mv.digest:
             raise IntegrityError(f"{mv.uri} (manifest or file list)", "does not match the recorded digest")
@@ -889,8 +699,6 @@ class Registry(GovernanceVerbs):
         loaded = LoadedModel(model, mv)
         if not capture:
             return loaded
-        from . import _capture as cap
-
         self._signer()  # loads the private key and checks it is this registry's
         return cap.Predictor(
             loaded,
@@ -902,6 +710,8 @@ class Registry(GovernanceVerbs):
             flush_seconds=cap.DEFAULT_FLUSH_SECONDS if flush_seconds is None else flush_seconds,
             max_pending=cap.DEFAULT_MAX_PENDING if max_pending is None else max_pending,
         )
+
+    # ------------------------------------------------------------------ integrity
 
     # ------------------------------------------------------------------ integrity
 
@@ -918,194 +728,28 @@ class Registry(GovernanceVerbs):
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
         """
         self._ready()
-        self._art.refresh()  # report what the store holds now, not what this process listed before
-        problems: list[Problem] = []
-        registered: dict[tuple[str, int], str] = {}
-        rebuilt = ReplayedState()
-        chain = self._verify_chain(registered, rebuilt)
-        if chain is not None and chain.first_problem is not None:
-            fp = chain.first_problem
-            problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
-        for diff in self._state_differences(rebuilt):
-            problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
-        folders: set[str] = set()
-        n_versions = n_files = 0
-        for mv in self._meta.iter_versions():
-            n_versions += 1
-            folders.add(mv.folder)
-            recorded = registered.get((mv.model, mv.version))
-            if recorded is not None and recorded != mv.digest:
-                problems.append(
-                    Problem(
-                        "mismatch",
-                        mv.folder,
-                        "version digest differs from its registration in the ledger",
-                        mv.uri,
-                    )
-                )
-            problems.extend(self._verify_version(mv))
-            n_files += len(mv.files)
-            if progress:
-                progress(mv)
-        n_datasets, dataset_paths = self._verify_datasets(problems)
-        problems.extend(
-            Problem("orphan", path, detail) for _kind, path, detail in self._orphans(folders, dataset_paths)
-        )
-        return VerifyReport(
-            versions_checked=n_versions,
-            files_checked=n_files + n_datasets,
-            problems=tuple(problems),
-            events_checked=chain.events_checked if chain else 0,
-            checkpoints_checked=chain.checkpoints_checked if chain else 0,
-            datasets_checked=n_datasets,
-        )
+        return verify_registry(self._meta, self._art, progress=progress)
 
-    def _verify_datasets(self, problems: list[Problem]) -> tuple[int, set[str]]:
-        """Re-hash every data set version's file, adding what is wrong to ``problems``;
-        returns how many versions were checked and the paths of their files."""
-        n, paths = 0, set()
-        for uri, path, sha, size in self._meta.iter_dataset_files():
-            n += 1
-            paths.add(path)
-            problem = self._check_file(path, sha, size, uri)
-            if problem is not None:
-                problems.append(problem)
-        return n, paths
-
-    def _orphans(self, folders: set[str], dataset_paths: set[str]) -> list[tuple[str, str, str]]:
-        """(kind, path, detail) of what the artefact root holds that nothing references.
-
-        Version folders under models/ and files under datasets/; files inside a registered
-        version's folder are the version check's business.
-        """
-        out: list[tuple[str, str, str]] = []
-        for model_dir in self._art.list_dirs("models"):
-            for sub in self._art.list_dirs(f"models/{model_dir}"):
-                folder = f"models/{model_dir}/{sub}"
-                if folder not in folders:
-                    out.append(("model folder", folder, "folder is not referenced by any version"))
-        for rel in self._art.list_files("datasets"):
-            path = f"datasets/{rel}"
-            if path in dataset_paths:
-                continue
-            if "/" not in rel and rel.startswith(".staging-"):
-                out.append(("ingest staging", path, "unfinished data set ingest (not registered)"))
-            else:
-                out.append(("data set file", path, "file is not referenced by any data set version"))
-        return out
-
-    def gc(self, *, older_than: timedelta = timedelta(hours=24), delete: bool = False) -> GcReport:
+    def gc(self, *, older_than: timedelta | str = timedelta(hours=24), delete: bool = False) -> GcReport:
         """Find (and with ``delete=True`` remove) what the artefact root holds that nothing references.
 
         That is version folders never registered (a registration that failed or was
-        abandoned after :meth:`stage`), data set files of interrupted ingests, and files under
+        abandoned after :meth:`upload`), data set files of interrupted ingests, and files under
         datasets/ no data set version points to: what :meth:`verify` reports as orphans.
         Registered versions, data sets and their files are never touched. Only things whose
-        newest file is older than ``older_than`` are collected: a registration may still be
-        writing a younger one, so a :class:`StagedVersion` must be registered within that time.
-        Without ``delete`` nothing changes (a dry run).
+        newest file is older than ``older_than`` (a timedelta or an age such as ``7d``) are
+        collected: a registration may still be writing a younger one, so an
+        :class:`UploadedVersion` must be registered within that time. Without ``delete``
+        nothing changes (a dry run).
 
-        >>> registry.gc(older_than=timedelta(days=7), delete=True).size_bytes  # doctest: +SKIP
+        >>> registry.gc(older_than="7d", delete=True).size_bytes  # doctest: +SKIP
         """
-        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
-            raise InvalidInput(f"older_than must be a non-negative timedelta, got {older_than!r}")
+        age = parse_duration(older_than, what="older_than")
         self._ready()
-        self._art.refresh()
-        cutoff = utcnow() - older_than
-        items: list[GcItem] = []
-        recent = 0
-        for kind, path, _detail in self._orphans(*self._meta.referenced_paths()):
-            size, modified = self._art.usage(path)
-            if modified is None or modified > cutoff:
-                recent += 1  # no time known, or too young: leave it
-                continue
-            items.append(GcItem(path=path, kind=kind, size_bytes=size, modified=modified))
-        if delete and items:
-            # Looked up again just before removing: a registration may have committed meanwhile.
-            folders, paths = self._meta.referenced_paths()
-            still = [i for i in items if i.path not in folders and i.path not in paths]
-            recent += len(items) - len(still)
-            items = still
-            for item in items:
-                self._art.remove(item.path)
-        return GcReport(items=tuple(items), deleted=delete, recent=recent)
-
-    def _check_file(self, rel: str, sha256: str, size: int, uri: str) -> Problem | None:
-        """The problem with one stored file, if any: missing, unreadable or changed."""
-        try:
-            got_size, got_sha = self._art.hash_file(rel)
-        except NotFound:
-            return Problem("missing", rel, "file is missing", uri)
-        except StorageError as exc:
-            return Problem("unreadable", rel, str(exc), uri)
-        if got_sha != sha256 or got_size != size:
-            return Problem("mismatch", rel, f"sha256 is {got_sha}, expected {sha256}", uri)
-        return None
-
-    def _verify_chain(
-        self, registered: dict[tuple[str, int], str], rebuilt: ReplayedState
-    ) -> ChainReport | None:
-        """Verify the ledger in one pass that also notes each version's registered digest and
-        replays every event into ``rebuilt`` (for the state check)."""
-        from ._ledger import verify_chain
-
-        def events() -> Iterator[tuple[LedgerEvent, str]]:
-            for event, digest in self._meta.iter_events():
-                if event.action == "version.registered":
-                    data = event.data
-                    registered[(data["model"], int(data["version"]))] = data["digest"]
-                rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
-                yield event, digest
-
-        stream = events()
-        stored = self._meta.public_key()
-        report = verify_chain(stream, self._meta.checkpoints(), stored[1]) if stored else None
-        for _rest in stream:
-            pass  # the replay needs every event, also after the chain check stopped at a problem
-        return report
-
-    def _verify_version(self, mv: ModelVersion) -> list[Problem]:
-        out: list[Problem] = []
-        uri = mv.uri
-        if version_digest(mv.files, mv.manifest) != mv.digest:
-            out.append(
-                Problem("mismatch", mv.folder, "manifest or file list does not match the version digest", uri)
-            )
-        try:
-            record = json.loads(self._art.read_bytes(f"{mv.folder}/manifest.json"))
-            if record.get("digest") != mv.digest or canonical_json(record.get("manifest")) != canonical_json(
-                dict(mv.manifest)
-            ):
-                out.append(
-                    Problem(
-                        "mismatch", f"{mv.folder}/manifest.json", "differs from the registered manifest", uri
-                    )
-                )
-        except NotFound:
-            out.append(Problem("missing", f"{mv.folder}/manifest.json", "file is missing", uri))
-        except (ValueError, StorageError) as exc:
-            out.append(Problem("unreadable", f"{mv.folder}/manifest.json", str(exc), uri))
-        known = set()
-        for f in mv.files:
-            known.add(f.path)
-            problem = self._check_file(f"{mv.folder}/artifacts/{f.path}", f.sha256, f.size, uri)
-            if problem is not None:
-                out.append(problem)
-        for extra in self._art.list_files(f"{mv.folder}/artifacts"):
-            if extra not in known:
-                out.append(
-                    Problem(
-                        "orphan", f"{mv.folder}/artifacts/{extra}", "file is not part of the version", uri
-                    )
-                )
-        return out
+        return collect_garbage(self._meta, self._art, older_than=age, delete=delete)
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _is_sklearn(obj: Any) -> bool:
-    return type(obj).__module__.startswith("sklearn.")
 
 
 def _default_key_path(url: str) -> Path:
@@ -1118,84 +762,10 @@ def _default_key_path(url: str) -> Path:
     return Path.home() / ".config" / "modelledger" / "keys" / name
 
 
-def _folder_files(folder: Path) -> list[Path]:
-    out = []
-    try:
-        for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                full = Path(dirpath) / fn
-                if full.is_symlink():
-                    raise InvalidInput(f"symbolic links are not stored as artefacts: {full}")
-                if not full.is_file():
-                    raise InvalidInput(f"not a regular file, cannot be stored as an artefact: {full}")
-                out.append(full.relative_to(folder))
-    except PermissionError as exc:
-        raise InvalidInput(f"cannot read artefact folder {folder}: {exc}") from exc
-    return out
-
-
-def _raise(exc: OSError) -> None:
-    raise exc
-
-
-def _coerce_manifest(manifest: Manifest | Mapping[str, Any] | str | os.PathLike[str] | None) -> Manifest:
-    if manifest is None:
-        return Manifest()
-    if isinstance(manifest, Manifest):
-        return manifest
-    if isinstance(manifest, (str, os.PathLike)):
-        return load_manifest_file(manifest)
-    return Manifest.from_dict(manifest)
-
-
-def _json_check(values: Mapping[str, Any], what: str) -> dict[str, Any]:
-    try:
-        canonical_json(dict(values))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{what} must hold JSON values only: {exc}") from exc
-    return dict(values)
-
-
-def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidInput(f"metric {key!r} must be a number, got {type(value).__name__}")
-        out[str(key)] = float(value)
-    return out
-
-
 def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
     out = {}
     for key, value in (tags or {}).items():
         if not isinstance(key, str) or not key or not isinstance(value, str):
             raise InvalidInput(f"tags must map non-empty strings to strings, got {key!r}: {value!r}")
         out[key] = value
-    return out
-
-
-def _check_execution_id(value: str) -> None:
-    import re
-
-    if (
-        not isinstance(value, str)
-        or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value)
-        or ".." in value
-    ):
-        raise InvalidInput(f"invalid execution id {value!r}: use letters, digits, '.', '_' or '-'")
-
-
-def _jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Estimator parameters as JSON values; nested estimators become their class name."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None or isinstance(value, (bool, int, str)):
-            out[key] = value
-        elif isinstance(value, float):
-            out[key] = value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
-            out[key] = list(value)
-        else:
-            out[key] = repr(value) if not hasattr(value, "get_params") else type(value).__name__
     return out

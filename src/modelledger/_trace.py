@@ -12,13 +12,16 @@ scanning anything; the capture file is found by the id's date and name range.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import NotFound
-
-if TYPE_CHECKING:
-    from ._registry import Registry
+from ._domain import DatasetVersion, ModelVersion
+from ._governance import subject_history
+from ._identifiers import parse_dataset_uri
+from ._receipts import check_receipt
+from .errors import InvalidReceipt
+from .stores.protocols import MetadataStore
 
 __all__ = ["TraceReport", "trace_prediction"]
 
@@ -48,17 +51,19 @@ class TraceReport:
         }
 
 
-def _aliases_at(registry: Registry, model: str, version: int, when: str) -> list[str]:
+def _aliases_at(store: MetadataStore, model: str, version: int, when: str) -> list[str]:
     """The aliases that pointed at ``version`` at time ``when``."""
     held: dict[str, int | None] = {}
-    for change in registry.alias_history(model):
-        if change.time > when:
+    for change in store.alias_history(model, None):
+        if change["time"] > when:
             break
-        held[change.alias] = change.version
+        held[change["alias"]] = change["version"]
     return sorted(a for a, v in held.items() if v == version)
 
 
-def _dataset_entry(registry: Registry, dv: Any, role: str | None, seen: set[str]) -> dict[str, Any]:
+def _dataset_entry(
+    store: MetadataStore, dv: DatasetVersion, role: str | None, seen: set[str]
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "uri": dv.uri,
         "role": role,
@@ -73,39 +78,27 @@ def _dataset_entry(registry: Registry, dv: Any, role: str | None, seen: set[str]
         return entry
     seen.add(dv.uri)
     for step in dv.steps:
+        inputs = [store.get_dataset_version(*parse_dataset_uri(ref)) for ref in step.inputs]
         entry["steps"].append(
-            {
-                **step.to_dict(),
-                "inputs": [
-                    _dataset_entry(registry, registry.datasets.get(ref), None, seen) for ref in step.inputs
-                ],
-            }
+            {**step.to_dict(), "inputs": [_dataset_entry(store, parent, None, seen) for parent in inputs]}
         )
     return entry
 
 
-def trace_prediction(registry: Registry, prediction_id: str) -> TraceReport:
-    """The full trace of one captured prediction (see the module documentation)."""
-    from ._capture import find_prediction
-    from ._receipts import check_receipt, parse_prediction_id
-    from .errors import InvalidReceipt
-
-    when, key = parse_prediction_id(prediction_id)
-    mv = registry.get_version_by_key(key)
-    record = find_prediction(registry._art, mv, prediction_id)
-    if record is None:
-        raise NotFound(
-            "prediction", f"{prediction_id} (made by {mv.uri} on {when.date()}, but not in its captures)"
-        )
+def trace_prediction(
+    store: MetadataStore, mv: ModelVersion, record: Mapping[str, Any], public_key: bytes
+) -> TraceReport:
+    """The full trace of one captured prediction ``record`` made by ``mv`` (see the module
+    documentation); ``public_key`` checks its receipt."""
     problem: str | None = None
     try:
-        check_receipt(record["receipt"], registry.public_key())
+        check_receipt(record["receipt"], public_key)
     except InvalidReceipt as exc:
         problem = exc.message
     if problem is None and record["receipt"].get("digest") != mv.digest:
         problem = "the receipt names another artefact digest than the registered version"
-    state = registry.state(mv.uri)
-    events = registry.history(mv.uri)
+    state = store.version_state(mv.model, mv.version)
+    events = subject_history(store, [mv.uri], [])
     time = str(record["time"])
     approvals = [
         {"actor": e.actor, "time": e.time, "reason": e.reason, "automated": bool(e.data.get("automated"))}
@@ -120,7 +113,7 @@ def trace_prediction(registry: Registry, prediction_id: str) -> TraceReport:
     registered = next((e for e in events if e.action == "version.registered"), None)
     m = mv.manifest
     seen: set[str] = set()
-    links = registry._meta.model_datasets(mv.key)
+    links = store.model_datasets(mv.key)
     return TraceReport(
         prediction={
             "id": record["prediction_id"],
@@ -146,7 +139,7 @@ def trace_prediction(registry: Registry, prediction_id: str) -> TraceReport:
             "approved_by": state.approved_by,
             "approvals": approvals,
             "deployments": deployments,
-            "aliases_at_prediction": _aliases_at(registry, mv.model, mv.version, time),
+            "aliases_at_prediction": _aliases_at(store, mv.model, mv.version, time),
             "events": [
                 {"seq": e.seq, "time": e.time, "actor": e.actor, "action": e.action, "reason": e.reason}
                 for e in events
@@ -164,6 +157,6 @@ def trace_prediction(registry: Registry, prediction_id: str) -> TraceReport:
             "metrics": m.get("metrics"),
             "training_job": m.get("training_job"),
         },
-        datasets=[_dataset_entry(registry, dv, role, seen) for role, dv in links],
+        datasets=[_dataset_entry(store, dv, role, seen) for role, dv in links],
         model_steps=[dict(s) for s in m.get("steps") or ()],
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .datasets import Datasets
+from .datasets import DatasetPlan, Datasets
 from .steps import sklearn_steps
 
-__all__ = ["Datasets", "sklearn_steps"]
+__all__ = ["DatasetPlan", "Datasets", "sklearn_steps"]

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import base64
 import builtins
+import hashlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
-from .._domain import DatasetSource, DatasetVersion, Page, ProcessingStep, utcnow
+from .._domain import DatasetSource, DatasetVersion, Page, ProcessingStep
 from .._identifiers import parse_dataset_uri, validate_name
+from .._manifest import SourceInfo, capture_source
+from .._paging import check_limit, decode_cursor, make_page
+from .._time import now
 from ..errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
+from ..stores.artifacts import ArtifactStore
+from ..stores.protocols import DatasetStore
+from .ingest import ingest
 
-if TYPE_CHECKING:
-    from .._registry import Registry
-
-__all__ = ["Datasets"]
+__all__ = ["DatasetPlan", "Datasets"]
 
 
 def _source(value: DatasetSource | Mapping[str, Any] | str | None, data: Any) -> DatasetSource:
@@ -62,15 +65,36 @@ def _step(value: ProcessingStep | Mapping[str, Any]) -> ProcessingStep:
     return ProcessingStep.from_dict(value)
 
 
+@dataclass(frozen=True, slots=True)
+class DatasetPlan:
+    """A data set registration checked in full and not yet written (see :meth:`Datasets.plan`)."""
+
+    name: str
+    data: Any
+    source: DatasetSource
+    steps: tuple[ProcessingStep, ...]
+    storage_options: Mapping[str, Any]
+
+
 class Datasets:
-    """Data set versions of a registry. Reach it as ``registry.datasets``."""
+    """Data set versions of a registry. Reach it as ``registry.datasets``.
 
-    def __init__(self, registry: Registry) -> None:
-        self._reg = registry
+    It is given what it needs: the data set store, the artefact store, a callable that
+    makes sure the schema is current, and who is acting.
+    """
 
-    @property
-    def _meta(self) -> Any:
-        return self._reg._meta
+    def __init__(
+        self,
+        store: DatasetStore,
+        artifacts: ArtifactStore,
+        *,
+        ready: Callable[[], None],
+        actor: Callable[[], str],
+    ) -> None:
+        self._meta = store
+        self._art = artifacts
+        self._ready = ready
+        self._actor = actor
 
     def register(
         self,
@@ -95,40 +119,62 @@ class Datasets:
         >>> clean = registry.datasets.register("applications", df, steps=[{
         ...     "name": "dedupe", "inputs": [raw.uri], "params": {"subset": ["id"]}}])  # doctest: +SKIP
         """
-        from .._manifest import capture_source
-        from .ingest import ingest
+        plan = self.plan(
+            name, data, source=source, steps=steps, capture=capture, storage_options=storage_options
+        )
+        version, _created = self.write(plan, progress=progress)
+        return version
 
+    def plan(
+        self,
+        name: str,
+        data: Any,
+        *,
+        source: DatasetSource | Mapping[str, Any] | str | None = None,
+        steps: Iterable[ProcessingStep | Mapping[str, Any]] = (),
+        code: Mapping[str, Any] | None = None,
+        capture: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> DatasetPlan:
+        """Check a registration in full, writing nothing.
+
+        ``code`` (the git source that made the data; with ``capture``, read from the running
+        script's checkout when needed) is recorded on the source and on every step that
+        names none. Unknown step inputs fail here; a name or ``name@latest`` is
+        pinned to the version it means now.
+        """
         validate_name(name, what="data set name")
         src = _source(source, data)
         step_list = [_step(s) for s in steps]
-        self._reg._ready()
-        # Unknown inputs fail before anything is written. A name or name@latest is pinned to
-        # the version it means now: the store records exact datasets:/name/N identifiers.
+        self._ready()
         step_list = [replace(s, inputs=tuple(self._input(s, ref) for ref in s.inputs)) for s in step_list]
-        code: dict[str, Any] = {}
-        if capture and (not src.code or any(not s.code for s in step_list)):
-            code = {k: v for k, v in capture_source().to_dict().items() if v is not None}
-        if capture and not src.code and code:
-            src = DatasetSource(src.uri, src.kind, src.query, src.extracted_at, code)
+        if code is None and capture and (not src.code or any(not s.code for s in step_list)):
+            code = _code(capture_source())
+        code = dict(code or {})
+        if code and not src.code:
+            src = replace(src, code=code)
         if src.extracted_at is None:
-            src = DatasetSource(
-                src.uri,
-                src.kind,
-                src.query,
-                datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                src.code,
-            )
-        step_list = [
-            s if s.code or not code else ProcessingStep(s.name, s.kind, s.params, s.columns, s.inputs, code)
-            for s in step_list
-        ]
-        store = self._reg._art
-        got = ingest(data, store, name, progress=progress, storage_options=dict(storage_options or {}))
-        existing = self._meta.find_dataset_version(name, got.digest)
+            src = replace(src, extracted_at=now().isoformat(timespec="seconds"))
+        step_list = [s if s.code or not code else replace(s, code=code) for s in step_list]
+        return DatasetPlan(name, data, src, tuple(step_list), dict(storage_options or {}))
+
+    def write(
+        self, plan: DatasetPlan, *, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[DatasetVersion, bool]:
+        """Carry out a plan: ingest, then one metadata write. True when a new version was made.
+
+        A failure removes what this call wrote; identical content already registered is
+        returned as it is.
+        """
+        store = self._art
+        got = ingest(
+            plan.data, store, plan.name, progress=progress, storage_options=dict(plan.storage_options)
+        )
+        existing = self._meta.find_dataset_version(plan.name, got.digest)
         if existing is not None:
             store.remove_tree(got.staging)
-            return existing  # type: ignore[no-any-return]
-        final = f"datasets/{name}/{got.digest.split(':', 1)[1][:16]}/data.parquet"
+            return existing, False
+        final = f"datasets/{plan.name}/{got.digest.split(':', 1)[1][:16]}/data.parquet"
         moved = False
         try:
             try:
@@ -139,8 +185,8 @@ class Datasets:
                 if store.hash_file(final)[1] != got.file_sha256:
                     raise IntegrityError(final, "holds other bytes than this data set") from None
                 store.remove_tree(got.staging)
-            version, _created = self._meta.create_dataset_version(
-                name,
+            return self._meta.create_dataset_version(
+                plan.name,
                 digest=got.digest,
                 path=final,
                 file_sha256=got.file_sha256,
@@ -148,17 +194,24 @@ class Datasets:
                 row_count=got.row_count,
                 schema=got.schema,
                 stats=got.stats,
-                source=src,
-                steps=step_list,
-                created_by=self._reg.actor,
-                now=utcnow(),
+                source=plan.source,
+                steps=plan.steps,
+                created_by=self._actor(),
+                now=now(),
             )
         except BaseException:
             store.remove_tree(got.staging)
             if moved:
                 store.remove_tree(final)
             raise
-        return version  # type: ignore[no-any-return]
+
+    def discard(self, version: DatasetVersion) -> None:
+        """Undo :meth:`write` of a new version after the registration that needed it failed.
+
+        The version and its file go only while nothing refers to them.
+        """
+        if self._meta.discard_dataset_version(version.key):
+            self._art.remove_tree(version.path)
 
     def _input(self, step: ProcessingStep, ref: str) -> str:
         try:
@@ -172,49 +225,43 @@ class Datasets:
             name, number = parse_dataset_uri(uri_or_name)
         else:
             name, number = validate_name(uri_or_name, what="data set name"), version
-        self._reg._ready()
-        return self._meta.get_dataset_version(name, number)  # type: ignore[no-any-return]
+        self._ready()
+        return self._meta.get_dataset_version(name, number)
 
     def list(
         self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> Page[dict[str, Any]]:
-        if not 1 <= limit <= 1000:
-            raise InvalidInput("limit must be between 1 and 1000")
-        after = _decode(cursor) if cursor else None
-        self._reg._ready()
+        """One page of data sets, by name."""
+        check_limit(limit)
+        after = decode_cursor(cursor, str)
+        self._ready()
         rows = self._meta.list_datasets(prefix=prefix, limit=limit + 1, after=after)
-        nxt = _encode(rows[limit - 1]["name"]) if len(rows) > limit else None
-        return Page(items=rows[:limit], next_cursor=nxt)
+        return make_page(rows, limit, key=lambda r: str(r["name"]))
 
     def versions(self, name: str, *, limit: int = 100, cursor: str | None = None) -> Page[DatasetVersion]:
+        """One page of a data set's versions, newest first."""
         validate_name(name, what="data set name")
-        if not 1 <= limit <= 1000:
-            raise InvalidInput("limit must be between 1 and 1000")
-        before = _decode(cursor) if cursor else None
-        self._reg._ready()
+        check_limit(limit)
+        before = decode_cursor(cursor, int)
+        self._ready()
         rows = self._meta.list_dataset_versions(name, limit=limit + 1, before=before)
-        nxt = _encode(rows[limit - 1].version) if len(rows) > limit else None
-        return Page(items=rows[:limit], next_cursor=nxt)
+        return make_page(rows, limit, key=lambda r: r.version)
 
     def read(self, uri: str | DatasetVersion) -> Any:
         """The data as a pyarrow Table, after checking the stored file against its sha256."""
-        import io
-
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # heavy: only reading data needs it
 
         dv = uri if isinstance(uri, DatasetVersion) else self.get(uri)
-        store = self._reg._art
         try:
-            data = store.read_bytes(dv.path)
+            data = self._art.read_bytes(dv.path)
         except NotFound as exc:
             raise IntegrityError(dv.path, "is missing") from exc
-        import hashlib
-
         if hashlib.sha256(data).hexdigest() != dv.file_sha256:
             raise IntegrityError(dv.path, "does not match its recorded sha256")
         return pq.read_table(io.BytesIO(data))
 
     def to_pandas(self, uri: str | DatasetVersion) -> Any:
+        """The data as a pandas DataFrame (see :meth:`read`)."""
         return self.read(uri).to_pandas()
 
     def used_by(self, uri: str | DatasetVersion) -> builtins.list[tuple[str, str]]:
@@ -223,12 +270,6 @@ class Datasets:
         return [(f"models:/{m}/{v}", role) for m, v, role in self._meta.dataset_users(dv.key)]
 
 
-def _encode(value: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> Any:
-    try:
-        return json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"invalid cursor {cursor!r}") from exc
+def _code(info: SourceInfo) -> dict[str, Any]:
+    """The git source as recorded on data sets and steps: only the fields that are known."""
+    return {k: v for k, v in info.to_dict().items() if v is not None}

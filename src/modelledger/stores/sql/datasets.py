@@ -130,6 +130,39 @@ class SqlDatasets(SqlBase):
             ).one()
             return self._to_dataset_version(conn, row), True
 
+    def discard_dataset_version(self, key: int) -> bool:
+        dv, ps = t.dataset_versions.c, t.processing_steps.c
+        with self._write() as conn:
+            used = (
+                conn.execute(
+                    sa.select(t.model_datasets.c.version_id).where(
+                        t.model_datasets.c.dataset_version_id == key
+                    )
+                ).first()
+                or conn.execute(
+                    sa.select(t.step_inputs.c.step_id).where(t.step_inputs.c.input_id == key)
+                ).first()
+            )
+            if used is not None:
+                return False
+            steps = [r[0] for r in conn.execute(sa.select(ps.id).where(ps.output_id == key))]
+            if steps:
+                conn.execute(t.step_inputs.delete().where(t.step_inputs.c.step_id.in_(steps)))
+                conn.execute(t.processing_steps.delete().where(ps.id.in_(steps)))
+            row = conn.execute(sa.select(dv.dataset_id, dv.version).where(dv.id == key)).first()
+            if row is None:
+                return False
+            conn.execute(t.dataset_versions.delete().where(dv.id == key))
+            # give the number back only when it was the newest, so numbers stay consecutive
+            conn.execute(
+                t.datasets.update()
+                .where(t.datasets.c.id == row.dataset_id, t.datasets.c.last_version == row.version)
+                .values(last_version=row.version - 1)
+            )
+            if conn.execute(sa.select(dv.id).where(dv.dataset_id == row.dataset_id).limit(1)).first() is None:
+                conn.execute(t.datasets.delete().where(t.datasets.c.id == row.dataset_id))
+            return True
+
     def list_datasets(self, *, prefix: str | None, limit: int, after: str | None) -> list[dict[str, Any]]:
         q = sa.select(t.datasets).order_by(t.datasets.c.name).limit(limit)
         if prefix:

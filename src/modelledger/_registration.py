@@ -1,0 +1,413 @@
+"""Registering a model version: plan, then write.
+
+:func:`plan_registration` does every check and gathers every fact first (names, manifest,
+provenance captured once, flavor and artefact files, data set roles and references, the
+version folder's name), writing nothing to the registry. :func:`write_registration` then
+carries the plan out in the one order that makes crashes harmless: inline data sets, then
+the sealed version folder, then one metadata transaction. A failure at any point removes
+what the call wrote: data set versions it created, the folder, and (through the
+transaction) any row or ledger event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from ._canonical import canonicalize, canonicalize_str
+from ._data import DatasetPlan, Datasets, sklearn_steps
+from ._domain import DatasetVersion, FileEntry, LazyJSON, UploadedVersion
+from ._identifiers import validate_name
+from ._integrity import version_digest
+from ._manifest import Manifest, load_manifest_file
+from ._signature import infer_signature
+from ._time import now
+from .errors import InvalidInput, StorageError
+from .flavors import flavor_for_object, get_flavor
+from .stores.artifacts import ArtifactStore, iter_file
+
+__all__ = [
+    "DATASET_ROLES",
+    "FolderNaming",
+    "ProgressCallback",
+    "RegistrationPlan",
+    "plan_registration",
+    "upload_plan",
+    "write_registration",
+]
+
+FolderNaming = Literal["auto", "git", "execution", "date"]
+FOLDER_NAMINGS = ("auto", "git", "execution", "date")
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(bytes_done, bytes_total)`` while artefacts move."""
+
+DATASET_ROLES = ("train", "validation", "holdout", "test")
+_EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationPlan:
+    """A registration checked in full; nothing of it is written yet.
+
+    ``manifest`` is final except for the references to ``inline`` data sets (registered
+    when the plan is carried out) and the pipeline ``steps`` that read the train set.
+    """
+
+    name: str
+    folder_key: str
+    flavor: str
+    source_dir: Path
+    files: tuple[tuple[str, int], ...]  # (relative POSIX path, size in bytes)
+    manifest: Manifest
+    roles: tuple[str, ...] = ()  # the data set roles in the order given
+    known: tuple[tuple[str, DatasetVersion], ...] = ()
+    inline: tuple[tuple[str, DatasetPlan], ...] = ()
+    steps: tuple[Mapping[str, Any], ...] = ()  # the pipeline's own steps; inputs are the train set
+    with_datasets: bool = False
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    """A private temporary folder for a flavor to save a model into before upload."""
+    with tempfile.TemporaryDirectory(prefix="modelledger-") as tmp:
+        yield Path(tmp)
+
+
+def plan_registration(
+    name: str,
+    source: Any,
+    scratch_dir: Path,
+    *,
+    datasets_service: Datasets,
+    folder_naming: FolderNaming,
+    manifest: Manifest | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    sample_input: Any = None,
+    execution_id: str | None = None,
+    capture: bool = True,
+    code_path: str | os.PathLike[str] | None = None,
+    datasets: Mapping[str, Any] | None = None,
+) -> RegistrationPlan:
+    """Check everything and gather every fact a registration needs; writes nothing.
+
+    A model object is saved by its flavor into ``scratch_dir`` (a private temporary folder,
+    not the registry); a folder source is used where it is.
+    """
+    validate_name(name)
+    if execution_id is not None:
+        _check_execution_id(execution_id)
+    doc = _coerce_manifest(manifest)
+    if params:
+        doc = replace(doc, params={**doc.params, **_json_check(params, "params")})
+    if metrics:
+        doc = replace(doc, metrics={**doc.metrics, **check_metrics(metrics)})
+    if doc.training_job.id is None and execution_id is not None:
+        doc = replace(doc, training_job=replace(doc.training_job, id=execution_id))
+    known, named, inline = _dataset_roles(datasets or {})
+    known += [(role, datasets_service.get(uri)) for role, uri in named]
+    folder, flavor, entry, doc = _prepare_source(source, scratch_dir, doc, sample_input)
+    if capture:
+        # Provenance is read once and shared: the model's and every inline data set's code.
+        doc = doc.with_captured(script=os.fspath(code_path) if code_path is not None else None)
+    doc = replace(doc, flavor=flavor, entry=entry)
+    code = {k: v for k, v in doc.source.to_dict().items() if v is not None} if capture else {}
+    planned = tuple(
+        (role, datasets_service.plan(f"{name}-{role}", value, code=code)) for role, value in inline
+    )
+    steps: tuple[Mapping[str, Any], ...] = ()
+    if datasets and not doc.steps and not isinstance(source, (str, os.PathLike)) and _is_sklearn(source):
+        steps = tuple(s.to_dict() for s in sklearn_steps(source, code=code))
+    files = _folder_files(folder)
+    sizes = []
+    for rel in files:
+        try:
+            sizes.append((rel.as_posix(), (folder / rel).stat().st_size))
+            with (folder / rel).open("rb"):
+                pass
+        except OSError as exc:
+            raise InvalidInput(f"cannot read artefact file {folder / rel}: {exc}") from exc
+    plan = RegistrationPlan(
+        name=name,
+        folder_key=_folder_key(folder_naming, doc, execution_id),
+        flavor=flavor,
+        source_dir=folder,
+        files=tuple(sizes),
+        manifest=doc,
+        roles=tuple(datasets or ()),
+        known=tuple(known),
+        inline=planned,
+        steps=steps,
+        with_datasets=bool(datasets),
+    )
+    try:
+        canonicalize(plan.manifest.to_dict())
+    except InvalidInput as exc:
+        raise InvalidInput(f"the manifest holds a value that is not JSON: {exc.message}") from exc
+    return plan
+
+
+def write_registration(
+    plan: RegistrationPlan,
+    *,
+    artifacts: ArtifactStore,
+    datasets_service: Datasets,
+    commit: Callable[[UploadedVersion], Any],
+    progress: ProgressCallback | None = None,
+) -> Any:
+    """Carry out ``plan``: inline data sets, the sealed folder, then ``commit`` (one transaction).
+
+    Whatever fails, what this call wrote is removed again before the error propagates.
+    """
+    created: list[DatasetVersion] = []
+    uploaded: UploadedVersion | None = None
+    try:
+        given = dict(plan.known)
+        for role, dplan in plan.inline:
+            dv, new = datasets_service.write(dplan)
+            if new:
+                created.append(dv)
+            given[role] = dv
+        refs = [(role, given[role]) for role in plan.roles]
+        uploaded = upload_plan(plan, artifacts, refs=refs, progress=progress)
+        return commit(uploaded)
+    except BaseException:
+        if uploaded is not None:
+            artifacts.remove_tree(uploaded.folder)
+        for dv in reversed(created):
+            datasets_service.discard(dv)
+        raise
+
+
+def upload_plan(
+    plan: RegistrationPlan,
+    artifacts: ArtifactStore,
+    *,
+    refs: list[tuple[str, DatasetVersion]] | None = None,
+    progress: ProgressCallback | None = None,
+) -> UploadedVersion:
+    """Write and seal the plan's version folder; a failure removes the folder again."""
+    doc = plan.manifest
+    if plan.with_datasets:
+        links = [
+            {"role": r, "uri": dv.uri, "digest": dv.digest, "rows": dv.row_count} for r, dv in refs or ()
+        ]
+        train = tuple(str(ref["uri"]) for ref in links if ref["role"] == "train")
+        steps = [{**s, "inputs": list(train)} for s in plan.steps] if plan.steps else list(doc.steps)
+        doc = replace(doc, datasets=tuple(links), steps=tuple(steps))
+    manifest = doc.to_dict()
+    text = canonicalize_str(manifest)  # encoded once: digest, row and ledger share this text
+    total = sum(size for _rel, size in plan.files)
+    folder = artifacts.claim_folder(f"models/{plan.name}", plan.folder_key)
+    try:
+        done = 0
+        entries = []
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(done, total)
+
+        for rel, _size in plan.files:
+            size, sha = artifacts.put_stream(
+                f"{folder}/artifacts/{rel}", iter_file(plan.source_dir / rel), tick
+            )
+            entries.append(FileEntry(path=rel, size=size, sha256=sha))
+        sealed = LazyJSON(text, manifest)
+        digest = version_digest(entries, sealed)
+        record = {
+            "model": plan.name,
+            "digest": digest,
+            "files": [e.to_dict() for e in entries],
+            "manifest": manifest,
+        }
+        artifacts.put_bytes(f"{folder}/manifest.json", json.dumps(record, indent=2, sort_keys=True).encode())
+        artifacts.sync_folder(folder)
+    except BaseException as exc:
+        artifacts.remove_tree(folder)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write artefacts to {artifacts.uri(folder)}: {exc}") from exc
+        raise
+    return UploadedVersion(
+        model=plan.name,
+        folder=folder,
+        digest=digest,
+        flavor=plan.flavor,
+        files=tuple(entries),
+        manifest=sealed,
+    )
+
+
+# ---------------------------------------------------------------------- checks, all side-effect free
+
+
+def _dataset_roles(
+    datasets: Mapping[str, Any],
+) -> tuple[list[tuple[str, DatasetVersion]], list[tuple[str, str]], list[tuple[str, Any]]]:
+    """Split ``role -> data set`` into versions given, identifiers given and data to register."""
+    known: list[tuple[str, DatasetVersion]] = []
+    named: list[tuple[str, str]] = []
+    inline: list[tuple[str, Any]] = []
+    for role, value in datasets.items():
+        if role not in DATASET_ROLES:
+            raise InvalidInput(f"unknown data set role {role!r}: use {', '.join(DATASET_ROLES)}")
+        if isinstance(value, DatasetVersion):
+            known.append((role, value))
+        elif isinstance(value, str) and value.startswith("datasets:/"):
+            named.append((role, value))
+        else:
+            inline.append((role, value))
+    return known, named, inline
+
+
+def _prepare_source(
+    source: Any, tmp: Path, doc: Manifest, sample_input: Any
+) -> tuple[Path, str, str | None, Manifest]:
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise InvalidInput(f"artefact folder does not exist or is not a folder: {folder}")
+        files = _folder_files(folder)
+        if not files:
+            raise InvalidInput(f"artefact folder is empty: {folder}")
+        flavor_name = doc.flavor or "files"
+        entry = doc.entry
+        if flavor_name != "files":
+            get_flavor(flavor_name)
+            entry = entry or "model.pkl"
+            if entry not in {p.as_posix() for p in files}:
+                raise InvalidInput(f"the manifest's entry file {entry!r} is not in {folder}")
+        if sample_input is not None:
+            doc = replace(doc, signature=infer_signature(sample_input).to_dict())
+        return folder, flavor_name, entry, doc
+    if source is None:
+        raise InvalidInput("nothing to register: source is None")
+    flavor = flavor_for_object(source)
+    out = tmp / "artifacts"
+    out.mkdir()
+    flavor.save(source, out)
+    described = flavor.describe(source)
+    doc = replace(
+        doc,
+        algorithm=doc.algorithm or described["algorithm"],
+        framework=doc.framework or described["framework"],
+        framework_version=doc.framework_version or described["framework_version"],
+    )
+    # The algorithm's hyperparameters, as fitted; anything given explicitly wins.
+    algorithm = source.steps[-1][1] if isinstance(getattr(source, "steps", None), list) else source
+    get_params = getattr(algorithm, "get_params", None)
+    if callable(get_params):
+        doc = replace(doc, params={**_jsonable_params(get_params(deep=False)), **doc.params})
+    if sample_input is not None:
+        predict = getattr(source, "predict", None) or source
+        try:
+            sample_output = predict(sample_input)
+        except Exception as exc:  # the user's model may raise anything
+            raise InvalidInput(f"the model failed to predict on sample_input: {exc}") from exc
+        doc = replace(doc, signature=infer_signature(sample_input, sample_output).to_dict())
+    return out, flavor.name, flavor.entry, doc
+
+
+def _folder_key(naming: FolderNaming, doc: Manifest, execution_id: str | None) -> str:
+    rev = doc.source.revision
+    if naming == "auto":
+        naming = "execution" if execution_id else ("git" if rev else "date")
+    if naming == "git":
+        if not rev:
+            raise InvalidInput(
+                "folder naming is 'git' but no git revision is known: run inside a git "
+                "repository or set source.revision in the manifest"
+            )
+        return f"git-{rev[:12]}" + ("-dirty" if doc.source.dirty else "")
+    if naming == "execution":
+        if not execution_id:
+            raise InvalidInput("folder naming is 'execution' but no execution_id was given")
+        return f"run-{execution_id}"
+    return now().strftime("%Y%m%dT%H%M%SZ")
+
+
+def check_folder_naming(value: object) -> FolderNaming:
+    if value not in FOLDER_NAMINGS:
+        raise InvalidInput(f"folder_naming must be one of {', '.join(FOLDER_NAMINGS)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _is_sklearn(obj: Any) -> bool:
+    return type(obj).__module__.startswith("sklearn.")
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    out = []
+    try:
+        for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                full = Path(dirpath) / fn
+                if full.is_symlink():
+                    raise InvalidInput(f"symbolic links are not stored as artefacts: {full}")
+                if not full.is_file():
+                    raise InvalidInput(f"not a regular file, cannot be stored as an artefact: {full}")
+                out.append(full.relative_to(folder))
+    except PermissionError as exc:
+        raise InvalidInput(f"cannot read artefact folder {folder}: {exc}") from exc
+    return out
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _coerce_manifest(manifest: Manifest | Mapping[str, Any] | str | os.PathLike[str] | None) -> Manifest:
+    if manifest is None:
+        return Manifest()
+    if isinstance(manifest, Manifest):
+        return manifest
+    if isinstance(manifest, (str, os.PathLike)):
+        return load_manifest_file(manifest)
+    return Manifest.from_dict(manifest)
+
+
+def _json_check(values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    try:
+        canonicalize(dict(values))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{what} must hold JSON values only: {exc.message}") from exc
+    return dict(values)
+
+
+def check_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics as floats; anything that is not a number is refused."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"metric {key!r} must be a number, got {type(value).__name__}")
+        out[str(key)] = float(value)
+    return out
+
+
+def _check_execution_id(value: str) -> None:
+    if not isinstance(value, str) or not _EXECUTION_ID.fullmatch(value) or ".." in value:
+        raise InvalidInput(f"invalid execution id {value!r}: use letters, digits, '.', '_' or '-'")
+
+
+def _jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Estimator parameters as JSON values; nested estimators become their class name."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None or isinstance(value, (bool, int, str)):
+            out[key] = value
+        elif isinstance(value, float):
+            out[key] = value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            out[key] = list(value)
+        else:
+            out[key] = repr(value) if not hasattr(value, "get_params") else type(value).__name__
+    return out

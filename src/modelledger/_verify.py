@@ -1,0 +1,223 @@
+"""``verify`` and ``gc``: check everything the registry vouches for; collect what nothing references.
+
+Both work on the ports alone (the metadata store and the artefact store), read the
+ledger once, and report rather than repair.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+from ._canonical import canonicalize
+from ._domain import GcItem, GcReport, ModelVersion, Problem, VerifyReport
+from ._governance import state_differences
+from ._integrity import version_digest
+from ._ledger import ChainReport, LedgerEvent, verify_chain
+from ._lifecycle import ReplayedState, state_delta
+from ._time import now
+from .errors import InvalidInput, NotFound, StorageError
+from .stores.artifacts import ArtifactStore
+from .stores.protocols import MetadataStore
+
+__all__ = ["collect_garbage", "verify_registry"]
+
+
+def verify_registry(
+    meta: MetadataStore, art: ArtifactStore, *, progress: Callable[[ModelVersion], None] | None = None
+) -> VerifyReport:
+    """Check everything the registry vouches for, and name what does not match.
+
+    Recomputes the ledger's hash chain and checkpoint signatures (reporting the first
+    event that does not match), compares the state tables with a replay of the ledger,
+    checks each version's digest against its registration event, and re-hashes every
+    artefact and every stored data set: mismatched, missing and orphan files are all
+    reported.
+
+    >>> report = registry.verify()  # doctest: +SKIP
+    >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
+    """
+    art.refresh()  # report what the store holds now, not what this process listed before
+    problems: list[Problem] = []
+    registered: dict[tuple[str, int], str] = {}
+    rebuilt = ReplayedState()
+    chain = _verify_chain(meta, registered, rebuilt)
+    if chain is not None and chain.first_problem is not None:
+        fp = chain.first_problem
+        problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
+    for diff in state_differences(meta, rebuilt):
+        problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
+    folders: set[str] = set()
+    n_versions = n_files = 0
+    for mv in meta.iter_versions():
+        n_versions += 1
+        folders.add(mv.folder)
+        recorded = registered.get((mv.model, mv.version))
+        if recorded is not None and recorded != mv.digest:
+            problems.append(
+                Problem(
+                    "mismatch",
+                    mv.folder,
+                    "version digest differs from its registration in the ledger",
+                    mv.uri,
+                )
+            )
+        problems.extend(_verify_version(art, mv))
+        n_files += len(mv.files)
+        if progress:
+            progress(mv)
+    n_datasets, dataset_paths = _verify_datasets(meta, art, problems)
+    problems.extend(
+        Problem("orphan", path, detail) for _kind, path, detail in _orphans(art, folders, dataset_paths)
+    )
+    return VerifyReport(
+        versions_checked=n_versions,
+        files_checked=n_files + n_datasets,
+        problems=tuple(problems),
+        events_checked=chain.events_checked if chain else 0,
+        checkpoints_checked=chain.checkpoints_checked if chain else 0,
+        datasets_checked=n_datasets,
+    )
+
+
+def _verify_datasets(
+    meta: MetadataStore, art: ArtifactStore, problems: list[Problem]
+) -> tuple[int, set[str]]:
+    """Re-hash every data set version's file, adding what is wrong to ``problems``;
+    returns how many versions were checked and the paths of their files."""
+    n, paths = 0, set()
+    for uri, path, sha, size in meta.iter_dataset_files():
+        n += 1
+        paths.add(path)
+        problem = _check_file(art, path, sha, size, uri)
+        if problem is not None:
+            problems.append(problem)
+    return n, paths
+
+
+def _orphans(art: ArtifactStore, folders: set[str], dataset_paths: set[str]) -> list[tuple[str, str, str]]:
+    """(kind, path, detail) of what the artefact root holds that nothing references.
+
+    Version folders under models/ and files under datasets/; files inside a registered
+    version's folder are the version check's business.
+    """
+    out: list[tuple[str, str, str]] = []
+    for model_dir in art.list_dirs("models"):
+        for sub in art.list_dirs(f"models/{model_dir}"):
+            folder = f"models/{model_dir}/{sub}"
+            if folder not in folders:
+                out.append(("model folder", folder, "folder is not referenced by any version"))
+    for rel in art.list_files("datasets"):
+        path = f"datasets/{rel}"
+        if path in dataset_paths:
+            continue
+        if "/" not in rel and rel.startswith(".staging-"):
+            out.append(("ingest staging", path, "unfinished data set ingest (not registered)"))
+        else:
+            out.append(("data set file", path, "file is not referenced by any data set version"))
+    return out
+
+
+def collect_garbage(
+    meta: MetadataStore, art: ArtifactStore, *, older_than: timedelta, delete: bool = False
+) -> GcReport:
+    """Find (and with ``delete=True`` remove) what the artefact root holds that nothing references.
+
+    That is version folders never registered (a registration that failed or was
+    abandoned after :meth:`stage`), data set files of interrupted ingests, and files under
+    datasets/ no data set version points to: what :meth:`verify` reports as orphans.
+    Registered versions, data sets and their files are never touched. Only things whose
+    newest file is older than ``older_than`` are collected: a registration may still be
+    writing a younger one, so a :class:`StagedVersion` must be registered within that time.
+    Without ``delete`` nothing changes (a dry run).
+
+    >>> registry.gc(older_than=timedelta(days=7), delete=True).size_bytes  # doctest: +SKIP
+    """
+    art.refresh()
+    cutoff = now() - older_than
+    items: list[GcItem] = []
+    recent = 0
+    for kind, path, _detail in _orphans(art, *meta.referenced_paths()):
+        size, modified = art.usage(path)
+        if modified is None or modified > cutoff:
+            recent += 1  # no time known, or too young: leave it
+            continue
+        items.append(GcItem(path=path, kind=kind, size_bytes=size, modified=modified))
+    if delete and items:
+        # Looked up again just before removing: a registration may have committed meanwhile.
+        folders, paths = meta.referenced_paths()
+        still = [i for i in items if i.path not in folders and i.path not in paths]
+        recent += len(items) - len(still)
+        items = still
+        for item in items:
+            art.remove(item.path)
+    return GcReport(items=tuple(items), deleted=delete, recent=recent)
+
+
+def _check_file(art: ArtifactStore, rel: str, sha256: str, size: int, uri: str) -> Problem | None:
+    """The problem with one stored file, if any: missing, unreadable or changed."""
+    try:
+        got_size, got_sha = art.hash_file(rel)
+    except NotFound:
+        return Problem("missing", rel, "file is missing", uri)
+    except StorageError as exc:
+        return Problem("unreadable", rel, str(exc), uri)
+    if got_sha != sha256 or got_size != size:
+        return Problem("mismatch", rel, f"sha256 is {got_sha}, expected {sha256}", uri)
+    return None
+
+
+def _verify_chain(
+    meta: MetadataStore, registered: dict[tuple[str, int], str], rebuilt: ReplayedState
+) -> ChainReport | None:
+    """Verify the ledger in one pass that also notes each version's registered digest and
+    replays every event into ``rebuilt`` (for the state check)."""
+
+    def events() -> Iterator[tuple[LedgerEvent, str]]:
+        for event, digest in meta.iter_events():
+            if event.action == "version.registered":
+                data = event.data
+                registered[(data["model"], int(data["version"]))] = data["digest"]
+            rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
+            yield event, digest
+
+    stream = events()
+    stored = meta.public_key()
+    report = verify_chain(stream, meta.checkpoints(), stored[1]) if stored else None
+    for _rest in stream:
+        pass  # the replay needs every event, also after the chain check stopped at a problem
+    return report
+
+
+def _verify_version(art: ArtifactStore, mv: ModelVersion) -> list[Problem]:
+    out: list[Problem] = []
+    uri = mv.uri
+    if version_digest(mv.files, mv.manifest) != mv.digest:
+        out.append(
+            Problem("mismatch", mv.folder, "manifest or file list does not match the version digest", uri)
+        )
+    try:
+        record = json.loads(art.read_bytes(f"{mv.folder}/manifest.json"))
+        if record.get("digest") != mv.digest or canonicalize(record.get("manifest")) != canonicalize(
+            dict(mv.manifest)
+        ):
+            out.append(
+                Problem("mismatch", f"{mv.folder}/manifest.json", "differs from the registered manifest", uri)
+            )
+    except NotFound:
+        out.append(Problem("missing", f"{mv.folder}/manifest.json", "file is missing", uri))
+    except (ValueError, StorageError, InvalidInput) as exc:
+        out.append(Problem("unreadable", f"{mv.folder}/manifest.json", str(exc), uri))
+    known = set()
+    for f in mv.files:
+        known.add(f.path)
+        problem = _check_file(art, f"{mv.folder}/artifacts/{f.path}", f.sha256, f.size, uri)
+        if problem is not None:
+            out.append(problem)
+    for extra in art.list_files(f"{mv.folder}/artifacts"):
+        if extra not in known:
+            out.append(
+                Problem("orphan", f"{mv.folder}/artifacts/{extra}", "file is not part of the version", uri)
+            )
+    return out
