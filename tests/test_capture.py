@@ -30,7 +30,6 @@ from modelledger import (
     find_prediction,
     input_digest,
     parse_prediction_id,
-    read_model_predictions,
     read_predictions,
     read_predictions_frame,
     verify_receipt,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Generic, TypeVar
+
+from ._time import from_stored, now, to_iso
 
 __all__ = [
     "ColumnSpec",
@@ -30,21 +32,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _ts(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat()
-
-
-def _parse_ts(value: str | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 class LazyJSON(Mapping[str, Any]):
@@ -131,7 +118,7 @@ class Model:
     name: str
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
-    created_at: datetime = field(default_factory=utcnow)
+    created_at: datetime = field(default_factory=now)
     latest_version: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +126,7 @@ class Model:
             "name": self.name,
             "description": self.description,
             "tags": dict(self.tags),
-            "created_at": _ts(self.created_at),
+            "created_at": to_iso(self.created_at),
             "latest_version": self.latest_version,
         }
 
@@ -149,7 +136,7 @@ class Model:
             name=data["name"],
             description=data.get("description", ""),
             tags=dict(data.get("tags", {})),
-            created_at=_parse_ts(data["created_at"]),
+            created_at=from_stored(data["created_at"]),
             latest_version=int(data.get("latest_version", 0)),
         )
 
@@ -216,7 +203,7 @@ class ModelVersion:
     flavor: str
     files: Sequence[FileEntry]
     manifest: Mapping[str, Any]
-    created_at: datetime = field(default_factory=utcnow)
+    created_at: datetime = field(default_factory=now)
     created_by: str = ""
     aliases: tuple[str, ...] = ()
     key: int = 0  # the version's numeric key in this registry (prediction ids carry it)
@@ -240,7 +227,7 @@ class ModelVersion:
             "flavor": self.flavor,
             "files": [f.to_dict() for f in self.files],
             "manifest": dict(self.manifest),
-            "created_at": _ts(self.created_at),
+            "created_at": to_iso(self.created_at),
             "created_by": self.created_by,
             "aliases": list(self.aliases),
             "key": self.key,
@@ -256,7 +243,7 @@ class ModelVersion:
             flavor=data["flavor"],
             files=tuple(FileEntry.from_dict(f) for f in data["files"]),
             manifest=dict(data["manifest"]),
-            created_at=_parse_ts(data["created_at"]),
+            created_at=from_stored(data["created_at"]),
             created_by=data.get("created_by", ""),
             aliases=tuple(data.get("aliases", ())),
             key=int(data.get("key", 0)),
@@ -313,7 +300,7 @@ class GcItem:
             "path": self.path,
             "kind": self.kind,
             "size_bytes": self.size_bytes,
-            "modified": _ts(self.modified) if self.modified else None,
+            "modified": to_iso(self.modified) if self.modified else None,
         }
 
 
@@ -475,7 +462,7 @@ class DatasetVersion:
     stats: Mapping[str, Mapping[str, Any]]
     source: DatasetSource
     steps: tuple[ProcessingStep, ...] = ()
-    created_at: datetime = field(default_factory=utcnow)
+    created_at: datetime = field(default_factory=now)
     created_by: str = ""
     key: int = 0
 
@@ -497,6 +484,6 @@ class DatasetVersion:
             "stats": {k: dict(v) for k, v in self.stats.items()},
             "source": self.source.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
-            "created_at": _ts(self.created_at),
+            "created_at": to_iso(self.created_at),
             "created_by": self.created_by,
         }

@@ -16,12 +16,10 @@ import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._ledger import LedgerEvent
 from ._policy import Policy
-
-if TYPE_CHECKING:
-    from ._ledger import LedgerEvent
 from .errors import Conflict, InvalidInput, InvalidManifest, PermissionDenied
 
 __all__ = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._domain import ModelVersion, Signature
+from ._signature import enforce
 
 __all__ = ["LoadedModel"]
 
@@ -24,8 +25,6 @@ class LoadedModel:
         >>> model.predict(applications)  # doctest: +SKIP
         """
         if self.signature is not None and self.signature.inputs:
-            from ._signature import enforce
-
             data = enforce(self.signature, data)
         return self.raw.predict(data)
 

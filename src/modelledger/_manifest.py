@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ._identifiers import validate_alias
+from ._lifecycle import parse_gates
 from .errors import InvalidManifest
 
 __all__ = [
@@ -249,7 +251,6 @@ def _validate(data: Any, source: str | None) -> Manifest:
             )
         if mode not in ("auto", "manual"):
             raise InvalidManifest(f"stages.{key}", "must be 'auto' or 'manual'", source=source)
-    from ._lifecycle import parse_gates
 
     try:
         parse_gates(data.get("gates"))
@@ -257,8 +258,6 @@ def _validate(data: Any, source: str | None) -> Manifest:
         raise InvalidManifest(exc.field, exc.problem, source=source) from exc
     target = data.get("target_alias")
     if target is not None:
-        from ._identifiers import validate_alias
-
         try:
             validate_alias(target)
         except Exception as exc:

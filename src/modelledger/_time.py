@@ -25,6 +25,7 @@ __all__ = [
     "now_text",
     "parse_duration",
     "parse_time",
+    "to_iso",
     "to_ms",
     "to_text",
 ]
@@ -54,6 +55,11 @@ def to_text(value: datetime) -> str:
     """``value`` as RFC 3339 UTC text with microseconds, comparable as a string with the ledger's."""
     utc = value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
     return utc.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def to_iso(value: datetime) -> str:
+    """``value`` in UTC as ISO 8601 with its ``+00:00`` offset (the form of ``to_dict`` outputs)."""
+    return value.astimezone(_UTC).isoformat()
 
 
 def to_ms(value: datetime) -> int:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InvalidInput
+from .python import PythonFlavor
+from .sklearn import SklearnFlavor
 
 __all__ = ["Flavor", "flavor_for_object", "get_flavor"]
 
@@ -26,9 +28,6 @@ class Flavor(Protocol):
 
 
 def _all() -> list[Flavor]:
-    from .python import PythonFlavor
-    from .sklearn import SklearnFlavor
-
     return [SklearnFlavor(), PythonFlavor()]
 
 
