@@ -1,0 +1,97 @@
+"""The ``modelledger`` command line: a thin face over the public Python API.
+
+Every command opens the registry, calls one or two :class:`~modelledger.Registry`
+verbs and renders what they return: rich tables for people, one JSON document
+with ``--json`` for scripts. Library errors become one red line on stderr and
+exit code 1, in one place (:func:`~modelledger.cli._common.registry_options`).
+
+One module per noun; this one holds the ``main`` group (the ``modelledger`` console
+script) and registers theirs:
+
+- :mod:`.models`: ``models list|show|create``
+- :mod:`.versions`: ``versions list|show``, ``register``, ``predict``
+- :mod:`.aliases`: ``alias set|rm``
+- :mod:`.governance`: ``state``, ``stage``, ``validate``, ``approve``, ``reject``, ``deploy``,
+  ``rollback``, ``policy show|set``
+- :mod:`.history`: ``history``, ``audit``
+- :mod:`.datasets`: ``datasets list|show|register|lineage``
+- :mod:`.lineage`: ``lineage``, ``diff``, ``trace``
+- :mod:`.predictions`: ``predictions``
+- :mod:`.receipts`: ``receipt verify``
+- :mod:`.keys`: ``keys export``
+- :mod:`.admin`: ``init``, ``migrate``, ``verify``, ``gc``, ``rebuild-state``
+"""
+
+from __future__ import annotations
+
+import click
+
+from modelledger import __version__
+
+from . import (
+    admin,
+    aliases,
+    datasets,
+    governance,
+    history,
+    keys,
+    lineage,
+    models,
+    predictions,
+    receipts,
+    versions,
+)
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="modelledger")
+def main() -> None:
+    """modelledger: a model registry built around lineage.
+
+    Every command takes --registry and --artifacts (or the MODELLEDGER_URL and
+    MODELLEDGER_ARTIFACTS environment variables); without them it uses the
+    embedded registry in ./.modelledger. Read commands take --json. Who acts
+    is recorded in the ledger: --as ACTOR, else MODELLEDGER_USER, else git's
+    user.email, else the OS user.
+
+    \b
+    Example:
+        modelledger init --registry sqlite:///reg.db --artifacts ./store
+        modelledger register credit-risk ./model --manifest manifest.yaml
+        modelledger predict models:/credit-risk/1 applications.csv -o scored.parquet
+    """
+
+
+for _command in (
+    admin.init,
+    admin.migrate,
+    admin.verify,
+    admin.gc,
+    admin.rebuild_state,
+    models.models,
+    versions.versions,
+    versions.register,
+    versions.predict,
+    aliases.alias,
+    governance.state,
+    governance.stage,
+    governance.validate,
+    governance.approve,
+    governance.reject,
+    governance.deploy,
+    governance.rollback,
+    governance.policy_group,
+    history.history,
+    history.audit,
+    datasets.datasets,
+    lineage.lineage,
+    lineage.diff,
+    lineage.trace,
+    predictions.predictions,
+    receipts.receipt,
+    keys.keys,
+):
+    main.add_command(_command)
+del _command

@@ -1,0 +1,321 @@
+"""What every command shares: options, the one error mapping, output and paging helpers.
+
+:func:`registry_options` opens the registry for a command and is, with :func:`_fail`, the
+one place where a :class:`~modelledger.ModelLedgerError` (or anything unexpected) becomes
+a red one-line message on stderr and an exit code. Times given on the command line stay
+text and are parsed by the library verbs that take them; the one conversion the CLI still
+does itself, ``gc --older-than``, is :func:`_duration`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from modelledger import InvalidInput, ModelLedgerError, Page, Registry
+
+PROGRESS_THRESHOLD = 4 * 1024 * 1024
+"""Uploads larger than this (in bytes) get a progress bar."""
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+F = Callable[..., Any]
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console on the current stdout/stderr (looked up per call, so tests can capture it).
+
+    Output that is not a terminal gets a wide page, so piped tables do not fold
+    digests and paths.
+    """
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.width = 240
+    return console
+
+
+def _echo_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, default=str))
+
+
+def _text(value: Any) -> str:
+    """A value as table-cell markup: JSON for structures, escaped so data is never markup."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (dict, list, tuple)):
+        value = json.dumps(value, default=str)
+    return escape(str(value))
+
+
+def _tags_text(tags: Mapping[str, str]) -> str:
+    return escape(", ".join(f"{k}={v}" for k, v in sorted(tags.items())))
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+def _print_section(console: Console, title: str, rows: Iterable[tuple[str, Any]]) -> None:
+    """A bold title, then ``key  value`` lines with aligned keys (no padding, so it greps well)."""
+    console.print(f"[bold]{escape(title)}[/]")
+    items = list(rows)
+    if not items:
+        console.print("  (none)")
+        return
+    width = max(len(key) for key, _ in items)
+    for key, value in items:
+        console.print(f"  {escape(key)}{' ' * (width - len(key))}  {_text(value)}", soft_wrap=True)
+
+
+def _page_json(page: Page[Any]) -> dict[str, Any]:
+    return {"items": [item.to_dict() for item in page], "next_cursor": page.next_cursor}
+
+
+def _print_next_cursor(page: Page[Any]) -> None:
+    if page.next_cursor:
+        click.echo(f"Next page: --cursor {page.next_cursor}")
+
+
+def _read_table(path: str) -> Any:
+    """A CSV or Parquet file as a pandas DataFrame, chosen by extension."""
+    import pandas as pd
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InvalidInput(f"cannot read {path}: use a .csv or .parquet file")
+    try:
+        return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+
+
+def _parse_tags(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        tags[key] = value
+    return tags
+
+
+def _parse_metrics(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for key, value in _parse_tags(ctx, param, values).items():
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"expected NAME=NUMBER, got {key}={value!r}") from None
+    return metrics
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _fail(exc: BaseException, *, show_traceback: bool) -> NoReturn:
+    """Report an error as one red line on stderr (after the traceback, if asked) and exit."""
+    if show_traceback:
+        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+    if isinstance(exc, ModelLedgerError):
+        message, code = exc.message, exc.exit_code
+    else:
+        message = f"unexpected {type(exc).__name__}: {exc}"
+        if not show_traceback:
+            message += " (run again with --traceback for details)"
+        code = 1
+    click.secho(f"Error: {_one_line(message)}", fg="red", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def registry_options(fn: F) -> F:
+    """Add ``--registry``, ``--artifacts``, ``--as`` and ``--traceback``; open the registry; map errors.
+
+    The command receives the open :class:`Registry` as its first argument. This is the
+    one place where exceptions become messages and exit codes; click's own usage errors
+    (exit code 2) pass through untouched.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        registry_url: str | None,
+        artifacts_url: str | None,
+        as_actor: str | None,
+        show_traceback: bool,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            with Registry.open(registry_url, artifacts=artifacts_url, actor=as_actor) as registry:
+                return fn(registry, *args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            _fail(exc, show_traceback=show_traceback)
+
+    options = [
+        click.option(
+            "--registry",
+            "registry_url",
+            envvar="MODELLEDGER_URL",
+            metavar="URL",
+            help="Metadata database: sqlite:///path.db or postgresql://... "
+            "[env: MODELLEDGER_URL; default: the embedded ./.modelledger registry]",
+        ),
+        click.option(
+            "--artifacts",
+            "artifacts_url",
+            envvar="MODELLEDGER_ARTIFACTS",
+            metavar="URL",
+            help="Artefact root: a folder, file://, s3:// or memory:// URL [env: MODELLEDGER_ARTIFACTS]",
+        ),
+        click.option(
+            "--as",
+            "as_actor",
+            metavar="ACTOR",
+            default=None,
+            help="Act as ACTOR, as recorded in the ledger "
+            "[env: MODELLEDGER_USER; default: git's user.email, else the OS user]",
+        ),
+        click.option(
+            "--traceback", "show_traceback", is_flag=True, help="Show the full traceback of an error."
+        ),
+    ]
+    decorated: F = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout, for scripts."
+)
+reason_option = click.option("--reason", default=None, help="Why; recorded in the ledger.")
+required_reason_option = click.option(
+    "--reason", required=True, help="Why (the evidence reviewed); recorded in the ledger."
+)
+
+
+def output_option(help_text: str) -> Callable[[F], F]:
+    """``-o/--output PATH`` (a file, not a folder), passed as ``output_path``."""
+    return click.option(
+        "-o",
+        "--output",
+        "output_path",
+        default=None,
+        type=click.Path(dir_okay=False, path_type=str),
+        help=help_text,
+    )
+
+
+def _check_table_output(output_path: str | None) -> None:
+    """Refuse an output path we cannot write before doing any work."""
+    if output_path is not None and Path(output_path).suffix.lower() not in TABLE_SUFFIXES:
+        raise InvalidInput(f"cannot write {output_path}: use a .csv or .parquet file")
+
+
+def _write_table(frame: Any, output_path: str) -> None:
+    """A pandas frame to .csv or .parquet (checked with :func:`_check_table_output`)."""
+    try:
+        if Path(output_path).suffix.lower() == ".csv":
+            frame.to_csv(output_path, index=False)
+        else:
+            frame.to_parquet(output_path, index=False)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
+
+
+limit_option = click.option("--limit", type=int, default=None, help="Page size (1-1000, default 100).")
+cursor_option = click.option("--cursor", default=None, help="Continue a listing from its 'Next page' cursor.")
+tag_option = click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    callback=_parse_tags,
+    metavar="KEY=VALUE",
+    help="A tag; repeat for several.",
+)
+
+
+def _page_args(limit: int | None, cursor: str | None) -> dict[str, Any]:
+    args: dict[str, Any] = {"cursor": cursor}
+    if limit is not None:
+        args["limit"] = limit
+    return args
+
+
+class _TransferBar:
+    """The ``progress(bytes_done, bytes_total)`` callback: a rich bar on stderr for big uploads."""
+
+    def __init__(self, label: str, threshold: int = PROGRESS_THRESHOLD) -> None:
+        self.label = label
+        self.threshold = threshold
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._progress is None:
+            if total <= self.threshold:
+                return
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=_console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=total)
+        assert self._task is not None
+        self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str) -> timedelta:
+    """``30m``, ``24h``, ``7d``, ``90s`` or ``0`` as a timedelta (click.BadParameter otherwise).
+
+    The one place the CLI reads a time span (``gc --older-than``), because
+    :meth:`~modelledger.Registry.gc` takes a timedelta; once it takes the text, pass
+    that through and delete this.
+    """
+    text = value.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit():
+        raise click.BadParameter(f"{value!r} is not a duration like 30m, 24h or 7d")
+    return timedelta(seconds=int(number) * _DURATION_UNITS[unit])

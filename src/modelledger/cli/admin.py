@@ -1,0 +1,162 @@
+"""Looking after the registry itself: ``init``, ``migrate``, ``verify``, ``gc``, ``rebuild-state``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.table import Table
+
+from modelledger import ModelVersion, Registry, StateDifference, VerifyReport
+
+from ._common import _console, _duration, _echo_json, _size, _text, json_option, registry_options
+
+
+def _init(registry: Registry) -> None:
+    revision = registry.init()
+    click.echo(f"Registry schema at revision {revision}")
+
+
+@click.command()
+@registry_options
+def init(registry: Registry) -> None:
+    """Create the registry schema, or upgrade it to this version's.
+
+    \b
+    Example:
+        modelledger init --registry sqlite:///reg.db --artifacts ./store
+    """
+    _init(registry)
+
+
+@click.command()
+@registry_options
+def migrate(registry: Registry) -> None:
+    """Upgrade the registry schema (the same as init).
+
+    \b
+    Example:
+        modelledger migrate --registry postgresql://ml@db/registry --artifacts s3://ml-models
+    """
+    _init(registry)
+
+
+def _render_report(report: VerifyReport, root: str) -> None:
+    click.echo(
+        f"Checked {report.versions_checked} versions, {report.datasets_checked} data sets, "
+        f"{report.files_checked} files under {root}, "
+        f"{report.events_checked} ledger events and {report.checkpoints_checked} signed checkpoints: "
+        + ("no problems" if report.ok else f"{len(report.problems)} problems")
+    )
+    for problem in report.problems:
+        click.secho(str(problem), fg="red")
+
+
+@click.command()
+@json_option
+@registry_options
+def verify(registry: Registry, as_json: bool) -> None:
+    """Check everything the registry vouches for; exit code 1 on any problem.
+
+    Recomputes the ledger's hash chain and its signed checkpoints (naming the first
+    event that does not match, e.g. "ledger event 12"), compares the state tables
+    with a replay of the ledger, and re-hashes every stored artefact and data set:
+    changed, missing and orphaned files are all reported.
+
+    \b
+    Example:
+        modelledger verify --registry postgresql://ml@db/registry --artifacts s3://ml-models
+    """
+    status = _console(stderr=True).status("Verifying artefacts...")
+    checked = 0
+
+    def tick(mv: ModelVersion) -> None:
+        nonlocal checked
+        checked += 1
+        status.update(f"Verifying artefacts... {checked} versions ({mv.uri})")
+
+    with status:
+        report = registry.verify(progress=tick)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        _render_report(report, registry.artifact_root)
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.option(
+    "--older-than",
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    help="only what was last written longer ago than this (30m, 24h, 7d, 0)",
+)
+@click.option("--delete", is_flag=True, help="remove what is listed (without it, nothing changes)")
+@json_option
+@registry_options
+def gc(registry: Registry, older_than: str, delete: bool, as_json: bool) -> None:
+    """List (and with --delete remove) stored files that nothing references.
+
+    Version folders of registrations that failed or were never completed, and data set
+    files of interrupted ingests: what `verify` reports as orphans. Registered versions and
+    data sets are never touched, and neither is anything written more recently than
+    --older-than (a registration may still be writing it).
+
+    \b
+    Example:
+        modelledger gc --older-than 7d            # what would go
+        modelledger gc --older-than 7d --delete
+    """
+    report = registry.gc(older_than=_duration(older_than), delete=delete)
+    if as_json:
+        _echo_json(report.to_dict())
+        return
+    if report.items:
+        table = Table("Path", "Kind", "Size", "Last written")
+        for item in report.items:
+            when = item.modified.isoformat(timespec="seconds") if item.modified else "-"
+            table.add_row(_text(item.path), item.kind, _size(item.size_bytes), when)
+        _console().print(table)
+    done = "removed" if delete else "would remove"
+    click.echo(f"{done} {len(report.items)} unreferenced items, {_size(report.size_bytes)}")
+    if report.recent:
+        click.echo(f"left {report.recent} younger than {older_than} (or of unknown age) alone")
+    if report.items and not delete:
+        click.echo("dry run: run again with --delete to remove them")
+
+
+def _differences_json(differences: Sequence[StateDifference]) -> list[dict[str, Any]]:
+    return [{"what": d.what, "ledger": d.expected, "table": d.found} for d in differences]
+
+
+@click.command("rebuild-state")
+@click.option(
+    "--check", is_flag=True, help="Only compare; exit code 1 when the tables differ from the ledger."
+)
+@json_option
+@registry_options
+def rebuild_state(registry: Registry, check: bool, as_json: bool) -> None:
+    """Rewrite the state tables (stages, aliases, policy) from the ledger, or --check them.
+
+    \b
+    Example:
+        modelledger rebuild-state --check
+        modelledger rebuild-state
+    """
+    differences = registry.check_state() if check else registry.rebuild_state()
+    if as_json:
+        _echo_json({"checked_only": check, "differences": _differences_json(differences)})
+    else:
+        if not differences:
+            click.echo("The state tables match the ledger")
+        elif check:
+            click.echo(f"{len(differences)} differences between the state tables and the ledger:")
+        else:
+            click.echo(f"Rebuilt the state tables from the ledger; {len(differences)} differences fixed:")
+        for d in differences:
+            click.secho(f"  {d}", fg="red" if check else None)
+    if check and differences:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,44 @@
+"""``predictions``: captured predictions of a version or model, for a time range.
+
+``--since`` and ``--until`` are passed to the library as given; it parses them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from modelledger import Registry
+
+from ._common import _check_table_output, _write_table, output_option, registry_options
+
+
+@click.command("predictions")
+@click.argument("identifier_or_model")
+@click.option("--since", default=None, help="Only predictions at or after this time (ISO 8601).")
+@click.option("--until", default=None, help="Only predictions before this time (ISO 8601).")
+@output_option("Write them to a .csv or .parquet file (default: a summary on stdout).")
+@registry_options
+def predictions(
+    registry: Registry,
+    identifier_or_model: str,
+    since: str | None,
+    until: str | None,
+    output_path: str | None,
+) -> None:
+    """Read captured predictions of a version, or of every version of a model, for a time range.
+
+    \b
+    Example:
+        modelledger predictions credit-risk --since 2026-11-01 -o november.parquet
+        modelledger predictions models:/credit-risk/3 --since 2026-11-27T00:00:00Z
+    """
+    _check_table_output(output_path)
+    table = registry.predictions(identifier_or_model, since=since, until=until)
+    if output_path is None:
+        click.echo(f"{table.num_rows} captured prediction(s)")
+        if table.num_rows:
+            times = table.column("time")
+            click.echo(f"from {times[0].as_py()} to {times[-1].as_py()}")
+        return
+    _write_table(table.to_pandas(), output_path)
+    click.echo(f"wrote {table.num_rows} prediction(s) to {output_path}")
