@@ -2,9 +2,8 @@
 
 :func:`registry_options` opens the registry for a command and is, with :func:`_fail`, the
 one place where a :class:`~modelledger.ModelLedgerError` (or anything unexpected) becomes
-a red one-line message on stderr and an exit code. Times given on the command line stay
-text and are parsed by the library verbs that take them; the one conversion the CLI still
-does itself, ``gc --older-than``, is :func:`_duration`.
+a red one-line message on stderr and an exit code. Times and ages given on the command
+line stay text and are parsed by the library verbs that take them.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import functools
 import json
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -300,22 +298,3 @@ class _TransferBar:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration(value: str) -> timedelta:
-    """``30m``, ``24h``, ``7d``, ``90s`` or ``0`` as a timedelta (click.BadParameter otherwise).
-
-    The one place the CLI reads a time span (``gc --older-than``), because
-    :meth:`~modelledger.Registry.gc` takes a timedelta; once it takes the text, pass
-    that through and delete this.
-    """
-    text = value.strip().lower()
-    if text == "0":
-        return timedelta(0)
-    number, unit = text[:-1], text[-1:]
-    if unit not in _DURATION_UNITS or not number.isdigit():
-        raise click.BadParameter(f"{value!r} is not a duration like 30m, 24h or 7d")
-    return timedelta(seconds=int(number) * _DURATION_UNITS[unit])

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from modelledger import ModelVersion, Registry, StateDifference, VerifyReport
 
-from ._common import _console, _duration, _echo_json, _size, _text, json_option, registry_options
+from ._common import _console, _echo_json, _size, _text, json_option, registry_options
 
 
 def _init(registry: Registry) -> None:
@@ -110,7 +110,7 @@ def gc(registry: Registry, older_than: str, delete: bool, as_json: bool) -> None
         modelledger gc --older-than 7d            # what would go
         modelledger gc --older-than 7d --delete
     """
-    report = registry.gc(older_than=_duration(older_than), delete=delete)
+    report = registry.gc(older_than=older_than, delete=delete)
     if as_json:
         _echo_json(report.to_dict())
         return
