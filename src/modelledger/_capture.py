@@ -142,7 +142,7 @@ CAPTURE_COLUMNS = (
 )
 """The columns of a capture file, in order."""
 
-_log = logging.getLogger("modelledger._capture")
+_log = logging.getLogger("modelledger.capture")
 
 
 def capture_schema() -> pa.Schema:

@@ -6,6 +6,7 @@ the stores and a future REST layer share one representation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,8 +50,6 @@ class LazyJSON(Mapping[str, Any]):
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:
-            import json
-
             self._data = json.loads(self._text)
         return self._data
 
@@ -89,8 +88,6 @@ class LazyFiles(Sequence["FileEntry"]):
 
     def _load(self) -> tuple[FileEntry, ...]:
         if self._items is None:
-            import json
-
             self._items = tuple(FileEntry.from_dict(f) for f in json.loads(self._text))
         return self._items
 

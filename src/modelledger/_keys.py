@@ -52,7 +52,10 @@ def generate_key(path: str | os.PathLike[str]) -> bytes:
 
     >>> public_pem = generate_key("/etc/modelledger/registry.key")  # doctest: +SKIP
     """
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives import serialization
+
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     target = os.fspath(path)
@@ -98,7 +101,10 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 
     >>> key = load_private_key("/etc/modelledger/registry.key")  # doctest: +SKIP
     """
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives import serialization
+
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     target = os.fspath(path)
@@ -129,6 +135,7 @@ def public_key_pem(private: Ed25519PrivateKey) -> bytes:
     >>> public_key_pem(load_private_key("registry.key"))  # doctest: +SKIP
     b'-----BEGIN PUBLIC KEY-----\\n...'
     """
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives import serialization
 
     return private.public_key().public_bytes(
@@ -142,7 +149,10 @@ def load_public_key(public_pem: bytes) -> Ed25519PublicKey:
 
     >>> load_public_key(public_pem)  # doctest: +SKIP
     """
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives import serialization
+
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
@@ -180,7 +190,7 @@ def verify_with_key(public: Ed25519PublicKey, data: bytes, signature: bytes) -> 
     >>> verify_with_key(load_public_key(public_pem), b"payload", signature)  # doctest: +SKIP
     True
     """
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature  # slow to import: only signing and verifying need it
 
     if len(signature) != 64:
         return False
@@ -199,7 +209,10 @@ def key_id(public: PublicKeyLike) -> str:
     >>> key_id(public_pem)  # doctest: +SKIP
     '3f9a0c55e1d2b7a4'
     """
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives import serialization
+
+    # slow to import: only signing and verifying need it
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     if isinstance(public, (bytes, bytearray, memoryview)):

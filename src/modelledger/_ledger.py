@@ -75,7 +75,7 @@ GENESIS: Final[bytes] = bytes(32)
 FIRST_SEQ: Final[int] = 1
 """Sequence number of the first event; a checkpoint at seq 0 signs the empty ledger."""
 
-CHECKPOINT_DOMAIN: Final[str] = "modelledger._ledger.checkpoint.v1"
+CHECKPOINT_DOMAIN: Final[str] = "modelledger.ledger.checkpoint.v1"
 """Inside every signed checkpoint payload, so the key's other signatures (prediction
 receipts) can never be replayed as checkpoints, nor checkpoints as receipts."""
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
+from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +328,7 @@ def load_manifest_file(path: str | os.PathLike[str]) -> Manifest:
         if p.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            import yaml  # only YAML manifests need it
 
             data = yaml.safe_load(text)
     except Exception as exc:  # yaml and json raise several unrelated types
@@ -411,8 +412,6 @@ def _checkout(where: str) -> tuple[str, str | None] | None:
 
 @lru_cache(maxsize=1)
 def _dependencies() -> tuple[tuple[str, str], ...]:
-    from importlib.metadata import distributions
-
     found: dict[str, str] = {}
     for dist in distributions():
         name = dist.metadata["Name"]

@@ -753,7 +753,7 @@ class Registry(GovernanceVerbs):
 
 
 def _default_key_path(url: str) -> Path:
-    import sqlalchemy.engine
+    import sqlalchemy.engine  # only opening a SQL registry needs it
 
     parsed = sqlalchemy.engine.make_url(url)
     if parsed.drivername.startswith("sqlite") and parsed.database and parsed.database != ":memory:":

@@ -11,8 +11,8 @@ __all__ = ["enforce", "infer_signature"]
 
 
 def _kind_of(dtype: Any) -> str:
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # heavy: loaded on first use so `import modelledger` stays fast
+    import pandas as pd  # heavy: loaded on first use so `import modelledger` stays fast
 
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
@@ -30,8 +30,8 @@ def _kind_of(dtype: Any) -> str:
 
 
 def _as_frame(data: Any) -> Any:
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # heavy: loaded on first use so `import modelledger` stays fast
+    import pandas as pd  # heavy: loaded on first use so `import modelledger` stays fast
 
     if isinstance(data, pd.DataFrame):
         return data
@@ -67,8 +67,8 @@ def infer_signature(sample_input: Any, sample_output: Any = None) -> Signature:
     inputs = _columns(_as_frame(sample_input))
     outputs: tuple[ColumnSpec, ...] = ()
     if sample_output is not None:
-        import numpy as np
-        import pandas as pd
+        import numpy as np  # heavy: loaded on first use so `import modelledger` stays fast
+        import pandas as pd  # heavy: loaded on first use so `import modelledger` stays fast
 
         if isinstance(sample_output, (pd.DataFrame, pd.Series)):
             outputs = _columns(_as_frame(sample_output))
@@ -97,7 +97,7 @@ def enforce(signature: Signature, data: Any) -> Any:
     Extra columns are dropped, as MLflow does; a missing column or a column of an
     incompatible type raises :class:`SchemaMismatch` naming the column.
     """
-    import numpy as np
+    import numpy as np  # heavy: loaded on first use so `import modelledger` stays fast
 
     expected = signature.inputs
     if isinstance(data, np.ndarray) and [c.name for c in expected] != [str(i) for i in range(len(expected))]:
@@ -107,7 +107,7 @@ def enforce(signature: Signature, data: Any) -> Any:
                 expected[min(arr.shape[1], len(expected) - 1)].name,
                 f"is missing: the model expects {len(expected)} columns, the array has {arr.shape[1]}",
             )
-        import pandas as pd
+        import pandas as pd  # heavy: loaded on first use so `import modelledger` stays fast
 
         frame = pd.DataFrame(arr, columns=[c.name for c in expected])
     else:

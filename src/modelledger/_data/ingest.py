@@ -83,7 +83,7 @@ class _HashingWriter(io.RawIOBase):
 
 
 def _arrow_kind(t: Any) -> str:
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
 
     if pa.types.is_boolean(t):
         return "boolean"
@@ -102,7 +102,7 @@ def _arrow_kind(t: Any) -> str:
 
 def _normalise_schema(schema: Any) -> Any:
     """One Arrow type per logical type, so equal data gets equal digests."""
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
 
     fields = []
     for f in schema:
@@ -121,7 +121,7 @@ def _normalise_schema(schema: Any) -> Any:
 
 def _zero(t: Any) -> Any:
     """A filler value of type ``t`` for null slots, or None for types without one (nested)."""
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
 
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return pa.scalar("", t)
@@ -145,8 +145,8 @@ def _canonical(batch: Any) -> Any:
     values with the nulls filled in, plus a validity column: equal data, equal digest,
     whatever produced it. Columns without nulls are hashed as they are.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
+    import pyarrow.compute as pc  # heavy: loaded on first use so `import modelledger` stays fast
 
     if not any(col.null_count for col in batch.columns):
         return batch
@@ -165,7 +165,7 @@ def _canonical(batch: Any) -> Any:
 def _batches(
     data: Any, progress: Progress | None, storage_options: dict[str, Any]
 ) -> tuple[Iterator[Any], str | None]:
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
 
     if isinstance(data, pa.Table):
         return iter(data.to_batches(max_chunksize=DIGEST_ROWS)), None
@@ -188,7 +188,7 @@ def _batches(
 def _file_batches(
     location: str, progress: Progress | None, storage_options: dict[str, Any]
 ) -> tuple[Iterator[Any], str]:
-    import fsspec
+    import fsspec  # imports its filesystem registry: only touching a store needs it
 
     lower = location.lower()
     kind = (
@@ -223,11 +223,11 @@ def _file_batches(
         total = 0
 
     def generate() -> Iterator[Any]:
-        import pyarrow as pa
+        import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
 
         try:
             if kind == "parquet":
-                import pyarrow.parquet as pq
+                import pyarrow.parquet as pq  # heavy: loaded on first use so `import modelledger` stays fast
 
                 try:
                     reader = pq.ParquetFile(fh)
@@ -238,7 +238,7 @@ def _file_batches(
                     if progress:
                         progress(fh.tell(), total)
             else:
-                from pyarrow import csv
+                from pyarrow import csv  # heavy: loaded on first use so `import modelledger` stays fast
 
                 delimiter = "\t" if lower.endswith(".tsv") else ","
                 try:
@@ -268,7 +268,7 @@ class _Stats:
         self.distinct: dict[str, set[Any] | None] = {}
 
     def add(self, batch: Any) -> None:
-        import pyarrow.compute as pc
+        import pyarrow.compute as pc  # heavy: loaded on first use so `import modelledger` stays fast
 
         for i, f in enumerate(self.schema):
             col = batch.column(i)
@@ -320,8 +320,8 @@ def ingest(
     Nothing is written before the input is opened and its first batch read; on
     failure the staging file is removed.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
+    import pyarrow.parquet as pq  # heavy: loaded on first use so `import modelledger` stays fast
 
     batches, source_uri = _batches(data, progress, dict(storage_options or {}))
     first = next(batches, None)

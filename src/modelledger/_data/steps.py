@@ -29,7 +29,7 @@ _MAX_FITTED_VALUES = 200
 
 def _json(value: Any) -> Any:
     """A JSON-safe, size-bounded rendering of parameters and fitted attributes."""
-    import numpy as np
+    import numpy as np  # heavy: loaded on first use so `import modelledger` stays fast
 
     if value is None or isinstance(value, (bool, int, str)):
         return value

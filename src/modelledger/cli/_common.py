@@ -101,7 +101,7 @@ def _print_next_cursor(page: Page[Any]) -> None:
 
 def _read_table(path: str) -> Any:
     """A CSV or Parquet file as a pandas DataFrame, chosen by extension."""
-    import pandas as pd
+    import pandas as pd  # heavy: loaded on first use so `import modelledger` stays fast
 
     suffix = Path(path).suffix.lower()
     if suffix not in TABLE_SUFFIXES:

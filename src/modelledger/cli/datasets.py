@@ -37,7 +37,7 @@ from .lineage import _lineage_tree
 
 def _load_steps(path: str) -> list[Any]:
     """Processing steps from a JSON or YAML file: a list of steps, or ``{"steps": [...]}``."""
-    import yaml
+    import yaml  # only YAML manifests need it
 
     try:
         text = Path(path).read_text(encoding="utf-8")

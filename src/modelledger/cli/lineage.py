@@ -53,7 +53,7 @@ def _node_text(node: LineageNode, edge_label: str = "") -> str:
 
 def _lineage_tree(graph: LineageGraph, *, downstream: bool) -> Any:
     """The graph as a rich Tree from its root, following edges one way; shared parts once."""
-    from rich.tree import Tree
+    from rich.tree import Tree  # only this command's output needs it
 
     def links(node_id: str) -> list[tuple[LineageEdge, LineageNode]]:
         return graph.downstream(node_id) if downstream else graph.upstream(node_id)

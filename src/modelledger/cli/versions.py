@@ -230,8 +230,8 @@ def register(
 
 
 def _with_predictions(frame: Any, predictions: Any) -> Any:
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # heavy: loaded on first use so `import modelledger` stays fast
+    import pandas as pd  # heavy: loaded on first use so `import modelledger` stays fast
 
     out = frame.copy()
     if isinstance(predictions, pd.DataFrame):

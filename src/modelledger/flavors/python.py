@@ -28,7 +28,7 @@ class PythonFlavor:
         return callable(getattr(obj, "predict", None)) or callable(obj)
 
     def save(self, obj: Any, folder: Path) -> None:
-        import cloudpickle
+        import cloudpickle  # only saving or loading a python-flavor model needs it
 
         target = obj if callable(getattr(obj, "predict", None)) else CallableModel(obj)
         try:
@@ -38,7 +38,7 @@ class PythonFlavor:
         (folder / self.entry).write_bytes(data)
 
     def describe(self, obj: Any) -> dict[str, str | None]:
-        import cloudpickle
+        import cloudpickle  # only saving or loading a python-flavor model needs it
 
         cls = type(obj)
         return {

@@ -19,13 +19,15 @@ class SklearnFlavor:
         if not module.startswith("sklearn.") and not hasattr(obj, "_sklearn_tags"):
             return False
         try:
-            from sklearn.base import BaseEstimator
+            from sklearn.base import BaseEstimator  # optional extra: only scikit-learn models need it
         except ImportError:
             return False
         return isinstance(obj, BaseEstimator)
 
     def save(self, obj: Any, folder: Path) -> None:
-        from sklearn.exceptions import NotFittedError
+        from sklearn.exceptions import NotFittedError  # optional extra: only scikit-learn models need it
+
+        # optional extra: only scikit-learn models need it
         from sklearn.utils.validation import check_is_fitted
 
         try:
@@ -41,7 +43,7 @@ class SklearnFlavor:
             raise InvalidInput(f"cannot serialise the {type(obj).__name__}: {exc}") from exc
 
     def describe(self, obj: Any) -> dict[str, str | None]:
-        import sklearn
+        import sklearn  # optional extra: only scikit-learn models need it
 
         cls = type(obj)
         algorithm = f"{cls.__module__}.{cls.__qualname__}"

@@ -40,7 +40,7 @@ class ArtifactStore:
     @property
     def fs(self) -> Any:
         if self._fs is None:
-            import fsspec
+            import fsspec  # imports its filesystem registry: only touching a store needs it
 
             fs, root = fsspec.core.url_to_fs(self.url, **self._storage_options)
             self._fs, self._root = fs, root.rstrip("/")

@@ -117,8 +117,8 @@ class SqlBase:
 
     def migrate(self) -> str:
         """Create or upgrade the schema to the head revision (Alembic)."""
-        from alembic import command
-        from alembic.config import Config
+        from alembic import command  # only init and migrate need it
+        from alembic.config import Config  # only init and migrate need it
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
@@ -181,10 +181,10 @@ class SqlBase:
     def _insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT, which knows ON CONFLICT."""
         if self.is_sqlite:
-            from sqlalchemy.dialects import sqlite
+            from sqlalchemy.dialects import sqlite  # only opening a SQL registry needs it
 
             return sqlite.insert(table)
-        from sqlalchemy.dialects import postgresql
+        from sqlalchemy.dialects import postgresql  # only opening a SQL registry needs it
 
         return postgresql.insert(table)
 
