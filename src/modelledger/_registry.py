@@ -61,10 +61,10 @@ from .errors import (
 from .stores.artifacts import ArtifactStore, iter_file
 
 if TYPE_CHECKING:
-    from ._capture import Predictor
     from ._data import Datasets
     from ._ledger import ChainReport, LedgerEvent
     from ._lineage import LineageGraph, VersionDiff
+    from ._serving import Predictor
     from ._trace import TraceReport
     from .stores.metadata import Signer
 
@@ -515,11 +515,41 @@ class Registry(GovernanceVerbs):
 
         >>> registry.predictions("credit-risk", since="2026-11-01", as_pandas=True)  # doctest: +SKIP
         """
-        from ._capture import read_model_predictions
+        from ._serving import CaptureReader
 
         self._ready()
-        table = read_model_predictions(self, identifier_or_model, since=since, until=until)
+        versions: list[ModelVersion] = []
+        if identifier_or_model.startswith("models:/"):
+            versions.append(self.get_version(identifier_or_model))
+        else:
+            cursor: str | None = None
+            while True:
+                page = self.list_versions(identifier_or_model, limit=1000, cursor=cursor)
+                versions.extend(page)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        table = CaptureReader(self._art).read_versions(versions, since, until)
         return table.to_pandas() if as_pandas else table
+
+    def prediction(self, prediction_id: str) -> dict[str, Any]:
+        """The captured record of one prediction: ``prediction_id``, ``time``, ``model``, ``version``,
+        ``digest``, ``input_digest``, ``input`` (the row), ``output`` and ``receipt`` (a dict).
+
+        Raises :class:`NotFound` when the id's version is unknown or did not capture it.
+
+        >>> registry.prediction("01JD3M4Q8Z0000001K7WQ2X9RB")["receipt"]  # doctest: +SKIP
+        """
+        from ._serving import CaptureReader, parse_prediction_id
+
+        when, key = parse_prediction_id(prediction_id)
+        mv = self.get_version_by_key(key)
+        record = CaptureReader(self._art).find(mv, prediction_id)
+        if record is None:
+            raise NotFound(
+                "prediction", f"{prediction_id} (made by {mv.uri} on {when.date()}, but not in its captures)"
+            )
+        return record
 
     def lineage(self, uri: str) -> LineageGraph:
         """Everything upstream of a model or data set version: data sets, steps, sources.
@@ -852,12 +882,12 @@ class Registry(GovernanceVerbs):
     ) -> LoadedModel | Predictor:
         """Load a version by identifier, verifying every artefact byte before deserialising.
 
-        With ``capture=True`` it returns a :class:`~modelledger._capture.Predictor` for
+        With ``capture=True`` it returns a :class:`~modelledger.Predictor` for
         serving: each ``predict`` also returns a signed receipt per row (this process
         needs the registry's private key), and the predictions (``sample_rate`` of them;
         ``seed`` makes the sample reproducible) are captured in the version's folder
         through a buffered writer (``flush_rows``, ``flush_seconds``, ``max_pending``:
-        see :mod:`modelledger._capture`). Close the predictor, or use it in a ``with``
+        see :mod:`modelledger._serving.capture_writer`). Close the predictor, or use it in a ``with``
         block, so the last rows are written.
 
         >>> model = registry.load("models:/credit-risk@production")  # doctest: +SKIP
@@ -892,7 +922,7 @@ class Registry(GovernanceVerbs):
         loaded = LoadedModel(model, mv)
         if not capture:
             return loaded
-        from . import _capture as cap
+        from . import _serving as cap
 
         self._signer()  # loads the private key and checks it is this registry's
         return cap.Predictor(

@@ -86,13 +86,12 @@ def _dataset_entry(registry: Registry, dv: Any, role: str | None, seen: set[str]
 
 def trace_prediction(registry: Registry, prediction_id: str) -> TraceReport:
     """The full trace of one captured prediction (see the module documentation)."""
-    from ._capture import find_prediction
-    from ._receipts import check_receipt, parse_prediction_id
+    from ._serving import check_receipt, parse_prediction_id
     from .errors import InvalidReceipt
 
     when, key = parse_prediction_id(prediction_id)
     mv = registry.get_version_by_key(key)
-    record = find_prediction(registry._art, mv, prediction_id)
+    record = registry.prediction(prediction_id)
     if record is None:
         raise NotFound(
             "prediction", f"{prediction_id} (made by {mv.uri} on {when.date()}, but not in its captures)"

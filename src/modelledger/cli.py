@@ -1505,7 +1505,7 @@ def receipt_verify(receipt_path: Path, public_key_path: Path, as_json: bool, sho
         modelledger receipt verify receipt.json --public-key registry.pub.pem
         modelledger receipt verify receipt.json --public-key registry.pub.pem --json
     """
-    from modelledger._receipts import Receipt, check_receipt
+    from modelledger._serving import Receipt, check_receipt
     from modelledger.errors import InvalidReceipt
 
     try:
