@@ -13,7 +13,7 @@ Three measurements, each checked against its target (issue 5):
    every predict call and the final close (all rows written). Target: >= 200,000 predictions/s.
 3. **Trace lookup** with 10 million captured predictions of one version: 10M rows are made
    through the real ``Predictor`` (batches of 10,000, default writer settings), then
-   ``find_prediction`` looks up random ids (one listing, one file, one row group).
+   ``CaptureReader.find`` looks up random ids (one listing, one file, one row group).
    Target: < 50 ms.
 
 Example:
@@ -191,7 +191,8 @@ def measure_throughput(folder: Path, batches: int) -> dict[str, Any]:
 
 
 def measure_trace(folder: Path, rows: int, lookups: int) -> dict[str, Any]:
-    from modelledger import find_prediction, verify_receipt
+    from modelledger import verify_receipt
+    from modelledger._serving import CaptureReader
 
     registry = open_registry(folder)
     frame = applications(BATCH)
@@ -213,17 +214,18 @@ def measure_trace(folder: Path, rows: int, lookups: int) -> dict[str, Any]:
     size = sum(os.path.getsize(registry._art.full(f"{base}/{f}")) for f in files)
     public = registry.public_key()
     ids = rng.sample(sample, min(lookups, len(sample)))
+    reader = CaptureReader(registry._art)
     times = []
     for pid in ids:
         t = time.perf_counter()
-        found = find_prediction(registry._art, version, pid)
+        found = reader.find(version, pid)
         times.append(time.perf_counter() - t)
         assert found is not None and found["prediction_id"] == pid
     # the same lookups once more with the receipt check a trace does
     checked = []
     for pid in ids[:50]:
         t = time.perf_counter()
-        found = find_prediction(registry._art, version, pid)
+        found = reader.find(version, pid)
         assert found is not None and verify_receipt(found["receipt"], public)
         checked.append(time.perf_counter() - t)
     # the whole report a person gets: registry.trace (receipt, ledger, manifest, data lineage)
@@ -353,7 +355,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=None, help="one-row calls per overhead round")
     parser.add_argument("--rounds", type=int, default=3, help="overhead rounds (the best is kept)")
     parser.add_argument("--batches", type=int, default=None, help="batches for the throughput run")
-    parser.add_argument("--lookups", type=int, default=200, help="find_prediction calls")
+    parser.add_argument("--lookups", type=int, default=200, help="capture lookups (CaptureReader.find)")
     parser.add_argument("--dir", default=None, help="where the temporary folders go")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--child-throughput", default=None, help=argparse.SUPPRESS)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from modelledger import AlreadyExists, IntegrityError, Registry
+from modelledger import AlreadyExists, IntegrityError, NotFound, Registry
 from modelledger.stores.artifacts import ArtifactStore
 
 
@@ -28,6 +28,71 @@ def test_claimed_folders_are_never_reused(artifact_backend) -> None:
     second = store.claim_folder("models/m", "git-abc")
     third = store.claim_folder("models/m", "git-abc")
     assert (first, second, third) == ("models/m/git-abc", "models/m/git-abc.2", "models/m/git-abc.3")
+
+
+def test_put_atomic_publishes_a_file_once_and_keeps_the_first(artifact_backend) -> None:
+    import pyarrow as pa
+
+    store = _store(artifact_backend)
+    assert store.put_atomic("p/date=1/a.bin", b"first") is True
+    assert store.put_atomic("p/date=1/a.bin", b"second") is False  # a retried write keeps the file
+    assert store.read_bytes("p/date=1/a.bin") == b"first"
+    assert store.put_atomic("p/date=1/b.bin", memoryview(b"view")) is True
+    assert store.put_atomic("p/date=1/c.bin", pa.py_buffer(b"arrow")) is True  # any buffer
+    assert store.read_bytes("p/date=1/b.bin") == b"view"
+    assert store.read_bytes("p/date=1/c.bin") == b"arrow"
+    assert store.list_names("p/date=1") == ["a.bin", "b.bin", "c.bin"]  # no temporary file left
+
+
+def test_put_atomic_leaves_no_partial_file_when_a_write_fails(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    store = ArtifactStore((tmp_path / "store").as_uri())
+
+    def fail(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        store.put_atomic("p/a.bin", b"data")
+    assert store.list_names("p") == []  # neither the file nor its temporary copy
+    monkeypatch.undo()
+    assert store.put_atomic("p/a.bin", b"data") is True
+    assert (tmp_path / "store" / "p" / "a.bin").read_bytes() == b"data"
+
+
+def test_list_names_lists_one_folder_level(artifact_backend) -> None:
+    store = _store(artifact_backend)
+    assert store.list_names("nothing/here") == []
+    store.put_bytes("f/b.txt", b"1")
+    store.put_bytes("f/a.txt", b"2")
+    store.put_bytes("f/sub/deeper.txt", b"3")
+    assert store.list_names("f") == ["a.txt", "b.txt", "sub"]
+    assert store.list_names("f/sub") == ["deeper.txt"]
+    folder = store.claim_folder("models/m", "run")
+    store.put_bytes(f"{folder}/model.pkl", b"x")
+    assert store.list_names(folder) == ["model.pkl"]  # the claim marker is not listed
+
+
+def test_open_input_reads_parquet_with_random_access(artifact_backend) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = _store(artifact_backend)
+    table = pa.table({"id": list(range(1000)), "name": [f"row {i}" for i in range(1000)]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=100)
+    store.put_atomic("p/part.parquet", sink.getvalue())
+    with store.open_input("p/part.parquet") as source:
+        parquet = pq.ParquetFile(source)
+        assert parquet.metadata.num_row_groups == 10
+        assert parquet.read_row_group(7).column("id").to_pylist() == list(range(700, 800))
+        assert parquet.read().equals(table)
+    with store.open_input("p/part.parquet") as fh:
+        fh.seek(4)
+        assert fh.read(4) == store.read_bytes("p/part.parquet")[4:8]
+    with pytest.raises(NotFound):
+        store.open_input("p/missing.parquet")
 
 
 def test_register_load_and_verify_on_every_backend(
@@ -84,6 +149,17 @@ def test_a_folder_claimed_by_another_process_is_not_claimed_again(s3_artifacts, 
     theirs.claim_folder("models/m", "git-xyz")
     monkeypatch.setattr(ours.fs, "exists", lambda path: False)  # our check ran before theirs
     assert ours._make_dir_exclusive("models/m/git-xyz") is False
+
+
+def test_list_names_sees_what_another_process_wrote_since_the_last_listing(s3_artifacts) -> None:
+    ours, theirs = _store(s3_artifacts), _other_process(s3_artifacts)
+    ours.put_atomic("p/date=1/part-a.parquet", b"a")
+    assert ours.list_names("p/date=1") == ["part-a.parquet"]
+    assert ours.fs.ls(ours.full("p/date=1"), detail=False)  # fsspec now holds a cached listing
+    theirs.put_atomic("p/date=1/part-b.parquet", b"b")
+    assert ours.list_names("p/date=1") == ["part-a.parquet", "part-b.parquet"]
+    assert ours.put_atomic("p/date=1/part-b.parquet", b"ours") is False  # theirs is kept
+    assert ours.read_bytes("p/date=1/part-b.parquet") == b"b"
 
 
 def test_verify_sees_what_another_process_wrote_since_the_last_listing(

@@ -21,21 +21,21 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import modelledger._receipts as receipts_module
+import modelledger._serving.receipts as receipts_module
 from modelledger import (
     ModelVersion,
+    NotFound,
     Predictor,
     Registry,
     canonical_row,
-    find_prediction,
     input_digest,
+    new_prediction_id,
     parse_prediction_id,
-    read_predictions,
-    read_predictions_frame,
+    receipts_from_table,
     verify_receipt,
 )
-from modelledger._capture import receipts_from_table
 from modelledger._keys import generate_key
+from modelledger._serving.capture_reader import CaptureReader
 from modelledger.stores.artifacts import ArtifactStore
 
 
@@ -116,7 +116,7 @@ def test_flush_on_close_writes_everything_readable_and_findable(registry: Regist
             made.extend(predictor.predict(frame.iloc[i : i + 1]).receipts.ids)
     assert predictor.pending == 0 and predictor.dropped == 0 and predictor.written == 150
 
-    table = read_predictions(registry._art, v1)
+    table = registry.predictions(v1.uri)
     assert table.num_rows == 150
     assert table.column("prediction_id").to_pylist() == sorted(made)
     _check_table(table, public)
@@ -126,19 +126,19 @@ def test_flush_on_close_writes_everything_readable_and_findable(registry: Regist
 
     # one id in the middle of a batch, one from a one-row call
     for pid, source in ((made[45], _frame(40, 1).iloc[5]), (made[130], frame.iloc[10])):
-        found = find_prediction(registry._art, v1, pid)
-        assert found is not None
+        found = registry.prediction(pid)
         assert found["prediction_id"] == pid and found["version"] == 1 and found["model"] == "credit-risk"
         assert found["input"] == json.loads(canonical_row(source.to_dict()))
         assert found["input_digest"] == input_digest(source.to_dict())
         assert found["output"] == pytest.approx(source["income"] / 1000 + source["age"])
         assert verify_receipt(found["receipt"], public)
-    assert find_prediction(registry._art, v1, receipts_module.new_prediction_id(v1.key)) is None
-    assert find_prediction(registry._art, v2, made[0]) is None  # another version's id
+    with pytest.raises(NotFound, match="not in its captures"):
+        registry.prediction(new_prediction_id(v1.key))
+    assert CaptureReader(registry._art).find(v2, made[0]) is None  # another version's id
 
     assert registry.predictions("credit-risk").num_rows == 150
     assert registry.predictions("models:/credit-risk/2").num_rows == 0
-    frame_out = read_predictions_frame(registry._art, v1)
+    frame_out = registry.predictions(v1.uri, as_pandas=True)
     assert len(frame_out) == 150 and str(frame_out["time"].dt.tz) == "UTC"
 
 
@@ -168,7 +168,7 @@ def test_sampling_stores_about_the_rate_and_is_deterministic_with_a_seed(
         ) as p:
             for seed in range(40):
                 p.predict(_frame(100, seed))
-        table = read_predictions(store, _version())
+        table = CaptureReader(store).read(_version())
         captured.append(table.column("input_digest").to_pylist())
         assert p.written == table.num_rows
     assert 900 <= len(captured[0]) <= 1100
@@ -176,7 +176,7 @@ def test_sampling_stores_about_the_rate_and_is_deterministic_with_a_seed(
     nothing = ArtifactStore((tmp_path / "none").as_uri())
     with Predictor(Scorer(), version=_version(), key=keyfile, store=nothing, sample_rate=0.0) as p:
         assert len(p.predict(_frame(100)).receipts) == 100  # receipts for every row all the same
-    assert p.written == 0 and read_predictions(nothing, _version()).num_rows == 0
+    assert p.written == 0 and CaptureReader(nothing).read(_version()).num_rows == 0
 
 
 def test_buffer_flushes_by_size_without_close(keyfile: Path, store: ArtifactStore) -> None:
@@ -186,9 +186,9 @@ def test_buffer_flushes_by_size_without_close(keyfile: Path, store: ArtifactStor
         p.predict(frame.iloc[i : i + 1])
     _wait_for(lambda: p.written == 50)
     assert p.pending == 10  # the open buffer: fewer than flush_rows rows
-    assert read_predictions(store, _version()).num_rows == 50
+    assert CaptureReader(store).read(_version()).num_rows == 50
     p.close()
-    assert p.written == 60 and read_predictions(store, _version()).num_rows == 60
+    assert p.written == 60 and CaptureReader(store).read(_version()).num_rows == 60
 
 
 def test_buffer_flushes_by_age_without_close(keyfile: Path, store: ArtifactStore) -> None:
@@ -197,7 +197,7 @@ def test_buffer_flushes_by_age_without_close(keyfile: Path, store: ArtifactStore
     p.predict(_frame(5))
     _wait_for(lambda: p.written == 5, timeout=5)
     assert time.monotonic() - start >= 0.2
-    assert p.pending == 0 and read_predictions(store, _version()).num_rows == 5
+    assert p.pending == 0 and CaptureReader(store).read(_version()).num_rows == 5
     p.close()
 
 
@@ -215,7 +215,7 @@ def test_concurrent_callers_get_sorted_files(keyfile: Path, store: ArtifactStore
     for t in threads:
         t.join()
     p.close()
-    table = read_predictions(store, _version())
+    table = CaptureReader(store).read(_version())
     assert table.num_rows == 600
     for name in store.list_files(f"{_version().folder}/predictions"):
         ids = pq.read_table(store.full(f"{_version().folder}/predictions/{name}")).column("prediction_id")
@@ -249,13 +249,13 @@ def test_date_partitions_and_time_ranges(
     folders = store.list_dirs(f"{_version().folder}/predictions")
     assert folders == ["date=2030-01-01", "date=2030-01-02", "date=2030-01-05"]
     version = _version()
-    assert read_predictions(store, version).num_rows == 6
-    assert read_predictions(store, version, since="2030-01-02", until="2030-01-03").num_rows == 2
-    assert read_predictions(store, version, since="2030-01-01T23:59:59.995").num_rows == 3
-    assert read_predictions(store, version, until=datetime(2030, 1, 2)).num_rows == 3
+    assert CaptureReader(store).read(version).num_rows == 6
+    assert CaptureReader(store).read(version, since="2030-01-02", until="2030-01-03").num_rows == 2
+    assert CaptureReader(store).read(version, since="2030-01-01T23:59:59.995").num_rows == 3
+    assert CaptureReader(store).read(version, until=datetime(2030, 1, 2)).num_rows == 3
     for group in ids.values():
         for pid in group:
-            found = find_prediction(store, version, pid)
+            found = CaptureReader(store).find(version, pid)
             assert found is not None and found["prediction_id"] == pid
 
 
@@ -266,9 +266,9 @@ def test_s3_store(keyfile: Path, s3_artifacts: tuple[str, dict[str, object]]) ->
     with Predictor(Scorer(), version=version, key=keyfile, store=store, flush_rows=30) as p:
         made = [pid for seed in range(3) for pid in p.predict(_frame(20, seed)).receipts.ids]
     assert p.written == 60
-    table = read_predictions(store, version)
+    table = CaptureReader(store).read(version)
     assert table.column("prediction_id").to_pylist() == made
-    found = find_prediction(store, version, made[27])
+    found = CaptureReader(store).find(version, made[27])
     assert found is not None and verify_receipt(found["receipt"], p.public_key())
 
 
@@ -299,7 +299,7 @@ def test_serving_continues_while_the_store_is_down_then_drains(keyfile: Path, st
     _wait_for(lambda: p.pending == 0)
     assert p.written == 100 and p.dropped == 0 and p.last_error is None
     p.close()
-    table = read_predictions(store, version)
+    table = CaptureReader(store).read(version)
     assert table.column("prediction_id").to_pylist() == made
     _check_table(table, p.public_key())
 
@@ -375,7 +375,7 @@ def test_a_crash_loses_at_most_the_documented_bound(
     predicted, written, pending = counts[-1]
     assert predicted == written + pending  # nothing dropped: every captured row is accounted for
 
-    table = read_predictions(store, _version())  # ignores the temporary file of an interrupted write
+    table = CaptureReader(store).read(_version())  # ignores the temporary file of an interrupted write
     survived = table.num_rows
     assert survived >= written  # what the writer reported written is on disk
     lost_at_most = predicted + batch - survived  # at most one more call ran after the last line
@@ -392,7 +392,7 @@ def test_a_clean_exit_without_close_writes_everything(
     assert proc.returncode == 0
     predicted, written, _ = map(int, out.splitlines()[-1].split())
     assert predicted == 350 and written == 0  # nothing was flushed before exit...
-    assert read_predictions(store, _version()).num_rows == 350  # ...and atexit wrote it all
+    assert CaptureReader(store).read(_version()).num_rows == 350  # ...and atexit wrote it all
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -417,4 +417,4 @@ def test_a_forked_worker_captures_its_own_rows(keyfile: Path, store: ArtifactSto
     p.predict(_frame(3))
     p.close()
     assert p.written == 8
-    assert read_predictions(store, _version()).num_rows == 15
+    assert CaptureReader(store).read(_version()).num_rows == 15

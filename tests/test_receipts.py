@@ -38,16 +38,8 @@ from modelledger._integrity import (
     root_from_audit_path,
 )
 from modelledger._keys import generate_key, key_id, load_private_key
-from modelledger._receipts import (
-    RECEIPT_DOMAIN,
-    _arrow_row_texts,
-    _arrow_tokens,
-    _column_tokens,
-    _id_block,
-    _root_payload,
-    _row_texts,
-    new_prediction_id,
-)
+from modelledger._serving.encoding import arrow_row_texts, arrow_tokens, column_tokens, row_texts
+from modelledger._serving.receipts import RECEIPT_DOMAIN, id_block, new_prediction_id, root_payload
 from modelledger.cli import main
 
 CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
@@ -120,7 +112,7 @@ def test_prediction_id_is_26_crockford_characters_carrying_time_and_version_key(
 def test_prediction_ids_sort_in_the_order_they_were_made() -> None:
     ids: list[str] = []
     for count in [1, 3, 500, 1, 20, 1000, 2]:
-        ids.extend(_id_block(9, count)[1])
+        ids.extend(id_block(9, count)[1])
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert {parse_prediction_id(i)[1] for i in ids} == {9}
@@ -128,7 +120,7 @@ def test_prediction_ids_sort_in_the_order_they_were_made() -> None:
 
 @pytest.mark.parametrize("key", [0, 1, 3, 2**32 - 1])
 def test_version_key_round_trips_at_the_edges(key: int) -> None:
-    ids = _id_block(key, 40)[1]  # the vectorised path
+    ids = id_block(key, 40)[1]  # the vectorised path
     assert all(parse_prediction_id(i)[1] == key for i in ids)
     assert parse_prediction_id(new_prediction_id(key))[1] == key
 
@@ -202,7 +194,7 @@ def test_vectorised_column_tokens_match_the_canonical_encoder() -> None:
     rng = random.Random(5)
     floats = _random_floats(300, rng)
     for values in (floats, floats[:10]):  # the vectorised and the scalar path
-        tokens = _column_tokens(np.array(values))
+        tokens = column_tokens(np.array(values))
         expected = [
             "null" if v != v else json.dumps("Infinity" if v > 0 else "-Infinity") if math.isinf(v) else None
             for v in values
@@ -212,7 +204,7 @@ def test_vectorised_column_tokens_match_the_canonical_encoder() -> None:
     ints = [0, -1, 2**53 - 1, -(2**53 - 1), 2**62, -(2**62)] + [
         rng.randrange(-(10**12), 10**12) for _ in range(100)
     ]
-    assert _column_tokens(np.array(ints, dtype=np.int64)) == [
+    assert column_tokens(np.array(ints, dtype=np.int64)) == [
         str(i) if abs(i) <= 2**53 - 1 else f'"{i}"' for i in ints
     ]
 
@@ -229,7 +221,7 @@ def test_arrow_tokens_match_the_python_tokens() -> None:
         np.array([1, "a", None, 2.5] * 30, dtype=object),
     ]
     for values in columns:
-        assert _arrow_tokens(values).to_pylist() == _column_tokens(values)
+        assert arrow_tokens(values).to_pylist() == column_tokens(values)
 
 
 def test_long_calls_sign_the_same_canonical_rows(predictor: Predictor, public_pem: bytes) -> None:
@@ -265,15 +257,15 @@ def test_batch_rows_hash_like_single_rows() -> None:
     frame.loc[4, "when"] = pd.NaT
     frame.loc[5, "when"] = pd.Timestamp("2026-02-01 10:00:00")
     columns = [frame._get_column_array(i) for i in range(frame.shape[1])]
-    texts = _row_texts(list(frame.columns), columns, len(frame))
+    texts = row_texts(list(frame.columns), columns, len(frame))
     for i in (0, 3, 4, 5, 17, 199):
         assert texts[i] == canonical_row(frame.iloc[i].to_dict())
         json.loads(texts[i])  # valid JSON
     assert '"when":"2026-02-01T10:00:00"' in texts[5] and '"when":null' in texts[4]
-    assert _arrow_row_texts(list(frame.columns), columns, len(frame)).to_pylist() == texts
+    assert arrow_row_texts(list(frame.columns), columns, len(frame)).to_pylist() == texts
     # a numpy datetime64 array (any unit) gives the same text as pandas' Timestamps
     numpy_when = frame["when"].to_numpy().astype("datetime64[ms]")
-    assert _row_texts(["when"], [numpy_when], 200) == _row_texts(["when"], [columns[4]], 200)
+    assert row_texts(["when"], [numpy_when], 200) == row_texts(["when"], [columns[4]], 200)
 
 
 # --------------------------------------------------------------------------- Merkle proofs
@@ -314,7 +306,7 @@ def test_impossible_proofs_are_refused() -> None:
 
 def test_root_payload_is_the_jcs_of_its_fields() -> None:
     root = hashlib.sha256(b"x").hexdigest()
-    assert _root_payload(root, 12, "abcd") == canonicalize(
+    assert root_payload(root, 12, "abcd") == canonicalize(
         {"type": RECEIPT_DOMAIN, "root": root, "tree_size": 12, "key_id": "abcd"}
     )
 

@@ -106,7 +106,7 @@ def test_trace_of_the_second_version(served) -> None:
 
 def test_trace_unknown_and_malformed_ids(served) -> None:
     reg: Registry = served["alice"]
-    from modelledger._receipts import new_prediction_id
+    from modelledger import new_prediction_id
 
     with pytest.raises(NotFound, match="not in its captures"):
         reg.trace(new_prediction_id(reg.get_version("credit-risk", 1).key))

@@ -6,17 +6,6 @@
 
 from __future__ import annotations
 
-from ._capture import (
-    CaptureStats,
-    Predicted,
-    Predictor,
-    find_prediction,
-    read_model_predictions,
-    read_predictions,
-    read_predictions_frame,
-    receipt_from_row,
-    receipts_from_table,
-)
 from ._domain import (
     ColumnSpec,
     DatasetSource,
@@ -41,8 +30,12 @@ from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from ._loaded import LoadedModel
 from ._manifest import Manifest, SourceInfo, TrainingJob, load_manifest_file
 from ._policy import Policy
-from ._receipts import (
+from ._registry import Registry
+from ._serving import (
+    CaptureStats,
     InclusionProof,
+    Predicted,
+    Predictor,
     Receipt,
     ReceiptBatch,
     canonical_row,
@@ -50,9 +43,9 @@ from ._receipts import (
     input_digest,
     new_prediction_id,
     parse_prediction_id,
+    receipts_from_table,
     verify_receipt,
 )
-from ._registry import Registry
 from ._trace import TraceReport
 from .errors import (
     AlreadyExists,
@@ -127,16 +120,11 @@ __all__ = [
     "__version__",
     "canonical_row",
     "check_receipt",
-    "find_prediction",
     "input_digest",
     "load_manifest_file",
     "new_prediction_id",
     "parse_model_uri",
     "parse_prediction_id",
-    "read_model_predictions",
-    "read_predictions",
-    "read_predictions_frame",
-    "receipt_from_row",
     "receipts_from_table",
     "verify_receipt",
 ]

@@ -19,8 +19,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from . import _capture as cap
-from ._capture import Predictor, find_prediction, read_model_predictions
 from ._data import Datasets
 from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
@@ -33,7 +31,6 @@ from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions,
 from ._loaded import LoadedModel
 from ._manifest import Manifest
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
-from ._receipts import parse_prediction_id
 from ._registration import (
     FolderNaming,
     ProgressCallback,
@@ -42,6 +39,14 @@ from ._registration import (
     scratch,
     upload_plan,
     write_registration,
+)
+from ._serving import (
+    DEFAULT_FLUSH_ROWS,
+    DEFAULT_FLUSH_SECONDS,
+    DEFAULT_MAX_PENDING,
+    CaptureReader,
+    Predictor,
+    parse_prediction_id,
 )
 from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
@@ -110,6 +115,7 @@ class Registry(GovernanceVerbs):
         self._art = artifacts
         self._key_path = key_path or Path(DEFAULT_HOME) / "registry.key"
         self._datasets: Datasets | None = None
+        self._captures = CaptureReader(artifacts)
         self._private_key: Any = None
         self._sign: Signer | None = None
         self._auto_migrate = auto_migrate
@@ -460,14 +466,18 @@ class Registry(GovernanceVerbs):
         >>> report = registry.trace("01JD3M4Q8Z0000001K7WQ2X9RB")  # doctest: +SKIP
         >>> report.governance["approved_by"], report.datasets[0]["source"]  # doctest: +SKIP
         """
+        mv, record = self._find_prediction(prediction_id)
+        return trace_prediction(self._meta, mv, record, self.public_key())
+
+    def _find_prediction(self, prediction_id: str) -> tuple[ModelVersion, dict[str, Any]]:
         when, key = parse_prediction_id(prediction_id)
         mv = self.get_version_by_key(key)
-        record = find_prediction(self._art, mv, prediction_id)
+        record = self._captures.find(mv, prediction_id)
         if record is None:
             raise NotFound(
                 "prediction", f"{prediction_id} (made by {mv.uri} on {when.date()}, but not in its captures)"
             )
-        return trace_prediction(self._meta, mv, record, self.public_key())
+        return mv, record
 
     def predictions(
         self,
@@ -488,8 +498,18 @@ class Registry(GovernanceVerbs):
             versions = [self.get_version(identifier_or_model)]
         else:
             versions = list(self.iter_versions(identifier_or_model))
-        table = read_model_predictions(self._art, versions, since=since, until=until)
+        table = self._captures.read_versions(versions, since, until)
         return table.to_pandas() if as_pandas else table
+
+    def prediction(self, prediction_id: str) -> dict[str, Any]:
+        """The captured record of one prediction: ``prediction_id``, ``time``, ``model``, ``version``,
+        ``digest``, ``input_digest``, ``input`` (the row), ``output`` and ``receipt`` (a dict).
+
+        Raises :class:`NotFound` when the id's version is unknown or did not capture it.
+
+        >>> registry.prediction("01JD3M4Q8Z0000001K7WQ2X9RB")["receipt"]  # doctest: +SKIP
+        """
+        return self._find_prediction(prediction_id)[1]
 
     def lineage(self, uri: str) -> LineageGraph:
         """Everything upstream of a model or data set version: data sets, steps, sources.
@@ -661,12 +681,12 @@ class Registry(GovernanceVerbs):
     ) -> LoadedModel | Predictor:
         """Load a version by identifier, verifying every artefact byte before deserialising.
 
-        With ``capture=True`` it returns a :class:`~modelledger._capture.Predictor` for
+        With ``capture=True`` it returns a :class:`~modelledger.Predictor` for
         serving: each ``predict`` also returns a signed receipt per row (this process
         needs the registry's private key), and the predictions (``sample_rate`` of them;
         ``seed`` makes the sample reproducible) are captured in the version's folder
         through a buffered writer (``flush_rows``, ``flush_seconds``, ``max_pending``:
-        see :mod:`modelledger._capture`). Close the predictor, or use it in a ``with``
+        see :mod:`modelledger._serving.capture_writer`). Close the predictor, or use it in a ``with``
         block, so the last rows are written.
 
         >>> model = registry.load("models:/credit-risk@production")  # doctest: +SKIP
@@ -700,15 +720,15 @@ class Registry(GovernanceVerbs):
         if not capture:
             return loaded
         self._signer()  # loads the private key and checks it is this registry's
-        return cap.Predictor(
+        return Predictor(
             loaded,
             key=self._private_key,
             store=self._art,
             sample_rate=sample_rate,
             seed=seed,
-            flush_rows=cap.DEFAULT_FLUSH_ROWS if flush_rows is None else flush_rows,
-            flush_seconds=cap.DEFAULT_FLUSH_SECONDS if flush_seconds is None else flush_seconds,
-            max_pending=cap.DEFAULT_MAX_PENDING if max_pending is None else max_pending,
+            flush_rows=DEFAULT_FLUSH_ROWS if flush_rows is None else flush_rows,
+            flush_seconds=DEFAULT_FLUSH_SECONDS if flush_seconds is None else flush_seconds,
+            max_pending=DEFAULT_MAX_PENDING if max_pending is None else max_pending,
         )
 
     # ------------------------------------------------------------------ integrity

@@ -19,7 +19,7 @@ from typing import Any
 from ._domain import DatasetVersion, ModelVersion
 from ._governance import subject_history
 from ._identifiers import parse_dataset_uri
-from ._receipts import check_receipt
+from ._serving import check_receipt
 from .errors import InvalidReceipt
 from .stores.protocols import MetadataStore
 

@@ -1,6 +1,6 @@
 """What every command shares: options, the one error mapping, output and paging helpers.
 
-:func:`registry_options` opens the registry for a command and is, with :func:`_fail`, the
+:func:`registry_options` opens the registry for a command and is, with :func:`fail`, the
 one place where a :class:`~modelledger.ModelLedgerError` (or anything unexpected) becomes
 a red one-line message on stderr and an exit code. Times and ages given on the command
 line stay text and are parsed by the library verbs that take them.
@@ -38,7 +38,7 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 F = Callable[..., Any]
 
 
-def _console(*, stderr: bool = False) -> Console:
+def make_console(*, stderr: bool = False) -> Console:
     """A console on the current stdout/stderr (looked up per call, so tests can capture it).
 
     Output that is not a terminal gets a wide page, so piped tables do not fold
@@ -50,11 +50,11 @@ def _console(*, stderr: bool = False) -> Console:
     return console
 
 
-def _echo_json(document: Any) -> None:
+def echo_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, default=str))
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     """A value as table-cell markup: JSON for structures, escaped so data is never markup."""
     if value is None:
         return "-"
@@ -65,11 +65,11 @@ def _text(value: Any) -> str:
     return escape(str(value))
 
 
-def _tags_text(tags: Mapping[str, str]) -> str:
+def tags_text(tags: Mapping[str, str]) -> str:
     return escape(", ".join(f"{k}={v}" for k, v in sorted(tags.items())))
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
@@ -78,7 +78,7 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover - the loop always returns
 
 
-def _print_section(console: Console, title: str, rows: Iterable[tuple[str, Any]]) -> None:
+def print_section(console: Console, title: str, rows: Iterable[tuple[str, Any]]) -> None:
     """A bold title, then ``key  value`` lines with aligned keys (no padding, so it greps well)."""
     console.print(f"[bold]{escape(title)}[/]")
     items = list(rows)
@@ -87,19 +87,19 @@ def _print_section(console: Console, title: str, rows: Iterable[tuple[str, Any]]
         return
     width = max(len(key) for key, _ in items)
     for key, value in items:
-        console.print(f"  {escape(key)}{' ' * (width - len(key))}  {_text(value)}", soft_wrap=True)
+        console.print(f"  {escape(key)}{' ' * (width - len(key))}  {as_text(value)}", soft_wrap=True)
 
 
-def _page_json(page: Page[Any]) -> dict[str, Any]:
+def page_json(page: Page[Any]) -> dict[str, Any]:
     return {"items": [item.to_dict() for item in page], "next_cursor": page.next_cursor}
 
 
-def _print_next_cursor(page: Page[Any]) -> None:
+def print_next_cursor(page: Page[Any]) -> None:
     if page.next_cursor:
         click.echo(f"Next page: --cursor {page.next_cursor}")
 
 
-def _read_table(path: str) -> Any:
+def read_table(path: str) -> Any:
     """A CSV or Parquet file as a pandas DataFrame, chosen by extension."""
     import pandas as pd  # heavy: loaded on first use so `import modelledger` stays fast
 
@@ -112,7 +112,7 @@ def _read_table(path: str) -> Any:
         raise InvalidInput(f"cannot read {path}: {exc}") from exc
 
 
-def _parse_tags(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+def parse_tags(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
     tags: dict[str, str] = {}
     for item in values:
         key, sep, value = item.partition("=")
@@ -122,9 +122,9 @@ def _parse_tags(_ctx: click.Context, _param: click.Parameter, values: tuple[str,
     return tags
 
 
-def _parse_metrics(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+def parse_metrics(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for key, value in _parse_tags(ctx, param, values).items():
+    for key, value in parse_tags(ctx, param, values).items():
         try:
             metrics[key] = float(value)
         except ValueError:
@@ -132,11 +132,11 @@ def _parse_metrics(ctx: click.Context, param: click.Parameter, values: tuple[str
     return metrics
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def _fail(exc: BaseException, *, show_traceback: bool) -> NoReturn:
+def fail(exc: BaseException, *, show_traceback: bool) -> NoReturn:
     """Report an error as one red line on stderr (after the traceback, if asked) and exit."""
     if show_traceback:
         click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
@@ -147,7 +147,7 @@ def _fail(exc: BaseException, *, show_traceback: bool) -> NoReturn:
         if not show_traceback:
             message += " (run again with --traceback for details)"
         code = 1
-    click.secho(f"Error: {_one_line(message)}", fg="red", err=True)
+    click.secho(f"Error: {one_line(message)}", fg="red", err=True)
     raise click.exceptions.Exit(code)
 
 
@@ -174,7 +174,7 @@ def registry_options(fn: F) -> F:
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
-            _fail(exc, show_traceback=show_traceback)
+            fail(exc, show_traceback=show_traceback)
 
     options = [
         click.option(
@@ -231,14 +231,14 @@ def output_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-def _check_table_output(output_path: str | None) -> None:
+def check_table_output(output_path: str | None) -> None:
     """Refuse an output path we cannot write before doing any work."""
     if output_path is not None and Path(output_path).suffix.lower() not in TABLE_SUFFIXES:
         raise InvalidInput(f"cannot write {output_path}: use a .csv or .parquet file")
 
 
-def _write_table(frame: Any, output_path: str) -> None:
-    """A pandas frame to .csv or .parquet (checked with :func:`_check_table_output`)."""
+def write_table(frame: Any, output_path: str) -> None:
+    """A pandas frame to .csv or .parquet (checked with :func:`check_table_output`)."""
     try:
         if Path(output_path).suffix.lower() == ".csv":
             frame.to_csv(output_path, index=False)
@@ -254,20 +254,20 @@ tag_option = click.option(
     "--tag",
     "tags",
     multiple=True,
-    callback=_parse_tags,
+    callback=parse_tags,
     metavar="KEY=VALUE",
     help="A tag; repeat for several.",
 )
 
 
-def _page_args(limit: int | None, cursor: str | None) -> dict[str, Any]:
+def page_args(limit: int | None, cursor: str | None) -> dict[str, Any]:
     args: dict[str, Any] = {"cursor": cursor}
     if limit is not None:
         args["limit"] = limit
     return args
 
 
-class _TransferBar:
+class TransferBar:
     """The ``progress(bytes_done, bytes_total)`` callback: a rich bar on stderr for big uploads."""
 
     def __init__(self, label: str, threshold: int = PROGRESS_THRESHOLD) -> None:
@@ -286,7 +286,7 @@ class _TransferBar:
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
-                console=_console(stderr=True),
+                console=make_console(stderr=True),
                 transient=True,
             )
             self._progress.start()

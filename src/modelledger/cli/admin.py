@@ -10,7 +10,7 @@ from rich.table import Table
 
 from modelledger import ModelVersion, Registry, StateDifference, VerifyReport
 
-from ._common import _console, _echo_json, _size, _text, json_option, registry_options
+from ._common import as_text, echo_json, human_size, json_option, make_console, registry_options
 
 
 def _init(registry: Registry) -> None:
@@ -68,7 +68,7 @@ def verify(registry: Registry, as_json: bool) -> None:
     Example:
         modelledger verify --registry postgresql://ml@db/registry --artifacts s3://ml-models
     """
-    status = _console(stderr=True).status("Verifying artefacts...")
+    status = make_console(stderr=True).status("Verifying artefacts...")
     checked = 0
 
     def tick(mv: ModelVersion) -> None:
@@ -79,7 +79,7 @@ def verify(registry: Registry, as_json: bool) -> None:
     with status:
         report = registry.verify(progress=tick)
     if as_json:
-        _echo_json(report.to_dict())
+        echo_json(report.to_dict())
     else:
         _render_report(report, registry.artifact_root)
     if not report.ok:
@@ -112,16 +112,16 @@ def gc(registry: Registry, older_than: str, delete: bool, as_json: bool) -> None
     """
     report = registry.gc(older_than=older_than, delete=delete)
     if as_json:
-        _echo_json(report.to_dict())
+        echo_json(report.to_dict())
         return
     if report.items:
         table = Table("Path", "Kind", "Size", "Last written")
         for item in report.items:
             when = item.modified.isoformat(timespec="seconds") if item.modified else "-"
-            table.add_row(_text(item.path), item.kind, _size(item.size_bytes), when)
-        _console().print(table)
+            table.add_row(as_text(item.path), item.kind, human_size(item.size_bytes), when)
+        make_console().print(table)
     done = "removed" if delete else "would remove"
-    click.echo(f"{done} {len(report.items)} unreferenced items, {_size(report.size_bytes)}")
+    click.echo(f"{done} {len(report.items)} unreferenced items, {human_size(report.size_bytes)}")
     if report.recent:
         click.echo(f"left {report.recent} younger than {older_than} (or of unknown age) alone")
     if report.items and not delete:
@@ -148,7 +148,7 @@ def rebuild_state(registry: Registry, check: bool, as_json: bool) -> None:
     """
     differences = registry.check_state() if check else registry.rebuild_state()
     if as_json:
-        _echo_json({"checked_only": check, "differences": _differences_json(differences)})
+        echo_json({"checked_only": check, "differences": _differences_json(differences)})
     else:
         if not differences:
             click.echo("The state tables match the ledger")

@@ -18,21 +18,21 @@ from rich.table import Table
 from modelledger import DatasetVersion, InvalidInput, Registry
 
 from ._common import (
-    _console,
-    _echo_json,
-    _one_line,
-    _page_args,
-    _print_next_cursor,
-    _print_section,
-    _size,
-    _text,
-    _TransferBar,
+    TransferBar,
+    as_text,
     cursor_option,
+    echo_json,
+    human_size,
     json_option,
     limit_option,
+    make_console,
+    one_line,
+    page_args,
+    print_next_cursor,
+    print_section,
     registry_options,
 )
-from .lineage import _lineage_tree
+from .lineage import lineage_tree
 
 
 def _load_steps(path: str) -> list[Any]:
@@ -46,7 +46,7 @@ def _load_steps(path: str) -> list[Any]:
     try:
         doc = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"steps file {path} is not valid JSON or YAML: {_one_line(str(exc))}") from exc
+        raise InvalidInput(f"steps file {path} is not valid JSON or YAML: {one_line(str(exc))}") from exc
     if isinstance(doc, Mapping) and set(doc) == {"steps"}:
         doc = doc["steps"]
     if not isinstance(doc, list) or not all(isinstance(s, Mapping) for s in doc):
@@ -81,9 +81,9 @@ def datasets_list(
         modelledger datasets list --prefix applications
         modelledger datasets list --json
     """
-    page = registry.datasets.list(prefix=prefix, **_page_args(limit, cursor))
+    page = registry.datasets.list(prefix=prefix, **page_args(limit, cursor))
     if as_json:
-        _echo_json({"items": list(page.items), "next_cursor": page.next_cursor})
+        echo_json({"items": list(page.items), "next_cursor": page.next_cursor})
         return
     table = Table("Name", "Latest", "Description", "Created")
     for d in page:
@@ -93,8 +93,8 @@ def datasets_list(
             escape(d.get("description") or ""),
             escape(str(d["created_at"])[:16].replace("T", " ")),
         )
-    _console().print(table)
-    _print_next_cursor(page)
+    make_console().print(table)
+    print_next_cursor(page)
 
 
 def _schema_table(dv: DatasetVersion) -> Table:
@@ -107,10 +107,10 @@ def _schema_table(dv: DatasetVersion) -> Table:
             escape(col.name),
             col.type,
             "yes" if col.nullable else "no",
-            _text(stats.get("nulls")),
-            _text(stats.get("min")),
-            _text(stats.get("max")),
-            _text(stats.get("distinct")),
+            as_text(stats.get("nulls")),
+            as_text(stats.get("min")),
+            as_text(stats.get("max")),
+            as_text(stats.get("distinct")),
         )
     return table
 
@@ -144,23 +144,23 @@ def datasets_show(registry: Registry, identifier: str, version: int | None, as_j
     dv = registry.datasets.get(identifier, version)
     users = registry.datasets.used_by(dv)
     if as_json:
-        _echo_json({**dv.to_dict(), "used_by": [{"model": m, "role": r} for m, r in users]})
+        echo_json({**dv.to_dict(), "used_by": [{"model": m, "role": r} for m, r in users]})
         return
-    console = _console()
+    console = make_console()
     src = dv.source
-    _print_section(
+    print_section(
         console,
         dv.uri,
         [
             ("Digest", dv.digest),
             ("Rows", f"{dv.row_count:,}"),
             ("Columns", len(dv.schema)),
-            ("Stored", f"{dv.path} ({_size(dv.size_bytes)}, Parquet, sha256 {dv.file_sha256[:12]})"),
+            ("Stored", f"{dv.path} ({human_size(dv.size_bytes)}, Parquet, sha256 {dv.file_sha256[:12]})"),
             ("Created", f"{dv.created_at.isoformat()} by {dv.created_by or '?'}"),
         ],
     )
     console.print()
-    _print_section(
+    print_section(
         console,
         "Source",
         [
@@ -185,14 +185,14 @@ def datasets_show(registry: Registry, identifier: str, version: int | None, as_j
                 escape(step.kind),
                 escape(", ".join(step.inputs)),
                 escape(", ".join(step.columns)),
-                _text(dict(step.params)) if step.params else "",
+                as_text(dict(step.params)) if step.params else "",
                 escape(_code_text(step.code) or ""),
             )
         console.print(steps)
     else:
-        _print_section(console, "Steps", [])
+        print_section(console, "Steps", [])
     console.print()
-    _print_section(console, "Used by", [(m, r) for m, r in users])
+    print_section(console, "Used by", [(m, r) for m, r in users])
 
 
 @datasets.command("register")
@@ -241,13 +241,13 @@ def datasets_register(
     if source_uri or source_kind or query:
         kind = source_kind or ("query" if query else "file")
         source = {"uri": source_uri or location, "kind": kind, "query": query}
-    bar = _TransferBar(f"Ingesting {name}")
+    bar = TransferBar(f"Ingesting {name}")
     try:
         dv = registry.datasets.register(name, location, source=source, steps=steps, progress=bar)
     finally:
         bar.close()
     if as_json:
-        _echo_json(dv.to_dict())
+        echo_json(dv.to_dict())
         return
     click.echo(dv.uri)
 
@@ -272,9 +272,9 @@ def datasets_lineage(registry: Registry, identifier: str, as_json: bool) -> None
         if graph.nodes[e.target].kind == "model"
     ]
     if as_json:
-        _echo_json({"dataset": uri, "used_by": models, "graph": graph.to_dict()})
+        echo_json({"dataset": uri, "used_by": models, "graph": graph.to_dict()})
         return
-    console = _console()
-    console.print(_lineage_tree(graph, downstream=True))
+    console = make_console()
+    console.print(lineage_tree(graph, downstream=True))
     if not models:
         console.print("[dim]No model version was trained or evaluated on it.[/]")

@@ -13,12 +13,12 @@ from rich.table import Table
 from modelledger import LedgerEvent, ModelVersion, Registry, VersionState
 
 from ._common import (
-    _console,
-    _echo_json,
-    _parse_metrics,
-    _parse_tags,
-    _print_section,
+    echo_json,
     json_option,
+    make_console,
+    parse_metrics,
+    parse_tags,
+    print_section,
     reason_option,
     registry_options,
     required_reason_option,
@@ -30,8 +30,8 @@ def _state_json(mv: ModelVersion, state: VersionState) -> dict[str, Any]:
 
 
 def _print_state(mv: ModelVersion, state: VersionState) -> None:
-    _print_section(
-        _console(),
+    print_section(
+        make_console(),
         mv.uri,
         [
             ("Stage", state.stage),
@@ -48,7 +48,7 @@ def _show_state(registry: Registry, uri: str, as_json: bool) -> None:
     mv = registry.get_version(uri)
     state = registry.state(mv.uri)
     if as_json:
-        _echo_json(_state_json(mv, state))
+        echo_json(_state_json(mv, state))
     else:
         _print_state(mv, state)
 
@@ -83,7 +83,7 @@ def state(registry: Registry, identifier: str, as_json: bool) -> None:
     "--detail",
     "details",
     multiple=True,
-    callback=_parse_tags,
+    callback=parse_tags,
     metavar="KEY=VALUE",
     help="A detail recorded with the move (e.g. job=run-42); repeat for several.",
 )
@@ -118,7 +118,7 @@ def stage(
     "--metric",
     "metrics",
     multiple=True,
-    callback=_parse_metrics,
+    callback=parse_metrics,
     metavar="NAME=VALUE",
     help="A metric measured now (overrides the manifest's); repeat for several.",
 )
@@ -150,9 +150,9 @@ def validate(
     gates: list[dict[str, Any]] = list(event.data.get("results") or []) if event else []
     passed = result.stage == "validated"
     if as_json:
-        _echo_json({**_state_json(mv, result), "passed": passed, "gates": gates})
+        echo_json({**_state_json(mv, result), "passed": passed, "gates": gates})
     else:
-        console = _console()
+        console = make_console()
         console.print(f"{escape(mv.uri)} is [bold]{escape(result.stage)}[/]")
         if gates:
             table = Table("Gate", "Value", "Result")
@@ -231,7 +231,7 @@ def deploy(
     target = str(event.data["alias"]) if event else (alias_name or "production")
     previous = event.data.get("previous") if event else None
     if as_json:
-        _echo_json({"model": mv.model, "alias": target, "version": mv.version, "previous": previous})
+        echo_json({"model": mv.model, "alias": target, "version": mv.version, "previous": previous})
         return
     click.echo(f"models:/{mv.model}@{target} -> {mv.uri}")
     if previous is not None:
@@ -255,7 +255,7 @@ def rollback(registry: Registry, name: str, alias_name: str, reason: str | None,
     """
     version = registry.rollback(name, alias=alias_name, reason=reason)
     if as_json:
-        _echo_json({"model": name, "alias": alias_name, "version": version})
+        echo_json({"model": name, "alias": alias_name, "version": version})
         return
     click.echo(f"models:/{name}@{alias_name} -> models:/{name}/{version}")
 
@@ -273,8 +273,8 @@ def policy_group() -> None:
 
 def _print_policy(document: Mapping[str, Any]) -> None:
     roles = document.get("roles") or {}
-    _print_section(
-        _console(),
+    print_section(
+        make_console(),
         "Policy",
         [
             ("Four eyes", document.get("four_eyes")),
@@ -297,7 +297,7 @@ def policy_show(registry: Registry, as_json: bool) -> None:
     """
     document = registry.policy().to_dict()
     if as_json:
-        _echo_json(document)
+        echo_json(document)
     else:
         _print_policy(document)
 
@@ -367,6 +367,6 @@ def policy_set(
     document["roles"] = merged
     new = registry.set_policy(document, reason=reason).to_dict()
     if as_json:
-        _echo_json(new)
+        echo_json(new)
     else:
         _print_policy(new)

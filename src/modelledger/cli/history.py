@@ -16,14 +16,14 @@ from rich.table import Table
 from modelledger import AliasChange, LedgerEvent, Registry
 
 from ._common import (
-    _console,
-    _echo_json,
-    _page_args,
-    _print_next_cursor,
-    _text,
+    as_text,
     cursor_option,
+    echo_json,
     json_option,
     limit_option,
+    make_console,
+    page_args,
+    print_next_cursor,
     registry_options,
 )
 
@@ -32,7 +32,12 @@ def _events_table(events: Iterable[LedgerEvent]) -> Table:
     table = Table("Seq", "Time", "Actor", "Action", "Subject", "Reason")
     for e in events:
         table.add_row(
-            str(e.seq), escape(e.time), escape(e.actor), escape(e.action), escape(e.subject), _text(e.reason)
+            str(e.seq),
+            escape(e.time),
+            escape(e.actor),
+            escape(e.action),
+            escape(e.subject),
+            as_text(e.reason),
         )
     return table
 
@@ -83,7 +88,7 @@ def history(registry: Registry, target: str, when: str | None, as_json: bool) ->
             raise click.UsageError("--at needs MODEL@ALIAS, e.g. credit-risk@production")
         version = registry.alias_at(name, alias_name, when)
         if as_json:
-            _echo_json({"model": name, "alias": alias_name, "at": when, "version": version})
+            echo_json({"model": name, "alias": alias_name, "at": when, "version": version})
         elif version is None:
             click.echo(f"models:/{name}@{alias_name} was not set at {when}")
         else:
@@ -92,7 +97,7 @@ def history(registry: Registry, target: str, when: str | None, as_json: bool) ->
     if alias_name is not None:
         moves = _alias_moves(registry, name, alias_name)
         if as_json:
-            _echo_json(moves)
+            echo_json(moves)
             return
         table = Table("Seq", "Time", "Actor", "Action", "Version", "Reason")
         for m in moves:
@@ -103,15 +108,15 @@ def history(registry: Registry, target: str, when: str | None, as_json: bool) ->
                 escape(m["actor"]),
                 escape(m["action"]),
                 escape(version_text),
-                _text(m["reason"]),
+                as_text(m["reason"]),
             )
-        _console().print(table)
+        make_console().print(table)
         return
     events = registry.history(target)
     if as_json:
-        _echo_json([e.to_dict() for e in events])
+        echo_json([e.to_dict() for e in events])
         return
-    _console().print(_events_table(events))
+    make_console().print(_events_table(events))
 
 
 @click.command()
@@ -161,12 +166,12 @@ def audit(
         "until": until,
     }
     if not as_json:
-        page = registry.audit(**filters, **_page_args(limit, cursor))
-        _console().print(_events_table(page))
-        _print_next_cursor(page)
+        page = registry.audit(**filters, **page_args(limit, cursor))
+        make_console().print(_events_table(page))
+        print_next_cursor(page)
         return
     while True:  # one page in memory at a time
-        page = registry.audit(**filters, **_page_args(limit, cursor))
+        page = registry.audit(**filters, **page_args(limit, cursor))
         for event in page:
             click.echo(json.dumps(event.to_dict(), default=str))
         if page.next_cursor is None:

@@ -13,12 +13,12 @@ from rich.markup import escape
 from modelledger import LineageEdge, LineageGraph, LineageNode, Registry, VersionDiff
 
 from ._common import (
-    _console,
-    _echo_json,
-    _one_line,
-    _print_section,
-    _text,
+    as_text,
+    echo_json,
     json_option,
+    make_console,
+    one_line,
+    print_section,
     registry_options,
 )
 
@@ -45,13 +45,13 @@ def _node_text(node: LineageNode, edge_label: str = "") -> str:
     else:  # source
         text = f"[green]source {escape(node.label)}[/]"
         if d.get("query"):
-            text += f"  [dim]{escape(_one_line(str(d['query'])))}[/]"
+            text += f"  [dim]{escape(one_line(str(d['query'])))}[/]"
         if d.get("extracted_at"):
             text += f"  [dim]extracted {escape(str(d['extracted_at']))}[/]"
     return f"[dim]{escape(edge_label)}:[/] {text}" if edge_label else text
 
 
-def _lineage_tree(graph: LineageGraph, *, downstream: bool) -> Any:
+def lineage_tree(graph: LineageGraph, *, downstream: bool) -> Any:
     """The graph as a rich Tree from its root, following edges one way; shared parts once."""
     from rich.tree import Tree  # only this command's output needs it
 
@@ -98,19 +98,19 @@ def lineage(registry: Registry, identifier: str, fmt: str, as_json: bool) -> Non
     """
     graph = registry.lineage(identifier)
     if as_json or fmt == "json":
-        _echo_json(graph.to_dict())
+        echo_json(graph.to_dict())
     elif fmt == "dot":
         click.echo(graph.to_dot(), nl=False)
     elif fmt == "mermaid":
         click.echo(graph.to_mermaid(), nl=False)
     else:
-        _console().print(_lineage_tree(graph, downstream=False))
+        make_console().print(lineage_tree(graph, downstream=False))
 
 
 def _print_changes(console: Console, title: str, changes: Mapping[str, tuple[Any, Any]]) -> None:
     if changes:
-        _print_section(
-            console, title, [(k, f"{_text(old)} -> {_text(new)}") for k, (old, new) in changes.items()]
+        print_section(
+            console, title, [(k, f"{as_text(old)} -> {as_text(new)}") for k, (old, new) in changes.items()]
         )
         console.print()
 
@@ -133,9 +133,9 @@ def diff(registry: Registry, a: str, b: str, as_json: bool) -> None:
     """
     d: VersionDiff = registry.diff(a, b)
     if as_json:
-        _echo_json(d.to_dict())
+        echo_json(d.to_dict())
         return
-    console = _console()
+    console = make_console()
     if d.empty:
         console.print(f"No differences between {escape(d.a)} and {escape(d.b)}")
         return
@@ -157,7 +157,7 @@ def diff(registry: Registry, a: str, b: str, as_json: bool) -> None:
                 "Digest",
                 f"{_digest_prefix(ds['old_digest']) or '-'} -> {_digest_prefix(ds['new_digest']) or '-'}",
             ),
-            ("Rows", f"{_text(ds['rows']['old'])} -> {_text(ds['rows']['new'])}"),
+            ("Rows", f"{as_text(ds['rows']['old'])} -> {as_text(ds['rows']['new'])}"),
         ]
         if schema["added"]:
             rows.append(("Columns added", ", ".join(schema["added"])))
@@ -165,7 +165,7 @@ def diff(registry: Registry, a: str, b: str, as_json: bool) -> None:
             rows.append(("Columns removed", ", ".join(schema["removed"])))
         for col, change in schema["retyped"].items():
             rows.append((f"Column {col}", f"{change['old']} -> {change['new']}"))
-        _print_section(console, f"Data set: {ds['role']}", rows)
+        print_section(console, f"Data set: {ds['role']}", rows)
         console.print()
 
 
@@ -221,18 +221,18 @@ def trace(registry: Registry, prediction_id: str, as_json: bool) -> None:
     """
     report = registry.trace(prediction_id)
     if as_json:
-        _echo_json(report.to_dict())
+        echo_json(report.to_dict())
     else:
-        console = _console()
+        console = make_console()
         p, m, g, man = report.prediction, report.model, report.governance, report.manifest
         check = "valid" if report.receipt_valid else f"INVALID: {report.receipt_problem}"
-        _print_section(
+        print_section(
             console,
             f"Prediction {p['id']}",
             [("time", p["time"]), ("input", p["input"]), ("output", p["output"]), ("receipt", check)],
         )
         console.print()
-        _print_section(
+        print_section(
             console,
             f"Model {m['uri']}",
             [
@@ -256,11 +256,11 @@ def trace(registry: Registry, prediction_id: str, as_json: bool) -> None:
             for d in g["deployments"]
         ]
         rows.append(("aliases then", ", ".join(f"@{a}" for a in g["aliases_at_prediction"]) or "-"))
-        _print_section(console, "Governance (from the ledger)", rows)
+        print_section(console, "Governance (from the ledger)", rows)
         console.print()
         src = man.get("source") or {}
         job = man.get("training_job") or {}
-        _print_section(
+        print_section(
             console,
             "How it was built",
             [

@@ -11,18 +11,18 @@ from rich.table import Table
 from modelledger import Model, Registry
 
 from ._common import (
-    _console,
-    _echo_json,
-    _page_args,
-    _page_json,
-    _print_next_cursor,
-    _print_section,
-    _tags_text,
     cursor_option,
+    echo_json,
     json_option,
     limit_option,
+    make_console,
+    page_args,
+    page_json,
+    print_next_cursor,
+    print_section,
     registry_options,
     tag_option,
+    tags_text,
 )
 
 
@@ -43,7 +43,7 @@ def _models_table(items: Iterable[Model]) -> Table:
             escape(m.name),
             str(m.latest_version or "-"),
             escape(m.description),
-            _tags_text(m.tags),
+            tags_text(m.tags),
             m.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     return table
@@ -71,12 +71,12 @@ def models_list(
         modelledger models list --prefix credit --tag team=risk --limit 20
         modelledger models list --json --cursor eyJhIjoxfQ
     """
-    page = registry.list_models(prefix=prefix, tags=tags, **_page_args(limit, cursor))
+    page = registry.list_models(prefix=prefix, tags=tags, **page_args(limit, cursor))
     if as_json:
-        _echo_json(_page_json(page))
+        echo_json(page_json(page))
         return
-    _console().print(_models_table(page))
-    _print_next_cursor(page)
+    make_console().print(_models_table(page))
+    print_next_cursor(page)
 
 
 @models.command("show")
@@ -92,10 +92,10 @@ def models_show(registry: Registry, name: str, as_json: bool) -> None:
     """
     model = registry.get_model(name)
     if as_json:
-        _echo_json(model.to_dict())
+        echo_json(model.to_dict())
         return
-    _print_section(
-        _console(),
+    print_section(
+        make_console(),
         f"Model {model.name}",
         [
             ("Description", model.description or None),

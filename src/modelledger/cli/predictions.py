@@ -9,7 +9,7 @@ import click
 
 from modelledger import Registry
 
-from ._common import _check_table_output, _write_table, output_option, registry_options
+from ._common import check_table_output, output_option, registry_options, write_table
 
 
 @click.command("predictions")
@@ -32,7 +32,7 @@ def predictions(
         modelledger predictions credit-risk --since 2026-11-01 -o november.parquet
         modelledger predictions models:/credit-risk/3 --since 2026-11-27T00:00:00Z
     """
-    _check_table_output(output_path)
+    check_table_output(output_path)
     table = registry.predictions(identifier_or_model, since=since, until=until)
     if output_path is None:
         click.echo(f"{table.num_rows} captured prediction(s)")
@@ -40,5 +40,5 @@ def predictions(
             times = table.column("time")
             click.echo(f"from {times[0].as_py()} to {times[-1].as_py()}")
         return
-    _write_table(table.to_pandas(), output_path)
+    write_table(table.to_pandas(), output_path)
     click.echo(f"wrote {table.num_rows} prediction(s) to {output_path}")

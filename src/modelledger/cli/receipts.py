@@ -1,6 +1,6 @@
 """``receipt verify``: check one prediction receipt offline.
 
-It needs no registry, only the public key, so it maps errors with ``_fail`` directly
+It needs no registry, only the public key, so it maps errors with ``fail`` directly
 instead of through ``registry_options`` (which opens a registry).
 """
 
@@ -14,7 +14,7 @@ import click
 from modelledger import InvalidInput, Receipt, check_receipt
 from modelledger.errors import InvalidReceipt
 
-from ._common import _echo_json, _fail, json_option
+from ._common import echo_json, fail, json_option
 
 
 @click.group()
@@ -66,15 +66,15 @@ def receipt_verify(receipt_path: Path, public_key_path: Path, as_json: bool, sho
             check_receipt(raw, pem)
         except InvalidReceipt as exc:
             if as_json:
-                _echo_json({"valid": False, "prediction_id": exc.prediction_id, "reason": exc.reason})
+                echo_json({"valid": False, "prediction_id": exc.prediction_id, "reason": exc.reason})
             raise
         parsed = Receipt.from_dict(raw)
     except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
         raise
     except Exception as exc:
-        _fail(exc, show_traceback=show_traceback)
+        fail(exc, show_traceback=show_traceback)
     if as_json:
-        _echo_json({"valid": True, **parsed.to_dict()})
+        echo_json({"valid": True, **parsed.to_dict()})
         return
     click.echo(
         f"Receipt {parsed.prediction_id} is valid: models:/{parsed.model}/{parsed.version} "

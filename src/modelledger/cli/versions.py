@@ -11,22 +11,22 @@ from rich.table import Table
 from modelledger import InvalidInput, ModelVersion, Registry
 
 from ._common import (
-    _check_table_output,
-    _console,
-    _echo_json,
-    _page_args,
-    _page_json,
-    _print_next_cursor,
-    _print_section,
-    _read_table,
-    _size,
-    _TransferBar,
-    _write_table,
+    TransferBar,
+    check_table_output,
     cursor_option,
+    echo_json,
+    human_size,
     json_option,
     limit_option,
+    make_console,
     output_option,
+    page_args,
+    page_json,
+    print_next_cursor,
+    print_section,
+    read_table,
     registry_options,
+    write_table,
 )
 
 
@@ -55,9 +55,9 @@ def versions_list(
     Example:
         modelledger versions list credit-risk --limit 10
     """
-    page = registry.list_versions(name, **_page_args(limit, cursor))
+    page = registry.list_versions(name, **page_args(limit, cursor))
     if as_json:
-        _echo_json(_page_json(page))
+        echo_json(page_json(page))
         return
     table = Table("Version", "Aliases", "Flavor", "Created", "By", "Metrics", "Digest")
     for v in page:
@@ -71,8 +71,8 @@ def versions_list(
             escape(", ".join(f"{k}={val:g}" for k, val in sorted(metrics.items()))),
             escape(v.digest[:19]),
         )
-    _console().print(table)
-    _print_next_cursor(page)
+    make_console().print(table)
+    print_next_cursor(page)
 
 
 def _render_version(mv: ModelVersion) -> None:
@@ -81,7 +81,7 @@ def _render_version(mv: ModelVersion) -> None:
     job = m.get("training_job") or {}
     deps = m.get("dependencies") or {}
     framework = " ".join(str(x) for x in (m.get("framework"), m.get("framework_version")) if x)
-    console = _console()
+    console = make_console()
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
         (
             mv.uri,
@@ -130,11 +130,11 @@ def _render_version(mv: ModelVersion) -> None:
     if m.get("settings"):
         sections.append(("Settings", sorted(m["settings"].items())))
     for title, rows in sections:
-        _print_section(console, title, rows)
+        print_section(console, title, rows)
         console.print()
     signature = mv.signature
     if signature is None:
-        _print_section(console, "Signature", [])
+        print_section(console, "Signature", [])
     else:
         table = Table("Column", "Type", "Nullable", title="Signature", title_justify="left")
         for kind, columns in (("input", signature.inputs), ("output", signature.outputs)):
@@ -144,7 +144,7 @@ def _render_version(mv: ModelVersion) -> None:
     console.print()
     files = Table("Path", "Size", "SHA-256", title="Files", title_justify="left")
     for f in mv.files:
-        files.add_row(escape(f.path), _size(f.size), f.sha256)
+        files.add_row(escape(f.path), human_size(f.size), f.sha256)
     console.print(files)
 
 
@@ -165,7 +165,7 @@ def versions_show(registry: Registry, identifier: str, version: int | None, as_j
         raise click.UsageError("give VERSION only with a model name, not with a models:/ identifier")
     mv = registry.get_version(identifier, version)
     if as_json:
-        _echo_json(mv.to_dict())
+        echo_json(mv.to_dict())
         return
     _render_version(mv)
 
@@ -212,8 +212,8 @@ def register(
     Example:
         modelledger register credit-risk ./model --manifest manifest.yaml --sample sample.csv
     """
-    sample = _read_table(sample_path) if sample_path else None
-    bar = _TransferBar(f"Uploading {name}")
+    sample = read_table(sample_path) if sample_path else None
+    bar = TransferBar(f"Uploading {name}")
     try:
         mv = registry.register(
             name,
@@ -265,12 +265,12 @@ def predict(registry: Registry, identifier: str, input_path: str, output_path: s
         modelledger predict models:/credit-risk@production applications.csv -o scored.parquet
         modelledger predict models:/credit-risk/3 applications.parquet > scored.csv
     """
-    _check_table_output(output_path)
+    check_table_output(output_path)
     model = registry.load(identifier)
-    frame = _read_table(input_path)
+    frame = read_table(input_path)
     out = _with_predictions(frame, model.predict(frame))
     if output_path is None:
         click.echo(out.to_csv(index=False), nl=False)
         return
-    _write_table(out, output_path)
+    write_table(out, output_path)
     click.echo(f"Wrote {len(out)} predictions to {output_path}", err=True)

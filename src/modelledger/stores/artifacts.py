@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -162,6 +163,27 @@ class ArtifactStore:
                 out.append(sub)
         return sorted(out)
 
+    def list_names(self, rel: str) -> list[str]:
+        """The names of the entries (files and folders) directly in folder ``rel``, sorted; [] if none.
+
+        Always a fresh listing: an object store's listing cached by fsspec is dropped first,
+        so what another process wrote since is seen. The folder-claim marker is left out, as
+        in :meth:`list_files`.
+        """
+        full = self.full(rel)
+        if self.is_local:
+            try:
+                names = os.listdir(full)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        else:
+            self.fs.invalidate_cache(full)
+            try:
+                names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(full, detail=False)]
+            except FileNotFoundError:
+                return []
+        return sorted(name for name in names if name != ".claimed")
+
     def list_dirs(self, rel: str) -> list[str]:
         try:
             entries = self.fs.ls(self.full(rel), detail=True)
@@ -283,6 +305,41 @@ class ArtifactStore:
             self.finish(fh, rel)
         return size, digest.hexdigest()
 
+    def put_atomic(self, rel: str, data: bytes | bytearray | memoryview) -> bool:
+        """Publish ``data`` at ``rel`` whole or not at all; False, writing nothing, if ``rel`` exists.
+
+        For files a writer may publish again after a failure (the same name, the same
+        content): an existing file is kept. On a local store the data goes to a temporary
+        ``.tmp-<hex>`` file in the same folder, is fsynced, renamed into place, and the folder
+        is fsynced, so a crash leaves the whole file or an ignorable ``.tmp-*`` file, never
+        a partial one. On an object store the object appears whole when its upload completes.
+        ``data`` is anything with the buffer protocol (bytes, memoryview, a pyarrow Buffer).
+        """
+        path = self.full(rel)
+        if self.is_local:
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            if os.path.exists(path):
+                return False
+            tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(memoryview(data))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            _fsync_dir(folder)
+            return True
+        self._forget(rel)
+        if self.fs.exists(path):
+            return False
+        self.fs.pipe_file(path, bytes(memoryview(data)))
+        return True
+
     def sync_folder(self, rel: str) -> None:
         """Make the folder's entries durable (a no-op on object stores)."""
         if not self.is_local:
@@ -297,6 +354,25 @@ class ArtifactStore:
     def open(self, rel: str) -> IO[bytes]:
         try:
             return self.fs.open(self.full(rel), "rb")  # type: ignore[no-any-return]
+        except FileNotFoundError as exc:
+            raise NotFound("artefact file", rel) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {rel}: {exc}") from exc
+
+    def open_input(self, rel: str) -> Any:
+        """``rel`` opened for random-access reading, such as a Parquet reader needs.
+
+        On a local store it is a pyarrow memory map (reads copy nothing); elsewhere the
+        backend's seekable file. Close it, or use it as a context manager. A missing file
+        raises :class:`NotFound`.
+        """
+        path = self.full(rel)
+        try:
+            if self.is_local:
+                import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
+
+                return pa.memory_map(path, "r")
+            return self.fs.open(path, "rb")
         except FileNotFoundError as exc:
             raise NotFound("artefact file", rel) from exc
         except OSError as exc:

@@ -1,7 +1,7 @@
-"""Prediction ids, canonical input digests and signed prediction receipts.
+"""Prediction ids and signed prediction receipts.
 
-Every prediction served through a :class:`~modelledger._capture.Predictor` gets a
-:class:`Receipt`: what was predicted, by which model version, from which input, when,
+Every prediction served through a :class:`~modelledger._serving.predictor.Predictor` gets
+a :class:`Receipt`: what was predicted, by which model version, from which input, when,
 signed with the registry's Ed25519 key. Anyone holding the registry's public key can
 check one offline (:func:`verify_receipt`); changing any field makes it fail.
 
@@ -15,23 +15,9 @@ check one offline (:func:`verify_receipt`); changing any field makes it fail.
 Ids sort as strings in the order they were made (per process, strictly), and
 :func:`parse_prediction_id` gives back the time and the version key.
 
-**Canonical input.** The input digest of a row is ``"sha256:" + sha256(text)`` of the
-row's canonical JSON text (:func:`canonical_row`): an RFC 8785 (JCS) object that maps
-each column name (as ``str``) to the row's value, where
-
-* integers are numbers (outside ``±(2**53 - 1)`` they are decimal strings);
-* floats are JCS numbers: the shortest round-trip digits, so ``3.0`` and ``3`` are both ``3``;
-* ``NaN``, ``None``, ``pandas.NA`` and ``NaT`` are ``null`` (so a missing value hashes the
-  same however it is spelled); ``+inf``/``-inf`` are the strings ``"Infinity"``/``"-Infinity"``;
-* booleans are ``true``/``false``, strings are strings;
-* datetimes are their ISO 8601 text with the fraction of a second in as few digits as
-  needed (none for a whole second, whatever the unit they are stored in) and their UTC
-  offset if they carry one; dates are ``YYYY-MM-DD``; bytes are standard base64 text;
-  numpy scalars are their Python value; lists/tuples/arrays are arrays, mappings are
-  objects; anything else is ``str(value)``.
-
-Outputs follow the same rules (a 1-D array gives one value per row, a 2-D array a list
-per row, a DataFrame an object per row).
+**Input digest.** A receipt's ``input_digest`` is ``"sha256:" + sha256`` of the row's
+canonical JSON text (see :mod:`modelledger._serving.encoding` for the rules, and
+:func:`~modelledger._serving.encoding.input_digest`).
 
 **Receipt.** The signed content of a receipt (its *leaf*) is the JCS object
 ``{"digest", "input_digest", "key_id", "model", "output", "prediction_id", "time",
@@ -50,24 +36,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import hashlib
 import json
-import math
 import os
 import random as _random
-import re
 import threading
 import time as _time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from json.encoder import encode_basestring as _json_string
 from typing import TYPE_CHECKING, Any, Final, overload
 
-from ._canonical import MAX_SAFE_INTEGER, canonicalize, canonicalize_str
-from ._integrity import audit_path, leaf_hash, root_from_audit_path
-from .errors import InvalidInput, InvalidReceipt
+from .._canonical import canonicalize
+from .._integrity import audit_path, leaf_hash, root_from_audit_path
+from .._keys import key_id, load_private_key, load_public_key, public_key_pem, verify_with_key
+from .._time import EPOCH
+from ..errors import InvalidInput, InvalidReceipt
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -78,11 +62,14 @@ __all__ = [
     "Receipt",
     "ReceiptBatch",
     "ReceiptSigner",
-    "canonical_row",
     "check_receipt",
-    "input_digest",
+    "check_version_key",
+    "id_block",
+    "id_ms",
     "new_prediction_id",
     "parse_prediction_id",
+    "rfc3339_ms",
+    "root_payload",
     "verify_receipt",
 ]
 
@@ -96,9 +83,6 @@ _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, ascen
 _DECODE: Final = {c: i for i, c in enumerate(_ALPHABET)}
 _MAX_KEY: Final = 2**32 - 1
 _RAND_BITS: Final = 48
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
 _PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)  # 10 bits -> 2 characters
 _PAIR_SHIFTS: Final = tuple(range(120, -1, -10))
 
@@ -108,7 +92,8 @@ def _encode_id(value: int) -> str:
     return "".join([_PAIRS[(value >> s) & 1023] for s in _PAIR_SHIFTS])
 
 
-def _check_version_key(version_key: int) -> int:
+def check_version_key(version_key: int) -> int:
+    """``version_key`` if it fits the 32 bits a prediction id has for it, else :class:`InvalidInput`."""
     if type(version_key) is not int or not 0 <= version_key <= _MAX_KEY:
         raise InvalidInput(f"version key must be an int in 0..2**32-1, got {version_key!r}")
     return version_key
@@ -145,19 +130,23 @@ class _IdClock:
             self._last_rand = rand + count - 1
         return ms, rand
 
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child: one held by another thread at fork would never be released."""
+        self._lock = threading.Lock()
+
 
 _CLOCK = _IdClock()
-if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork would never be released
-    os.register_at_fork(after_in_child=lambda: setattr(_CLOCK, "_lock", threading.Lock()))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _CLOCK.after_fork())
 
 
-def _id_block(version_key: int, count: int) -> tuple[int, list[str]]:
+def id_block(version_key: int, count: int) -> tuple[int, list[str]]:
     """``count`` consecutive ids for ``version_key`` made now: (unix ms, ids in order)."""
     ms, rand = _CLOCK.block(count)
     high = (ms << 80) | (version_key << 48)
     if count < 16:
         return ms, [_encode_id(high | (rand + i)) for i in range(count)]
-    import numpy as np
+    import numpy as np  # heavy: loaded on first use so `import modelledger` stays fast
 
     # The first 16 characters (bits 129..50) are the same for the whole block; the last
     # 10 (bits 49..0: two version-key bits and the random part) are computed vectorised.
@@ -176,7 +165,7 @@ def new_prediction_id(version_key: int) -> str:
     >>> len(pid), parse_prediction_id(pid)[1]
     (26, 42)
     """
-    return _id_block(_check_version_key(version_key), 1)[1][0]
+    return id_block(check_version_key(version_key), 1)[1][0]
 
 
 def _decode_id(prediction_id: str) -> int:
@@ -204,344 +193,25 @@ def parse_prediction_id(prediction_id: str) -> tuple[datetime, int]:
     """
     value = _decode_id(prediction_id)
     ms = value >> 80
-    return _EPOCH + timedelta(milliseconds=ms), (value >> 48) & _MAX_KEY
+    return EPOCH + timedelta(milliseconds=ms), (value >> 48) & _MAX_KEY
 
 
-def _id_ms(prediction_id: str) -> int:
+def id_ms(prediction_id: str) -> int:
+    """The Unix time in ms a prediction id was made at."""
     return _decode_id(prediction_id) >> 80
 
 
 _second_cache: list[Any] = [None, ""]  # (unix second, its "YYYY-MM-DDTHH:MM:SS." text)
 
 
-def _rfc3339_ms(ms: int) -> str:
+def rfc3339_ms(ms: int) -> str:
     """RFC 3339 UTC text of a Unix time in ms, always with three decimals: the receipt's ``time``."""
     second = ms // 1000
     cached = _second_cache
     if cached[0] != second:
-        text = (_EPOCH + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S.")
+        text = (EPOCH + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S.")
         cached[0], cached[1] = second, text  # a race only writes the same value twice
     return f"{cached[1]}{ms % 1000:03d}Z"
-
-
-# --------------------------------------------------------------------------- canonical values
-
-_NULL_TYPES: Final = frozenset({"NAType", "NaTType"})
-_int_repr = int.__repr__
-
-
-def _float_token(value: float) -> str:
-    """The JCS text of a float; NaN is null, infinities are strings (see the module docstring)."""
-    text = repr(value)
-    if "e" in text or "n" in text:  # exponent, nan, inf
-        if value != value:
-            return "null"
-        if value in (math.inf, -math.inf):
-            return '"Infinity"' if value > 0 else '"-Infinity"'
-        return canonicalize_str(value)
-    if text[-2:] == ".0":
-        text = text[:-2]
-        return "0" if text == "-0" else text
-    return text
-
-
-_FRACTION = re.compile(r"(\d\d:\d\d:\d\d)\.(\d+)")
-
-
-def _trim_fraction(text: str) -> str:
-    """An ISO 8601 time with its fraction of a second in as few digits as needed (none if whole)."""
-
-    def trim(match: re.Match[str]) -> str:
-        digits = match.group(2).rstrip("0")
-        return match.group(1) + ("." + digits if digits else "")
-
-    return _FRACTION.sub(trim, text, count=1)
-
-
-def _datetime64_texts(values: Any) -> list[str | None]:
-    """ISO 8601 texts of a datetime64 array whatever its unit (None for NaT)."""
-    import numpy as np
-
-    try:
-        exact = values.astype("datetime64[ns]")
-        if not np.array_equal(exact.astype(values.dtype), values, equal_nan=True):
-            raise OverflowError
-    except (OverflowError, ValueError):
-        exact = values.astype("datetime64[us]")  # outside years 1678..2262
-    return [None if t == "NaT" else _trim_fraction(t) for t in np.datetime_as_string(exact).tolist()]
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data by the canonical-input rules."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, int):
-        return int(value) if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(int(value))
-    if isinstance(value, float):
-        if value != value:
-            return None
-        if value in (math.inf, -math.inf):
-            return "Infinity" if value > 0 else "-Infinity"
-        return float(value)
-    if type(value).__name__ in _NULL_TYPES:
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return _trim_fraction(value.isoformat())
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    module = type(value).__module__
-    if module == "numpy":
-        import numpy as np
-
-        if isinstance(value, np.ndarray):
-            return [_jsonable(v) for v in value.tolist()]
-        if isinstance(value, np.datetime64):
-            return None if np.isnat(value) else _datetime64_texts(np.asarray([value]))[0]
-        if isinstance(value, np.generic):
-            return _jsonable(value.item())
-    return str(value)
-
-
-def _token(value: Any) -> str:
-    """The canonical JSON text of one value."""
-    if type(value) is str:
-        return _json_string(value)
-    if type(value) is float:
-        return _float_token(value)
-    return canonicalize_str(_jsonable(value))
-
-
-def _float_tokens(values: Any) -> list[str]:
-    """:func:`_float_token` of each value of a float array, vectorised for long arrays.
-
-    Arrow's float-to-string cast writes the same shortest round-trip digits as ``repr``
-    (and ``3`` for ``3.0``) at a third of the cost, but switches to exponent notation
-    earlier than JCS and writes ``nan``, ``inf`` and ``-0``: every token holding an
-    ``e`` or an ``n``, and ``-0``, is redone by the scalar encoder.
-    """
-    import numpy as np
-
-    as_float = values.astype(np.float64, copy=False)
-    if len(as_float) < 64:
-        return [_float_token(v) for v in as_float.tolist()]
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    texts = pa.array(as_float).cast(pa.string())
-    redo = pc.or_(
-        pc.or_(pc.match_substring(texts, "e"), pc.match_substring(texts, "n")), pc.equal(texts, "-0")
-    )
-    out: list[str] = texts.to_pylist()
-    if pc.any(redo).as_py():
-        for i in np.flatnonzero(redo.to_numpy(zero_copy_only=False)).tolist():
-            out[i] = _float_token(float(as_float[i]))
-    return out
-
-
-def _column_tokens(values: Any) -> list[str]:
-    """Canonical JSON texts of a column of values (a numpy array, pandas array or sequence)."""
-    import numpy as np
-
-    if not isinstance(values, np.ndarray):
-        if isinstance(values, (list, tuple)):
-            return [_token(v) for v in values]
-        arrow = getattr(values, "_pa_array", None)  # pandas' Arrow-backed strings: 10x faster than asarray
-        if arrow is not None and hasattr(arrow, "to_pylist"):
-            return [_json_string(v) if type(v) is str else _token(v) for v in arrow.to_pylist()]
-        values = np.asarray(values, dtype=object)  # other pandas arrays: NA becomes NA/nan
-    kind = values.dtype.kind
-    if values.ndim != 1:
-        return [_token(v) for v in values.tolist()]
-    if kind == "f":
-        return _float_tokens(values)
-    if kind in "iu":
-        ints = values.tolist()
-        if len(ints) < 64:
-            return [_int_repr(v) if -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER else _token(v) for v in ints]
-        if values.max() > MAX_SAFE_INTEGER or values.min() < -MAX_SAFE_INTEGER:
-            return [_token(v) for v in ints]
-        return list(map(_int_repr, ints))
-    if kind == "b":
-        return ["true" if v else "false" for v in values.tolist()]
-    if kind == "U":
-        return list(map(_json_string, values.tolist()))
-    if kind == "M":
-        return ["null" if t is None else '"' + t + '"' for t in _datetime64_texts(values)]
-    return [_token(v) for v in values.tolist()]
-
-
-@functools.lru_cache(maxsize=256)
-def _object_template(names: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
-    """A ``%``-template for a JCS object with these member names, and the column order it takes."""
-    if len(set(names)) != len(names):
-        raise InvalidInput(f"column names must be unique to build a canonical row, got {list(names)}")
-    order = tuple(sorted(range(len(names)), key=lambda i: names[i].encode("utf-16-be", "surrogatepass")))
-    parts = [_json_string(names[i]).replace("%", "%%") + ":%s" for i in order]
-    return "{" + ",".join(parts) + "}", order
-
-
-def _row_texts(names: Sequence[str], columns: Sequence[Any], count: int) -> list[str]:
-    """The canonical JSON text of each row of a table given as columns."""
-    template, order = _object_template(tuple(names))
-    tokens = [_column_tokens(columns[i]) for i in order]
-    if any(len(t) != count for t in tokens):
-        raise InvalidInput("the input's columns do not all have the same number of rows")
-    if not tokens:
-        return ["{}"] * count
-    return [template % row for row in zip(*tokens, strict=True)]
-
-
-# Long batches go through Arrow's vectorised string kernels: the texts are the same bytes
-# (tests compare both paths), at a fraction of the per-row cost of Python formatting.
-ARROW_MIN_ROWS: Final = 64
-
-
-def _arrow_string_tokens(strings: Any) -> Any:
-    """JSON string tokens of an Arrow string array (null for nulls)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_large_string(strings.type):
-        strings = strings.cast(pa.string())
-    if pc.any(pc.match_substring_regex(strings, r'["\\\x00-\x1f]')).as_py():
-        return pa.array(
-            [_json_string(v) if v is not None else "null" for v in strings.to_pylist()], pa.string()
-        )
-    return pc.fill_null(pc.binary_join_element_wise('"', strings, '"', ""), "null")
-
-
-def _arrow_float_tokens(values: Any) -> Any:
-    """:func:`_float_tokens` as an Arrow string array."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    as_float = values.astype(np.float64, copy=False)
-    texts = pa.array(as_float).cast(pa.string())
-    redo = pc.or_(
-        pc.or_(pc.match_substring(texts, "e"), pc.match_substring(texts, "n")), pc.equal(texts, "-0")
-    )
-    if not pc.any(redo).as_py():
-        return texts
-    out = texts.to_pylist()
-    for i in np.flatnonzero(redo.to_numpy(zero_copy_only=False)).tolist():
-        out[i] = _float_token(float(as_float[i]))
-    return pa.array(out, pa.string())
-
-
-def _arrow_tokens(values: Any) -> Any:
-    """Canonical JSON texts of a column, as an Arrow string array."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(values, np.ndarray) and values.ndim == 1:
-        kind = values.dtype.kind
-        if kind == "f":
-            return _arrow_float_tokens(values)
-        if (
-            kind in "iu"
-            and values.size
-            and values.min() >= -MAX_SAFE_INTEGER
-            and values.max() <= MAX_SAFE_INTEGER
-        ):
-            return pa.array(values.astype(np.int64, copy=False)).cast(pa.string())
-        if kind == "b":
-            return pc.if_else(pa.array(values), "true", "false")
-        if kind == "U":
-            return _arrow_string_tokens(pa.array(values, pa.string()))
-    arrow = getattr(values, "_pa_array", None)  # pandas' Arrow-backed strings
-    if (
-        arrow is not None
-        and hasattr(arrow, "combine_chunks")
-        and (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type))
-    ):
-        return _arrow_string_tokens(arrow.combine_chunks())
-    return pa.array(_column_tokens(values), pa.string())
-
-
-def _arrow_row_texts(names: Sequence[str], columns: Sequence[Any], count: int) -> Any:
-    """:func:`_row_texts` as an Arrow string array."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    _template, order = _object_template(tuple(names))
-    if not order:
-        return pa.array(["{}"] * count, pa.string())
-    pieces: list[Any] = []
-    for position, i in enumerate(order):
-        tokens = _arrow_tokens(columns[i])
-        if len(tokens) != count:
-            raise InvalidInput("the input's columns do not all have the same number of rows")
-        pieces += [("{" if position == 0 else ",") + _json_string(names[i]) + ":", tokens]
-    pieces.append("}")
-    return pc.binary_join_element_wise(*pieces, "")
-
-
-def _arrow_hex_digests(texts: Any) -> Any:
-    """sha256 hex of each value of an Arrow string array, as an Arrow string array."""
-    import pyarrow as pa
-
-    sha = hashlib.sha256
-    return pa.array([sha(b).hexdigest() for b in texts.cast(pa.binary()).to_pylist()], pa.string())
-
-
-def _arrow_leaf_hashes(
-    parts: tuple[str, str, str, str], input_hex: Any, outputs: Any, ids: list[str]
-) -> list[bytes]:
-    """Leaf hashes of a batch: the leaf texts are joined by Arrow, hashed one by one."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    leaves = pc.binary_join_element_wise(
-        parts[0],
-        input_hex,
-        parts[1],
-        outputs,
-        parts[2],
-        pa.array(ids, pa.string()),
-        parts[3],
-        "",
-    )
-    sha = hashlib.sha256
-    return [sha(b).digest() for b in leaves.cast(pa.binary()).to_pylist()]
-
-
-def canonical_row(row: Mapping[str, Any]) -> str:
-    """The canonical JSON text of one input row, whose sha256 is its input digest.
-
-    >>> canonical_row({"income": 52000.0, "age": 41, "employment": "salaried", "debt": float("nan")})
-    '{"age":41,"debt":null,"employment":"salaried","income":52000}'
-    """
-    names = tuple(str(k) for k in row)
-    template, order = _object_template(names)
-    values = list(row.values())
-    return template % tuple(_token(values[i]) for i in order)
-
-
-def _sha256_text(text: str) -> str:
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: still hash it deterministically
-        data = text.encode("utf-8", "surrogatepass")
-    return hashlib.sha256(data).hexdigest()
-
-
-def input_digest(row: Mapping[str, Any]) -> str:
-    """``"sha256:<hex>"`` of :func:`canonical_row` (``row``): what a receipt's input_digest holds.
-
-    Compute it on your copy of the input to show a receipt is about that row.
-
-    >>> input_digest({"age": 41, "income": 52000}) == input_digest({"income": 52000.0, "age": 41})
-    True
-    """
-    return "sha256:" + _sha256_text(canonical_row(row))
 
 
 # --------------------------------------------------------------------------- receipts
@@ -676,7 +346,7 @@ class Receipt:
         return cls.from_dict(raw)
 
 
-def _root_payload(root_hex: str, tree_size: int, kid: str) -> bytes:
+def root_payload(root_hex: str, tree_size: int, kid: str) -> bytes:
     """JCS of ``{"key_id", "root", "tree_size", "type"}``: the bytes a receipt signature covers.
 
     Written out by hand (all members are ASCII, sorted) because it is on every predict
@@ -695,25 +365,19 @@ class ReceiptSigner:
     """
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
-        from ._keys import key_id
-
         self._key = private_key
         self.key_id = key_id(private_key)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ReceiptSigner:
-        from ._keys import load_private_key
-
         return cls(load_private_key(path))
 
     def public_key_pem(self) -> bytes:
-        from ._keys import public_key_pem
-
         return public_key_pem(self._key)
 
     def sign_root(self, root: bytes, tree_size: int) -> str:
         """Base64 Ed25519 signature over the root payload of a batch of ``tree_size`` receipts."""
-        return base64.b64encode(self._key.sign(_root_payload(root.hex(), tree_size, self.key_id))).decode()
+        return base64.b64encode(self._key.sign(root_payload(root.hex(), tree_size, self.key_id))).decode()
 
 
 class ReceiptBatch(Sequence[Receipt]):
@@ -763,6 +427,21 @@ class ReceiptBatch(Sequence[Receipt]):
         self.root = levels[-1][0].hex() if ids else ""
         self.signature = signature
 
+    @property
+    def input_hexes(self) -> Any:
+        """The sha256 hex of each row's canonical input text, in row order (a list or an Arrow array)."""
+        return self._input_hex
+
+    @property
+    def output_texts(self) -> Any:
+        """The canonical JSON text of each row's output, in row order (a list or an Arrow array)."""
+        return self._outputs
+
+    @property
+    def levels(self) -> Sequence[Sequence[bytes]]:
+        """The call's Merkle tree, level by level from the leaf hashes up to the root."""
+        return self._levels
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -810,28 +489,10 @@ def _text_at(texts: Any, index: int) -> str:
     return value if type(value) is str else str(value.as_py())
 
 
-def _leaf_parts(model: str, version: int, digest: str, time: str, kid: str) -> tuple[str, str, str, str]:
-    """``"\x00" + JCS(body)`` cut around its three per-row values: input digest hex, output, id."""
-    lit = _json_string
-    return (
-        f'\x00{{"digest":{lit(digest)},"input_digest":"sha256:',
-        f'","key_id":{lit(kid)},"model":{lit(model)},"output":',
-        ',"prediction_id":"',
-        f'","time":{lit(time)},"version":{int(version)}}}',
-    )
-
-
-def _leaf_template(model: str, version: int, digest: str, time: str, kid: str) -> str:
-    """:func:`_leaf_parts` as a ``%`` template with ``%s`` holes."""
-    return "%s".join(part.replace("%", "%%") for part in _leaf_parts(model, version, digest, time, kid))
-
-
 # --------------------------------------------------------------------------- verification
 
 
 def _public_key(public_pem: bytes | str | Ed25519PublicKey) -> Ed25519PublicKey:
-    from ._keys import load_public_key
-
     if isinstance(public_pem, str):
         public_pem = public_pem.encode()
     if isinstance(public_pem, (bytes, bytearray, memoryview)):
@@ -849,8 +510,6 @@ def check_receipt(receipt: Receipt | Mapping[str, Any], public_pem: bytes | str 
 
     >>> check_receipt(json.load(open("receipt.json")), open("key.pem", "rb").read())  # doctest: +SKIP
     """
-    from ._keys import key_id, verify_with_key
-
     public = _public_key(public_pem)
     pid = str(receipt.get("prediction_id", "?")) if isinstance(receipt, Mapping) else receipt.prediction_id
     try:
@@ -861,10 +520,10 @@ def check_receipt(receipt: Receipt | Mapping[str, Any], public_pem: bytes | str 
     if parsed.key_id != expected_kid:
         raise InvalidReceipt(pid, f"signed by key {parsed.key_id}, not by this public key ({expected_kid})")
     try:
-        id_ms = _id_ms(parsed.prediction_id)
+        made_ms = id_ms(parsed.prediction_id)
     except InvalidInput as exc:
         raise InvalidReceipt(pid, exc.message) from exc
-    if _rfc3339_ms(id_ms) != parsed.time:
+    if rfc3339_ms(made_ms) != parsed.time:
         raise InvalidReceipt(pid, f"time {parsed.time} is not the time in its prediction id")
     proof = parsed.proof
     try:
@@ -881,7 +540,7 @@ def check_receipt(receipt: Receipt | Mapping[str, Any], public_pem: bytes | str 
         signature = base64.b64decode(parsed.signature, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidReceipt(pid, "the signature is not base64") from None
-    if not verify_with_key(public, _root_payload(proof.root, proof.tree_size, parsed.key_id), signature):
+    if not verify_with_key(public, root_payload(proof.root, proof.tree_size, parsed.key_id), signature):
         raise InvalidReceipt(pid, "the signature does not verify")
 
 
