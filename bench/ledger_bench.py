@@ -118,7 +118,7 @@ def _drafts(start: int, stop: int) -> Callable[[Any], list[Any]]:
 
 def _append_batches(registry: Any, first: int, events: int, batch: int, actor: str) -> list[float]:
     """Append ``events`` alias moves, ``batch`` per govern call; returns each batch's seconds."""
-    signer = registry._signer()
+    signer = registry._signer()  # the facade's checkpoint signer, as governed writes use it
     meta = registry._meta
     times: list[float] = []
     for lo in range(first, first + events, batch):

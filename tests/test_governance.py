@@ -298,7 +298,7 @@ def test_registry_key_is_owner_only_and_exportable(tmp_path: Path) -> None:
 
 
 def test_actor_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelledger._registry import current_actor
+    from modelledger._signing import current_actor
 
     monkeypatch.setenv("MODELLEDGER_USER", "svc-training@bank.example")
     assert current_actor() == "svc-training@bank.example"

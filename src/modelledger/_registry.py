@@ -9,10 +9,7 @@
 
 from __future__ import annotations
 
-import getpass
-import hashlib
 import os
-import subprocess
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -23,12 +20,10 @@ from ._data import Datasets
 from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
 from ._identifiers import model_ref, validate_alias, validate_name
-from ._integrity import version_digest
-from ._keys import generate_key, key_id, load_private_key, public_key_pem
-from ._ledger import sign_checkpoint
 from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
 from ._loaded import LoadedModel
+from ._loading import load_verified
 from ._manifest import Manifest
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
 from ._registration import (
@@ -48,11 +43,11 @@ from ._serving import (
     Predictor,
     parse_prediction_id,
 )
+from ._signing import RegistryKey, current_actor
 from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
 from ._verify import collect_garbage, verify_registry
-from .errors import Conflict, IntegrityError, InvalidInput, NotFound, PermissionDenied, SchemaOutdated
-from .flavors import get_flavor
+from .errors import InvalidInput, NotFound, SchemaOutdated
 from .stores import open_metadata_store
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore, Signer
@@ -61,38 +56,6 @@ __all__ = ["FolderNaming", "Registry"]
 
 
 DEFAULT_HOME = ".modelledger"
-
-
-def current_actor() -> str:
-    """Who is acting: ``MODELLEDGER_USER``, else git's user.email, else the OS user."""
-    env = os.environ.get("MODELLEDGER_USER")
-    if env:
-        return env
-    try:
-        out = subprocess.run(
-            ["git", "config", "--get", "user.email"], capture_output=True, text=True, timeout=5, check=False
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-class _FolderOnly:
-    """A version registered as plain files, with no loader: it has no predict."""
-
-    def __init__(self, version: ModelVersion) -> None:
-        self.files = [f.path for f in version.files]
-
-    def predict(self, data: Any) -> Any:
-        raise InvalidInput(
-            "this version is a folder of files with no flavor to load it; "
-            "register it with a manifest that sets 'flavor' and 'entry'"
-        )
 
 
 class Registry(GovernanceVerbs):
@@ -113,11 +76,9 @@ class Registry(GovernanceVerbs):
     ) -> None:
         self._meta = metadata
         self._art = artifacts
-        self._key_path = key_path or Path(DEFAULT_HOME) / "registry.key"
+        self._key = RegistryKey(key_path or Path(DEFAULT_HOME) / "registry.key", metadata)
         self._datasets: Datasets | None = None
         self._captures = CaptureReader(artifacts)
-        self._private_key: Any = None
-        self._sign: Signer | None = None
         self._auto_migrate = auto_migrate
         self._checked = False
         self.folder_naming = folder_naming
@@ -185,7 +146,7 @@ class Registry(GovernanceVerbs):
         """
         rev: str = self._meta.migrate()
         self._checked = True
-        self._ensure_key()
+        self._key.ensure(self.actor)
         return rev
 
     migrate = init
@@ -206,61 +167,15 @@ class Registry(GovernanceVerbs):
     @property
     def key_path(self) -> Path:
         """Where this process finds the registry's private signing key."""
-        return self._key_path
-
-    def _ensure_key(self) -> None:
-        stored = self._meta.public_key()
-        path = self._key_path
-        if path.exists():
-            public = public_key_pem(load_private_key(path))
-        elif stored is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            public = generate_key(path)
-        else:
-            return  # another machine holds the key; this one can read and verify
-        kid = key_id(public)
-        if stored is None:
-            self._meta.add_public_key(kid, public)
-            self._meta.govern(
-                "",
-                None,
-                lambda ctx: [
-                    EventDraft(
-                        "registry.initialized", "registry", {"key_id": kid, "policy": ctx.policy.to_dict()}
-                    )
-                ],
-                actor=self.actor,
-                signer=self._signer(),
-            )
-        elif stored[0] != kid:
-            raise Conflict(
-                f"the key at {path} (id {kid}) is not this registry's signing key (id {stored[0]})"
-            )
+        return self._key.path
 
     def _signer(self) -> Signer:
-        if self._sign is None:
-            try:
-                key = load_private_key(self._key_path)
-            except NotFound as exc:
-                raise PermissionDenied(
-                    f"no registry signing key at {self._key_path}: governed writes need it "
-                    "(run `modelledger init` here, or set MODELLEDGER_KEY to the key file)"
-                ) from exc
-            kid = key_id(key)
-            stored = self._meta.public_key()
-            if stored is not None and stored[0] != kid:
-                raise Conflict(f"the key at {self._key_path} is not this registry's signing key")
-            self._private_key = key
-            self._sign = lambda seq, head, time: sign_checkpoint(key, seq, head, time, kid=kid)
-        return self._sign
+        return self._key.signer()
 
     def public_key(self) -> bytes:
         """The registry's public key (PEM), to verify the ledger and receipts anywhere."""
         self._ready()
-        stored = self._meta.public_key()
-        if stored is None:
-            raise NotFound("registry key", "run `modelledger init`")
-        return bytes(stored[1])
+        return self._key.public_pem()
 
     @property
     def actor(self) -> str:
@@ -694,35 +609,12 @@ class Registry(GovernanceVerbs):
         >>> with registry.load("models:/credit-risk@production", capture=True) as served:  # doctest: +SKIP
         ...     predictions, receipts = served.predict(applications)
         """
-        mv = self.get_version(identifier)
-        if version_digest(mv.files, mv.manifest) != mv.digest:
-            raise IntegrityError(f"{mv.uri} (manifest or file list)", "does not match the recorded digest")
-        entry = mv.manifest.get("entry")
-        verified: dict[str, bytes] = {}
-        for f in mv.files:
-            rel = f"{mv.folder}/artifacts/{f.path}"
-            try:
-                if f.path == entry:
-                    data = self._art.read_bytes(rel)
-                    size, sha = len(data), hashlib.sha256(data).hexdigest()
-                    verified[f.path] = data
-                else:
-                    size, sha = self._art.hash_file(rel)
-            except NotFound as exc:
-                raise IntegrityError(rel, "is missing") from exc
-            if sha != f.sha256 or size != f.size:
-                raise IntegrityError(rel, f"sha256 is {sha}, expected {f.sha256}")
-        if mv.flavor == "files":
-            return LoadedModel(_FolderOnly(mv), mv)
-        flavor = get_flavor(mv.flavor)
-        model = flavor.load(verified.__getitem__, entry or flavor.entry)
-        loaded = LoadedModel(model, mv)
+        loaded = load_verified(self._art, self.get_version(identifier))
         if not capture:
             return loaded
-        self._signer()  # loads the private key and checks it is this registry's
         return Predictor(
             loaded,
-            key=self._private_key,
+            key=self._key.private(),
             store=self._art,
             sample_rate=sample_rate,
             seed=seed,
@@ -730,8 +622,6 @@ class Registry(GovernanceVerbs):
             flush_seconds=DEFAULT_FLUSH_SECONDS if flush_seconds is None else flush_seconds,
             max_pending=DEFAULT_MAX_PENDING if max_pending is None else max_pending,
         )
-
-    # ------------------------------------------------------------------ integrity
 
     # ------------------------------------------------------------------ integrity
 

@@ -12,6 +12,9 @@ the lock instead of failing on upgrade.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..protocols import MetadataStore
 from .base import HEAD_REVISION
 from .datasets import SqlDatasets
 from .models import SqlModels
@@ -25,3 +28,9 @@ class SqlMetadataStore(SqlModels, SqlDatasets):
 
     Implements :class:`~modelledger.stores.protocols.MetadataStore`.
     """
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_ports(store: SqlMetadataStore) -> MetadataStore:
+        return store  # mypy checks here that the class implements every port

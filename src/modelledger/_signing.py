@@ -1,0 +1,118 @@
+"""Who acts, and the registry key that signs what they do.
+
+:class:`RegistryKey` is the registry's Ed25519 signing key as this process holds it: made
+on first ``init`` (an owner-only file), its public half recorded in the registry, loaded
+once for governed writes (which sign a ledger checkpoint) and for serving (which signs
+receipts). A process without the file can still read and verify everything.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._keys import generate_key, key_id, load_private_key, public_key_pem
+from ._ledger import Checkpoint, sign_checkpoint
+from ._lifecycle import EventDraft, GovContext
+from .errors import Conflict, NotFound, PermissionDenied
+from .stores.protocols import LedgerStore, Signer
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+__all__ = ["RegistryKey", "current_actor"]
+
+
+def current_actor() -> str:
+    """Who is acting: ``MODELLEDGER_USER``, else git's user.email, else the OS user."""
+    env = os.environ.get("MODELLEDGER_USER")
+    if env:
+        return env
+    try:
+        out = subprocess.run(
+            ["git", "config", "--get", "user.email"], capture_output=True, text=True, timeout=5, check=False
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class RegistryKey:
+    """The private signing key at ``path`` for the registry whose ledger is ``store``."""
+
+    def __init__(self, path: Path, store: LedgerStore) -> None:
+        self.path = path
+        self._store = store
+        self._private: Ed25519PrivateKey | None = None
+        self._sign: Signer | None = None
+
+    def ensure(self, actor: str) -> None:
+        """Make sure the registry has its key: create it (and record its public half and the
+        ``registry.initialized`` event) on a new registry, or check the file matches."""
+        stored = self._store.public_key()
+        if self.path.exists():
+            public = public_key_pem(load_private_key(self.path))
+        elif stored is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            public = generate_key(self.path)
+        else:
+            return  # another machine holds the key; this one can read and verify
+        kid = key_id(public)
+        if stored is None:
+            self._store.add_public_key(kid, public)
+
+            def initialized(ctx: GovContext) -> list[EventDraft]:
+                return [
+                    EventDraft(
+                        "registry.initialized", "registry", {"key_id": kid, "policy": ctx.policy.to_dict()}
+                    )
+                ]
+
+            self._store.govern("", None, initialized, actor=actor, signer=self.signer())
+        elif stored[0] != kid:
+            raise Conflict(
+                f"the key at {self.path} (id {kid}) is not this registry's signing key (id {stored[0]})"
+            )
+
+    def signer(self) -> Signer:
+        """Signs ledger checkpoints; loads the key once and checks it is this registry's."""
+        if self._sign is None:
+            key = self.private()
+            kid = key_id(key)
+
+            def sign(seq: int, head: bytes, time: str) -> Checkpoint:
+                return sign_checkpoint(key, seq, head, time, kid=kid)
+
+            self._sign = sign
+        return self._sign
+
+    def private(self) -> Ed25519PrivateKey:
+        """The private key (for receipts), loaded once and checked against the registry's."""
+        if self._private is None:
+            try:
+                key = load_private_key(self.path)
+            except NotFound as exc:
+                raise PermissionDenied(
+                    f"no registry signing key at {self.path}: governed writes need it "
+                    "(run `modelledger init` here, or set MODELLEDGER_KEY to the key file)"
+                ) from exc
+            stored = self._store.public_key()
+            if stored is not None and stored[0] != key_id(key):
+                raise Conflict(f"the key at {self.path} is not this registry's signing key")
+            self._private = key
+        return self._private
+
+    def public_pem(self) -> bytes:
+        """The registry's public key (PEM) as recorded in the registry."""
+        stored = self._store.public_key()
+        if stored is None:
+            raise NotFound("registry key", "run `modelledger init`")
+        return bytes(stored[1])
