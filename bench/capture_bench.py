@@ -1,6 +1,6 @@
 """Prediction capture benchmark: signing overhead, batched throughput, trace lookup at 10 million.
 
-Three measurements, each checked against its target (issue 5):
+Three measurements, each checked against its target:
 
 1. **Per-call overhead** of capture + signing on a one-row predict: the median latency of
    ``registry.load(uri, capture=True).predict(row)`` minus that of

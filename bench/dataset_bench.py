@@ -1,4 +1,4 @@
-"""Data set ingest benchmark (issue 4): a 2 GB CSV into the registry, in bounded memory.
+"""Data set ingest benchmark: a 2 GB CSV into the registry, in bounded memory.
 
 Generates a realistic credit-application CSV (ints, floats, strings, dates, some empty
 cells) chunk by chunk in a temporary folder, never holding more than one chunk in

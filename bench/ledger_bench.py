@@ -1,4 +1,4 @@
-"""Ledger benchmark (issue 3): append governance events in batches, then verify them.
+"""Ledger benchmark: append governance events in batches, then verify them.
 
 Runs on the embedded default registry (SQLite, WAL, ``synchronous=FULL``): a fresh
 temporary folder becomes ``$MODELLEDGER_HOME``, then ``Registry.open()`` and

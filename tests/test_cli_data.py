@@ -1,5 +1,5 @@
 """The data set, lineage and diff commands, run in-process with CliRunner against real SQLite
-and PostgreSQL registries (issue 4)."""
+and PostgreSQL registries."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data set versions (issue 4): ingest, digest, statistics, dedup, sources, processing steps,
+"""Data set versions: ingest, digest, statistics, dedup, sources, processing steps,
 scikit-learn step capture, links to models, bad input and bounded memory.
 
 Every test that takes ``registry`` runs on real SQLite and real PostgreSQL; one test runs

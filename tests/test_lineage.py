@@ -1,4 +1,4 @@
-"""Lineage queries and version diffs (issue 4), on real SQLite and PostgreSQL registries.
+"""Lineage queries and version diffs, on real SQLite and PostgreSQL registries.
 
 The scenario is built through the public API: a raw extract (a SQL query's result saved
 as CSV), a train/holdout split recorded as a processing step, a scikit-learn pipeline

@@ -3,7 +3,7 @@
 No I/O happens here; a store persists events with their hashes and checkpoints,
 then hands them back to :func:`verify_chain`.
 
-The chain (DESIGN section 5)::
+The chain::
 
     hash_0 = GENESIS (32 zero bytes)
     hash_n = sha256(hash_{n-1} || canonicalize(event_n.to_dict()))     # RFC 8785 JSON
