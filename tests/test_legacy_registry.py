@@ -5,8 +5,9 @@ every hashed text became RFC 8785 JSON): two versions whose manifests hold float
 two encodings spell differently (``1.0`` / ``1``, ``1e+21`` / ``1e21``, ``1e-07`` / ``1e-7``)
 and non-ASCII text, data sets with a processing step, approvals, deployments, a rollback,
 an alias move, a policy change and three captured, signed predictions
-(``prediction_ids.txt``). Its versions' digests and ledger hashes were computed from the
-old text, so they only verify if the stored text is still what gets hashed.
+(``prediction_ids.txt``). Its version digests were computed over the manifests' old text,
+so they verify only because the stored text (not a re-encoding) is what gets hashed; its
+ledger, checkpoints and receipts were already RFC 8785 and must keep verifying as they are.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from ._audit import AliasChange, StateDifference
 from ._domain import (
     ColumnSpec,
     DatasetSource,
@@ -20,9 +21,9 @@ from ._domain import (
     ProcessingStep,
     Signature,
     StagedVersion,
+    UploadedVersion,
     VerifyReport,
 )
-from ._governance import AliasChange, StateDifference
 from ._identifiers import ModelRef, parse_model_uri
 from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import VersionState
@@ -114,6 +115,7 @@ __all__ = [
     "StorageError",
     "TraceReport",
     "TrainingJob",
+    "UploadedVersion",
     "VerifyReport",
     "VersionDiff",
     "VersionState",

@@ -6,16 +6,15 @@ state change it records; the state tables are an index of the ledger.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ._audit import AliasChange, StateDifference, state_differences, subject_history
 from ._domain import ModelVersion, Page
 from ._identifiers import model_subjects, validate_alias, validate_name
 from ._ledger import ChainReport, LedgerEvent, verify_chain
 from ._lifecycle import (
-    ReplayedState,
     VersionState,
     decide_approval,
     decide_deploy,
@@ -31,92 +30,14 @@ from ._paging import check_limit, decode_cursor, make_page
 from ._policy import Policy
 from ._time import parse_time, to_text
 from .errors import Conflict, InvalidInput
-from .stores.protocols import LedgerStore, MetadataStore, Signer
+from .stores.protocols import MetadataStore, Signer
 
-__all__ = ["AliasChange", "GovernanceVerbs", "StateDifference", "state_differences", "subject_history"]
-
-
-@dataclass(frozen=True, slots=True)
-class AliasChange:
-    """One move of an alias, from the ledger: ``version`` is None when it was removed."""
-
-    seq: int
-    model: str
-    alias: str
-    version: int | None
-    time: str
-    actor: str
-    action: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "model": self.model,
-            "alias": self.alias,
-            "version": self.version,
-            "time": self.time,
-            "actor": self.actor,
-            "action": self.action,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class StateDifference:
-    """Where the state tables disagree with a replay of the ledger."""
-
-    what: str
-    expected: Any
-    found: Any
-
-    def __str__(self) -> str:
-        return f"{self.what}: ledger says {self.expected!r}, table says {self.found!r}"
+__all__ = ["GovernanceVerbs"]
 
 
 def _when(value: datetime | str, what: str) -> str:
     """A user's time as the ledger's text form, so that it compares with stored times."""
     return to_text(parse_time(value, what=what))
-
-
-def subject_history(
-    store: LedgerStore, subjects: Sequence[str], prefixes: Sequence[str], *, page: int = 1000
-) -> list[LedgerEvent]:
-    """Every ledger event whose subject is one of ``subjects`` or starts with one of ``prefixes``."""
-    out: list[LedgerEvent] = []
-    after = 0
-    while True:
-        rows = store.audit(
-            subjects=subjects,
-            subject_prefixes=prefixes,
-            actor=None,
-            action=None,
-            since=None,
-            until=None,
-            after=after,
-            limit=page,
-        )
-        out.extend(e for e, _ in rows)
-        if len(rows) < page:
-            return out
-        after = rows[-1][0].seq
-
-
-def state_differences(store: LedgerStore, rebuilt: ReplayedState) -> list[StateDifference]:
-    """How the state tables differ from ``rebuilt`` (a replay of the whole ledger)."""
-    current = store.current_state()
-    out: list[StateDifference] = []
-    for key in sorted(set(rebuilt.versions) | set(current.versions)):
-        a, b = rebuilt.versions.get(key), current.versions.get(key)
-        if a is None or b is None or a.to_dict() != b.to_dict():
-            out.append(
-                StateDifference(f"state of models:/{key[0]}/{key[1]}", a and a.to_dict(), b and b.to_dict())
-            )
-    for name, alias in sorted(set(rebuilt.aliases) | set(current.aliases)):
-        held, found = rebuilt.aliases.get((name, alias)), current.aliases.get((name, alias))
-        if held != found:
-            out.append(StateDifference(f"models:/{name}@{alias}", held, found))
-    if rebuilt.policy != current.policy:
-        out.append(StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict()))
-    return out
 
 
 class GovernanceVerbs:

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._audit import subject_history
 from ._domain import DatasetVersion, ModelVersion
-from ._governance import subject_history
 from ._identifiers import parse_dataset_uri
 from ._serving import check_receipt
 from .errors import InvalidReceipt

@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+from ._audit import state_differences
 from ._canonical import canonicalize
 from ._domain import GcItem, GcReport, ModelVersion, Problem, VerifyReport
-from ._governance import state_differences
 from ._integrity import version_digest
 from ._ledger import ChainReport, LedgerEvent, verify_chain
 from ._lifecycle import ReplayedState, state_delta
@@ -125,11 +125,11 @@ def collect_garbage(
     """Find (and with ``delete=True`` remove) what the artefact root holds that nothing references.
 
     That is version folders never registered (a registration that failed or was
-    abandoned after :meth:`stage`), data set files of interrupted ingests, and files under
+    abandoned after ``Registry.upload``), data set files of interrupted ingests, and files under
     datasets/ no data set version points to: what :meth:`verify` reports as orphans.
     Registered versions, data sets and their files are never touched. Only things whose
     newest file is older than ``older_than`` are collected: a registration may still be
-    writing a younger one, so a :class:`StagedVersion` must be registered within that time.
+    writing a younger one, so an uploaded version must be registered within that time.
     Without ``delete`` nothing changes (a dry run).
 
     >>> registry.gc(older_than=timedelta(days=7), delete=True).size_bytes  # doctest: +SKIP

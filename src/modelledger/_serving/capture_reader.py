@@ -5,7 +5,7 @@ one folder listing (the id's date), opens only the file whose name range holds t
 and reads only the row group whose statistics do. Receipts are rebuilt from the rows,
 audit path included (:func:`receipt_from_row`, :func:`receipts_from_table`).
 
->>> reader = CaptureReader(registry._art)  # doctest: +SKIP
+>>> reader = CaptureReader(ArtifactStore("file:///data/registry/artifacts"))  # doctest: +SKIP
 >>> reader.find(version, "01J2Y6J0S3000000AE4ZC2R1T7")["receipt"]  # doctest: +SKIP
 >>> reader.read(version, since="7d").to_pandas()  # doctest: +SKIP
 """

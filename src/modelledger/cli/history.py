@@ -13,7 +13,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from modelledger import AliasChange, LedgerEvent, Registry
+from modelledger import AliasChange, LedgerEvent, Registry, parse_model_uri
 
 from ._common import (
     as_text,
@@ -44,11 +44,10 @@ def _events_table(events: Iterable[LedgerEvent]) -> Table:
 
 def _split_alias(target: str) -> tuple[str, str | None]:
     """``MODEL@ALIAS`` or ``models:/MODEL@ALIAS`` -> (MODEL, ALIAS); anything else -> (target, None)."""
-    rest = target[len("models:/") :] if target.startswith("models:/") else target
-    name, sep, alias_name = rest.partition("@")
-    if sep and "/" not in name:
-        return name, alias_name
-    return target, None
+    if "@" not in target:
+        return target, None
+    ref = parse_model_uri(target if target.startswith("models:/") else f"models:/{target}")
+    return ref.name, ref.alias
 
 
 def _alias_moves(registry: Registry, name: str, alias_name: str) -> list[dict[str, Any]]:

@@ -1,0 +1,93 @@
+"""Reading governance back: the events about a subject, alias moves, and where the state
+tables disagree with a replay of the ledger. Shared by the governance verbs, ``trace`` and
+``verify``; it reads through the ledger port only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._ledger import LedgerEvent
+from ._lifecycle import ReplayedState
+from .stores.protocols import LedgerStore
+
+__all__ = ["AliasChange", "StateDifference", "state_differences", "subject_history"]
+
+
+@dataclass(frozen=True, slots=True)
+class AliasChange:
+    """One move of an alias, from the ledger: ``version`` is None when it was removed."""
+
+    seq: int
+    model: str
+    alias: str
+    version: int | None
+    time: str
+    actor: str
+    action: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "model": self.model,
+            "alias": self.alias,
+            "version": self.version,
+            "time": self.time,
+            "actor": self.actor,
+            "action": self.action,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StateDifference:
+    """Where the state tables disagree with a replay of the ledger."""
+
+    what: str
+    expected: Any
+    found: Any
+
+    def __str__(self) -> str:
+        return f"{self.what}: ledger says {self.expected!r}, table says {self.found!r}"
+
+
+def subject_history(
+    store: LedgerStore, subjects: Sequence[str], prefixes: Sequence[str], *, page: int = 1000
+) -> list[LedgerEvent]:
+    """Every ledger event whose subject is one of ``subjects`` or starts with one of ``prefixes``."""
+    out: list[LedgerEvent] = []
+    after = 0
+    while True:
+        rows = store.audit(
+            subjects=subjects,
+            subject_prefixes=prefixes,
+            actor=None,
+            action=None,
+            since=None,
+            until=None,
+            after=after,
+            limit=page,
+        )
+        out.extend(e for e, _ in rows)
+        if len(rows) < page:
+            return out
+        after = rows[-1][0].seq
+
+
+def state_differences(store: LedgerStore, rebuilt: ReplayedState) -> list[StateDifference]:
+    """How the state tables differ from ``rebuilt`` (a replay of the whole ledger)."""
+    current = store.current_state()
+    out: list[StateDifference] = []
+    for key in sorted(set(rebuilt.versions) | set(current.versions)):
+        a, b = rebuilt.versions.get(key), current.versions.get(key)
+        if a is None or b is None or a.to_dict() != b.to_dict():
+            out.append(
+                StateDifference(f"state of models:/{key[0]}/{key[1]}", a and a.to_dict(), b and b.to_dict())
+            )
+    for name, alias in sorted(set(rebuilt.aliases) | set(current.aliases)):
+        held, found = rebuilt.aliases.get((name, alias)), current.aliases.get((name, alias))
+        if held != found:
+            out.append(StateDifference(f"models:/{name}@{alias}", held, found))
+    if rebuilt.policy != current.policy:
+        out.append(StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict()))
+    return out
