@@ -71,6 +71,7 @@ class RegistrationPlan:
     inline: tuple[tuple[str, DatasetPlan], ...] = ()
     steps: tuple[Mapping[str, Any], ...] = ()  # the pipeline's own steps; inputs are the train set
     with_datasets: bool = False
+    manifest_text: str = ""  # ``manifest`` as RFC 8785 text, reused when nothing is added to it
 
 
 @contextmanager
@@ -134,7 +135,11 @@ def plan_registration(
                 pass
         except OSError as exc:
             raise InvalidInput(f"cannot read artefact file {folder / rel}: {exc}") from exc
-    plan = RegistrationPlan(
+    try:
+        text = canonicalize_str(doc.to_dict())
+    except InvalidInput as exc:
+        raise InvalidInput(f"the manifest holds a value that is not JSON: {exc.message}") from exc
+    return RegistrationPlan(
         name=name,
         folder_key=_folder_key(folder_naming, doc, execution_id),
         flavor=flavor,
@@ -146,12 +151,8 @@ def plan_registration(
         inline=planned,
         steps=steps,
         with_datasets=bool(datasets),
+        manifest_text=text,
     )
-    try:
-        canonicalize(plan.manifest.to_dict())
-    except InvalidInput as exc:
-        raise InvalidInput(f"the manifest holds a value that is not JSON: {exc.message}") from exc
-    return plan
 
 
 def write_registration(
@@ -194,7 +195,7 @@ def upload_plan(
     progress: ProgressCallback | None = None,
 ) -> UploadedVersion:
     """Write and seal the plan's version folder; a failure removes the folder again."""
-    doc = plan.manifest
+    doc, text = plan.manifest, plan.manifest_text
     if plan.with_datasets:
         links = [
             {"role": r, "uri": dv.uri, "digest": dv.digest, "rows": dv.row_count} for r, dv in refs or ()
@@ -202,8 +203,10 @@ def upload_plan(
         train = tuple(str(ref["uri"]) for ref in links if ref["role"] == "train")
         steps = [{**s, "inputs": list(train)} for s in plan.steps] if plan.steps else list(doc.steps)
         doc = replace(doc, datasets=tuple(links), steps=tuple(steps))
+        text = ""
     manifest = doc.to_dict()
-    text = canonicalize_str(manifest)  # encoded once: digest, row and ledger share this text
+    # the digest, the metadata row and the ledger all use this one text
+    text = text or canonicalize_str(manifest)
     total = sum(size for _rel, size in plan.files)
     folder = artifacts.claim_folder(f"models/{plan.name}", plan.folder_key)
     try:
