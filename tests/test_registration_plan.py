@@ -205,9 +205,13 @@ def test_inline_data_sets_share_the_models_provenance_read_once(
     assert [d["role"] for d in mv.manifest["datasets"]] == ["train", "holdout", "test"]
 
 
-def test_upload_then_create_version_and_the_deprecated_stage(reg: Registry, fitted_pipeline: object) -> None:
-    uploaded = reg.upload("m", fitted_pipeline, capture=False)
-    assert reg.create_version(uploaded).version == 1
+def test_upload_then_create_version_and_the_deprecated_stage(
+    reg: Registry, fitted_pipeline: object, frame: pd.DataFrame
+) -> None:
+    uploaded = reg.upload("m", fitted_pipeline, capture=False, datasets={"train": frame})
+    assert [d["uri"] for d in uploaded.manifest["datasets"]] == ["datasets:/m-train/1"]
+    v1 = reg.create_version(uploaded)
+    assert v1.version == 1 and reg.datasets.used_by("datasets:/m-train/1") == [(v1.uri, "train")]
     with pytest.warns(DeprecationWarning, match="use Registry.upload"):
         staged = reg.stage("m", fitted_pipeline, capture=False)
     assert reg.create_version(staged).version == 2

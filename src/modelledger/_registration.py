@@ -39,7 +39,6 @@ __all__ = [
     "ProgressCallback",
     "RegistrationPlan",
     "plan_registration",
-    "upload_plan",
     "write_registration",
 ]
 
@@ -177,7 +176,7 @@ def write_registration(
                 created.append(dv)
             given[role] = dv
         refs = [(role, given[role]) for role in plan.roles]
-        uploaded = upload_plan(plan, artifacts, refs=refs, progress=progress)
+        uploaded = _upload(plan, artifacts, refs=refs, progress=progress)
         return commit(uploaded)
     except BaseException:
         if uploaded is not None:
@@ -187,7 +186,7 @@ def write_registration(
         raise
 
 
-def upload_plan(
+def _upload(
     plan: RegistrationPlan,
     artifacts: ArtifactStore,
     *,

@@ -32,7 +32,6 @@ from ._registration import (
     check_folder_naming,
     plan_registration,
     scratch,
-    upload_plan,
     write_registration,
 )
 from ._serving import (
@@ -328,13 +327,15 @@ class Registry(GovernanceVerbs):
         execution_id: str | None = None,
         capture: bool = True,
         code_path: str | os.PathLike[str] | None = None,
+        datasets: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
     ) -> UploadedVersion:
         """Write and seal a version's artefacts in a new folder, without registering it.
 
         The first half of :meth:`register`, for pipelines that upload artefacts in one
         step and register them in another (:meth:`create_version`). Until then the folder
-        is an orphan that ``verify`` reports and ``gc`` may collect.
+        is an orphan that ``verify`` reports and ``gc`` may collect. Data sets given as data
+        are registered here, as :meth:`register` does.
 
         >>> uploaded = registry.upload("credit-risk", pipe)  # doctest: +SKIP
         >>> registry.create_version(uploaded).uri  # doctest: +SKIP
@@ -355,8 +356,16 @@ class Registry(GovernanceVerbs):
                 execution_id=execution_id,
                 capture=capture,
                 code_path=code_path,
+                datasets=datasets,
             )
-            return upload_plan(plan, self._art, progress=progress)
+            uploaded: UploadedVersion = write_registration(
+                plan,
+                artifacts=self._art,
+                datasets_service=self.datasets,
+                commit=lambda u: u,
+                progress=progress,
+            )
+            return uploaded
 
     def stage(self, name: str, source: Any, **options: Any) -> UploadedVersion:
         """Deprecated: the old name of :meth:`upload` ("stage" now means only a lifecycle stage)."""
