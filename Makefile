@@ -1,19 +1,35 @@
 # One command to see it work, one command to test it. Both set themselves up.
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
+#
+# Installs are pinned: constraints.txt holds an exact version for every package that
+# `pip install -e '.[dev]'` or `pip install -e '.[sklearn]'` brings in; constraints-bench.txt
+# does the same for the `bench` extra (MLflow's own caps clash with the dev pins, so the
+# benchmark gets its own venv and its own file). `make lock` regenerates both.
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+BENCH_VENV  ?= .venv-bench
+BENCH_BIN   := $(BENCH_VENV)/bin
+LOCK_VENV   := .venv-lock
+# The pip every venv made here uses, so the resolver is a known one.
+PIP_VERSION := 26.3
 
-.PHONY: demo test lint bench setup-dev setup-demo clean
+.PHONY: demo test lint bench setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+# A venv (.venv/bin/python, .venv-bench/bin/python); an existing one is reused as it is.
+%/bin/python:
+	$(PYTHON) -m venv $*
 
 setup-demo: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[sklearn]'
+	$(BIN)/python -m pip install --quiet 'pip==$(PIP_VERSION)'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[sklearn]'
 
 setup-dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet 'pip==$(PIP_VERSION)'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+
+setup-bench: $(BENCH_BIN)/python
+	$(BENCH_BIN)/python -m pip install --quiet 'pip==$(PIP_VERSION)'
+	$(BENCH_BIN)/python -m pip install --quiet -c constraints-bench.txt -e '.[bench]'
 
 demo: setup-demo
 	$(BIN)/python examples/demo.py
@@ -26,9 +42,33 @@ lint: setup-dev
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-bench: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/registry_bench.py
+bench: setup-bench
+	$(BENCH_BIN)/python bench/registry_bench.py
+
+# Regenerate the pins: resolve each extra afresh in a throwaway venv (newest releases that
+# fit pyproject.toml) and write `pip freeze` of it, sorted. Review the diff, then run `make test`.
+lock: lock-dev lock-bench
+
+lock-dev:
+	$(call freeze,dev$(comma)sklearn,constraints.txt)
+
+lock-bench:
+	$(call freeze,bench,constraints-bench.txt)
+
+comma := ,
+# $(call freeze,EXTRAS,FILE)
+define freeze
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet 'pip==$(PIP_VERSION)'
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[$(1)]'
+	{ echo "# Exact pins for pip install -e '.[$(1)]', resolved in a clean venv"; \
+	  echo "# ($$($(LOCK_VENV)/bin/python -c 'import platform as p; print("Python", p.python_version(), p.system(), p.machine())'), pip $(PIP_VERSION))."; \
+	  echo "# Regenerate with: make lock   (do not edit by hand)"; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable | LC_ALL=C sort -f; } > $(2).tmp
+	mv $(2).tmp $(2)
+	rm -rf $(LOCK_VENV)
+endef
 
 clean:
 	rm -rf demo-output .modelledger
