@@ -35,7 +35,7 @@ demo: setup-demo
 	$(BIN)/python examples/demo.py
 
 test: setup-dev
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider
 
 lint: setup-dev
 	$(BIN)/ruff check src tests bench examples
