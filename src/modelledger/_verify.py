@@ -27,17 +27,9 @@ __all__ = ["collect_garbage", "verify_registry"]
 def verify_registry(
     meta: MetadataStore, art: ArtifactStore, *, progress: Callable[[ModelVersion], None] | None = None
 ) -> VerifyReport:
-    """Check everything the registry vouches for, and name what does not match.
-
-    Recomputes the ledger's hash chain and checkpoint signatures (reporting the first
-    event that does not match), compares the state tables with a replay of the ledger,
-    checks each version's digest against its registration event, and re-hashes every
-    artefact and every stored data set: mismatched, missing and orphan files are all
-    reported.
-
-    >>> report = registry.verify()  # doctest: +SKIP
-    >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
-    """
+    """What :meth:`Registry.verify <modelledger.Registry.verify>` reports: the ledger chain and
+    checkpoints, state tables against a replay, version digests against their registration
+    events, every artefact and data set file re-hashed, and orphans."""
     art.refresh()  # report what the store holds now, not what this process listed before
     problems: list[Problem] = []
     registered: dict[tuple[str, int], str] = {}
