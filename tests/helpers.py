@@ -1,10 +1,14 @@
-"""Small model classes used by the tests (importable, so pickles can find them)."""
+"""Small model classes used by the tests (importable, so pickles can find them), and the
+attacker's raw database connection."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 
 class Doubler:
@@ -27,3 +31,21 @@ class Tripwire:
         with open(state["mark"], "a") as fh:
             fh.write("unpickled\n")
         self.__dict__.update(state)
+
+
+@contextmanager
+def attacker(db_url: str) -> Iterator[sa.Connection]:
+    """A raw connection with the append-only triggers out of the way."""
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                for name in conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                ).scalars():
+                    conn.exec_driver_sql(f"DROP TRIGGER {name}")
+            else:
+                conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # skips triggers
+            yield conn
+    finally:
+        engine.dispose()

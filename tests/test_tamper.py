@@ -9,32 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from tests.helpers import attacker
 
 from modelledger import Registry
-
-
-@contextmanager
-def attacker(db_url: str) -> Iterator[sa.Connection]:
-    """A raw connection with the append-only triggers out of the way."""
-    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.begin() as conn:
-            if engine.dialect.name == "sqlite":
-                for name in conn.exec_driver_sql(
-                    "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-                ).scalars():
-                    conn.exec_driver_sql(f"DROP TRIGGER {name}")
-            else:
-                conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # skips triggers
-            yield conn
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

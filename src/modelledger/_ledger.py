@@ -59,9 +59,11 @@ __all__ = [
     "ChainBuilder",
     "ChainProblem",
     "ChainReport",
+    "ChainSegment",
     "Checkpoint",
     "LedgerEvent",
     "chain_hash",
+    "check_segment",
     "check_time",
     "event_bytes",
     "sign_checkpoint",
@@ -413,6 +415,38 @@ class Checkpoint:
             key_id=raw["key_id"],
             signature=raw["signature"],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSegment:
+    """Consecutive ledger events with their stored hashes, the stored hash just before the
+    first, and the signed checkpoint at the last: enough to prove one event with the
+    registry's public key alone, without reading the whole ledger."""
+
+    previous_hash: str
+    events: tuple[tuple[LedgerEvent, str], ...]
+    checkpoint: Checkpoint
+
+
+def check_segment(segment: ChainSegment, public: Ed25519PublicKey) -> None:
+    """Raise :class:`IntegrityError` unless the segment's events hash, one after the other,
+    from ``previous_hash`` to their stored hashes and to a checkpoint the key signed.
+
+    A row edited in place, a recomputed hash or a forged checkpoint all fail here.
+    """
+    head = _hash_bytes(segment.previous_hash, "previous hash")
+    seq = None
+    for event, stored in segment.events:
+        head = chain_hash(head, event)
+        seq = event.seq
+        if head.hex() != stored:
+            raise IntegrityError(f"ledger event {seq}", "does not hash to its stored hash (edited)")
+    cp = segment.checkpoint
+    if seq is None or cp.seq != seq or cp.head_hash != head.hex():
+        raise IntegrityError(f"ledger event {seq}", "is not covered by the checkpoint that should sign it")
+    problem = _checkpoint_signature_problem(public, key_id(public), cp)
+    if problem is not None:
+        raise IntegrityError(f"ledger checkpoint {cp.seq}", f"{problem}: not signed by the registry key")
 
 
 def _checkpoint_payload(seq: int, head_hash: str, time: str, kid: str) -> bytes:

@@ -1,19 +1,25 @@
-"""Loading a version: every artefact byte is checked against its digest before anything is
-deserialised, then the version's flavor turns the bytes back into a model."""
+"""Loading a version: its digest is proven against the ledger's signed registration record,
+every artefact byte is checked against that digest before anything is deserialised, then the
+version's flavor turns the bytes back into a model."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._domain import ModelVersion
 from ._integrity import version_digest
+from ._ledger import check_segment
 from ._loaded import LoadedModel
 from .errors import IntegrityError, InvalidInput, NotFound
 from .flavors import get_flavor
 from .stores.artifacts import ArtifactStore
+from .stores.protocols import LedgerStore
 
-__all__ = ["load_verified"]
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+__all__ = ["check_registration", "load_verified"]
 
 
 class _FolderOnly:
@@ -26,6 +32,21 @@ class _FolderOnly:
         raise InvalidInput(
             "this version is a folder of files with no flavor to load it; "
             "register it with a manifest that sets 'flavor' and 'entry'"
+        )
+
+
+def check_registration(store: LedgerStore, mv: ModelVersion, public: Ed25519PublicKey) -> None:
+    """Raise :class:`IntegrityError` unless ``mv``'s digest is the one its ``version.registered``
+    ledger event records, and that event is proven by the chain up to a checkpoint signed with
+    the registry key. The version row is an index; this record is the authority."""
+    segment = store.segment_for(mv.uri, "version.registered")
+    if segment is None:
+        raise IntegrityError(mv.uri, "has no registration event in the ledger")
+    check_segment(segment, public)
+    recorded = segment.events[0][0].data.get("digest")
+    if recorded != mv.digest:
+        raise IntegrityError(
+            mv.uri, f"digest {mv.digest} is not the one registered in the ledger ({recorded})"
         )
 
 

@@ -23,7 +23,7 @@ from ._identifiers import model_ref, validate_alias, validate_name
 from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
 from ._loaded import LoadedModel
-from ._loading import load_verified
+from ._loading import check_registration, load_verified
 from ._manifest import Manifest
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
 from ._registration import (
@@ -78,6 +78,7 @@ class Registry(GovernanceVerbs):
         self._key = RegistryKey(key_path or Path(DEFAULT_HOME) / "registry.key", metadata)
         self._datasets: Datasets | None = None
         self._captures = CaptureReader(artifacts)
+        self._proven: dict[int, str] = {}  # version key -> digest proven against the ledger
         self._auto_migrate = auto_migrate
         self._checked = False
         self.folder_naming = folder_naming
@@ -618,7 +619,11 @@ class Registry(GovernanceVerbs):
         >>> with registry.load("models:/credit-risk@production", capture=True) as served:  # doctest: +SKIP
         ...     predictions, receipts = served.predict(applications)
         """
-        loaded = load_verified(self._art, self.get_version(identifier))
+        mv = self.get_version(identifier)
+        if self._proven.get(mv.key) != mv.digest:  # proven once per process and version
+            check_registration(self._meta, mv, self._key.public())
+            self._proven[mv.key] = mv.digest
+        loaded = load_verified(self._art, mv)
         if not capture:
             return loaded
         return Predictor(

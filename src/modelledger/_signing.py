@@ -14,14 +14,14 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._keys import generate_key, key_id, load_private_key, public_key_pem
+from ._keys import generate_key, key_id, load_private_key, load_public_key, public_key_pem
 from ._ledger import Checkpoint, sign_checkpoint
 from ._lifecycle import EventDraft, GovContext
 from .errors import Conflict, NotFound, PermissionDenied
 from .stores.protocols import LedgerStore, Signer
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = ["RegistryKey", "current_actor"]
 
@@ -52,6 +52,7 @@ class RegistryKey:
         self.path = path
         self._store = store
         self._private: Ed25519PrivateKey | None = None
+        self._public: Ed25519PublicKey | None = None
         self._sign: Signer | None = None
 
     def ensure(self, actor: str) -> None:
@@ -109,6 +110,12 @@ class RegistryKey:
                 raise Conflict(f"the key at {self.path} is not this registry's signing key")
             self._private = key
         return self._private
+
+    def public(self) -> Ed25519PublicKey:
+        """The registry's public key as recorded in the registry, parsed once."""
+        if self._public is None:
+            self._public = load_public_key(self.public_pem())
+        return self._public
 
     def public_pem(self) -> bytes:
         """The registry's public key (PEM) as recorded in the registry."""

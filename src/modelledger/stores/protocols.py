@@ -33,7 +33,7 @@ from .._domain import (
     ModelVersion,
     ProcessingStep,
 )
-from .._ledger import Checkpoint, LedgerEvent
+from .._ledger import ChainSegment, Checkpoint, LedgerEvent
 from .._lifecycle import EventDraft, GovContext, ReplayedState, VersionState
 from .._policy import Policy
 
@@ -120,6 +120,11 @@ class LedgerStore(Protocol):
         limit: int,
     ) -> list[tuple[LedgerEvent, str]]: ...
     def checkpoints(self) -> list[Checkpoint]: ...
+    def segment_for(self, subject: str, action: str) -> ChainSegment | None:
+        """The first event about ``subject`` with ``action``, the events after it up to the
+        checkpoint that signs them, and the hash before it (None: no such event)."""
+        ...
+
     def public_key(self) -> tuple[str, bytes] | None: ...
     def add_public_key(self, kid: str, public_pem: bytes) -> None: ...
     def version_state(self, model: str, version: int) -> VersionState: ...

@@ -11,11 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..._canonical import canonicalize_str
-from ..._ledger import ChainBuilder, Checkpoint, LedgerEvent
+from ..._ledger import GENESIS, ChainBuilder, ChainSegment, Checkpoint, LedgerEvent
 from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
 from ..._policy import Policy
 from ..._time import now, now_text
-from ...errors import NotFound
+from ...errors import IntegrityError, NotFound
 from ..protocols import Decide, Signer
 from . import tables as t
 from .base import SqlBase
@@ -27,9 +27,11 @@ from .statements import (
     Q_EVENTS_INSERT,
     Q_HEAD_UPDATE,
     Q_MODEL_AND_VERSION,
+    Q_POLICY_EVENT,
     Q_STATE,
     Q_STATE_INSERT,
     Q_STATE_UPDATE,
+    Q_SUBJECT_EVENTS,
     bp,
     like_escape,
 )
@@ -67,6 +69,20 @@ class SqlLedger(SqlBase):
             last_seq=int(last_seq),
         )
 
+    def _ledger_state(self, conn: Connection, model: str, version: int) -> VersionState | None:
+        """The version's state replayed from its own ledger events: a decision never trusts the
+        state table, which anyone with database access could edit."""
+        rebuilt = ReplayedState()
+        subject = f"models:/{model}/{version}"
+        for seq, time, actor, action, data in self.driver.all(conn, Q_SUBJECT_EVENTS, {"subject": subject}):
+            rebuilt.apply(state_delta(action, actor, time, int(seq), json.loads(data)))
+        return rebuilt.versions.get((model, version))
+
+    def _ledger_policy(self, conn: Connection) -> Policy:
+        """The policy as the ledger last recorded it (the settings row is only an index)."""
+        row = conn.execute(Q_POLICY_EVENT).first()
+        return Policy.from_dict(json.loads(row[0])["policy"]) if row else Policy()
+
     def govern(
         self,
         model: str,
@@ -100,13 +116,13 @@ class SqlLedger(SqlBase):
                     if version_id is None:
                         raise NotFound("model version", f"models:/{model}/{version}")
                     if needs_state:
-                        state = self._state(conn, model_id, model, version)
+                        state = self._ledger_state(conn, model, version)
             ctx = GovContext(
                 model=model,
                 version=version,
                 state=state,
                 aliases=aliases,
-                policy=self._policy(conn) if needs_policy else Policy(),
+                policy=self._ledger_policy(conn) if needs_policy else Policy(),
                 actor=actor,
             )
             return self._append(conn, head, decide(ctx), actor=actor, signer=signer, model_ids=model_ids)
@@ -306,7 +322,31 @@ class SqlLedger(SqlBase):
 
     def policy(self) -> Policy:
         with self._read() as conn:
-            return self._policy(conn)
+            return self._ledger_policy(conn)
+
+    def segment_for(self, subject: str, action: str) -> ChainSegment | None:
+        c, k = t.ledger_events.c, t.ledger_checkpoints.c
+        with self._read(snapshot=True) as conn:
+            first = conn.execute(
+                sa.select(c.seq).where(c.subject == subject, c.action == action).order_by(c.seq).limit(1)
+            ).first()
+            if first is None:
+                return None
+            seq = int(first.seq)
+            cp_row = conn.execute(
+                sa.select(t.ledger_checkpoints).where(k.seq >= seq).order_by(k.seq).limit(1)
+            ).first()
+            if cp_row is None:
+                raise IntegrityError(f"ledger event {seq}", "no signed checkpoint covers it (truncated?)")
+            rows = conn.execute(
+                sa.select(t.ledger_events).where(c.seq >= seq, c.seq <= cp_row.seq).order_by(c.seq)
+            ).all()
+            before = conn.execute(sa.select(c.hash).where(c.seq == seq - 1)).scalar() if seq > 1 else None
+        return ChainSegment(
+            previous_hash=before or GENESIS.hex(),
+            events=tuple((self._event(r), r.hash) for r in rows),
+            checkpoint=self._checkpoint(cp_row),
+        )
 
     def alias_at(self, model: str, alias: str, time: str) -> int | None:
         h = t.alias_history.c

@@ -162,7 +162,7 @@ class SqlModels(SqlLedger):
                     version=number,
                     state=None,
                     aliases=self._alias_map(conn, model_id) if needs_context else {},
-                    policy=self._policy(conn) if needs_context else Policy(),
+                    policy=self._ledger_policy(conn) if needs_context else Policy(),
                     actor=created_by,
                 )
                 self._append(

@@ -118,3 +118,25 @@ Q_VERSION_INSERT = t.versions.insert().returning(t.versions.c.id)
 Q_MODEL_INSERT = t.models.insert()
 Q_ALIAS_HISTORY_INSERT = t.alias_history.insert()
 Q_ALIAS_DELETE = t.aliases.delete().where(t.aliases.c.model_id == bp("m"), t.aliases.c.alias == bp("a"))
+# What a governed decision reads, straight from the ledger rather than from the state tables:
+# the events about one subject (a version's stage and approvals), and the latest policy.
+Q_SUBJECT_EVENTS = (
+    sa.select(
+        t.ledger_events.c.seq,
+        t.ledger_events.c.time,
+        t.ledger_events.c.actor,
+        t.ledger_events.c.action,
+        t.ledger_events.c.data,
+    )
+    .where(t.ledger_events.c.subject == bp("subject"))
+    .order_by(t.ledger_events.c.seq)
+)
+Q_POLICY_EVENT = (
+    sa.select(t.ledger_events.c.data)
+    .where(
+        t.ledger_events.c.subject == "registry",
+        t.ledger_events.c.action.in_(["policy.changed", "registry.initialized"]),
+    )
+    .order_by(t.ledger_events.c.seq.desc())
+    .limit(1)
+)
