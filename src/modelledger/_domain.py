@@ -341,9 +341,11 @@ class VerifyReport:
     events_checked: int = 0
     checkpoints_checked: int = 0
     datasets_checked: int = 0
+    in_flight: tuple[Problem, ...] = ()  # unreferenced but young: probably a write under way
 
     @property
     def ok(self) -> bool:
+        """True when nothing is wrong; what is in flight does not count against it."""
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
@@ -355,6 +357,7 @@ class VerifyReport:
             "events_checked": self.events_checked,
             "checkpoints_checked": self.checkpoints_checked,
             "problems": [p.to_dict() for p in self.problems],
+            "in_flight": [p.to_dict() for p in self.in_flight],
         }
 
 

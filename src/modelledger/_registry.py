@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -20,6 +21,7 @@ from ._data import Datasets
 from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
 from ._identifiers import model_ref, validate_alias, validate_name
+from ._ledger import Checkpoint
 from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
 from ._loaded import LoadedModel
@@ -639,20 +641,56 @@ class Registry(GovernanceVerbs):
 
     # ------------------------------------------------------------------ integrity
 
-    def verify(self, *, progress: Callable[[ModelVersion], None] | None = None) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        progress: Callable[[ModelVersion], None] | None = None,
+        grace: timedelta | str = timedelta(hours=1),
+        public_key: bytes | str | os.PathLike[str] | None = None,
+        trusted_checkpoint: Checkpoint | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    ) -> VerifyReport:
         """Check everything the registry vouches for, and name what does not match.
 
         Recomputes the ledger's hash chain and checkpoint signatures (reporting the first
-        event that does not match), compares the state tables with a replay of the ledger,
-        checks each version's digest against its registration event, and re-hashes every
-        artefact and every stored data set: mismatched, missing and orphan files are all
-        reported.
+        event that does not match) and checks the head row against the chain's end;
+        compares the state tables with a replay of the ledger; checks each version's digest
+        against its registration event; re-hashes every artefact and every stored data set;
+        and accounts for every file of every version folder. Unreferenced files younger than
+        ``grace`` are listed apart as ``in_flight`` (a write may be under way) and do not fail.
 
-        >>> report = registry.verify()  # doctest: +SKIP
+        The database holds its own public key, so someone who can rewrite the database can
+        rewrite and re-sign the whole history, or cut its end off. Pin what you keep outside:
+        ``public_key`` (PEM bytes or a file, from ``modelledger keys export``) and
+        ``trusted_checkpoint`` (a :class:`Checkpoint`, its dict, or a JSON file from
+        :meth:`latest_checkpoint` / ``modelledger checkpoint export``) make both detectable.
+
+        >>> report = registry.verify(public_key="pub.pem", trusted_checkpoint="cp.json")  # doctest: +SKIP
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
         """
+        window = parse_duration(grace, what="grace")
+        pinned = _read_pem(public_key) if public_key is not None else None
+        trusted = _read_checkpoint(trusted_checkpoint) if trusted_checkpoint is not None else None
         self._ready()
-        return verify_registry(self._meta, self._art, progress=progress)
+        return verify_registry(
+            self._meta,
+            self._art,
+            progress=progress,
+            grace=window,
+            public_key=pinned,
+            trusted_checkpoint=trusted,
+        )
+
+    def latest_checkpoint(self) -> Checkpoint:
+        """The newest signed checkpoint: keep it outside the registry (``to_dict()`` as JSON) and
+        give it to :meth:`verify` later, so that a ledger cut short is detected.
+
+        >>> json.dump(registry.latest_checkpoint().to_dict(), open("cp.json", "w"))  # doctest: +SKIP
+        """
+        self._ready()
+        checkpoints = self._meta.checkpoints()
+        if not checkpoints:
+            raise NotFound("checkpoint", "the ledger has none yet: run `modelledger init`")
+        return max(checkpoints, key=lambda cp: cp.seq)
 
     def gc(self, *, older_than: timedelta | str = timedelta(hours=24), delete: bool = False) -> GcReport:
         """Find (and with ``delete=True`` remove) what the artefact root holds that nothing references.
@@ -693,3 +731,28 @@ def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
             raise InvalidInput(f"tags must map non-empty strings to strings, got {key!r}: {value!r}")
         out[key] = value
     return out
+
+
+def _read_pem(value: bytes | str | os.PathLike[str]) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return Path(value).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the public key file {value}: {exc.strerror}") from exc
+
+
+def _read_checkpoint(value: Checkpoint | Mapping[str, Any] | str | os.PathLike[str]) -> Checkpoint:
+    if isinstance(value, Checkpoint):
+        return value
+    if isinstance(value, Mapping):
+        return Checkpoint.from_dict(value)
+    try:
+        raw = json.loads(Path(value).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the checkpoint file {value}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise InvalidInput(f"the checkpoint file {value} is not JSON: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"the checkpoint file {value} must hold a JSON object")
+    return Checkpoint.from_dict(raw)

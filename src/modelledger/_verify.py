@@ -14,7 +14,8 @@ from ._audit import state_differences
 from ._canonical import canonicalize
 from ._domain import GcItem, GcReport, ModelVersion, Problem, VerifyReport
 from ._integrity import version_digest
-from ._ledger import ChainReport, LedgerEvent, verify_chain
+from ._keys import key_id
+from ._ledger import GENESIS, ChainReport, Checkpoint, LedgerEvent, verify_chain, verify_checkpoint
 from ._lifecycle import ReplayedState, state_delta
 from ._time import now
 from .errors import InvalidInput, NotFound, StorageError
@@ -25,19 +26,38 @@ __all__ = ["collect_garbage", "verify_registry"]
 
 
 def verify_registry(
-    meta: MetadataStore, art: ArtifactStore, *, progress: Callable[[ModelVersion], None] | None = None
+    meta: MetadataStore,
+    art: ArtifactStore,
+    *,
+    progress: Callable[[ModelVersion], None] | None = None,
+    grace: timedelta = timedelta(hours=1),
+    public_key: bytes | None = None,
+    trusted_checkpoint: Checkpoint | None = None,
 ) -> VerifyReport:
     """What :meth:`Registry.verify <modelledger.Registry.verify>` reports: the ledger chain and
-    checkpoints, state tables against a replay, version digests against their registration
-    events, every artefact and data set file re-hashed, and orphans."""
+    checkpoints (against ``public_key`` and ``trusted_checkpoint`` when pinned), the head row,
+    state tables against a replay, version digests against their registration events, every
+    artefact and data set file re-hashed, every file of a version folder accounted for, and
+    orphans (those younger than ``grace`` apart, as in flight)."""
     art.refresh()  # report what the store holds now, not what this process listed before
     problems: list[Problem] = []
     registered: dict[tuple[str, int], str] = {}
     rebuilt = ReplayedState()
-    chain = _verify_chain(meta, registered, rebuilt)
+    stored = meta.public_key()
+    if public_key is not None and stored is not None and key_id(public_key) != stored[0]:
+        problems.append(
+            Problem(
+                "untrusted_key",
+                "registry key",
+                f"the registry holds key {stored[0]}, not the pinned key {key_id(public_key)}: "
+                "its ledger may have been rewritten and re-signed",
+            )
+        )
+    chain, tip = _verify_chain(meta, registered, rebuilt, public_key or (stored[1] if stored else None))
     if chain is not None and chain.first_problem is not None:
         fp = chain.first_problem
         problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
+    problems.extend(_check_tip(meta, tip, trusted_checkpoint, public_key or (stored[1] if stored else None)))
     for diff in state_differences(meta, rebuilt):
         problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
     folders: set[str] = set()
@@ -60,9 +80,14 @@ def verify_registry(
         if progress:
             progress(mv)
     n_datasets, dataset_paths = _verify_datasets(meta, art, problems)
-    problems.extend(
-        Problem("orphan", path, detail) for _kind, path, detail in _orphans(art, folders, dataset_paths)
-    )
+    cutoff = now() - grace
+    in_flight: list[Problem] = []
+    for _kind, path, detail in _orphans(art, folders, dataset_paths):
+        _size, modified = art.usage(path)
+        if modified is not None and modified > cutoff:
+            in_flight.append(Problem("in_flight", path, f"{detail}; written in the last {grace}: in flight?"))
+        else:
+            problems.append(Problem("orphan", path, detail))
     return VerifyReport(
         versions_checked=n_versions,
         files_checked=n_files + n_datasets,
@@ -70,7 +95,39 @@ def verify_registry(
         events_checked=chain.events_checked if chain else 0,
         checkpoints_checked=chain.checkpoints_checked if chain else 0,
         datasets_checked=n_datasets,
+        in_flight=tuple(in_flight),
     )
+
+
+def _check_tip(
+    meta: MetadataStore, tip: tuple[int, str], trusted: Checkpoint | None, public_pem: bytes | None
+) -> list[Problem]:
+    """The end of the chain against the head row and a checkpoint trusted from outside: a
+    ledger cut short (its last events and their checkpoints deleted) fails here."""
+    out = []
+    last_seq, last_hash = tip
+    head_seq, head_hash = meta.ledger_head()
+    if (head_seq, head_hash) != (last_seq, last_hash):
+        out.append(
+            Problem(
+                "truncated" if head_seq > last_seq else "head_mismatch",
+                "ledger head",
+                f"the head row says seq {head_seq}, the ledger ends at seq {last_seq}",
+            )
+        )
+    if trusted is not None:
+        if public_pem is None or not verify_checkpoint(public_pem, trusted):
+            out.append(Problem("untrusted_checkpoint", "trusted checkpoint", "its signature does not verify"))
+        elif trusted.seq > last_seq:
+            out.append(
+                Problem(
+                    "truncated",
+                    f"ledger event {last_seq + 1}",
+                    f"the ledger ends at seq {last_seq}, but the trusted checkpoint vouches for seq "
+                    f"{trusted.seq}: events were removed",
+                )
+            )
+    return out
 
 
 def _verify_datasets(
@@ -161,25 +218,31 @@ def _check_file(art: ArtifactStore, rel: str, sha256: str, size: int, uri: str) 
 
 
 def _verify_chain(
-    meta: MetadataStore, registered: dict[tuple[str, int], str], rebuilt: ReplayedState
-) -> ChainReport | None:
+    meta: MetadataStore,
+    registered: dict[tuple[str, int], str],
+    rebuilt: ReplayedState,
+    public_pem: bytes | None,
+) -> tuple[ChainReport | None, tuple[int, str]]:
     """Verify the ledger in one pass that also notes each version's registered digest and
-    replays every event into ``rebuilt`` (for the state check)."""
+    replays every event into ``rebuilt`` (for the state check); returns the report and the
+    (seq, stored hash) of the last event."""
+    tip = (0, GENESIS.hex())
 
     def events() -> Iterator[tuple[LedgerEvent, str]]:
+        nonlocal tip
         for event, digest in meta.iter_events():
             if event.action == "version.registered":
                 data = event.data
                 registered[(data["model"], int(data["version"]))] = data["digest"]
             rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
+            tip = (event.seq, digest)
             yield event, digest
 
     stream = events()
-    stored = meta.public_key()
-    report = verify_chain(stream, meta.checkpoints(), stored[1]) if stored else None
+    report = verify_chain(stream, meta.checkpoints(), public_pem) if public_pem else None
     for _rest in stream:
         pass  # the replay needs every event, also after the chain check stopped at a problem
-    return report
+    return report, tip
 
 
 def _verify_version(art: ArtifactStore, mv: ModelVersion) -> list[Problem]:
@@ -207,9 +270,9 @@ def _verify_version(art: ArtifactStore, mv: ModelVersion) -> list[Problem]:
         problem = _check_file(art, f"{mv.folder}/artifacts/{f.path}", f.sha256, f.size, uri)
         if problem is not None:
             out.append(problem)
-    for extra in art.list_files(f"{mv.folder}/artifacts"):
-        if extra not in known:
-            out.append(
-                Problem("orphan", f"{mv.folder}/artifacts/{extra}", "file is not part of the version", uri)
-            )
+    for extra in art.list_files(mv.folder):
+        if extra == "manifest.json" or extra.startswith("predictions/"):
+            continue
+        if extra.removeprefix("artifacts/") not in known or not extra.startswith("artifacts/"):
+            out.append(Problem("orphan", f"{mv.folder}/{extra}", "file is not part of the version", uri))
     return out

@@ -18,7 +18,7 @@ script) and registers theirs:
 - :mod:`.lineage`: ``lineage``, ``diff``, ``trace``
 - :mod:`.predictions`: ``predictions``
 - :mod:`.receipts`: ``receipt verify``
-- :mod:`.keys`: ``keys export``
+- :mod:`.keys`: ``keys export``, ``checkpoint export``
 - :mod:`.admin`: ``init``, ``migrate``, ``verify``, ``gc``, ``rebuild-state``
 """
 
@@ -92,6 +92,7 @@ for _command in (
     predictions.predictions,
     receipts.receipt,
     keys.keys,
+    keys.checkpoint,
 ):
     main.add_command(_command)
 del _command

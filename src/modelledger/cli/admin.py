@@ -51,22 +51,49 @@ def _render_report(report: VerifyReport, root: str) -> None:
     )
     for problem in report.problems:
         click.secho(str(problem), fg="red")
+    for finding in report.in_flight:
+        click.secho(f"{finding} (not counted as a problem)", fg="yellow")
 
 
 @click.command()
+@click.option(
+    "--public-key",
+    "public_key",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True, path_type=str),
+    help="The registry's public key kept outside it (from `keys export`): detects a re-signed history.",
+)
+@click.option(
+    "--trusted-checkpoint",
+    "trusted_checkpoint",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True, path_type=str),
+    help="A checkpoint kept outside the registry (from `checkpoint export`): detects a ledger cut short.",
+)
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    help="Unreferenced files younger than this are reported as in flight, not as problems.",
+)
 @json_option
 @registry_options
-def verify(registry: Registry, as_json: bool) -> None:
+def verify(
+    registry: Registry, public_key: str | None, trusted_checkpoint: str | None, grace: str, as_json: bool
+) -> None:
     """Check everything the registry vouches for; exit code 1 on any problem.
 
     Recomputes the ledger's hash chain and its signed checkpoints (naming the first
-    event that does not match, e.g. "ledger event 12"), compares the state tables
-    with a replay of the ledger, and re-hashes every stored artefact and data set:
-    changed, missing and orphaned files are all reported.
+    event that does not match, e.g. "ledger event 12"), checks the head row, compares the
+    state tables with a replay of the ledger, re-hashes every stored artefact and data set,
+    and accounts for every file of every version folder: changed, missing and orphaned
+    files are all reported. Pin the key and a checkpoint kept elsewhere to detect a
+    rewritten or truncated ledger.
 
     \b
     Example:
         modelledger verify --registry postgresql://ml@db/registry --artifacts s3://ml-models
+        modelledger verify --public-key registry.pub.pem --trusted-checkpoint cp.json
     """
     status = make_console(stderr=True).status("Verifying artefacts...")
     checked = 0
@@ -77,7 +104,9 @@ def verify(registry: Registry, as_json: bool) -> None:
         status.update(f"Verifying artefacts... {checked} versions ({mv.uri})")
 
     with status:
-        report = registry.verify(progress=tick)
+        report = registry.verify(
+            progress=tick, grace=grace, public_key=public_key, trusted_checkpoint=trusted_checkpoint
+        )
     if as_json:
         echo_json(report.to_dict())
     else:

@@ -1,7 +1,9 @@
-"""``keys export``: the public half of the registry's signing key."""
+"""``keys export`` (the public half of the registry's signing key) and ``checkpoint export``
+(the newest signed checkpoint): what to keep outside the registry to pin ``verify``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -41,3 +43,35 @@ def keys_export(registry: Registry, output_path: str | None) -> None:
     except OSError as exc:
         raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
     click.echo(f"Wrote the registry's public key to {output_path}", err=True)
+
+
+@click.group()
+def checkpoint() -> None:
+    """Signed checkpoints of the ledger: keep the latest outside the registry to pin `verify`.
+
+    \b
+    Example:
+        modelledger checkpoint export -o cp.json
+    """
+
+
+@checkpoint.command("export")
+@output_option("Write the JSON here; default: stdout.")
+@registry_options
+def checkpoint_export(registry: Registry, output_path: str | None) -> None:
+    """Print or write the newest signed checkpoint (JSON), for `verify --trusted-checkpoint`.
+
+    \b
+    Example:
+        modelledger checkpoint export -o cp.json
+        modelledger verify --trusted-checkpoint cp.json
+    """
+    text = json.dumps(registry.latest_checkpoint().to_dict(), indent=2, sort_keys=True) + "\n"
+    if output_path is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output_path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
+    click.echo(f"Wrote the latest checkpoint to {output_path}", err=True)

@@ -120,6 +120,10 @@ class LedgerStore(Protocol):
         limit: int,
     ) -> list[tuple[LedgerEvent, str]]: ...
     def checkpoints(self) -> list[Checkpoint]: ...
+    def ledger_head(self) -> tuple[int, str]:
+        """(seq, hash hex) of the chain's last event as the head row records it."""
+        ...
+
     def segment_for(self, subject: str, action: str) -> ChainSegment | None:
         """The first event about ``subject`` with ``action``, the events after it up to the
         checkpoint that signs them, and the hash before it (None: no such event)."""

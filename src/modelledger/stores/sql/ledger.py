@@ -324,6 +324,15 @@ class SqlLedger(SqlBase):
         with self._read() as conn:
             return self._ledger_policy(conn)
 
+    def ledger_head(self) -> tuple[int, str]:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(t.ledger_head.c.seq, t.ledger_head.c.hash).where(t.ledger_head.c.id == 1)
+            ).first()
+        if row is None:
+            raise IntegrityError("ledger head", "the head row is missing")
+        return int(row.seq), str(row.hash)
+
     def segment_for(self, subject: str, action: str) -> ChainSegment | None:
         c, k = t.ledger_events.c, t.ledger_checkpoints.c
         with self._read(snapshot=True) as conn:

@@ -1,0 +1,154 @@
+"""What ``verify`` can only prove with something kept outside the registry, and what it now
+accounts for itself: a ledger cut short, a history re-signed with another key, a stray file
+in a version folder, and writes still under way."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from tests.helpers import attacker
+
+from modelledger import Registry
+from modelledger._keys import generate_key, load_private_key
+from modelledger._ledger import sign_checkpoint
+from modelledger.cli import main
+
+
+@pytest.fixture
+def history(db_url: str, tmp_path: Path, fitted_pipeline: object) -> Registry:
+    alice = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@bank.example")
+    bob = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="bob@bank.example")
+    for _ in range(2):
+        uri = alice.register("credit-risk", fitted_pipeline, metrics={"auc": 0.9}, capture=False).uri
+        bob.approve(uri, reason="reviewed")
+        bob.deploy(uri, reason="release")
+    assert alice.verify().ok
+    return alice
+
+
+def _cut_tail(db_url: str, keep: int, *, fix_head: bool) -> None:
+    """Delete every event after ``keep`` and their checkpoints, as someone hiding them would."""
+    with attacker(db_url) as conn:
+        conn.execute(sa.text("DELETE FROM ledger_events WHERE seq > :k"), {"k": keep})
+        conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq > :k"), {"k": keep})
+        conn.execute(sa.text("DELETE FROM alias_history WHERE seq > :k"), {"k": keep * 100 + 99})
+        if fix_head:
+            last = conn.execute(
+                sa.text("SELECT hash FROM ledger_events WHERE seq = :k"), {"k": keep}
+            ).scalar_one()
+            conn.execute(
+                sa.text("UPDATE ledger_head SET seq = :k, hash = :h WHERE id = 1"), {"k": keep, "h": last}
+            )
+
+
+def _keep_until_first_deploy(history: Registry) -> int:
+    return next(e.seq for e in history.audit(limit=1000) if e.action == "deployment.deployed")
+
+
+def test_a_ledger_cut_short_is_caught_by_a_trusted_checkpoint(history: Registry, db_url: str) -> None:
+    trusted = history.latest_checkpoint()  # kept outside, e.g. in a release pipeline's artefacts
+    keep = _keep_until_first_deploy(history)
+    _cut_tail(db_url, keep, fix_head=True)
+    history.rebuild_state()  # the tables made to match the shortened ledger
+    assert history.verify().ok  # nothing inside the registry can tell
+    report = history.verify(trusted_checkpoint=trusted.to_dict())
+    assert [(p.kind, p.path) for p in report.problems] == [("truncated", f"ledger event {keep + 1}")]
+    assert f"vouches for seq {trusted.seq}" in report.problems[0].detail
+
+
+def test_a_cut_that_leaves_the_head_row_is_caught_without_a_pin(history: Registry, db_url: str) -> None:
+    keep = _keep_until_first_deploy(history)
+    head = history.latest_checkpoint().seq
+    _cut_tail(db_url, keep, fix_head=False)
+    history.rebuild_state()
+    kinds = {(p.kind, p.path) for p in history.verify().problems}
+    assert ("truncated", "ledger head") in kinds
+    assert any(f"says seq {head}" in p.detail for p in history.verify().problems)
+
+
+@pytest.fixture
+def keep_key_rows(db_url: str) -> Iterator[None]:
+    """The session's PostgreSQL key row outlives a test that replaces it: put it back."""
+    with attacker(db_url) as conn:
+        rows = conn.exec_driver_sql("SELECT key_id, public_pem, created_at FROM registry_keys").all()
+    yield
+    insert = sa.text("INSERT INTO registry_keys (key_id, public_pem, created_at) VALUES (:k, :p, :c)")
+    with attacker(db_url) as conn:
+        conn.exec_driver_sql("DELETE FROM registry_keys")
+        for kid, pem, created in rows:
+            conn.execute(insert, {"k": kid, "p": pem, "c": created})
+
+
+def test_a_history_re_signed_with_another_key_is_caught_by_the_pinned_key(
+    history: Registry,
+    db_url: str,
+    tmp_path: Path,
+    keep_key_rows: None,
+) -> None:
+    genuine = history.public_key()
+    public = generate_key(tmp_path / "mallory.key")
+    mallory = load_private_key(tmp_path / "mallory.key")
+    with attacker(db_url) as conn:
+        rows = conn.exec_driver_sql("SELECT seq, head_hash, time FROM ledger_checkpoints").all()
+        for seq, head, when in rows:
+            cp = sign_checkpoint(mallory, int(seq), head, when)
+            conn.execute(
+                sa.text("UPDATE ledger_checkpoints SET signature = :s, key_id = :k WHERE seq = :q"),
+                {"s": cp.signature, "k": cp.key_id, "q": seq},
+            )
+        conn.exec_driver_sql("DELETE FROM registry_keys")
+        conn.execute(
+            sa.text("INSERT INTO registry_keys (key_id, public_pem, created_at) VALUES (:k, :p, 'x')"),
+            {"k": cp.key_id, "p": public.decode()},
+        )
+    fresh = Registry.open(db_url, artifacts=history.artifact_root)
+    assert fresh.verify().ok  # consistent with the key the database now holds
+    pin = tmp_path / "registry.pub.pem"
+    pin.write_bytes(genuine)
+    kinds = [p.kind for p in fresh.verify(public_key=pin).problems]
+    assert kinds[0] == "untrusted_key" and "checkpoint_wrong_key" in kinds
+
+
+def test_a_stray_file_in_a_version_folder_is_reported(history: Registry, tmp_path: Path) -> None:
+    v = history.get_version("credit-risk", 1)
+    stray = tmp_path / "artifacts" / v.folder / "notes.txt"
+    stray.write_text("added later")
+    report = history.verify(grace="0")
+    assert [(p.kind, p.path) for p in report.problems] == [("orphan", f"{v.folder}/notes.txt")]
+
+
+def test_an_upload_still_under_way_is_in_flight_not_a_problem(
+    history: Registry, fitted_pipeline: object
+) -> None:
+    uploaded = history.upload("credit-risk", fitted_pipeline, capture=False)
+    report = history.verify()
+    assert report.ok
+    assert [(p.kind, p.path) for p in report.in_flight] == [("in_flight", uploaded.folder)]
+    assert [(p.kind, p.path) for p in history.verify(grace="0").problems] == [("orphan", uploaded.folder)]
+    history.create_version(uploaded)
+    assert history.verify(grace="0").ok
+
+
+def test_cli_exports_a_checkpoint_and_verifies_against_it(
+    history: Registry, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where = ["--registry", db_url, "--artifacts", history.artifact_root]
+    runner = CliRunner()
+    cp = tmp_path / "cp.json"
+    pem = tmp_path / "pub.pem"
+    assert runner.invoke(main, ["checkpoint", "export", "-o", str(cp), *where]).exit_code == 0
+    assert runner.invoke(main, ["keys", "export", "-o", str(pem), *where]).exit_code == 0
+    assert json.loads(cp.read_text())["seq"] == history.latest_checkpoint().seq
+    pinned = ["verify", "--trusted-checkpoint", str(cp), "--public-key", str(pem), *where]
+    assert runner.invoke(main, pinned).exit_code == 0
+    _cut_tail(db_url, _keep_until_first_deploy(history), fix_head=True)
+    history.rebuild_state()
+    assert runner.invoke(main, ["verify", *where]).exit_code == 0
+    result = runner.invoke(main, pinned)
+    assert result.exit_code == 1
+    assert "truncated" in result.output and "events were removed" in result.output
