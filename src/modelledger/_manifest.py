@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
-from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
@@ -412,6 +411,9 @@ def _checkout(where: str) -> tuple[str, str | None] | None:
 
 @lru_cache(maxsize=1)
 def _dependencies() -> tuple[tuple[str, str], ...]:
+    # importlib.metadata pulls in email, zipfile and csv: a third of `import modelledger`
+    from importlib.metadata import distributions
+
     found: dict[str, str] = {}
     for dist in distributions():
         name = dist.metadata["Name"]
