@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._ledger import LedgerEvent
-from ._lifecycle import ReplayedState
+from ._lifecycle import ReplayedState, state_delta
 from .stores.protocols import LedgerStore
 
 __all__ = ["AliasChange", "StateDifference", "state_differences", "subject_history"]
@@ -74,9 +74,28 @@ def subject_history(
         after = rows[-1][0].seq
 
 
-def state_differences(store: LedgerStore, rebuilt: ReplayedState) -> list[StateDifference]:
-    """How the state tables differ from ``rebuilt`` (a replay of the whole ledger)."""
+def state_differences(
+    store: LedgerStore, rebuilt: ReplayedState, *, replayed_to: int | None = None
+) -> list[StateDifference]:
+    """How the state tables differ from ``rebuilt`` (a replay of the whole ledger).
+
+    With ``replayed_to`` (the seq the replay reached), writes that land meanwhile are
+    caught up first: the tables are read between two looks at the ledger head that agree,
+    and the replay is carried forward to that head, so a busy registry is compared with
+    itself at one instant rather than reported as different.
+    """
     current = store.current_state()
+    if replayed_to is not None:
+        for _attempt in range(20):
+            head = store.ledger_head()[0]
+            for event, _hash in store.iter_events(after=replayed_to):
+                if event.seq > head:
+                    break
+                rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
+                replayed_to = event.seq
+            current = store.current_state()
+            if store.ledger_head()[0] == head == replayed_to:
+                break
     out: list[StateDifference] = []
     for key in sorted(set(rebuilt.versions) | set(current.versions)):
         a, b = rebuilt.versions.get(key), current.versions.get(key)

@@ -427,11 +427,13 @@ class SqlLedger(SqlBase):
     def current_state(self) -> ReplayedState:
         """The state tables as they are (to compare with a replay of the ledger)."""
         out = ReplayedState()
-        with self._read() as conn:
-            names = {r.id: r.name for r in conn.execute(sa.select(t.models.c.id, t.models.c.name))}
-            for r in conn.execute(sa.select(t.version_state)):
-                out.versions[(names[r.model_id], r.version)] = VersionState(
-                    model=names[r.model_id],
+        vs, m, a = t.version_state.c, t.models.c, t.aliases.c
+        # joined, and in one snapshot where the database has them: a model created between two
+        # reads must not leave a state row without its name
+        with self._read(snapshot=True) as conn:
+            for r in conn.execute(sa.select(t.version_state, m.name).join(t.models, m.id == vs.model_id)):
+                out.versions[(r.name, r.version)] = VersionState(
+                    model=r.name,
                     version=r.version,
                     stage=r.stage,
                     registered_by=r.registered_by,
@@ -439,8 +441,10 @@ class SqlLedger(SqlBase):
                     decided_at=r.decided_at,
                     last_seq=r.last_seq,
                 )
-            for r in conn.execute(sa.select(t.aliases)):
-                out.aliases[(names[r.model_id], r.alias)] = r.version
+            for name, alias, version in conn.execute(
+                sa.select(m.name, a.alias, a.version).join(t.models, m.id == a.model_id)
+            ):
+                out.aliases[(name, alias)] = version
             out.policy = self._policy(conn)
         return out
 
