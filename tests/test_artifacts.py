@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modelledger import AlreadyExists, IntegrityError, NotFound, Registry
+from modelledger import AlreadyExists, IntegrityError, InvalidInput, NotFound, Registry
 from modelledger.stores.artifacts import ArtifactStore
 
 
@@ -117,6 +120,96 @@ def test_register_load_and_verify_on_every_backend(
     with pytest.raises(IntegrityError, match=r"model\.pkl"):
         reg.load(v.uri)
     assert [p.kind for p in reg.verify().problems] == ["mismatch"]
+
+
+# --- relative paths that would leave the root ------------------------------------------
+
+UNSAFE_KEYS = [
+    "(absolute)",  # replaced by an absolute path beside the store's root
+    "../outside.bin",
+    "models/../../outside.bin",
+    "models/m/..",
+    "models/./m",
+    "models//m",
+    "models/m/",
+    "models\\..\\..\\outside.bin",
+    "models/m\x00.bin",
+    "models/m\n.bin",
+]
+
+
+def _every_method_taking_a_path(store: ArtifactStore) -> dict[str, Callable[[str], Any]]:
+    def opened(fh: Any) -> None:
+        fh.close()
+
+    return {
+        "put_bytes": lambda k: store.put_bytes(k, b"evil"),
+        "put_stream": lambda k: store.put_stream(k, iter([b"evil"])),
+        "put_atomic": lambda k: store.put_atomic(k, b"evil"),
+        "open_new": lambda k: opened(store.open_new(k)),
+        "move (source)": lambda k: store.move(k, "moved/here.bin"),
+        "move (target)": lambda k: store.move("keep/a.bin", k),
+        "claim_folder (parent)": lambda k: store.claim_folder(k, "run-1"),
+        "claim_folder (key)": lambda k: store.claim_folder("models/m", k),
+        "remove_tree": store.remove_tree,
+        "remove": store.remove,
+        "sync_folder": store.sync_folder,
+        "open": lambda k: opened(store.open(k)),
+        "open_input": lambda k: opened(store.open_input(k)),
+        "read_bytes": store.read_bytes,
+        "hash_file": store.hash_file,
+        "exists": store.exists,
+        "list_files": store.list_files,
+        "list_names": store.list_names,
+        "list_dirs": store.list_dirs,
+        "usage": store.usage,
+        "full": store.full,
+        "uri": store.uri,
+    }
+
+
+def _everything_beside(store: ArtifactStore) -> list[str]:
+    """Every object in the folder (bucket) holding the store's root, fresh from the backend."""
+    store.refresh()
+    return sorted(store.fs.find(posixpath.dirname(store.root) or "/"))
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS)
+def test_no_method_accepts_a_path_that_leaves_the_root(artifact_backend, key: str) -> None:
+    store = _store(artifact_backend)
+    store.put_bytes("keep/a.bin", b"kept")
+    if key == "(absolute)":
+        key = "/" + posixpath.join(posixpath.dirname(store.root), "outside.bin").lstrip("/")
+    before = _everything_beside(store)
+    accepted = []
+    for method, call in _every_method_taking_a_path(store).items():
+        try:
+            call(key)
+        except InvalidInput as exc:
+            assert "unsafe artefact" in str(exc)
+        else:
+            accepted.append(method)
+    assert accepted == []
+    assert _everything_beside(store) == before  # nothing written, moved or removed anywhere
+    assert store.read_bytes("keep/a.bin") == b"kept"
+
+
+def test_the_root_itself_can_be_listed_but_never_written_or_removed(artifact_backend) -> None:
+    store = _store(artifact_backend)
+    store.put_bytes("keep/a.bin", b"kept")
+    assert store.exists("") and store.list_names("") == ["keep"]
+    assert store.full("") == store.root
+    for call in (store.remove_tree, store.remove, store.sync_folder, lambda k: store.put_bytes(k, b"x")):
+        with pytest.raises(InvalidInput, match="is empty"):
+            call("")
+    assert store.read_bytes("keep/a.bin") == b"kept"
+
+
+def test_ordinary_keys_with_dots_and_equals_signs_are_kept(artifact_backend) -> None:
+    store = _store(artifact_backend)
+    for key in ("datasets/.staging-1a2b.parquet", "p/date=2026-11-30/part-a-b.parquet", "m/v.2/a b.txt"):
+        store.put_bytes(key, b"ok")
+        assert store.read_bytes(key) == b"ok"
 
 
 # --- object stores shared with other processes ------------------------------------------

@@ -29,7 +29,7 @@ from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import VersionState
 from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from ._loaded import LoadedModel
-from ._manifest import Manifest, SourceInfo, TrainingJob, load_manifest_file
+from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_manifest_file
 from ._policy import Policy
 from ._registry import Registry
 from ._serving import (
@@ -91,6 +91,7 @@ __all__ = [
     "LineageNode",
     "LoadedModel",
     "Manifest",
+    "ManifestLimits",
     "Model",
     "ModelLedgerError",
     "ModelRef",

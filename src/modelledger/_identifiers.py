@@ -1,4 +1,12 @@
-"""Names and identifiers: the only strings that ever become paths on disk."""
+"""Names and identifiers: the only strings that ever become paths on disk.
+
+Every value that becomes part of an artefact path is checked here, where it enters, against
+one strict pattern: model and data set names, execution ids, git revisions (a folder key is
+built from the first 12 characters) and the folder key itself. None can hold ``/``, ``..``,
+NUL or any other control character. :class:`~modelledger.stores.artifacts.ArtifactStore`
+checks every relative path again, so a value that slips past these still cannot leave the
+artefact root.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +21,22 @@ __all__ = [
     "model_subjects",
     "parse_dataset_uri",
     "parse_model_uri",
+    "revision_problem",
     "validate_alias",
+    "validate_execution_id",
+    "validate_folder_key",
     "validate_name",
+    "validate_version_folder",
 ]
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Hex object names and ref-like text (v1.2.0, HEAD~3, main^2, 1.0+build): never '/', so a
+# branch such as feature/x is not a revision here. '..' is refused separately.
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~^@-]{0,127}")
+# run-<execution id>, git-<12 characters of a revision>[-dirty] or a UTC timestamp.
+_FOLDER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~^@-]{0,159}")
 
 
 def validate_name(name: object, *, what: str = "model name") -> str:
@@ -49,6 +67,62 @@ def validate_alias(alias: object) -> str:
     if alias == "latest":
         raise InvalidInput("alias 'latest' is reserved: it always means the newest version")
     return alias
+
+
+def validate_execution_id(value: object) -> str:
+    """Return ``value`` if it is a valid execution id, else raise :class:`InvalidInput`.
+
+    1-128 letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, never ``..``.
+
+    >>> validate_execution_id("pipeline-42")
+    'pipeline-42'
+    """
+    if not isinstance(value, str) or not _EXECUTION_ID.fullmatch(value) or ".." in value:
+        raise InvalidInput(
+            f"invalid execution id {value!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def revision_problem(value: object) -> str | None:
+    """Why ``value`` is not an acceptable git revision, or ``None`` if it is.
+
+    A revision is a hex object name or ref-like text: 1-128 letters, digits, ``.``, ``_``,
+    ``-``, ``+``, ``~``, ``^`` or ``@``, starting with a letter or digit, never ``..``.
+    """
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not _REVISION.fullmatch(value) or ".." in value:
+        return (
+            f"must be a git revision: 1-128 letters, digits, '.', '_', '-', '+', '~', '^' or '@', "
+            f"starting with a letter or digit, without '/' or '..' (got {value[:140]!r})"
+        )
+    return None
+
+
+def validate_folder_key(value: object) -> str:
+    """Return ``value`` if it can name a version folder (one path segment), else raise.
+
+    >>> validate_folder_key("git-3f2a9c1e5b7d-dirty")
+    'git-3f2a9c1e5b7d-dirty'
+    """
+    if not isinstance(value, str) or not _FOLDER_KEY.fullmatch(value) or ".." in value:
+        raise InvalidInput(f"invalid version folder name {value!r}: it must be one safe path segment")
+    return value
+
+
+def validate_version_folder(folder: object, model: str) -> str:
+    """Return ``folder`` if it is ``models/<model>/<folder key>``, else raise :class:`InvalidInput`.
+
+    >>> validate_version_folder("models/credit-risk/run-42.2", "credit-risk")
+    'models/credit-risk/run-42.2'
+    """
+    parts = folder.split("/") if isinstance(folder, str) else []
+    if len(parts) != 3 or parts[:2] != ["models", model]:
+        raise InvalidInput(f"invalid version folder {folder!r}: expected models/{model}/<folder name>")
+    validate_folder_key(parts[2])
+    return folder  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,14 @@ settings, where the training code lives (repository, path, revision, dirty
 flag), the algorithm and framework with every installed dependency version,
 the Python runtime, metrics and the training job. Git and environment facts are
 captured automatically; anything given explicitly wins.
+
+Whatever enters as a manifest (a file, a mapping, a :class:`Manifest` built in Python) and
+the ``params``/``metrics`` merged into it is held to :class:`ManifestLimits` before anything
+walks it: file size, string length, nesting depth and entries per field. A YAML
+manifest may not use anchors or aliases (``&x``/``*x``, including ``<<: *x`` merges), so a
+small file cannot expand into a huge document ("billion laughs"). ``source.revision``
+becomes part of a folder name, so it must look like a git revision (no ``/``, ``..`` or
+control characters, at most 128 characters).
 """
 
 from __future__ import annotations
@@ -15,27 +23,74 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ._identifiers import validate_alias
+from ._identifiers import revision_problem, validate_alias
 from ._lifecycle import parse_gates
-from .errors import InvalidManifest
+from .errors import InvalidInput, InvalidManifest
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "Manifest",
+    "ManifestLimits",
     "SourceInfo",
     "TrainingJob",
     "capture_dependencies",
     "capture_source",
+    "check_limits",
+    "check_manifest",
     "load_manifest_file",
 ]
 
 MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestLimits:
+    """Bounds on what a manifest, ``params``, ``metrics`` and model tags may hold.
+
+    A value beyond a bound is refused with :class:`InvalidManifest` naming the field (model
+    tags: :class:`~modelledger.errors.InvalidInput` naming the tag), before it is expanded,
+    walked or stored. Pass your own to ``Registry.open(..., manifest_limits=...)``.
+
+    - ``max_file_bytes``: size of a manifest file (1 MiB).
+    - ``max_string_length``: characters in any string or mapping key of a manifest, such as
+      ``description`` or a value in ``params`` (64 KiB, 65,536 characters).
+    - ``max_depth``: how deeply mappings and lists nest inside one top-level field such as
+      ``params``, ``settings`` or ``metrics`` (32; ``{"a": {"b": 1}}`` is 2 deep).
+    - ``max_entries``: mapping keys and list items in one top-level field, counted through
+      every level (100,000; the captured ``dependencies`` of a large environment are a few
+      hundred).
+    - ``max_tags``: tags on one model (256).
+    - ``max_tag_key_length`` / ``max_tag_value_length``: characters in a tag's key (256, the
+      width of the stored column) and value (4,096).
+
+    >>> ManifestLimits(max_depth=8).max_entries
+    100000
+    """
+
+    max_file_bytes: int = 1024 * 1024
+    max_string_length: int = 64 * 1024
+    max_depth: int = 32
+    max_entries: int = 100_000
+    max_tags: int = 256
+    max_tag_key_length: int = 256
+    max_tag_value_length: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"ManifestLimits.{name} must be a positive integer, got {value!r}")
+
+
+DEFAULT_LIMITS = ManifestLimits()
+"""The limits a registry applies unless it was opened with others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +175,11 @@ class Manifest:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, *, source: str | None = None) -> Manifest:
+    def from_dict(
+        cls, data: Any, *, source: str | None = None, limits: ManifestLimits = DEFAULT_LIMITS
+    ) -> Manifest:
         """Validate a manifest document; a bad one raises :class:`InvalidManifest` naming the field."""
-        return _validate(data, source)
+        return _validate(data, source, limits)
 
     def with_captured(
         self,
@@ -220,14 +277,109 @@ def _check_fields(
             )
 
 
-def _validate(data: Any, source: str | None) -> Manifest:
+def check_limits(
+    value: Any, field: str, limits: ManifestLimits = DEFAULT_LIMITS, *, source: str | None = None
+) -> None:
+    """Refuse ``value``, the content of manifest field ``field``, if it exceeds ``limits``.
+
+    Strings and mapping keys are measured, mappings and lists counted and their nesting
+    measured; other values are left to the type checks. The walk keeps its own stack, so a
+    value nested thousands deep (or one that contains itself) is refused, never recursed into.
+    """
+    # A trail is (parent trail, key): building each child's path string would copy the
+    # parent's, which for long keys in wide mappings costs far more than the value itself.
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 0, ())]
+    entries = 0
+    while stack:
+        item, depth, trail = stack.pop()
+        if isinstance(item, str):
+            if len(item) > limits.max_string_length:
+                raise InvalidManifest(
+                    _trail_path(field, trail),
+                    f"is {len(item)} characters long, more than the limit of {limits.max_string_length}",
+                    source=source,
+                )
+            continue
+        if isinstance(item, Mapping):
+            children: Iterator[tuple[Any, Any]] = iter(item.items())
+        elif isinstance(item, (list, tuple)):
+            children = enumerate(item)
+        else:
+            continue
+        depth += 1
+        if depth > limits.max_depth:
+            raise InvalidManifest(
+                field,
+                f"nests deeper than the limit of {limits.max_depth} levels "
+                f"(at {_trail_path(field, trail, short=True)})",
+                source=source,
+            )
+        entries += len(item)
+        if entries > limits.max_entries:
+            raise InvalidManifest(
+                field, f"holds more than the limit of {limits.max_entries} keys and items", source=source
+            )
+        for key, child in children:
+            if isinstance(key, str) and len(key) > limits.max_string_length:
+                raise InvalidManifest(
+                    _trail_path(field, trail),
+                    f"has a key of {len(key)} characters, more than the limit of {limits.max_string_length}",
+                    source=source,
+                )
+            stack.append((child, depth, (trail, key)))
+
+
+def _trail_path(field: str, trail: tuple[Any, ...], *, short: bool = False) -> str:
+    keys: list[Any] = []
+    while trail:
+        trail, key = trail
+        keys.append(key)
+    out = field
+    for key in reversed(keys):
+        if isinstance(key, int):
+            out += f"[{key}]"
+        else:
+            out += f".{str(key)[:64]}"
+        if short and len(out) > 120:
+            return out[:120] + "..."
+    return out
+
+
+def _check_document(data: Mapping[str, Any], limits: ManifestLimits, source: str | None) -> None:
+    for key, value in data.items():
+        check_limits(value, str(key), limits, source=source)
+
+
+def _check_revision(revision: Any, source: str | None) -> None:
+    """``source.revision`` names a version folder (``git-<12 characters>``): a strict pattern."""
+    if revision is None or revision == "":  # "" has always meant "not given" (see with_captured)
+        return
+    problem = revision_problem(revision)
+    if problem is not None:
+        raise InvalidManifest("source.revision", problem, source=source)
+
+
+def check_manifest(doc: Manifest, limits: ManifestLimits = DEFAULT_LIMITS) -> Manifest:
+    """Hold a :class:`Manifest` built in Python to what :meth:`Manifest.from_dict` enforces on
+    documents: ``limits`` and the ``source.revision`` pattern. Returns ``doc``."""
+    _check_document(doc.to_dict(), limits, None)
+    _check_revision(doc.source.revision, None)
+    return doc
+
+
+def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest:
     if not isinstance(data, Mapping):
         raise InvalidManifest("(document)", "must be a mapping of fields", source=source)
+    # Top-level names and types first (it stops at the first unknown field, so it reads at most
+    # a few dozen entries), then the limits: every later check may walk a field's content, and
+    # must only ever walk a bounded one.
     _check_fields(data, _TOP, "", source)
+    _check_document(data, limits, source)
     if data.get("format", MANIFEST_FORMAT) != MANIFEST_FORMAT:
         raise InvalidManifest("format", f"must be {MANIFEST_FORMAT}", source=source)
     src = data.get("source") or {}
     _check_fields(src, _SOURCE, "source.", source)
+    _check_revision(src.get("revision"), source)
     job = data.get("training_job") or {}
     _check_fields(job, _JOB, "training_job.", source)
     metrics = data.get("metrics") or {}
@@ -311,30 +463,92 @@ def _check_list_of_maps(
     return out
 
 
-def load_manifest_file(path: str | os.PathLike[str]) -> Manifest:
+def load_manifest_file(path: str | os.PathLike[str], *, limits: ManifestLimits = DEFAULT_LIMITS) -> Manifest:
     """Read and validate a manifest from a YAML or JSON file.
+
+    The file may be at most ``limits.max_file_bytes``; YAML anchors and aliases are refused.
 
     >>> m = load_manifest_file("manifest.yaml")  # doctest: +SKIP
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        # Read one byte past the limit, never the whole file: it may be huge or endless.
+        with p.open("rb") as fh:
+            raw = fh.read(limits.max_file_bytes + 1)
     except FileNotFoundError as exc:
         raise InvalidManifest("(file)", f"does not exist: {p}", source=str(p)) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise InvalidManifest("(file)", f"cannot be read: {exc}", source=str(p)) from exc
+    if len(raw) > limits.max_file_bytes:
+        raise InvalidManifest(
+            "(file)", f"is larger than the limit of {limits.max_file_bytes} bytes", source=str(p)
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise InvalidManifest("(file)", f"cannot be read: {exc}", source=str(p)) from exc
     try:
-        if p.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml  # only YAML manifests need it
-
-            data = yaml.safe_load(text)
+        data = json.loads(text) if p.suffix.lower() == ".json" else _load_yaml(text, limits, str(p))
+    except InvalidManifest:
+        raise
+    except RecursionError as exc:  # json's decoder recurses once per nesting level
+        raise InvalidManifest(
+            "(document)", f"nests deeper than the limit of {limits.max_depth} levels", source=str(p)
+        ) from exc
     except Exception as exc:  # yaml and json raise several unrelated types
         raise InvalidManifest(
             "(document)", f"is not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}", source=str(p)
         ) from exc
-    return Manifest.from_dict(data, source=str(p))
+    return Manifest.from_dict(data, source=str(p), limits=limits)
+
+
+def _load_yaml(text: str, limits: ManifestLimits, source: str) -> Any:
+    """Parse YAML that uses no anchor or alias and nests no deeper than ``limits`` allow.
+
+    The event stream is read first (libyaml's parser keeps its own stack, so this is safe
+    for any input) and refused at the first anchor, alias or level too many; only a document
+    that passes is composed, which is recursive and, with aliases, could be exponential.
+    """
+    import yaml  # only YAML manifests need it
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # Nesting inside a top-level field, counted as check_limits counts it: the document's
+    # own mapping is one level more.
+    deepest = limits.max_depth + 1
+    depth = 0
+    root_is_mapping = False
+    top_nodes = 0  # complete nodes directly in the root mapping: keys and values alternate
+    key = ""  # the top-level field being read, to name it in a refusal
+    for event in yaml.parse(text, Loader=loader):
+        in_field = root_is_mapping and (depth > 1 or top_nodes % 2 == 1)
+        where = key if in_field else "(document)"
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise InvalidManifest(
+                where,
+                f"uses a YAML anchor or alias (line {line}): manifests may not, "
+                "so that a small file cannot expand into a huge document",
+                source=source,
+            )
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if depth == 0:
+                root_is_mapping = isinstance(event, yaml.MappingStartEvent)
+            depth += 1
+            if depth > deepest:
+                raise InvalidManifest(
+                    where,
+                    f"nests deeper than the limit of {limits.max_depth} levels (line {line})",
+                    source=source,
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            if depth == 1:
+                top_nodes += 1
+        elif isinstance(event, yaml.ScalarEvent) and depth == 1:
+            if top_nodes % 2 == 0:
+                key = event.value[:200]
+            top_nodes += 1
+    return yaml.load(text, Loader=loader)  # a safe loader, on a document checked above
 
 
 # ---------------------------------------------------------------- capture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,9 +23,16 @@ from typing import Any, Literal
 from ._canonical import canonicalize, canonicalize_str
 from ._data import DatasetPlan, Datasets, sklearn_steps
 from ._domain import DatasetVersion, FileEntry, LazyJSON, UploadedVersion
-from ._identifiers import validate_name
+from ._identifiers import validate_execution_id, validate_folder_key, validate_name
 from ._integrity import version_digest
-from ._manifest import Manifest, load_manifest_file
+from ._manifest import (
+    DEFAULT_LIMITS,
+    Manifest,
+    ManifestLimits,
+    check_limits,
+    check_manifest,
+    load_manifest_file,
+)
 from ._signature import infer_signature
 from ._time import now
 from .errors import InvalidInput, StorageError
@@ -48,7 +54,6 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` while artefacts move."""
 
 DATASET_ROLES = ("train", "validation", "holdout", "test")
-_EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,19 +100,24 @@ def plan_registration(
     capture: bool = True,
     code_path: str | os.PathLike[str] | None = None,
     datasets: Mapping[str, Any] | None = None,
+    limits: ManifestLimits = DEFAULT_LIMITS,
 ) -> RegistrationPlan:
     """Check everything and gather every fact a registration needs; writes nothing.
 
     A model object is saved by its flavor into ``scratch_dir`` (a private temporary folder,
-    not the registry); a folder source is used where it is.
+    not the registry); a folder source is used where it is. The manifest, ``params`` and
+    ``metrics`` are held to ``limits`` (:class:`ManifestLimits`).
     """
     validate_name(name)
     if execution_id is not None:
-        _check_execution_id(execution_id)
-    doc = _coerce_manifest(manifest)
+        validate_execution_id(execution_id)
+    doc = _coerce_manifest(manifest, limits)
     if params:
+        # Bounded before anything walks it recursively (canonicalisation, JSON encoding).
+        check_limits({**doc.params, **params}, "params", limits)
         doc = replace(doc, params={**doc.params, **_json_check(params, "params")})
     if metrics:
+        check_limits({**doc.metrics, **metrics}, "metrics", limits)
         doc = replace(doc, metrics={**doc.metrics, **check_metrics(metrics)})
     if doc.training_job.id is None and execution_id is not None:
         doc = replace(doc, training_job=replace(doc.training_job, id=execution_id))
@@ -328,11 +338,13 @@ def _folder_key(naming: FolderNaming, doc: Manifest, execution_id: str | None) -
                 "folder naming is 'git' but no git revision is known: run inside a git "
                 "repository or set source.revision in the manifest"
             )
-        return f"git-{rev[:12]}" + ("-dirty" if doc.source.dirty else "")
+        # The revision was checked where it entered (manifest or git); the key is checked
+        # again because it becomes a path segment whatever produced it.
+        return validate_folder_key(f"git-{rev[:12]}" + ("-dirty" if doc.source.dirty else ""))
     if naming == "execution":
         if not execution_id:
             raise InvalidInput("folder naming is 'execution' but no execution_id was given")
-        return f"run-{execution_id}"
+        return validate_folder_key(f"run-{validate_execution_id(execution_id)}")
     return now().strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -347,10 +359,21 @@ def _is_sklearn(obj: Any) -> bool:
 
 
 def _folder_files(folder: Path) -> list[Path]:
+    """Every regular file below ``folder``, relative to it, sorted; links are refused.
+
+    ``os.walk`` does not follow a symlinked directory (and would silently leave its files
+    out), so one is refused like a symlinked file: what is stored is exactly what is there.
+    """
     out = []
     try:
         for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise):
             dirnames.sort()
+            for dn in dirnames:
+                if (Path(dirpath) / dn).is_symlink():
+                    raise InvalidInput(
+                        f"symbolic links are not stored as artefacts: {Path(dirpath) / dn} "
+                        "links to a folder; copy the folder in instead"
+                    )
             for fn in sorted(filenames):
                 full = Path(dirpath) / fn
                 if full.is_symlink():
@@ -367,14 +390,17 @@ def _raise(exc: OSError) -> None:
     raise exc
 
 
-def _coerce_manifest(manifest: Manifest | Mapping[str, Any] | str | os.PathLike[str] | None) -> Manifest:
+def _coerce_manifest(
+    manifest: Manifest | Mapping[str, Any] | str | os.PathLike[str] | None, limits: ManifestLimits
+) -> Manifest:
     if manifest is None:
         return Manifest()
     if isinstance(manifest, Manifest):
-        return manifest
+        # Built in Python, so never validated: hold it to the same limits and revision rule.
+        return check_manifest(manifest, limits)
     if isinstance(manifest, (str, os.PathLike)):
-        return load_manifest_file(manifest)
-    return Manifest.from_dict(manifest)
+        return load_manifest_file(manifest, limits=limits)
+    return Manifest.from_dict(manifest, limits=limits)
 
 
 def _json_check(values: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -393,11 +419,6 @@ def check_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
             raise InvalidInput(f"metric {key!r} must be a number, got {type(value).__name__}")
         out[str(key)] = float(value)
     return out
-
-
-def _check_execution_id(value: str) -> None:
-    if not isinstance(value, str) or not _EXECUTION_ID.fullmatch(value) or ".." in value:
-        raise InvalidInput(f"invalid execution id {value!r}: use letters, digits, '.', '_' or '-'")
 
 
 def _jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:

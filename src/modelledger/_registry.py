@@ -20,13 +20,13 @@ from typing import Any, Literal, overload
 from ._data import Datasets
 from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
-from ._identifiers import model_ref, validate_alias, validate_name
+from ._identifiers import model_ref, validate_alias, validate_name, validate_version_folder
 from ._ledger import Checkpoint
 from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
 from ._loaded import LoadedModel
 from ._loading import check_registration, load_verified
-from ._manifest import Manifest
+from ._manifest import DEFAULT_LIMITS, Manifest, ManifestLimits
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
 from ._registration import (
     FolderNaming,
@@ -74,6 +74,7 @@ class Registry(GovernanceVerbs):
         folder_naming: FolderNaming = "auto",
         actor: str | None = None,
         key_path: Path | None = None,
+        manifest_limits: ManifestLimits | None = None,
     ) -> None:
         self._meta = metadata
         self._art = artifacts
@@ -85,6 +86,7 @@ class Registry(GovernanceVerbs):
         self._checked = False
         self.folder_naming = folder_naming
         self._actor = actor
+        self._limits = manifest_limits or DEFAULT_LIMITS
 
     # ------------------------------------------------------------------ opening
 
@@ -98,6 +100,7 @@ class Registry(GovernanceVerbs):
         actor: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
         key: str | os.PathLike[str] | None = None,
+        manifest_limits: ManifestLimits | None = None,
     ) -> Registry:
         """Open a registry.
 
@@ -108,6 +111,8 @@ class Registry(GovernanceVerbs):
         (for example ``{"endpoint_url": ...}`` for an S3-compatible server). ``key`` is the
         private signing key file (default ``$MODELLEDGER_KEY``, else ``<database>.key`` beside
         a SQLite file, else ``~/.config/modelledger/keys/<host>-<port>-<db>.key``).
+        ``manifest_limits`` bounds manifests, ``params``, ``metrics`` and model tags
+        (default: :class:`ManifestLimits` ``()``: 1 MiB files, 64 KiB strings, 32 levels).
 
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
         """
@@ -137,6 +142,7 @@ class Registry(GovernanceVerbs):
             folder_naming=folder_naming,
             actor=actor,
             key_path=key_path,
+            manifest_limits=manifest_limits,
         )
 
     def init(self) -> str:
@@ -208,9 +214,11 @@ class Registry(GovernanceVerbs):
         >>> registry.create_model("credit-risk", description="PD", tags={"team": "risk"})  # doctest: +SKIP
         """
         validate_name(name)
-        tags = _check_tags(tags)
+        checked = {k: v for k, v in _check_tags(tags, self._limits).items() if v is not None}
+        if len(checked) > self._limits.max_tags:
+            raise InvalidInput(f"a model may have at most {self._limits.max_tags} tags, got {len(checked)}")
         self._ready()
-        model: Model = self._meta.create_model(name, description, tags, now())
+        model: Model = self._meta.create_model(name, description, checked, now())
         return model
 
     def get_model(self, name: str) -> Model:
@@ -222,9 +230,23 @@ class Registry(GovernanceVerbs):
     def update_model(
         self, name: str, *, description: str | None = None, tags: Mapping[str, str | None] | None = None
     ) -> Model:
-        """Change a model's description or tags (a tag set to ``None`` is removed)."""
+        """Change a model's description or tags (a tag set to ``None`` is removed).
+
+        Tags are held to the registry's :class:`ManifestLimits`: the model's tags after the
+        change may number at most ``max_tags``. That count is read before the write, so two
+        concurrent updates can together pass it by what each adds.
+        """
         validate_name(name)
+        changes = _check_tags(tags, self._limits, removals=True)
         self._ready()
+        if changes:
+            current = self._meta.get_model(name).tags
+            kept = {k for k in current if changes.get(k, "") is not None}
+            after = kept | {k for k, v in changes.items() if v is not None}
+            if len(after) > self._limits.max_tags:
+                raise InvalidInput(
+                    f"a model may have at most {self._limits.max_tags} tags; {name!r} would have {len(after)}"
+                )
         model: Model = self._meta.update_model(name, description=description, tags=tags)
         return model
 
@@ -308,6 +330,7 @@ class Registry(GovernanceVerbs):
                 capture=capture,
                 code_path=code_path,
                 datasets=datasets,
+                limits=self._limits,
             )
             version: ModelVersion = write_registration(
                 plan,
@@ -360,6 +383,7 @@ class Registry(GovernanceVerbs):
                 capture=capture,
                 code_path=code_path,
                 datasets=datasets,
+                limits=self._limits,
             )
             uploaded: UploadedVersion = write_registration(
                 plan,
@@ -383,7 +407,9 @@ class Registry(GovernanceVerbs):
     def datasets(self) -> Datasets:
         """Data set versions: ``registry.datasets.register(name, data, source=..., steps=...)``."""
         if self._datasets is None:
-            self._datasets = Datasets(self._meta, self._art, ready=self._ready, actor=lambda: self.actor)
+            self._datasets = Datasets(
+                self._meta, self._art, ready=self._ready, actor=lambda: self.actor, limits=self._limits
+            )
         return self._datasets
 
     def trace(self, prediction_id: str) -> TraceReport:
@@ -462,6 +488,9 @@ class Registry(GovernanceVerbs):
 
         The model is created if it does not exist yet.
         """
+        # An UploadedVersion may be built by hand: its name and folder become paths too.
+        validate_name(uploaded.model)
+        validate_version_folder(uploaded.folder, uploaded.model)
         self._ready()
         version: ModelVersion = self._meta.create_version(
             uploaded.model,
@@ -724,11 +753,29 @@ def _default_key_path(url: str) -> Path:
     return Path.home() / ".config" / "modelledger" / "keys" / name
 
 
-def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
-    out = {}
+def _check_tags(
+    tags: Mapping[str, str | None] | None, limits: ManifestLimits, *, removals: bool = False
+) -> dict[str, str | None]:
+    """Tags as given, each key and value checked against ``limits``; ``None`` (remove) only
+    with ``removals``. The count is the caller's: on update it depends on the stored tags."""
+    if tags is not None and not isinstance(tags, Mapping):
+        raise InvalidInput(f"tags must be a mapping of strings to strings, got {type(tags).__name__}")
+    out: dict[str, str | None] = {}
     for key, value in (tags or {}).items():
-        if not isinstance(key, str) or not key or not isinstance(value, str):
-            raise InvalidInput(f"tags must map non-empty strings to strings, got {key!r}: {value!r}")
+        ok_value = isinstance(value, str) or (removals and value is None)
+        if not isinstance(key, str) or not key or not ok_value:
+            shown_key = key[:64] if isinstance(key, str) else key
+            raise InvalidInput(f"tags must map non-empty strings to strings, got {shown_key!r}: {value!r}")
+        if len(key) > limits.max_tag_key_length:
+            raise InvalidInput(
+                f"tag key {key[:64]!r}... is {len(key)} characters long, "
+                f"more than the limit of {limits.max_tag_key_length}"
+            )
+        if value is not None and len(value) > limits.max_tag_value_length:
+            raise InvalidInput(
+                f"tag {key!r}: the value is {len(value)} characters long, "
+                f"more than the limit of {limits.max_tag_value_length}"
+            )
         out[key] = value
     return out
 

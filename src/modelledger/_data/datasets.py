@@ -13,10 +13,10 @@ from typing import Any
 
 from .._domain import DatasetSource, DatasetVersion, Page, ProcessingStep
 from .._identifiers import parse_dataset_uri, validate_name
-from .._manifest import SourceInfo, capture_source
+from .._manifest import DEFAULT_LIMITS, ManifestLimits, SourceInfo, capture_source, check_limits
 from .._paging import check_limit, decode_cursor, make_page
 from .._time import now
-from ..errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
+from ..errors import AlreadyExists, IntegrityError, InvalidInput, InvalidManifest, NotFound
 from ..stores.artifacts import ArtifactStore
 from ..stores.protocols import DatasetStore
 from .ingest import ingest
@@ -50,19 +50,30 @@ def _source(value: DatasetSource | Mapping[str, Any] | str | None, data: Any) ->
     return src
 
 
-def _step(value: ProcessingStep | Mapping[str, Any]) -> ProcessingStep:
+def _step(value: ProcessingStep | Mapping[str, Any], limits: ManifestLimits) -> ProcessingStep:
     if isinstance(value, ProcessingStep):
+        _check_step_params(value.name, value.params, limits)
         return value
     if not isinstance(value, Mapping) or not isinstance(value.get("name"), str) or not value["name"]:
         raise InvalidInput("each processing step needs at least a non-empty 'name'")
     unknown = set(value) - {"name", "kind", "params", "columns", "inputs", "code"}
     if unknown:
         raise InvalidInput(f"unknown processing step field(s): {', '.join(sorted(unknown))}")
+    _check_step_params(value["name"], value.get("params") or {}, limits)
     try:
         json.dumps(dict(value.get("params") or {}), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"step {value['name']!r}: params must hold JSON values only ({exc})") from exc
     return ProcessingStep.from_dict(value)
+
+
+def _check_step_params(name: str, params: Any, limits: ManifestLimits) -> None:
+    """A step's params are held to the same limits as a model's (depth, sizes), before any
+    recursive walk (JSON encoding) could fail on them with a RecursionError."""
+    try:
+        check_limits(params, "params", limits)
+    except InvalidManifest as exc:
+        raise InvalidInput(f"step {name!r}: params {exc.problem}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +101,13 @@ class Datasets:
         *,
         ready: Callable[[], None],
         actor: Callable[[], str],
+        limits: ManifestLimits = DEFAULT_LIMITS,
     ) -> None:
         self._meta = store
         self._art = artifacts
         self._ready = ready
         self._actor = actor
+        self._limits = limits
 
     def register(
         self,
@@ -145,7 +158,7 @@ class Datasets:
         """
         validate_name(name, what="data set name")
         src = _source(source, data)
-        step_list = [_step(s) for s in steps]
+        step_list = [_step(s, self._limits) for s in steps]
         self._ready()
         step_list = [replace(s, inputs=tuple(self._input(s, ref) for ref in s.inputs)) for s in step_list]
         if code is None and capture and (not src.code or any(not s.code for s in step_list)):

@@ -4,6 +4,11 @@ Files are write-once: a path that exists is never opened for writing again.
 Data streams through hashing in fixed-size chunks, so memory stays bounded
 whatever the file size. The local filesystem gets durability hooks (O_EXCL,
 fsync of files and folders) that object stores do not need.
+
+Every relative path (``rel``) a method takes is checked by ``_key`` before it is used: an
+absolute path, a ``.`` or ``..`` segment, an empty segment, a backslash, NUL or another
+control character is refused with :class:`~modelledger.errors.InvalidInput`, so no caller,
+and no value read back from the metadata, can reach outside the store's root.
 """
 
 from __future__ import annotations
@@ -12,19 +17,24 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import AlreadyExists, NotFound, StorageError
+from ..errors import AlreadyExists, InvalidInput, NotFound, StorageError
 
 __all__ = ["CHUNK", "ArtifactStore", "Progress"]
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int], None]
 """Called with the number of bytes just moved."""
+
+# A backslash is a separator to Windows and to some object-store tools; NUL ends a C string
+# (and makes os calls raise ValueError); other control characters have no place in a key.
+_UNSAFE_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 class ArtifactStore:
@@ -59,8 +69,21 @@ class ArtifactStore:
         protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
         return "file" in protocols or "local" in protocols
 
-    def full(self, rel: str) -> str:
+    def _key(self, rel: str, *, root_ok: bool = False) -> str:
+        """The backend path of ``rel``, once it is proven to stay under the root.
+
+        The one check every method that takes a relative path uses. ``root_ok`` lets ``""``
+        mean the root itself, for reading and listing only: nothing writes or removes it.
+        """
+        problem = _key_problem(rel, root_ok=root_ok)
+        if problem is not None:
+            shown = rel[:200] if isinstance(rel, str) else rel
+            raise InvalidInput(f"unsafe artefact path {shown!r}: {problem}")
         return posixpath.join(self.root, rel) if rel else self.root
+
+    def full(self, rel: str) -> str:
+        """The backend path of ``rel`` (``""`` is the root); an unsafe ``rel`` is refused."""
+        return self._key(rel, root_ok=True)
 
     def uri(self, rel: str) -> str:
         return str(self.fs.unstrip_protocol(self.full(rel)))
@@ -71,12 +94,15 @@ class ArtifactStore:
         """Create and return a new folder ``parent/key`` (or ``key.2``, ``key.3``...).
 
         A folder that exists is never reused: two writers racing for the same key
-        each end up with their own folder.
+        each end up with their own folder. ``key`` is one path segment.
         """
+        if not isinstance(key, str) or "/" in key:
+            raise InvalidInput(f"unsafe artefact folder name {key!r}: it must be one path segment")
+        self._key(f"{parent}/{key}")
         self._forget(parent)
         try:
             existing = {
-                posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.full(parent), detail=False)
+                posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self._key(parent), detail=False)
             }
         except FileNotFoundError:
             existing = set()
@@ -91,7 +117,7 @@ class ArtifactStore:
                 return rel
 
     def _make_dir_exclusive(self, rel: str) -> bool:
-        path = self.full(rel)
+        path = self._key(rel)
         if self.is_local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             try:
@@ -144,7 +170,7 @@ class ArtifactStore:
 
     def remove_tree(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.full(rel), recursive=True)
+            self.fs.rm(self._key(rel), recursive=True)
 
     def exists(self, rel: str) -> bool:
         return bool(self.fs.exists(self.full(rel)))
@@ -210,7 +236,7 @@ class ArtifactStore:
         """Remove a file or folder, then any folders it leaves empty (local stores) up to the root."""
         self.remove_tree(rel)
         if self.is_local:
-            parent = os.path.dirname(self.full(rel))
+            parent = os.path.dirname(self._key(rel))
             while parent.startswith(self.root + "/"):
                 try:
                     os.rmdir(parent)
@@ -222,7 +248,7 @@ class ArtifactStore:
     # ------------------------------------------------------------ write-once files
 
     def _open_new(self, rel: str) -> IO[bytes]:
-        path = self.full(rel)
+        path = self._key(rel)
         if self.is_local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             try:
@@ -255,18 +281,18 @@ class ArtifactStore:
 
     def move(self, src: str, dst: str) -> None:
         """Move a finished file to its final, never-before-used path."""
+        source, target = self._key(src), self._key(dst)
         if self.is_local:
-            target = self.full(dst)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if os.path.exists(target):
                 raise AlreadyExists("artefact file", dst)
-            os.rename(self.full(src), target)
+            os.rename(source, target)
             _fsync_dir(os.path.dirname(target))
             return
         self._forget(dst)
-        if self.fs.exists(self.full(dst)):
+        if self.fs.exists(target):
             raise AlreadyExists("artefact file", dst)
-        self.fs.mv(self.full(src), self.full(dst))
+        self.fs.mv(source, target)
 
     def finish(self, fh: IO[bytes], rel: str) -> None:
         """Make a file from :meth:`open_new` durable and close it."""
@@ -315,7 +341,7 @@ class ArtifactStore:
         a partial one. On an object store the object appears whole when its upload completes.
         ``data`` is anything with the buffer protocol (bytes, memoryview, a pyarrow Buffer).
         """
-        path = self.full(rel)
+        path = self._key(rel)
         if self.is_local:
             folder = os.path.dirname(path)
             os.makedirs(folder, exist_ok=True)
@@ -342,9 +368,9 @@ class ArtifactStore:
 
     def sync_folder(self, rel: str) -> None:
         """Make the folder's entries durable (a no-op on object stores)."""
+        top = self._key(rel)
         if not self.is_local:
             return
-        top = self.full(rel)
         for dirpath, _dirs, _files in os.walk(top):
             _fsync_dir(dirpath)
         _fsync_dir(os.path.dirname(top))
@@ -353,7 +379,7 @@ class ArtifactStore:
 
     def open(self, rel: str) -> IO[bytes]:
         try:
-            return self.fs.open(self.full(rel), "rb")  # type: ignore[no-any-return]
+            return self.fs.open(self._key(rel), "rb")  # type: ignore[no-any-return]
         except FileNotFoundError as exc:
             raise NotFound("artefact file", rel) from exc
         except OSError as exc:
@@ -366,7 +392,7 @@ class ArtifactStore:
         backend's seekable file. Close it, or use it as a context manager. A missing file
         raises :class:`NotFound`.
         """
-        path = self.full(rel)
+        path = self._key(rel)
         try:
             if self.is_local:
                 import pyarrow as pa  # heavy: loaded on first use so `import modelledger` stays fast
@@ -391,6 +417,24 @@ class ArtifactStore:
                 digest.update(chunk)
                 size += len(chunk)
         return size, digest.hexdigest()
+
+
+def _key_problem(rel: object, *, root_ok: bool) -> str | None:
+    """Why ``rel`` is not a safe path relative to a store's root, or ``None``."""
+    if not isinstance(rel, str):
+        return f"must be a string, got {type(rel).__name__}"
+    if not rel:
+        return None if root_ok else "is empty"
+    if rel.startswith("/"):
+        return "is absolute; it must be relative to the artefact root"
+    if _UNSAFE_CHARACTER.search(rel):
+        return "holds a backslash, NUL or another control character"
+    segments = rel.split("/")
+    if "" in segments:
+        return "has an empty segment ('//' or a trailing '/')"
+    if "." in segments or ".." in segments:
+        return "has a '.' or '..' segment"
+    return None
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:
