@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from modelledger import AlreadyExists, IntegrityError, NotFound, Registry
+from modelledger import AlreadyExists, IntegrityError, NotFound, Registry, StorageError
 from modelledger.stores.artifacts import ArtifactStore
 
 
@@ -53,7 +53,7 @@ def test_put_atomic_leaves_no_partial_file_when_a_write_fails(tmp_path: Path, mo
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match="disk full"):
         store.put_atomic("p/a.bin", b"data")
     assert store.list_names("p") == []  # neither the file nor its temporary copy
     monkeypatch.undo()
