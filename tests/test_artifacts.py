@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from modelledger import AlreadyExists, IntegrityError, InvalidInput, NotFound, Registry
+from modelledger import AlreadyExists, IntegrityError, InvalidInput, NotFound, Registry, StorageError
 from modelledger.stores.artifacts import ArtifactStore
 
 
@@ -56,7 +56,7 @@ def test_put_atomic_leaves_no_partial_file_when_a_write_fails(tmp_path: Path, mo
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match="disk full"):
         store.put_atomic("p/a.bin", b"data")
     assert store.list_names("p") == []  # neither the file nor its temporary copy
     monkeypatch.undo()
@@ -263,5 +263,6 @@ def test_verify_sees_what_another_process_wrote_since_the_last_listing(
     reg.register("m", fitted_pipeline, capture=False)
     assert reg.verify().ok
     _other_process(s3_artifacts).put_bytes("models/m/stray/model.pkl", b"not registered")
-    report = reg.verify()
+    assert [(p.kind, p.path) for p in reg.verify().in_flight] == [("in_flight", "models/m/stray")]
+    report = reg.verify(grace="0")
     assert [(p.kind, p.path) for p in report.problems] == [("orphan", "models/m/stray")]

@@ -202,7 +202,8 @@ def test_init_creates_a_new_sqlite_registry(tmp_path: Path) -> None:
     where = ["--registry", f"sqlite:///{tmp_path / 'new' / 'reg.db'}", "--artifacts", str(tmp_path / "store")]
     before = runner.invoke(main, ["models", "list", *where])
     assert before.exit_code == 1
-    _assert_one_line_error(before, "modelledger migrate")
+    _assert_one_line_error(before, "modelledger init")
+    assert not (tmp_path / "new").exists()  # a read creates nothing
 
     first = runner.invoke(main, ["init", *where])
     assert first.exit_code == 0, first.output
@@ -482,10 +483,11 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert _stored_files(art) == []
 
 
-def test_usage_errors_stay_clicks(cli: Run) -> None:
+def test_usage_errors_are_one_line_with_exit_code_2(cli: Run) -> None:
     result = cli("models", "list", "--tag", "no-equals-sign", code=2)
-    assert "KEY=VALUE" in result.stderr and "Usage:" in result.stderr
-    assert cli("versions", "show", "models:/m/1", "2", code=2).stderr.count("Usage:") == 1
+    _assert_one_line_error(result, "KEY=VALUE")
+    assert "Usage:" not in result.stderr and result.stderr.strip().endswith("--help'.")
+    _assert_one_line_error(cli("versions", "show", "models:/m/1", "2", code=2), "give VERSION only")
 
 
 def test_unexpected_errors_are_one_line_unless_traceback(

@@ -168,3 +168,44 @@ def test_importing_the_ledger_modules_does_not_import_cryptography() -> None:
 def test_generate_key_in_a_missing_folder_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="folder"):
         generate_key(tmp_path / "missing" / "registry.key")
+
+
+def test_racing_creators_get_one_key_and_the_losers_can_load_it_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    path = tmp_path / "registry.key"
+    real_write = os.write
+
+    def slow_write(fd: int, data: bytes) -> int:  # a slow disk: the key's bytes take a while
+        time.sleep(0.05)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", slow_write)
+    barrier = threading.Barrier(8)
+    won: list[bytes] = []
+    loaded: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            won.append(generate_key(path))
+        except AlreadyExists:
+            try:  # the file is never seen half-written
+                loaded.append(public_key_pem(load_private_key(path)))
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.undo()
+    assert errors == []
+    assert len(won) == 1 and len(loaded) == 7
+    assert set(loaded) == set(won)
+    assert [p.name for p in tmp_path.iterdir()] == ["registry.key"]  # no temporary file left

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from modelledger import Registry, SchemaOutdated, StorageError
+from modelledger import NotFound, Registry, SchemaOutdated, StorageError
 from modelledger.stores.sql import HEAD_REVISION
 
 
@@ -16,6 +17,10 @@ def _engine(url: str) -> sa.Engine:
 def test_explicit_url_needs_init(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     reg = Registry.open(url, artifacts=str(tmp_path / "a"))
+    with pytest.raises(NotFound, match="modelledger init"):
+        reg.list_models()
+    assert not (tmp_path / "x.db").exists()
+    sqlite3.connect(tmp_path / "x.db").close()  # an empty file: no schema yet
     with pytest.raises(SchemaOutdated, match="modelledger migrate"):
         reg.list_models()
     assert reg.init() == HEAD_REVISION
@@ -27,6 +32,9 @@ def test_embedded_default_migrates_on_first_use(tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MODELLEDGER_HOME", raising=False)
     reg = Registry.open()
+    with pytest.raises(NotFound, match="nothing has been registered there yet"):
+        reg.list_models()  # a read creates nothing
+    assert not (tmp_path / ".modelledger").exists()
     reg.create_model("first")
     assert (tmp_path / ".modelledger" / "registry.db").is_file()
     assert Registry.open().get_model("first").name == "first"

@@ -295,7 +295,8 @@ def test_unfitted_estimator_is_refused(registry: Registry):
 def test_staged_then_created(registry: Registry, fitted_pipeline, credit_data):
     X, _ = credit_data
     staged = registry.upload("m", fitted_pipeline, sample_input=X.head())
-    assert registry.verify().problems[0].kind == "orphan"  # staged, not yet registered
+    assert registry.verify(grace="0").problems[0].kind == "orphan"  # uploaded, not yet registered
+    assert registry.verify().ok and registry.verify().in_flight[0].path == staged.folder  # young
     v = registry.create_version(staged)
     assert v.folder == staged.folder and v.digest == staged.digest
     assert registry.verify().ok

@@ -47,7 +47,7 @@ class GovernanceVerbs:
 
     if TYPE_CHECKING:  # provided by Registry
 
-        def _ready(self) -> None: ...
+        def _ready(self, *, write: bool = False) -> None: ...
         def _signer(self) -> Signer: ...
         @property
         def actor(self) -> str: ...
@@ -161,7 +161,7 @@ class GovernanceVerbs:
         >>> registry.set_policy({"four_eyes": False}, reason="team of one, GOV-7")  # doctest: +SKIP
         """
         new = policy if isinstance(policy, Policy) else Policy.from_dict(policy)
-        self._ready()
+        self._ready(write=True)
         self._meta.govern(
             "",
             None,

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from .errors import InvalidInput
 
 __all__ = [
+    "MAX_NUMBER",
     "ModelRef",
+    "check_number",
     "model_ref",
     "model_subjects",
     "parse_dataset_uri",
@@ -28,6 +30,9 @@ __all__ = [
     "validate_name",
     "validate_version_folder",
 ]
+
+MAX_NUMBER = 2**63 - 1
+"""The largest version number or key: the stores keep them in signed 64-bit columns."""
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -56,6 +61,30 @@ def validate_name(name: object, *, what: str = "model name") -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def check_number(value: object, what: str = "version") -> int:
+    """``value`` if it is a whole number from 1 to :data:`MAX_NUMBER`, else :class:`InvalidInput`.
+
+    >>> check_number(3)
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{what} must be a positive integer, got {value!r}")
+    if value > MAX_NUMBER:
+        raise InvalidInput(f"{what} {value} is too large: the largest possible is {MAX_NUMBER}")
+    return value
+
+
+def _number(text: str, uri: str) -> int | None:
+    """The number ``text`` spells in ASCII digits (None if it spells none); refuses one too large."""
+    if not text.isascii() or not text.isdigit():
+        return None
+    if len(text.lstrip("0")) > len(str(MAX_NUMBER)) or int(text) > MAX_NUMBER:
+        raise InvalidInput(
+            f"invalid identifier {uri!r}: version {text} is too large: the largest possible is {MAX_NUMBER}"
+        )
+    return int(text)
 
 
 def validate_alias(alias: object) -> str:
@@ -160,12 +189,13 @@ def parse_model_uri(uri: str) -> ModelRef:
         return ModelRef(name=name, alias=alias)
     name, sep, version = rest.partition("/")
     validate_name(name)
-    if not sep or not version.isdigit() or int(version) < 1:
+    number = _number(version, uri) if sep else None
+    if not number:
         raise InvalidInput(
             f"invalid model identifier {uri!r}: the version must be a positive integer "
             "(models:/<name>/<version>) or use an alias (models:/<name>@<alias>)"
         )
-    return ModelRef(name=name, version=int(version))
+    return ModelRef(name=name, version=number)
 
 
 def parse_dataset_uri(uri: str) -> tuple[str, int | None]:
@@ -181,9 +211,10 @@ def parse_dataset_uri(uri: str) -> tuple[str, int | None]:
         return validate_name(rest[: -len("@latest")], what="data set name"), None
     name, sep, version = rest.partition("/")
     validate_name(name, what="data set name")
-    if not sep or not version.isdigit() or int(version) < 1:
+    number = _number(version, uri) if sep else None
+    if not number:
         raise InvalidInput(f"invalid data set identifier {uri!r}: expected datasets:/<name>/<version>")
-    return name, int(version)
+    return name, number
 
 
 def model_ref(name_or_uri: str, version: int | None = None) -> ModelRef:
@@ -199,9 +230,7 @@ def model_ref(name_or_uri: str, version: int | None = None) -> ModelRef:
     validate_name(name_or_uri)
     if version is None:
         return ModelRef(name=name_or_uri, alias="latest")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInput(f"version must be a positive integer, got {version!r}")
-    return ModelRef(name=name_or_uri, version=version)
+    return ModelRef(name=name_or_uri, version=check_number(version))
 
 
 def model_subjects(uri_or_name: str) -> tuple[str, list[str], list[str]]:

@@ -16,12 +16,22 @@ True
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import secrets
 import stat
 from typing import TYPE_CHECKING
 
-from .errors import AlreadyExists, InvalidInput, KeyFileExposed, NotFound, PermissionDenied
+from .errors import (
+    AlreadyExists,
+    InvalidInput,
+    KeyFileExposed,
+    ModelLedgerError,
+    NotFound,
+    PermissionDenied,
+    StorageError,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -46,9 +56,12 @@ __all__ = [
 def generate_key(path: str | os.PathLike[str]) -> bytes:
     """Create a new Ed25519 key at ``path`` (mode 0600) and return its public PEM.
 
-    The file is created with ``O_EXCL`` and mode 0600 in one call, so it is never
-    readable by anyone else, not even for an instant; an existing file is never
-    overwritten (:class:`~modelledger.errors.AlreadyExists`).
+    The key is written to a temporary file created with ``O_EXCL`` and mode 0600 in one
+    call, so it is never readable by anyone else, not even for an instant, and then
+    hard-linked into place: ``path`` appears complete or not at all, and an existing file
+    is never overwritten (:class:`~modelledger.errors.AlreadyExists`). So when several
+    processes create the same key at once exactly one wins, and the others can load the
+    winner's key at once (:meth:`modelledger._signing.RegistryKey.ensure` does).
 
     >>> public_pem = generate_key("/etc/modelledger/registry.key")  # doctest: +SKIP
     """
@@ -59,37 +72,85 @@ def generate_key(path: str | os.PathLike[str]) -> bytes:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    if os.path.lexists(target):
+        raise AlreadyExists("key file", target)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         encoding=serialization.Encoding.PEM,
         format=serialization.PrivateFormat.PKCS8,
         encryption_algorithm=serialization.NoEncryption(),
     )
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
+    _write_new(tmp, pem, target)
+    try:
+        try:
+            os.link(tmp, target)
+        except FileExistsError as exc:
+            raise AlreadyExists("key file", target) from exc
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise _key_file_error(exc, target) from exc
+            _write_new(target, pem, target)  # no hard links here: O_EXCL on the file itself
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return public_key_pem(key)
+
+
+_NO_LINKS = {
+    errno.EPERM,
+    errno.EXDEV,
+    errno.EMLINK,
+    errno.ENOTSUP,
+    getattr(errno, "EOPNOTSUPP", errno.ENOTSUP),
+}
+
+
+def _write_new(path: str, data: bytes, target: str) -> None:
+    """Write ``data`` to the new owner-only file ``path`` (never an existing one), durably."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(target, flags, 0o600)
+        fd = os.open(path, flags, 0o600)
     except FileExistsError as exc:
         raise AlreadyExists("key file", target) from exc
     except FileNotFoundError as exc:
-        raise NotFound("folder", os.path.dirname(os.path.abspath(target))) from exc
+        raise NotFound("folder", os.path.dirname(os.path.abspath(path))) from exc
+    except OSError as exc:
+        raise _key_file_error(exc, target) from exc
     try:
         try:
             if hasattr(os, "fchmod"):
                 # The umask can only remove bits; this also restores u+rw if it removed those.
                 os.fchmod(fd, 0o600)
-            view = memoryview(pem)
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
-    except BaseException:
+    except BaseException as exc:
         # Never leave a half-written key behind: a later run would refuse to overwrite it.
         with contextlib.suppress(OSError):
-            os.unlink(target)
+            os.unlink(path)
+        if isinstance(exc, OSError):
+            raise _key_file_error(exc, target) from exc
         raise
-    return public_key_pem(key)
+
+
+def _key_file_error(exc: OSError, target: str) -> ModelLedgerError:
+    folder = os.path.dirname(os.path.abspath(target))
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return PermissionDenied(
+            f"cannot create the key file {target}: {exc.strerror}; use a folder this user may write "
+            "(or set MODELLEDGER_KEY to a key file path there)"
+        )
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return StorageError(
+            f"cannot create the key file {target}: no space left in {folder}; free some space"
+        )
+    return StorageError(f"cannot create the key file {target}: {exc.strerror or exc}")
 
 
 def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:

@@ -35,7 +35,7 @@ from ._manifest import (
 )
 from ._signature import infer_signature
 from ._time import now
-from .errors import InvalidInput, StorageError
+from .errors import InvalidInput
 from .flavors import flavor_for_object, get_flavor
 from .stores.artifacts import ArtifactStore, iter_file
 
@@ -246,7 +246,7 @@ def _upload(
     except BaseException as exc:
         artifacts.remove_tree(folder)
         if isinstance(exc, OSError):
-            raise StorageError(f"cannot write artefacts to {artifacts.uri(folder)}: {exc}") from exc
+            raise artifacts.error(exc, "write artefacts to", folder) from exc
         raise
     return UploadedVersion(
         model=plan.name,

@@ -20,7 +20,7 @@ from typing import Any, Literal, overload
 from ._data import Datasets
 from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
-from ._identifiers import model_ref, validate_alias, validate_name, validate_version_folder
+from ._identifiers import check_number, model_ref, validate_alias, validate_name, validate_version_folder
 from ._ledger import Checkpoint
 from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
@@ -83,6 +83,7 @@ class Registry(GovernanceVerbs):
         self._captures = CaptureReader(artifacts)
         self._proven: dict[int, str] = {}  # version key -> digest proven against the ledger
         self._auto_migrate = auto_migrate
+        self._home: Path | None = None  # the embedded registry's folder, for saying it is not there yet
         self._checked = False
         self.folder_naming = folder_naming
         self._actor = actor
@@ -104,10 +105,13 @@ class Registry(GovernanceVerbs):
     ) -> Registry:
         """Open a registry.
 
-        With no URL: the embedded default, ``./.modelledger`` (or ``$MODELLEDGER_HOME``)
-        holding ``registry.db`` and ``artifacts/``; its schema is created on first use.
+        With no URL: the embedded default, ``./.modelledger`` (or ``$MODELLEDGER_HOME``, any
+        folder name) holding ``registry.db`` and ``artifacts/``; the first write (create a
+        model, register, upload, set the policy, register a data set) creates it, while a read
+        of one that does not exist yet raises :class:`NotFound` and creates nothing.
         With a database URL (``sqlite:///x.db``, ``postgresql://...``) the schema must
-        have been created with ``modelledger init``. ``storage_options`` go to fsspec
+        have been created with ``modelledger init``; opening and reading never create a
+        database file. ``storage_options`` go to fsspec
         (for example ``{"endpoint_url": ...}`` for an S3-compatible server). ``key`` is the
         private signing key file (default ``$MODELLEDGER_KEY``, else ``<database>.key`` beside
         a SQLite file, else ``~/.config/modelledger/keys/<host>-<port>-<db>.key``).
@@ -117,33 +121,33 @@ class Registry(GovernanceVerbs):
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
         """
         check_folder_naming(folder_naming)
-        auto = False
+        home = None
         if url is None:
             home = Path(os.environ.get("MODELLEDGER_HOME", DEFAULT_HOME)).absolute()
-            url = f"sqlite:///{home / 'registry.db'}"
+            url = _sqlite_url(home / "registry.db")
             artifacts = artifacts or (home / "artifacts").as_uri()
-            auto = True
         metadata = open_metadata_store(url)
         if artifacts is None:
-            if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-                db = Path(url[len("sqlite:///") :]).absolute()
-                artifacts = (db.parent / "artifacts").as_uri()
-            else:
+            db = _sqlite_file(url)
+            if db is None:
                 raise InvalidInput(
                     "give artifacts= (a folder, file://, s3:// or memory:// URL) for this registry"
                 )
+            artifacts = (db.parent / "artifacts").as_uri()
         if "://" not in artifacts:
             artifacts = Path(artifacts).absolute().as_uri()
         key_path = Path(key or os.environ.get("MODELLEDGER_KEY") or _default_key_path(url)).absolute()
-        return cls(
+        registry = cls(
             metadata,
             ArtifactStore(artifacts, **dict(storage_options or {})),
-            auto_migrate=auto,
+            auto_migrate=home is not None,
             folder_naming=folder_naming,
             actor=actor,
             key_path=key_path,
             manifest_limits=manifest_limits,
         )
+        registry._home = home
+        return registry
 
     def init(self) -> str:
         """Create or upgrade the metadata schema and make sure the registry has its signing key.
@@ -159,14 +163,24 @@ class Registry(GovernanceVerbs):
 
     migrate = init
 
-    def _ready(self) -> None:
+    def _ready(self, *, write: bool = False) -> None:
+        """Check the schema once. The embedded default upgrades an older schema itself, and a
+        ``write`` creates it when it does not exist yet; a read never creates anything."""
         if self._checked:
             return
         try:
             self._meta.check_schema()
-        except SchemaOutdated:
+        except (NotFound, SchemaOutdated) as exc:
             if not self._auto_migrate:
                 raise
+            missing = isinstance(exc, NotFound) or exc.current is None
+            if missing and not write:
+                raise NotFound(
+                    "registry",
+                    str(self._home or "the embedded default"),
+                    hint="nothing has been registered there yet (`modelledger init` or a first "
+                    "registration creates it)",
+                ) from exc
             self.init()
         self._checked = True
 
@@ -217,7 +231,7 @@ class Registry(GovernanceVerbs):
         checked = {k: v for k, v in _check_tags(tags, self._limits).items() if v is not None}
         if len(checked) > self._limits.max_tags:
             raise InvalidInput(f"a model may have at most {self._limits.max_tags} tags, got {len(checked)}")
-        self._ready()
+        self._ready(write=True)
         model: Model = self._meta.create_model(name, description, checked, now())
         return model
 
@@ -314,7 +328,7 @@ class Registry(GovernanceVerbs):
         >>> v.uri  # doctest: +SKIP
         'models:/credit-risk/1'
         """
-        self._ready()
+        self._ready(write=True)
         with scratch() as tmp:
             plan = plan_registration(
                 name,
@@ -367,7 +381,7 @@ class Registry(GovernanceVerbs):
         >>> registry.create_version(uploaded).uri  # doctest: +SKIP
         'models:/credit-risk/4'
         """
-        self._ready()
+        self._ready(write=True)
         with scratch() as tmp:
             plan = plan_registration(
                 name,
@@ -491,7 +505,7 @@ class Registry(GovernanceVerbs):
         # An UploadedVersion may be built by hand: its name and folder become paths too.
         validate_name(uploaded.model)
         validate_version_folder(uploaded.folder, uploaded.model)
-        self._ready()
+        self._ready(write=True)
         version: ModelVersion = self._meta.create_version(
             uploaded.model,
             folder=uploaded.folder,
@@ -534,8 +548,7 @@ class Registry(GovernanceVerbs):
 
     def get_version_by_key(self, key: int) -> ModelVersion:
         """A version by its numeric key (what prediction ids carry)."""
-        if not isinstance(key, int) or key < 1:
-            raise InvalidInput(f"version key must be a positive integer, got {key!r}")
+        check_number(key, "version key")
         self._ready()
         mv: ModelVersion = self._meta.get_version_by_key(key)
         return mv
@@ -568,8 +581,7 @@ class Registry(GovernanceVerbs):
         """Point ``models:/<name>@<alias>`` at a version (moving it if it was set); recorded in the ledger."""
         validate_name(name)
         validate_alias(alias)
-        if not isinstance(version, int) or version < 1:
-            raise InvalidInput(f"version must be a positive integer, got {version!r}")
+        check_number(version)
         self._ready()
         self._meta.govern(
             name,
@@ -741,6 +753,23 @@ class Registry(GovernanceVerbs):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _sqlite_url(path: Path) -> str:
+    """The SQLite URL of the file ``path``, escaped so any folder name survives (``?``, ``#``, ``%``...)."""
+    import sqlalchemy.engine  # only opening a SQL registry needs it
+
+    return sqlalchemy.engine.URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file a ``sqlite:///`` URL names (absolute), else None."""
+    import sqlalchemy.engine  # only opening a SQL registry needs it
+
+    parsed = sqlalchemy.engine.make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).absolute()
 
 
 def _default_key_path(url: str) -> Path:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ._keys import generate_key, key_id, load_private_key, load_public_key, public_key_pem
 from ._ledger import Checkpoint, sign_checkpoint
 from ._lifecycle import EventDraft, GovContext
-from .errors import Conflict, NotFound, PermissionDenied
+from .errors import AlreadyExists, Conflict, NotFound, PermissionDenied
 from .stores.protocols import LedgerStore, Signer
 
 if TYPE_CHECKING:
@@ -57,18 +57,18 @@ class RegistryKey:
 
     def ensure(self, actor: str) -> None:
         """Make sure the registry has its key: create it (and record its public half and the
-        ``registry.initialized`` event) on a new registry, or check the file matches."""
+        ``registry.initialized`` event) on a new registry, or check the file matches.
+
+        Safe when several processes open a new registry at once: one creates the key file and
+        the others load it, and the public key and the event are recorded once, in one governed
+        write, by whichever process gets there first.
+        """
         stored = self._store.public_key()
-        if self.path.exists():
-            public = public_key_pem(load_private_key(self.path))
-        elif stored is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            public = generate_key(self.path)
-        else:
+        if stored is not None and not self.path.exists():
             return  # another machine holds the key; this one can read and verify
+        public = self._load_or_create()
         kid = key_id(public)
         if stored is None:
-            self._store.add_public_key(kid, public)
 
             def initialized(ctx: GovContext) -> list[EventDraft]:
                 return [
@@ -77,11 +77,28 @@ class RegistryKey:
                     )
                 ]
 
-            self._store.govern("", None, initialized, actor=actor, signer=self.signer())
-        elif stored[0] != kid:
+            self._store.add_public_key(kid, public, initialized, actor=actor, signer=self.signer())
+            stored = self._store.public_key()
+        if stored is not None and stored[0] != kid:
             raise Conflict(
                 f"the key at {self.path} (id {kid}) is not this registry's signing key (id {stored[0]})"
             )
+
+    def _load_or_create(self) -> bytes:
+        """The public PEM of the key file, creating the file first if there is none."""
+        if not self.path.exists():
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PermissionDenied(
+                    f"cannot create the folder {self.path.parent} for the registry key: {exc.strerror}; "
+                    "use a folder this user may write (or set MODELLEDGER_KEY to a key file path there)"
+                ) from exc
+            try:
+                return generate_key(self.path)
+            except AlreadyExists:
+                pass  # another process created it just now: use theirs, which is complete
+        return public_key_pem(load_private_key(self.path))
 
     def signer(self) -> Signer:
         """Signs ledger checkpoints; loads the key once and checks it is this registry's."""

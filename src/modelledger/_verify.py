@@ -18,7 +18,7 @@ from ._keys import key_id
 from ._ledger import GENESIS, ChainReport, Checkpoint, LedgerEvent, verify_chain, verify_checkpoint
 from ._lifecycle import ReplayedState, state_delta
 from ._time import now
-from .errors import InvalidInput, NotFound, StorageError
+from .errors import InvalidInput, NotFound, PermissionDenied, StorageError
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore
 
@@ -217,7 +217,7 @@ def _check_file(art: ArtifactStore, rel: str, sha256: str, size: int, uri: str) 
         got_size, got_sha = art.hash_file(rel)
     except NotFound:
         return Problem("missing", rel, "file is missing", uri)
-    except StorageError as exc:
+    except (StorageError, PermissionDenied) as exc:  # a file this user may not read is reported too
         return Problem("unreadable", rel, str(exc), uri)
     if got_sha != sha256 or got_size != size:
         return Problem("mismatch", rel, f"sha256 is {got_sha}, expected {sha256}", uri)
@@ -269,7 +269,7 @@ def _verify_version(art: ArtifactStore, mv: ModelVersion) -> list[Problem]:
             )
     except NotFound:
         out.append(Problem("missing", f"{mv.folder}/manifest.json", "file is missing", uri))
-    except (ValueError, StorageError, InvalidInput) as exc:
+    except (ValueError, StorageError, PermissionDenied, InvalidInput) as exc:
         out.append(Problem("unreadable", f"{mv.folder}/manifest.json", str(exc), uri))
     known = set()
     for f in mv.files:

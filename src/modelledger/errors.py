@@ -50,10 +50,13 @@ class ModelLedgerError(Exception):
 
 
 class NotFound(ModelLedgerError):
-    def __init__(self, what: str, name: str) -> None:
-        super().__init__(f"{what} not found: {name}")
+    """``what`` named ``name`` does not exist; ``hint``, when given, says what to do about it."""
+
+    def __init__(self, what: str, name: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{what} not found: {name}" + (f": {hint}" if hint else ""))
         self.what = what
         self.name = name
+        self.hint = hint
 
 
 class AlreadyExists(ModelLedgerError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._domain import DatasetSource, DatasetVersion, Page, ProcessingStep
-from .._identifiers import parse_dataset_uri, validate_name
+from .._identifiers import check_number, parse_dataset_uri, validate_name
 from .._manifest import DEFAULT_LIMITS, ManifestLimits, SourceInfo, capture_source, check_limits
 from .._paging import check_limit, decode_cursor, make_page
 from .._time import now
@@ -99,7 +99,7 @@ class Datasets:
         store: DatasetStore,
         artifacts: ArtifactStore,
         *,
-        ready: Callable[[], None],
+        ready: Callable[..., None],
         actor: Callable[[], str],
         limits: ManifestLimits = DEFAULT_LIMITS,
     ) -> None:
@@ -159,7 +159,7 @@ class Datasets:
         validate_name(name, what="data set name")
         src = _source(source, data)
         step_list = [_step(s, self._limits) for s in steps]
-        self._ready()
+        self._ready(write=True)  # planning is the first half of a write: the embedded default may be created
         step_list = [replace(s, inputs=tuple(self._input(s, ref) for ref in s.inputs)) for s in step_list]
         if code is None and capture and (not src.code or any(not s.code for s in step_list)):
             code = _code(capture_source())
@@ -237,7 +237,8 @@ class Datasets:
         if uri_or_name.startswith("datasets:/"):
             name, number = parse_dataset_uri(uri_or_name)
         else:
-            name, number = validate_name(uri_or_name, what="data set name"), version
+            name = validate_name(uri_or_name, what="data set name")
+            number = None if version is None else check_number(version)
         self._ready()
         return self._meta.get_dataset_version(name, number)
 

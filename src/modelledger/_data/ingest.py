@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._domain import ColumnSpec
-from ..errors import InvalidInput, StorageError
+from ..errors import InvalidInput
 from ..stores.artifacts import ArtifactStore
 
 __all__ = ["DIGEST_ROWS", "Ingested", "ingest"]
@@ -204,19 +204,20 @@ def _file_batches(
         path = Path(location)
         if not path.is_file():
             raise InvalidInput(f"data file does not exist or is not a file: {location}")
-        uri = path.absolute().as_uri()
+        uri = path.absolute().as_uri()  # what the data set records as its source
+        target = str(path.absolute())  # fsspec takes a file:// URI's path literally: give it the path
     else:
-        uri = location
+        uri = target = location
     try:
-        fh = fsspec.open(uri, "rb", compression="infer", **storage_options).open()
+        fh = fsspec.open(target, "rb", compression="infer", **storage_options).open()
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot open {location}: {exc}") from exc
     try:
         total = (
             int(fh.size)
             if getattr(fh, "size", None)
-            else os.path.getsize(uri[7:])
-            if uri.startswith("file://")
+            else os.path.getsize(target)
+            if "://" not in target
             else 0
         )
     except (OSError, TypeError):
@@ -401,7 +402,7 @@ def ingest(
         finally:
             store.remove_tree(staging)
         if isinstance(exc, OSError):
-            raise StorageError(f"cannot write data set {name}: {exc}") from exc
+            raise store.error(exc, f"write data set {name} to", staging) from exc
         raise
     return Ingested(
         staging=staging,

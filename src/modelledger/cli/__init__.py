@@ -3,7 +3,9 @@
 Every command opens the registry, calls one or two :class:`~modelledger.Registry`
 verbs and renders what they return: rich tables for people, one JSON document
 with ``--json`` for scripts. Library errors become one red line on stderr and
-exit code 1, in one place (:func:`~modelledger.cli._common.registry_options`).
+exit code 1, in one place (:func:`~modelledger.cli._common.registry_options`); usage
+errors (a missing argument, an unknown option) one line too, with exit code 2
+(:class:`~modelledger.cli._common.OneLineUsageGroup`).
 
 One module per noun; this one holds the ``main`` group (the ``modelledger`` console
 script) and registers theirs:
@@ -41,11 +43,12 @@ from . import (
     receipts,
     versions,
 )
+from ._common import OneLineUsageGroup
 
 __all__ = ["main"]
 
 
-@click.group()
+@click.group(cls=OneLineUsageGroup)
 @click.version_option(__version__, prog_name="modelledger")
 def main() -> None:
     """modelledger: a model registry built around lineage.

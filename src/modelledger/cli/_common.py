@@ -2,8 +2,10 @@
 
 :func:`registry_options` opens the registry for a command and is, with :func:`fail`, the
 one place where a :class:`~modelledger.ModelLedgerError` (or anything unexpected) becomes
-a red one-line message on stderr and an exit code. Times and ages given on the command
-line stay text and are parsed by the library verbs that take them.
+a red one-line message on stderr and exit code 1. :class:`OneLineUsageGroup` does the same
+for click's usage errors (a missing argument, an unknown option...), which keep exit code 2.
+Times and ages given on the command line stay text and are parsed by the library verbs that
+take them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -136,6 +138,58 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as one line: the problem, then where to find help."""
+
+    def __init__(self, original: click.UsageError) -> None:
+        super().__init__(original.format_message(), original.ctx)
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        message = one_line(self.format_message())
+        if not message.endswith((".", "?", "!")):
+            message += "."
+        ctx = self.ctx
+        if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+            message += f" Try '{ctx.command_path} {max(ctx.help_option_names, key=len)}'."
+        click.secho(
+            f"Error: {message}", file=file, err=file is None, fg="red", color=ctx.color if ctx else None
+        )
+
+
+# click >= 8.2 raises this for a group run without a command: it prints the help, as it should
+_SHOWS_HELP: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if cls is not None
+)
+
+
+class OneLineUsageGroup(click.Group):
+    """The ``main`` group: every usage error below it prints one line and exits with code 2.
+
+    Parsing happens in :meth:`make_context` (this group's options) and in :meth:`invoke`
+    (each subcommand's), so wrapping those two covers every command.
+    """
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
+
+
+def _one_line_usage(exc: click.UsageError) -> click.UsageError:
+    if isinstance(exc, (OneLineUsageError, *_SHOWS_HELP)):
+        return exc
+    return OneLineUsageError(exc)
+
+
 def fail(exc: BaseException, *, show_traceback: bool) -> NoReturn:
     """Report an error as one red line on stderr (after the traceback, if asked) and exit."""
     if show_traceback:
@@ -156,7 +210,7 @@ def registry_options(fn: F) -> F:
 
     The command receives the open :class:`Registry` as its first argument. This is the
     one place where exceptions become messages and exit codes; click's own usage errors
-    (exit code 2) pass through untouched.
+    pass through to :class:`OneLineUsageGroup` (one line, exit code 2).
     """
 
     @functools.wraps(fn)

@@ -60,14 +60,14 @@ def _render_report(report: VerifyReport, root: str) -> None:
     "--public-key",
     "public_key",
     default=None,
-    type=click.Path(dir_okay=False, exists=True, path_type=str),
+    type=click.Path(dir_okay=False, path_type=str),
     help="The registry's public key kept outside it (from `keys export`): detects a re-signed history.",
 )
 @click.option(
     "--trusted-checkpoint",
     "trusted_checkpoint",
     default=None,
-    type=click.Path(dir_okay=False, exists=True, path_type=str),
+    type=click.Path(dir_okay=False, path_type=str),
     help="A checkpoint kept outside the registry (from `checkpoint export`): detects a ledger cut short.",
 )
 @click.option(

@@ -64,7 +64,7 @@ def checkpoint_export(registry: Registry, output_path: str | None) -> None:
     \b
     Example:
         modelledger checkpoint export -o cp.json
-        modelledger verify --trusted-checkpoint cp.json
+        modelledger checkpoint export > cp.json
     """
     text = json.dumps(registry.latest_checkpoint().to_dict(), indent=2, sort_keys=True) + "\n"
     if output_path is None:

@@ -9,24 +9,33 @@ Every relative path (``rel``) a method takes is checked by ``_key`` before it is
 absolute path, a ``.`` or ``..`` segment, an empty segment, a backslash, NUL or another
 control character is refused with :class:`~modelledger.errors.InvalidInput`, so no caller,
 and no value read back from the metadata, can reach outside the store's root.
+
+Every failure of the storage underneath (an ``OSError`` from the filesystem, a botocore
+error from S3) leaves a public method as a :class:`~modelledger.errors.ModelLedgerError`
+that says what to do (:meth:`ArtifactStore.error`): a read-only or full store and a missing
+bucket are a :class:`StorageError`, refused access and missing credentials a
+:class:`PermissionDenied`. ``file://`` roots are RFC 8089 URIs: ``%XX`` escapes are decoded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import os
 import posixpath
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar, cast
+from urllib.parse import unquote
 
-from ..errors import AlreadyExists, InvalidInput, NotFound, StorageError
+from ..errors import AlreadyExists, InvalidInput, ModelLedgerError, NotFound, PermissionDenied, StorageError
 
-__all__ = ["CHUNK", "ArtifactStore", "Progress"]
+__all__ = ["CHUNK", "ArtifactStore", "Progress", "local_root"]
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int], None]
@@ -35,6 +44,81 @@ Progress = Callable[[int], None]
 # A backslash is a separator to Windows and to some object-store tools; NUL ends a C string
 # (and makes os calls raise ValueError); other control characters have no place in a key.
 _UNSAFE_CHARACTER = re.compile(r"[\x00-\x1f\x7f\\]")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DENIED = {errno.EACCES, errno.EPERM}
+_S3_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+_NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError"}
+
+
+def local_root(url: str) -> str | None:
+    """The local path a ``file://`` URL (percent-encoded, as :meth:`Path.as_uri` makes) names; else None.
+
+    >>> local_root("file:///data/my%20store")
+    '/data/my store'
+    """
+    if not url.startswith("file://"):
+        return None
+    rest = url[len("file://") :]
+    if rest.startswith("localhost/"):
+        rest = rest[len("localhost") :]
+    return unquote(rest)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (s3fs keeps botocore's as the cause)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    for cause in _causes(exc):
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict):
+            code = (response.get("Error") or {}).get("Code")
+            if code:
+                return str(code)
+    return None
+
+
+def _named(exc: BaseException, names: Iterable[str]) -> bool:
+    wanted = set(names)
+    return any(c.__name__ in wanted for cause in _causes(exc) for c in type(cause).__mro__)
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    """An error of the storage underneath (filesystem or S3 client), not of modelledger itself."""
+    if isinstance(exc, OSError):
+        return True
+    module = type(exc).__module__.split(".", 1)[0]
+    return module in {"botocore", "aiobotocore", "boto3", "s3fs"}
+
+
+def _translated(action: str) -> Callable[[F], F]:
+    """Make a public method raise :meth:`ArtifactStore.error` for any failure of the storage."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(self: ArtifactStore, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except ModelLedgerError:
+                raise
+            except Exception as exc:
+                if not _is_store_failure(exc):
+                    raise
+                rel = next((a for a in args if isinstance(a, str)), "")
+                raise self.error(exc, action, rel) from exc
+
+        return cast(F, run)
+
+    return wrap
 
 
 class ArtifactStore:
@@ -53,7 +137,9 @@ class ArtifactStore:
         if self._fs is None:
             import fsspec  # imports its filesystem registry: only touching a store needs it
 
-            fs, root = fsspec.core.url_to_fs(self.url, **self._storage_options)
+            # fsspec takes a file:// URL's path literally; a proper URI escapes ' ', '?', '#', '%'...
+            target = local_root(self.url) or self.url
+            fs, root = fsspec.core.url_to_fs(target, **self._storage_options)
             self._fs, self._root = fs, root.rstrip("/")
         return self._fs
 
@@ -86,10 +172,81 @@ class ArtifactStore:
         return self._key(rel, root_ok=True)
 
     def uri(self, rel: str) -> str:
+        """``rel`` as a URL: a proper (percent-encoded) ``file://`` URI on a local store."""
+        if self.is_local:
+            return Path(self.full(rel)).as_uri()
         return str(self.fs.unstrip_protocol(self.full(rel)))
+
+    # ------------------------------------------------------------ failures
+
+    def error(self, exc: BaseException, action: str, rel: str = "") -> ModelLedgerError:
+        """``exc``, a failure of the storage while doing ``action`` (a verb) on ``rel``, as the
+        library error that says what to do (one line)."""
+        if isinstance(exc, ModelLedgerError):
+            return exc
+        where = self._where(rel)
+        code = _s3_code(exc)
+        number = getattr(exc, "errno", None)
+        if _named(exc, _NO_CREDENTIALS):
+            return PermissionDenied(
+                f"cannot {action} {where}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or give key and secret in the storage options"
+            )
+        if code == "NoSuchBucket" or (self._is_s3_url and "bucket does not exist" in str(exc)):
+            return self._no_bucket()
+        if code in _S3_DENIED or isinstance(exc, PermissionError) or number in _DENIED:
+            return PermissionDenied(
+                f"cannot {action} {where}: permission denied; give this user access to "
+                f"{self._where('')} or use another artefact root"
+            )
+        if number == errno.EROFS:
+            return StorageError(
+                f"cannot {action} {where}: the artefact store is read-only; "
+                "make it writable or use another artefact root"
+            )
+        if number in _FULL:
+            return StorageError(
+                f"cannot {action} {where}: no space left on the artefact store; free some space and try again"
+            )
+        detail = " ".join(str(getattr(exc, "strerror", None) or exc or type(exc).__name__).split())
+        return StorageError(f"cannot {action} {where}: {detail}")
+
+    @property
+    def _is_s3_url(self) -> bool:
+        return self.url.lower().startswith(("s3://", "s3a://"))
+
+    def _where(self, rel: str) -> str:
+        """``rel`` as people read it: a local path, or the store's URL."""
+        try:
+            return self.full(rel) if self.is_local else self.uri(rel)
+        except Exception:  # the filesystem itself could not be made: name the configured URL
+            return f"{self.url.rstrip('/')}/{rel}" if rel else self.url
+
+    def _bucket(self) -> str:
+        return self.url.split("://", 1)[1].split("/", 1)[0]
+
+    def _no_bucket(self) -> StorageError:
+        bucket = self._bucket()
+        return StorageError(
+            f"the S3 bucket {bucket!r} does not exist: create it (for example `aws s3 mb s3://{bucket}`) "
+            f"or fix the artefact root {self.url}"
+        )
+
+    def _missing(self, rel: str, exc: BaseException) -> ModelLedgerError:
+        """A file that is not there, or (on S3) a bucket that is not."""
+        if self._is_s3_url and (_s3_code(exc) == "NoSuchBucket" or not self._bucket_exists()):
+            return self._no_bucket()
+        return NotFound("artefact file", rel)
+
+    def _bucket_exists(self) -> bool:
+        try:
+            return bool(self.fs.exists(self._bucket()))
+        except Exception:  # cannot tell: report the file as missing, as it is
+            return True
 
     # ------------------------------------------------------------ folders
 
+    @_translated("create a folder in")
     def claim_folder(self, parent: str, key: str) -> str:
         """Create and return a new folder ``parent/key`` (or ``key.2``, ``key.3``...).
 
@@ -149,6 +306,7 @@ class ArtifactStore:
         if not self.is_local:
             self.fs.invalidate_cache(self.full(rel))
 
+    @_translated("list")
     def refresh(self) -> None:
         """Forget every cached listing (before a full check such as verify)."""
         if not self.is_local:
@@ -168,13 +326,16 @@ class ArtifactStore:
                 raise FileExistsError(path) from None
             return self.fs.open(path, "wb")  # type: ignore[no-any-return]
 
+    @_translated("remove")
     def remove_tree(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._key(rel), recursive=True)
 
+    @_translated("read")
     def exists(self, rel: str) -> bool:
         return bool(self.fs.exists(self.full(rel)))
 
+    @_translated("list")
     def list_files(self, rel: str) -> list[str]:
         """Every file below ``rel``, as paths relative to ``rel``."""
         base = self.full(rel)
@@ -189,6 +350,7 @@ class ArtifactStore:
                 out.append(sub)
         return sorted(out)
 
+    @_translated("list")
     def list_names(self, rel: str) -> list[str]:
         """The names of the entries (files and folders) directly in folder ``rel``, sorted; [] if none.
 
@@ -210,6 +372,7 @@ class ArtifactStore:
                 return []
         return sorted(name for name in names if name != ".claimed")
 
+    @_translated("list")
     def list_dirs(self, rel: str) -> list[str]:
         try:
             entries = self.fs.ls(self.full(rel), detail=True)
@@ -217,6 +380,7 @@ class ArtifactStore:
             return []
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
 
+    @_translated("list")
     def usage(self, rel: str) -> tuple[int, datetime | None]:
         """Total size of the files at or below ``rel`` and the newest modification time among them."""
         path = self.full(rel)
@@ -232,6 +396,7 @@ class ArtifactStore:
                 newest = when
         return size, newest
 
+    @_translated("remove")
     def remove(self, rel: str) -> None:
         """Remove a file or folder, then any folders it leaves empty (local stores) up to the root."""
         self.remove_tree(rel)
@@ -264,6 +429,7 @@ class ArtifactStore:
         except FileExistsError as exc:
             raise AlreadyExists("artefact file", rel) from exc
 
+    @_translated("write")
     def open_new(self, rel: str) -> IO[bytes]:
         """A new write-once file; end it with :meth:`finish` (or :meth:`sync`, then close).
 
@@ -273,12 +439,14 @@ class ArtifactStore:
         """
         return self._open_new(rel)
 
+    @_translated("write")
     def sync(self, fh: IO[bytes]) -> None:
         """Flush a file opened with :meth:`open_new` to stable storage (local files only)."""
         if self.is_local:
             fh.flush()
             os.fsync(fh.fileno())
 
+    @_translated("move a file to")
     def move(self, src: str, dst: str) -> None:
         """Move a finished file to its final, never-before-used path."""
         source, target = self._key(src), self._key(dst)
@@ -294,6 +462,7 @@ class ArtifactStore:
             raise AlreadyExists("artefact file", dst)
         self.fs.mv(source, target)
 
+    @_translated("write")
     def finish(self, fh: IO[bytes], rel: str) -> None:
         """Make a file from :meth:`open_new` durable and close it."""
         try:
@@ -304,6 +473,7 @@ class ArtifactStore:
         except FileExistsError as exc:
             raise AlreadyExists("artefact file", rel) from exc
 
+    @_translated("write")
     def put_bytes(self, rel: str, data: bytes) -> str:
         """Write a new file; returns its sha256 hex."""
         fh = self._open_new(rel)
@@ -313,6 +483,7 @@ class ArtifactStore:
             self.finish(fh, rel)
         return hashlib.sha256(data).hexdigest()
 
+    @_translated("write")
     def put_stream(
         self, rel: str, chunks: Iterator[bytes], progress: Progress | None = None
     ) -> tuple[int, str]:
@@ -321,7 +492,7 @@ class ArtifactStore:
         size = 0
         fh = self._open_new(rel)
         try:
-            for chunk in chunks:
+            for chunk in _source(chunks, rel):
                 digest.update(chunk)
                 fh.write(chunk)
                 size += len(chunk)
@@ -331,6 +502,7 @@ class ArtifactStore:
             self.finish(fh, rel)
         return size, digest.hexdigest()
 
+    @_translated("write")
     def put_atomic(self, rel: str, data: bytes | bytearray | memoryview) -> bool:
         """Publish ``data`` at ``rel`` whole or not at all; False, writing nothing, if ``rel`` exists.
 
@@ -366,6 +538,7 @@ class ArtifactStore:
         self.fs.pipe_file(path, bytes(memoryview(data)))
         return True
 
+    @_translated("write")
     def sync_folder(self, rel: str) -> None:
         """Make the folder's entries durable (a no-op on object stores)."""
         top = self._key(rel)
@@ -377,14 +550,14 @@ class ArtifactStore:
 
     # ------------------------------------------------------------ reads
 
+    @_translated("read")
     def open(self, rel: str) -> IO[bytes]:
         try:
             return self.fs.open(self._key(rel), "rb")  # type: ignore[no-any-return]
         except FileNotFoundError as exc:
-            raise NotFound("artefact file", rel) from exc
-        except OSError as exc:
-            raise StorageError(f"cannot read {rel}: {exc}") from exc
+            raise self._missing(rel, exc) from exc
 
+    @_translated("read")
     def open_input(self, rel: str) -> Any:
         """``rel`` opened for random-access reading, such as a Parquet reader needs.
 
@@ -400,14 +573,14 @@ class ArtifactStore:
                 return pa.memory_map(path, "r")
             return self.fs.open(path, "rb")
         except FileNotFoundError as exc:
-            raise NotFound("artefact file", rel) from exc
-        except OSError as exc:
-            raise StorageError(f"cannot read {rel}: {exc}") from exc
+            raise self._missing(rel, exc) from exc
 
+    @_translated("read")
     def read_bytes(self, rel: str) -> bytes:
         with self.open(rel) as fh:
             return fh.read()
 
+    @_translated("read")
     def hash_file(self, rel: str) -> tuple[int, str]:
         """(size, sha256 hex) of a stored file, streamed."""
         digest = hashlib.sha256()
@@ -435,6 +608,19 @@ def _key_problem(rel: object, *, root_ok: bool) -> str | None:
     if "." in segments or ".." in segments:
         return "has a '.' or '..' segment"
     return None
+
+
+def _source(chunks: Iterator[bytes], rel: str) -> Iterator[bytes]:
+    """``chunks``, with a failure to read them (the source, not this store) as :class:`InvalidInput`."""
+    it = iter(chunks)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the source of {rel}: {exc}") from exc
+        yield chunk
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:

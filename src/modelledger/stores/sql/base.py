@@ -1,13 +1,23 @@
-"""The SQL store's foundation: engine, transactions, schema, and the row readers every concern shares."""
+"""The SQL store's foundation: engine, transactions, schema, and the row readers every concern shares.
+
+A SQLite database is opened from its path (never from re-parsed URL text, so any folder name
+works) and only :meth:`SqlBase.migrate` creates one: reading a file that does not exist raises
+:class:`NotFound`, and a file this process may not write is opened read-only, so reads still
+work and writes say why they cannot. Every driver failure leaves ``_read``/``_write`` as a
+:class:`~modelledger.errors.ModelLedgerError` that says what to do.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -15,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..._domain import ColumnSpec, DatasetSource, DatasetVersion, Model, ProcessingStep
 from ..._policy import Policy
 from ..._time import from_stored
-from ...errors import NotFound, SchemaOutdated, StorageError
+from ...errors import InvalidInput, ModelLedgerError, NotFound, PermissionDenied, SchemaOutdated, StorageError
 from . import tables as t
 from .driver import Driver
 from .statements import Q_ALIAS_MAP, Q_HEAD, Q_MODEL, Q_MODEL_INSERT, Q_POLICY, normalise_url
@@ -23,6 +33,10 @@ from .statements import Q_ALIAS_MAP, Q_HEAD, Q_MODEL, Q_MODEL_INSERT, Q_POLICY, 
 __all__ = ["HEAD_REVISION", "SqlBase"]
 
 HEAD_REVISION = "0003"
+MAX_INTEGER = 2**63 - 1
+"""The largest number a version, key or counter can be (a signed 64-bit column)."""
+MIGRATION_LOCK = 0x6D6F64656C6C6467
+"""PostgreSQL advisory lock key that serialises concurrent migrations ("modelldg")."""
 
 
 class SqlBase:
@@ -34,6 +48,8 @@ class SqlBase:
         self._upserts: dict[str, Any] = {}
         self._driver: Driver | None = None
         self._state_updates: dict[tuple[str, ...], Any] = {}
+        self._create = False  # only migrate() may create a SQLite file
+        self._sqlite_path: Path | Literal[False] | None = False  # False: not worked out yet
 
     @property
     def is_sqlite(self) -> bool:
@@ -52,20 +68,35 @@ class SqlBase:
             self._driver = Driver(self.engine.dialect)
         return self._driver
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, absolute (None for PostgreSQL, memory or ``file:`` URI forms)."""
+        if self._sqlite_path is False:
+            path = None
+            if self.is_sqlite:
+                parsed = sa.engine.make_url(self.url)
+                if parsed.database and parsed.database != ":memory:" and not parsed.query:
+                    path = Path(parsed.database).absolute()
+            self._sqlite_path = path
+        return self._sqlite_path
+
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
             return sa.create_engine(self.url, pool_pre_ping=True)
-        db = sa.engine.make_url(self.url).database
-        if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(self.url, connect_args={"timeout": 120})
+        path = self.sqlite_path
+        if path is None:  # memory, or a URL with its own driver options: SQLAlchemy opens it as given
+            engine = sa.create_engine(self.url, connect_args={"timeout": 120})
+        else:
+            # The file is opened from its path, as a URI naming the mode: "rw" never creates it.
+            engine = sa.create_engine(sa.engine.make_url(self.url), creator=lambda: self._connect(path))
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             # Let SQLAlchemy's "begin" event decide how a transaction starts.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            if not cur.execute("PRAGMA query_only").fetchone()[0]:
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=120000")
@@ -73,12 +104,98 @@ class SqlBase:
 
         return engine
 
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        """A connection to the SQLite file ``path``: created only by migrate, read-only if not writable.
+
+        A read-only connection to a WAL database needs its ``-shm`` file, or a folder it can
+        create one in. When it has neither, the file is read as immutable: right for read-only
+        media and snapshots, but a process that may still write it elsewhere would not be seen.
+        """
+        extra = ""
+        if not path.exists():
+            if not self._create:
+                raise NotFound(
+                    "registry database",
+                    str(path),
+                    hint="create it with `modelledger init` (reads create nothing)",
+                )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._file_error(path.parent, exc) from exc
+            if not os.access(path.parent, os.W_OK):
+                raise self._read_only(path.parent)
+            mode = "rwc"
+        elif not os.access(path, os.R_OK):
+            raise PermissionDenied(
+                f"cannot read the registry database {path}: give this user read access to it"
+            )
+        elif _writable(path):
+            mode = "rw"
+        else:
+            mode = "ro"
+            if not os.access(path.parent, os.W_OK) and not Path(f"{path}-shm").exists():
+                extra = "&immutable=1"
+        conn = sqlite3.connect(
+            f"{path.as_uri()}?mode={mode}{extra}", uri=True, timeout=120, check_same_thread=False
+        )
+        if mode == "ro":
+            conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    def _read_only(self, path: Path) -> ModelLedgerError:
+        """The error for a write to ``path`` (the database or its folder), which this process cannot write."""
+        what = "registry database" if path.is_file() else "folder of the registry database"
+        if _on_read_only_filesystem(path):
+            return StorageError(
+                f"the {what} {path} is on a read-only file system: reads work, writes need it "
+                "mounted writable (or copy the registry somewhere writable)"
+            )
+        return PermissionDenied(
+            f"the {what} {path} is read-only for this user: reads work, writes need write access "
+            "to the database file and its folder"
+        )
+
+    def _file_error(self, path: Path, exc: OSError) -> ModelLedgerError:
+        if isinstance(exc, PermissionError):
+            return PermissionDenied(
+                f"cannot create {path}: permission denied; create it or choose another path"
+            )
+        if exc.errno == errno.EROFS:
+            return self._read_only(path)
+        return StorageError(f"cannot create {path}: {exc.strerror or exc}")
+
+    def _failure(self, exc: sa.exc.DBAPIError) -> ModelLedgerError:
+        """A driver error as the library error that says what to do."""
+        orig = exc.orig
+        detail = " ".join(str(orig).split())
+        name = str(getattr(orig, "sqlite_errorname", "") or "")
+        state = str(getattr(orig, "sqlstate", "") or "")
+        path = self.sqlite_path
+        where = f"the registry database {path}" if path is not None else "the metadata database"
+        if name.startswith("SQLITE_FULL") or state == "53100":
+            return StorageError(f"{where} cannot grow: the disk is full; free some space and try again")
+        if name.startswith("SQLITE_READONLY") and path is not None:
+            return self._read_only(path)
+        if name.startswith(("SQLITE_PERM", "SQLITE_AUTH")) or state == "42501":
+            return PermissionDenied(f"{where} refused this: {detail}; ask for the needed rights")
+        if name.startswith("SQLITE_CANTOPEN") and path is not None:
+            return StorageError(
+                f"cannot open {where}: check that it and its folder exist and this user may use them"
+            )
+        if state == "25006":
+            return StorageError(f"{where} is read-only (a standby?): write to the primary server")
+        return StorageError(f"metadata store failed: {detail}")
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         # SQLite runs in driver autocommit mode (set on connect), so the transaction is ours to
         # open: BEGIN IMMEDIATE takes the write lock up front, and concurrent writers queue on
         # busy_timeout instead of failing when a read transaction tries to upgrade. (An engine
         # "begin" event would do the same, but any engine event slows every statement.)
+        path = self.sqlite_path
+        if path is not None and path.exists() and not _writable(path):
+            raise self._read_only(path)
         try:
             with self.engine.connect() as conn, conn.begin():
                 if self.is_sqlite:
@@ -87,7 +204,9 @@ class SqlBase:
         except sa.exc.IntegrityError:
             raise
         except sa.exc.DBAPIError as exc:
-            raise StorageError(f"metadata store failed: {exc.orig}") from exc
+            raise self._failure(exc) from exc
+        except OverflowError as exc:
+            raise _too_large(exc) from exc
 
     @contextmanager
     def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
@@ -100,7 +219,9 @@ class SqlBase:
         except sa.exc.IntegrityError:
             raise
         except sa.exc.DBAPIError as exc:
-            raise StorageError(f"metadata store failed: {exc.orig}") from exc
+            raise self._failure(exc) from exc
+        except OverflowError as exc:
+            raise _too_large(exc) from exc
 
     def close(self) -> None:
         if self._engine is not None:
@@ -116,13 +237,18 @@ class SqlBase:
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
     def migrate(self) -> str:
-        """Create or upgrade the schema to the head revision (Alembic)."""
+        """Create (the only call that may create a SQLite file) or upgrade the schema to the head
+        revision (Alembic). Concurrent callers are serialised, and all but the first find the
+        schema at head and change nothing: SQLite's write lock, PostgreSQL's advisory lock."""
         from alembic import command  # only init and migrate need it
         from alembic.config import Config  # only init and migrate need it
 
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        self._create = True
         with self._write() as conn:
+            if not self.is_sqlite:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         rev = self.schema_revision()
@@ -269,3 +395,19 @@ class SqlBase:
             self._dataset_row(conn, name)
             raise NotFound("data set version", f"datasets:/{name}/{version if version else 'latest'}")
         return row
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the SQLite file ``path`` (and the journal files beside it)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _on_read_only_filesystem(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows), or the path vanished
+        return False
+
+
+def _too_large(exc: OverflowError) -> InvalidInput:
+    return InvalidInput(f"a number in this request is too large: numbers are at most {MAX_INTEGER} ({exc})")

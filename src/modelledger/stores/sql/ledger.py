@@ -303,14 +303,25 @@ class SqlLedger(SqlBase):
             ).first()
         return (row.key_id, row.public_pem.encode()) if row else None
 
-    def add_public_key(self, kid: str, public_pem: bytes) -> None:
+    def add_public_key(
+        self, kid: str, public_pem: bytes, decide: Decide, *, actor: str, signer: Signer
+    ) -> bool:
+        """Record the registry's public key and append ``decide``'s events in one governed write;
+        False, writing nothing, when a key is recorded already (a concurrent first use won)."""
         with self._write() as conn:
-            if conn.execute(sa.select(t.registry_keys.c.key_id)).first() is None:
-                conn.execute(
-                    t.registry_keys.insert().values(
-                        key_id=kid, public_pem=public_pem.decode(), created_at=now_text()
-                    )
+            head = self._lock_head(conn)
+            if conn.execute(sa.select(t.registry_keys.c.key_id)).first() is not None:
+                return False
+            conn.execute(
+                t.registry_keys.insert().values(
+                    key_id=kid, public_pem=public_pem.decode(), created_at=now_text()
                 )
+            )
+            ctx = GovContext(
+                model="", version=None, state=None, aliases={}, policy=self._policy(conn), actor=actor
+            )
+            self._append(conn, head, decide(ctx), actor=actor, signer=signer)
+            return True
 
     def version_state(self, model: str, version: int) -> VersionState:
         with self._read() as conn:
