@@ -159,13 +159,22 @@ def test_register_with_a_steps_file(cli: Run, tmp_path: Path) -> None:
     ("args", "fragment"),
     [
         (["missing.csv"], "does not exist"),
-        (["raw.csv", "--steps", "missing.yaml"], "cannot read steps file"),
-        (["raw.csv", "--steps", "bad.yaml"], "must hold a list of steps"),
-        (["raw.csv", "--steps", "broken.json"], "is not valid JSON or YAML"),
+        (["raw.csv", "--steps", "missing.yaml"], "field '(file)' does not exist"),
+        (["raw.csv", "--steps", "bad.yaml"], "field 'steps' must be a list of steps"),
+        (["raw.csv", "--steps", "broken.json"], "is not valid json"),
+        (["raw.csv", "--steps", "bomb.yaml"], "uses a YAML anchor or alias"),
         (["raw.csv", "--steps", "ghost.yaml"], "input data set of step 'split' not found: datasets:/ghost/1"),
         (["raw.csv", "--source-kind", "api"], ""),  # fine: the control case
     ],
-    ids=["missing file", "missing steps file", "steps not a list", "steps not JSON", "unknown input", "ok"],
+    ids=[
+        "missing file",
+        "missing steps file",
+        "steps not a list",
+        "steps not JSON",
+        "steps a YAML bomb",
+        "unknown input",
+        "ok",
+    ],
 )
 def test_bad_register_input_is_one_red_line_and_writes_nothing(
     cli: Run,
@@ -179,6 +188,9 @@ def test_bad_register_input_is_one_red_line_and_writes_nothing(
     pd.DataFrame({"v": [1, 2]}).to_csv("raw.csv", index=False)
     Path("bad.yaml").write_text("name: split\n")
     Path("broken.json").write_text("[{")
+    bomb = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"{c}: &{c} [{', '.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
+    Path("bomb.yaml").write_text("\n".join(["steps:", *("  " + line for line in bomb)]) + "\n")
     _steps_file(Path("ghost.yaml"), [{"name": "split", "inputs": ["datasets:/ghost/1"]}])
     if not fragment:
         assert cli("datasets", "register", "d", *args).stdout == "datasets:/d/1\n"

@@ -29,7 +29,7 @@ from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import VersionState
 from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from ._loaded import LoadedModel
-from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_manifest_file
+from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_manifest_file, load_steps_file
 from ._policy import Policy
 from ._registry import Registry
 from ._serving import (
@@ -125,6 +125,7 @@ __all__ = [
     "check_receipt",
     "input_digest",
     "load_manifest_file",
+    "load_steps_file",
     "new_prediction_id",
     "parse_model_uri",
     "parse_prediction_id",

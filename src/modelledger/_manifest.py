@@ -45,6 +45,7 @@ __all__ = [
     "check_limits",
     "check_manifest",
     "load_manifest_file",
+    "load_steps_file",
 ]
 
 MANIFEST_FORMAT = 1
@@ -471,6 +472,31 @@ def load_manifest_file(path: str | os.PathLike[str], *, limits: ManifestLimits =
     >>> m = load_manifest_file("manifest.yaml")  # doctest: +SKIP
     """
     p = Path(path)
+    return Manifest.from_dict(_read_document(p, limits), source=str(p), limits=limits)
+
+
+def load_steps_file(
+    path: str | os.PathLike[str], *, limits: ManifestLimits = DEFAULT_LIMITS
+) -> list[dict[str, Any]]:
+    """Processing steps from a YAML or JSON file: a list of steps, or ``{"steps": [...]}``.
+
+    Read with the same bounds as a manifest (size, nesting, no YAML anchors or aliases).
+
+    >>> registry.datasets.register("clean", df, steps=load_steps_file("steps.yaml"))  # doctest: +SKIP
+    """
+    p = Path(path)
+    doc = _read_document(p, limits)
+    if isinstance(doc, Mapping) and set(doc) == {"steps"}:
+        doc = doc["steps"]
+    if not isinstance(doc, list) or not all(isinstance(step, Mapping) for step in doc):
+        raise InvalidManifest(
+            "steps", "must be a list of steps (mappings with at least a name)", source=str(p)
+        )
+    return [dict(step) for step in doc]
+
+
+def _read_document(p: Path, limits: ManifestLimits) -> Any:
+    """The parsed YAML or JSON document at ``p``, read within ``limits``."""
     try:
         # Read one byte past the limit, never the whole file: it may be huge or endless.
         with p.open("rb") as fh:
@@ -499,7 +525,7 @@ def load_manifest_file(path: str | os.PathLike[str], *, limits: ManifestLimits =
         raise InvalidManifest(
             "(document)", f"is not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}", source=str(p)
         ) from exc
-    return Manifest.from_dict(data, source=str(p), limits=limits)
+    return data
 
 
 def _load_yaml(text: str, limits: ManifestLimits, source: str) -> Any:

@@ -6,16 +6,14 @@ renders its result.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from modelledger import DatasetVersion, InvalidInput, Registry
+from modelledger import DatasetVersion, Registry, load_steps_file
 
 from ._common import (
     TransferBar,
@@ -26,32 +24,12 @@ from ._common import (
     json_option,
     limit_option,
     make_console,
-    one_line,
     page_args,
     print_next_cursor,
     print_section,
     registry_options,
 )
 from .lineage import lineage_tree
-
-
-def _load_steps(path: str) -> list[Any]:
-    """Processing steps from a JSON or YAML file: a list of steps, or ``{"steps": [...]}``."""
-    import yaml  # only YAML manifests need it
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"cannot read steps file {path}: {exc.strerror or exc}") from exc
-    try:
-        doc = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"steps file {path} is not valid JSON or YAML: {one_line(str(exc))}") from exc
-    if isinstance(doc, Mapping) and set(doc) == {"steps"}:
-        doc = doc["steps"]
-    if not isinstance(doc, list) or not all(isinstance(s, Mapping) for s in doc):
-        raise InvalidInput(f"steps file {path} must hold a list of steps (mappings with at least a name)")
-    return doc
 
 
 @click.group()
@@ -236,7 +214,7 @@ def datasets_register(
         modelledger datasets register scores s.parquet --source-uri https://bureau.example --source-kind api
         modelledger datasets register applications-train s3://lake/train.parquet --steps steps.yaml
     """
-    steps = _load_steps(steps_path) if steps_path else []
+    steps = load_steps_file(steps_path) if steps_path else []
     source: dict[str, Any] | None = None
     if source_uri or source_kind or query:
         kind = source_kind or ("query" if query else "file")
