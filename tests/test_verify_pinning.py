@@ -8,6 +8,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -152,3 +155,40 @@ def test_cli_exports_a_checkpoint_and_verifies_against_it(
     result = runner.invoke(main, pinned)
     assert result.exit_code == 1
     assert "truncated" in result.output and "events were removed" in result.output
+
+
+def _served(registry: Registry, fitted_pipeline: object, frame: pd.DataFrame) -> str:
+    v = registry.register("served", fitted_pipeline, sample_input=frame.head(5), capture=False)
+    with registry.load(v.uri, capture=True) as served:
+        served.predict(frame.head(40))
+        served.predict(frame.head(3))
+    return v.uri
+
+
+@pytest.mark.parametrize("edit", ["output", "input", "dropped signature"])
+def test_edited_captures_are_caught_when_asked(
+    db_url: str,
+    tmp_path: Path,
+    fitted_pipeline: object,
+    credit_data: tuple[pd.DataFrame, pd.Series],
+    edit: str,
+) -> None:
+    registry = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@bank.example")
+    uri = _served(registry, fitted_pipeline, credit_data[0])
+    assert registry.verify(captures=True).ok
+    folder = tmp_path / "artifacts" / registry.get_version(uri).folder / "predictions"
+    path = sorted(folder.rglob("*.parquet"))[0]
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    if edit == "output":
+        rows[5]["output"] = "1" if rows[5]["output"] != "1" else "0"  # a decision flipped
+    elif edit == "input":
+        rows[5]["input"] = rows[5]["input"].replace("0", "9", 1)
+    else:
+        rows[5]["signature"] = rows[6]["signature"][::-1]
+    path.chmod(0o644)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    assert registry.verify().ok  # the default verify does not read captures
+    problems = registry.verify(captures=True).problems
+    assert [(p.kind, p.version) for p in problems] == [("mismatch", uri)]
+    assert rows[5]["prediction_id"] in problems[0].detail and problems[0].path.endswith(path.name)

@@ -689,6 +689,7 @@ class Registry(GovernanceVerbs):
         grace: timedelta | str = timedelta(hours=1),
         public_key: bytes | str | os.PathLike[str] | None = None,
         trusted_checkpoint: Checkpoint | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        captures: bool = False,
     ) -> VerifyReport:
         """Check everything the registry vouches for, and name what does not match.
 
@@ -704,6 +705,8 @@ class Registry(GovernanceVerbs):
         ``public_key`` (PEM bytes or a file, from ``modelledger keys export``) and
         ``trusted_checkpoint`` (a :class:`Checkpoint`, its dict, or a JSON file from
         :meth:`latest_checkpoint` / ``modelledger checkpoint export``) make both detectable.
+        ``captures=True`` also re-checks every captured prediction against the signed root of
+        its call (one receipt check per row: it takes a while on a busy model).
 
         >>> report = registry.verify(public_key="pub.pem", trusted_checkpoint="cp.json")  # doctest: +SKIP
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
@@ -719,6 +722,7 @@ class Registry(GovernanceVerbs):
             grace=window,
             public_key=pinned,
             trusted_checkpoint=trusted,
+            captures=captures,
         )
 
     def latest_checkpoint(self) -> Checkpoint:

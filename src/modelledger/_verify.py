@@ -6,6 +6,8 @@ ledger once, and report rather than repair.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -17,8 +19,9 @@ from ._integrity import version_digest
 from ._keys import key_id
 from ._ledger import GENESIS, ChainReport, Checkpoint, LedgerEvent, verify_chain, verify_checkpoint
 from ._lifecycle import ReplayedState, state_delta
+from ._serving import check_receipt, receipts_from_table
 from ._time import now
-from .errors import InvalidInput, NotFound, PermissionDenied, StorageError
+from .errors import InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore
 
@@ -33,12 +36,15 @@ def verify_registry(
     grace: timedelta = timedelta(hours=1),
     public_key: bytes | None = None,
     trusted_checkpoint: Checkpoint | None = None,
+    captures: bool = False,
 ) -> VerifyReport:
     """What :meth:`Registry.verify <modelledger.Registry.verify>` reports: the ledger chain and
     checkpoints (against ``public_key`` and ``trusted_checkpoint`` when pinned), the head row,
     state tables against a replay, version digests against their registration events, every
     artefact and data set file re-hashed, every file of a version folder accounted for, and
-    orphans (those younger than ``grace`` apart, as in flight)."""
+    orphans (those younger than ``grace`` apart, as in flight). With ``captures``, every
+    captured prediction's receipt is rebuilt from its row and checked against the signed
+    root of its call, and its input text against its input digest."""
     art.refresh()  # report what the store holds now, not what this process listed before
     problems: list[Problem] = []
     registered: dict[tuple[str, int], str] = {}
@@ -76,6 +82,8 @@ def verify_registry(
                 )
             )
         problems.extend(_verify_version(art, mv))
+        if captures and stored is not None:
+            problems.extend(_verify_captures(art, mv, public_key or stored[1]))
         n_files += len(mv.files)
         if progress:
             progress(mv)
@@ -250,6 +258,38 @@ def _verify_chain(
     for _rest in stream:
         pass  # the replay needs every event, also after the chain check stopped at a problem
     return report, tip
+
+
+def _verify_captures(art: ArtifactStore, mv: ModelVersion, public_pem: bytes) -> list[Problem]:
+    """The first problem of each capture file of ``mv``: a row whose receipt does not verify
+    (output, ids, digest or time edited; signature or tree forged), whose input text does not
+    hash to its input digest, or that names another version."""
+    import pyarrow.parquet as pq  # heavy: only checking captures needs it
+
+    out: list[Problem] = []
+    for rel in art.list_files(f"{mv.folder}/predictions"):
+        if not rel.endswith(".parquet"):
+            continue
+        path = f"{mv.folder}/predictions/{rel}"
+        try:
+            table = pq.read_table(io.BytesIO(art.read_bytes(path)))
+            rows = table.select(["prediction_id", "input", "input_digest"]).to_pylist()
+            for receipt, row in zip(receipts_from_table(table), rows, strict=True):
+                if receipt.version_key != mv.key or receipt.digest != mv.digest:
+                    raise InvalidReceipt(receipt.prediction_id, f"names another version than {mv.uri}")
+                if (
+                    "sha256:" + hashlib.sha256(row["input"].encode("utf-8")).hexdigest()
+                    != row["input_digest"]
+                ):
+                    raise InvalidReceipt(row["prediction_id"], "its input does not match its input digest")
+                check_receipt(receipt, public_pem)
+        except InvalidReceipt as exc:
+            out.append(
+                Problem("mismatch", path, f"captured prediction {exc.prediction_id}: {exc.reason}", mv.uri)
+            )
+        except (ValueError, KeyError, TypeError, OSError, InvalidInput, StorageError) as exc:
+            out.append(Problem("unreadable", path, f"not a readable capture file: {exc}", mv.uri))
+    return out
 
 
 def _verify_version(art: ArtifactStore, mv: ModelVersion) -> list[Problem]:

@@ -71,6 +71,11 @@ def _render_report(report: VerifyReport, root: str) -> None:
     help="A checkpoint kept outside the registry (from `checkpoint export`): detects a ledger cut short.",
 )
 @click.option(
+    "--captures",
+    is_flag=True,
+    help="Also re-check every captured prediction against the signed root of its call (slower).",
+)
+@click.option(
     "--grace",
     default="1h",
     show_default=True,
@@ -79,7 +84,12 @@ def _render_report(report: VerifyReport, root: str) -> None:
 @json_option
 @registry_options
 def verify(
-    registry: Registry, public_key: str | None, trusted_checkpoint: str | None, grace: str, as_json: bool
+    registry: Registry,
+    public_key: str | None,
+    trusted_checkpoint: str | None,
+    captures: bool,
+    grace: str,
+    as_json: bool,
 ) -> None:
     """Check everything the registry vouches for; exit code 1 on any problem.
 
@@ -94,6 +104,7 @@ def verify(
     Example:
         modelledger verify --registry postgresql://ml@db/registry --artifacts s3://ml-models
         modelledger verify --public-key registry.pub.pem --trusted-checkpoint cp.json
+        modelledger verify --captures
     """
     status = make_console(stderr=True).status("Verifying artefacts...")
     checked = 0
@@ -105,7 +116,11 @@ def verify(
 
     with status:
         report = registry.verify(
-            progress=tick, grace=grace, public_key=public_key, trusted_checkpoint=trusted_checkpoint
+            progress=tick,
+            grace=grace,
+            public_key=public_key,
+            trusted_checkpoint=trusted_checkpoint,
+            captures=captures,
         )
     if as_json:
         echo_json(report.to_dict())
