@@ -4,6 +4,7 @@ in a version folder, and writes still under way."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +193,36 @@ def test_edited_captures_are_caught_when_asked(
     problems = registry.verify(captures=True).problems
     assert [(p.kind, p.version) for p in problems] == [("mismatch", uri)]
     assert rows[5]["prediction_id"] in problems[0].detail and problems[0].path.endswith(path.name)
+
+
+@pytest.mark.parametrize("how", ["on its own", "with a model version"])
+def test_a_replaced_data_set_file_with_a_rewritten_row_is_caught(
+    db_url: str,
+    tmp_path: Path,
+    fitted_pipeline: object,
+    credit_data: tuple[pd.DataFrame, pd.Series],
+    how: str,
+) -> None:
+    registry = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@bank.example")
+    frame = credit_data[0].assign(target=credit_data[1])
+    if how == "on its own":
+        dv = registry.datasets.register("applications", frame, capture=False)
+    else:
+        registry.register("m", fitted_pipeline, capture=False, datasets={"train": frame})
+        dv = registry.datasets.get("m-train")
+    recorded = list(registry.audit(action="dataset.registered", limit=1000))
+    assert [(e.subject, e.data["file_sha256"]) for e in recorded] == [(dv.uri, dv.file_sha256)]
+    # The attacker swaps the Parquet file for other data and rewrites the row to match it.
+    forged = tmp_path / "forged.parquet"
+    pq.write_table(pa.Table.from_pandas(frame.head(10)), forged)
+    target = tmp_path / "artifacts" / dv.path
+    target.chmod(0o644)
+    target.write_bytes(forged.read_bytes())
+    with attacker(db_url) as conn:
+        conn.execute(
+            sa.text("UPDATE dataset_versions SET file_sha256 = :s, size_bytes = :n WHERE path = :p"),
+            {"s": hashlib.sha256(forged.read_bytes()).hexdigest(), "n": forged.stat().st_size, "p": dv.path},
+        )
+    details = {p.detail for p in registry.verify().problems if p.kind == "mismatch" and p.path == dv.path}
+    assert "data set row differs from its record in the ledger" in details
+    assert any(d.endswith(f"expected {dv.file_sha256}") for d in details)  # held to the ledger's sha256

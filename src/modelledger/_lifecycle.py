@@ -42,6 +42,7 @@ __all__ = [
     "decide_validation",
     "evaluate_gates",
     "parse_gates",
+    "record_dataset",
     "replay",
     "stage_modes",
     "state_delta",
@@ -521,3 +522,12 @@ def decide_registration(
     alias = manifest.get("target_alias") or "production"
     drafts.extend(decide_deploy(dctx, alias, reason="automatic deployment after approval"))
     return drafts
+
+
+def record_dataset(uri: str, digest: str, file_sha256: str, size_bytes: int, path: str) -> EventDraft:
+    """The ledger record of a data set version: what ``verify`` later holds its file to.
+
+    It changes no governance state (no model in its data), so replay ignores it.
+    """
+    data = {"uri": uri, "digest": digest, "file_sha256": file_sha256, "size_bytes": size_bytes, "path": path}
+    return EventDraft("dataset.registered", uri, data)

@@ -181,7 +181,7 @@ def write_registration(
     try:
         given = dict(plan.known)
         for role, dplan in plan.inline:
-            dv, new = datasets_service.write(dplan)
+            dv, new = datasets_service.write(dplan, record=False)  # recorded with the version
             if new:
                 created.append(dv)
             given[role] = dv

@@ -422,7 +422,12 @@ class Registry(GovernanceVerbs):
         """Data set versions: ``registry.datasets.register(name, data, source=..., steps=...)``."""
         if self._datasets is None:
             self._datasets = Datasets(
-                self._meta, self._art, ready=self._ready, actor=lambda: self.actor, limits=self._limits
+                self._meta,
+                self._art,
+                ready=self._ready,
+                actor=lambda: self.actor,
+                signer=self._signer,
+                limits=self._limits,
             )
         return self._datasets
 

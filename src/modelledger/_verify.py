@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 from ._audit import state_differences
 from ._canonical import canonicalize
@@ -59,11 +60,13 @@ def verify_registry(
                 "its ledger may have been rewritten and re-signed",
             )
         )
-    chain, tip = _verify_chain(meta, registered, rebuilt, public_key or (stored[1] if stored else None))
+    datasets: dict[str, dict[str, Any]] = {}  # data set uri -> its dataset.registered record
+    trusted_pem = public_key or (stored[1] if stored else None)
+    chain, tip = _verify_chain(meta, registered, rebuilt, trusted_pem, datasets)
     if chain is not None and chain.first_problem is not None:
         fp = chain.first_problem
         problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
-    problems.extend(_check_tip(meta, tip, trusted_checkpoint, public_key or (stored[1] if stored else None)))
+    problems.extend(_check_tip(meta, tip, trusted_checkpoint, trusted_pem))
     for diff in state_differences(meta, rebuilt, replayed_to=tip[0]):
         problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
     folders: set[str] = set()
@@ -87,7 +90,7 @@ def verify_registry(
         n_files += len(mv.files)
         if progress:
             progress(mv)
-    n_datasets, dataset_paths = _verify_datasets(meta, art, problems)
+    n_datasets, dataset_paths = _verify_datasets(meta, art, problems, datasets)
     cutoff = now() - grace
     in_flight: list[Problem] = []
     for _kind, path, detail in _orphans(art, folders, dataset_paths):
@@ -146,14 +149,22 @@ def _check_tip(
 
 
 def _verify_datasets(
-    meta: MetadataStore, art: ArtifactStore, problems: list[Problem]
+    meta: MetadataStore, art: ArtifactStore, problems: list[Problem], recorded: dict[str, dict[str, Any]]
 ) -> tuple[int, set[str]]:
-    """Re-hash every data set version's file, adding what is wrong to ``problems``;
-    returns how many versions were checked and the paths of their files."""
+    """Re-hash every data set version's file against its ledger record (where the ledger
+    holds one; versions from before data sets were recorded fall back to their row), adding
+    what is wrong to ``problems``; returns how many were checked and the paths of their files."""
     n, paths = 0, set()
     for uri, path, sha, size in meta.iter_dataset_files():
         n += 1
         paths.add(path)
+        record = recorded.get(uri)
+        if record is not None:
+            if (record.get("path"), record.get("file_sha256"), record.get("size_bytes")) != (path, sha, size):
+                problems.append(
+                    Problem("mismatch", path, "data set row differs from its record in the ledger", uri)
+                )
+            path, sha, size = str(record["path"]), str(record["file_sha256"]), int(record["size_bytes"])
         problem = _check_file(art, path, sha, size, uri)
         if problem is not None:
             problems.append(problem)
@@ -237,6 +248,7 @@ def _verify_chain(
     registered: dict[tuple[str, int], str],
     rebuilt: ReplayedState,
     public_pem: bytes | None,
+    datasets: dict[str, dict[str, Any]],
 ) -> tuple[ChainReport | None, tuple[int, str]]:
     """Verify the ledger in one pass that also notes each version's registered digest and
     replays every event into ``rebuilt`` (for the state check); returns the report and the
@@ -249,6 +261,8 @@ def _verify_chain(
             if event.action == "version.registered":
                 data = event.data
                 registered[(data["model"], int(data["version"]))] = data["digest"]
+            elif event.action == "dataset.registered":
+                datasets[str(event.data.get("uri"))] = dict(event.data)
             rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
             tip = (event.seq, digest)
             yield event, digest

@@ -18,7 +18,7 @@ from .._paging import check_limit, decode_cursor, make_page
 from .._time import now
 from ..errors import AlreadyExists, IntegrityError, InvalidInput, InvalidManifest, NotFound
 from ..stores.artifacts import ArtifactStore
-from ..stores.protocols import DatasetStore
+from ..stores.protocols import DatasetStore, Signer
 from .ingest import ingest
 
 __all__ = ["DatasetPlan", "Datasets"]
@@ -101,12 +101,14 @@ class Datasets:
         *,
         ready: Callable[..., None],
         actor: Callable[[], str],
+        signer: Callable[[], Signer] | None = None,
         limits: ManifestLimits = DEFAULT_LIMITS,
     ) -> None:
         self._meta = store
         self._art = artifacts
         self._ready = ready
         self._actor = actor
+        self._signer = signer
         self._limits = limits
 
     def register(
@@ -172,12 +174,19 @@ class Datasets:
         return DatasetPlan(name, data, src, tuple(step_list), dict(storage_options or {}))
 
     def write(
-        self, plan: DatasetPlan, *, progress: Callable[[int, int], None] | None = None
+        self,
+        plan: DatasetPlan,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        record: bool = True,
     ) -> tuple[DatasetVersion, bool]:
         """Carry out a plan: ingest, then one metadata write. True when a new version was made.
 
         A failure removes what this call wrote; identical content already registered is
-        returned as it is.
+        returned as it is. With ``record`` (and a signer) a new version is also recorded in
+        the ledger in the same write; a model registration passes ``record=False`` and records
+        its new data sets with the model version, so that a failed registration leaves no
+        ledger event behind.
         """
         store = self._art
         got = ingest(
@@ -211,6 +220,7 @@ class Datasets:
                 steps=plan.steps,
                 created_by=self._actor(),
                 now=now(),
+                signer=self._signer() if record and self._signer is not None else None,
             )
         except BaseException:
             store.remove_tree(got.staging)

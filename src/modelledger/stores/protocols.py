@@ -166,7 +166,12 @@ class DatasetStore(Protocol):
         steps: Sequence[ProcessingStep],
         created_by: str,
         now: datetime,
-    ) -> tuple[DatasetVersion, bool]: ...
+        signer: Signer | None = None,
+    ) -> tuple[DatasetVersion, bool]:
+        """Insert a data set version, or find the one with the same digest (True when new).
+        With ``signer``, a governed write that records a new version in the ledger."""
+        ...
+
     def discard_dataset_version(self, key: int) -> bool:
         """Remove a data set version whose registration was undone, if nothing refers to it
         (no model version, no processing step); True when it was removed."""

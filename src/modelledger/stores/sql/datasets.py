@@ -11,16 +11,18 @@ import sqlalchemy as sa
 
 from ..._domain import ColumnSpec, DatasetSource, DatasetVersion, ProcessingStep
 from ..._identifiers import parse_dataset_uri
+from ..._lifecycle import record_dataset
 from ..._time import from_stored
 from ...errors import NotFound
+from ..protocols import Signer
 from . import tables as t
-from .base import SqlBase
+from .ledger import SqlLedger
 from .statements import ESC, like_escape
 
 __all__ = ["SqlDatasets"]
 
 
-class SqlDatasets(SqlBase):
+class SqlDatasets(SqlLedger):
     """Data set versions and lineage links."""
 
     def find_dataset_version(self, name: str, digest: str) -> DatasetVersion | None:
@@ -64,9 +66,15 @@ class SqlDatasets(SqlBase):
         steps: Sequence[ProcessingStep],
         created_by: str,
         now: datetime,
+        signer: Signer | None = None,
     ) -> tuple[DatasetVersion, bool]:
-        """Insert a data set version (or find the one with the same digest); True when new."""
+        """Insert a data set version (or find the one with the same digest); True when new.
+
+        With ``signer`` it is a governed write: a new version is recorded in the ledger
+        (``dataset.registered``) in the same transaction.
+        """
         with self._write() as conn:
+            head = self._lock_head(conn) if signer is not None else None  # one lock order
             ds = conn.execute(sa.select(t.datasets).where(t.datasets.c.name == name)).first()
             if ds is None:
                 conn.execute(t.datasets.insert().values(name=name, created_at=now, last_version=0))
@@ -128,6 +136,9 @@ class SqlDatasets(SqlBase):
                 .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
                 .where(t.dataset_versions.c.id == dv_id)
             ).one()
+            if signer is not None and head is not None:
+                draft = record_dataset(f"datasets:/{name}/{num}", digest, file_sha256, size_bytes, path)
+                self._append(conn, head, [draft], actor=created_by, signer=signer)
             return self._to_dataset_version(conn, row), True
 
     def discard_dataset_version(self, key: int) -> bool:

@@ -78,6 +78,12 @@ class SqlLedger(SqlBase):
             rebuilt.apply(state_delta(action, actor, time, int(seq), json.loads(data)))
         return rebuilt.versions.get((model, version))
 
+    def _recorded(self, conn: Connection, subject: str, action: str) -> bool:
+        """Whether the ledger holds an ``action`` event about ``subject``."""
+        c = t.ledger_events.c
+        query = sa.select(c.seq).where(c.subject == subject, c.action == action).limit(1)
+        return conn.execute(query).first() is not None
+
     def _ledger_policy(self, conn: Connection) -> Policy:
         """The policy as the ledger last recorded it (the settings row is only an index)."""
         row = conn.execute(Q_POLICY_EVENT).first()

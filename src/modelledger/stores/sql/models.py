@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from ..._canonical import canonicalize_str
 from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
 from ..._identifiers import parse_dataset_uri
-from ..._lifecycle import GovContext
+from ..._lifecycle import EventDraft, GovContext, record_dataset
 from ..._policy import Policy
 from ..._time import from_stored
 from ...errors import AlreadyExists, NotFound
@@ -134,6 +134,7 @@ class SqlModels(SqlLedger):
                 if row is None:
                     raise NotFound("model", model)
                 model_id, number = int(row[0]), int(row[1])
+                dataset_drafts: list[EventDraft] = []
                 inserted = run.first(
                     conn,
                     Q_VERSION_INSERT,
@@ -151,12 +152,20 @@ class SqlModels(SqlLedger):
                 )
                 assert inserted is not None
                 key = int(inserted[0])
+                unrecorded = []
                 for uri, role in links:
                     dname, dver = parse_dataset_uri(uri)
                     dv = self._dataset_version_row(conn, dname, dver)
                     conn.execute(
                         t.model_datasets.insert().values(version_id=key, dataset_version_id=dv.id, role=role)
                     )
+                    exact = f"datasets:/{dname}/{dv.version}"
+                    if exact not in unrecorded and not self._recorded(conn, exact, "dataset.registered"):
+                        # registered with this version (or before data sets were recorded): record
+                        # it now, so verify holds its file to the ledger from here on
+                        unrecorded.append(exact)
+                        draft = record_dataset(exact, dv.digest, dv.file_sha256, int(dv.size_bytes), dv.path)
+                        dataset_drafts.append(draft)
                 ctx = GovContext(
                     model=model,
                     version=number,
@@ -166,7 +175,12 @@ class SqlModels(SqlLedger):
                     actor=created_by,
                 )
                 self._append(
-                    conn, head, walk(ctx), actor=created_by, signer=signer, model_ids={model: model_id}
+                    conn,
+                    head,
+                    [*dataset_drafts, *walk(ctx)],
+                    actor=created_by,
+                    signer=signer,
+                    model_ids={model: model_id},
                 )
         except sa.exc.IntegrityError as exc:
             raise AlreadyExists("version folder", folder) from exc
