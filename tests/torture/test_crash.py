@@ -26,7 +26,12 @@ WORKER = Path(__file__).with_name("worker.py")
 TRIALS = 25 if os.environ.get("MODELLEDGER_TORTURE") == "long" else 3
 
 
-def _kill_while_writing(mode: str, url: str, artifacts: str, rng: random.Random) -> None:
+def _kill_while_writing(
+    mode: str, url: str, artifacts: str, rng: random.Random, *, after_a_write: bool = False
+) -> None:
+    """Start a worker and kill -9 it at a random moment while it writes (with
+    ``after_a_write``, only once it has finished at least one write: a slow machine may
+    otherwise never let it finish one)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), *sys.path])}
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), mode, url, artifacts],
@@ -41,6 +46,9 @@ def _kill_while_writing(mode: str, url: str, artifacts: str, rng: random.Random)
         if line.strip() != "ready":
             proc.wait(timeout=30)
             raise AssertionError(f"worker failed to start: {line}{proc.stderr.read() if proc.stderr else ''}")
+        while after_a_write and proc.stdout.readline().strip() != "wrote":
+            if proc.poll() is not None:
+                raise AssertionError(f"worker died on its own: {proc.stderr.read() if proc.stderr else ''}")
         time.sleep(rng.uniform(0.05, 0.8))
         if proc.poll() is not None:
             raise AssertionError(f"worker died on its own: {proc.stderr.read() if proc.stderr else ''}")
@@ -59,8 +67,8 @@ def _kill_while_writing(mode: str, url: str, artifacts: str, rng: random.Random)
 def test_kill_9_leaves_nothing_half_done(db_url: str, tmp_path: Path, mode: str) -> None:
     artifacts = str(tmp_path / "artifacts")
     rng = random.Random(f"{mode}-{db_url.split(':')[0]}")
-    for _ in range(TRIALS):
-        _kill_while_writing(mode, db_url, artifacts, rng)
+    for trial in range(TRIALS):
+        _kill_while_writing(mode, db_url, artifacts, rng, after_a_write=trial == TRIALS - 1)
     reg = Registry.open(db_url, artifacts=artifacts)
     report = reg.verify(grace="0")
     # crash leftovers are allowed, and only those: never a mismatch, a gap, or a state difference

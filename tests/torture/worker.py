@@ -1,7 +1,8 @@
 """A process that writes to a registry in a loop until it is killed (see test_crash.py).
 
 Usage: python worker.py MODE DB_URL ARTIFACTS  with MODE one of register, govern, ingest, capture.
-It prints "ready" once its setup is done, so the parent kills it only while it writes.
+It prints "ready" once its setup is done, so the parent kills it only while it writes, and
+"wrote" after each complete write.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main() -> None:
                     served.predict(frame.head(7))
         else:
             raise SystemExit(f"unknown mode {mode}")
+        print("wrote", flush=True)
 
 
 if __name__ == "__main__":
