@@ -109,7 +109,7 @@ def test_a_registration_committed_after_the_listing_is_not_deleted(
 
     monkeypatch.setattr(registry._meta, "referenced_paths", registration_lands_meanwhile)
     report = registry.gc(older_than=timedelta(0), delete=True)
-    assert report.items == () and report.recent == 1
+    assert report.items == ()  # spared: by the ledger's registration record, or by the second look
     assert registry.verify().ok
     assert registry.load("models:/late/1") is not None
 

@@ -171,6 +171,18 @@ def _verify_datasets(
     return n, paths
 
 
+def _referenced(meta: MetadataStore) -> tuple[set[str], set[str]]:
+    """Version folders and data set files that anything refers to: the tables, and the ledger
+    too, so that a row deleted behind the library's back cannot get its files collected."""
+    folders, paths = meta.referenced_paths()
+    for event, _hash in meta.iter_events():
+        if event.action == "version.registered" and isinstance(event.data.get("folder"), str):
+            folders.add(event.data["folder"])
+        elif event.action == "dataset.registered" and isinstance(event.data.get("path"), str):
+            paths.add(event.data["path"])
+    return folders, paths
+
+
 def _orphans(art: ArtifactStore, folders: set[str], dataset_paths: set[str]) -> list[tuple[str, str, str]]:
     """(kind, path, detail) of what the artefact root holds that nothing references.
 
@@ -213,7 +225,8 @@ def collect_garbage(
     cutoff = now() - older_than
     items: list[GcItem] = []
     recent = 0
-    for kind, path, _detail in _orphans(art, *meta.referenced_paths()):
+    folders, paths = _referenced(meta)
+    for kind, path, _detail in _orphans(art, folders, paths):
         size, modified = art.usage(path)
         if modified is None or modified > cutoff:
             recent += 1  # no time known, or too young: leave it
@@ -221,7 +234,7 @@ def collect_garbage(
         items.append(GcItem(path=path, kind=kind, size_bytes=size, modified=modified))
     if delete and items:
         # Looked up again just before removing: a registration may have committed meanwhile.
-        folders, paths = meta.referenced_paths()
+        folders, paths = _referenced(meta)
         still = [i for i in items if i.path not in folders and i.path not in paths]
         recent += len(items) - len(still)
         items = still

@@ -106,3 +106,17 @@ def test_an_edited_state_row_does_not_let_an_unapproved_version_deploy(
         bob.deploy(v.uri)  # ...but the decision reads the ledger
     bob.approve(v.uri, reason="reviewed")
     assert bob.deploy(v.uri).stage == "deployed"
+
+
+def test_gc_keeps_what_the_ledger_references_even_when_its_row_is_gone(
+    alice: Registry, db_url: str, tmp_path: Path, fitted_pipeline: object
+) -> None:
+    v = alice.register("m", fitted_pipeline, capture=False)
+    folder = tmp_path / "artifacts" / v.folder
+    with attacker(db_url) as conn:
+        conn.exec_driver_sql("DELETE FROM version_state")
+        conn.exec_driver_sql("DELETE FROM model_versions")
+    report = alice.gc(older_than="0", delete=True)
+    assert v.folder not in {item.path for item in report.items}
+    assert (folder / "manifest.json").exists()
+    assert not alice.verify().ok  # and the missing row is reported
