@@ -23,18 +23,6 @@ from modelledger._ledger import sign_checkpoint
 from modelledger.cli import main
 
 
-@pytest.fixture
-def history(db_url: str, tmp_path: Path, fitted_pipeline: object) -> Registry:
-    alice = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@bank.example")
-    bob = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="bob@bank.example")
-    for _ in range(2):
-        uri = alice.register("credit-risk", fitted_pipeline, metrics={"auc": 0.9}, capture=False).uri
-        bob.approve(uri, reason="reviewed")
-        bob.deploy(uri, reason="release")
-    assert alice.verify().ok
-    return alice
-
-
 def _cut_tail(db_url: str, keep: int, *, fix_head: bool) -> None:
     """Delete every event after ``keep`` and their checkpoints, as someone hiding them would."""
     with attacker(db_url) as conn:
