@@ -159,3 +159,18 @@ def test_registered_data_sets_are_never_collected(registry: Registry) -> None:
     _age(_root(registry) / dv.path, days=30)
     assert registry.gc(older_than=timedelta(0), delete=True).items == ()
     assert registry.datasets.to_pandas(dv.uri)["x"].tolist() == [1, 2, 3]
+
+
+def test_an_empty_folder_left_by_a_claim_cut_short_is_collected(registry: Registry) -> None:
+    root = Path(unquote(urlparse(registry.artifact_root).path))
+    empty = root / "models" / "m" / "20261130T000000Z"
+    empty.mkdir(parents=True)  # what a crash right after claiming the folder leaves
+    old = time.time() - 3 * 3600
+    os.utime(empty, (old, old))
+    assert [(p.kind, p.path) for p in registry.verify(grace="1h").problems] == [
+        ("orphan", "models/m/20261130T000000Z")
+    ]
+    report = registry.gc(older_than="1h", delete=True)
+    assert [i.path for i in report.items] == ["models/m/20261130T000000Z"]
+    assert not empty.exists()
+    assert registry.verify(grace="0").ok

@@ -394,6 +394,10 @@ class ArtifactStore:
             when = _modified(info)
             if when is not None and (newest is None or when > newest):
                 newest = when
+        if not found:
+            # an empty folder (a claim cut short by a crash) has its own time on local stores
+            with contextlib.suppress(FileNotFoundError):
+                newest = _modified(self.fs.info(path))
         return size, newest
 
     @_translated("remove")
