@@ -328,32 +328,21 @@ class Registry(GovernanceVerbs):
         >>> v.uri  # doctest: +SKIP
         'models:/credit-risk/1'
         """
-        self._ready(write=True)
-        with scratch() as tmp:
-            plan = plan_registration(
-                name,
-                source,
-                tmp,
-                datasets_service=self.datasets,
-                folder_naming=self.folder_naming,
-                manifest=manifest,
-                params=params,
-                metrics=metrics,
-                sample_input=sample_input,
-                execution_id=execution_id,
-                capture=capture,
-                code_path=code_path,
-                datasets=datasets,
-                limits=self._limits,
-            )
-            version: ModelVersion = write_registration(
-                plan,
-                artifacts=self._art,
-                datasets_service=self.datasets,
-                commit=self.create_version,
-                progress=progress,
-            )
-            return version
+        version: ModelVersion = self._plan_and_write(
+            name,
+            source,
+            commit=self.create_version,
+            progress=progress,
+            manifest=manifest,
+            params=params,
+            metrics=metrics,
+            sample_input=sample_input,
+            execution_id=execution_id,
+            capture=capture,
+            code_path=code_path,
+            datasets=datasets,
+        )
+        return version
 
     def upload(
         self,
@@ -381,6 +370,32 @@ class Registry(GovernanceVerbs):
         >>> registry.create_version(uploaded).uri  # doctest: +SKIP
         'models:/credit-risk/4'
         """
+        uploaded: UploadedVersion = self._plan_and_write(
+            name,
+            source,
+            commit=lambda done: done,  # registering is the caller's later step
+            progress=progress,
+            manifest=manifest,
+            params=params,
+            metrics=metrics,
+            sample_input=sample_input,
+            execution_id=execution_id,
+            capture=capture,
+            code_path=code_path,
+            datasets=datasets,
+        )
+        return uploaded
+
+    def _plan_and_write(
+        self,
+        name: str,
+        source: Any,
+        *,
+        commit: Callable[[UploadedVersion], Any],
+        progress: ProgressCallback | None,
+        **options: Any,
+    ) -> Any:
+        """Plan (every check, in a scratch folder), then write through ``commit``."""
         self._ready(write=True)
         with scratch() as tmp:
             plan = plan_registration(
@@ -389,24 +404,12 @@ class Registry(GovernanceVerbs):
                 tmp,
                 datasets_service=self.datasets,
                 folder_naming=self.folder_naming,
-                manifest=manifest,
-                params=params,
-                metrics=metrics,
-                sample_input=sample_input,
-                execution_id=execution_id,
-                capture=capture,
-                code_path=code_path,
-                datasets=datasets,
                 limits=self._limits,
+                **options,
             )
-            uploaded: UploadedVersion = write_registration(
-                plan,
-                artifacts=self._art,
-                datasets_service=self.datasets,
-                commit=lambda u: u,
-                progress=progress,
+            return write_registration(
+                plan, artifacts=self._art, datasets_service=self.datasets, commit=commit, progress=progress
             )
-            return uploaded
 
     def stage(self, name: str, source: Any, **options: Any) -> UploadedVersion:
         """Deprecated: the old name of :meth:`upload` ("stage" now means only a lifecycle stage)."""
