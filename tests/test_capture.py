@@ -418,3 +418,25 @@ def test_a_forked_worker_captures_its_own_rows(keyfile: Path, store: ArtifactSto
     p.close()
     assert p.written == 8
     assert CaptureReader(store).read(_version()).num_rows == 15
+
+
+def test_a_record_that_fails_is_kept_and_retried(keyfile: Path, store: ArtifactStore) -> None:
+    calls: list[list[str]] = []
+
+    def record(files: Any) -> None:
+        calls.append([f.path for f in files])
+        if len(calls) == 1:
+            raise OSError("database is down")
+
+    p = Predictor(Scorer(), version=_version(), key=keyfile, store=store, record=record)
+    p.predict(_frame(4))
+    assert p.flush(timeout=10)
+    p.predict(_frame(3, seed=1))
+    p.close()
+    written = sorted(
+        f"models/credit-risk/run-1/predictions/{rel}"
+        for rel in store.list_files("models/credit-risk/run-1/predictions")
+    )
+    assert len(written) == 2
+    # the first file's record failed, so it was handed over again with the second one
+    assert calls[0] == written[:1] and sorted(calls[1]) == written

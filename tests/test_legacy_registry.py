@@ -73,3 +73,24 @@ def test_new_versions_and_events_join_it_and_everything_still_verifies(
     report = reg.verify()
     assert report.ok, [str(p) for p in report.problems]
     assert reg.get_version("credit-risk", 1).digest == V1_DIGEST
+
+
+def test_init_records_what_0_1_0_left_unrecorded(legacy: tuple[Registry, list[str]], tmp_path: Path) -> None:
+    reg, _ids = legacy
+    before = reg.verify()
+    assert before.ok and [p.kind for p in before.unrecorded] == ["unrecorded"]  # its one capture file
+    assert not list(reg.audit(action="dataset.registered", limit=100))
+    reg.init()
+    recorded = {e.subject for e in reg.audit(action="dataset.registered", limit=100)}
+    assert len(recorded) == 3 and all(s.startswith("datasets:/") for s in recorded)
+    (written,) = reg.audit(action="predictions.written", limit=100)
+    assert written.subject == "predictions:/credit-risk/1"
+    assert [f["path"] for f in written.data["files"]] == [before.unrecorded[0].path]
+    assert written.data["files"][0]["rows"] == 3
+    after = reg.verify(captures=True)
+    assert after.ok and after.unrecorded == ()
+    reg.init()  # again: nothing left to record
+    assert len(list(reg.audit(action="predictions.written", limit=100))) == 1
+    # From now on a capture file deleted outright is named.
+    (tmp_path / "reg" / "artifacts" / before.unrecorded[0].path).unlink()
+    assert [(p.kind, p.path) for p in reg.verify().problems] == [("missing", before.unrecorded[0].path)]

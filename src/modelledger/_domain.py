@@ -342,6 +342,7 @@ class VerifyReport:
     checkpoints_checked: int = 0
     datasets_checked: int = 0
     in_flight: tuple[Problem, ...] = ()  # unreferenced but young: probably a write under way
+    unrecorded: tuple[Problem, ...] = ()  # capture files the ledger has no record of yet
 
     @property
     def ok(self) -> bool:
@@ -358,6 +359,7 @@ class VerifyReport:
             "checkpoints_checked": self.checkpoints_checked,
             "problems": [p.to_dict() for p in self.problems],
             "in_flight": [p.to_dict() for p in self.in_flight],
+            "unrecorded": [p.to_dict() for p in self.unrecorded],
         }
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "decide_validation",
     "evaluate_gates",
     "parse_gates",
+    "record_captures",
     "record_dataset",
     "replay",
     "stage_modes",
@@ -531,3 +532,13 @@ def record_dataset(uri: str, digest: str, file_sha256: str, size_bytes: int, pat
     """
     data = {"uri": uri, "digest": digest, "file_sha256": file_sha256, "size_bytes": size_bytes, "path": path}
     return EventDraft("dataset.registered", uri, data)
+
+
+def record_captures(model: str, version: int, files: Sequence[Mapping[str, Any]]) -> EventDraft:
+    """The ledger record of capture files written for a version (``path``, ``size``,
+    ``sha256``, ``rows``, ``first_id``, ``last_id`` each): what ``verify`` holds them to, so
+    that a capture file deleted or replaced is noticed. Its subject is
+    ``predictions:/<model>/<version>``, apart from the version's governance history; replay
+    ignores it."""
+    data = {"model": model, "version": version, "files": [dict(f) for f in files]}
+    return EventDraft("predictions.written", f"predictions:/{model}/{version}", data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -22,7 +22,7 @@ from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, Verif
 from ._governance import GovernanceVerbs
 from ._identifiers import check_number, model_ref, validate_alias, validate_name, validate_version_folder
 from ._ledger import Checkpoint
-from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
+from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration, record_captures
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
 from ._loaded import LoadedModel
 from ._loading import check_registration, load_verified
@@ -40,6 +40,7 @@ from ._serving import (
     DEFAULT_FLUSH_ROWS,
     DEFAULT_FLUSH_SECONDS,
     DEFAULT_MAX_PENDING,
+    CaptureFile,
     CaptureReader,
     Predictor,
     parse_prediction_id,
@@ -47,7 +48,7 @@ from ._serving import (
 from ._signing import RegistryKey, current_actor
 from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
-from ._verify import collect_garbage, verify_registry
+from ._verify import collect_garbage, unrecorded_records, verify_registry
 from .errors import InvalidInput, NotFound, SchemaOutdated
 from .stores import open_metadata_store
 from .stores.artifacts import ArtifactStore
@@ -153,12 +154,26 @@ class Registry(GovernanceVerbs):
         """Create or upgrade the metadata schema and make sure the registry has its signing key.
 
         The Ed25519 key is created on first init (owner-only file at :attr:`key_path`); its
-        public half is stored in the registry so anyone can verify the ledger. Returns the
-        schema revision.
+        public half is stored in the registry so anyone can verify the ledger. Data set
+        versions and capture files the ledger has no record of (written by an older release,
+        or by a serving process stopped before it recorded a file) are recorded as they are
+        now, so that ``verify`` holds them to a record from then on. Returns the schema
+        revision.
         """
         rev: str = self._meta.migrate()
         self._checked = True
         self._key.ensure(self.actor)
+        drafts = unrecorded_records(self._meta, self._art)
+        if drafts:
+            self._meta.govern(
+                "",
+                None,
+                lambda _ctx: drafts,
+                actor=self.actor,
+                signer=self._signer(),
+                needs_state=False,
+                needs_policy=False,
+            )
         return rev
 
     migrate = init
@@ -686,7 +701,26 @@ class Registry(GovernanceVerbs):
             flush_rows=DEFAULT_FLUSH_ROWS if flush_rows is None else flush_rows,
             flush_seconds=DEFAULT_FLUSH_SECONDS if flush_seconds is None else flush_seconds,
             max_pending=DEFAULT_MAX_PENDING if max_pending is None else max_pending,
+            record=self._capture_recorder(mv),
         )
+
+    def _capture_recorder(self, mv: ModelVersion) -> Callable[[Sequence[CaptureFile]], None]:
+        """What appends a version's written capture files to the ledger (from the writer's thread)."""
+        signer = self._signer()
+
+        def record(files: Sequence[CaptureFile]) -> None:
+            draft = record_captures(mv.model, mv.version, [f.to_dict() for f in files])
+            self._meta.govern(
+                "",
+                None,
+                lambda _ctx: [draft],
+                actor=self.actor,
+                signer=signer,
+                needs_state=False,
+                needs_policy=False,
+            )
+
+        return record
 
     # ------------------------------------------------------------------ integrity
 

@@ -20,14 +20,14 @@ from ._identifiers import parse_dataset_uri
 from ._integrity import version_digest
 from ._keys import key_id
 from ._ledger import GENESIS, ChainReport, Checkpoint, LedgerEvent, verify_chain, verify_checkpoint
-from ._lifecycle import ReplayedState, state_delta
-from ._serving import check_receipt, receipts_from_table
+from ._lifecycle import EventDraft, ReplayedState, record_captures, record_dataset, state_delta
+from ._serving import CaptureFile, check_receipt, parse_part_name, predictions_folder, receipts_from_table
 from ._time import now
 from .errors import InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore
 
-__all__ = ["collect_garbage", "verify_registry"]
+__all__ = ["collect_garbage", "unrecorded_records", "verify_registry"]
 
 
 def verify_registry(
@@ -62,8 +62,9 @@ def verify_registry(
             )
         )
     datasets: dict[str, dict[str, Any]] = {}  # data set uri -> its dataset.registered record
+    captured: dict[str, dict[str, Any]] = {}  # capture file path -> its predictions.written record
     trusted_pem = public_key or (stored[1] if stored else None)
-    chain, tip = _verify_chain(meta, registered, rebuilt, trusted_pem, datasets)
+    chain, tip = _verify_chain(meta, registered, rebuilt, trusted_pem, datasets, captured)
     if chain is not None and chain.first_problem is not None:
         fp = chain.first_problem
         problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
@@ -71,6 +72,7 @@ def verify_registry(
     for diff in state_differences(meta, rebuilt, replayed_to=tip[0]):
         problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
     folders: set[str] = set()
+    unrecorded: list[Problem] = []
     n_versions = n_files = 0
     for mv in meta.iter_versions():
         n_versions += 1
@@ -86,6 +88,7 @@ def verify_registry(
                 )
             )
         problems.extend(_verify_version(art, mv))
+        problems.extend(_verify_capture_files(art, mv, captured, captures, unrecorded))
         if captures and stored is not None:
             problems.extend(_verify_captures(art, mv, public_key or stored[1]))
         n_files += len(mv.files)
@@ -110,6 +113,7 @@ def verify_registry(
         checkpoints_checked=chain.checkpoints_checked if chain else 0,
         datasets_checked=n_datasets,
         in_flight=tuple(in_flight),
+        unrecorded=tuple(unrecorded),
     )
 
 
@@ -278,6 +282,7 @@ def _verify_chain(
     rebuilt: ReplayedState,
     public_pem: bytes | None,
     datasets: dict[str, dict[str, Any]],
+    captured: dict[str, dict[str, Any]],
 ) -> tuple[ChainReport | None, tuple[int, str]]:
     """Verify the ledger in one pass that also notes each version's registered digest and
     replays every event into ``rebuilt`` (for the state check); returns the report and the
@@ -292,6 +297,9 @@ def _verify_chain(
                 registered[(data["model"], int(data["version"]))] = data["digest"]
             elif event.action == "dataset.registered":
                 datasets[str(event.data.get("uri"))] = dict(event.data)
+            elif event.action == "predictions.written":
+                for record in event.data.get("files") or ():
+                    captured[str(record.get("path"))] = record
             rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
             tip = (event.seq, digest)
             yield event, digest
@@ -301,6 +309,87 @@ def _verify_chain(
     for _rest in stream:
         pass  # the replay needs every event, also after the chain check stopped at a problem
     return report, tip
+
+
+def unrecorded_records(meta: MetadataStore, art: ArtifactStore) -> list[EventDraft]:
+    """Ledger records for what the ledger does not hold yet: data set versions registered by a
+    release that did not record them, and capture files written by such a release or by a
+    writer stopped between writing a file and recording it. ``Registry.init`` appends them, so
+    that from then on ``verify`` holds those files to a record (trust on first use: what they
+    are at that moment)."""
+    datasets: set[str] = set()
+    captured: set[str] = set()
+    for event, _hash in meta.iter_events():
+        if event.action == "dataset.registered":
+            datasets.add(str(event.data.get("uri")))
+        elif event.action == "predictions.written":
+            captured.update(str(r.get("path")) for r in event.data.get("files") or ())
+    drafts: list[EventDraft] = []
+    for uri, path, sha, size in meta.iter_dataset_files():
+        if uri not in datasets:
+            dv = meta.get_dataset_version(*parse_dataset_uri(uri))
+            drafts.append(record_dataset(uri, dv.digest, sha, size, path))
+    art.refresh()
+    for mv in meta.iter_versions():
+        folder = predictions_folder(mv.folder)
+        files = []
+        for rel in art.list_files(folder):
+            path, ids = f"{folder}/{rel}", parse_part_name(rel.rsplit("/", 1)[-1])
+            if ids is None or path in captured:
+                continue
+            size, sha = art.hash_file(path)
+            rows = _capture_rows(art, path)
+            files.append(CaptureFile(path, size, sha, rows, ids[0], ids[1]).to_dict())
+        if files:
+            drafts.append(record_captures(mv.model, mv.version, files))
+    return drafts
+
+
+def _capture_rows(art: ArtifactStore, path: str) -> int:
+    import pyarrow.parquet as pq  # heavy: only recording older capture files needs it
+
+    try:
+        return int(pq.ParquetFile(io.BytesIO(art.read_bytes(path))).metadata.num_rows)
+    except (OSError, ValueError):
+        return -1  # not a readable Parquet file: recorded as it is, verify --captures names it
+
+
+def _verify_capture_files(
+    art: ArtifactStore,
+    mv: ModelVersion,
+    captured: dict[str, dict[str, Any]],
+    rehash: bool,
+    unrecorded: list[Problem],
+) -> list[Problem]:
+    """A version's capture files against their ``predictions.written`` ledger records: a
+    recorded file that is gone is named; with ``rehash`` every recorded file is hashed too.
+    Files with no record go to ``unrecorded`` (a writer that crashed before recording, a
+    release that did not record them, or a planted file: ``--captures`` checks their rows)."""
+    out: list[Problem] = []
+    folder = predictions_folder(mv.folder)
+    present = {f"{folder}/{rel}" for rel in art.list_files(folder) if parse_part_name(rel.rsplit("/", 1)[-1])}
+    prefix = folder + "/"
+    for path, record in captured.items():
+        if not path.startswith(prefix):
+            continue
+        if path not in present:
+            out.append(
+                Problem("missing", path, "captured predictions recorded in the ledger are gone", mv.uri)
+            )
+        elif rehash:
+            problem = _check_file(art, path, str(record.get("sha256")), int(record.get("size") or 0), mv.uri)
+            if problem is not None:
+                out.append(problem)
+    for path in sorted(present - captured.keys()):
+        unrecorded.append(
+            Problem(
+                "unrecorded",
+                path,
+                "capture file with no ledger record (`modelledger init` records it)",
+                mv.uri,
+            )
+        )
+    return out
 
 
 def _verify_captures(art: ArtifactStore, mv: ModelVersion, public_pem: bytes) -> list[Problem]:

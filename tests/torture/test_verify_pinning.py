@@ -17,10 +17,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from tests.helpers import attacker
 
-from modelledger import Registry
+from modelledger import Predictor, Registry
 from modelledger._keys import generate_key, load_private_key
 from modelledger._ledger import sign_checkpoint
 from modelledger.cli import main
+from modelledger.stores.artifacts import ArtifactStore
 
 
 def _cut_tail(db_url: str, keep: int, *, fix_head: bool) -> None:
@@ -179,8 +180,68 @@ def test_edited_captures_are_caught_when_asked(
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
     assert registry.verify().ok  # the default verify does not read captures
     problems = registry.verify(captures=True).problems
-    assert [(p.kind, p.version) for p in problems] == [("mismatch", uri)]
-    assert rows[5]["prediction_id"] in problems[0].detail and problems[0].path.endswith(path.name)
+    # the file no longer hashes to its ledger record, and the row no longer matches its receipt
+    assert [(p.kind, p.version) for p in problems] == [("mismatch", uri), ("mismatch", uri)]
+    assert all(p.path.endswith(path.name) for p in problems)
+    assert "sha256 is" in problems[0].detail and rows[5]["prediction_id"] in problems[1].detail
+
+
+def test_every_written_capture_file_is_recorded_in_the_ledger(
+    db_url: str, tmp_path: Path, fitted_pipeline: object, credit_data: tuple[pd.DataFrame, pd.Series]
+) -> None:
+    registry = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@bank.example")
+    uri = _served(registry, fitted_pipeline, credit_data[0])
+    folder = tmp_path / "artifacts" / registry.get_version(uri).folder / "predictions"
+    on_disk = sorted(str(p.relative_to(tmp_path / "artifacts")) for p in folder.rglob("*.parquet"))
+    records = [f for e in registry.audit(action="predictions.written", limit=100) for f in e.data["files"]]
+    assert sorted(r["path"] for r in records) == on_disk and sum(r["rows"] for r in records) == 43
+    for r in records:
+        data = (tmp_path / "artifacts" / r["path"]).read_bytes()
+        assert (r["size"], r["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    # a version's own history is about governance, not the capture files
+    assert "predictions.written" not in {e.action for e in registry.history(uri)}
+    report = registry.verify(captures=True)
+    assert report.ok and report.unrecorded == ()
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied folder"])
+def test_a_deleted_capture_file_is_caught(
+    db_url: str,
+    tmp_path: Path,
+    fitted_pipeline: object,
+    credit_data: tuple[pd.DataFrame, pd.Series],
+    how: str,
+) -> None:
+    registry = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@bank.example")
+    uri = _served(registry, fitted_pipeline, credit_data[0])
+    folder = tmp_path / "artifacts" / registry.get_version(uri).folder / "predictions"
+    files = sorted(folder.rglob("*.parquet"))
+    for path in files if how == "emptied folder" else files[:1]:
+        path.unlink()
+    problems = registry.verify().problems  # found without --captures: one listing per version
+    assert {(p.kind, p.version) for p in problems} == {("missing", uri)}
+    assert sorted(p.path for p in problems) == sorted(
+        str(f.relative_to(tmp_path / "artifacts")) for f in (files if how == "emptied folder" else files[:1])
+    )
+
+
+def test_a_capture_file_left_unrecorded_is_listed_then_recorded_by_init(
+    db_url: str, tmp_path: Path, fitted_pipeline: object, credit_data: tuple[pd.DataFrame, pd.Series]
+) -> None:
+    registry = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor="alice@bank.example")
+    v = registry.register("served", fitted_pipeline, sample_input=credit_data[0].head(5), capture=False)
+    loaded = registry.load(v.uri)
+    # A serving process stopped between writing a file and recording it: no record made.
+    with Predictor(loaded, key=registry.key_path, store=ArtifactStore(registry.artifact_root)) as served:
+        served.predict(credit_data[0].head(7))
+    report = registry.verify()
+    assert report.ok and [(p.kind, p.version) for p in report.unrecorded] == [("unrecorded", v.uri)]
+    result = CliRunner().invoke(main, ["verify", "--registry", db_url, "--artifacts", registry.artifact_root])
+    assert result.exit_code == 0 and "no ledger record" in result.output
+    registry.init()
+    assert registry.verify(captures=True).unrecorded == ()
+    (event,) = registry.audit(action="predictions.written", limit=10)
+    assert event.data["files"][0]["rows"] == 7 and event.actor == "alice@bank.example"
 
 
 @pytest.mark.parametrize("how", ["on its own", "with a model version"])

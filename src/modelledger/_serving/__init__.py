@@ -13,7 +13,14 @@
 from __future__ import annotations
 
 from .capture_reader import CaptureReader, receipts_from_table
-from .capture_writer import DEFAULT_FLUSH_ROWS, DEFAULT_FLUSH_SECONDS, DEFAULT_MAX_PENDING
+from .capture_writer import (
+    DEFAULT_FLUSH_ROWS,
+    DEFAULT_FLUSH_SECONDS,
+    DEFAULT_MAX_PENDING,
+    CaptureFile,
+    parse_part_name,
+    predictions_folder,
+)
 from .encoding import canonical_row, input_digest
 from .predictor import CaptureStats, Predicted, Predictor
 from .receipts import (
@@ -30,6 +37,7 @@ __all__ = [
     "DEFAULT_FLUSH_ROWS",
     "DEFAULT_FLUSH_SECONDS",
     "DEFAULT_MAX_PENDING",
+    "CaptureFile",
     "CaptureReader",
     "CaptureStats",
     "InclusionProof",
@@ -41,7 +49,9 @@ __all__ = [
     "check_receipt",
     "input_digest",
     "new_prediction_id",
+    "parse_part_name",
     "parse_prediction_id",
+    "predictions_folder",
     "receipts_from_table",
     "verify_receipt",
 ]

@@ -39,6 +39,15 @@ renamed (local stores; object stores publish on close: :meth:`ArtifactStore.put_
 <modelledger.stores.artifacts.ArtifactStore.put_atomic>`), so a crash never leaves a partial
 file behind, only an ignorable ``.tmp-*`` file.
 
+**Recorded in the ledger.** Given a ``record`` callable (``Registry.load(capture=True)``
+gives one), the writer hands it each written file's path, size, sha256, row count and id
+range, which the registry appends to its ledger as a ``predictions.written`` event: so
+``verify`` notices a capture file deleted, replaced or edited, not only a row that no
+longer matches its signed receipt. A record that cannot be appended (the database is
+down) is kept and retried with the next write and at close; a crash between a file's
+write and its record leaves the file unrecorded, which ``verify`` lists apart
+(its receipts still prove its rows).
+
 **When the store is down.** Capture never makes ``predict`` fail or wait. A write that
 raises keeps its rows queued; the thread retries every ``flush_seconds`` (at most every
 5 s; and at once on :meth:`Predictor.flush`), oldest rows first, and
@@ -56,12 +65,13 @@ for ``timeout`` seconds, then counts what it could not write as dropped.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 import threading
 import time as _time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -81,6 +91,7 @@ __all__ = [
     "DEFAULT_FLUSH_SECONDS",
     "DEFAULT_MAX_PENDING",
     "DEFAULT_ROW_GROUP_ROWS",
+    "CaptureFile",
     "CaptureWriter",
     "capture_schema",
     "date_folder",
@@ -189,6 +200,28 @@ def path_from_tree(tree: bytes, index: int, size: int) -> tuple[str, ...]:
     return tuple(path)
 
 
+@dataclass(frozen=True, slots=True)
+class CaptureFile:
+    """A capture file as written: what its ledger record holds."""
+
+    path: str  # relative to the artefact root
+    size: int
+    sha256: str
+    rows: int
+    first_id: str
+    last_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "first_id": self.first_id,
+            "last_id": self.last_id,
+        }
+
+
 @dataclass(slots=True)
 class _Chunk:
     """The captured rows of one predict call (``selected`` None means every row)."""
@@ -230,9 +263,11 @@ class CaptureWriter:
         flush_seconds: float,
         max_pending: int,
         row_group_rows: int,
+        record: Callable[[Sequence[CaptureFile]], None] | None = None,
     ) -> None:
         self._store = store
         self._folder = folder
+        self._record = record
         self._flush_rows = flush_rows
         self._flush_seconds = flush_seconds
         self._retry_seconds = min(max(flush_seconds, 0.05), 5.0)
@@ -258,6 +293,7 @@ class CaptureWriter:
         self.written = 0
         self.dropped = 0
         self.last_error: BaseException | None = None
+        self._unrecorded: list[CaptureFile] = []  # written, their ledger record not yet appended
         self._pid = os.getpid()
 
     def _after_fork(self) -> None:
@@ -365,6 +401,7 @@ class CaptureWriter:
                 self._write(chunks, done)
             except Exception as exc:  # any failure of the store: keep the rows, retry later
                 error = exc
+            self._append_records()
             with self._cond:
                 self._inflight_rows = 0
                 written = sum(c.rows for c in done)
@@ -386,6 +423,23 @@ class CaptureWriter:
                         min(self._retry_seconds, 0.5) if self._stopping else self._retry_seconds
                     )
                 self._cond.notify_all()
+
+    def _append_records(self) -> None:
+        """Hand the written files' records to ``record``; kept for the next try when it fails."""
+        if self._record is None or not self._unrecorded:
+            return
+        files = list(self._unrecorded)
+        try:
+            self._record(files)
+        except Exception as exc:  # the metadata store is down: the files are safe, retry later
+            _log.warning("prediction capture: cannot record %d written files (%s); retrying", len(files), exc)
+            return
+        del self._unrecorded[: len(files)]
+
+    @property
+    def unrecorded(self) -> int:
+        """How many written files still wait for their ledger record."""
+        return len(self._unrecorded)
 
     def flush(self, timeout: float | None) -> bool:
         """Write every buffered row now; True when nothing is pending afterwards (see ``Predictor.flush``)."""
@@ -419,6 +473,8 @@ class CaptureWriter:
             self._cond.notify_all()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        if self._unrecorded:
+            self._append_records()  # the last try: what still fails stays unrecorded (verify lists it)
         with self._cond:
             self._closed = True
         atexit.unregister(self.close)
@@ -455,7 +511,11 @@ class CaptureWriter:
             write_statistics=["prediction_id", "time"],
             use_dictionary=["model", "version", "digest", "key_id", "root", "signature", "tree_size"],
         )
-        self._store.put_atomic(rel, sink.getvalue())
+        data = sink.getvalue()
+        self._store.put_atomic(rel, data)
+        self._unrecorded.append(
+            CaptureFile(rel, data.size, hashlib.sha256(data).hexdigest(), table.num_rows, first, last)
+        )
 
 
 def _chunk_table(chunk: _Chunk) -> pa.Table:

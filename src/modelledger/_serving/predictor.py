@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._domain import ModelVersion
@@ -33,6 +33,7 @@ from .capture_writer import (
     DEFAULT_FLUSH_SECONDS,
     DEFAULT_MAX_PENDING,
     DEFAULT_ROW_GROUP_ROWS,
+    CaptureFile,
     CaptureWriter,
 )
 from .encoding import encode_rows, leaf_hashes, leaf_parts, table_columns
@@ -78,7 +79,8 @@ class Predictor:
     the version's folder; without it, predict only signs. ``sample_rate`` captures that
     fraction of rows (receipts are always made for every row); ``seed`` makes the
     sample reproducible. See :mod:`modelledger._serving.capture_writer` for
-    ``flush_rows``, ``flush_seconds``, ``max_pending`` and the crash bound.
+    ``flush_rows``, ``flush_seconds``, ``max_pending``, the crash bound and ``record``
+    (what appends each written file to the ledger).
 
     Usually made by ``registry.load(identifier, capture=True)``. Close it (or use it
     as a context manager) to write the last rows; an unclosed predictor is closed at
@@ -103,6 +105,7 @@ class Predictor:
         flush_seconds: float = DEFAULT_FLUSH_SECONDS,
         max_pending: int = DEFAULT_MAX_PENDING,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        record: Callable[[Sequence[CaptureFile]], None] | None = None,
     ) -> None:
         if isinstance(model, LoadedModel):
             version = version or model.version
@@ -151,6 +154,7 @@ class Predictor:
                 flush_seconds=float(flush_seconds),
                 max_pending=max_pending,
                 row_group_rows=row_group_rows,
+                record=record,
             )
             if store is not None
             else None

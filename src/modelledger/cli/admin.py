@@ -51,7 +51,7 @@ def _render_report(report: VerifyReport, root: str) -> None:
     )
     for problem in report.problems:
         click.secho(str(problem), fg="red")
-    for finding in report.in_flight:
+    for finding in (*report.in_flight, *report.unrecorded):
         click.secho(f"{finding} (not counted as a problem)", fg="yellow")
 
 
