@@ -65,7 +65,7 @@ def _pg_reset(url: str) -> None:
             r[0]
             for r in conn.exec_driver_sql(
                 "SELECT tablename FROM pg_tables WHERE schemaname='public' "
-                "AND tablename NOT IN ('alembic_version', 'registry_keys')"
+                "AND tablename NOT IN ('alembic_version')"
             )
         ]
         # The ledger refuses TRUNCATE through a trigger; replica mode skips triggers (superuser only).
@@ -78,34 +78,81 @@ def _pg_reset(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def pg_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pgkey") / "registry.key"
+ROOT = "root@example.com"
+CAST = (
+    "alice@example.com",
+    "alice@bank.example",
+    "bob@example.com",
+    "bob@bank.example",
+    "carol@example.com",
+    "cli@example.com",
+    "etl@example.com",
+    "ops@example.com",
+    "a@example.com",
+    "worker@example.com",
+    "officer@example.com",
+    "svc-training@bank.example",
+)
+"""The people the tests act as: enrolled by ``ROOT`` in every ``db_url`` registry, as admins
+who may also serve, so that tests of governance logic need no enrolment of their own (tests of
+identity itself make their own registries and members)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _identities(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test signs with keys made for this session, never with the user's own."""
+    folder = tmp_path_factory.mktemp("identities")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODELLEDGER_IDENTITIES", str(folder))
+        mp.delenv("MODELLEDGER_KEY", raising=False)
+        mp.delenv("MODELLEDGER_IDENTITY", raising=False)
+        yield folder
+
+
+def enrol_cast(url: str, artifacts: str, names: tuple[str, ...] = CAST) -> None:
+    """Make ``ROOT`` the registry's root (initialising it) and enrol ``names`` in one write."""
+    from modelledger._lifecycle import EventDraft
+    from modelledger._signing import Identity, identity_path
+
+    root = Registry.open(url, artifacts=artifacts, actor=ROOT)
+    root.init()
+    drafts = []
+    for name in names:
+        pem = Identity(identity_path(name), create=True).public_pem()
+        from modelledger._keys import key_id
+
+        data = {
+            "member": name,
+            "key_id": key_id(pem),
+            "public_key": pem.decode(),
+            "roles": ["admin", "serving"],
+            "models": ["*"],
+        }
+        drafts.append(EventDraft("member.enrolled", f"members:/{name}", data))
+    root._meta.govern(
+        "", None, lambda _ctx: drafts, actor=ROOT, signer=root._signer(), needs_state=False, needs_policy=False
+    )
+    root.close()
 
 
 @pytest.fixture(scope="session")
-def pg_url(pg_database: str, pg_key: Path) -> str:
-    """The session database with the schema migrated and its signing key created once."""
-    Registry.open(pg_database, artifacts="memory://init", key=pg_key).init()
+def pg_url(pg_database: str) -> str:
+    """The session database with the schema migrated once."""
+    Registry.open(pg_database, artifacts="memory://init", actor=ROOT).init()
     return pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A migrated, empty metadata database (SQLite file or PostgreSQL) with its signing key.
-
-    The key's path is in ``MODELLEDGER_KEY`` for PostgreSQL; a SQLite registry keeps it
-    beside the database file.
-    """
-    monkeypatch.delenv("MODELLEDGER_KEY", raising=False)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated metadata database (SQLite file or PostgreSQL) whose root is ``ROOT`` and whose
+    members are ``CAST``."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'registry.db'}"
-        Registry.open(url, artifacts=str(tmp_path / "art")).init()
-        return url
-    url = request.getfixturevalue("pg_url")
-    monkeypatch.setenv("MODELLEDGER_KEY", str(request.getfixturevalue("pg_key")))
-    _pg_reset(url)
-    return str(url)
+    else:
+        url = str(request.getfixturevalue("pg_url"))
+        _pg_reset(url)
+    enrol_cast(url, str(tmp_path / "art"))
+    return url
 
 
 @pytest.fixture

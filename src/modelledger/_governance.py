@@ -6,15 +6,18 @@ state change it records; the state tables are an index of the ledger.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._audit import AliasChange, StateDifference, state_differences, subject_history
 from ._domain import ModelVersion, Page
 from ._identifiers import model_subjects, validate_alias, validate_name
+from ._keys import key_id, read_public_pem
 from ._ledger import ChainReport, LedgerEvent, verify_chain
 from ._lifecycle import (
+    EventDraft,
     VersionState,
     decide_approval,
     decide_deploy,
@@ -26,10 +29,12 @@ from ._lifecycle import (
     parse_gates,
     replay,
 )
+from ._members import Member, check_roles
 from ._paging import check_limit, decode_cursor, make_page
 from ._policy import Policy
+from ._signing import validate_member
 from ._time import parse_time, to_text
-from .errors import Conflict, InvalidInput
+from .errors import Conflict, InvalidInput, NotFound
 from .stores.protocols import MetadataStore, Signer
 
 __all__ = ["GovernanceVerbs"]
@@ -170,6 +175,100 @@ class GovernanceVerbs:
             signer=self._signer(),
         )
         return new
+
+    # ------------------------------------------------------------------ members
+
+    def members(self) -> list[Member]:
+        """Every member, their roles (scoped to model-name patterns) and keys, as the ledger says.
+
+        >>> [(m.name, m.roles) for m in registry.members()]  # doctest: +SKIP
+        [('alice@bank.example', ('admin',)), ('bob@bank.example', ('approver', 'deployer'))]
+        """
+        self._ready()
+        return sorted(self._meta.roster().members.values(), key=lambda m: m.name)
+
+    def enrol(
+        self,
+        name: str,
+        public_key: bytes | str | os.PathLike[str],
+        *,
+        roles: Sequence[str] | str,
+        models: Sequence[str] | str = ("*",),
+        reason: str | None = None,
+    ) -> Member:
+        """Enrol a member (a person or a service) with their public key and roles; an admin's
+        signed act. Roles: viewer, contributor, approver, deployer, serving, admin; ``models``
+        scopes them to model-name patterns (``credit-*``). Enrolling an existing member's new
+        key adds it; their roles are then replaced by ``roles``.
+
+        >>> registry.enrol("bob@bank.example", "bob.pub", roles=["approver", "deployer"])  # doctest: +SKIP
+        """
+        validate_member(name)
+        checked_roles, checked_models = check_roles(roles, models)
+        pem = read_public_pem(public_key)
+        kid = key_id(pem)
+        data = {
+            "member": name,
+            "key_id": kid,
+            "public_key": pem.decode(),
+            "roles": list(checked_roles),
+            "models": list(checked_models),
+        }
+        self._ready(write=True)
+        owner = self._meta.roster().owner(kid)
+        if owner is not None:
+            raise Conflict(f"key {kid} is already enrolled, to {owner.name}")
+        self._member_write("member.enrolled", name, data, reason)
+        return self._meta.roster().members[name]
+
+    def set_roles(
+        self,
+        name: str,
+        roles: Sequence[str] | str,
+        *,
+        models: Sequence[str] | str = ("*",),
+        reason: str | None = None,
+    ) -> Member:
+        """Replace a member's roles and model scope (an admin's signed act)."""
+        checked_roles, checked_models = check_roles(roles, models)
+        self._need_member(name)
+        data = {"member": name, "roles": list(checked_roles), "models": list(checked_models)}
+        self._member_write("member.roles_set", name, data, reason)
+        return self._meta.roster().members[name]
+
+    def revoke_key(self, name: str, key: str, *, reason: str) -> Member:
+        """Revoke one of a member's keys (by key id): what it signs from now on is refused, and
+        ``verify`` and receipt checks fail anything it signed after this event."""
+        member = self._need_member(name)
+        if not reason:
+            raise InvalidInput("a revocation needs a reason")
+        found = next((k for k in member.keys if k.key_id == key), None)
+        if found is None:
+            raise NotFound("key", f"{key} of {name}")
+        if found.revoked_seq is not None:
+            raise Conflict(f"key {key} of {name} was already revoked at ledger event {found.revoked_seq}")
+        self._member_write("member.key_revoked", name, {"member": name, "key_id": key}, reason)
+        return self._meta.roster().members[name]
+
+    def _need_member(self, name: str) -> Member:
+        validate_member(name)
+        self._ready()
+        member = self._meta.roster().members.get(name)
+        if member is None:
+            raise NotFound("member", name)
+        return member
+
+    def _member_write(self, action: str, name: str, data: Mapping[str, Any], reason: str | None) -> None:
+        draft = EventDraft(action, f"members:/{name}", data, reason)
+        self._meta.govern(
+            "",
+            None,
+            lambda _ctx: [draft],
+            actor=self.actor,
+            signer=self._signer(),
+            needs_state=False,
+            needs_policy=False,
+        )
 
     # ------------------------------------------------------------------ history
 

@@ -246,4 +246,4 @@ def model_subjects(uri_or_name: str) -> tuple[str, list[str], list[str]]:
         ref = parse_model_uri(uri_or_name)
         return ref.name, [str(ref)], []
     validate_name(name)
-    return name, [], [f"models:/{name}/", f"models:/{name}@"]
+    return name, [f"models:/{name}"], [f"models:/{name}/", f"models:/{name}@"]

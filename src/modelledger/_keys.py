@@ -47,6 +47,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "public_key_pem",
+    "read_public_pem",
     "sign",
     "verify_signature",
     "verify_with_key",
@@ -182,9 +183,16 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
             raise KeyFileExposed(target, mode)
         data = handle.read()
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+            # an ssh-keygen -t ed25519 key, as many already use to sign git commits
+            key: object = serialization.load_ssh_private_key(data, password=None)
+        else:
+            key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"{target} is not an unencrypted PEM private key: {exc}") from exc
+        raise InvalidInput(
+            f"{target} is not an unencrypted PEM or OpenSSH private key: {exc} "
+            "(a passphrase-protected key cannot be used unattended)"
+        ) from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidInput(f"{target} holds a {type(key).__name__}, not an Ed25519 private key")
     return key
@@ -284,3 +292,47 @@ def key_id(public: PublicKeyLike) -> str:
         key = public
     raw = key.public_bytes(encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def read_public_pem(value: bytes | str | os.PathLike[str]) -> bytes:
+    """An Ed25519 public key as PEM, from PEM bytes or text, an OpenSSH ``ssh-ed25519 ...`` line,
+    or a file holding either (``modelledger identity show -o``, ``~/.ssh/id_ed25519.pub``).
+
+    >>> read_public_pem("~/.ssh/id_ed25519.pub")  # doctest: +SKIP
+    b'-----BEGIN PUBLIC KEY-----\\n...'
+    """
+    # slow to import: only signing and verifying need it
+    from cryptography.hazmat.primitives import serialization
+
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str) and value.lstrip().startswith(("-----BEGIN", "ssh-ed25519 ")):
+        data = value.encode()
+    else:
+        target = os.path.expanduser(os.fspath(value))
+        try:
+            with open(target, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the public key file {target}: {exc.strerror}") from exc
+    if data.lstrip().startswith(b"ssh-ed25519 "):
+        try:
+            key = serialization.load_ssh_public_key(data.strip())
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"not a valid ssh-ed25519 public key: {exc}") from exc
+        return public_key_pem_of(key)
+    load_public_key(data)  # refuses anything but an Ed25519 public key
+    return data
+
+
+def public_key_pem_of(public: object) -> bytes:
+    """The SubjectPublicKeyInfo PEM of a public key object."""
+    # slow to import: only signing and verifying need it
+    from cryptography.hazmat.primitives import serialization
+
+    # slow to import: only signing and verifying need it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if not isinstance(public, Ed25519PublicKey):
+        raise InvalidInput(f"{type(public).__name__} is not an Ed25519 public key")
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -27,7 +27,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import islice
@@ -61,12 +61,14 @@ __all__ = [
     "ChainReport",
     "ChainSegment",
     "Checkpoint",
+    "KeyRing",
     "LedgerEvent",
     "chain_hash",
     "check_segment",
     "check_time",
     "event_bytes",
     "sign_checkpoint",
+    "single_key",
     "verify_chain",
     "verify_checkpoint",
 ]
@@ -428,7 +430,7 @@ class ChainSegment:
     checkpoint: Checkpoint
 
 
-def check_segment(segment: ChainSegment, public: Ed25519PublicKey) -> None:
+def check_segment(segment: ChainSegment, public: Ed25519PublicKey | KeyRing) -> None:
     """Raise :class:`IntegrityError` unless the segment's events hash, one after the other,
     from ``previous_hash`` to their stored hashes and to a checkpoint the key signed.
 
@@ -444,9 +446,9 @@ def check_segment(segment: ChainSegment, public: Ed25519PublicKey) -> None:
     cp = segment.checkpoint
     if seq is None or cp.seq != seq or cp.head_hash != head.hex():
         raise IntegrityError(f"ledger event {seq}", "is not covered by the checkpoint that should sign it")
-    problem = _checkpoint_signature_problem(public, key_id(public), cp)
+    problem = _checkpoint_signature_problem(_keyring(public), cp)
     if problem is not None:
-        raise IntegrityError(f"ledger checkpoint {cp.seq}", f"{problem}: not signed by the registry key")
+        raise IntegrityError(f"ledger checkpoint {cp.seq}", f"{problem}: not signed by an enrolled key")
 
 
 def _checkpoint_payload(seq: int, head_hash: str, time: str, kid: str) -> bytes:
@@ -482,9 +484,28 @@ def sign_checkpoint(
     )
 
 
-def _checkpoint_signature_problem(public: Ed25519PublicKey, registry_kid: str, cp: Checkpoint) -> str | None:
-    """None if ``cp`` is validly signed by ``public``, else the problem kind."""
-    if cp.key_id != registry_kid:
+KeyRing = Callable[[str], "Ed25519PublicKey | None"]
+"""The public key of a key id (None: no such key): the registry's one key, or every key its
+members ever had enrolled."""
+
+
+def single_key(public: Ed25519PublicKey | bytes) -> KeyRing:
+    """A key ring holding one key."""
+    key = load_public_key(public) if isinstance(public, bytes) else public
+    kid = key_id(key)
+    return lambda k: key if k == kid else None
+
+
+def _keyring(keys: Ed25519PublicKey | bytes | KeyRing) -> KeyRing:
+    if isinstance(keys, bytes) or not callable(keys):
+        return single_key(keys)
+    return keys
+
+
+def _checkpoint_signature_problem(keys: KeyRing, cp: Checkpoint) -> str | None:
+    """None if ``cp`` is validly signed by the key it names (one the ring holds), else the problem kind."""
+    public = keys(cp.key_id)
+    if public is None:
         return CHECKPOINT_WRONG_KEY
     try:
         signature = base64.b64decode(cp.signature, validate=True)
@@ -494,8 +515,9 @@ def _checkpoint_signature_problem(public: Ed25519PublicKey, registry_kid: str, c
     return None if verify_with_key(public, payload, signature) else BAD_CHECKPOINT_SIGNATURE
 
 
-def verify_checkpoint(public_pem: bytes, checkpoint: Checkpoint) -> bool:
-    """True when ``checkpoint`` carries a valid signature by the key ``public_pem``.
+def verify_checkpoint(public_pem: bytes | KeyRing, checkpoint: Checkpoint) -> bool:
+    """True when ``checkpoint`` carries a valid signature by the key ``public_pem`` (or by the
+    key it names, found in a key ring).
 
     This checks the signature only; :func:`verify_chain` also checks the head
     against the events.
@@ -503,8 +525,7 @@ def verify_checkpoint(public_pem: bytes, checkpoint: Checkpoint) -> bool:
     >>> verify_checkpoint(public_pem, checkpoint)  # doctest: +SKIP
     True
     """
-    public = load_public_key(public_pem)
-    return _checkpoint_signature_problem(public, key_id(public), checkpoint) is None
+    return _checkpoint_signature_problem(_keyring(public_pem), checkpoint) is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,7 +611,7 @@ class _Walk:
 def verify_chain(
     events: Iterable[tuple[LedgerEvent, str]],
     checkpoints: Iterable[Checkpoint],
-    public_pem: bytes,
+    public_pem: bytes | KeyRing,
     *,
     start: Checkpoint | None = None,
     lookahead: int = 1000,
@@ -614,17 +635,14 @@ def verify_chain(
     """
     if lookahead < 1:
         raise InvalidInput(f"lookahead must be at least 1, got {lookahead}")
-    public = load_public_key(public_pem)
-    registry_kid = key_id(public)
+    keys = _keyring(public_pem)
 
     if start is None:
         walk = _Walk(GENESIS, FIRST_SEQ - 1, None)
     else:
-        kind = _checkpoint_signature_problem(public, registry_kid, start)
+        kind = _checkpoint_signature_problem(keys, start)
         if kind is not None:
-            problem = ChainProblem(
-                kind, start.seq, f"start checkpoint: {_cp_detail(kind, start, registry_kid)}"
-            )
+            problem = ChainProblem(kind, start.seq, f"start checkpoint: {_cp_detail(kind, start)}")
             return _Walk(GENESIS, FIRST_SEQ - 1, None).report(problem)
         walk = _Walk(_hash_bytes(start.head_hash, "start head hash"), start.seq, start.seq)
         walk.checkpoints_checked = 1
@@ -639,9 +657,9 @@ def verify_chain(
         head_hex = walk.head.hex()
         while cp_index < len(pending) and pending[cp_index].seq == seq:
             cp = pending[cp_index]
-            kind = _checkpoint_signature_problem(public, registry_kid, cp)
+            kind = _checkpoint_signature_problem(keys, cp)
             if kind is not None:
-                return ChainProblem(kind, seq, _cp_detail(kind, cp, registry_kid))
+                return ChainProblem(kind, seq, _cp_detail(kind, cp))
             if cp.head_hash.lower() != head_hex:
                 since = walk.last_cp_seq if walk.last_cp_seq is not None else FIRST_SEQ - 1
                 return ChainProblem(
@@ -696,9 +714,9 @@ def verify_chain(
     # Checkpoints beyond the last event: the tail was cut off (if the checkpoint is genuine).
     if cp_index < len(pending):
         cp = pending[cp_index]
-        kind = _checkpoint_signature_problem(public, registry_kid, cp)
+        kind = _checkpoint_signature_problem(keys, cp)
         if kind is not None:
-            return walk.report(ChainProblem(kind, cp.seq, _cp_detail(kind, cp, registry_kid)))
+            return walk.report(ChainProblem(kind, cp.seq, _cp_detail(kind, cp)))
         missing_from = walk.head_seq + 1
         return walk.report(
             ChainProblem(
@@ -716,9 +734,9 @@ def _cp_seq(cp: Checkpoint) -> int:
     return cp.seq
 
 
-def _cp_detail(kind: str, cp: Checkpoint, registry_kid: str) -> str:
+def _cp_detail(kind: str, cp: Checkpoint) -> str:
     if kind == CHECKPOINT_WRONG_KEY:
-        return f"checkpoint signed by key {cp.key_id!r}, the registry key is {registry_kid!r}"
+        return f"checkpoint signed by key {cp.key_id!r}, which is not a key this registry trusts"
     return f"checkpoint (signed at {cp.time!r}) has an invalid signature: forged or altered"
 
 

@@ -23,6 +23,7 @@ from ._policy import Policy
 from .errors import Conflict, InvalidInput, InvalidManifest, PermissionDenied
 
 __all__ = [
+    "PROTECTED_ALIASES",
     "STAGES",
     "EventDraft",
     "Gate",
@@ -417,7 +418,19 @@ def decide_rollback(ctx: GovContext, alias: str, *, reason: str | None) -> list[
     return [EventDraft("deployment.rolled_back", f"models:/{ctx.model}@{alias}", data, reason)]
 
 
+PROTECTED_ALIASES = ("production", "rollback")
+"""Aliases that move only through deploy and rollback (a policy may protect more)."""
+
+
 def decide_alias(ctx: GovContext, alias: str, version: int | None, *, reason: str | None) -> list[EventDraft]:
+    if alias in PROTECTED_ALIASES or alias in ctx.policy.protected_aliases:
+        how = (
+            f"`modelledger rollback {ctx.model}`"
+            if alias == "rollback"
+            else f"`modelledger deploy models:/{ctx.model}/<N> --alias {alias}` (an approved version) "
+            f"or `modelledger rollback {ctx.model} --alias {alias}`"
+        )
+        raise PermissionDenied(f"@{alias} is protected: it moves only through {how}")
     previous = ctx.aliases.get(alias)
     action = "alias.set" if version is not None else "alias.deleted"
     data = {

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._domain import ModelVersion
 from ._integrity import version_digest
-from ._ledger import check_segment
+from ._ledger import KeyRing, check_segment
 from ._loaded import LoadedModel
 from .errors import IntegrityError, InvalidInput, NotFound
 from .flavors import get_flavor
@@ -35,10 +35,10 @@ class _FolderOnly:
         )
 
 
-def check_registration(store: LedgerStore, mv: ModelVersion, public: Ed25519PublicKey) -> None:
+def check_registration(store: LedgerStore, mv: ModelVersion, public: Ed25519PublicKey | KeyRing) -> None:
     """Raise :class:`IntegrityError` unless ``mv``'s digest is the one its ``version.registered``
     ledger event records, and that event is proven by the chain up to a checkpoint signed with
-    the registry key. The version row is an index; this record is the authority."""
+    an enrolled key. The version row is an index; this record is the authority."""
     segment = store.segment_for(mv.uri, "version.registered")
     if segment is None:
         raise IntegrityError(mv.uri, "has no registration event in the ledger")

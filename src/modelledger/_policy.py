@@ -21,12 +21,15 @@ class Policy:
     - ``auto_approve``: a version whose manifest asks for automatic approval and whose
       gates all pass is approved by the policy itself.
     - ``roles``: actor -> roles, for embedded registries (servers take roles from tokens).
+    - ``protected_aliases``: aliases that, like ``production`` and ``rollback``, move only
+      through deploy and rollback of an approved version.
     """
 
     four_eyes: bool = True
     approver_role: str | None = None
     auto_approve: bool = False
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    protected_aliases: tuple[str, ...] = ()
 
     def roles_of(self, actor: str) -> tuple[str, ...]:
         return tuple(self.roles.get(actor, ()))
@@ -37,11 +40,12 @@ class Policy:
             "approver_role": self.approver_role,
             "auto_approve": self.auto_approve,
             "roles": {k: list(v) for k, v in sorted(self.roles.items())},
+            **({"protected_aliases": list(self.protected_aliases)} if self.protected_aliases else {}),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
-        known = {"four_eyes", "approver_role", "auto_approve", "roles"}
+        known = {"four_eyes", "approver_role", "auto_approve", "roles", "protected_aliases"}
         unknown = set(data) - known
         if unknown:
             raise InvalidInput(f"unknown policy field(s): {', '.join(sorted(unknown))}")
@@ -57,7 +61,11 @@ class Policy:
         role = data.get("approver_role")
         if role is not None and not isinstance(role, str):
             raise InvalidInput("policy field approver_role must be a string")
+        protected = data.get("protected_aliases") or []
+        if not isinstance(protected, (list, tuple)) or not all(isinstance(a, str) for a in protected):
+            raise InvalidInput("policy field protected_aliases must be a list of alias names")
         return cls(
+            protected_aliases=tuple(protected),
             four_eyes=bool(data.get("four_eyes", True)),
             approver_role=role,
             auto_approve=bool(data.get("auto_approve", False)),

@@ -21,6 +21,7 @@ from ._data import Datasets
 from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
 from ._identifiers import check_number, model_ref, validate_alias, validate_name, validate_version_folder
+from ._keys import read_public_pem
 from ._ledger import Checkpoint
 from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration, record_captures
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
@@ -45,11 +46,11 @@ from ._serving import (
     Predictor,
     parse_prediction_id,
 )
-from ._signing import RegistryKey, current_actor
+from ._signing import Identity, current_actor, ensure_root, identity_path, keyring
 from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
 from ._verify import collect_garbage, unrecorded_records, verify_registry
-from .errors import InvalidInput, NotFound, SchemaOutdated
+from .errors import InvalidInput, ModelLedgerError, NotFound, PermissionDenied, SchemaOutdated
 from .stores import open_metadata_store
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore, Signer
@@ -79,7 +80,7 @@ class Registry(GovernanceVerbs):
     ) -> None:
         self._meta = metadata
         self._art = artifacts
-        self._key = RegistryKey(key_path or Path(DEFAULT_HOME) / "registry.key", metadata)
+        self._key_path = key_path  # an explicit key file; None: the actor's own identity
         self._datasets: Datasets | None = None
         self._captures = CaptureReader(artifacts)
         self._proven: dict[int, str] = {}  # version key -> digest proven against the ledger
@@ -88,6 +89,8 @@ class Registry(GovernanceVerbs):
         self._checked = False
         self.folder_naming = folder_naming
         self._actor = actor
+        self._legacy_key: Path | None = None  # the key file older releases kept per registry
+        self._id: Identity | None = None
         self._limits = manifest_limits or DEFAULT_LIMITS
 
     # ------------------------------------------------------------------ opening
@@ -102,6 +105,7 @@ class Registry(GovernanceVerbs):
         actor: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
         key: str | os.PathLike[str] | None = None,
+        identity: str | os.PathLike[str] | None = None,
         manifest_limits: ManifestLimits | None = None,
     ) -> Registry:
         """Open a registry.
@@ -113,9 +117,15 @@ class Registry(GovernanceVerbs):
         With a database URL (``sqlite:///x.db``, ``postgresql://...``) the schema must
         have been created with ``modelledger init``; opening and reading never create a
         database file. ``storage_options`` go to fsspec
-        (for example ``{"endpoint_url": ...}`` for an S3-compatible server). ``key`` is the
-        private signing key file (default ``$MODELLEDGER_KEY``, else ``<database>.key`` beside
-        a SQLite file, else ``~/.config/modelledger/keys/<host>-<port>-<db>.key``).
+        (for example ``{"endpoint_url": ...}`` for an S3-compatible server).
+
+        Who acts is proven by a private key of your own, never stored in the registry:
+        ``key`` (or ``$MODELLEDGER_KEY``) is a key file, ``identity`` (or
+        ``$MODELLEDGER_IDENTITY``) an identity's name or key file; by default the key of
+        ``actor`` (``$MODELLEDGER_USER``, git's user.email or the OS user) in
+        :func:`identities_dir`, created on first use. The first user of a new registry
+        becomes its root admin; others act once an admin has enrolled their public key
+        (:meth:`enrol`). ``actor`` only selects which of your own keys to use.
         ``manifest_limits`` bounds manifests, ``params``, ``metrics`` and model tags
         (default: :class:`ManifestLimits` ``()``: 1 MiB files, 64 KiB strings, 32 levels).
 
@@ -137,7 +147,12 @@ class Registry(GovernanceVerbs):
             artifacts = (db.parent / "artifacts").as_uri()
         if "://" not in artifacts:
             artifacts = Path(artifacts).absolute().as_uri()
-        key_path = Path(key or os.environ.get("MODELLEDGER_KEY") or _default_key_path(url)).absolute()
+        chosen = key or os.environ.get("MODELLEDGER_KEY") or None
+        named = identity or os.environ.get("MODELLEDGER_IDENTITY") or None
+        if chosen is None and named is not None:
+            text = os.fspath(named)
+            chosen = text if (os.sep in text or text.endswith((".key", ".pem"))) else str(identity_path(text))
+        key_path = Path(chosen).expanduser().absolute() if chosen is not None else None
         registry = cls(
             metadata,
             ArtifactStore(artifacts, **dict(storage_options or {})),
@@ -148,6 +163,7 @@ class Registry(GovernanceVerbs):
             manifest_limits=manifest_limits,
         )
         registry._home = home
+        registry._legacy_key = _default_key_path(url)
         return registry
 
     def init(self) -> str:
@@ -162,7 +178,7 @@ class Registry(GovernanceVerbs):
         """
         rev: str = self._meta.migrate()
         self._checked = True
-        self._key.ensure(self.actor)
+        ensure_root(self._meta, self._identity(), self.actor)
         drafts = unrecorded_records(self._meta, self._art)
         if drafts:
             self._meta.govern(
@@ -199,26 +215,63 @@ class Registry(GovernanceVerbs):
             self.init()
         self._checked = True
 
-    # ------------------------------------------------------------------ the registry key
+    # ------------------------------------------------------------------ identity
+
+    def _identity(self) -> Identity:
+        """This process's key: the one chosen, else the actor's own identity, else (a registry
+        from an older release) the registry key kept beside it, else a new identity."""
+        if self._id is None:
+            if self._key_path is not None:
+                self._id = Identity(self._key_path)
+            else:
+                own = identity_path(self.actor)
+                legacy = self._legacy_key
+                if not own.exists() and legacy is not None and legacy.exists():
+                    self._id = Identity(legacy)
+                else:
+                    self._id = Identity(own, create=True)
+        return self._id
 
     @property
     def key_path(self) -> Path:
-        """Where this process finds the registry's private signing key."""
-        return self._key.path
+        """Where this process finds its private signing key."""
+        return self._identity().path
 
     def _signer(self) -> Signer:
-        return self._key.signer()
+        return self._identity().signer()
 
     def public_key(self) -> bytes:
-        """The registry's public key (PEM), to verify the ledger and receipts anywhere."""
+        """The registry's root public key (PEM): pin it outside the registry to verify its
+        ledger (``verify(public_key=...)``); the trust bundle carries every member's key."""
         self._ready()
-        return self._key.public_pem()
+        stored = self._meta.public_key()
+        if stored is None:
+            raise NotFound("registry key", "run `modelledger init`")
+        return bytes(stored[1])
 
     @property
     def actor(self) -> str:
+        """Who acts: the ``actor`` given, else the member this process's chosen key is enrolled
+        to, else :func:`current_actor`. The store refuses a write unless the key proves it."""
         if self._actor is None:
-            self._actor = current_actor()
+            name = None
+            if self._key_path is not None and self._key_path.exists():
+                owner = (
+                    self._meta.roster().owner(Identity(self._key_path).key_id)
+                    if self._checked_quietly()
+                    else None
+                )
+                name = owner.name if owner is not None else None
+            self._actor = name or current_actor()
         return self._actor
+
+    def _checked_quietly(self) -> bool:
+        """Whether the schema can be read now (for a lookup that may do without it)."""
+        try:
+            self._ready()
+        except ModelLedgerError:
+            return False
+        return True
 
     @property
     def artifact_root(self) -> str:
@@ -267,7 +320,7 @@ class Registry(GovernanceVerbs):
         """
         validate_name(name)
         changes = _check_tags(tags, self._limits, removals=True)
-        self._ready()
+        self._ready(write=True)
         if changes:
             current = self._meta.get_model(name).tags
             kept = {k for k in current if changes.get(k, "") is not None}
@@ -276,7 +329,9 @@ class Registry(GovernanceVerbs):
                 raise InvalidInput(
                     f"a model may have at most {self._limits.max_tags} tags; {name!r} would have {len(after)}"
                 )
-        model: Model = self._meta.update_model(name, description=description, tags=tags)
+        model: Model = self._meta.update_model(
+            name, description=description, tags=tags, actor=self.actor, signer=self._signer()
+        )
         return model
 
     def list_models(
@@ -457,7 +512,8 @@ class Registry(GovernanceVerbs):
         >>> report.governance["approved_by"], report.datasets[0]["source"]  # doctest: +SKIP
         """
         mv, record = self._find_prediction(prediction_id)
-        return trace_prediction(self._meta, mv, record, self.public_key())
+        self._ready()
+        return trace_prediction(self._meta, mv, record, self._meta.roster(), keyring(self._meta))
 
     def _find_prediction(self, prediction_id: str) -> tuple[ModelVersion, dict[str, Any]]:
         when, key = parse_prediction_id(prediction_id)
@@ -613,7 +669,7 @@ class Registry(GovernanceVerbs):
             actor=self.actor,
             signer=self._signer(),
             needs_state=False,
-            needs_policy=False,
+            needs_policy=True,
         )
 
     def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> None:
@@ -628,7 +684,7 @@ class Registry(GovernanceVerbs):
             return decide_alias(ctx, alias, None, reason=reason)
 
         self._meta.govern(
-            name, None, decide, actor=self.actor, signer=self._signer(), needs_state=False, needs_policy=False
+            name, None, decide, actor=self.actor, signer=self._signer(), needs_state=False, needs_policy=True
         )
 
     # ------------------------------------------------------------------ loading
@@ -687,14 +743,23 @@ class Registry(GovernanceVerbs):
         """
         mv = self.get_version(identifier)
         if self._proven.get(mv.key) != mv.digest:  # proven once per process and version
-            check_registration(self._meta, mv, self._key.public())
+            check_registration(self._meta, mv, keyring(self._meta))
             self._proven[mv.key] = mv.digest
         loaded = load_verified(self._art, mv)
         if not capture:
             return loaded
+        identity = self._identity()
+        owner = self._meta.roster().owner(identity.key_id)
+        if owner is None or not owner.has_role("serving", mv.model):
+            who = owner.name if owner is not None else f"key {identity.key_id}"
+            raise PermissionDenied(
+                f"{who} may not sign receipts for {mv.model}: receipts are signed by a serving "
+                "identity (an admin enrols one with the serving role: `modelledger members add "
+                "<name> --role serving --key <public key>`; open the registry with its identity)"
+            )
         return Predictor(
             loaded,
-            key=self._key.private(),
+            key=identity.private(),
             store=self._art,
             sample_rate=sample_rate,
             seed=seed,
@@ -754,7 +819,7 @@ class Registry(GovernanceVerbs):
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
         """
         window = parse_duration(grace, what="grace")
-        pinned = _read_pem(public_key) if public_key is not None else None
+        pinned = read_public_pem(public_key) if public_key is not None else None
         trusted = _read_checkpoint(trusted_checkpoint) if trusted_checkpoint is not None else None
         self._ready()
         return verify_registry(
@@ -853,15 +918,6 @@ def _check_tags(
             )
         out[key] = value
     return out
-
-
-def _read_pem(value: bytes | str | os.PathLike[str]) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    try:
-        return Path(value).read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read the public key file {value}: {exc.strerror}") from exc
 
 
 def _read_checkpoint(value: Checkpoint | Mapping[str, Any] | str | os.PathLike[str]) -> Checkpoint:

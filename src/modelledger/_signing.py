@@ -1,33 +1,64 @@
-"""Who acts, and the registry key that signs what they do.
+"""Who acts, proven by the key they hold.
 
-:class:`RegistryKey` is the registry's Ed25519 signing key as this process holds it: made
-on first ``init`` (an owner-only file), its public half recorded in the registry, loaded
-once for governed writes (which sign a ledger checkpoint) and for serving (which signs
-receipts). A process without the file can still read and verify everything.
+Each person and each service has an Ed25519 key pair of their own. The private key stays in
+its owner's file (``~/.config/modelledger/identities/<name>.key``, mode 0600, or an OpenSSH
+ed25519 key); the registry only ever sees public keys, recorded by enrolment events in its
+ledger (:mod:`modelledger._members`). Every governed write is signed by the acting key (its
+checkpoint), and the store refuses it unless that key is enrolled to the actor with the role
+the action needs.
+
+:class:`Identity` is this process's key. :func:`ensure_root` makes the first user of a new
+registry its root admin (and, on a registry made before members existed, enrols the holder of
+its old registry key as root). :func:`keyring` gives every key the registry ever enrolled, for
+checking signatures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._keys import generate_key, key_id, load_private_key, load_public_key, public_key_pem
-from ._ledger import Checkpoint, sign_checkpoint
+from ._ledger import Checkpoint, KeyRing, sign_checkpoint
 from ._lifecycle import EventDraft, GovContext
-from .errors import AlreadyExists, Conflict, NotFound, PermissionDenied
-from .stores.protocols import LedgerStore, Signer
+from .errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
+from .stores.protocols import LedgerStore
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["RegistryKey", "current_actor"]
+__all__ = [
+    "Identity",
+    "KeySigner",
+    "current_actor",
+    "ensure_root",
+    "identities_dir",
+    "identity_path",
+    "keyring",
+    "validate_member",
+]
+
+_MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._+-]{0,199}$")
+
+
+def validate_member(name: object) -> str:
+    """A member name (an e-mail address or a service name such as ``ci-training``)."""
+    if not isinstance(name, str) or not _MEMBER.match(name):
+        raise InvalidInput(
+            f"invalid member name {name!r}: use letters, digits, @ . _ + - "
+            "(at most 200, not starting with a symbol)"
+        )
+    return name
 
 
 def current_actor() -> str:
-    """Who is acting: ``MODELLEDGER_USER``, else git's user.email, else the OS user."""
+    """Who this process says it is by default: ``MODELLEDGER_USER``, else git's user.email,
+    else the OS user. It selects which of the user's own keys to use; the key proves it."""
     env = os.environ.get("MODELLEDGER_USER")
     if env:
         return env
@@ -45,98 +76,155 @@ def current_actor() -> str:
         return "unknown"
 
 
-class RegistryKey:
-    """The private signing key at ``path`` for the registry whose ledger is ``store``."""
+def identities_dir() -> Path:
+    """Where this user's private keys live: ``$MODELLEDGER_IDENTITIES``, else
+    ``$XDG_CONFIG_HOME/modelledger/identities`` (default ``~/.config/modelledger/identities``)."""
+    explicit = os.environ.get("MODELLEDGER_IDENTITIES")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser() / "modelledger" / "identities"
 
-    def __init__(self, path: Path, store: LedgerStore) -> None:
+
+def identity_path(name: str) -> Path:
+    """The key file of this user's identity called ``name``."""
+    return identities_dir() / f"{validate_member(name)}.key"
+
+
+class KeySigner:
+    """Signs checkpoints with one private key; ``key_id`` names it for the store's checks."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.key_id = key_id(key)
+
+    def __call__(self, seq: int, head: bytes, time: str, /) -> Checkpoint:
+        return sign_checkpoint(self._key, seq, head, time, kid=self.key_id)
+
+
+class Identity:
+    """This process's signing key: the file at ``path``, created there on first use when
+    ``create`` (the zero-setup default identity) and refused otherwise when missing."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
-        self._store = store
+        self._create = create
         self._private: Ed25519PrivateKey | None = None
-        self._public: Ed25519PublicKey | None = None
-        self._sign: Signer | None = None
+        self._signer: KeySigner | None = None
 
-    def ensure(self, actor: str) -> None:
-        """Make sure the registry has its key: create it (and record its public half and the
-        ``registry.initialized`` event) on a new registry, or check the file matches.
-
-        Safe when several processes open a new registry at once: one creates the key file and
-        the others load it, and the public key and the event are recorded once, in one governed
-        write, by whichever process gets there first.
-        """
-        stored = self._store.public_key()
-        if stored is not None and not self.path.exists():
-            return  # another machine holds the key; this one can read and verify
-        public = self._load_or_create()
-        kid = key_id(public)
-        if stored is None:
-
-            def initialized(ctx: GovContext) -> list[EventDraft]:
-                return [
-                    EventDraft(
-                        "registry.initialized", "registry", {"key_id": kid, "policy": ctx.policy.to_dict()}
-                    )
-                ]
-
-            self._store.add_public_key(kid, public, initialized, actor=actor, signer=self.signer())
-            stored = self._store.public_key()
-        if stored is not None and stored[0] != kid:
-            raise Conflict(
-                f"the key at {self.path} (id {kid}) is not this registry's signing key (id {stored[0]})"
-            )
-
-    def _load_or_create(self) -> bytes:
-        """The public PEM of the key file, creating the file first if there is none."""
-        if not self.path.exists():
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise PermissionDenied(
-                    f"cannot create the folder {self.path.parent} for the registry key: {exc.strerror}; "
-                    "use a folder this user may write (or set MODELLEDGER_KEY to a key file path there)"
-                ) from exc
-            try:
-                return generate_key(self.path)
-            except AlreadyExists:
-                pass  # another process created it just now: use theirs, which is complete
-        return public_key_pem(load_private_key(self.path))
-
-    def signer(self) -> Signer:
-        """Signs ledger checkpoints; loads the key once and checks it is this registry's."""
-        if self._sign is None:
-            key = self.private()
-            kid = key_id(key)
-
-            def sign(seq: int, head: bytes, time: str) -> Checkpoint:
-                return sign_checkpoint(key, seq, head, time, kid=kid)
-
-            self._sign = sign
-        return self._sign
+    @property
+    def exists(self) -> bool:
+        return self.path.exists()
 
     def private(self) -> Ed25519PrivateKey:
-        """The private key (for receipts), loaded once and checked against the registry's."""
+        """The private key, loaded once (and created first when allowed and missing)."""
         if self._private is None:
+            if self._create and not self.path.exists():
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                except OSError as exc:
+                    raise PermissionDenied(
+                        f"cannot create the folder {self.path.parent} for your signing key: {exc.strerror}; "
+                        "set MODELLEDGER_IDENTITIES to a folder this user may write"
+                    ) from exc
+                # another process may make it just now: then use theirs, which is complete
+                with contextlib.suppress(AlreadyExists):
+                    generate_key(self.path)
             try:
-                key = load_private_key(self.path)
+                self._private = load_private_key(self.path)
             except NotFound as exc:
                 raise PermissionDenied(
-                    f"no registry signing key at {self.path}: governed writes need it "
-                    "(run `modelledger init` here, or set MODELLEDGER_KEY to the key file)"
+                    f"no signing key at {self.path}: you hold no key for this identity "
+                    "(create one with `modelledger identity create --name <you>`; an admin enrols it)"
                 ) from exc
-            stored = self._store.public_key()
-            if stored is not None and stored[0] != key_id(key):
-                raise Conflict(f"the key at {self.path} is not this registry's signing key")
-            self._private = key
         return self._private
 
-    def public(self) -> Ed25519PublicKey:
-        """The registry's public key as recorded in the registry, parsed once."""
-        if self._public is None:
-            self._public = load_public_key(self.public_pem())
-        return self._public
+    @property
+    def key_id(self) -> str:
+        return key_id(self.private())
 
     def public_pem(self) -> bytes:
-        """The registry's public key (PEM) as recorded in the registry."""
-        stored = self._store.public_key()
-        if stored is None:
-            raise NotFound("registry key", "run `modelledger init`")
-        return bytes(stored[1])
+        return public_key_pem(self.private())
+
+    def signer(self) -> KeySigner:
+        if self._signer is None:
+            self._signer = KeySigner(self.private())
+        return self._signer
+
+
+def ensure_root(store: LedgerStore, identity: Identity, actor: str) -> None:
+    """Give the registry its root of trust, once.
+
+    A new registry records ``identity``'s public key and a ``registry.initialized`` event
+    naming ``actor`` as root admin. A registry made before members existed (a registry key,
+    no members) enrols ``actor`` as root with that key, when this process holds it; its
+    history keeps verifying against the same key. Safe when several processes do it at once.
+    """
+    stored = store.public_key()
+    if stored is None:
+        pem = identity.public_pem()
+        kid = key_id(pem)
+        validate_member(actor)
+
+        def initialized(ctx: GovContext) -> list[EventDraft]:
+            root = {"member": actor, "key_id": kid, "public_key": pem.decode()}
+            return [
+                EventDraft(
+                    "registry.initialized",
+                    "registry",
+                    {"key_id": kid, "policy": ctx.policy.to_dict(), "root": root},
+                )
+            ]
+
+        store.add_public_key(kid, pem, initialized, actor=actor, signer=identity.signer())
+        return
+    if not store.roster().empty or not identity.exists:
+        return
+    kid = identity.key_id
+    if kid != stored[0]:
+        return  # an older registry whose key someone else holds: they run init to enrol the root
+    validate_member(actor)
+    data = {
+        "member": actor,
+        "key_id": kid,
+        "public_key": identity.public_pem().decode(),
+        "roles": ["admin"],
+        "models": ["*"],
+        "root": True,
+    }
+    try:
+        store.govern(
+            "",
+            None,
+            lambda _ctx: [
+                EventDraft(
+                    "member.enrolled", f"members:/{actor}", data, "root of trust: the registry key's holder"
+                )
+            ],
+            actor=actor,
+            signer=identity.signer(),
+            needs_state=False,
+            needs_policy=False,
+        )
+    except PermissionDenied:
+        if store.roster().empty:
+            raise  # not a concurrent upgrade that won: a real refusal
+
+
+def keyring(store: LedgerStore) -> KeyRing:
+    """Every key the registry trusts for signatures: each key its members ever had enrolled
+    (revocation is about when a key may sign, which ``verify`` checks per event) and the
+    registry key of an older registry."""
+    roster = store.roster()
+    stored = store.public_key()
+    cache: dict[str, Ed25519PublicKey | None] = {}
+
+    def lookup(kid: str) -> Ed25519PublicKey | None:
+        if kid not in cache:
+            pem = roster.public_pem(kid)
+            if pem is None and stored is not None and stored[0] == kid:
+                pem = bytes(stored[1])
+            cache[kid] = load_public_key(pem) if pem is not None else None
+        return cache[kid]
+
+    return lookup

@@ -19,6 +19,8 @@ from typing import Any
 from ._audit import subject_history
 from ._domain import DatasetVersion, ModelVersion
 from ._identifiers import parse_dataset_uri
+from ._ledger import KeyRing
+from ._members import Roster, receipt_key_problem
 from ._serving import check_receipt
 from .errors import InvalidReceipt
 from .stores.protocols import MetadataStore
@@ -86,15 +88,22 @@ def _dataset_entry(
 
 
 def trace_prediction(
-    store: MetadataStore, mv: ModelVersion, record: Mapping[str, Any], public_key: bytes
+    store: MetadataStore, mv: ModelVersion, record: Mapping[str, Any], roster: Roster, keys: KeyRing
 ) -> TraceReport:
     """The full trace of one captured prediction ``record`` made by ``mv`` (see the module
-    documentation); ``public_key`` checks its receipt."""
-    problem: str | None = None
-    try:
-        check_receipt(record["receipt"], public_key)
-    except InvalidReceipt as exc:
-        problem = exc.message
+    documentation); its receipt is checked with the key it names, which must be a serving key
+    enrolled for the model and not revoked at the prediction's time (``roster``, ``keys``)."""
+    receipt = record["receipt"]
+    kid = str(receipt.get("key_id"))
+    problem = receipt_key_problem(roster, kid, mv.model, str(receipt.get("time")), legacy_kid=_legacy(store))
+    public = keys(kid)
+    if problem is None and public is None:
+        problem = f"signed by key {kid}, which this registry never enrolled"
+    if problem is None and public is not None:
+        try:
+            check_receipt(receipt, public)
+        except InvalidReceipt as exc:
+            problem = exc.message
     if problem is None and record["receipt"].get("digest") != mv.digest:
         problem = "the receipt names another artefact digest than the registered version"
     state = store.version_state(mv.model, mv.version)
@@ -160,3 +169,8 @@ def trace_prediction(
         datasets=[_dataset_entry(store, dv, role, seen) for role, dv in links],
         model_steps=[dict(s) for s in m.get("steps") or ()],
     )
+
+
+def _legacy(store: MetadataStore) -> str | None:
+    stored = store.public_key()
+    return stored[0] if stored else None

@@ -6,26 +6,31 @@ ledger once, and report rather than repair.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._audit import state_differences
 from ._canonical import canonicalize
 from ._domain import GcItem, GcReport, ModelVersion, Problem, VerifyReport
 from ._identifiers import parse_dataset_uri
 from ._integrity import version_digest
-from ._keys import key_id
+from ._keys import key_id, load_public_key
 from ._ledger import GENESIS, ChainReport, Checkpoint, LedgerEvent, verify_chain, verify_checkpoint
 from ._lifecycle import EventDraft, ReplayedState, record_captures, record_dataset, state_delta
+from ._members import Roster, authorize
 from ._serving import CaptureFile, check_receipt, parse_part_name, predictions_folder, receipts_from_table
 from ._time import now
 from .errors import InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = ["collect_garbage", "unrecorded_records", "verify_registry"]
 
@@ -64,10 +69,25 @@ def verify_registry(
     datasets: dict[str, dict[str, Any]] = {}  # data set uri -> its dataset.registered record
     captured: dict[str, dict[str, Any]] = {}  # capture file path -> its predictions.written record
     trusted_pem = public_key or (stored[1] if stored else None)
-    chain, tip = _verify_chain(meta, registered, rebuilt, trusted_pem, datasets, captured)
+    roster = Roster()
+    legacy_kid = stored[0] if stored else None
+    chain, tip, refused = _verify_chain(
+        meta, registered, rebuilt, trusted_pem, datasets, captured, roster, legacy_kid
+    )
     if chain is not None and chain.first_problem is not None:
         fp = chain.first_problem
         problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
+    problems.extend(refused)
+    root = next((m for m in roster.members.values() if m.root), None)
+    trusted_kid = key_id(public_key) if public_key is not None else legacy_kid
+    if root is not None and trusted_kid is not None and root.keys[0].key_id != trusted_kid:
+        problems.append(
+            Problem(
+                "untrusted_key",
+                "root of trust",
+                f"the ledger's root key is {root.keys[0].key_id}, not the registry's key {trusted_kid}",
+            )
+        )
     problems.extend(_check_tip(meta, tip, trusted_checkpoint, trusted_pem))
     for diff in state_differences(meta, rebuilt, replayed_to=tip[0]):
         problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
@@ -283,15 +303,52 @@ def _verify_chain(
     public_pem: bytes | None,
     datasets: dict[str, dict[str, Any]],
     captured: dict[str, dict[str, Any]],
-) -> tuple[ChainReport | None, tuple[int, str]]:
-    """Verify the ledger in one pass that also notes each version's registered digest and
-    replays every event into ``rebuilt`` (for the state check); returns the report and the
-    (seq, stored hash) of the last event."""
+    roster: Roster,
+    legacy_kid: str | None,
+) -> tuple[ChainReport | None, tuple[int, str], list[Problem]]:
+    """Verify the ledger in one pass that also notes each version's registered digest,
+    replays every event into ``rebuilt`` (for the state check) and the enrolment events into
+    ``roster``, and checks that each event after the root of trust was signed (the
+    checkpoint closing its write) by a key enrolled to its actor with the role its action
+    needs. Returns the chain report, the (seq, stored hash) of the last event, and every
+    event that fails that check."""
     tip = (0, GENESIS.hex())
+    checkpoints = sorted(meta.checkpoints(), key=lambda cp: cp.seq)
+    cp_seqs = [cp.seq for cp in checkpoints]
+    refused: list[Problem] = []
+
+    def signer_of(seq: int) -> str | None:
+        i = bisect.bisect_left(cp_seqs, seq)
+        return checkpoints[i].key_id if i < len(checkpoints) else None
+
+    def keys(kid: str) -> Ed25519PublicKey | None:
+        pem = roster.public_pem(kid)
+        if pem is None and public_pem is not None and kid == key_id(public_pem):
+            pem = public_pem
+        return load_public_key(pem) if pem is not None else None
 
     def events() -> Iterator[tuple[LedgerEvent, str]]:
         nonlocal tip
         for event, digest in meta.iter_events():
+            founding = event.action in ("registry.initialized", "member.enrolled")
+            kid = signer_of(event.seq)
+            if kid is not None and (not roster.empty or founding):
+                problem = authorize(
+                    roster,
+                    kid=kid,
+                    actor=event.actor,
+                    action=event.action,
+                    seq=event.seq,
+                    data=event.data,
+                    legacy_kid=legacy_kid,
+                    auto_approve=rebuilt.policy.auto_approve,
+                )
+                legacy_start = (
+                    roster.empty and event.action == "registry.initialized" and "root" not in event.data
+                )
+                if problem is not None and not legacy_start:
+                    refused.append(Problem("unauthorized", f"ledger event {event.seq}", problem))
+            roster.apply(event.action, event.seq, event.time, event.data)
             if event.action == "version.registered":
                 data = event.data
                 registered[(data["model"], int(data["version"]))] = data["digest"]
@@ -305,10 +362,10 @@ def _verify_chain(
             yield event, digest
 
     stream = events()
-    report = verify_chain(stream, meta.checkpoints(), public_pem) if public_pem else None
+    report = verify_chain(stream, checkpoints, keys) if public_pem else None
     for _rest in stream:
         pass  # the replay needs every event, also after the chain check stopped at a problem
-    return report, tip
+    return report, tip, refused
 
 
 def unrecorded_records(meta: MetadataStore, art: ArtifactStore) -> list[EventDraft]:

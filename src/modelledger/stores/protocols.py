@@ -35,6 +35,7 @@ from .._domain import (
 )
 from .._ledger import ChainSegment, Checkpoint, LedgerEvent
 from .._lifecycle import EventDraft, GovContext, ReplayedState, VersionState
+from .._members import Roster
 from .._policy import Policy
 
 __all__ = [
@@ -48,8 +49,18 @@ __all__ = [
 
 Decide = Callable[[GovContext], list[EventDraft]]
 """Given the state read under the write lock, the ledger events to append (or raise)."""
-Signer = Callable[[int, bytes, str], Checkpoint]
-"""Signs the chain head: (seq, head hash, time) -> checkpoint."""
+
+
+class Signer(Protocol):
+    """Signs the chain head with the acting member's key: (seq, head hash, time) -> checkpoint.
+
+    ``key_id`` names the key, so a store can check, before it appends anything, that the key
+    is enrolled to the events' actor with the roles their actions need."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def __call__(self, seq: int, head: bytes, time: str, /) -> Checkpoint: ...
 
 
 class ModelStore(Protocol):
@@ -61,8 +72,17 @@ class ModelStore(Protocol):
         self, *, prefix: str | None, tags: Mapping[str, str], limit: int, after: str | None
     ) -> list[Model]: ...
     def update_model(
-        self, name: str, *, description: str | None, tags: Mapping[str, str | None] | None
-    ) -> Model: ...
+        self,
+        name: str,
+        *,
+        description: str | None,
+        tags: Mapping[str, str | None] | None,
+        actor: str,
+        signer: Signer,
+    ) -> Model:
+        """Change a model's description or tags and record it in the ledger, in one write."""
+        ...
+
     def create_version(
         self,
         model: str,
@@ -130,6 +150,10 @@ class LedgerStore(Protocol):
         ...
 
     def public_key(self) -> tuple[str, bytes] | None: ...
+    def roster(self) -> Roster:
+        """Every member and key as the ledger's enrolment events say now."""
+        ...
+
     def add_public_key(
         self, kid: str, public_pem: bytes, decide: Decide, *, actor: str, signer: Signer
     ) -> bool:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..._domain import ColumnSpec, DatasetSource, DatasetVersion, Model, ProcessingStep
+from ..._members import Roster
 from ..._policy import Policy
 from ..._time import from_stored
 from ...errors import InvalidInput, ModelLedgerError, NotFound, PermissionDenied, SchemaOutdated, StorageError
@@ -32,7 +33,7 @@ from .statements import Q_ALIAS_MAP, Q_HEAD, Q_MODEL, Q_MODEL_INSERT, Q_POLICY, 
 
 __all__ = ["HEAD_REVISION", "SqlBase"]
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 MAX_INTEGER = 2**63 - 1
 """The largest number a version, key or counter can be (a signed 64-bit column)."""
 MIGRATION_LOCK = 0x6D6F64656C6C6467
@@ -50,6 +51,7 @@ class SqlBase:
         self._state_updates: dict[tuple[str, ...], Any] = {}
         self._create = False  # only migrate() may create a SQLite file
         self._sqlite_path: Path | Literal[False] | None = False  # False: not worked out yet
+        self._roster_cache: Roster | None = None  # rebuilt when an enrolment event is appended
 
     @property
     def is_sqlite(self) -> bool:

@@ -13,9 +13,10 @@ from sqlalchemy.engine import Connection
 from ..._canonical import canonicalize_str
 from ..._ledger import GENESIS, ChainBuilder, ChainSegment, Checkpoint, LedgerEvent
 from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
+from ..._members import MEMBER_ACTIONS, Roster, authorize
 from ..._policy import Policy
 from ..._time import now, now_text
-from ...errors import IntegrityError, NotFound
+from ...errors import IntegrityError, NotFound, PermissionDenied
 from ..protocols import Decide, Signer
 from . import tables as t
 from .base import SqlBase
@@ -181,6 +182,7 @@ class SqlLedger(SqlBase):
             }
             for e, text, digest in zip(events, texts, hashes, strict=True)
         ]
+        self._authorize(conn, events, signer.key_id)
         run = self.driver
         run.executemany(conn, Q_EVENTS_INSERT, rows)
         ids = dict(model_ids or {})
@@ -193,6 +195,60 @@ class SqlLedger(SqlBase):
         cp = signer(builder.last_seq, builder.head, time)
         run.execute(conn, Q_CHECKPOINT_INSERT, cp.to_dict())
         return events
+
+    def _authorize(self, conn: Connection, events: Sequence[LedgerEvent], kid: str) -> None:
+        """Refuse the write unless key ``kid`` may sign every event (enrolled to its actor,
+        not revoked, holding the role its action needs): the rule ``verify`` checks after."""
+        roster = self._roster(conn).copy()
+        legacy = conn.execute(
+            sa.select(t.registry_keys.c.key_id).order_by(t.registry_keys.c.created_at)
+        ).first()
+        policy = self._ledger_policy(conn)
+        for event in events:
+            problem = authorize(
+                roster,
+                kid=kid,
+                actor=event.actor,
+                action=event.action,
+                seq=event.seq,
+                data=event.data,
+                legacy_kid=legacy[0] if legacy else None,
+                auto_approve=policy.auto_approve,
+            )
+            if problem is not None:
+                raise PermissionDenied(problem)
+            roster.apply(event.action, event.seq, event.time, event.data)
+            if event.action == "policy.changed":
+                policy = Policy.from_dict(event.data["policy"])
+
+    def _roster(self, conn: Connection) -> Roster:
+        """The roster as of now; rebuilt only when an enrolment event was appended since."""
+        last = conn.execute(
+            sa.select(sa.func.max(t.ledger_events.c.seq)).where(t.ledger_events.c.action.in_(MEMBER_ACTIONS))
+        ).scalar()
+        cached = self._roster_cache
+        if cached is not None and cached.last_seq == (last or 0):
+            return cached
+        roster = Roster()
+        q = (
+            sa.select(
+                t.ledger_events.c.seq,
+                t.ledger_events.c.time,
+                t.ledger_events.c.action,
+                t.ledger_events.c.data,
+            )
+            .where(t.ledger_events.c.action.in_(MEMBER_ACTIONS))
+            .order_by(t.ledger_events.c.seq)
+        )
+        for seq, time, action, data in conn.execute(q):
+            roster.apply(action, int(seq), time, json.loads(data))
+        roster.last_seq = int(last or 0)
+        self._roster_cache = roster
+        return roster
+
+    def roster(self) -> Roster:
+        with self._read() as conn:
+            return self._roster(conn).copy()
 
     def _model_id(self, conn: Connection, name: str, cache: dict[str, int]) -> int:
         if name not in cache:

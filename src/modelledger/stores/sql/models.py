@@ -82,10 +82,26 @@ class SqlModels(SqlLedger):
         return [self._to_model(r, tag_map[r.id]) for r in rows]
 
     def update_model(
-        self, name: str, *, description: str | None, tags: Mapping[str, str | None] | None
+        self,
+        name: str,
+        *,
+        description: str | None,
+        tags: Mapping[str, str | None] | None,
+        actor: str,
+        signer: Signer,
     ) -> Model:
+        """Change a model's description or tags, recorded (``model.updated``) in the same write."""
         with self._write() as conn:
+            head = self._lock_head(conn)
             row = self._model_row(conn, name)
+            data: dict[str, Any] = {"model": name}
+            if description is not None:
+                data["description"] = description
+            if tags:
+                data["tags"] = dict(tags)
+            self._append(
+                conn, head, [EventDraft("model.updated", f"models:/{name}", data)], actor=actor, signer=signer
+            )
             if description is not None:
                 conn.execute(t.models.update().where(t.models.c.id == row.id).values(description=description))
             for key, value in (tags or {}).items():

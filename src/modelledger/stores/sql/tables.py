@@ -70,6 +70,7 @@ ledger_events = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_ledger_events_subject", "subject"),
     sa.Index("ix_ledger_events_time", "time"),
+    sa.Index("ix_ledger_events_action", "action", "seq"),
 )
 
 ledger_checkpoints = sa.Table(

@@ -1,0 +1,316 @@
+"""Members of a registry: who holds which key and which roles, as the ledger records it.
+
+Identity is proven, not claimed: every governed write is signed (its checkpoint) by the
+actor's own Ed25519 key, and the actor of an event is the member that key is enrolled to.
+The :class:`Roster` is rebuilt from the ledger's enrolment events alone, in order:
+
+* ``registry.initialized`` with ``root`` (a new registry), or ``member.enrolled`` with
+  ``root: true`` (an older registry upgraded: its registry key becomes the root's): the first
+  admin, the root of trust;
+* ``member.enrolled`` (``member``, ``key_id``, ``public_key``, ``roles``, ``models``): a new
+  member, signed by an admin;
+* ``member.key_added`` / ``member.key_revoked`` (``member``, ``key_id``): key rotation;
+* ``member.roles_set`` (``member``, ``roles``, ``models``): a change of roles or scope.
+
+:func:`authorize` is the one rule a store applies before appending an event and ``verify``
+applies to every event after the root: the signing key is enrolled and not revoked, it
+belongs to the event's actor, and that member holds the role the action needs for the model
+(``models`` scopes roles to name patterns such as ``credit-*``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import InvalidInput
+
+__all__ = [
+    "ACTION_ROLE",
+    "MEMBER_ACTIONS",
+    "ROLES",
+    "Member",
+    "MemberKey",
+    "Roster",
+    "authorize",
+    "check_roles",
+    "receipt_key_problem",
+]
+
+ROLES = ("viewer", "contributor", "approver", "deployer", "serving", "admin")
+"""Roles a member may hold. ``admin`` may do everything but serve (receipts are signed by
+serving keys); ``viewer`` may only read."""
+
+MEMBER_ACTIONS = (
+    "registry.initialized",
+    "member.enrolled",
+    "member.key_added",
+    "member.key_revoked",
+    "member.roles_set",
+)
+"""The ledger actions the roster is rebuilt from."""
+
+ACTION_ROLE: Mapping[str, str] = {
+    "version.registered": "contributor",
+    "stage.changed": "contributor",
+    "validation.evaluated": "contributor",
+    "dataset.registered": "contributor",
+    "model.updated": "contributor",
+    "alias.set": "contributor",
+    "alias.deleted": "contributor",
+    "version.approved": "approver",
+    "version.rejected": "approver",
+    "deployment.deployed": "deployer",
+    "deployment.rolled_back": "deployer",
+    "predictions.written": "serving",
+    "policy.changed": "admin",
+    "member.enrolled": "admin",
+    "member.key_added": "admin",
+    "member.key_revoked": "admin",
+    "member.roles_set": "admin",
+}
+"""The role each governed action needs."""
+
+AUTOMATED_PREFIX = "policy:"  # events the policy itself decides, inside a member's write
+
+
+@dataclass(frozen=True, slots=True)
+class MemberKey:
+    """One public key of a member, with the ledger positions that enrolled and revoked it."""
+
+    key_id: str
+    public_pem: str
+    enrolled_seq: int
+    enrolled_time: str = ""
+    revoked_seq: int | None = None
+    revoked_time: str | None = None
+
+    def valid_at(self, seq: int) -> bool:
+        return self.enrolled_seq <= seq and (self.revoked_seq is None or seq < self.revoked_seq)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "enrolled_seq": self.enrolled_seq,
+            "revoked_seq": self.revoked_seq,
+            "revoked_time": self.revoked_time,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A person or service: name, roles (scoped to model-name patterns) and keys."""
+
+    name: str
+    roles: tuple[str, ...]
+    models: tuple[str, ...] = ("*",)
+    keys: tuple[MemberKey, ...] = ()
+    root: bool = False
+
+    def has_role(self, role: str, model: str | None) -> bool:
+        """Whether the member may act as ``role`` on ``model`` (None: an action on no model)."""
+        held = role in self.roles or (role != "serving" and "admin" in self.roles)
+        if not held:
+            return False
+        if model is None:
+            # registry-wide actions (policy, enrolment) need an unscoped role
+            return role not in ("admin",) or "*" in self.models
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "roles": list(self.roles),
+            "models": list(self.models),
+            "root": self.root,
+            "keys": [k.to_dict() for k in self.keys],
+        }
+
+
+def check_roles(roles: Any, models: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Roles and model patterns as given by a user, checked."""
+    if isinstance(roles, str):
+        roles = [roles]
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(roles, (list, tuple)) or not roles or not all(isinstance(r, str) for r in roles):
+        raise InvalidInput(f"give at least one role ({', '.join(ROLES)})")
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise InvalidInput(f"unknown role(s) {', '.join(unknown)}: roles are {', '.join(ROLES)}")
+    models = list(models or ["*"])
+    if not all(isinstance(m, str) and m and len(m) <= 200 for m in models):
+        raise InvalidInput("model patterns must be non-empty strings such as credit-*")
+    return tuple(dict.fromkeys(roles)), tuple(dict.fromkeys(models))
+
+
+@dataclass
+class Roster:
+    """Every member and key, as the enrolment events up to some point of the ledger say."""
+
+    members: dict[str, Member] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # key id -> member name
+    last_seq: int = 0  # the last enrolment event applied
+
+    @property
+    def empty(self) -> bool:
+        return not self.members
+
+    def copy(self) -> Roster:
+        return Roster(dict(self.members), dict(self.owners), self.last_seq)
+
+    def key(self, kid: str) -> MemberKey | None:
+        owner = self.owners.get(kid)
+        if owner is None:
+            return None
+        return next((k for k in self.members[owner].keys if k.key_id == kid), None)
+
+    def public_pem(self, kid: str) -> bytes | None:
+        """The public key ``kid`` (enrolled at any time, revoked or not), PEM."""
+        k = self.key(kid)
+        return None if k is None else k.public_pem.encode()
+
+    def owner(self, kid: str) -> Member | None:
+        name = self.owners.get(kid)
+        return None if name is None else self.members[name]
+
+    def member_keys(self, name: str) -> tuple[MemberKey, ...]:
+        m = self.members.get(name)
+        return () if m is None else m.keys
+
+    def apply(self, action: str, seq: int, time: str, data: Mapping[str, Any]) -> None:
+        """Apply one ledger event (anything but an enrolment event changes nothing)."""
+        if action not in MEMBER_ACTIONS:
+            return
+        if action == "registry.initialized":
+            root = data.get("root")
+            if isinstance(root, Mapping) and self.empty:
+                self._add(str(root["member"]), ("admin",), ("*",), root, seq, time, root=True)
+        elif action == "member.enrolled":
+            roles, models = tuple(data.get("roles") or ()), tuple(data.get("models") or ("*",))
+            self._add(str(data["member"]), roles, models, data, seq, time, root=bool(data.get("root")))
+        elif action == "member.key_added":
+            name = str(data["member"])
+            m = self.members[name]
+            self.members[name] = replace(m, keys=(*m.keys, _key(data, seq, time)))
+            self.owners[str(data["key_id"])] = name
+        elif action == "member.key_revoked":
+            name, kid = str(data["member"]), str(data["key_id"])
+            m = self.members[name]
+            keys = tuple(
+                replace(k, revoked_seq=seq, revoked_time=time) if k.key_id == kid else k for k in m.keys
+            )
+            self.members[name] = replace(m, keys=keys)
+        elif action == "member.roles_set":
+            name = str(data["member"])
+            self.members[name] = replace(
+                self.members[name],
+                roles=tuple(data.get("roles") or ()),
+                models=tuple(data.get("models") or ("*",)),
+            )
+        self.last_seq = seq
+
+    def _add(
+        self,
+        name: str,
+        roles: tuple[str, ...],
+        models: tuple[str, ...],
+        data: Mapping[str, Any],
+        seq: int,
+        time: str,
+        *,
+        root: bool,
+    ) -> None:
+        old = self.members.get(name)
+        keys = (*(old.keys if old else ()), _key(data, seq, time))
+        self.members[name] = Member(
+            name=name, roles=roles, models=models, keys=keys, root=root or bool(old and old.root)
+        )
+        self.owners[str(data["key_id"])] = name
+
+
+def _key(data: Mapping[str, Any], seq: int, time: str) -> MemberKey:
+    return MemberKey(
+        key_id=str(data["key_id"]), public_pem=str(data["public_key"]), enrolled_seq=seq, enrolled_time=time
+    )
+
+
+def receipt_key_problem(
+    roster: Roster, kid: str, model: str, time: str, *, legacy_kid: str | None
+) -> str | None:
+    """Why a receipt for ``model`` made at ``time`` may not be signed by key ``kid``, or None:
+    the key must be a serving key enrolled for the model and not revoked by then. Receipts
+    signed by an older registry's key before its members were enrolled stay valid."""
+    key = roster.key(kid)
+    if key is None:
+        if kid == legacy_kid:
+            return None  # an older registry whose members are not enrolled yet
+        return f"signed by key {kid}, which is not enrolled in this registry"
+    owner = roster.members[roster.owners[kid]]
+    if key.revoked_time is not None and time >= key.revoked_time:
+        return f"signed by key {kid} of {owner.name} at {time}, after it was revoked at {key.revoked_time}"
+    if kid == legacy_kid and owner.root and time < key.enrolled_time:
+        return None  # the registry key signed receipts itself before members existed
+    if not owner.has_role("serving", model):
+        return f"signed by key {kid} of {owner.name}, who is not enrolled to serve {model}"
+    return None
+
+
+def authorize(
+    roster: Roster,
+    *,
+    kid: str,
+    actor: str,
+    action: str,
+    seq: int,
+    data: Mapping[str, Any],
+    legacy_kid: str | None,
+    auto_approve: bool,
+) -> str | None:
+    """Why the event (``action`` by ``actor``, number ``seq``) may not be signed by the key
+    ``kid`` given the ``roster`` before it, or None when it may.
+
+    ``legacy_kid`` is the registry key of a registry made before members existed: it may
+    enrol the root once. ``auto_approve`` is the policy's switch, which lets the policy
+    itself approve inside a member's registration.
+    """
+    if roster.empty:
+        root = data.get("root")
+        if action == "registry.initialized" and isinstance(root, Mapping) and root.get("key_id") == kid:
+            return None
+        if (
+            action == "member.enrolled"
+            and data.get("root")
+            and kid == legacy_kid
+            and data.get("key_id") == kid
+        ):
+            return None
+        return f"{action} by {actor}: the registry has no members yet (run `modelledger init`)"
+    key = roster.key(kid)
+    if key is None:
+        return f"{action} by {actor} is signed by key {kid}, which is not enrolled in this registry"
+    owner = roster.members[roster.owners[kid]]
+    if not key.valid_at(seq):
+        return (
+            f"{action} by {actor} is signed by key {kid} of {owner.name}, "
+            f"revoked at ledger event {key.revoked_seq}"
+        )
+    model = data.get("model") if isinstance(data.get("model"), str) and data.get("model") else None
+    if actor.startswith(AUTOMATED_PREFIX):
+        if not auto_approve:
+            return f"{action} by {actor}: the policy does not approve automatically"
+        if not owner.has_role("contributor", model):
+            return f"{action} by {actor} inside a write by {owner.name}, who may not register {model}"
+        return None
+    if owner.name != actor:
+        return f"{action} names {actor} as its actor but is signed by key {kid} of {owner.name}"
+    if action in ("alias.set", "alias.deleted") and data.get("alias") in ("production", "rollback"):
+        return f"{action} by {actor} moves the protected @{data.get('alias')}, which only deploy and rollback move"
+    role = ACTION_ROLE.get(action)
+    if role is not None and not owner.has_role(role, model):
+        where = f" for {model}" if model else ""
+        held = ", ".join(owner.roles)
+        return f"{owner.name} may not {action}: it needs the {role} role{where} (roles: {held})"
+    return None
