@@ -85,11 +85,13 @@ CAST = (
     "bob@example.com",
     "bob@bank.example",
     "carol@example.com",
+    "carol@bank.example",
     "cli@example.com",
     "etl@example.com",
     "ops@example.com",
     "a@example.com",
     "worker@example.com",
+    "worker",
     "officer@example.com",
     "svc-training@bank.example",
 )
@@ -106,6 +108,7 @@ def _identities(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("MODELLEDGER_IDENTITIES", str(folder))
         mp.delenv("MODELLEDGER_KEY", raising=False)
         mp.delenv("MODELLEDGER_IDENTITY", raising=False)
+        mp.setenv("MODELLEDGER_USER", "alice@example.com")  # not the machine's git user
         yield folder
 
 

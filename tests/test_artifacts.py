@@ -106,8 +106,8 @@ def test_register_load_and_verify_on_every_backend(
     reg = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", artifacts=url, storage_options=options)
     reg.init()
     v = reg.register("credit-risk", fitted_pipeline, sample_input=X.head(), execution_id="run-1")
-    reg.set_alias("credit-risk", "production", v.version)
-    assert (reg.load("models:/credit-risk@production").predict(X) == fitted_pipeline.predict(X)).all()
+    reg.set_alias("credit-risk", "champion", v.version)
+    assert (reg.load("models:/credit-risk@champion").predict(X) == fitted_pipeline.predict(X)).all()
     assert reg.verify().ok
     # tamper through the backend itself
     store = _store(artifact_backend)

@@ -353,13 +353,13 @@ def test_execution_id_names_the_training_job(cli: Run, model_dir: Path, tmp_path
 
 
 def test_alias_set_and_rm(cli: Run, registered: str) -> None:
-    assert "models:/credit-risk@production" in cli("alias", "set", "credit-risk", "production", "1").stdout
-    doc = json.loads(cli("versions", "show", "models:/credit-risk@production", "--json").stdout)
-    assert doc["version"] == 1 and doc["aliases"] == ["production"]
-    assert "production" in cli("versions", "list", "credit-risk").stdout
+    assert "models:/credit-risk@champion" in cli("alias", "set", "credit-risk", "champion", "1").stdout
+    doc = json.loads(cli("versions", "show", "models:/credit-risk@champion", "--json").stdout)
+    assert doc["version"] == 1 and doc["aliases"] == ["champion"]
+    assert "champion" in cli("versions", "list", "credit-risk").stdout
 
-    cli("alias", "rm", "credit-risk", "production")
-    gone = cli("versions", "show", "models:/credit-risk@production", code=1)
+    cli("alias", "rm", "credit-risk", "champion")
+    gone = cli("versions", "show", "models:/credit-risk@champion", code=1)
     _assert_one_line_error(gone, "not found")
 
 

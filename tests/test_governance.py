@@ -283,10 +283,13 @@ def test_state_tables_are_rebuilt_from_the_ledger(
     assert alice.get_version("models:/credit-risk@production").version == 1
 
 
-def test_registry_key_is_owner_only_and_exportable(tmp_path: Path) -> None:
+def test_registry_key_is_owner_only_and_exportable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELLEDGER_IDENTITIES", str(tmp_path / "ids"))
     reg = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "a"))
     reg.init()
-    assert reg.key_path == tmp_path / "r.db.key"
+    # the key is the user's own, outside the registry's folder
+    assert reg.key_path == tmp_path / "ids" / "alice@example.com.key"
+    assert not (tmp_path / "r.db.key").exists()
     assert stat.S_IMODE(os.stat(reg.key_path).st_mode) == 0o600
     pem = reg.public_key()
     assert pem.startswith(b"-----BEGIN PUBLIC KEY-----")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from tests.helpers import Doubler
 
-from modelledger import InvalidInput, InvalidManifest, NotFound, Registry, SchemaMismatch
+from modelledger import InvalidInput, InvalidManifest, NotFound, PermissionDenied, Registry, SchemaMismatch
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -206,19 +206,19 @@ def test_load_by_number_alias_and_latest(registry: Registry, credit_data):
     deep = DecisionTreeClassifier(max_depth=8, random_state=0).fit(Xn, y)
     registry.register("credit-risk", shallow, sample_input=Xn.head())
     registry.register("credit-risk", deep, sample_input=Xn.head())
-    registry.set_alias("credit-risk", "production", 1)
+    registry.set_alias("credit-risk", "champion", 1)
     assert (registry.load("models:/credit-risk/2").predict(Xn) == deep.predict(Xn)).all()
-    assert (registry.load("models:/credit-risk@production").predict(Xn) == shallow.predict(Xn)).all()
+    assert (registry.load("models:/credit-risk@champion").predict(Xn) == shallow.predict(Xn)).all()
     assert (registry.load("models:/credit-risk@latest").predict(Xn) == deep.predict(Xn)).all()
-    assert registry.get_version("models:/credit-risk@production").aliases == ("production",)
-    registry.set_alias("credit-risk", "production", 2)  # moving an alias
-    assert registry.get_version("credit-risk", 2).aliases == ("production",)
+    assert registry.get_version("models:/credit-risk@champion").aliases == ("champion",)
+    registry.set_alias("credit-risk", "champion", 2)  # moving an alias
+    assert registry.get_version("credit-risk", 2).aliases == ("champion",)
     assert registry.get_version("credit-risk", 1).aliases == ()
-    registry.delete_alias("credit-risk", "production")
-    with pytest.raises(NotFound, match="models:/credit-risk@production"):
-        registry.load("models:/credit-risk@production")
+    registry.delete_alias("credit-risk", "champion")
+    with pytest.raises(NotFound, match="models:/credit-risk@champion"):
+        registry.load("models:/credit-risk@champion")
     with pytest.raises(NotFound):
-        registry.delete_alias("credit-risk", "production")
+        registry.delete_alias("credit-risk", "champion")
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_alias_rules(registry: Registry, fitted_pipeline):
     with pytest.raises(InvalidInput, match="reserved"):
         registry.set_alias("m", "latest", 1)
     with pytest.raises(NotFound):
-        registry.set_alias("m", "production", 5)
+        registry.set_alias("m", "champion", 5)
     with pytest.raises(InvalidInput):
         registry.set_alias("m", "Prod uction", 1)
 
@@ -307,3 +307,21 @@ def test_records_as_frame_sample(registry: Registry):
     v = registry.register("m", lambda d: np.asarray(d)[:, 0], sample_input=frame)
     assert v.signature is not None
     assert v.signature.outputs[0].name == "prediction"
+
+
+@pytest.mark.parametrize("alias", ["production", "rollback", "shadow-prod"])
+def test_protected_aliases_move_only_through_deploy_and_rollback(
+    registry: Registry, fitted_pipeline, alias: str
+) -> None:
+    v = registry.register("m", fitted_pipeline, capture=False)
+    registry.set_policy({"four_eyes": False, "protected_aliases": ["shadow-prod"]}, reason="test")
+    with pytest.raises(PermissionDenied, match=f"@{alias} is protected: it moves only through"):
+        registry.set_alias("m", alias, v.version)
+    with pytest.raises(PermissionDenied, match="protected"):
+        registry.delete_alias("m", alias)
+    assert registry.get_version(v.uri).aliases == ()
+    # the way that is allowed: deploy an approved version
+    registry.validate(v.uri, metrics={})
+    registry.approve(v.uri, reason="reviewed")
+    registry.deploy(v.uri, alias=None if alias == "rollback" else alias)
+    assert registry.get_version(v.uri).aliases == ("production",) if alias == "rollback" else (alias,)

@@ -32,7 +32,7 @@ from ._lifecycle import (
 from ._members import Member, check_roles
 from ._paging import check_limit, decode_cursor, make_page
 from ._policy import Policy
-from ._signing import validate_member
+from ._signing import keyring, validate_member
 from ._time import parse_time, to_text
 from .errors import Conflict, InvalidInput, NotFound
 from .stores.protocols import MetadataStore, Signer
@@ -335,7 +335,7 @@ class GovernanceVerbs:
         stored = self._meta.public_key()
         if stored is None:
             raise Conflict("this registry has no signing key yet: run `modelledger init`")
-        return verify_chain(self._meta.iter_events(), self._meta.checkpoints(), stored[1])
+        return verify_chain(self._meta.iter_events(), self._meta.checkpoints(), keyring(self._meta))
 
     def check_state(self) -> list[StateDifference]:
         """Compare the state tables with a replay of the ledger; empty when they match."""

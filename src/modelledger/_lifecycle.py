@@ -24,6 +24,7 @@ from .errors import Conflict, InvalidInput, InvalidManifest, PermissionDenied
 
 __all__ = [
     "PROTECTED_ALIASES",
+    "check_unprotected",
     "STAGES",
     "EventDraft",
     "Gate",
@@ -423,14 +424,7 @@ PROTECTED_ALIASES = ("production", "rollback")
 
 
 def decide_alias(ctx: GovContext, alias: str, version: int | None, *, reason: str | None) -> list[EventDraft]:
-    if alias in PROTECTED_ALIASES or alias in ctx.policy.protected_aliases:
-        how = (
-            f"`modelledger rollback {ctx.model}`"
-            if alias == "rollback"
-            else f"`modelledger deploy models:/{ctx.model}/<N> --alias {alias}` (an approved version) "
-            f"or `modelledger rollback {ctx.model} --alias {alias}`"
-        )
-        raise PermissionDenied(f"@{alias} is protected: it moves only through {how}")
+    check_unprotected(ctx, alias)
     previous = ctx.aliases.get(alias)
     action = "alias.set" if version is not None else "alias.deleted"
     data = {
@@ -441,6 +435,18 @@ def decide_alias(ctx: GovContext, alias: str, version: int | None, *, reason: st
         "aliases": {alias: version},
     }
     return [EventDraft(action, f"models:/{ctx.model}@{alias}", data, reason)]
+
+
+def check_unprotected(ctx: GovContext, alias: str) -> None:
+    """Refuse a direct move of a protected alias, naming the command that moves it."""
+    if alias in PROTECTED_ALIASES or alias in ctx.policy.protected_aliases:
+        how = (
+            f"`modelledger rollback {ctx.model}`"
+            if alias == "rollback"
+            else f"`modelledger deploy models:/{ctx.model}/<N> --alias {alias}` (an approved version) "
+            f"or `modelledger rollback {ctx.model} --alias {alias}`"
+        )
+        raise PermissionDenied(f"@{alias} is protected: it moves only through {how}")
 
 
 def decide_policy(ctx: GovContext, policy: Policy, *, reason: str | None) -> list[EventDraft]:

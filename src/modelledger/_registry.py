@@ -23,7 +23,7 @@ from ._governance import GovernanceVerbs
 from ._identifiers import check_number, model_ref, validate_alias, validate_name, validate_version_folder
 from ._keys import read_public_pem
 from ._ledger import Checkpoint
-from ._lifecycle import EventDraft, GovContext, decide_alias, decide_registration, record_captures
+from ._lifecycle import EventDraft, GovContext, check_unprotected, decide_alias, decide_registration, record_captures
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
 from ._loaded import LoadedModel
 from ._loading import check_registration, load_verified
@@ -679,6 +679,7 @@ class Registry(GovernanceVerbs):
         self._ready()
 
         def decide(ctx: GovContext) -> list[EventDraft]:
+            check_unprotected(ctx, alias)
             if alias not in ctx.aliases:
                 raise NotFound("alias", f"models:/{name}@{alias}")
             return decide_alias(ctx, alias, None, reason=reason)
