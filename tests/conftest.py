@@ -133,7 +133,13 @@ def enrol_cast(url: str, artifacts: str, names: tuple[str, ...] = CAST) -> None:
         }
         drafts.append(EventDraft("member.enrolled", f"members:/{name}", data))
     root._meta.govern(
-        "", None, lambda _ctx: drafts, actor=ROOT, signer=root._signer(), needs_state=False, needs_policy=False
+        "",
+        None,
+        lambda _ctx: drafts,
+        actor=ROOT,
+        signer=root._signer(),
+        needs_state=False,
+        needs_policy=False,
     )
     root.close()
 

@@ -25,6 +25,7 @@ import modelledger._serving.receipts as receipts_module
 from modelledger import (
     ModelVersion,
     NotFound,
+    PermissionDenied,
     Predictor,
     Registry,
     canonical_row,
@@ -104,7 +105,6 @@ def test_flush_on_close_writes_everything_readable_and_findable(registry: Regist
     frame = _frame(40)
     v1 = registry.register("credit-risk", Scorer(), sample_input=frame[:5], capture=False)
     v2 = registry.register("credit-risk", Scorer(), sample_input=frame[:5], capture=False)
-    public = registry.public_key()
     made: list[str] = []
     with registry.load("models:/credit-risk/1", capture=True, flush_rows=50) as predictor:
         assert isinstance(predictor, Predictor)
@@ -115,6 +115,7 @@ def test_flush_on_close_writes_everything_readable_and_findable(registry: Regist
         for i in range(30):
             made.extend(predictor.predict(frame.iloc[i : i + 1]).receipts.ids)
     assert predictor.pending == 0 and predictor.dropped == 0 and predictor.written == 150
+    public = registry.public_key(predictor.key_id)
 
     table = registry.predictions(v1.uri)
     assert table.num_rows == 150
@@ -148,7 +149,11 @@ def test_load_without_capture_is_unchanged(tmp_path: Path) -> None:
     frame = _frame(5)
     v = registry.register("m", Scorer(), sample_input=frame, capture=False)
     plain = registry.load(v.uri)
-    with registry.load(v.uri, capture=True) as served:
+    with pytest.raises(PermissionDenied, match="receipts are signed by a serving identity"):
+        registry.load(v.uri, capture=True)  # an admin's key never signs receipts
+    server = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "art"), actor="svc")
+    registry.enrol("svc", server._identity().public_pem(), roles="serving", models="m")
+    with server.load(v.uri, capture=True) as served:
         assert np.allclose(plain.predict(frame), served.predict(frame).predictions)
     assert registry._art.list_files(f"{v.folder}/predictions")
     registry.close()

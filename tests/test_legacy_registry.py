@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from modelledger import Registry
+from modelledger import Registry, SchemaOutdated
+from modelledger._keys import key_id
 
 FIXTURE = Path(__file__).parent / "data" / "registry-0.1.0.tar.gz"
 V1_DIGEST = "sha256:20b7e4d00810214d8a620b814250feeaf380f6490ff21405da82557652198578"
@@ -26,11 +27,14 @@ V2_DIGEST = "sha256:1b5977503fcdb9a31411976a4552ba60281c559f95f90661c5da32b03761
 
 
 @pytest.fixture
-def legacy(tmp_path: Path) -> tuple[Registry, list[str]]:
+def legacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Registry, list[str]]:
+    """The 0.1.0 registry, upgraded by the holder of its registry key (``init``: the schema,
+    and its key enrolled as the root of trust), with no identity of their own yet."""
     with tarfile.open(FIXTURE) as archive:
         archive.extractall(tmp_path, filter="data")
     home = tmp_path / "reg"
     (home / "registry.db.key").chmod(0o600)  # archives do not always keep the mode
+    monkeypatch.setenv("MODELLEDGER_IDENTITIES", str(tmp_path / "ids"))
     ids = (tmp_path / "prediction_ids.txt").read_text().split()
     reg = Registry.open(f"sqlite:///{home / 'registry.db'}", actor="carol@example.com")
     return reg, ids
@@ -38,6 +42,12 @@ def legacy(tmp_path: Path) -> tuple[Registry, list[str]]:
 
 def test_a_registry_from_0_1_0_verifies_whole(legacy: tuple[Registry, list[str]]) -> None:
     reg, _ids = legacy
+    with pytest.raises(SchemaOutdated):
+        reg.verify()  # an older schema is upgraded by `init` before anything else
+    reg.init()
+    (root,) = reg.members()
+    assert (root.name, root.roles, root.root) == ("carol@example.com", ("admin",), True)
+    assert root.keys[0].key_id == key_id(reg.public_key())  # the old registry key is the root's
     report = reg.verify()
     assert report.ok, [str(p) for p in report.problems]
     assert report.versions_checked == 2 and report.datasets_checked == 3
@@ -51,6 +61,7 @@ def test_a_registry_from_0_1_0_verifies_whole(legacy: tuple[Registry, list[str]]
 
 def test_its_predictions_still_trace_with_valid_receipts(legacy: tuple[Registry, list[str]]) -> None:
     reg, ids = legacy
+    reg.init()
     for pid in ids:
         report = reg.trace(pid)
         assert report.receipt_valid, report.receipt_problem
@@ -63,6 +74,7 @@ def test_new_versions_and_events_join_it_and_everything_still_verifies(
     legacy: tuple[Registry, list[str]], tmp_path: Path
 ) -> None:
     reg, _ids = legacy
+    reg.init()
     folder = tmp_path / "export"
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"\x00\x01" * 100)
@@ -77,20 +89,20 @@ def test_new_versions_and_events_join_it_and_everything_still_verifies(
 
 def test_init_records_what_0_1_0_left_unrecorded(legacy: tuple[Registry, list[str]], tmp_path: Path) -> None:
     reg, _ids = legacy
-    before = reg.verify()
-    assert before.ok and [p.kind for p in before.unrecorded] == ["unrecorded"]  # its one capture file
-    assert not list(reg.audit(action="dataset.registered", limit=100))
+    captures = sorted((tmp_path / "reg" / "artifacts").rglob("predictions/**/*.parquet"))
+    assert len(captures) == 1  # 0.1.0 kept no record of it, nor of its data sets
     reg.init()
     recorded = {e.subject for e in reg.audit(action="dataset.registered", limit=100)}
     assert len(recorded) == 3 and all(s.startswith("datasets:/") for s in recorded)
     (written,) = reg.audit(action="predictions.written", limit=100)
     assert written.subject == "predictions:/credit-risk/1"
-    assert [f["path"] for f in written.data["files"]] == [before.unrecorded[0].path]
+    capture = str(captures[0].relative_to(tmp_path / "reg" / "artifacts"))
+    assert [f["path"] for f in written.data["files"]] == [capture]
     assert written.data["files"][0]["rows"] == 3
     after = reg.verify(captures=True)
     assert after.ok and after.unrecorded == ()
     reg.init()  # again: nothing left to record
     assert len(list(reg.audit(action="predictions.written", limit=100))) == 1
     # From now on a capture file deleted outright is named.
-    (tmp_path / "reg" / "artifacts" / before.unrecorded[0].path).unlink()
-    assert [(p.kind, p.path) for p in reg.verify().problems] == [("missing", before.unrecorded[0].path)]
+    captures[0].unlink()
+    assert [(p.kind, p.path) for p in reg.verify().problems] == [("missing", capture)]

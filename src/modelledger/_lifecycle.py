@@ -24,7 +24,6 @@ from .errors import Conflict, InvalidInput, InvalidManifest, PermissionDenied
 
 __all__ = [
     "PROTECTED_ALIASES",
-    "check_unprotected",
     "STAGES",
     "EventDraft",
     "Gate",
@@ -34,6 +33,7 @@ __all__ = [
     "StateDelta",
     "VersionState",
     "check_transition",
+    "check_unprotected",
     "decide_alias",
     "decide_approval",
     "decide_deploy",

@@ -23,7 +23,14 @@ from ._governance import GovernanceVerbs
 from ._identifiers import check_number, model_ref, validate_alias, validate_name, validate_version_folder
 from ._keys import read_public_pem
 from ._ledger import Checkpoint
-from ._lifecycle import EventDraft, GovContext, check_unprotected, decide_alias, decide_registration, record_captures
+from ._lifecycle import (
+    EventDraft,
+    GovContext,
+    check_unprotected,
+    decide_alias,
+    decide_registration,
+    record_captures,
+)
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
 from ._loaded import LoadedModel
 from ._loading import check_registration, load_verified
@@ -240,10 +247,22 @@ class Registry(GovernanceVerbs):
     def _signer(self) -> Signer:
         return self._identity().signer()
 
-    def public_key(self) -> bytes:
+    def public_key(self, key_id: str | None = None) -> bytes:
         """The registry's root public key (PEM): pin it outside the registry to verify its
-        ledger (``verify(public_key=...)``); the trust bundle carries every member's key."""
+        ledger (``verify(public_key=...)``). With ``key_id``, the key of that id as its member
+        enrolment recorded it (a receipt names the key that signed it).
+
+        >>> registry.public_key(receipt.key_id)  # doctest: +SKIP
+        """
         self._ready()
+        if key_id is not None:
+            pem = self._meta.roster().public_pem(key_id)
+            stored = self._meta.public_key()
+            if pem is None and stored is not None and stored[0] == key_id:
+                pem = bytes(stored[1])
+            if pem is None:
+                raise NotFound("key", f"{key_id} (never enrolled in this registry)")
+            return pem
         stored = self._meta.public_key()
         if stored is None:
             raise NotFound("registry key", "run `modelledger init`")

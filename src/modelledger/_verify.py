@@ -20,9 +20,9 @@ from ._domain import GcItem, GcReport, ModelVersion, Problem, VerifyReport
 from ._identifiers import parse_dataset_uri
 from ._integrity import version_digest
 from ._keys import key_id, load_public_key
-from ._ledger import GENESIS, ChainReport, Checkpoint, LedgerEvent, verify_chain, verify_checkpoint
+from ._ledger import GENESIS, ChainReport, Checkpoint, KeyRing, LedgerEvent, verify_chain, verify_checkpoint
 from ._lifecycle import EventDraft, ReplayedState, record_captures, record_dataset, state_delta
-from ._members import Roster, authorize
+from ._members import Roster, authorize, receipt_key_problem
 from ._serving import CaptureFile, check_receipt, parse_part_name, predictions_folder, receipts_from_table
 from ._time import now
 from .errors import InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
@@ -88,7 +88,8 @@ def verify_registry(
                 f"the ledger's root key is {root.keys[0].key_id}, not the registry's key {trusted_kid}",
             )
         )
-    problems.extend(_check_tip(meta, tip, trusted_checkpoint, trusted_pem))
+    ring = _ring(roster, trusted_pem)
+    problems.extend(_check_tip(meta, tip, trusted_checkpoint, ring if trusted_pem else None))
     for diff in state_differences(meta, rebuilt, replayed_to=tip[0]):
         problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
     folders: set[str] = set()
@@ -110,7 +111,7 @@ def verify_registry(
         problems.extend(_verify_version(art, mv))
         problems.extend(_verify_capture_files(art, mv, captured, captures, unrecorded))
         if captures and stored is not None:
-            problems.extend(_verify_captures(art, mv, public_key or stored[1]))
+            problems.extend(_verify_captures(art, mv, ring, roster, legacy_kid))
         n_files += len(mv.files)
         if progress:
             progress(mv)
@@ -137,8 +138,20 @@ def verify_registry(
     )
 
 
+def _ring(roster: Roster, trusted_pem: bytes | None) -> KeyRing:
+    """Every key enrolled in ``roster``, and the trusted registry key."""
+
+    def keys(kid: str) -> Ed25519PublicKey | None:
+        pem = roster.public_pem(kid)
+        if pem is None and trusted_pem is not None and kid == key_id(trusted_pem):
+            pem = trusted_pem
+        return load_public_key(pem) if pem is not None else None
+
+    return keys
+
+
 def _check_tip(
-    meta: MetadataStore, tip: tuple[int, str], trusted: Checkpoint | None, public_pem: bytes | None
+    meta: MetadataStore, tip: tuple[int, str], trusted: Checkpoint | None, public_pem: KeyRing | None
 ) -> list[Problem]:
     """The end of the chain against the head row and a checkpoint trusted from outside: a
     ledger cut short (its last events and their checkpoints deleted) fails here."""
@@ -321,11 +334,7 @@ def _verify_chain(
         i = bisect.bisect_left(cp_seqs, seq)
         return checkpoints[i].key_id if i < len(checkpoints) else None
 
-    def keys(kid: str) -> Ed25519PublicKey | None:
-        pem = roster.public_pem(kid)
-        if pem is None and public_pem is not None and kid == key_id(public_pem):
-            pem = public_pem
-        return load_public_key(pem) if pem is not None else None
+    keys = _ring(roster, public_pem)
 
     def events() -> Iterator[tuple[LedgerEvent, str]]:
         nonlocal tip
@@ -449,7 +458,9 @@ def _verify_capture_files(
     return out
 
 
-def _verify_captures(art: ArtifactStore, mv: ModelVersion, public_pem: bytes) -> list[Problem]:
+def _verify_captures(
+    art: ArtifactStore, mv: ModelVersion, keys: KeyRing, roster: Roster, legacy_kid: str | None
+) -> list[Problem]:
     """The first problem of each capture file of ``mv``: a row whose receipt does not verify
     (output, ids, digest or time edited; signature or tree forged), whose input text does not
     hash to its input digest, or that names another version."""
@@ -471,7 +482,15 @@ def _verify_captures(art: ArtifactStore, mv: ModelVersion, public_pem: bytes) ->
                     != row["input_digest"]
                 ):
                     raise InvalidReceipt(row["prediction_id"], "its input does not match its input digest")
-                check_receipt(receipt, public_pem)
+                problem = receipt_key_problem(
+                    roster, receipt.key_id, mv.model, receipt.time, legacy_kid=legacy_kid
+                )
+                public = keys(receipt.key_id)
+                if problem is not None or public is None:
+                    raise InvalidReceipt(
+                        receipt.prediction_id, problem or f"signed by unknown key {receipt.key_id}"
+                    )
+                check_receipt(receipt, public)
         except InvalidReceipt as exc:
             out.append(
                 Problem("mismatch", path, f"captured prediction {exc.prediction_id}: {exc.reason}", mv.uri)

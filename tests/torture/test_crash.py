@@ -86,7 +86,7 @@ def test_kill_9_leaves_nothing_half_done(db_url: str, tmp_path: Path, mode: str)
     if mode == "capture":
         table = reg.predictions("crash")
         receipts = receipts_from_table(table)
-        public = reg.public_key()
+        public = reg.public_key(receipts[0].key_id)
         assert receipts and all(verify_receipt(r, public) for r in receipts[:: max(1, len(receipts) // 50)])
     reg.gc(older_than="0", delete=True)
     assert reg.verify(grace="0").ok

@@ -398,7 +398,9 @@ def test_a_read_of_a_missing_embedded_registry_says_so_and_creates_nothing(
 
     # the first write creates it
     assert runner.invoke(main, ["models", "create", "m"]).exit_code == 0
-    assert (home / "registry.db").is_file() and (home / "registry.db.key").is_file()
+    # the registry, and the user's own key outside it
+    assert (home / "registry.db").is_file() and not (home / "registry.db.key").exists()
+    assert (Path(os.environ["MODELLEDGER_IDENTITIES"]) / "a@example.com.key").is_file()
     assert "m" in runner.invoke(main, ["models", "list"]).stdout
 
 
@@ -432,10 +434,8 @@ def test_the_embedded_registry_works_in_any_folder_name(
         "registry.db",
         "registry.db-wal",
         "registry.db-shm",
-        "registry.db.key",
         "artifacts",
     }
-    assert (home / "registry.db.key").is_file()
     assert (home / "artifacts" / v.folder / "manifest.json").is_file()
     assert list((home / "artifacts" / "datasets" / "m-train").rglob("data.parquet"))
 
@@ -449,7 +449,8 @@ from modelledger import Registry
 start = float(sys.argv[1])
 while time.time() < start:
     time.sleep(0.001)
-reg = Registry.open(actor=f"worker-{os.getpid()}")
+# one person's eight processes: the same key, created once, made the root by whichever is first
+reg = Registry.open(actor="worker@example.com")
 v = reg.register("m", lambda rows: rows, capture=False)
 print(json.dumps(v.version))
 """
@@ -460,7 +461,8 @@ def test_eight_processes_opening_a_new_embedded_registry_at_once_all_succeed(
     tmp_path: Path, attempt: int
 ) -> None:
     home = tmp_path / "home"
-    env = {**os.environ, "MODELLEDGER_HOME": str(home)}
+    ids = tmp_path / "ids"  # no key yet: the race creates it too
+    env = {**os.environ, "MODELLEDGER_HOME": str(home), "MODELLEDGER_IDENTITIES": str(ids)}
     start = time.time() + 3.0  # every worker is imported and waiting before the gun
     procs = [
         subprocess.Popen(
@@ -479,8 +481,11 @@ def test_eight_processes_opening_a_new_embedded_registry_at_once_all_succeed(
         versions.append(json.loads(out))
     assert sorted(versions) == list(range(1, 9))
 
-    assert sorted(p.name for p in home.iterdir() if "key" in p.name) == ["registry.db.key"]
-    with Registry.open(f"sqlite:///{home / 'registry.db'}") as reg:
+    # one key, made by whichever process came first, and none inside the registry
+    assert [p.name for p in ids.iterdir() if not p.name.startswith(".")] == ["worker@example.com.key"]
+    assert not [p.name for p in home.iterdir() if "key" in p.name]
+    with Registry.open(f"sqlite:///{home / 'registry.db'}", key=ids / "worker@example.com.key") as reg:
+        assert [m.name for m in reg.members()] == ["worker@example.com"]
         assert reg.get_model("m").latest_version == 8
         assert [e.seq for e in reg.audit(action="registry.initialized").items] == [1]
         report = reg.verify()

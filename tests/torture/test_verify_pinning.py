@@ -100,7 +100,9 @@ def test_a_history_re_signed_with_another_key_is_caught_by_the_pinned_key(
             {"k": cp.key_id, "p": public.decode()},
         )
     fresh = Registry.open(db_url, artifacts=history.artifact_root)
-    assert fresh.verify().ok  # consistent with the key the database now holds
+    # checkpoints by a key no member holds: every event after the root is named, even unpinned
+    unpinned = fresh.verify().problems
+    assert unpinned and {p.kind for p in unpinned} == {"unauthorized", "untrusted_key"}
     pin = tmp_path / "registry.pub.pem"
     pin.write_bytes(genuine)
     kinds = [p.kind for p in fresh.verify(public_key=pin).problems]
