@@ -127,7 +127,7 @@ class Setting(Generic[T]):
         kind = data["kind"]
         if kind not in get_args(SourceKind):
             raise ValueError(f"unknown setting source kind {kind!r}")
-        return Setting(data["value"], kind, data.get("origin"))
+        return cls(data["value"], kind, data.get("origin"))
 
 
 @dataclass(frozen=True, slots=True)
