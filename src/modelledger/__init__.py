@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from ._audit import AliasChange, StateDifference
+from ._config import ResolvedConfig, Setting, resolve_config
 from ._domain import (
     ColumnSpec,
     DatasetSource,
@@ -52,6 +53,7 @@ from .errors import (
     AlreadyExists,
     Conflict,
     IntegrityError,
+    InvalidConfig,
     InvalidInput,
     InvalidManifest,
     InvalidReceipt,
@@ -81,6 +83,7 @@ __all__ = [
     "GcReport",
     "InclusionProof",
     "IntegrityError",
+    "InvalidConfig",
     "InvalidInput",
     "InvalidManifest",
     "InvalidReceipt",
@@ -107,8 +110,10 @@ __all__ = [
     "Receipt",
     "ReceiptBatch",
     "Registry",
+    "ResolvedConfig",
     "SchemaMismatch",
     "SchemaOutdated",
+    "Setting",
     "Signature",
     "SourceInfo",
     "StagedVersion",
@@ -130,5 +135,6 @@ __all__ = [
     "parse_model_uri",
     "parse_prediction_id",
     "receipts_from_table",
+    "resolve_config",
     "verify_receipt",
 ]

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from ._config import DEFAULT_HOME, resolve_config
 from ._data import Datasets
 from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
@@ -63,9 +64,6 @@ from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore, Signer
 
 __all__ = ["FolderNaming", "Registry"]
-
-
-DEFAULT_HOME = ".modelledger"
 
 
 class Registry(GovernanceVerbs):
@@ -117,8 +115,12 @@ class Registry(GovernanceVerbs):
     ) -> Registry:
         """Open a registry.
 
-        With no URL: the embedded default, ``./.modelledger`` (or ``$MODELLEDGER_HOME``, any
-        folder name) holding ``registry.db`` and ``artifacts/``; the first write (create a
+        ``url``, ``artifacts`` and ``storage_options`` not given here are resolved like the
+        CLI's: environment (``MODELLEDGER_URL``, ``MODELLEDGER_ARTIFACTS``,
+        ``MODELLEDGER_STORAGE_OPTIONS``), then ``modelledger.toml``, then the user config file
+        (see :func:`resolve_config`). With no URL from any of them: the embedded default,
+        ``./.modelledger`` (or ``$MODELLEDGER_HOME`` or ``home`` in a config file, any folder
+        name) holding ``registry.db`` and ``artifacts/``; the first write (create a
         model, register, upload, set the policy, register a data set) creates it, while a read
         of one that does not exist yet raises :class:`NotFound` and creates nothing.
         With a database URL (``sqlite:///x.db``, ``postgresql://...``) the schema must
@@ -139,9 +141,15 @@ class Registry(GovernanceVerbs):
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
         """
         check_folder_naming(folder_naming)
+        config = resolve_config(registry=url, artifacts=artifacts, storage_options=storage_options)
+        url, artifacts, storage_options = (
+            config.registry.value,
+            config.artifacts.value,
+            config.storage_options.value,
+        )
         home = None
         if url is None:
-            home = Path(os.environ.get("MODELLEDGER_HOME", DEFAULT_HOME)).absolute()
+            home = config.home.value
             url = _sqlite_url(home / "registry.db")
             artifacts = artifacts or (home / "artifacts").as_uri()
         metadata = open_metadata_store(url)

@@ -9,6 +9,7 @@
     │   └── SchemaOutdated    the metadata schema needs ``modelledger migrate``
     ├── InvalidInput          bad names, identifiers, manifests, objects, input rows
     │   ├── InvalidManifest   a manifest field is missing or of the wrong type
+    │   ├── InvalidConfig     a config file or variable that cannot be read or has a bad key
     │   └── SchemaMismatch    predict input that does not match the signature
     ├── IntegrityError        a stored byte does not match its recorded digest
     │   └── InvalidReceipt    a prediction receipt that does not verify
@@ -26,6 +27,7 @@ __all__ = [
     "AlreadyExists",
     "Conflict",
     "IntegrityError",
+    "InvalidConfig",
     "InvalidInput",
     "InvalidManifest",
     "InvalidReceipt",
@@ -92,6 +94,18 @@ class InvalidManifest(InvalidInput):
         self.field = field
         self.problem = problem
         self.source = source
+
+
+class InvalidConfig(InvalidInput):
+    """Configuration that cannot be used: ``source`` is the file or environment variable,
+    ``key`` the setting at fault (``None`` when the whole source is, e.g. bad TOML)."""
+
+    def __init__(self, source: str, key: str | None, problem: str) -> None:
+        what = f"{source}: key '{key}'" if key else source
+        super().__init__(f"invalid configuration: {what} {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
 
 
 class SchemaMismatch(InvalidInput):

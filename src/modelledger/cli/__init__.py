@@ -22,6 +22,7 @@ script) and registers theirs:
 - :mod:`.receipts`: ``receipt verify``
 - :mod:`.keys`: ``keys export``, ``checkpoint export``
 - :mod:`.admin`: ``init``, ``migrate``, ``verify``, ``gc``, ``rebuild-state``
+- :mod:`.config`: ``config show``
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from modelledger import __version__
 from . import (
     admin,
     aliases,
+    config,
     datasets,
     governance,
     history,
@@ -53,9 +55,11 @@ __all__ = ["main"]
 def main() -> None:
     """modelledger: a model registry built around lineage.
 
-    Every command takes --registry and --artifacts (or the MODELLEDGER_URL and
-    MODELLEDGER_ARTIFACTS environment variables); without them it uses the
-    embedded registry in ./.modelledger. Read commands take --json. Who acts
+    Every command takes --registry, --artifacts and --storage-option; without
+    them it reads MODELLEDGER_URL, MODELLEDGER_ARTIFACTS and
+    MODELLEDGER_STORAGE_OPTIONS, then modelledger.toml (this folder or a parent),
+    then the user config file, else uses the embedded registry in ./.modelledger
+    (`modelledger config show` says which). Read commands take --json. Who acts
     is recorded in the ledger: --as ACTOR, else MODELLEDGER_USER, else git's
     user.email, else the OS user.
 
@@ -96,6 +100,7 @@ for _command in (
     receipts.receipt,
     keys.keys,
     keys.checkpoint,
+    config.config,
 ):
     main.add_command(_command)
 del _command

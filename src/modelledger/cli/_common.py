@@ -30,7 +30,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from modelledger import InvalidInput, ModelLedgerError, Page, Registry
+from modelledger import InvalidInput, ModelLedgerError, Page, Registry, resolve_config
 
 PROGRESS_THRESHOLD = 4 * 1024 * 1024
 """Uploads larger than this (in bytes) get a progress bar."""
@@ -205,12 +205,86 @@ def fail(exc: BaseException, *, show_traceback: bool) -> NoReturn:
     raise click.exceptions.Exit(code)
 
 
-def registry_options(fn: F) -> F:
-    """Add ``--registry``, ``--artifacts``, ``--as`` and ``--traceback``; open the registry; map errors.
+def parse_storage_options(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """``KEY=VALUE`` pairs as fsspec storage options; a value that parses as JSON (``true``,
+    ``9000``, ``{"a": 1}``) is that value, anything else is the text. None when none are given,
+    so the environment and config files still apply."""
+    if not values:
+        return None
+    options: dict[str, Any] = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
 
-    The command receives the open :class:`Registry` as its first argument. This is the
-    one place where exceptions become messages and exit codes; click's own usage errors
-    pass through to :class:`OneLineUsageGroup` (one line, exit code 2).
+
+_WHERE_OPTIONS = [
+    click.option(
+        "--registry",
+        "registry_url",
+        metavar="URL",
+        help="Metadata database: sqlite:///path.db or postgresql://... "
+        "[env: MODELLEDGER_URL; else `registry` in modelledger.toml or the user config; "
+        "default: the embedded ./.modelledger registry]",
+    ),
+    click.option(
+        "--artifacts",
+        "artifacts_url",
+        metavar="URL",
+        help="Artefact root: a folder, file://, s3:// or memory:// URL "
+        "[env: MODELLEDGER_ARTIFACTS; else `artifacts` in modelledger.toml or the user config]",
+    ),
+    click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        callback=parse_storage_options,
+        metavar="KEY=VALUE",
+        help="An fsspec storage option for the artefact root (e.g. endpoint_url=http://minio:9000); "
+        "repeat for several; values are JSON when they parse, else text. Replaces the whole "
+        "[storage_options] table of lower layers "
+        "[env: MODELLEDGER_STORAGE_OPTIONS as a JSON object; else modelledger.toml or the user config]",
+    ),
+]
+
+_TRACEBACK_OPTION = click.option(
+    "--traceback", "show_traceback", is_flag=True, help="Show the full traceback of an error."
+)
+
+
+def _with_options(fn: F, options: list[Callable[[F], F]]) -> F:
+    decorated = fn
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated
+
+
+def _reported(show_traceback: bool, call: Callable[[], Any]) -> Any:
+    """Run ``call``; any error but click's own becomes one line and an exit code (:func:`fail`)."""
+    try:
+        return call()
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except Exception as exc:
+        fail(exc, show_traceback=show_traceback)
+
+
+def registry_options(fn: F) -> F:
+    """Add ``--registry``, ``--artifacts``, ``--storage-option``, ``--as`` and ``--traceback``;
+    open the registry; map errors.
+
+    The command receives the open :class:`Registry` as its first argument. Options not given
+    are resolved by :meth:`Registry.open` (environment, config files, default), the one path
+    the Python API takes too. This is the one place where exceptions become messages and exit
+    codes; click's own usage errors pass through to :class:`OneLineUsageGroup` (one line,
+    exit code 2).
     """
 
     @functools.wraps(fn)
@@ -218,50 +292,52 @@ def registry_options(fn: F) -> F:
         *args: Any,
         registry_url: str | None,
         artifacts_url: str | None,
+        storage_options: dict[str, Any] | None,
         as_actor: str | None,
         show_traceback: bool,
         **kwargs: Any,
     ) -> Any:
-        try:
-            with Registry.open(registry_url, artifacts=artifacts_url, actor=as_actor) as registry:
+        def run() -> Any:
+            with Registry.open(
+                registry_url, artifacts=artifacts_url, storage_options=storage_options, actor=as_actor
+            ) as registry:
                 return fn(registry, *args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except Exception as exc:
-            fail(exc, show_traceback=show_traceback)
 
-    options = [
-        click.option(
-            "--registry",
-            "registry_url",
-            envvar="MODELLEDGER_URL",
-            metavar="URL",
-            help="Metadata database: sqlite:///path.db or postgresql://... "
-            "[env: MODELLEDGER_URL; default: the embedded ./.modelledger registry]",
-        ),
-        click.option(
-            "--artifacts",
-            "artifacts_url",
-            envvar="MODELLEDGER_ARTIFACTS",
-            metavar="URL",
-            help="Artefact root: a folder, file://, s3:// or memory:// URL [env: MODELLEDGER_ARTIFACTS]",
-        ),
-        click.option(
-            "--as",
-            "as_actor",
-            metavar="ACTOR",
-            default=None,
-            help="Act as ACTOR, as recorded in the ledger "
-            "[env: MODELLEDGER_USER; default: git's user.email, else the OS user]",
-        ),
-        click.option(
-            "--traceback", "show_traceback", is_flag=True, help="Show the full traceback of an error."
-        ),
-    ]
-    decorated: F = wrapper
-    for option in reversed(options):
-        decorated = option(decorated)
-    return decorated
+        return _reported(show_traceback, run)
+
+    as_option = click.option(
+        "--as",
+        "as_actor",
+        metavar="ACTOR",
+        default=None,
+        help="Act as ACTOR, as recorded in the ledger "
+        "[env: MODELLEDGER_USER; default: git's user.email, else the OS user]",
+    )
+    return _with_options(wrapper, [*_WHERE_OPTIONS, as_option, _TRACEBACK_OPTION])
+
+
+def config_options(fn: F) -> F:
+    """Like :func:`registry_options` (without ``--as``), but the command receives the
+    :class:`ResolvedConfig` those options resolve to instead of an open registry."""
+
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        registry_url: str | None,
+        artifacts_url: str | None,
+        storage_options: dict[str, Any] | None,
+        show_traceback: bool,
+        **kwargs: Any,
+    ) -> Any:
+        def run() -> Any:
+            config = resolve_config(
+                registry=registry_url, artifacts=artifacts_url, storage_options=storage_options
+            )
+            return fn(config, *args, **kwargs)
+
+        return _reported(show_traceback, run)
+
+    return _with_options(wrapper, [*_WHERE_OPTIONS, _TRACEBACK_OPTION])
 
 
 json_option = click.option(
