@@ -31,6 +31,7 @@ from ._lifecycle import VersionState
 from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from ._loaded import LoadedModel
 from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_manifest_file, load_steps_file
+from ._members import ROLES, Member, MemberKey
 from ._policy import Policy
 from ._registry import Registry
 from ._serving import (
@@ -48,6 +49,7 @@ from ._serving import (
     receipts_from_table,
     verify_receipt,
 )
+from ._signing import create_identity, identities_dir, identity_path
 from ._trace import TraceReport
 from .errors import (
     AlreadyExists,
@@ -69,6 +71,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ROLES",
     "AliasChange",
     "AlreadyExists",
     "CaptureStats",
@@ -95,6 +98,8 @@ __all__ = [
     "LoadedModel",
     "Manifest",
     "ManifestLimits",
+    "Member",
+    "MemberKey",
     "Model",
     "ModelLedgerError",
     "ModelRef",
@@ -128,6 +133,9 @@ __all__ = [
     "__version__",
     "canonical_row",
     "check_receipt",
+    "create_identity",
+    "identities_dir",
+    "identity_path",
     "input_digest",
     "load_manifest_file",
     "load_steps_file",

@@ -290,6 +290,10 @@ def authorize(
         return f"{action} by {actor}: the registry has no members yet (run `modelledger init`)"
     key = roster.key(kid)
     if key is None:
+        if actor in roster.members:
+            return (
+                f"{action} by {actor}: you hold no key enrolled for {actor} (key {kid} is not one of theirs)"
+            )
         return f"{action} by {actor} is signed by key {kid}, which is not enrolled in this registry"
     owner = roster.members[roster.owners[kid]]
     if not key.valid_at(seq):

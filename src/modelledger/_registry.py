@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, overload
 
-from ._config import DEFAULT_HOME, resolve_config
+from ._config import resolve_config
 from ._data import Datasets
 from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._governance import GovernanceVerbs
@@ -130,7 +130,8 @@ class Registry(GovernanceVerbs):
 
         Who acts is proven by a private key of your own, never stored in the registry:
         ``key`` (or ``$MODELLEDGER_KEY``) is a key file, ``identity`` (or
-        ``$MODELLEDGER_IDENTITY``) an identity's name or key file; by default the key of
+        ``$MODELLEDGER_IDENTITY``, or ``identity`` in a config file) an identity's name or key
+        file; by default the key of
         ``actor`` (``$MODELLEDGER_USER``, git's user.email or the OS user) in
         :func:`identities_dir`, created on first use. The first user of a new registry
         becomes its root admin; others act once an admin has enrolled their public key
@@ -141,7 +142,12 @@ class Registry(GovernanceVerbs):
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
         """
         check_folder_naming(folder_naming)
-        config = resolve_config(registry=url, artifacts=artifacts, storage_options=storage_options)
+        config = resolve_config(
+            registry=url,
+            artifacts=artifacts,
+            storage_options=storage_options,
+            identity=None if identity is None else os.fspath(identity),
+        )
         url, artifacts, storage_options = (
             config.registry.value,
             config.artifacts.value,
@@ -163,10 +169,11 @@ class Registry(GovernanceVerbs):
         if "://" not in artifacts:
             artifacts = Path(artifacts).absolute().as_uri()
         chosen = key or os.environ.get("MODELLEDGER_KEY") or None
-        named = identity or os.environ.get("MODELLEDGER_IDENTITY") or None
+        named = config.identity.value
         if chosen is None and named is not None:
             text = os.fspath(named)
-            chosen = text if (os.sep in text or text.endswith((".key", ".pem"))) else str(identity_path(text))
+            is_path = "/" in text or os.sep in text or text.startswith("~") or text.endswith((".key", ".pem"))
+            chosen = text if is_path else str(identity_path(text))
         key_path = Path(chosen).expanduser().absolute() if chosen is not None else None
         registry = cls(
             metadata,
@@ -251,6 +258,30 @@ class Registry(GovernanceVerbs):
     def key_path(self) -> Path:
         """Where this process finds its private signing key."""
         return self._identity().path
+
+    def whoami(self) -> dict[str, Any]:
+        """Who this process acts as: ``actor``, ``key_path``, ``key_id``, ``public_key`` (PEM
+        text) and ``member`` (their enrolment in this registry, or None). Creates the default
+        identity's key when there is none yet, as a first write would.
+
+        >>> registry.whoami()["member"]["roles"]  # doctest: +SKIP
+        ['approver', 'deployer']
+        """
+        identity = self._identity()
+        member = None
+        try:
+            self._ready()
+            owner = self._meta.roster().owner(identity.key_id)
+            member = owner.to_dict() if owner is not None else None
+        except NotFound:
+            pass  # no registry there yet: who you are does not depend on it
+        return {
+            "actor": self.actor,
+            "key_path": str(identity.path),
+            "key_id": identity.key_id,
+            "public_key": identity.public_pem().decode(),
+            "member": member,
+        }
 
     def _signer(self) -> Signer:
         return self._identity().signer()

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Identity",
     "KeySigner",
+    "create_identity",
     "current_actor",
     "ensure_root",
     "identities_dir",
@@ -150,6 +151,23 @@ class Identity:
         if self._signer is None:
             self._signer = KeySigner(self.private())
         return self._signer
+
+
+def create_identity(name: str, path: str | os.PathLike[str] | None = None) -> tuple[Path, str, bytes]:
+    """Create a new signing identity: a private key file of your own (mode 0600, default
+    ``identities_dir()/<name>.key``), never to leave this machine. Returns its path, key id
+    and public key (PEM), which an admin enrols. An existing file is never overwritten.
+
+    >>> path, kid, public_pem = create_identity("bob@bank.example")  # doctest: +SKIP
+    """
+    target = Path(path).expanduser() if path is not None else identity_path(name)
+    validate_member(name)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise PermissionDenied(f"cannot create the folder {target.parent}: {exc.strerror}") from exc
+    pem = generate_key(target)
+    return target, key_id(pem), pem
 
 
 def ensure_root(store: LedgerStore, identity: Identity, actor: str) -> None:

@@ -23,6 +23,7 @@ script) and registers theirs:
 - :mod:`.keys`: ``keys export``, ``checkpoint export``
 - :mod:`.admin`: ``init``, ``migrate``, ``verify``, ``gc``, ``rebuild-state``
 - :mod:`.config`: ``config show``
+- :mod:`.members`: ``identity create|show``, ``members list|add|roles|revoke``
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from . import (
     history,
     keys,
     lineage,
+    members,
     models,
     predictions,
     receipts,
@@ -60,8 +62,9 @@ def main() -> None:
     MODELLEDGER_STORAGE_OPTIONS, then modelledger.toml (this folder or a parent),
     then the user config file, else uses the embedded registry in ./.modelledger
     (`modelledger config show` says which). Read commands take --json. Who acts
-    is recorded in the ledger: --as ACTOR, else MODELLEDGER_USER, else git's
-    user.email, else the OS user.
+    is proven by your own key: --as NAME (or MODELLEDGER_USER, else git's
+    user.email, else the OS user) picks which of your keys signs; only a key an
+    admin enrolled for that name may (`modelledger identity show`).
 
     \b
     Example:
@@ -99,6 +102,8 @@ for _command in (
     predictions.predictions,
     receipts.receipt,
     keys.keys,
+    members.identity,
+    members.members,
     keys.checkpoint,
     config.config,
 ):

@@ -15,7 +15,7 @@ def alias() -> None:
 
     \b
     Example:
-        modelledger alias set credit-risk production 3
+        modelledger alias set credit-risk champion 3
     """
 
 
@@ -30,7 +30,7 @@ def alias_set(registry: Registry, name: str, alias_name: str, version: int, reas
 
     \b
     Example:
-        modelledger alias set credit-risk production 3
+        modelledger alias set credit-risk champion 3
         modelledger alias set credit-risk challenger 4 --reason "shadow test, RISK-88"
     """
     registry.set_alias(name, alias_name, version, reason=reason)
