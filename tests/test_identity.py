@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from tests.helpers import attacker
 
-from modelledger import PermissionDenied, Registry, create_identity
+from modelledger import PermissionDenied, Registry, check_receipt_with_bundle, create_identity
 from modelledger._keys import load_private_key
 from modelledger._ledger import ChainBuilder, LedgerEvent, sign_checkpoint
 from modelledger.cli import main
+from modelledger.errors import InvalidReceipt
 
 ADMIN = "ada@bank.example"
 
@@ -267,3 +269,45 @@ def test_two_people_with_their_own_homes_share_one_registry_without_copying_a_ke
     for who, home in homes.items():
         keys = sorted(p.name for p in home.rglob("*.key"))
         assert keys == [f"{who}.key"]  # each holds only their own key
+
+
+def test_a_receipt_signed_after_its_serving_key_was_revoked_fails_offline(url: str, tmp_path: Path) -> None:
+    admin = _open(url, tmp_path, ADMIN)
+    dev = _member(url, tmp_path, "dev@bank.example", "contributor")
+    v = dev.register("credit-risk", lambda rows: [sum(r) for r in rows], capture=False)
+    with pytest.raises(PermissionDenied, match="serving identity"):
+        admin.load(v.uri, capture=True)  # an admin's key never signs receipts
+    scorer = _member(url, tmp_path, "scorer-prod", "serving", models="credit-*")
+    with scorer.load(v.uri, capture=True) as served:
+        before = served.predict([[1, 2]]).receipts[0]
+        admin.revoke_key("scorer-prod", served.key_id, reason="host decommissioned")
+        time.sleep(0.002)  # receipts keep milliseconds
+        after = served.predict([[3, 4]]).receipts[0]
+    bundle = json.loads(json.dumps(admin.trust_bundle()))  # as a file would carry it
+    root = admin.public_key()
+    assert check_receipt_with_bundle(before.to_dict(), bundle, root_public_key=root).prediction_id
+    with pytest.raises(InvalidReceipt, match="after it was revoked"):
+        check_receipt_with_bundle(after.to_dict(), bundle, root_public_key=root)
+
+    files = {name: tmp_path / f"{name}.json" for name in ("before", "after", "bundle")}
+    files["before"].write_text(json.dumps(before.to_dict()))
+    files["after"].write_text(json.dumps(after.to_dict()))
+    files["bundle"].write_text(json.dumps(bundle))
+    (tmp_path / "root.pem").write_bytes(root)
+    runner = CliRunner()
+    pinned = ["--bundle", str(files["bundle"]), "--public-key", str(tmp_path / "root.pem")]
+    assert runner.invoke(main, ["receipt", "verify", str(files["before"]), *pinned]).exit_code == 0
+    refused = runner.invoke(main, ["receipt", "verify", str(files["after"]), *pinned])
+    assert refused.exit_code == 1 and "revoked" in refused.stderr
+
+    # a bundle whose root was swapped (to enrol a forger) fails against the pinned root
+    _p, _k, other = create_identity("forger", tmp_path / "forger.key")
+    forged = json.loads(json.dumps(bundle))
+    forged["root"]["public_key"] = other.decode()
+    with pytest.raises(InvalidReceipt, match="not the pinned key"):
+        check_receipt_with_bundle(before.to_dict(), forged, root_public_key=root)
+    # and a bundle whose enrolment was edited (more roles) no longer verifies
+    cut = json.loads(json.dumps(bundle))
+    cut["segments"][-1]["events"][0]["event"]["data"]["roles"] = ["serving", "admin"]
+    with pytest.raises(InvalidReceipt, match="trust bundle does not verify"):
+        check_receipt_with_bundle(before.to_dict(), cut, root_public_key=root)

@@ -51,6 +51,7 @@ from ._serving import (
 )
 from ._signing import create_identity, identities_dir, identity_path
 from ._trace import TraceReport
+from ._trust import check_receipt_with_bundle
 from .errors import (
     AlreadyExists,
     Conflict,
@@ -133,6 +134,7 @@ __all__ = [
     "__version__",
     "canonical_row",
     "check_receipt",
+    "check_receipt_with_bundle",
     "create_identity",
     "identities_dir",
     "identity_path",

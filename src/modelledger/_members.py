@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from .errors import InvalidInput
@@ -249,9 +250,9 @@ def receipt_key_problem(
             return None  # an older registry whose members are not enrolled yet
         return f"signed by key {kid}, which is not enrolled in this registry"
     owner = roster.members[roster.owners[kid]]
-    if key.revoked_time is not None and time >= key.revoked_time:
+    if key.revoked_time is not None and _instant(time) >= _instant(key.revoked_time):
         return f"signed by key {kid} of {owner.name} at {time}, after it was revoked at {key.revoked_time}"
-    if kid == legacy_kid and owner.root and time < key.enrolled_time:
+    if kid == legacy_kid and owner.root and _instant(time) < _instant(key.enrolled_time):
         return None  # the registry key signed receipts itself before members existed
     if not owner.has_role("serving", model):
         return f"signed by key {kid} of {owner.name}, who is not enrolled to serve {model}"
@@ -321,3 +322,11 @@ def authorize(
         held = ", ".join(owner.roles)
         return f"{owner.name} may not {action}: it needs the {role} role{where} (roles: {held})"
     return None
+
+
+def _instant(text: str) -> datetime:
+    """An RFC 3339 time (receipts keep milliseconds, the ledger microseconds) as a datetime."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"not an RFC 3339 time: {text!r}") from exc

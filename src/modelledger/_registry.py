@@ -57,6 +57,7 @@ from ._serving import (
 from ._signing import Identity, current_actor, ensure_root, identity_path, keyring
 from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
+from ._trust import trust_bundle
 from ._verify import collect_garbage, unrecorded_records, verify_registry
 from .errors import InvalidInput, ModelLedgerError, NotFound, PermissionDenied, SchemaOutdated
 from .stores import open_metadata_store
@@ -258,6 +259,16 @@ class Registry(GovernanceVerbs):
     def key_path(self) -> Path:
         """Where this process finds its private signing key."""
         return self._identity().path
+
+    def trust_bundle(self) -> dict[str, Any]:
+        """The trust bundle (JSON-ready): the root key and every signed enrolment write, with
+        which :func:`check_receipt_with_bundle` checks a receipt offline, revocations included
+        (those made before the export).
+
+        >>> json.dump(registry.trust_bundle(), open("bundle.json", "w"))  # doctest: +SKIP
+        """
+        self._ready()
+        return trust_bundle(self._meta)
 
     def whoami(self) -> dict[str, Any]:
         """Who this process acts as: ``actor``, ``key_path``, ``key_id``, ``public_key`` (PEM

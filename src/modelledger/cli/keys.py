@@ -24,16 +24,32 @@ def keys() -> None:
 
 
 @keys.command("export")
-@output_option("Write the PEM here; default: stdout.")
+@output_option("Write the PEM (or with --bundle the JSON) here; default: stdout.")
+@click.option(
+    "--bundle",
+    is_flag=True,
+    help="Export the trust bundle: the root key and every signed enrolment, for `receipt verify --bundle`.",
+)
 @registry_options
-def keys_export(registry: Registry, output_path: str | None) -> None:
-    """Print or write the registry's public key (PEM).
+def keys_export(registry: Registry, output_path: str | None, bundle: bool) -> None:
+    """Print or write the registry's root public key (PEM), or its trust bundle (JSON).
 
     \b
     Example:
         modelledger keys export -o registry.pub.pem
-        modelledger keys export > registry.pub.pem
+        modelledger keys export --bundle -o bundle.json
     """
+    if bundle:
+        text = json.dumps(registry.trust_bundle(), indent=2, sort_keys=True) + "\n"
+        if output_path is None:
+            click.echo(text, nl=False)
+            return
+        try:
+            Path(output_path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
+        click.echo(f"Wrote the trust bundle to {output_path}", err=True)
+        return
     pem = registry.public_key()
     if output_path is None:
         click.echo(pem.decode("ascii"), nl=False)

@@ -149,6 +149,11 @@ class LedgerStore(Protocol):
         checkpoint that signs them, and the hash before it (None: no such event)."""
         ...
 
+    def member_segments(self) -> list[ChainSegment]:
+        """A chain segment for each write holding enrolment events, in ledger order (the
+        proof a trust bundle carries)."""
+        ...
+
     def public_key(self) -> tuple[str, bytes] | None: ...
     def roster(self) -> Roster:
         """Every member and key as the ledger's enrolment events say now."""

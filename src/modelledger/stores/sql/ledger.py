@@ -407,23 +407,41 @@ class SqlLedger(SqlBase):
         return int(row.seq), str(row.hash)
 
     def segment_for(self, subject: str, action: str) -> ChainSegment | None:
-        c, k = t.ledger_events.c, t.ledger_checkpoints.c
+        c = t.ledger_events.c
         with self._read(snapshot=True) as conn:
             first = conn.execute(
                 sa.select(c.seq).where(c.subject == subject, c.action == action).order_by(c.seq).limit(1)
             ).first()
             if first is None:
                 return None
-            seq = int(first.seq)
-            cp_row = conn.execute(
-                sa.select(t.ledger_checkpoints).where(k.seq >= seq).order_by(k.seq).limit(1)
-            ).first()
-            if cp_row is None:
-                raise IntegrityError(f"ledger event {seq}", "no signed checkpoint covers it (truncated?)")
-            rows = conn.execute(
-                sa.select(t.ledger_events).where(c.seq >= seq, c.seq <= cp_row.seq).order_by(c.seq)
-            ).all()
-            before = conn.execute(sa.select(c.hash).where(c.seq == seq - 1)).scalar() if seq > 1 else None
+            return self._segment(conn, int(first.seq))
+
+    def member_segments(self) -> list[ChainSegment]:
+        """A chain segment for each write holding enrolment events, in ledger order."""
+        c = t.ledger_events.c
+        out: list[ChainSegment] = []
+        with self._read(snapshot=True) as conn:
+            seqs = conn.execute(
+                sa.select(c.seq).where(c.action.in_(MEMBER_ACTIONS)).order_by(c.seq)
+            ).scalars()
+            for seq in list(seqs):
+                if out and out[-1].checkpoint.seq >= seq:
+                    continue  # in the write the previous segment already covers
+                out.append(self._segment(conn, int(seq)))
+        return out
+
+    def _segment(self, conn: Connection, seq: int) -> ChainSegment:
+        """Event ``seq`` and the events after it up to the checkpoint that signs them."""
+        c, k = t.ledger_events.c, t.ledger_checkpoints.c
+        cp_row = conn.execute(
+            sa.select(t.ledger_checkpoints).where(k.seq >= seq).order_by(k.seq).limit(1)
+        ).first()
+        if cp_row is None:
+            raise IntegrityError(f"ledger event {seq}", "no signed checkpoint covers it (truncated?)")
+        rows = conn.execute(
+            sa.select(t.ledger_events).where(c.seq >= seq, c.seq <= cp_row.seq).order_by(c.seq)
+        ).all()
+        before = conn.execute(sa.select(c.hash).where(c.seq == seq - 1)).scalar() if seq > 1 else None
         return ChainSegment(
             previous_hash=before or GENESIS.hex(),
             events=tuple((self._event(r), r.hash) for r in rows),
