@@ -3,12 +3,15 @@
 A credit team extracts loan applications from its warehouse, prepares them,
 trains a default-risk model, registers it with its manifest and data, gets it
 approved by someone else, deploys it, and serves decisions that can each be
-traced back to the model, the code, the data and the approver. Run with
-``make demo``; everything lands in ./demo-output/.
+traced back to the model, the code, the data and the approver. Each person (and the
+scoring service) acts with a key of their own, enrolled in the registry's ledger. Run with
+``make demo``; everything lands in ./demo-output/ (the keys in demo-output/identities: on a
+real team each lives on its owner's machine).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -28,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 OUT = Path(os.environ.get("DEMO_DIR", "demo-output")).absolute()
 DATA_SCIENTIST = "data-scientist@bank.example"
 RISK_OFFICER = "risk-officer@bank.example"
+SCORER = "scoring-service"
 
 
 def make_credit_applications(n: int = 6_000, seed: int = 42) -> pd.DataFrame:
@@ -94,13 +98,24 @@ def print_tree(graph: Any, node_id: str, indent: str = "   ", seen: set[str] | N
 
 
 def main() -> None:
-    from modelledger import Registry
+    from modelledger import Registry, create_identity
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     os.environ["MODELLEDGER_HOME"] = str(OUT / ".modelledger")
+    os.environ["MODELLEDGER_IDENTITIES"] = str(OUT / "identities")
     registry = Registry.open(actor=DATA_SCIENTIST)  # the embedded default: SQLite + a folder
+
+    print("0. Team: the first user becomes the root admin and enrols the others by their public keys")
+    registry.init()  # creates the registry and her own key (a first write would too)
+    officer_key = create_identity(RISK_OFFICER)[2]  # made on the risk officer's machine
+    scorer_key = create_identity(SCORER)[2]  # made on the scoring host
+    registry.enrol(RISK_OFFICER, officer_key, roles=["approver", "deployer"], models="credit-*")
+    registry.enrol(SCORER, scorer_key, roles="serving", models="credit-*")
+    for member in registry.members():
+        print(f"   {member.name:<28} {', '.join(member.roles):<20} key {member.keys[0].key_id}")
     officer = Registry.open(actor=RISK_OFFICER)
+    scorer = Registry.open(actor=SCORER)
 
     print("1. Extract: applications from the warehouse, versioned as an immutable Parquet copy")
     extract = OUT / "applications_extract.csv"
@@ -225,6 +240,10 @@ def main() -> None:
         registry.approve(version.uri, reason="self-review")
     except Exception as exc:  # the demo shows the refusal on purpose
         print(f"   refused: {exc}")
+    try:
+        registry.set_alias("credit-risk", "production", version.version)
+    except Exception as exc:  # the demo shows the refusal on purpose
+        print(f"   refused: {exc}")
     officer.approve(version.uri, reason="Reviewed holdout AUC and bias report MRM-2026-114")
     officer.deploy(version.uri, reason="Q4 release")
     print(
@@ -232,8 +251,9 @@ def main() -> None:
     )
 
     print("6. Serve: load by alias (every byte verified), decide, sign a receipt per decision")
+    print(f"   (signed by {SCORER}'s own serving key)")
     applicants = X_holdout.head(6)
-    with registry.load("models:/credit-risk@production", capture=True) as served:
+    with scorer.load("models:/credit-risk@production", capture=True) as served:
         decisions, receipts = served.predict(applicants)
     for (_, row), decision, receipt in zip(applicants.iterrows(), decisions, receipts, strict=True):
         verdict = "DECLINE (predicted default)" if decision else "approve"
@@ -258,7 +278,7 @@ def main() -> None:
         f"   prediction  {report.prediction['id']} at {report.prediction['time']}: output {report.prediction['output']}"
     )
     print(
-        f"   receipt     {'valid' if report.receipt_valid else report.receipt_problem} (Ed25519, registry key)"
+        f"   receipt     {'valid' if report.receipt_valid else report.receipt_problem} (Ed25519, {SCORER}'s key)"
     )
     print(
         f"   model       {report.model['uri']} {report.model['digest'][:23]}... held {', '.join('@' + a for a in g['aliases_at_prediction'])}"
@@ -285,21 +305,29 @@ def main() -> None:
     print("   data")
     walk(report.datasets, "     ")
 
-    print("10. Anyone can check a receipt offline with the registry's public key")
-    public_key = OUT / "registry-public-key.pem"
-    public_key.write_bytes(registry.public_key())
+    print("10. Anyone can check a receipt offline with the trust bundle and the pinned root key")
+    root_key = OUT / "registry-root-key.pem"
+    root_key.write_bytes(registry.public_key())
+    bundle_file = OUT / "trust-bundle.json"
+    bundle_file.write_text(json.dumps(registry.trust_bundle(), indent=2))
     receipt_file = OUT / "receipt.json"
     receipt_file.write_text(declined.to_json())
-    from modelledger import verify_receipt
+    from modelledger import InvalidReceipt, check_receipt_with_bundle
 
-    print(
-        f"   {receipt_file.name}: {'valid' if verify_receipt(declined.to_dict(), public_key.read_bytes()) else 'INVALID'}"
-    )
+    def offline(receipt: dict[str, Any]) -> str:
+        bundle = json.loads(bundle_file.read_text())
+        try:
+            check_receipt_with_bundle(receipt, bundle, root_public_key=root_key.read_bytes())
+        except InvalidReceipt as exc:
+            return f"INVALID ({exc.reason})"
+        return f"valid: signed by {SCORER}, enrolled to serve credit-*, not revoked"
+
+    print(f"   {receipt_file.name}: {offline(declined.to_dict())}")
     forged = {**declined.to_dict(), "output": 0}
+    print(f"   the same receipt with the decision flipped: {offline(forged)}")
     print(
-        f"   the same receipt with the decision flipped: {'valid' if verify_receipt(forged, public_key.read_bytes()) else 'INVALID'}"
+        f"   (also: modelledger receipt verify {receipt_file} --bundle {bundle_file} --public-key {root_key})"
     )
-    print(f"   (also: modelledger receipt verify {receipt_file} --public-key {public_key})")
 
     print("11. Audit: the ledger, its signatures and every stored byte")
     for event in registry.history(version.uri):

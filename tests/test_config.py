@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from modelledger import InvalidConfig, InvalidInput, Registry, ResolvedConfig, resolve_config
+from modelledger import InvalidConfig, InvalidInput, Registry, ResolvedConfig, create_identity, resolve_config
 from modelledger.cli import main
 
 VARIABLES = (
@@ -203,8 +203,10 @@ def test_the_project_file_is_found_from_a_subfolder_and_its_paths_are_its_own(
     assert config.artifacts.value == str(work / "store")
     assert config.identity.value == str(work / "keys" / "me.pem")
 
+    create_identity("me@example.com", work / "keys" / "me.pem")  # the identity the file names
     Registry.open().init()
     assert (work / "meta" / "reg.db").is_file()
+    assert Registry.open().whoami()["key_path"] == str(work / "keys" / "me.pem")
     assert list(sub.iterdir()) == []
 
     # a bare name is an identity, not a path; and `home` places the embedded registry
@@ -212,8 +214,10 @@ def test_the_project_file_is_found_from_a_subfolder_and_its_paths_are_its_own(
     config = resolve_config()
     assert config.identity.value == "release-signer"
     assert config.home.value == work / "../registries/team"
+    create_identity("release-signer")
     with Registry.open() as registry:
         registry.create_model("embedded")
+        assert registry.whoami()["key_path"].endswith("release-signer.key")
     assert (work.parent / "registries" / "team" / "registry.db").is_file()
     assert list(sub.iterdir()) == []
 
