@@ -363,6 +363,55 @@ def test_alias_set_and_rm(cli: Run, registered: str) -> None:
     _assert_one_line_error(gone, "not found")
 
 
+def test_a_registered_folder_says_whose_environment_it_records(
+    cli: Run, model_dir: Path, tmp_path: Path
+) -> None:
+    # Nothing in the folder says how it was trained: this machine's packages, labelled so.
+    cli("register", "plain", str(model_dir))
+    plain = json.loads(cli("versions", "show", "plain", "--json").stdout)["manifest"]
+    assert plain["environment"] == {"origin": "registering-machine", "from": "process"}
+    assert plain["dependencies"]["click"] and plain["python"]
+    assert "the registering machine (process)" in cli("versions", "show", "plain").stdout
+
+    pinned = tmp_path / "pinned"
+    pinned.mkdir()
+    (pinned / "model.pkl").write_bytes((model_dir / "model.pkl").read_bytes())
+    (pinned / "requirements.txt").write_text(
+        "# pip freeze on the trainer\n"
+        "scikit-learn==1.4.2\n"
+        "numpy==1.26.4 ; python_version >= '3.10'\n"
+        "pandas[parquet]==2.2.2 \\\n    --hash=sha256:abc\n"
+        "-r more.txt\n"
+        "--index-url https://pypi.example/simple\n"
+        "scipy>=1.10  # a range is not what was installed\n"
+    )
+    cli("register", "pinned", str(pinned))
+    doc = json.loads(cli("versions", "show", "pinned", "--json").stdout)["manifest"]
+    assert doc["environment"] == {"origin": "training", "from": "requirements.txt"}
+    assert doc["dependencies"] == {"scikit-learn": "1.4.2", "numpy": "1.26.4", "pandas": "2.2.2"}
+    # nothing of the registering machine is mixed into the trainer's environment
+    assert doc["python"] is None and doc["platform"] is None and doc["training_job"]["host"] is None
+    assert "the training environment (requirements.txt)" in cli("versions", "show", "pinned").stdout
+
+    manifest = _write_manifest(
+        tmp_path / "m.yaml", {"dependencies": {"scikit-learn": "1.3.0"}, "python": "3.11.4"}
+    )
+    cli("register", "declared", str(model_dir), "--manifest", str(manifest))
+    declared = json.loads(cli("versions", "show", "declared", "--json").stdout)["manifest"]
+    assert declared["environment"] == {"origin": "training", "from": "manifest"}
+    assert declared["dependencies"] == {"scikit-learn": "1.3.0"} and declared["python"] == "3.11.4"
+
+
+def test_versions_show_names_what_made_the_source_dirty(cli: Run, model_dir: Path, tmp_path: Path) -> None:
+    source = {**SOURCE, "dirty": True, "dirty_paths": ["train/credit.py"], "dirty_count": 3}
+    manifest = _write_manifest(tmp_path / "m.yaml", {"source": source})
+    cli("register", "m", str(model_dir), "--manifest", str(manifest))
+    shown = cli("versions", "show", "m").stdout
+    assert "train/credit.py (and 2 more)" in shown
+    doc = json.loads(cli("versions", "show", "m", "--json").stdout)["manifest"]
+    assert doc["source"] == source
+
+
 # --------------------------------------------------------------------------- predict
 
 

@@ -63,6 +63,8 @@ def test_sklearn_manifest_is_captured(registry: Registry, fitted_pipeline, credi
     assert m["platform"]
     assert m["metrics"] == {"auc": 0.87}
     assert m["training_job"]["host"]
+    # the model object is in this process: its environment is the training one
+    assert m["environment"] == {"origin": "training", "from": "process"}
     assert [c["name"] for c in m["signature"]["inputs"]] == ["age", "income", "loan_amount", "employment"]
     assert [c["type"] for c in m["signature"]["inputs"]] == ["integer", "float", "float", "string"]
     assert v.created_by == "alice@example.com"
@@ -168,6 +170,10 @@ def test_plain_folder_has_no_predict(registry: Registry, tmp_path):
         ("hyperparams: {}\n", "hyperparams"),
         ("flavor: tensorflow\n", "flavor"),
         ("training_job: {host: [1]}\n", "training_job.host"),
+        ("environment: {origin: laptop}\n", "environment.origin"),
+        ("environment: {from: requirements.txt}\n", "environment.origin"),
+        ("environment: {origin: training, when: now}\n", "environment.when"),
+        ("source: {dirty_paths: [1]}\n", "source.dirty_paths"),
         ("- just\n- a list\n", "(document)"),
         ("params: {a: [1, 2}\n", "(document)"),
     ],
@@ -325,3 +331,335 @@ def test_protected_aliases_move_only_through_deploy_and_rollback(
     registry.approve(v.uri, reason="reviewed")
     registry.deploy(v.uri, alias=None if alias == "rollback" else alias)
     assert registry.get_version(v.uri).aliases == ("production",) if alias == "rollback" else (alias,)
+
+
+# --------------------------------------------------------------------------- provenance of the code
+
+
+def _repo(path: Path, remote: str | None = None) -> Path:
+    """A git repository at ``path`` with ``train.py`` and ``features.py`` committed."""
+    path.mkdir(parents=True)
+    _git(path, "init", "-q", "-b", "main")
+    _git(path, "config", "user.email", "ds@example.com")
+    _git(path, "config", "user.name", "DS")
+    if remote is not None:
+        _git(path, "remote", "add", "origin", remote)
+    (path / "train.py").write_text("print('train')\n")
+    (path / "features.py").write_text("FEATURES = ['age']\n")
+    _git(path, "add", ".")
+    _git(path, "commit", "-q", "-m", "init")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("https://alice:ghp_SECRET@git.example.com/org/repo.git", "https://git.example.com/org/repo.git"),
+        ("https://ghp_SECRET@github.com/org/repo.git", "https://github.com/org/repo.git"),
+        ("http://oauth2:glpat-SECRET@gitlab.local:8080/org/repo", "http://gitlab.local:8080/org/repo"),
+        ("https://h.example/r.git?token=SECRET", "https://h.example/r.git"),
+        ("https://h.example/r.git?ref=main&Access_Token=SECRET", "https://h.example/r.git?ref=main"),
+        ("https://h.example/api/r?private_token=SECRET&per_page=5", "https://h.example/api/r?per_page=5"),
+        ("https://h.example/r?key=SECRET&api_key=SECRET&auth=SECRET&password=SECRET", "https://h.example/r"),
+        (
+            "https://b.s3.amazonaws.com/m.tar?X-Amz-Credential=SECRET&X-Amz-Signature=SECRET"
+            "&x-amz-security-token=SECRET&X-Amz-Expires=60",
+            "https://b.s3.amazonaws.com/m.tar?X-Amz-Expires=60",
+        ),
+        (
+            "https://acct.blob.core.windows.net/c/m?sv=2022&sig=SECRET",
+            "https://acct.blob.core.windows.net/c/m?sv=2022",
+        ),
+        ("https://h.example/cb#access_token=SECRET&state=1", "https://h.example/cb#state=1"),
+        # ssh authenticates with a key: a bare user name is an account, not a secret
+        ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+        ("ssh://git@git.example.com:2222/org/repo.git", "ssh://git@git.example.com:2222/org/repo.git"),
+        ("ssh://git:SECRET@git.example.com/org/repo.git", "ssh://git@git.example.com/org/repo.git"),
+        ("deploy:SECRET@git.example.com:org/repo.git", "deploy@git.example.com:org/repo.git"),
+        # nothing to remove: stored byte for byte
+        ("https://github.com/@scope/pkg?tab=readme#L10", "https://github.com/@scope/pkg?tab=readme#L10"),
+        ("file:///home/ds/credit", "file:///home/ds/credit"),
+        ("datasets:/credit-train/3", "datasets:/credit-train/3"),
+    ],
+)
+def test_credentials_are_removed_from_urls(url: str, stored: str) -> None:
+    from modelledger._manifest import redact_url
+
+    assert redact_url(url) == stored
+    assert "SECRET" not in redact_url(url)
+
+
+def test_no_credential_reaches_the_manifest_or_the_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fitted_pipeline
+) -> None:
+    secrets = ["ghp_CAPTURED1", "TOKEN2QUERY", "ACCESS3TOKEN", "AMZ4SIG", "DWH5PASS"]
+    repo = _repo(tmp_path / "code", remote=f"https://alice:{secrets[0]}@git.example.com/risk/credit.git")
+    home = tmp_path / "home"
+    monkeypatch.setenv("MODELLEDGER_HOME", str(home))
+    reg = Registry.open()
+    captured = reg.register("captured", fitted_pipeline, code_path=repo / "train.py")
+    assert captured.manifest["source"]["repo_url"] == "https://git.example.com/risk/credit.git"
+    assert captured.manifest["source"]["path"] == "train.py"
+
+    given = reg.register(
+        "given",
+        fitted_pipeline,
+        manifest={
+            "source": {
+                "repo_url": f"https://git.example.com/risk/credit.git?token={secrets[1]}",
+                "revision": "abc123",
+            },
+            "steps": [
+                {
+                    "name": "extract",
+                    "code": {"repo_url": f"https://h.example/etl.git?access_token={secrets[2]}"},
+                }
+            ],
+        },
+    )
+    assert given.manifest["source"]["repo_url"] == "https://git.example.com/risk/credit.git"
+    assert given.manifest["steps"][0]["code"]["repo_url"] == "https://h.example/etl.git"
+    raw = reg.datasets.register(
+        "raw",
+        pd.DataFrame({"x": [1, 2]}),
+        source={
+            "uri": f"https://dwh:{secrets[4]}@dwh.example/extract.csv?X-Amz-Signature={secrets[3]}",
+            "kind": "api",
+        },
+    )
+    assert raw.source.uri == "https://dwh.example/extract.csv"
+    events = json.dumps([e.to_dict() for e in reg.history("captured") + reg.history("given")], default=str)
+    reg.close()
+    stored = b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+    assert b"sqlite" in stored.lower()  # the database file itself was read, not only the artefacts
+    for secret in secrets:
+        assert secret not in events
+        assert secret.encode() not in stored, secret
+
+
+def test_untracked_modified_and_clean_scripts(tmp_path: Path) -> None:
+    from modelledger._manifest import capture_source
+
+    repo = _repo(tmp_path / "code")
+    clean = capture_source(script=str(repo / "train.py"))
+    assert clean.dirty is False and clean.path == "train.py"
+    assert "dirty_paths" not in clean.to_dict()
+    (repo / "model.pkl").write_bytes(b"output")  # other untracked files are outputs, not code
+    assert capture_source(script=str(repo / "train.py")).dirty is False
+
+    (repo / "train_v2.py").write_text("print('never committed')\n")
+    untracked = capture_source(script=str(repo / "train_v2.py"))
+    assert untracked.dirty is True
+    assert untracked.to_dict()["dirty_paths"] == ["train_v2.py"]
+    assert untracked.to_dict()["dirty_count"] == 1
+
+    (repo / "scratch").mkdir()
+    (repo / ".gitignore").write_text("scratch/\n")
+    (repo / "scratch" / "try.py").write_text("print('ignored')\n")
+    ignored = capture_source(script=str(repo / "scratch" / "try.py"))
+    assert ignored.dirty is True and ignored.dirty_paths == ("scratch/try.py",)
+
+    (repo / "features.py").write_text("FEATURES = ['age', 'income']\n")
+    modified = capture_source(script=str(repo / "train.py"))
+    assert modified.dirty is True
+    assert modified.dirty_paths == ("features.py",)  # the untracked .gitignore is not code either
+    (repo / "train.py").write_text("print('changed')\n")
+    assert capture_source(script=str(repo / "train.py")).dirty_paths == ("train.py", "features.py")
+
+
+def test_dirty_paths_are_bounded_and_counted(tmp_path: Path, registry: Registry) -> None:
+    repo = _repo(tmp_path / "code")
+    for i in range(70):
+        (repo / f"m{i:02d}.py").write_text("x = 1\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "modules")
+    for i in range(70):
+        (repo / f"m{i:02d}.py").write_text("x = 2\n")
+    (repo / "train.py").write_text("print('changed')\n")
+    v = registry.register("m", lambda d: d, code_path=repo / "train.py")
+    source = v.manifest["source"]
+    assert source["dirty"] is True
+    assert source["dirty_count"] == 71
+    assert len(source["dirty_paths"]) == 50
+    assert source["dirty_paths"][:2] == ["train.py", "m00.py"]
+
+
+def _run_script(args: list[str], cwd: Path, home: Path) -> dict:
+    """Run ``python ARGS`` in ``cwd``; the script writes the recorded source to $OUT."""
+    import modelledger
+
+    out = home.parent / "source.json"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home.parent),
+        "PYTHONPATH": str(Path(modelledger.__file__).parents[1]),
+        "MODELLEDGER_HOME": str(home),
+        "OUT": str(out),
+    }
+    extra = cwd.parent / "runner-site" / "site-packages"
+    if extra.exists():
+        env["PYTHONPATH"] += f":{extra}"
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    source: dict = json.loads(out.read_text())
+    return source
+
+
+REGISTERING_SCRIPT = """
+import json, os, pathlib, tempfile
+from modelledger import Registry
+
+folder = pathlib.Path(tempfile.mkdtemp())
+(folder / "weights.bin").write_bytes(b"1")
+mv = Registry.open().register("m", folder)
+pathlib.Path(os.environ["OUT"]).write_text(json.dumps(mv.manifest["source"]))
+"""
+
+
+def test_under_cprofile_the_profiled_script_is_recorded(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "code", remote="https://git.example.com/risk/credit.git")
+    (repo / "train.py").write_text(REGISTERING_SCRIPT)
+    _git(repo, "commit", "-q", "-am", "register")
+    source = _run_script(
+        ["-m", "cProfile", "-o", str(tmp_path / "prof.out"), "train.py"], repo, tmp_path / "home"
+    )
+    assert source["path"] == "train.py"
+    assert source["revision"] == _git(repo, "rev-parse", "HEAD")
+    assert source["repo_url"] == "https://git.example.com/risk/credit.git"
+    assert source["dirty"] is False
+    assert "unknown" not in source
+
+
+def test_a_runner_in_site_packages_is_never_recorded_as_the_code(tmp_path: Path) -> None:
+    # A test runner installed as a package, in a checkout of its own (as an editable or
+    # vendored runner would be): neither its file nor its repository is the training code.
+    runner_repo = _repo(tmp_path / "runner-site", remote="https://git.example.com/tools/runner.git")
+    package = runner_repo / "site-packages" / "fakerunner"
+    package.mkdir(parents=True)
+    (package / "__main__.py").write_text(  # imports the test file, as pytest does
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('test_model', sys.argv[1])\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+    )
+    _git(runner_repo, "add", ".")
+    _git(runner_repo, "commit", "-q", "-m", "runner")
+    code = _repo(tmp_path / "code", remote="https://git.example.com/risk/credit.git")
+    (code / "test_model.py").write_text(REGISTERING_SCRIPT)
+    source = _run_script(["-m", "fakerunner", "test_model.py"], code, tmp_path / "home")
+    assert source["unknown"] == "run under fakerunner"
+    assert source["repo_url"] is None and source["path"] is None and source["revision"] is None
+    assert "runner" not in json.dumps({k: v for k, v in source.items() if k != "unknown"})
+
+
+def test_under_pytest_the_source_is_unknown(tmp_path: Path) -> None:
+    code = _repo(tmp_path / "code", remote="https://git.example.com/risk/credit.git")
+    (code / "test_model.py").write_text(
+        "def test_register():\n"
+        + "".join(f"    {line}\n" for line in REGISTERING_SCRIPT.strip().splitlines())
+    )
+    source = _run_script(
+        ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_model.py"], code, tmp_path / "home"
+    )
+    assert source["unknown"] == "run under pytest"
+    assert source["repo_url"] is None and source["revision"] is None and source["path"] is None
+
+
+def test_an_explicit_script_wins_over_the_runner(tmp_path: Path) -> None:
+    from modelledger._manifest import capture_source
+
+    repo = _repo(tmp_path / "code")
+    source = capture_source(script=str(repo / "train.py"))  # here, under pytest
+    assert source.unknown is None and source.path == "train.py"
+
+
+# --------------------------------------------------------------------------- a folder's environment
+
+UV_LOCK = """version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "NumPy"
+version = "1.26.4"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "credit"
+source = { editable = "." }
+"""
+ENVIRONMENT_YML = """name: credit
+channels: [conda-forge]
+dependencies:
+  - python=3.11.7
+  - conda-forge::numpy=1.26.4=py311h64a7726_0
+  - scipy>=1.10
+  - pip:
+      - scikit-learn==1.4.2
+"""
+PIPFILE_LOCK = json.dumps(
+    {
+        "default": {"numpy": {"version": "==1.26.4"}, "dev": {"git": "x"}},
+        "develop": {"pytest": {"version": "==8.0"}},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("files", "read_from", "dependencies"),
+    [
+        ({"uv.lock": UV_LOCK}, "uv.lock", {"numpy": "1.26.4"}),
+        ({"poetry.lock": UV_LOCK}, "poetry.lock", {"numpy": "1.26.4"}),
+        (
+            {"pylock.toml": 'lock-version = "1.0"\n[[packages]]\nname = "numpy"\nversion = "1.26.4"\n'},
+            "pylock.toml",
+            {"numpy": "1.26.4"},
+        ),
+        ({"Pipfile.lock": PIPFILE_LOCK}, "Pipfile.lock", {"numpy": "1.26.4"}),
+        (
+            {"environment.yml": ENVIRONMENT_YML},
+            "environment.yml",
+            {"python": "3.11.7", "numpy": "1.26.4", "scikit-learn": "1.4.2"},
+        ),
+        ({"requirements-gpu.txt": "torch==2.3.0\n"}, "requirements-gpu.txt", {"torch": "2.3.0"}),
+        # a lock file pins everything, so it is preferred to a requirements file
+        ({"requirements.txt": "numpy==1.0\n", "uv.lock": UV_LOCK}, "uv.lock", {"numpy": "1.26.4"}),
+    ],
+)
+def test_a_folder_declares_its_training_environment(
+    registry: Registry, tmp_path: Path, files: dict[str, str], read_from: str, dependencies: dict[str, str]
+) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"1")
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    m = registry.register("m", folder).manifest
+    assert m["environment"] == {"origin": "training", "from": read_from}
+    assert m["dependencies"] == dependencies
+    assert m["python"] is None
+
+
+def test_an_unreadable_lock_file_is_refused_not_replaced(registry: Registry, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"1")
+    (folder / "uv.lock").write_text("[[package]\nname = ")
+    with pytest.raises(InvalidManifest) as err:
+        registry.register("m", folder)
+    assert err.value.field == "environment" and "uv.lock" in str(err.value)
+    with pytest.raises(NotFound):
+        registry.get_model("m")
+
+
+def test_a_manifest_may_say_the_registering_process_is_the_training_one(
+    registry: Registry, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"1")
+    m = registry.register("m", folder, manifest={"environment": {"origin": "training"}}).manifest
+    assert m["environment"] == {"origin": "training", "from": "process"}
+    assert m["dependencies"]["numpy"] == np.__version__ and m["python"]
+    off = registry.register("m", folder, capture=False).manifest
+    assert off["environment"] is None and off["dependencies"] == {}

@@ -13,6 +13,11 @@ manifest may not use anchors or aliases (``&x``/``*x``, including ``<<: *x`` mer
 small file cannot expand into a huge document ("billion laughs"). ``source.revision``
 becomes part of a folder name, so it must look like a git revision (no ``/``, ``..`` or
 control characters, at most 128 characters).
+
+No credential is ever stored: every URL that enters a manifest, captured or given
+(``source.repo_url``, ``datasets[].uri``, ``steps[].code.repo_url``), passes through
+:func:`redact_url` first, so the manifest that is hashed and written to the ledger never
+holds a password, token or signature.
 """
 
 from __future__ import annotations
@@ -20,15 +25,19 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import site
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import sysconfig
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from ._identifiers import revision_problem, validate_alias
 from ._lifecycle import parse_gates
@@ -46,6 +55,8 @@ __all__ = [
     "check_manifest",
     "load_manifest_file",
     "load_steps_file",
+    "redact_code",
+    "redact_url",
 ]
 
 MANIFEST_FORMAT = 1
@@ -96,22 +107,48 @@ DEFAULT_LIMITS = ManifestLimits()
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
-    """Where the training script lives in version control."""
+    """Where the training script lives in version control.
+
+    ``repo_url`` holds no credentials (see :func:`redact_url`). ``dirty`` is true when a
+    tracked file differs from ``revision`` or the script itself is not tracked (untracked or
+    ignored by git). ``dirty_paths`` then names what made it dirty, relative to the
+    repository root, the script first, at most 50 of them; ``dirty_count`` is how many there
+    are in all. ``unknown`` says why nothing else is recorded when the running ``__main__``
+    is a runner and not the training code (``"run under pytest"``, ``"run in a Jupyter
+    kernel"``). These three appear in :meth:`to_dict` only when set, so a clean or explicit
+    source reads as it always did::
+
+        {"repo_url": "https://git.example.com/risk/credit.git", "path": "train.py",
+         "revision": "9f1c2ab...", "dirty": true, "branch": "main",
+         "dirty_paths": ["train.py", "features.py"], "dirty_count": 2}
+
+    >>> SourceInfo(unknown="run under pytest").to_dict()["unknown"]
+    'run under pytest'
+    """
 
     repo_url: str | None = None
     path: str | None = None
     revision: str | None = None
     dirty: bool | None = None
     branch: str | None = None
+    dirty_paths: tuple[str, ...] = ()
+    dirty_count: int = 0
+    unknown: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "repo_url": self.repo_url,
             "path": self.path,
             "revision": self.revision,
             "dirty": self.dirty,
             "branch": self.branch,
         }
+        if self.dirty_paths or self.dirty_count:
+            out["dirty_paths"] = list(self.dirty_paths)
+            out["dirty_count"] = max(self.dirty_count, len(self.dirty_paths))
+        if self.unknown is not None:
+            out["unknown"] = self.unknown
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +164,28 @@ class TrainingJob:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """Everything recorded about how a version was built. Frozen at registration."""
+    """Everything recorded about how a version was built. Frozen at registration.
+
+    ``environment`` says whose ``dependencies``, ``python`` and ``platform`` these are:
+    ``{"origin": "training" | "registering-machine", "from": <where they were read>}``.
+
+    - ``{"origin": "training", "from": "process"}``: a model object registered from the
+      Python process that holds it (the training run, as a rule); read from that process.
+    - ``{"origin": "training", "from": "manifest"}``: a folder whose manifest lists
+      ``dependencies``; only those are recorded.
+    - ``{"origin": "training", "from": "requirements.txt"}`` (or ``uv.lock``,
+      ``poetry.lock``, ``Pipfile.lock``, ``pylock.toml``, ``environment.yml``,
+      ``requirements-gpu.txt``, ...): a folder that holds such a file at its top level; the
+      pinned versions in it are recorded.
+    - ``{"origin": "registering-machine", "from": "process"}``: a folder that says nothing
+      about its training environment (``modelledger register ./model``); what is recorded is
+      the machine that ran the registration, not necessarily the one that trained.
+
+    Only with ``"from": "process"`` are the running interpreter's packages, Python, platform
+    and host filled in; otherwise nothing of the registering machine is mixed in. A manifest
+    may give ``environment`` itself (``origin`` required); a missing ``from`` is filled in
+    as above.
+    """
 
     params: Mapping[str, Any] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -149,6 +207,7 @@ class Manifest:
     target_alias: str | None = None  # where `deploy` points by default (production)
     datasets: tuple[Mapping[str, Any], ...] = ()  # {role, uri, digest, rows} per data set used
     steps: tuple[Mapping[str, Any], ...] = ()  # processing steps inside the model (from its pipeline)
+    environment: Mapping[str, str] | None = None  # {"origin": ..., "from": ...}, see above
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +232,7 @@ class Manifest:
             "target_alias": self.target_alias,
             "datasets": [dict(d) for d in self.datasets],
             "steps": [dict(st) for st in self.steps],
+            "environment": dict(self.environment) if self.environment is not None else None,
         }
 
     @classmethod
@@ -188,23 +248,44 @@ class Manifest:
         capture_git: bool = True,
         cwd: str | os.PathLike[str] | None = None,
         script: str | None = None,
+        folder: str | os.PathLike[str] | None = None,
+        limits: ManifestLimits = DEFAULT_LIMITS,
     ) -> Manifest:
-        """Fill in what was not given: git source, Python, platform, dependency versions."""
+        """Fill in what was not given: git source, environment (dependencies, Python, platform).
+
+        ``folder`` is the artefact folder when a folder of files is registered: its training
+        environment comes from this manifest's ``dependencies`` or a lock or requirements
+        file in it, else it is labelled the registering machine's (see :class:`Manifest`).
+        Without ``folder`` the model object is in this process, whose environment is recorded.
+
+        >>> Manifest().with_captured(folder="model").environment  # doctest: +SKIP
+        {'origin': 'registering-machine', 'from': 'process'}
+        """
         src = self.source
         # A source given explicitly describes another checkout: never mix in fields
         # from the repository this process happens to run in.
         explicit = bool(src.repo_url or src.revision)
         if capture_git and not explicit:
             found = capture_source(cwd=cwd, script=script)
+            given_dirty = src.dirty is not None
             src = SourceInfo(
                 repo_url=src.repo_url or found.repo_url,
                 path=src.path or found.path,
                 revision=src.revision or found.revision,
-                dirty=src.dirty if src.dirty is not None else found.dirty,
+                dirty=src.dirty if given_dirty else found.dirty,
                 branch=src.branch or found.branch,
+                dirty_paths=src.dirty_paths if given_dirty else found.dirty_paths,
+                dirty_count=src.dirty_count if given_dirty else found.dirty_count,
+                unknown=src.unknown or found.unknown,
             )
-        deps = dict(capture_dependencies())
-        deps.update(self.dependencies)
+        origin, read_from, deps = self._environment_source(folder, limits)
+        if read_from != "process":
+            # The training environment is known from a file or the manifest: recording this
+            # machine's Python, platform or host beside it would describe two machines as one.
+            return replace(
+                self, source=src, dependencies=deps, environment={"origin": origin, "from": read_from}
+            )
+        deps = {**capture_dependencies(), **self.dependencies}
         job = self.training_job
         if job.host is None:
             job = replace(job, host=socket.gethostname())
@@ -215,7 +296,28 @@ class Manifest:
             python=self.python or platform.python_version(),
             platform=self.platform or platform.platform(),
             training_job=job,
+            environment={"origin": origin, "from": read_from},
         )
+
+    def _environment_source(
+        self, folder: str | os.PathLike[str] | None, limits: ManifestLimits
+    ) -> tuple[str, str, dict[str, str]]:
+        """(origin, where the dependencies are read, those given or read from a file)."""
+        deps = dict(self.dependencies)
+        if folder is None:
+            origin, read_from = "training", "process"
+        elif deps:
+            origin, read_from = "training", "manifest"
+        else:
+            declared = _read_environment_file(Path(folder), limits)
+            if declared is not None:
+                (read_from, deps), origin = declared, "training"
+            else:
+                origin, read_from = "registering-machine", "process"
+        given = self.environment or {}
+        if "from" in given:
+            read_from, deps = given["from"], dict(self.dependencies)
+        return given.get("origin", origin), read_from, deps
 
 
 # ---------------------------------------------------------------- validation
@@ -242,8 +344,20 @@ _TOP = {
     "target_alias": (str,),
     "datasets": (list,),
     "steps": (list,),
+    "environment": (dict,),
 }
-_SOURCE = {"repo_url": (str,), "path": (str,), "revision": (str,), "dirty": (bool,), "branch": (str,)}
+_SOURCE = {
+    "repo_url": (str,),
+    "path": (str,),
+    "revision": (str,),
+    "dirty": (bool,),
+    "branch": (str,),
+    "dirty_paths": (list,),
+    "dirty_count": (int,),
+    "unknown": (str,),
+}
+_ENVIRONMENT = {"origin": (str,), "from": (str,)}
+_ORIGINS = ("training", "registering-machine")
 _JOB = {"id": (str, int), "started_at": (str, datetime), "ended_at": (str, datetime), "host": (str,)}
 _FLAVORS = {"sklearn", "python", "files"}
 _STAGE_MODES = ("data_prepared", "trained", "validated", "approved", "deployed")
@@ -362,10 +476,55 @@ def _check_revision(revision: Any, source: str | None) -> None:
 
 def check_manifest(doc: Manifest, limits: ManifestLimits = DEFAULT_LIMITS) -> Manifest:
     """Hold a :class:`Manifest` built in Python to what :meth:`Manifest.from_dict` enforces on
-    documents: ``limits`` and the ``source.revision`` pattern. Returns ``doc``."""
+    documents: ``limits``, the ``source.revision`` pattern and ``environment``'s shape.
+    Returns ``doc`` with every URL's credentials removed (:func:`redact_url`)."""
     _check_document(doc.to_dict(), limits, None)
     _check_revision(doc.source.revision, None)
-    return doc
+    if doc.environment is not None:
+        _check_environment(doc.environment, None)
+    return _redacted(doc)
+
+
+def _check_environment(env: Mapping[str, Any], source: str | None) -> None:
+    _check_fields(env, _ENVIRONMENT, "environment.", source)
+    if env.get("origin") not in _ORIGINS:
+        raise InvalidManifest("environment.origin", f"must be one of {', '.join(_ORIGINS)}", source=source)
+    if "from" in env and not env["from"]:
+        raise InvalidManifest("environment.from", "must not be empty", source=source)
+
+
+def _redacted(doc: Manifest) -> Manifest:
+    """``doc`` without credentials in any URL it holds (a no-op, returning ``doc``, if none)."""
+    src = doc.source
+    repo_url = redact_url(src.repo_url) if src.repo_url else src.repo_url
+    datasets = tuple(
+        {**d, "uri": redact_url(d["uri"])} if isinstance(d.get("uri"), str) else d for d in doc.datasets
+    )
+    steps = tuple(_redacted_code(st) for st in doc.steps)
+    if repo_url == src.repo_url and datasets == doc.datasets and steps == doc.steps:
+        return doc
+    return replace(doc, source=replace(src, repo_url=repo_url), datasets=datasets, steps=steps)
+
+
+def _redacted_code(step: Mapping[str, Any]) -> Mapping[str, Any]:
+    code = step.get("code")
+    if not isinstance(code, Mapping):
+        return step
+    clean = redact_code(code)
+    return step if clean is code else {**step, "code": clean}
+
+
+def redact_code(code: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A code reference (``{"repo_url": ..., "path": ..., ...}``) with its ``repo_url``
+    passed through :func:`redact_url`; ``code`` itself when nothing was removed.
+
+    >>> redact_code({"repo_url": "https://u:pw@host/r.git", "path": "etl.py"})
+    {'repo_url': 'https://host/r.git', 'path': 'etl.py'}
+    """
+    url = code.get("repo_url")
+    if not isinstance(url, str) or (clean := redact_url(url)) == url:
+        return code
+    return {**code, "repo_url": clean}
 
 
 def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest:
@@ -381,6 +540,14 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
     src = data.get("source") or {}
     _check_fields(src, _SOURCE, "source.", source)
     _check_revision(src.get("revision"), source)
+    dirty_paths = src.get("dirty_paths") or []
+    if not all(isinstance(p, str) for p in dirty_paths):
+        raise InvalidManifest("source.dirty_paths", "must be a list of paths (strings)", source=source)
+    if (src.get("dirty_count") or 0) < 0:
+        raise InvalidManifest("source.dirty_count", "must not be negative", source=source)
+    environment = data.get("environment")
+    if environment is not None:
+        _check_environment(environment, source)
     job = data.get("training_job") or {}
     _check_fields(job, _JOB, "training_job.", source)
     metrics = data.get("metrics") or {}
@@ -426,11 +593,20 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
             return None
         return v.isoformat() if isinstance(v, datetime) else str(v)
 
-    return Manifest(
+    doc = Manifest(
         params=dict(data.get("params") or {}),
         settings=dict(data.get("settings") or {}),
         metrics={k: float(v) for k, v in metrics.items()},
-        source=SourceInfo(**{k: src.get(k) for k in _SOURCE}),
+        source=SourceInfo(
+            repo_url=src.get("repo_url"),
+            path=src.get("path"),
+            revision=src.get("revision"),
+            dirty=src.get("dirty"),
+            branch=src.get("branch"),
+            dirty_paths=tuple(dirty_paths),
+            dirty_count=src.get("dirty_count") or len(dirty_paths),
+            unknown=src.get("unknown"),
+        ),
         algorithm=data.get("algorithm"),
         framework=data.get("framework"),
         framework_version=data.get("framework_version"),
@@ -447,7 +623,9 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
         target_alias=target,
         datasets=tuple(_check_list_of_maps(data.get("datasets"), "datasets", ("role", "uri"), source)),
         steps=tuple(_check_list_of_maps(data.get("steps"), "steps", ("name",), source)),
+        environment=dict(environment) if environment is not None else None,
     )
+    return _redacted(doc)
 
 
 def _check_list_of_maps(
@@ -577,12 +755,114 @@ def _load_yaml(text: str, limits: ManifestLimits, source: str) -> Any:
     return yaml.load(text, Loader=loader)  # a safe loader, on a document checked above
 
 
+# ---------------------------------------------------------------- redaction
+
+# Query (and fragment) parameters that carry a credential, compared case-insensitively:
+# tokens of git hosts and APIs, passwords, and the signatures of pre-signed S3, GCS and
+# Azure URLs (``sig`` is Azure's SAS signature).
+_SECRET_PARAMS = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "private_token",
+        "auth",
+        "authorization",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "client_secret",
+        "key",
+        "api_key",
+        "apikey",
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+    }
+)
+_SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+# git's scp-like syntax, ``user@host:path``: the host is what follows the last "@".
+_SCP_LIKE = re.compile(r"(?P<user>[^/]+)@(?P<host>[^@:/]+):(?P<path>.*)", re.DOTALL)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the credentials it may carry; anything else is returned unchanged.
+
+    Removed: the user information of a URL (``https://alice:ghp_x@host/...`` and
+    ``https://TOKEN@host/...`` become ``https://host/...``; every scheme but ssh), a password
+    on ssh (``ssh://git:pw@host/...`` keeps ``git@``), and query or fragment parameters that
+    hold a secret (``token``, ``access_token``, ``private_token``, ``auth``, ``password``,
+    ``key``, ``api_key``, ``sig``, ``signature``, ``X-Amz-Signature``, ``X-Amz-Credential``,
+    ``X-Amz-Security-Token`` and a few more, in any case). On ssh, and in git's scp-like
+    ``git@host:org/repo.git``, a user name alone is kept: ssh authenticates with a key, so
+    the name is an account such as ``git``, not a secret. On every other scheme a bare user
+    name is removed too, since hosts accept a token in its place.
+
+    >>> redact_url("https://alice:ghp_secret@github.com/org/repo.git")
+    'https://github.com/org/repo.git'
+    >>> redact_url("https://gitlab.example.com/org/repo.git?private_token=abc&ref=main")
+    'https://gitlab.example.com/org/repo.git?ref=main'
+    >>> redact_url("git@github.com:org/repo.git")
+    'git@github.com:org/repo.git'
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and _SCHEME.fullmatch(scheme):
+        cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+        authority, tail = rest[:cut], rest[cut:]
+        userinfo, at, host = authority.rpartition("@")
+        if at:
+            user = userinfo.partition(":")[0] if scheme.lower() in _SSH_SCHEMES else ""
+            authority = f"{user}@{host}" if user else host
+        return f"{scheme}://{authority}{_without_secret_params(tail)}"
+    scp = _SCP_LIKE.fullmatch(url)
+    if scp is not None:
+        user = scp["user"].partition(":")[0]
+        return f"{user}@{scp['host']}:{_without_secret_params(scp['path'])}"
+    return url
+
+
+def _without_secret_params(tail: str) -> str:
+    """A URL's path, query and fragment without the secret parameters of query and fragment."""
+    before, hashmark, fragment = tail.partition("#")
+    path, question, query = before.partition("?")
+    if question and (kept := _kept_params(query)) != query:
+        before = f"{path}?{kept}" if kept else path
+    if hashmark and (kept := _kept_params(fragment)) != fragment:
+        fragment = kept
+        hashmark = "#" if kept else ""
+    return f"{before}{hashmark}{fragment}"
+
+
+def _kept_params(params: str) -> str:
+    parts = params.split("&")
+    kept = [p for p in parts if unquote_plus(p.partition("=")[0]).strip().lower() not in _SECRET_PARAMS]
+    # Rebuilt only when something went, so a URL without secrets is stored byte for byte.
+    return params if len(kept) == len(parts) else "&".join(kept)
+
+
 # ---------------------------------------------------------------- capture
+
+_DIRTY_PATHS_SHOWN = 50  # dirty_paths lists at most this many; dirty_count counts them all
 
 
 def _git(args: list[str], cwd: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",  # a path that is not UTF-8 must not make provenance capture fail
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -592,11 +872,26 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
     """Describe the git checkout that holds ``script`` (default: the running script).
 
     ``script`` may also be a folder (the training code's directory). Outside a git
-    repository every field is ``None``.
+    repository every field is ``None``. The remote URL is recorded without credentials
+    (:func:`redact_url`). ``dirty`` is true when a tracked file is changed or ``script``
+    itself is untracked or ignored (for a folder: the folder itself, not files inside it);
+    ``dirty_paths`` says which.
+
+    With neither ``script`` nor ``cwd``, the running script is ``__main__``'s file. When
+    that is a runner installed with Python or a package (``python -m cProfile``, ``profile``,
+    ``trace``, ``pdb``, pytest, IPython, a Jupyter kernel: any ``__main__`` in the standard
+    library, site-packages or the interpreter's scripts folder), the script it runs is
+    ``sys.argv[0]`` if that is a ``.py`` file of the user's; otherwise nothing is recorded
+    but ``unknown``, which says why: never the runner's file or repository. Code given with
+    ``python -c`` or on standard input records the current folder's checkout, without a path.
+
+    >>> capture_source(script="training/train.py").dirty  # doctest: +SKIP
+    False
     """
     if script is None:
-        main = sys.modules.get("__main__")
-        script = getattr(main, "__file__", None)
+        script, unknown = _running_script()
+        if unknown is not None and not cwd:
+            return SourceInfo(unknown=unknown)
     if cwd:
         base = Path(cwd)
     elif script and Path(script).is_dir():
@@ -608,21 +903,16 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
     if checkout is None:
         return SourceInfo()
     top, remote = checkout
-    # One call per registration for what changes between commits: HEAD, branch, dirty files.
-    status = _git(["status", "--porcelain=v2", "--branch", "--untracked-files=no"], where)
+    # One call per registration for what changes between commits: HEAD, branch, changed
+    # files, and whether the script is untracked or ignored. Listing untracked and ignored
+    # paths (folders collapsed) costs a directory walk, yet less than a second git process
+    # in the small repositories training code lives in; -z keeps paths unquoted.
+    status = _git(
+        ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--ignored=matching"],
+        where,
+    )
     if status is None:
         return SourceInfo()
-    revision = branch = None
-    dirty = False
-    for line in status.splitlines():
-        if line.startswith("# branch.oid "):
-            revision = line.split(" ", 2)[2]
-        elif line.startswith("# branch.head "):
-            branch = line.split(" ", 2)[2]
-        elif line and not line.startswith("#"):
-            dirty = True
-    if revision in (None, "(initial)"):
-        return SourceInfo(repo_url=remote or Path(top).as_uri(), dirty=dirty)
     rel: str | None = None
     if script:
         try:
@@ -631,22 +921,124 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
             rel = None
         if rel == ".":
             rel = None
+    revision, branch, dirty_paths = _parse_status(status, rel)
+    repo_url = remote or Path(top).as_uri()
+    shown = tuple(dirty_paths[:_DIRTY_PATHS_SHOWN])
+    if revision in (None, "(initial)"):
+        return SourceInfo(
+            repo_url=repo_url, dirty=bool(dirty_paths), dirty_paths=shown, dirty_count=len(dirty_paths)
+        )
     return SourceInfo(
-        repo_url=remote or Path(top).as_uri(),
+        repo_url=repo_url,
         path=rel,
         revision=revision,
-        dirty=dirty,
+        dirty=bool(dirty_paths),
         branch=None if branch in (None, "(detached)") else branch,
+        dirty_paths=shown,
+        dirty_count=len(dirty_paths),
     )
+
+
+def _parse_status(status: str, script: str | None) -> tuple[str | None, str | None, list[str]]:
+    """(HEAD, branch, the paths that make the checkout dirty) from ``git status -z --porcelain=v2``.
+
+    Changed tracked files count, and ``script`` (relative to the root) when it is untracked or
+    ignored itself or lies in a folder that is; other untracked or ignored files do not (they
+    are outputs, data, caches). ``script`` comes first in the list.
+    """
+    revision = branch = None
+    changed: list[str] = []
+    script_untracked = False
+    fields = iter(status.split("\0"))
+    for entry in fields:
+        kind = entry[:2]
+        if entry.startswith("# branch.oid "):
+            revision = entry.split(" ", 2)[2]
+        elif entry.startswith("# branch.head "):
+            branch = entry.split(" ", 2)[2]
+        elif kind == "1 ":  # ordinary change: 8 fields, then the path
+            changed.append(entry.split(" ", 8)[-1])
+        elif kind == "2 ":  # rename or copy: 9 fields, the path, then the original path
+            changed.append(entry.split(" ", 9)[-1])
+            next(fields, None)
+        elif kind == "u ":  # unmerged: 10 fields, then the path
+            changed.append(entry.split(" ", 10)[-1])
+        elif kind in ("? ", "! ") and script is not None:
+            path = entry[2:]
+            if path == script or (path.endswith("/") and f"{script}/".startswith(path)):
+                script_untracked = True
+    if script is not None and (script_untracked or script in changed):
+        changed = [script, *(p for p in changed if p != script)]
+    return revision, branch, changed
+
+
+def _running_script() -> tuple[str | None, str | None]:
+    """(the script this process runs, or None and why it cannot be named).
+
+    Both None for ``python -c``, standard input or the plain REPL: there is no runner to
+    mistake for the code, and the current folder's checkout is recorded, as it always was.
+    """
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if isinstance(file, str) and file and not _installed(file):
+        return file, None
+    # __main__ is a runner (a profiler, debugger, test runner or notebook kernel) or has no
+    # file: the profilers and trace leave the script they run in sys.argv[0].
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.endswith(".py") and os.path.isfile(argv0) and not _installed(argv0):
+        return argv0, None
+    # pytest sets the variable while a test runs, in its own process and in pytest-xdist's
+    # workers (whose __main__ has no file); a child process inherits it, but not pytest.
+    if os.environ.get("PYTEST_CURRENT_TEST") and "_pytest" in sys.modules:
+        return None, "run under pytest"
+    if "ipykernel" in sys.modules:
+        return None, "run in a Jupyter kernel"
+    if "IPython" in sys.modules and not file:
+        return None, "run in IPython"
+    if not file:
+        return None, None
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if isinstance(spec_name, str) and spec_name:
+        return None, f"run under {spec_name.removesuffix('.__main__')}"
+    return None, f"run under {Path(file).stem}"
+
+
+def _installed(path: str) -> bool:
+    """Whether ``path`` belongs to the interpreter or an installed package, not to user code."""
+    real = os.path.realpath(path)
+    if {"site-packages", "dist-packages"} & set(Path(real).parts):
+        return True
+    return any(real == root or real.startswith(root + os.sep) for root in _install_roots())
+
+
+@lru_cache(maxsize=1)
+def _install_roots() -> tuple[str, ...]:
+    """The standard library, site-packages and scripts folders of this interpreter and its base."""
+    roots: set[str] = set()
+    base = {
+        "base": sys.base_prefix,
+        "platbase": sys.base_exec_prefix,
+        "installed_base": sys.base_prefix,
+        "installed_platbase": sys.base_exec_prefix,
+    }
+    keys = ("stdlib", "platstdlib", "purelib", "platlib", "scripts")
+    for paths in (sysconfig.get_paths(), sysconfig.get_paths(vars=base)):
+        roots.update(paths[k] for k in keys if k in paths)
+    roots.update(getattr(site, "getsitepackages", list)())
+    if site.ENABLE_USER_SITE and isinstance(site.USER_SITE, str):
+        roots.add(site.USER_SITE)
+    return tuple(sorted({os.path.realpath(r) for r in roots if r}))
 
 
 @lru_cache(maxsize=64)
 def _checkout(where: str) -> tuple[str, str | None] | None:
-    """(top-level folder, origin URL) of the checkout holding ``where``; these rarely change."""
+    """(top-level folder, origin URL without credentials) of the checkout holding ``where``;
+    these rarely change."""
     top = _git(["rev-parse", "--show-toplevel"], where)
     if not top:
         return None
-    return top, _git(["config", "--get", "remote.origin.url"], where)
+    remote = _git(["config", "--get", "remote.origin.url"], where)
+    return top, redact_url(remote) if remote else remote
 
 
 @lru_cache(maxsize=1)
@@ -665,3 +1057,132 @@ def _dependencies() -> tuple[tuple[str, str], ...]:
 def capture_dependencies() -> dict[str, str]:
     """Every installed distribution and its version (read once per process)."""
     return dict(_dependencies())
+
+
+# ---------------------------------------------------------------- a folder's declared environment
+
+# Looked for at the top of an artefact folder, in this order: lock files pin every package,
+# so they come before requirements files, which may list only direct dependencies.
+_ENVIRONMENT_FILES = (
+    "pylock.toml",
+    "uv.lock",
+    "poetry.lock",
+    "Pipfile.lock",
+    "requirements.txt",
+    "environment.yml",
+    "environment.yaml",
+)
+# Lock files of large projects outgrow a manifest's limit (they list hashes for every wheel).
+_ENVIRONMENT_FILE_BYTES = 32 * 1024 * 1024
+# name==version or name===version, with optional extras, then nothing but a marker or options.
+_PIN = re.compile(
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*(?P<version>[^\s;,*]+)\s*(?:[;\s].*)?",
+    re.DOTALL,
+)
+# conda's name=version[=build] (also name==version), after an optional channel::
+_CONDA_PIN = re.compile(
+    r"(?:[^:\s]+::)?(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*==?\s*(?P<version>[^\s=*,]+)(?:=\S+)?"
+)
+
+
+def _read_environment_file(folder: Path, limits: ManifestLimits) -> tuple[str, dict[str, str]] | None:
+    """(file name, pinned package versions) of the environment ``folder`` declares, or None.
+
+    The first of :data:`_ENVIRONMENT_FILES` present at the folder's top level wins, then
+    any other ``requirements*.txt`` (by name). Only exact pins are recorded
+    (``name==version``; a range says nothing about what was installed); names are lower-cased
+    as :func:`capture_dependencies` records them. A file that cannot be parsed is refused
+    with :class:`InvalidManifest`, rather than silently recording another environment.
+    """
+    try:
+        names = {p.name for p in folder.iterdir() if p.is_file()}
+    except OSError:
+        return None
+    extra = sorted(n for n in names if n.startswith("requirements") and n.endswith(".txt"))
+    readable = (n for n in (*_ENVIRONMENT_FILES, *extra) if not _is_toml(n) or _toml_loads() is not None)
+    name = next((n for n in readable if n in names), None)
+    if name is None:
+        return None
+    path = folder / name
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_ENVIRONMENT_FILE_BYTES + 1)
+        if len(raw) > _ENVIRONMENT_FILE_BYTES:
+            raise ValueError(f"it is larger than {_ENVIRONMENT_FILE_BYTES} bytes")
+        deps = _parse_environment(name, raw.decode("utf-8"), limits, str(path))
+    except InvalidManifest:
+        raise
+    except (OSError, ValueError, RecursionError, TypeError, AttributeError) as exc:
+        # ValueError covers UnicodeDecodeError, json's and tomllib's errors
+        raise InvalidManifest("environment", f"cannot be read from {name}: {exc}", source=str(path)) from exc
+    check_limits(deps, "dependencies", limits, source=str(path))
+    return name, deps
+
+
+def _parse_environment(name: str, text: str, limits: ManifestLimits, source: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    if name.endswith(".txt"):
+        for line in _requirement_lines(text):
+            _add_pin(found, _PIN.fullmatch(line))
+    elif name == "Pipfile.lock":
+        for pkg, spec in (json.loads(text).get("default") or {}).items():
+            version = spec.get("version") if isinstance(spec, Mapping) else None
+            if isinstance(version, str) and version.startswith("=="):
+                found[str(pkg).lower()] = version[2:]
+    elif name.startswith("environment."):
+        doc = _load_yaml(text, limits, source)
+        for item in (doc or {}).get("dependencies") or ():
+            if isinstance(item, str):
+                _add_pin(found, _CONDA_PIN.fullmatch(item.strip()))
+            elif isinstance(item, Mapping):  # {"pip": [requirement lines]}
+                for line in item.get("pip") or ():
+                    _add_pin(found, _PIN.fullmatch(str(line).strip()))
+    else:  # pylock.toml lists [[packages]]; uv.lock and poetry.lock list [[package]]
+        loads = _toml_loads()
+        assert loads is not None  # a TOML file is only chosen when it can be read
+        doc = loads(text)
+        for pkg in doc.get("packages" if name == "pylock.toml" else "package") or ():
+            if isinstance(pkg, Mapping) and isinstance(pkg.get("name"), str):
+                version = pkg.get("version")
+                if isinstance(version, str):
+                    found[pkg["name"].lower()] = version
+    return found
+
+
+def _is_toml(name: str) -> bool:
+    return name in ("pylock.toml", "uv.lock", "poetry.lock")
+
+
+@lru_cache(maxsize=1)
+def _toml_loads() -> Callable[[str], dict[str, Any]] | None:
+    """A TOML parser: the standard library's from Python 3.11, else tomli if installed.
+
+    Without one (Python 3.10 without tomli) TOML lock files are passed over: the next file
+    found, or the registering machine's label, is still true.
+    """
+    try:
+        import tomllib  # only folders with a TOML lock file need it; absent before Python 3.11
+
+        return tomllib.loads
+    except ImportError:
+        pass
+    try:
+        import tomli  # the same parser, installed separately on Python 3.10
+
+        loads: Callable[[str], dict[str, Any]] = tomli.loads
+        return loads
+    except ImportError:
+        return None
+
+
+def _requirement_lines(text: str) -> Iterator[str]:
+    """Logical lines of a requirements file: continuations joined, comments and options dropped."""
+    for line in re.sub(r"\\\r?\n", " ", text).splitlines():
+        line = re.sub(r"(^|\s)#.*", "", line).strip()
+        if line and not line.startswith("-"):
+            yield line
+
+
+def _add_pin(found: dict[str, str], match: re.Match[str] | None) -> None:
+    if match is not None:
+        found[match["name"].lower()] = match["version"]

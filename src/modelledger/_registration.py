@@ -126,7 +126,13 @@ def plan_registration(
     folder, flavor, entry, doc = _prepare_source(source, scratch_dir, doc, sample_input)
     if capture:
         # Provenance is read once and shared: the model's and every inline data set's code.
-        doc = doc.with_captured(script=os.fspath(code_path) if code_path is not None else None)
+        # A folder was saved by some other process, so its environment is the one it
+        # declares, or labelled as this machine's; an object's is this process's.
+        doc = doc.with_captured(
+            script=os.fspath(code_path) if code_path is not None else None,
+            folder=folder if isinstance(source, (str, os.PathLike)) else None,
+            limits=limits,
+        )
     doc = replace(doc, flavor=flavor, entry=entry)
     code = {k: v for k, v in doc.source.to_dict().items() if v is not None} if capture else {}
     planned = tuple(

@@ -13,7 +13,15 @@ from typing import Any
 
 from .._domain import DatasetSource, DatasetVersion, Page, ProcessingStep
 from .._identifiers import check_number, parse_dataset_uri, validate_name
-from .._manifest import DEFAULT_LIMITS, ManifestLimits, SourceInfo, capture_source, check_limits
+from .._manifest import (
+    DEFAULT_LIMITS,
+    ManifestLimits,
+    SourceInfo,
+    capture_source,
+    check_limits,
+    redact_code,
+    redact_url,
+)
 from .._paging import check_limit, decode_cursor, make_page
 from .._time import now
 from ..errors import AlreadyExists, IntegrityError, InvalidInput, InvalidManifest, NotFound
@@ -171,6 +179,9 @@ class Datasets:
         if src.extracted_at is None:
             src = replace(src, extracted_at=now().isoformat(timespec="seconds"))
         step_list = [s if s.code or not code else replace(s, code=code) for s in step_list]
+        # What is stored never holds credentials; the data itself is still read from `data`.
+        src = replace(src, uri=redact_url(src.uri) if src.uri else src.uri, code=redact_code(src.code))
+        step_list = [replace(s, code=redact_code(s.code)) for s in step_list]
         return DatasetPlan(name, data, src, tuple(step_list), dict(storage_options or {}))
 
     def write(

@@ -75,6 +75,28 @@ def versions_list(
     print_next_cursor(page)
 
 
+def _optional(key: str, value: Any) -> list[tuple[str, Any]]:
+    """A row only when there is something to say: versions registered before the field
+    existed keep the layout they had."""
+    return [(key, value)] if value else []
+
+
+def _dirty_paths(source: dict[str, Any]) -> str | None:
+    paths = source.get("dirty_paths") or []
+    if not paths:
+        return None
+    more = (source.get("dirty_count") or len(paths)) - len(paths)
+    return ", ".join(paths) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _environment(env: Any) -> str | None:
+    if not isinstance(env, dict) or not env.get("origin"):
+        return None
+    label = {"training": "the training environment", "registering-machine": "the registering machine"}
+    origin = label.get(env["origin"], env["origin"])
+    return f"{origin} ({env['from']})" if env.get("from") else origin
+
+
 def _render_version(mv: ModelVersion) -> None:
     m = mv.manifest
     source = m.get("source") or {}
@@ -103,6 +125,8 @@ def _render_version(mv: ModelVersion) -> None:
                 ("Revision", source.get("revision")),
                 ("Branch", source.get("branch")),
                 ("Dirty", source.get("dirty")),
+                *_optional("Dirty paths", _dirty_paths(source)),
+                *_optional("Unknown", source.get("unknown")),
             ],
         ),
         (
@@ -113,6 +137,7 @@ def _render_version(mv: ModelVersion) -> None:
                 ("Python", m.get("python")),
                 ("Platform", m.get("platform")),
                 ("Dependencies", f"{len(deps)} packages (--json lists them)"),
+                *_optional("Recorded from", _environment(m.get("environment"))),
             ],
         ),
         (
