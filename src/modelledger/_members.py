@@ -30,6 +30,7 @@ from .errors import InvalidInput
 
 __all__ = [
     "ACTION_ROLE",
+    "AUTOMATED_PREFIX",
     "MEMBER_ACTIONS",
     "ROLES",
     "Member",

@@ -52,6 +52,7 @@ class SqlBase:
         self._create = False  # only migrate() may create a SQLite file
         self._sqlite_path: Path | Literal[False] | None = False  # False: not worked out yet
         self._roster_cache: Roster | None = None  # rebuilt when an enrolment event is appended
+        self._first_kid: str | None = None  # the registry's first key id, once recorded
 
     @property
     def is_sqlite(self) -> bool:
