@@ -79,9 +79,15 @@ def applications(n: int, seed: int = 7) -> Any:
 def open_registry(folder: Path) -> Any:
     from modelledger import Registry
 
-    registry = Registry.open(f"sqlite:///{folder / 'registry.db'}", artifacts=str(folder / "artifacts"))
-    registry.init()
-    return registry
+    from modelledger import create_identity
+
+    os.environ["MODELLEDGER_IDENTITIES"] = str(folder / "identities")  # never the user's own keys
+    url, artifacts = f"sqlite:///{folder / 'registry.db'}", str(folder / "artifacts")
+    admin = Registry.open(url, artifacts=artifacts, actor="bench-admin")
+    admin.init()
+    # receipts are signed by a serving identity of its own, as on a real serving host
+    admin.enrol("bench-serving", create_identity("bench-serving")[2], roles=["serving", "contributor"])
+    return Registry.open(url, artifacts=artifacts, actor="bench-serving")
 
 
 def _stats_us(samples: list[float]) -> dict[str, float]:

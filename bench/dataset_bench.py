@@ -177,6 +177,7 @@ def _child(csv_path: str, workdir: str) -> None:
     from modelledger import Registry
 
     work = Path(workdir)
+    os.environ["MODELLEDGER_IDENTITIES"] = str(work / "identities")  # never the user's own keys
     registry = Registry.open(f"sqlite:///{work / 'registry.db'}", artifacts=str(work / "artifacts"))
     registry.init()
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -149,7 +149,8 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="modelledger-ledger-bench-", dir=cfg.dir))
     home = base / "home"
     os.environ["MODELLEDGER_HOME"] = str(home)
-    os.environ.pop("MODELLEDGER_KEY", None)  # the key goes beside the fresh database
+    os.environ.pop("MODELLEDGER_KEY", None)
+    os.environ["MODELLEDGER_IDENTITIES"] = str(base / "identities")  # never the user's own keys
     try:
         from modelledger import Registry
 
@@ -157,7 +158,7 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
         registry.init()
         registry.register(MODEL, lambda x: x, capture=False)
         registry.register(MODEL, lambda x: x, capture=False)
-        actor = "bench"
+        actor = registry.actor  # the root admin, whose key signs every batch
         seq0 = registry.verify_ledger().head_seq
         fsync_ms = _fsync_floor_ms(home)
 

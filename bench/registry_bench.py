@@ -178,6 +178,7 @@ class LedgerSide(Side):
     def setup(self) -> None:
         self.home = self.workdir / "home"
         os.environ["MODELLEDGER_HOME"] = str(self.home)
+        os.environ["MODELLEDGER_IDENTITIES"] = str(self.workdir / "identities")  # never the user's keys
         from modelledger import Registry
 
         self.registry = Registry.open()  # the embedded default: $MODELLEDGER_HOME/registry.db + artifacts/

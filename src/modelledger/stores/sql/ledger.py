@@ -27,6 +27,7 @@ from .statements import (
     Q_CHECKPOINT_INSERT,
     Q_EVENTS_INSERT,
     Q_HEAD_UPDATE,
+    Q_MEMBER_LAST,
     Q_MODEL_AND_VERSION,
     Q_POLICY_EVENT,
     Q_STATE,
@@ -87,7 +88,7 @@ class SqlLedger(SqlBase):
 
     def _ledger_policy(self, conn: Connection) -> Policy:
         """The policy as the ledger last recorded it (the settings row is only an index)."""
-        row = conn.execute(Q_POLICY_EVENT).first()
+        row = self.driver.first(conn, Q_POLICY_EVENT)
         return Policy.from_dict(json.loads(row[0])["policy"]) if row else Policy()
 
     def govern(
@@ -232,9 +233,8 @@ class SqlLedger(SqlBase):
 
     def _roster(self, conn: Connection) -> Roster:
         """The roster as of now; rebuilt only when an enrolment event was appended since."""
-        last = conn.execute(
-            sa.select(sa.func.max(t.ledger_events.c.seq)).where(t.ledger_events.c.action.in_(MEMBER_ACTIONS))
-        ).scalar()
+        found = self.driver.first(conn, Q_MEMBER_LAST)
+        last = found[0] if found else None
         cached = self._roster_cache
         if cached is not None and cached.last_seq == (last or 0):
             return cached

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..._members import MEMBER_ACTIONS
 from . import tables as t
 
 __all__ = [
@@ -135,8 +136,15 @@ Q_POLICY_EVENT = (
     sa.select(t.ledger_events.c.data)
     .where(
         t.ledger_events.c.subject == "registry",
-        t.ledger_events.c.action.in_(["policy.changed", "registry.initialized"]),
+        sa.or_(
+            t.ledger_events.c.action == "policy.changed", t.ledger_events.c.action == "registry.initialized"
+        ),
     )
     .order_by(t.ledger_events.c.seq.desc())
     .limit(1)
+)
+
+# The newest enrolment event: the roster is rebuilt only when it changes (index on action, seq).
+Q_MEMBER_LAST = sa.select(sa.func.max(t.ledger_events.c.seq)).where(
+    sa.or_(*(t.ledger_events.c.action == action for action in MEMBER_ACTIONS))
 )
