@@ -311,3 +311,32 @@ def test_a_receipt_signed_after_its_serving_key_was_revoked_fails_offline(url: s
     cut["segments"][-1]["events"][0]["event"]["data"]["roles"] = ["serving", "admin"]
     with pytest.raises(InvalidReceipt, match="trust bundle does not verify"):
         check_receipt_with_bundle(before.to_dict(), cut, root_public_key=root)
+
+
+def test_an_existing_openssh_key_can_be_your_identity(url: str, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = tmp_path / "id_ed25519"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
+    private.chmod(0o600)
+    public = tmp_path / "id_ed25519.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        + b" carol@laptop\n"
+    )
+    member = _open(url, tmp_path, ADMIN).enrol("carol@bank.example", public, roles="contributor")
+    carol = _open(url, tmp_path, "carol@bank.example", key=private)
+    assert carol.whoami()["key_id"] == member.keys[0].key_id
+    v = carol.register("credit-risk", lambda rows: rows, capture=False)
+    assert next(iter(carol.history(v.uri))).actor == "carol@bank.example"
+    private.chmod(0o644)  # readable by others: refused, as for any private key
+    with pytest.raises(PermissionDenied, match="chmod 600"):
+        _open(url, tmp_path, "carol@bank.example", key=private).register(
+            "credit-risk", lambda r: r, capture=False
+        )
