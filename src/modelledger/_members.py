@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from ._ledger import LedgerEvent
 from .errors import InvalidInput
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "MemberKey",
     "Roster",
     "authorize",
+    "authorize_event",
     "check_roles",
     "receipt_key_problem",
 ]
@@ -331,3 +333,19 @@ def _instant(text: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise InvalidInput(f"not an RFC 3339 time: {text!r}") from exc
+
+
+def authorize_event(
+    roster: Roster, event: LedgerEvent, *, kid: str, legacy_kid: str | None, auto_approve: bool
+) -> str | None:
+    """:func:`authorize` for a ledger event (the store, ``verify`` and trust bundles use it)."""
+    return authorize(
+        roster,
+        kid=kid,
+        actor=event.actor,
+        action=event.action,
+        seq=event.seq,
+        data=event.data,
+        legacy_kid=legacy_kid,
+        auto_approve=auto_approve,
+    )

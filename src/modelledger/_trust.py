@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._keys import key_id, load_public_key
 from ._ledger import ChainSegment, Checkpoint, LedgerEvent, check_segment
-from ._members import MEMBER_ACTIONS, Roster, authorize, receipt_key_problem
+from ._members import MEMBER_ACTIONS, Roster, authorize_event, receipt_key_problem
 from ._serving import Receipt, check_receipt
 from .errors import IntegrityError, InvalidInput, InvalidReceipt
 from .stores.protocols import LedgerStore
@@ -93,16 +93,7 @@ def roster_from_bundle(bundle: Mapping[str, Any], root_public_key: bytes | None 
         for event, _hash in seg.events:
             if event.action not in MEMBER_ACTIONS:
                 continue  # a link of the chain between enrolment events
-            problem = authorize(
-                roster,
-                kid=signer,
-                actor=event.actor,
-                action=event.action,
-                seq=event.seq,
-                data=event.data,
-                legacy_kid=root_kid,
-                auto_approve=False,
-            )
+            problem = authorize_event(roster, event, kid=signer, legacy_kid=root_kid, auto_approve=False)
             if problem is not None:
                 raise IntegrityError(f"trust bundle event {event.seq}", problem)
             roster.apply(event.action, event.seq, event.time, event.data)

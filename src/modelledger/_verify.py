@@ -22,7 +22,7 @@ from ._integrity import version_digest
 from ._keys import key_id, load_public_key
 from ._ledger import GENESIS, ChainReport, Checkpoint, KeyRing, LedgerEvent, verify_chain, verify_checkpoint
 from ._lifecycle import EventDraft, ReplayedState, record_captures, record_dataset, state_delta
-from ._members import Roster, authorize, receipt_key_problem
+from ._members import Roster, authorize_event, receipt_key_problem
 from ._serving import CaptureFile, check_receipt, parse_part_name, predictions_folder, receipts_from_table
 from ._time import now
 from .errors import InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
@@ -342,15 +342,8 @@ def _verify_chain(
             founding = event.action in ("registry.initialized", "member.enrolled")
             kid = signer_of(event.seq)
             if kid is not None and (not roster.empty or founding):
-                problem = authorize(
-                    roster,
-                    kid=kid,
-                    actor=event.actor,
-                    action=event.action,
-                    seq=event.seq,
-                    data=event.data,
-                    legacy_kid=legacy_kid,
-                    auto_approve=rebuilt.policy.auto_approve,
+                problem = authorize_event(
+                    roster, event, kid=kid, legacy_kid=legacy_kid, auto_approve=rebuilt.policy.auto_approve
                 )
                 legacy_start = (
                     roster.empty and event.action == "registry.initialized" and "root" not in event.data

@@ -40,15 +40,7 @@ def keys_export(registry: Registry, output_path: str | None, bundle: bool) -> No
         modelledger keys export --bundle -o bundle.json
     """
     if bundle:
-        text = json.dumps(registry.trust_bundle(), indent=2, sort_keys=True) + "\n"
-        if output_path is None:
-            click.echo(text, nl=False)
-            return
-        try:
-            Path(output_path).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
-        click.echo(f"Wrote the trust bundle to {output_path}", err=True)
+        _emit_json(registry.trust_bundle(), output_path, "the trust bundle")
         return
     pem = registry.public_key()
     if output_path is None:
@@ -82,7 +74,12 @@ def checkpoint_export(registry: Registry, output_path: str | None) -> None:
         modelledger checkpoint export -o cp.json
         modelledger checkpoint export > cp.json
     """
-    text = json.dumps(registry.latest_checkpoint().to_dict(), indent=2, sort_keys=True) + "\n"
+    _emit_json(registry.latest_checkpoint().to_dict(), output_path, "the latest checkpoint")
+
+
+def _emit_json(document: object, output_path: str | None, what: str) -> None:
+    """Print ``document`` as JSON, or write it to ``output_path`` and say so on stderr."""
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     if output_path is None:
         click.echo(text, nl=False)
         return
@@ -90,4 +87,4 @@ def checkpoint_export(registry: Registry, output_path: str | None) -> None:
         Path(output_path).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
-    click.echo(f"Wrote the latest checkpoint to {output_path}", err=True)
+    click.echo(f"Wrote {what} to {output_path}", err=True)

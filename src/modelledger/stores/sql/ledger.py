@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from ..._canonical import canonicalize_str
 from ..._ledger import GENESIS, ChainBuilder, ChainSegment, Checkpoint, LedgerEvent
 from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
-from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize
+from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
 from ..._policy import Policy
 from ..._time import now, now_text
 from ...errors import IntegrityError, NotFound, PermissionDenied
@@ -206,15 +206,8 @@ class SqlLedger(SqlBase):
         automated = any(e.actor.startswith(AUTOMATED_PREFIX) for e in events)
         policy = self._ledger_policy(conn) if automated else Policy()
         for event in events:
-            problem = authorize(
-                roster,
-                kid=kid,
-                actor=event.actor,
-                action=event.action,
-                seq=event.seq,
-                data=event.data,
-                legacy_kid=legacy,
-                auto_approve=policy.auto_approve,
+            problem = authorize_event(
+                roster, event, kid=kid, legacy_kid=legacy, auto_approve=policy.auto_approve
             )
             if problem is not None:
                 raise PermissionDenied(problem)
