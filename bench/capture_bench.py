@@ -77,9 +77,7 @@ def applications(n: int, seed: int = 7) -> Any:
 
 
 def open_registry(folder: Path) -> Any:
-    from modelledger import Registry
-
-    from modelledger import create_identity
+    from modelledger import Registry, create_identity
 
     os.environ["MODELLEDGER_IDENTITIES"] = str(folder / "identities")  # never the user's own keys
     url, artifacts = f"sqlite:///{folder / 'registry.db'}", str(folder / "artifacts")

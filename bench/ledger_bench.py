@@ -53,6 +53,7 @@ DEFAULT_OUT = HERE / "results" / "ledger.json"
 
 APPEND_TARGET = 5_000.0  # events/s, batched
 VERIFY_TARGET = 50_000.0  # events/s, verify_ledger
+SIGNER_TARGET = 15_000.0  # events/s, the per-event signer and role check of verify, one core
 MODEL = "bench"
 N_ALIASES = 50
 
@@ -218,6 +219,19 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
         cps = registry._meta.checkpoints()
         cp_read_s = time.perf_counter() - start
 
+        # ---- who signed each event: the per-event check verify() makes, on events already read
+        events = [e for e, _ in registry._meta.iter_events()]
+        root = registry._meta.public_key()
+        signer_runs = []
+        for _ in range(cfg.verify_reps):
+            start = time.perf_counter()
+            refused = _check_signers(events, cps, root[0] if root else None)
+            signer_runs.append(time.perf_counter() - start)
+        if refused:
+            raise RuntimeError(f"{refused} events failed the signer check")
+        signer_rate = len(events) / statistics.median(signer_runs)
+        print(f"signer check: {len(events):,} events: {signer_rate:,.0f} events/s", flush=True)
+
         # ---- check_state (the replay part of verify) and the full verify
         start = time.perf_counter()
         differences = registry.check_state()
@@ -295,6 +309,7 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
             "events_read": n_read,
             "checkpoints": len(cps),
         },
+        "signer_check_events_per_s": round(signer_rate, 1),
         "check_state_s": round(check_state_s, 3),
         "full_verify_s": round(full_verify_s, 3),
         "full_verify": {
@@ -315,6 +330,11 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
                 "target": f"verify_ledger >= {VERIFY_TARGET:,.0f} events/s",
                 "value": round(verify_rate, 1),
                 "pass": verify_rate >= VERIFY_TARGET,
+            },
+            {
+                "target": f"signer check >= {SIGNER_TARGET:,.0f} events/s",
+                "value": round(signer_rate, 1),
+                "pass": signer_rate >= SIGNER_TARGET,
             },
         ],
         "machine": {
@@ -342,6 +362,29 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _check_signers(events: list[Any], checkpoints: list[Any], root_kid: str | None) -> int:
+    """The per-event check ``verify()`` makes: the checkpoint closing each event's write names
+    the key, which must be enrolled to the event's actor, not revoked, with the action's role.
+    Returns how many events fail it."""
+    import bisect
+
+    from modelledger._members import Roster, authorize_event
+
+    cps = sorted(checkpoints, key=lambda cp: cp.seq)
+    seqs = [cp.seq for cp in cps]
+    roster = Roster()
+    refused = 0
+    for event in events:
+        i = bisect.bisect_left(seqs, event.seq)
+        checked = i < len(cps) and (not roster.empty or event.action == "registry.initialized")
+        if checked and authorize_event(
+            roster, event, kid=cps[i].key_id, legacy_kid=root_kid, auto_approve=False
+        ):
+            refused += 1
+        roster.apply(event.action, event.seq, event.time, event.data)
+    return refused
+
+
 def print_table(results: dict[str, Any]) -> None:
     b = results["batch_ms"]
     rows = [
@@ -364,6 +407,11 @@ def print_table(results: dict[str, Any]) -> None:
             f"{results['verify_events_checked']:,} events, {results['verify_checkpoints_checked']:,} "
             f"checkpoints in {results['verify_s']:.2f} s (reading rows alone: "
             f"{results['verify_parts_s']['iter_events_only']:.2f} s)",
+        ),
+        (
+            "signer check, per event",
+            f"{results['signer_check_events_per_s']:>12,.0f} events/s",
+            "each event's writer key enrolled to its actor, not revoked, with the role (in memory)",
         ),
         (
             "check_state (replay)",
