@@ -39,11 +39,6 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 
 from .errors import InvalidConfig
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 has no tomllib; tomli is the same parser
-    import tomli as tomllib
-
 __all__ = [
     "DEFAULT_HOME",
     "ENVIRONMENT",
@@ -339,6 +334,10 @@ def _environment_layer(env: Mapping[str, str], base: Path) -> dict[str, Setting[
 
 
 def _file_layer(path: Path, kind: SourceKind) -> dict[str, Setting[Any]]:
+    if sys.version_info >= (3, 11):
+        import tomllib  # loaded only when a config file exists: `import modelledger` stays fast
+    else:  # pragma: no cover - Python 3.10 has no tomllib; tomli is the same parser
+        import tomli as tomllib  # loaded only when a config file exists
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
