@@ -34,6 +34,7 @@ from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_m
 from ._members import ROLES, Member, MemberKey
 from ._policy import Policy
 from ._registry import Registry
+from ._search import Condition, VersionQuery, parse_query
 from ._serving import (
     CaptureStats,
     InclusionProof,
@@ -79,6 +80,7 @@ __all__ = [
     "ChainReport",
     "Checkpoint",
     "ColumnSpec",
+    "Condition",
     "Conflict",
     "DatasetSource",
     "DatasetVersion",
@@ -130,6 +132,7 @@ __all__ = [
     "UploadedVersion",
     "VerifyReport",
     "VersionDiff",
+    "VersionQuery",
     "VersionState",
     "__version__",
     "canonical_row",
@@ -144,6 +147,7 @@ __all__ = [
     "new_prediction_id",
     "parse_model_uri",
     "parse_prediction_id",
+    "parse_query",
     "receipts_from_table",
     "resolve_config",
     "verify_receipt",

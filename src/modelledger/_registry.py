@@ -45,6 +45,7 @@ from ._registration import (
     scratch,
     write_registration,
 )
+from ._search import VersionQuery, condition, parse_query, query_from_filters
 from ._serving import (
     DEFAULT_FLUSH_ROWS,
     DEFAULT_FLUSH_SECONDS,
@@ -408,19 +409,66 @@ class Registry(GovernanceVerbs):
         *,
         prefix: str | None = None,
         tags: Mapping[str, str] | None = None,
+        stage: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page[Model]:
-        """One page of models, by name; search by name prefix and by tags (all must match).
+        """One page of models, by name; search by name prefix, by tags (all must match) and by
+        the stage of their latest version.
 
         >>> page = registry.list_models(prefix="credit", tags={"team": "risk"})  # doctest: +SKIP
+        >>> registry.list_models(stage="approved")  # doctest: +SKIP
         >>> more = registry.list_models(prefix="credit", cursor=page.next_cursor)  # doctest: +SKIP
         """
         check_limit(limit)
+        if stage is not None:
+            condition("stage", "=", stage)  # an unknown stage is refused, not silently empty
         after = decode_cursor(cursor, str)
         self._ready()
-        rows = self._meta.list_models(prefix=prefix, tags=dict(tags or {}), limit=limit + 1, after=after)
+        rows = self._meta.list_models(
+            prefix=prefix, tags=dict(tags or {}), limit=limit + 1, after=after, stage=stage
+        )
         return make_page(rows, limit, key=lambda m: m.name)
+
+    def search_versions(
+        self,
+        query: str | VersionQuery | None = None,
+        *,
+        model: str | None = None,
+        stage: str | None = None,
+        alias: str | None = None,
+        registered_by: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tags: Mapping[str, str] | None = None,
+        metrics: Mapping[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[ModelVersion]:
+        """Versions of any model that meet a query and the keyword filters (all of them), newest
+        registered first, one page at a time. The query language: conditions joined by ``and``
+        on ``model``, ``version``, ``stage``, ``alias``, ``registered_by``, ``created``,
+        ``metrics.<name>`` and ``tags.<key>`` (see :mod:`modelledger._search`).
+
+        >>> registry.search_versions("stage = 'approved' and metrics.auc > 0.8")  # doctest: +SKIP
+        >>> registry.search_versions(model="x", metrics={"auc": ">= 0.8"}, since="30d")  # doctest: +SKIP
+        """
+        check_limit(limit)
+        parsed = query if isinstance(query, VersionQuery) else parse_query(query or "")
+        parsed = parsed & query_from_filters(
+            model=model,
+            stage=stage,
+            alias=alias,
+            registered_by=registered_by,
+            since=since,
+            until=until,
+            tags=tags,
+            metrics=metrics,
+        )
+        before = decode_cursor(cursor, int)
+        self._ready()
+        rows = self._meta.search_versions(parsed, limit=limit + 1, before=before)
+        return make_page(rows, limit, key=lambda v: v.key)
 
     def iter_models(self, **filters: Any) -> Iterator[Model]:
         cursor = None

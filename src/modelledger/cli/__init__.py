@@ -24,6 +24,7 @@ script) and registers theirs:
 - :mod:`.admin`: ``init``, ``migrate``, ``verify``, ``gc``, ``rebuild-state``
 - :mod:`.config`: ``config show``
 - :mod:`.members`: ``identity create|show``, ``members list|add|roles|revoke``
+- :mod:`.search`: ``search versions|models``
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from . import (
     models,
     predictions,
     receipts,
+    search,
     versions,
 )
 from ._common import OneLineUsageGroup
@@ -104,6 +106,7 @@ for _command in (
     keys.keys,
     members.identity,
     members.members,
+    search.search,
     keys.checkpoint,
     config.config,
 ):

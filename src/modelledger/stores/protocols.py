@@ -37,6 +37,7 @@ from .._ledger import ChainSegment, Checkpoint, LedgerEvent
 from .._lifecycle import EventDraft, GovContext, ReplayedState, VersionState
 from .._members import Roster
 from .._policy import Policy
+from .._search import VersionQuery
 
 __all__ = [
     "DatasetStore",
@@ -69,8 +70,17 @@ class ModelStore(Protocol):
     def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model: ...
     def get_model(self, name: str) -> Model: ...
     def list_models(
-        self, *, prefix: str | None, tags: Mapping[str, str], limit: int, after: str | None
-    ) -> list[Model]: ...
+        self,
+        *,
+        prefix: str | None,
+        tags: Mapping[str, str],
+        limit: int,
+        after: str | None,
+        stage: str | None = None,
+    ) -> list[Model]:
+        """Models by name; ``stage`` keeps those whose latest version is at that stage."""
+        ...
+
     def update_model(
         self,
         name: str,
@@ -108,6 +118,10 @@ class ModelStore(Protocol):
         self, model: str, version: int | None = None, *, alias: str | None = None
     ) -> ModelVersion: ...
     def get_version_by_key(self, key: int) -> ModelVersion: ...
+    def search_versions(self, query: VersionQuery, *, limit: int, before: int | None) -> list[ModelVersion]:
+        """Versions meeting every condition, newest registered first, keys below ``before``."""
+        ...
+
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]: ...
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]: ...
 

@@ -14,8 +14,9 @@ from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
 from ..._identifiers import parse_dataset_uri
 from ..._lifecycle import EventDraft, GovContext, record_dataset
 from ..._policy import Policy
+from ..._search import Condition, VersionQuery
 from ..._time import from_stored
-from ...errors import AlreadyExists, NotFound
+from ...errors import AlreadyExists, InvalidInput, NotFound
 from ..protocols import Decide, Signer
 from . import tables as t
 from .ledger import SqlLedger
@@ -24,6 +25,7 @@ from .statements import (
     ESC,
     Q_ALIASES_OF,
     Q_LIST_VERSIONS,
+    Q_METRICS_INSERT,
     Q_MODEL_ALIASES,
     Q_NEXT_VERSION,
     Q_VERSION,
@@ -33,6 +35,7 @@ from .statements import (
     Q_VERSION_LATEST,
     VERSION_COLS,
     like_escape,
+    metric_values,
 )
 
 __all__ = ["SqlModels"]
@@ -61,9 +64,19 @@ class SqlModels(SqlLedger):
             return self._to_model(row, self._tags(conn, [row.id])[row.id])
 
     def list_models(
-        self, *, prefix: str | None, tags: Mapping[str, str], limit: int, after: str | None
+        self,
+        *,
+        prefix: str | None,
+        tags: Mapping[str, str],
+        limit: int,
+        after: str | None,
+        stage: str | None = None,
     ) -> list[Model]:
         q = sa.select(t.models).order_by(t.models.c.name).limit(limit)
+        if stage is not None:
+            st = t.version_state.c
+            latest = sa.select(st.model_id, st.version).where(st.stage == stage)
+            q = q.where(sa.tuple_(t.models.c.id, t.models.c.last_version).in_(latest))
         if prefix:
             q = q.where(t.models.c.name.like(like_escape(prefix) + "%", escape=ESC))
         if after is not None:
@@ -168,6 +181,9 @@ class SqlModels(SqlLedger):
                 )
                 assert inserted is not None
                 key = int(inserted[0])
+                metric_rows = metric_values(key, manifest.get("metrics"))
+                if metric_rows:
+                    run.executemany(conn, Q_METRICS_INSERT, metric_rows)
                 unrecorded = []
                 for uri, role in links:
                     dname, dver = parse_dataset_uri(uri)
@@ -287,6 +303,25 @@ class SqlModels(SqlLedger):
                 alias_map.setdefault(version, []).append(alias)
         return [self._to_version(r, alias_map.get(r[2], ())) for r in rows]
 
+    def search_versions(self, query: VersionQuery, *, limit: int, before: int | None) -> list[ModelVersion]:
+        """Versions meeting every condition of ``query``, newest registered first (by key),
+        keys below ``before``. Each condition is a semi-join on an indexed table, so the
+        database starts from the most selective index rather than reading every version."""
+        v = t.versions.c
+        q = sa.select(*VERSION_COLS).join(t.models, t.models.c.id == v.model_id)
+        for c in query.conditions:
+            q = q.where(_condition(c))
+        if before is not None:
+            q = q.where(v.id < before)
+        q = q.order_by(v.id.desc()).limit(limit)
+        with self._read(snapshot=True) as conn:
+            rows = conn.execute(q).all()
+            by_model: dict[str, list[int]] = {}
+            for r in rows:
+                by_model.setdefault(r[1], []).append(r[2])
+            aliases = {m: self._aliases(conn, m, vs) for m, vs in by_model.items()}
+        return [self._to_version(r, aliases[r[1]].get(r[2], ())) for r in rows]
+
     def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]:
         """Every version of every model, fetched in pages (for verify)."""
         last = 0
@@ -312,3 +347,41 @@ class SqlModels(SqlLedger):
             folders = set(conn.execute(sa.select(t.versions.c.folder)).scalars())
             paths = set(conn.execute(sa.select(t.dataset_versions.c.path)).scalars())
         return folders, paths
+
+
+def _compare(column: Any, op: str, value: Any) -> Any:
+    return {
+        "=": column == value,
+        "!=": column != value,
+        "<": column < value,
+        "<=": column <= value,
+        ">": column > value,
+        ">=": column >= value,
+    }[op]
+
+
+def _condition(c: Condition) -> Any:
+    """One search condition as a SQL predicate on ``model_versions``."""
+    v, st, a, mt = t.versions.c, t.version_state.c, t.aliases.c, t.version_metrics.c
+    base, _, sub = c.field.partition(".")
+    if base == "metrics":
+        ids = sa.select(mt.version_id).where(mt.key == sub, _compare(mt.value, c.op, c.value))
+        return v.id.in_(ids)
+    if base == "tags":
+        raise InvalidInput("searching by version tags needs a registry that keeps version tags")
+    if base == "model":
+        return _compare(t.models.c.name, c.op, c.value)
+    if base == "version":
+        return _compare(v.version, c.op, c.value)
+    if base == "created":
+        return _compare(v.created_at, c.op, c.value)
+    if base == "stage":
+        pairs = sa.select(st.model_id, st.version).where(_compare(st.stage, c.op, c.value))
+        return sa.tuple_(v.model_id, v.version).in_(pairs)
+    if base == "registered_by":
+        pairs = sa.select(st.model_id, st.version).where(_compare(st.registered_by, c.op, c.value))
+        return sa.tuple_(v.model_id, v.version).in_(pairs)
+    if base == "alias":
+        pairs = sa.select(a.model_id, a.version).where(a.alias == c.value)
+        return sa.tuple_(v.model_id, v.version).in_(pairs)
+    raise InvalidInput(f"unknown search field {c.field!r}")  # pragma: no cover - parse_query checks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -148,3 +149,16 @@ Q_POLICY_EVENT = (
 Q_MEMBER_LAST = sa.select(sa.func.max(t.ledger_events.c.seq)).where(
     sa.or_(*(t.ledger_events.c.action == action for action in MEMBER_ACTIONS))
 )
+
+Q_METRICS_INSERT = t.version_metrics.insert().values(
+    version_id=bp("version_id"), key=bp("key"), value=bp("value")
+)
+
+
+def metric_values(version_id: int, metrics: Any) -> list[dict[str, Any]]:
+    """The rows of ``version_metrics`` for a manifest's metrics (finite numbers only)."""
+    out = []
+    for name, value in (metrics or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out.append({"version_id": version_id, "key": str(name), "value": float(value)})
+    return out

@@ -109,6 +109,7 @@ version_state = sa.Table(
     sa.Column("approved_by", sa.String(256), nullable=True),
     sa.Column("decided_at", sa.String(40), nullable=True),
     sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Index("ix_version_state_stage", "stage", "model_id", "version"),
 )
 
 alias_history = sa.Table(
@@ -192,4 +193,17 @@ model_datasets = sa.Table(
     sa.Column("dataset_version_id", sa.Integer, sa.ForeignKey("dataset_versions.id"), primary_key=True),
     sa.Column("role", sa.String(32), primary_key=True),
     sa.Index("ix_model_datasets_dataset", "dataset_version_id"),
+)
+
+
+# ---------------------------------------------------------------- search (0005)
+
+version_metrics = sa.Table(
+    "version_metrics",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id"), primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    # a metric comparison reads one index range: key, then value
+    sa.Index("ix_version_metrics_key_value", "key", "value", "version_id"),
 )
