@@ -312,7 +312,7 @@ def test_lineage_machine_formats(cli: Run, registry: Registry, story: dict[str, 
     elif fmt == "dot":
         assert out == graph.to_dot() and out.startswith("digraph lineage {")
     else:
-        assert out == graph.to_mermaid() and out.startswith("flowchart LR")
+        assert out == graph.to_mermaid() and out.startswith("flowchart TD")
     for node in graph.nodes.values():
         assert node.label.replace('"', "'") in out.replace('\\"', "'") or node.id in out
 
