@@ -73,7 +73,7 @@ def build(registry: Registry, root: Path) -> Story:
     train = registry.datasets.register("applications-train", data.iloc[:40], steps=[step], capture=False)
     holdout = registry.datasets.register("applications-holdout", data.iloc[40:], steps=[step], capture=False)
     common = {
-        "algorithm": "sklearn.pipeline.Pipeline[LogisticRegression]",
+        "algorithm": "Pipeline[simpleimputer, logisticregression]",
         "framework": "scikit-learn",
         "framework_version": "1.4.2",
         "dependencies": {"scikit-learn": "1.4.2", "numpy": "1.26.4"},

@@ -343,7 +343,7 @@ def test_diff_in_text_and_json(cli: Run, story: dict[str, Any]) -> None:
     for fragment in (
         "models:/credit-risk/1 -> models:/credit-risk/2",
         "C  0.5 -> 2",
-        "auc  0.8 -> 0.83",
+        "auc  0.8000 -> 0.8300",  # metrics to 4 decimals
         f"revision  {'1' * 40} -> {'2' * 40}",
         "numpy  1.26.4 -> 2.0.0",
         "Data set: train",

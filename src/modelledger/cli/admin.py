@@ -46,9 +46,7 @@ def init(registry: Registry, create_bucket: bool, as_json: bool) -> None:
     \b
     Example:
         modelledger init --registry sqlite:///reg.db --artifacts ./store
-        modelledger init --artifacts s3://ml-models/registry --create-bucket \\
-            --storage-option endpoint_url=http://minio:9000 --storage-option key=minio \\
-            --storage-option secret=minio123
+        modelledger init --artifacts s3://ml-models/registry --create-bucket --storage-option endpoint_url=http://minio:9000
     """
     _init(registry, create_bucket=create_bucket, as_json=as_json)
 
