@@ -312,7 +312,7 @@ def test_lineage_machine_formats(cli: Run, registry: Registry, story: dict[str, 
     elif fmt == "dot":
         assert out == graph.to_dot() and out.startswith("digraph lineage {")
     else:
-        assert out == graph.to_mermaid() and out.startswith("flowchart LR")
+        assert out == graph.to_mermaid() and out.startswith("flowchart TD")
     for node in graph.nodes.values():
         assert node.label.replace('"', "'") in out.replace('\\"', "'") or node.id in out
 
@@ -343,7 +343,7 @@ def test_diff_in_text_and_json(cli: Run, story: dict[str, Any]) -> None:
     for fragment in (
         "models:/credit-risk/1 -> models:/credit-risk/2",
         "C  0.5 -> 2",
-        "auc  0.8 -> 0.83",
+        "auc  0.8000 -> 0.8300",  # metrics to 4 decimals
         f"revision  {'1' * 40} -> {'2' * 40}",
         "numpy  1.26.4 -> 2.0.0",
         "Data set: train",

@@ -303,7 +303,7 @@ def test_audit_filters_and_json_lines(cli: Run, register: Callable[..., str]) ->
     # for people: one page as a table, with the cursor to the next
     page = cli("audit", "--model", "credit-risk", "--limit", "3").stdout
     assert "version.registered" in page and "Next page: --cursor " in page
-    cursor = page.split("Next page: --cursor ")[1].split()[0]
+    cursor = page.split("Next page: --cursor ")[1].split()[0].strip("'")
     rest = _lines(cli("audit", "--model", "credit-risk", "--cursor", cursor, "--json"))
     assert rest == credit[3:]
     _assert_one_line_error(cli("audit", "--version", "2", code=1), "needs the model")

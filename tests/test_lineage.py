@@ -175,8 +175,10 @@ def test_upstream_graph_of_a_model_version(registry: Registry, story: Story) -> 
     source_id = next(n.id for n in graph.nodes.values() if n.kind == "source")
     # raw source -> raw data -> split -> train -> impute -> scale -> model
     assert (source_id, story.raw.uri, "extracted") in edges
-    assert (story.raw.uri, f"{story.train.uri}#step1", "input") in edges
-    assert (f"{story.train.uri}#step1", story.train.uri, "produced") in edges
+    # the split made both the train and the holdout set: one step node, two outputs
+    (split,) = [n.id for n in graph.nodes.values() if n.label == "split (train_test_split)"]
+    assert (story.raw.uri, split, "input") in edges
+    assert (split, story.train.uri, "produced") in edges
     assert (story.train.uri, step["prep/num/impute (SimpleImputer)"], "train") in edges
     assert (step["prep/num/impute (SimpleImputer)"], step["prep/num/scale (StandardScaler)"], "") in edges
     assert (step["prep/num/scale (StandardScaler)"], story.v1.uri, "fit") in edges
@@ -185,7 +187,7 @@ def test_upstream_graph_of_a_model_version(registry: Registry, story: Story) -> 
     assert (step["prep/cat/onehot (OneHotEncoder)"], story.v1.uri, "fit") in edges
     # ... and the holdout set, beside the model, through the same split
     assert (story.holdout.uri, story.v1.uri, "holdout") in edges
-    assert (story.raw.uri, f"{story.holdout.uri}#step1", "input") in edges
+    assert (split, story.holdout.uri, "produced") in edges
 
     # node data carries what a reader needs: digests, rows, the query, the steps' columns
     assert graph.nodes[story.raw.uri].data["digest"] == story.raw.digest
@@ -251,7 +253,7 @@ def _dot_unescape(text: str) -> str:
 
 def _parse_dot(text: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     lines = text.splitlines()
-    assert lines[:2] == ["digraph lineage {", "  rankdir=LR;"] and lines[-1] == "}"
+    assert lines[:2] == ["digraph lineage {", "  rankdir=TB;"] and lines[-1] == "}"
     nodes: dict[str, str] = {}
     edges = []
     for line in lines[2:-1]:
@@ -267,7 +269,7 @@ def _parse_dot(text: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
 
 def _parse_mermaid(text: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     lines = text.splitlines()
-    assert lines[0] == "flowchart LR"
+    assert lines[0] == "flowchart TD"
     pairs = {"[[": "]]", "[(": ")]", "[": "]", ">": "]"}
     nodes: dict[str, str] = {}
     edges = []

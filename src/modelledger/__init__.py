@@ -27,7 +27,7 @@ from ._domain import (
 )
 from ._identifiers import ModelRef, parse_model_uri
 from ._ledger import ChainReport, Checkpoint, LedgerEvent
-from ._lifecycle import VersionState
+from ._lifecycle import STAGES, VersionState
 from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from ._loaded import LoadedModel
 from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_manifest_file, load_steps_file
@@ -74,6 +74,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ROLES",
+    "STAGES",
     "AliasChange",
     "AlreadyExists",
     "CaptureStats",

@@ -61,6 +61,10 @@ class LineageGraph:
         self.nodes[node.id] = node
         return True
 
+    def find(self, kind: str, data: Mapping[str, Any]) -> str | None:
+        """The id of a node of this kind carrying exactly ``data``, if there is one."""
+        return next((n.id for n in self.nodes.values() if n.kind == kind and n.data == data), None)
+
     def link(self, source: str, target: str, label: str = "") -> None:
         edge = LineageEdge(source, target, label)
         if edge not in self.edges:
@@ -81,7 +85,9 @@ class LineageGraph:
 
     def to_dot(self) -> str:
         shapes = {"model": "box3d", "dataset": "cylinder", "step": "box", "source": "note"}
-        lines = ["digraph lineage {", "  rankdir=LR;"]
+        # top-down: a long chain of steps stays narrow, and a step that feeds two outputs
+        # (a train/holdout split) sits above both instead of stretching one very wide row
+        lines = ["digraph lineage {", "  rankdir=TB;"]
         ids = {nid: f"n{i}" for i, nid in enumerate(self.nodes)}
         for nid, node in self.nodes.items():
             label = _dot_string(node.label)
@@ -94,7 +100,7 @@ class LineageGraph:
 
     def to_mermaid(self) -> str:
         shapes = {"model": ("[[", "]]"), "dataset": ("[(", ")]"), "step": ("[", "]"), "source": (">", "]")}
-        lines = ["flowchart LR"]
+        lines = ["flowchart TD"]
         ids = {nid: f"n{i}" for i, nid in enumerate(self.nodes)}
         for nid, node in self.nodes.items():
             left, right = shapes.get(node.kind, ("(", ")"))
@@ -138,8 +144,11 @@ def _add_dataset(graph: LineageGraph, store: MetadataStore, dv: DatasetVersion) 
         graph.add(LineageNode(sid, "source", label, src.to_dict()))
         graph.link(sid, dv.uri, "extracted")
     for i, step in enumerate(dv.steps):
-        step_id = f"{dv.uri}#step{i + 1}"
-        graph.add(LineageNode(step_id, "step", f"{step.name} ({step.kind})", step.to_dict()))
+        data = step.to_dict()
+        # One step that made several outputs (a train/holdout split) is recorded on each of
+        # them; the same step (same inputs, code and parameters) is one node with two edges.
+        step_id = graph.find("step", data) or f"{dv.uri}#step{i + 1}"
+        graph.add(LineageNode(step_id, "step", f"{step.name} ({step.kind})", data))
         graph.link(step_id, dv.uri, "produced")
         for ref in step.inputs:
             parent = _dataset(store, ref)

@@ -218,6 +218,15 @@ class Registry(GovernanceVerbs):
 
     migrate = init
 
+    def create_bucket(self) -> bool:
+        """Create the S3 bucket of an ``s3://`` artefact root (False when it exists already).
+
+        >>> Registry.open(url, artifacts="s3://ml-models/registry").create_bucket()  # doctest: +SKIP
+        True
+        """
+        created: bool = self._art.create_bucket()
+        return created
+
     def _ready(self, *, write: bool = False) -> None:
         """Check the schema once. The embedded default upgrades an older schema itself, and a
         ``write`` creates it when it does not exist yet; a read never creates anything."""

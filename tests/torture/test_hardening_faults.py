@@ -264,7 +264,7 @@ def test_a_missing_bucket_says_it_does_not_exist_and_how_to_create_it(tmp_path: 
         f"sqlite:///{tmp_path / 'reg.db'}", artifacts=f"s3://{bucket}/registry", storage_options=options
     )
     reg.init()
-    says = rf"the S3 bucket '{bucket}' does not exist: create it \(for example `aws s3 mb s3://{bucket}`\)"
+    says = rf"the S3 bucket '{bucket}' does not exist: create it with `modelledger init --create-bucket`"
 
     with pytest.raises(StorageError, match=says):
         reg.register("m", lambda rows: rows, capture=False)

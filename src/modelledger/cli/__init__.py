@@ -12,7 +12,7 @@ script) and registers theirs:
 
 - :mod:`.models`: ``models list|show|create``
 - :mod:`.versions`: ``versions list|show``, ``register``, ``predict``
-- :mod:`.aliases`: ``alias set|rm``
+- :mod:`.aliases`: ``alias list|set|rm``
 - :mod:`.governance`: ``state``, ``stage``, ``validate``, ``approve``, ``reject``, ``deploy``,
   ``rollback``, ``policy show|set``
 - :mod:`.history`: ``history``, ``audit``
@@ -67,6 +67,22 @@ def main() -> None:
     is proven by your own key: --as NAME (or MODELLEDGER_USER, else git's
     user.email, else the OS user) picks which of your keys signs; only a key an
     admin enrolled for that name may (`modelledger identity show`).
+
+    \b
+    Exit codes:
+        0  ok
+        1  error (a library error, a failed check such as verify)
+        2  usage error (a missing argument, an unknown or conflicting option)
+        3  register landed a version its gates rejected, or short of
+           --require-stage (the version is registered all the same)
+
+    \b
+    Object stores (S3 or S3-compatible, e.g. MinIO):
+        --artifacts s3://bucket/prefix --storage-option endpoint_url=http://minio:9000
+        --storage-option key=... --storage-option secret=...
+        --storage-option client_kwargs='{"region_name": "eu-west-1"}'
+        (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_DEFAULT_REGION, or
+        [storage_options] in modelledger.toml); `init --create-bucket` makes the bucket.
 
     \b
     Example:

@@ -5,13 +5,20 @@ one place where a :class:`~modelledger.ModelLedgerError` (or anything unexpected
 a red one-line message on stderr and exit code 1. :class:`OneLineUsageGroup` does the same
 for click's usage errors (a missing argument, an unknown option...), which keep exit code 2.
 Times and ages given on the command line stay text and are parsed by the library verbs that
-take them.
+take them (one set of forms everywhere: ISO 8601, a date, now, today, yesterday, or an age
+such as 7d).
+
+Exit codes: 0 success, 1 an error (a library error or a failed check), 2 a usage error,
+3 ``register`` landed a version that is not where it was asked to be (rejected by its
+gates, or short of ``--require-stage``; the version is registered all the same).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import stat
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -23,6 +30,7 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -31,6 +39,20 @@ from rich.progress import (
 )
 
 from modelledger import InvalidInput, ModelLedgerError, Page, Registry, resolve_config
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_PROMOTED = 3
+"""``register``: the version landed, but rejected by its gates or short of ``--require-stage``."""
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 error; 2 usage error; 3 `register` landed a version its gates "
+    "rejected, or short of --require-stage (the version is registered)."
+)
+
+TIME_HELP = "ISO 8601, a date, now, today, yesterday, or an age such as 90s, 30m, 24h, 7d, 2w"
+"""The forms every time option takes (the library parses them, one rule for all)."""
 
 PROGRESS_THRESHOLD = 4 * 1024 * 1024
 """Uploads larger than this (in bytes) get a progress bar."""
@@ -97,8 +119,19 @@ def page_json(page: Page[Any]) -> dict[str, Any]:
 
 
 def print_next_cursor(page: Page[Any]) -> None:
+    # quoted: a bare cursor such as NA or None would read as "no next page"
     if page.next_cursor:
-        click.echo(f"Next page: --cursor {page.next_cursor}")
+        click.echo(f"Next page: --cursor '{page.next_cursor}'")
+
+
+def exclusive(**flags: Any) -> None:
+    """Refuse flags that cannot be honoured together: a usage error (one line, exit code 2).
+
+    Give each flag's command-line spelling and whether (or with what value) it was used.
+    """
+    given = [name for name, value in flags.items() if value]
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} cannot be used together")
 
 
 def read_table(path: str) -> Any:
@@ -361,16 +394,31 @@ def output_option(help_text: str) -> Callable[[F], F]:
     )
 
 
+def _is_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def check_table_output(output_path: str | None) -> None:
-    """Refuse an output path we cannot write before doing any work."""
-    if output_path is not None and Path(output_path).suffix.lower() not in TABLE_SUFFIXES:
+    """Refuse an output path we cannot write before doing any work.
+
+    A .csv or .parquet file, or a character device such as /dev/null or /dev/stdout
+    (written as CSV); an existing file must be writable.
+    """
+    if output_path is None:
+        return
+    if Path(output_path).suffix.lower() not in TABLE_SUFFIXES and not _is_device(output_path):
         raise InvalidInput(f"cannot write {output_path}: use a .csv or .parquet file")
+    if os.path.exists(output_path) and not os.access(output_path, os.W_OK):
+        raise InvalidInput(f"cannot write {output_path}: permission denied")
 
 
 def write_table(frame: Any, output_path: str) -> None:
     """A pandas frame to .csv or .parquet (checked with :func:`check_table_output`)."""
     try:
-        if Path(output_path).suffix.lower() == ".csv":
+        if Path(output_path).suffix.lower() != ".parquet":
             frame.to_csv(output_path, index=False)
         else:
             frame.to_parquet(output_path, index=False)
@@ -379,7 +427,9 @@ def write_table(frame: Any, output_path: str) -> None:
 
 
 limit_option = click.option("--limit", type=int, default=None, help="Page size (1-1000, default 100).")
-cursor_option = click.option("--cursor", default=None, help="Continue a listing from its 'Next page' cursor.")
+cursor_option = click.option(
+    "--cursor", default=None, help="Continue a listing from its 'Next page: --cursor' value."
+)
 tag_option = click.option(
     "--tag",
     "tags",
@@ -423,6 +473,34 @@ class TransferBar:
             self._task = self._progress.add_task(self.label, total=total)
         assert self._task is not None
         self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class RowBar:
+    """A rich bar on stderr counting rows, shown only when there are more than ``threshold``."""
+
+    def __init__(self, label: str, *, total: int, threshold: int) -> None:
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if total > threshold:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=make_console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(label, total=total)
+
+    def advance(self, rows: int) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, rows)
 
     def close(self) -> None:
         if self._progress is not None:

@@ -13,33 +13,56 @@ from modelledger import ModelVersion, Registry, StateDifference, VerifyReport
 from ._common import as_text, echo_json, human_size, json_option, make_console, registry_options
 
 
-def _init(registry: Registry) -> None:
+def _init(registry: Registry, *, create_bucket: bool, as_json: bool) -> None:
+    created = registry.create_bucket() if create_bucket else False
     revision = registry.init()
+    if as_json:
+        echo_json({"revision": revision, "artifacts": registry.artifact_root, "bucket_created": created})
+        return
+    if created:
+        click.echo(f"Created the bucket of {registry.artifact_root}")
     click.echo(f"Registry schema at revision {revision}")
 
 
+create_bucket_option = click.option(
+    "--create-bucket",
+    is_flag=True,
+    help="Create the S3 bucket of an s3:// artefact root first, if it does not exist.",
+)
+
+
 @click.command()
+@create_bucket_option
+@json_option
 @registry_options
-def init(registry: Registry) -> None:
+def init(registry: Registry, create_bucket: bool, as_json: bool) -> None:
     """Create the registry schema, or upgrade it to this version's.
+
+    With an S3 (or S3-compatible) artefact root, --create-bucket creates its bucket;
+    point at the server with --storage-option endpoint_url=..., and give credentials and
+    region as key=..., secret=..., client_kwargs='{"region_name": "eu-west-1"}' (or the
+    AWS_* environment variables, or [storage_options] in modelledger.toml).
 
     \b
     Example:
         modelledger init --registry sqlite:///reg.db --artifacts ./store
+        modelledger init --artifacts s3://ml-models/registry --create-bucket --storage-option endpoint_url=http://minio:9000
     """
-    _init(registry)
+    _init(registry, create_bucket=create_bucket, as_json=as_json)
 
 
 @click.command()
+@create_bucket_option
+@json_option
 @registry_options
-def migrate(registry: Registry) -> None:
+def migrate(registry: Registry, create_bucket: bool, as_json: bool) -> None:
     """Upgrade the registry schema (the same as init).
 
     \b
     Example:
         modelledger migrate --registry postgresql://ml@db/registry --artifacts s3://ml-models
     """
-    _init(registry)
+    _init(registry, create_bucket=create_bucket, as_json=as_json)
 
 
 def _render_report(report: VerifyReport, root: str) -> None:

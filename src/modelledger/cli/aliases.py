@@ -1,22 +1,64 @@
-"""``alias set|rm``: movable names for versions (``models:/NAME@ALIAS``)."""
+"""``alias list|set|rm``: movable names for versions (``models:/NAME@ALIAS``)."""
 
 from __future__ import annotations
 
 import click
+from rich.markup import escape
+from rich.table import Table
 
 from modelledger import Registry
 
-from ._common import reason_option, registry_options
+from ._common import echo_json, json_option, make_console, reason_option, registry_options
 
 
 @click.group()
 def alias() -> None:
-    """Aliases: movable names for versions (models:/NAME@ALIAS).
+    """Aliases: movable names for versions (models:/NAME@ALIAS): list, set, rm.
 
     \b
     Example:
+        modelledger alias list credit-risk
         modelledger alias set credit-risk champion 3
     """
+
+
+@alias.command("list")
+@click.argument("name")
+@json_option
+@registry_options
+def alias_list(registry: Registry, name: str, as_json: bool) -> None:
+    """List a model's aliases, the version each points at, and who moved it last.
+
+    \b
+    Example:
+        modelledger alias list credit-risk
+        modelledger alias list credit-risk --json
+    """
+    registry.get_model(name)  # an unknown model is an error, not an empty list
+    # the ledger's moves, oldest first: the last move of each alias is where it stands
+    current = {change.alias: change for change in registry.alias_history(name)}
+    items: list[dict[str, str | int]] = [
+        {
+            "alias": c.alias,
+            "uri": f"models:/{name}@{c.alias}",
+            "version": c.version,
+            "version_uri": f"models:/{name}/{c.version}",
+            "moved_at": c.time,
+            "moved_by": c.actor,
+        }
+        for c in sorted(current.values(), key=lambda c: c.alias)
+        if c.version is not None
+    ]
+    if as_json:
+        echo_json({"model": name, "aliases": items})
+        return
+    if not items:
+        click.echo(f"{name} has no aliases")
+        return
+    table = Table("Alias", "Version", "Moved at", "By")
+    for item in items:
+        table.add_row(*(escape(str(item[k])) for k in ("alias", "version_uri", "moved_at", "moved_by")))
+    make_console().print(table)
 
 
 @alias.command("set")
@@ -24,8 +66,11 @@ def alias() -> None:
 @click.argument("alias_name", metavar="ALIAS")
 @click.argument("version", type=int)
 @reason_option
+@json_option
 @registry_options
-def alias_set(registry: Registry, name: str, alias_name: str, version: int, reason: str | None) -> None:
+def alias_set(
+    registry: Registry, name: str, alias_name: str, version: int, reason: str | None, as_json: bool
+) -> None:
     """Point ALIAS at a version of NAME (moving it if it was set); recorded in the ledger.
 
     \b
@@ -34,6 +79,10 @@ def alias_set(registry: Registry, name: str, alias_name: str, version: int, reas
         modelledger alias set credit-risk challenger 4 --reason "shadow test, RISK-88"
     """
     registry.set_alias(name, alias_name, version, reason=reason)
+    if as_json:
+        uri = f"models:/{name}/{version}"
+        echo_json({"model": name, "alias": alias_name, "version": version, "uri": uri})
+        return
     click.echo(f"models:/{name}@{alias_name} -> models:/{name}/{version}")
 
 
@@ -41,8 +90,9 @@ def alias_set(registry: Registry, name: str, alias_name: str, version: int, reas
 @click.argument("name")
 @click.argument("alias_name", metavar="ALIAS")
 @reason_option
+@json_option
 @registry_options
-def alias_rm(registry: Registry, name: str, alias_name: str, reason: str | None) -> None:
+def alias_rm(registry: Registry, name: str, alias_name: str, reason: str | None, as_json: bool) -> None:
     """Remove an alias; recorded in the ledger.
 
     \b
@@ -50,4 +100,7 @@ def alias_rm(registry: Registry, name: str, alias_name: str, reason: str | None)
         modelledger alias rm credit-risk staging --reason "staging retired"
     """
     registry.delete_alias(name, alias_name, reason=reason)
+    if as_json:
+        echo_json({"model": name, "alias": alias_name, "removed": True})
+        return
     click.echo(f"Removed models:/{name}@{alias_name}")

@@ -16,6 +16,7 @@ from rich.table import Table
 from modelledger import AliasChange, LedgerEvent, Registry, parse_model_uri
 
 from ._common import (
+    TIME_HELP,
     as_text,
     cursor_option,
     echo_json,
@@ -64,7 +65,7 @@ def _alias_moves(registry: Registry, name: str, alias_name: str) -> list[dict[st
     "when",
     default=None,
     metavar="TIME",
-    help="With MODEL@ALIAS: which version held the alias at this ISO 8601 time (UTC without offset).",
+    help=f"With MODEL@ALIAS: which version held the alias at this time ({TIME_HELP}; UTC without offset).",
 )
 @json_option
 @registry_options
@@ -123,7 +124,7 @@ def history(registry: Registry, target: str, when: str | None, as_json: bool) ->
 @click.option("--version", type=int, default=None, help="Only events about this version (needs --model).")
 @click.option("--actor", default=None, help="Only events by this actor.")
 @click.option("--action", default=None, help="Only this action; may end with * (e.g. 'version.*').")
-@click.option("--since", default=None, metavar="TIME", help="From this time (ISO 8601).")
+@click.option("--since", default=None, metavar="TIME", help=f"From this time ({TIME_HELP}).")
 @click.option("--until", default=None, metavar="TIME", help="Up to this time.")
 @limit_option
 @cursor_option

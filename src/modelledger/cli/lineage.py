@@ -13,7 +13,6 @@ from rich.markup import escape
 from modelledger import LineageEdge, LineageGraph, LineageNode, Registry, VersionDiff
 
 from ._common import (
-    as_text,
     echo_json,
     json_option,
     make_console,
@@ -96,6 +95,8 @@ def lineage(registry: Registry, identifier: str, fmt: str, as_json: bool) -> Non
         modelledger lineage models:/credit-risk@production --format mermaid > lineage.mmd
         modelledger lineage datasets:/applications-train/2 --format dot | dot -Tsvg > lineage.svg
     """
+    if as_json and fmt not in ("tree", "json"):
+        raise click.UsageError(f"--json and --format {fmt} cannot be used together")
     graph = registry.lineage(identifier)
     if as_json or fmt == "json":
         echo_json(graph.to_dict())
@@ -107,11 +108,31 @@ def lineage(registry: Registry, identifier: str, fmt: str, as_json: bool) -> Non
         make_console().print(lineage_tree(graph, downstream=False))
 
 
-def _print_changes(console: Console, title: str, changes: Mapping[str, tuple[Any, Any]]) -> None:
+def _rounded(value: Any, *, metric: bool = False) -> Any:
+    """A float as people compare them: metrics to 4 decimals, anything else to 6 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4f}" if metric else f"{value:.6g}"
+    return value
+
+
+def _plain(value: Any) -> str:
+    """A value as plain text (:func:`print_section` escapes it once)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _print_changes(
+    console: Console, title: str, changes: Mapping[str, tuple[Any, Any]], *, metric: bool = False
+) -> None:
     if changes:
-        print_section(
-            console, title, [(k, f"{as_text(old)} -> {as_text(new)}") for k, (old, new) in changes.items()]
-        )
+        rows = [
+            (k, f"{_plain(_rounded(old, metric=metric))} -> {_plain(_rounded(new, metric=metric))}")
+            for k, (old, new) in changes.items()
+        ]
+        print_section(console, title, rows)
         console.print()
 
 
@@ -148,16 +169,26 @@ def diff(registry: Registry, a: str, b: str, as_json: bool) -> None:
         ("Framework", d.framework),
         ("Dependencies", d.dependencies),
     ):
-        _print_changes(console, title, changes)
+        _print_changes(console, title, changes, metric=title == "Metrics")
     for ds in d.datasets:
         schema = ds["schema"]
+        if ds["old"] is None or ds["new"] is None:
+            # one side has no data set in this role: its columns were not removed, just not recorded
+            side, other = (d.a, ds["new"]) if ds["old"] is None else (d.b, ds["old"])
+            rows = [
+                (
+                    "Version",
+                    f"{ds['old'] or 'no data set recorded'} -> {ds['new'] or 'no data set recorded'}",
+                ),
+                ("Note", f"{side} has no {ds['role']} data set recorded ({other} on the other side)"),
+            ]
+            print_section(console, f"Data set: {ds['role']}", rows)
+            console.print()
+            continue
         rows = [
-            ("Version", f"{ds['old'] or '-'} -> {ds['new'] or '-'}"),
-            (
-                "Digest",
-                f"{_digest_prefix(ds['old_digest']) or '-'} -> {_digest_prefix(ds['new_digest']) or '-'}",
-            ),
-            ("Rows", f"{as_text(ds['rows']['old'])} -> {as_text(ds['rows']['new'])}"),
+            ("Version", f"{ds['old']} -> {ds['new']}"),
+            ("Digest", f"{_digest_prefix(ds['old_digest'])} -> {_digest_prefix(ds['new_digest'])}"),
+            ("Rows", f"{_plain(ds['rows']['old'])} -> {_plain(ds['rows']['new'])}"),
         ]
         if schema["added"]:
             rows.append(("Columns added", ", ".join(schema["added"])))
@@ -202,6 +233,45 @@ def _dataset_lines(console: Console, entries: Iterable[Mapping[str, Any]], inden
             _dataset_lines(console, step.get("inputs") or (), indent + "        ")
 
 
+def _joined(*parts: Any, sep: str = " ") -> str | None:
+    """The parts that are there, joined; None when none is (the row is then left out)."""
+    text = sep.join(str(p) for p in parts if p not in (None, "", [], {}))
+    return text or None
+
+
+def _built_rows(man: Mapping[str, Any], model_steps: Iterable[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+    """What the manifest says about how the model was built, leaving out what it does not say."""
+    src = man.get("source") or {}
+    job = man.get("training_job") or {}
+    code = _joined(src.get("repo_url"), src.get("path"))
+    if code and src.get("revision"):
+        code += f" @ {src['revision']}"
+    if code and src.get("dirty") is not None:
+        code += f" ({'dirty' if src['dirty'] else 'clean'})"
+    python = f"Python {man['python']}" if man.get("python") else None
+    framework = _joined(_joined(man.get("framework"), man.get("framework_version")), python, sep=", ")
+    deps = len(man.get("dependencies") or {})
+    span = _joined(job.get("started_at"), job.get("ended_at"), sep=" -> ")
+    host = f"on {job['host']}" if job.get("host") else None
+    rows: list[tuple[str, Any]] = [
+        ("code", code),
+        ("algorithm", man.get("algorithm")),
+        ("framework", framework),
+        ("dependencies", f"{deps} packages pinned" if deps else None),
+        ("params", man.get("params") or None),
+        ("metrics", man.get("metrics") or None),
+        ("training job", _joined(job.get("id"), span, host)),
+    ]
+    rows += [
+        (
+            f"model step {s['name']}",
+            _joined(s.get("kind"), _joined(*(s.get("columns") or []), sep=", "), sep=" on "),
+        )
+        for s in model_steps
+    ]
+    return [(key, value) for key, value in rows if value is not None]
+
+
 @click.command("trace")
 @click.argument("prediction_id")
 @json_option
@@ -229,8 +299,12 @@ def trace(registry: Registry, prediction_id: str, as_json: bool) -> None:
         print_section(
             console,
             f"Prediction {p['id']}",
-            [("time", p["time"]), ("input", p["input"]), ("output", p["output"]), ("receipt", check)],
+            [("time", p["time"]), ("output", p["output"]), ("receipt", check)],
         )
+        console.print()
+        # an input row may have dozens of columns: one per line reads, one JSON line does not
+        inputs = p["input"] if isinstance(p["input"], Mapping) else {"input": p["input"]}
+        print_section(console, "Input", [(str(k), v) for k, v in inputs.items()])
         console.print()
         print_section(
             console,
@@ -258,37 +332,10 @@ def trace(registry: Registry, prediction_id: str, as_json: bool) -> None:
         rows.append(("aliases then", ", ".join(f"@{a}" for a in g["aliases_at_prediction"]) or "-"))
         print_section(console, "Governance (from the ledger)", rows)
         console.print()
-        src = man.get("source") or {}
-        job = man.get("training_job") or {}
-        print_section(
-            console,
-            "How it was built",
-            [
-                (
-                    "code",
-                    f"{src.get('repo_url')} {src.get('path')} @ {src.get('revision')}"
-                    f" dirty={src.get('dirty')}",
-                ),
-                ("algorithm", man.get("algorithm")),
-                (
-                    "framework",
-                    f"{man.get('framework')} {man.get('framework_version')}, Python {man.get('python')}",
-                ),
-                ("dependencies", f"{len(man.get('dependencies') or {})} packages pinned"),
-                ("params", man.get("params")),
-                ("metrics", man.get("metrics")),
-                (
-                    "training job",
-                    f"{job.get('id')} {job.get('started_at')} -> {job.get('ended_at')} on {job.get('host')}",
-                ),
-            ]
-            + [
-                (f"model step {s['name']}", f"{s.get('kind')} on {', '.join(s.get('columns') or [])}")
-                for s in report.model_steps
-            ],
-        )
-        console.print()
-        console.print("[bold]Data[/]")
-        _dataset_lines(console, report.datasets, "  ")
+        print_section(console, "How it was built", _built_rows(man, report.model_steps))
+        if report.datasets:
+            console.print()
+            console.print("[bold]Data[/]")
+            _dataset_lines(console, report.datasets, "  ")
     if not report.receipt_valid:
         raise SystemExit(1)

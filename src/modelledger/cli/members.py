@@ -157,6 +157,7 @@ models_option = click.option(
 @role_option
 @models_option
 @reason_option
+@json_option
 @registry_options
 def members_add(
     registry: Registry,
@@ -165,6 +166,7 @@ def members_add(
     roles: tuple[str, ...],
     models: tuple[str, ...],
     reason: str | None,
+    as_json: bool,
 ) -> None:
     """Enrol NAME with their public key and roles (an admin's act, recorded in the ledger).
 
@@ -174,6 +176,9 @@ def members_add(
         modelledger members add scorer-prod --key scorer.pub.pem --role serving --models "credit-*"
     """
     member = registry.enrol(name, Path(public_key), roles=roles, models=models or ("*",), reason=reason)
+    if as_json:
+        echo_json(member.to_dict())
+        return
     click.echo(f"Enrolled {member.name}: {', '.join(member.roles)} on {', '.join(member.models)}")
 
 
@@ -182,9 +187,15 @@ def members_add(
 @role_option
 @models_option
 @reason_option
+@json_option
 @registry_options
 def members_roles(
-    registry: Registry, name: str, roles: tuple[str, ...], models: tuple[str, ...], reason: str | None
+    registry: Registry,
+    name: str,
+    roles: tuple[str, ...],
+    models: tuple[str, ...],
+    reason: str | None,
+    as_json: bool,
 ) -> None:
     """Replace NAME's roles and model scope (an admin's act, recorded in the ledger).
 
@@ -193,6 +204,9 @@ def members_roles(
         modelledger members roles bob@bank.example --role approver --models "credit-*"
     """
     member = registry.set_roles(name, roles, models=models or ("*",), reason=reason)
+    if as_json:
+        echo_json(member.to_dict())
+        return
     click.echo(f"{member.name}: {', '.join(member.roles)} on {', '.join(member.models)}")
 
 
@@ -200,15 +214,19 @@ def members_roles(
 @click.argument("name")
 @click.argument("key_id")
 @required_reason_option
+@json_option
 @registry_options
-def members_revoke(registry: Registry, name: str, key_id: str, reason: str) -> None:
+def members_revoke(registry: Registry, name: str, key_id: str, reason: str, as_json: bool) -> None:
     """Revoke one of NAME's keys: nothing it signs from now on is accepted.
 
     \b
     Example:
         modelledger members revoke scorer-prod 1f2e3d4c5b6a7988 --reason "host decommissioned"
     """
-    registry.revoke_key(name, key_id, reason=reason)
+    member = registry.revoke_key(name, key_id, reason=reason)
+    if as_json:
+        echo_json(member.to_dict())
+        return
     click.echo(f"Revoked key {key_id} of {name}")
 
 

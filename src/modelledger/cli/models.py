@@ -110,8 +110,11 @@ def models_show(registry: Registry, name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--description", default="", help="What the model is for.")
 @tag_option
+@json_option
 @registry_options
-def models_create(registry: Registry, name: str, description: str, tags: dict[str, str]) -> None:
+def models_create(
+    registry: Registry, name: str, description: str, tags: dict[str, str], as_json: bool
+) -> None:
     """Create a registered model (register also creates it on first use).
 
     \b
@@ -119,4 +122,7 @@ def models_create(registry: Registry, name: str, description: str, tags: dict[st
         modelledger models create credit-risk --description "Probability of default" --tag team=risk
     """
     model = registry.create_model(name, description=description, tags=tags)
+    if as_json:
+        echo_json(model.to_dict())
+        return
     click.echo(f"Created model {model.name}")

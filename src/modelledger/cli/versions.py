@@ -1,16 +1,27 @@
-"""``versions list|show``, ``register`` (a new version) and ``predict`` (score a file with one)."""
+"""``versions list|show``, ``register`` (a new version) and ``predict`` (score a file with one).
+
+``predict`` serves a version as a deployed model would: when the acting identity may serve
+the model (or with ``--capture``), every row gets a signed receipt, written as JSON lines
+next to the predictions (``scored.parquet`` -> ``scored.receipts.jsonl``), and the rows are
+captured in the registry.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
 
 import click
 from rich.markup import escape
 from rich.table import Table
 
-from modelledger import InvalidInput, ModelVersion, Registry
+from modelledger import STAGES, InvalidInput, ModelVersion, Registry, VersionState
 
 from ._common import (
+    EXIT_NOT_PROMOTED,
+    TABLE_SUFFIXES,
+    RowBar,
     TransferBar,
     check_table_output,
     cursor_option,
@@ -56,14 +67,21 @@ def versions_list(
         modelledger versions list credit-risk --limit 10
     """
     page = registry.list_versions(name, **page_args(limit, cursor))
+    # One state read per listed version: the public API has no batch read of stages, and a
+    # page holds at most 1000 versions.
+    stages = {v.version: registry.state(v.uri).stage for v in page}
     if as_json:
-        echo_json(page_json(page))
+        doc = page_json(page)
+        for item in doc["items"]:
+            item["stage"] = stages[item["version"]]
+        echo_json(doc)
         return
-    table = Table("Version", "Aliases", "Flavor", "Created", "By", "Metrics", "Digest")
+    table = Table("Version", "Stage", "Aliases", "Flavor", "Created", "By", "Metrics", "Digest")
     for v in page:
         metrics = v.manifest.get("metrics") or {}
         table.add_row(
             str(v.version),
+            stages[v.version],
             escape(", ".join(v.aliases)),
             escape(v.flavor),
             v.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -97,7 +115,7 @@ def _environment(env: Any) -> str | None:
     return f"{origin} ({env['from']})" if env.get("from") else origin
 
 
-def _render_version(mv: ModelVersion) -> None:
+def _render_version(mv: ModelVersion, state: VersionState) -> None:
     m = mv.manifest
     source = m.get("source") or {}
     job = m.get("training_job") or {}
@@ -109,6 +127,7 @@ def _render_version(mv: ModelVersion) -> None:
             mv.uri,
             [
                 ("Digest", mv.digest),
+                ("Stage", state.stage),
                 ("Aliases", ", ".join(mv.aliases) or None),
                 ("Flavor", mv.flavor),
                 ("Entry", m.get("entry")),
@@ -189,10 +208,31 @@ def versions_show(registry: Registry, identifier: str, version: int | None, as_j
     if version is not None and identifier.startswith("models:/"):
         raise click.UsageError("give VERSION only with a model name, not with a models:/ identifier")
     mv = registry.get_version(identifier, version)
+    state = registry.state(mv.uri)
     if as_json:
-        echo_json(mv.to_dict())
+        echo_json({**mv.to_dict(), "stage": state.stage})
         return
-    _render_version(mv)
+    _render_version(mv, state)
+
+
+# The stages a version walks through, in order. Rejected and retired are ends, not steps on
+# the way: a version there meets no --require-stage.
+PROGRESSION = tuple(s for s in STAGES if s not in ("rejected", "retired"))
+
+
+def _stage_met(stage: str, required: str) -> bool:
+    return stage in PROGRESSION and PROGRESSION.index(stage) >= PROGRESSION.index(required)
+
+
+def _gate_results(registry: Registry, uri: str) -> list[dict[str, Any]]:
+    """The gates of the version's latest validation, from the ledger (none when not validated)."""
+    events = [e for e in registry.history(uri) if e.action == "validation.evaluated"]
+    return [dict(r) for r in events[-1].data.get("results") or ()] if events else []
+
+
+def _gate_text(result: dict[str, Any]) -> str:
+    value = result.get("value")
+    return f"{result['gate']} (got {'no value' if value is None else f'{value:.6g}'})"
 
 
 @click.command()
@@ -221,6 +261,15 @@ def versions_show(registry: Registry, identifier: str, version: int | None, as_j
     type=click.Path(dir_okay=False, path_type=str),
     help="A few input rows (.csv or .parquet) to record the input signature.",
 )
+@click.option(
+    "--require-stage",
+    "require_stage",
+    type=click.Choice(PROGRESSION),
+    default=None,
+    help="Exit with code 3 unless the new version reaches at least this stage by itself "
+    "(the manifest's automatic stages); it stays registered either way.",
+)
+@json_option
 @registry_options
 def register(
     registry: Registry,
@@ -230,12 +279,18 @@ def register(
     code_path: str,
     execution_id: str | None,
     sample_path: str | None,
+    require_stage: str | None,
+    as_json: bool,
 ) -> None:
     """Register a folder of artefact files as the model's next version; prints its identifier.
+
+    Exit code 3 (after printing the identifier) when the version's gates rejected it, or when
+    it stopped short of --require-stage; the version is registered either way.
 
     \b
     Example:
         modelledger register credit-risk ./model --manifest manifest.yaml --sample sample.csv
+        modelledger register credit-risk ./model --manifest manifest.yaml --require-stage validated
     """
     sample = read_table(sample_path) if sample_path else None
     bar = TransferBar(f"Uploading {name}")
@@ -251,7 +306,30 @@ def register(
         )
     finally:
         bar.close()
-    click.echo(mv.uri)
+    stage = registry.state(mv.uri).stage
+    gates = _gate_results(registry, mv.uri)
+    failed = [g for g in gates if not g.get("passed")]
+    problems = []
+    if stage == "rejected":
+        problems.append(f"{mv.uri} was rejected by its gates: {'; '.join(map(_gate_text, failed))}")
+    elif require_stage is not None and not _stage_met(stage, require_stage):
+        problems.append(f"{mv.uri} stopped at stage {stage}, short of --require-stage {require_stage}")
+    if as_json:
+        echo_json(
+            {
+                **mv.to_dict(),
+                "stage": stage,
+                "gates": gates,
+                "require_stage": require_stage,
+                "ok": not problems,
+            }
+        )
+    else:
+        click.echo(mv.uri)
+        for problem in problems:
+            click.secho(problem, fg="red", err=True)
+    if problems:
+        raise click.exceptions.Exit(EXIT_NOT_PROMOTED)
 
 
 def _with_predictions(frame: Any, predictions: Any) -> Any:
@@ -277,25 +355,143 @@ def _with_predictions(frame: Any, predictions: Any) -> Any:
     return out
 
 
+CHUNK_ROWS = 10_000
+"""predict scores and signs this many rows at a time (bounded memory, a moving progress bar)."""
+
+
+def _may_serve(registry: Registry, model: str) -> bool:
+    """Whether the acting identity holds the serving role for ``model`` in this registry."""
+    member = registry.whoami()["member"]
+    if member is None:
+        return False
+    return any(m.name == member["name"] and m.has_role("serving", model) for m in registry.members())
+
+
+def _receipts_path(output_path: str | None) -> str | None:
+    """Next to the predictions: scored.parquet -> scored.receipts.jsonl (none for stdout or a device)."""
+    if output_path is None or Path(output_path).suffix.lower() not in TABLE_SUFFIXES:
+        return None
+    return str(Path(output_path).with_suffix(".receipts.jsonl"))
+
+
+def _chunks(frame: Any) -> Iterator[Any]:
+    for start in range(0, max(len(frame), 1), CHUNK_ROWS):
+        yield frame.iloc[start : start + CHUNK_ROWS]
+
+
+def _open_text(path: str) -> IO[str]:
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc}") from exc
+
+
 @click.command()
 @click.argument("identifier")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=str))
-@output_option("Write predictions here (.csv or .parquet); default: CSV on stdout.")
+@output_option("Write predictions here (.csv or .parquet; /dev/null too); default: CSV on stdout.")
+@click.option(
+    "--capture/--no-capture",
+    "capture",
+    default=None,
+    help="Sign a receipt per row and capture the rows, as a served model does "
+    "[default: when you hold the serving role for the model]; --capture fails when you do not.",
+)
+@click.option(
+    "--receipts",
+    "receipts_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Write the receipts (one JSON object a line) here "
+    "[default: next to -o, e.g. scored.receipts.jsonl; none without -o].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (needs -o).")
 @registry_options
-def predict(registry: Registry, identifier: str, input_path: str, output_path: str | None) -> None:
+def predict(
+    registry: Registry,
+    identifier: str,
+    input_path: str,
+    output_path: str | None,
+    capture: bool | None,
+    receipts_path: str | None,
+    as_json: bool,
+) -> None:
     """Score a CSV or Parquet file: its columns plus a 'prediction' column.
+
+    When you may serve the model (the serving role), or with --capture, each row also gets
+    a signed receipt (written as JSON lines next to -o: scored.parquet ->
+    scored.receipts.jsonl) and the rows are captured in the registry, so `trace` and
+    `predictions` find them; prints the range of prediction ids. --no-capture only scores.
+    Large inputs are scored 10,000 rows at a time, with a progress bar.
 
     \b
     Example:
         modelledger predict models:/credit-risk@production applications.csv -o scored.parquet
-        modelledger predict models:/credit-risk/3 applications.parquet > scored.csv
+        modelledger predict models:/credit-risk/3 applications.parquet --no-capture > scored.csv
     """
+    import pandas as pd  # heavy: loaded on first use so `import modelledger` stays fast
+
+    if as_json and output_path is None:
+        raise click.UsageError("--json needs -o/--output (without it the predictions go to stdout)")
     check_table_output(output_path)
-    model = registry.load(identifier)
+    mv = registry.get_version(identifier)
+    if capture is None:
+        capture = _may_serve(registry, mv.model)
+    receipts_path = receipts_path or (_receipts_path(output_path) if capture else None)
+    if receipts_path is not None and not capture:
+        raise click.UsageError("--receipts needs --capture: receipts are signed only when capturing")
     frame = read_table(input_path)
-    out = _with_predictions(frame, model.predict(frame))
+    # by number, not by the identifier: an alias may move while a long file is scored
+    model: Any = registry.load(mv.uri, capture=capture)
+    receipts_file = _open_text(receipts_path) if receipts_path else None
+    bar = RowBar(f"Scoring {mv.uri}", total=len(frame), threshold=CHUNK_ROWS)
+    parts, first_id, last_id, signed = [], None, None, 0
+    try:
+        for chunk in _chunks(frame):
+            if capture:
+                predictions, receipts = model.predict(chunk)
+                if len(receipts):
+                    first_id = first_id or receipts[0].prediction_id
+                    last_id = receipts[len(receipts) - 1].prediction_id
+                    signed += len(receipts)
+                if receipts_file is not None:
+                    receipts_file.writelines(r.to_json(indent=None) + "\n" for r in receipts)
+            else:
+                predictions = model.predict(chunk)
+            parts.append(_with_predictions(chunk, predictions))
+            bar.advance(len(chunk))
+    finally:
+        bar.close()
+        if receipts_file is not None:
+            receipts_file.close()
+        if capture:
+            model.close()  # writes the captured rows that are still buffered
+    out = pd.concat(parts, ignore_index=True) if parts else frame
+    stats = model.stats() if capture else None
     if output_path is None:
         click.echo(out.to_csv(index=False), nl=False)
+    else:
+        write_table(out, output_path)
+    summary = {
+        "uri": mv.uri,
+        "rows": len(out),
+        "output": output_path,
+        "captured": bool(capture),
+        "receipts": receipts_path,
+        "first_prediction_id": first_id,
+        "last_prediction_id": last_id,
+        "signed": signed,
+        "capture_written": stats.written if stats else 0,
+        "capture_dropped": stats.dropped if stats else 0,
+    }
+    if as_json:
+        echo_json(summary)
         return
-    write_table(out, output_path)
-    click.echo(f"Wrote {len(out)} predictions to {output_path}", err=True)
+    where = f" to {output_path}" if output_path else ""
+    click.echo(f"Wrote {len(out)} predictions of {mv.uri}{where}", err=True)
+    if capture:
+        click.echo(f"Signed {signed} receipts, prediction ids {first_id} .. {last_id}", err=True)
+        if receipts_path:
+            click.echo(f"Receipts: {receipts_path}", err=True)
+        if stats and stats.dropped:
+            click.secho(f"{stats.dropped} rows were not captured (the store failed)", fg="yellow", err=True)

@@ -228,9 +228,21 @@ class ArtifactStore:
     def _no_bucket(self) -> StorageError:
         bucket = self._bucket()
         return StorageError(
-            f"the S3 bucket {bucket!r} does not exist: create it (for example `aws s3 mb s3://{bucket}`) "
-            f"or fix the artefact root {self.url}"
+            f"the S3 bucket {bucket!r} does not exist: create it with `modelledger init --create-bucket` "
+            f"(or `aws s3 mb s3://{bucket}`), or fix the artefact root {self.url}"
         )
+
+    @_translated("create the bucket of")
+    def create_bucket(self) -> bool:
+        """Create the S3 bucket the artefact root lives in; False when it exists already."""
+        if not self._is_s3_url:
+            raise InvalidInput(f"only an s3:// artefact root has a bucket to create, not {self.url}")
+        bucket = self._bucket()
+        if self.fs.exists(bucket):
+            return False
+        self.fs.mkdir(bucket)
+        self.fs.invalidate_cache()
+        return True
 
     def _missing(self, rel: str, exc: BaseException) -> ModelLedgerError:
         """A file that is not there, or (on S3) a bucket that is not."""
