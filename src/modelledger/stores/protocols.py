@@ -69,7 +69,13 @@ class ModelStore(Protocol):
     def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model: ...
     def get_model(self, name: str) -> Model: ...
     def list_models(
-        self, *, prefix: str | None, tags: Mapping[str, str], limit: int, after: str | None
+        self,
+        *,
+        prefix: str | None,
+        tags: Mapping[str, str],
+        limit: int,
+        after: str | None,
+        include_archived: bool = False,
     ) -> list[Model]: ...
     def update_model(
         self,
@@ -164,6 +170,10 @@ class LedgerStore(Protocol):
     ) -> bool:
         """Record the public key and ``decide``'s events in one governed write, unless a key is
         recorded already (then False, nothing written)."""
+        ...
+
+    def renamed_models(self) -> dict[str, str]:
+        """Every former model name -> the name that model has now (from ``model.renamed``)."""
         ...
 
     def version_state(self, model: str, version: int) -> VersionState: ...
