@@ -447,7 +447,9 @@ def decide_deploy(ctx: GovContext, alias: str, *, reason: str | None) -> list[Ev
     uri = _subject(ctx)
     check_not_archived(ctx, "be deployed")
     if state.stage == "retired":
-        raise Conflict(f"{uri} is retired: a retired version cannot be deployed")
+        raise Conflict(
+            f"{uri} is retired: only an approved version can be deployed, and a retired one never again"
+        )
     if state.stage not in ("approved", "deployed"):
         raise Conflict(f"{uri} is {state.stage}: only an approved version can be deployed")
     previous = ctx.aliases.get(alias)
