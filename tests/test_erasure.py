@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from modelledger import Erased, InvalidInput, NotFound, PermissionDenied, Registry
+from modelledger import Conflict, Erased, InvalidInput, NotFound, PermissionDenied, Registry
 from modelledger.cli import main
 from modelledger.stores.artifacts import ArtifactStore
 
@@ -143,6 +143,10 @@ def test_erasing_a_data_set_removes_its_file(reg: Registry) -> None:
     assert report.ok, [str(p) for p in report.problems]
     assert [e.target for e in report.erased] == [dv.uri]
     _chain_ok(reg)
+    # the same content cannot come back under the erased version
+    with pytest.raises(Conflict, match="erased"):
+        reg.datasets.register("applications", _frame(20))
+    assert not _store(reg).exists(dv.path)
 
 
 def test_erasing_captured_predictions(reg: Registry) -> None:

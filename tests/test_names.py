@@ -226,6 +226,8 @@ def test_rename_refusals(reg: Registry) -> None:
         reg.rename_model("b", "a", reason="x")
     with pytest.raises(Conflict, match="renamed to c"):
         reg.register("a", lambda rows: rows, capture=False)
+    with pytest.raises(Conflict, match="former name of c"):
+        reg.create_model("a")
     # a chain of renames resolves to the newest name
     reg.rename_model("c", "d", reason="y")
     with pytest.warns(ModelRenamed, match="'a' was renamed to 'd'"):

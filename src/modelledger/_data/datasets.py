@@ -24,7 +24,7 @@ from .._manifest import (
 )
 from .._paging import check_limit, decode_cursor, make_page
 from .._time import now
-from ..errors import AlreadyExists, Erased, IntegrityError, InvalidInput, InvalidManifest, NotFound
+from ..errors import AlreadyExists, Conflict, Erased, IntegrityError, InvalidInput, InvalidManifest, NotFound
 from ..stores.artifacts import ArtifactStore
 from ..stores.protocols import DatasetStore, Signer
 from .ingest import ingest
@@ -208,6 +208,13 @@ class Datasets:
         existing = self._meta.find_dataset_version(plan.name, got.digest)
         if existing is not None:
             store.remove_tree(got.staging)
+            erasure = self._erased(existing.uri) if self._erased is not None else None
+            if erasure is not None:
+                # the same content is a version whose file was erased: never bring it back
+                raise Conflict(
+                    f"this data is {existing.uri}, whose file was erased at {erasure.time} by "
+                    f"{erasure.actor} ({erasure.reason}): it cannot be registered again"
+                )
             return existing, False
         final = f"datasets/{plan.name}/{got.digest.split(':', 1)[1][:16]}/data.parquet"
         moved = False

@@ -45,6 +45,11 @@ class SqlModels(SqlLedger):
     def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model:
         try:
             with self._write() as conn:
+                renamed = self._renames(conn).get(name)
+                if renamed is not None:
+                    raise Conflict(
+                        f"{name} is a former name of {renamed} (it still resolves to it): choose another"
+                    )
                 self._insert_model(conn, name, description, now, ignore=False)
                 row = self._model_row(conn, name)
                 if tags:
