@@ -308,3 +308,24 @@ def test_no_warning_for_current_names(reg: Registry) -> None:
         warnings.simplefilter("error")
         reg.load(v1)
         reg.history("credit-risk")
+
+
+class _Scorer:
+    def predict(self, frame: object) -> object:
+        return frame["income"] / 1000  # type: ignore[index]
+
+
+def test_trace_after_a_rename_keeps_the_governance(reg: Registry) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"income": [50_000.0, 61_000.0]})
+    uri = reg.register("credit", _Scorer(), sample_input=frame, capture=False).uri
+    reg.approve(uri, reason="reviewed")
+    reg.deploy(uri, reason="first release")
+    with reg.load("models:/credit@production", capture=True) as served:
+        receipts = served.predict(frame).receipts
+    reg.rename_model("credit", "credit-risk", reason="naming")
+    report = reg.trace(receipts[0].prediction_id)
+    assert [a["reason"] for a in report.governance["approvals"]] == ["reviewed"]
+    assert [d["reason"] for d in report.governance["deployments"]] == ["first release"]
+    _clean(reg)
