@@ -190,3 +190,14 @@ def test_metrics_of_versions_registered_before_the_index_are_found(db_url: str, 
     engine.dispose()
     fresh = Registry.open(db_url, artifacts=str(tmp_path / "art"), actor="alice@example.com")
     assert _uris(fresh.search_versions("metrics.auc > 0.8")) == ["models:/credit-risk/1"]
+
+
+def test_search_by_version_tags(populated: Registry) -> None:
+    r = populated
+    r.set_version_tags("models:/credit-risk/2", {"team": "risk", "champion": "yes"})
+    r.set_version_tags("models:/fraud/1", {"team": "fraud-ops"})
+    assert _uris(r.search_versions("tags.team = risk")) == ["models:/credit-risk/2"]
+    assert _uris(r.search_versions(tags={"team": "fraud-ops"}, stage="approved")) == ["models:/fraud/1"]
+    assert _uris(r.search_versions("tags.champion = yes and metrics.auc > 0.9")) == []
+    with pytest.raises(InvalidInput, match="takes = only"):
+        r.search_versions("tags.team != risk")

@@ -91,7 +91,9 @@ def state_differences(
             for event, _hash in store.iter_events(after=replayed_to):
                 if event.seq > head:
                     break
-                rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
+                rebuilt.apply(
+                    state_delta(event.action, event.actor, event.time, event.seq, event.data), event.time
+                )
                 replayed_to = event.seq
             current = store.current_state()
             if store.ledger_head()[0] == head == replayed_to:
@@ -107,6 +109,20 @@ def state_differences(
         held, found = rebuilt.aliases.get((name, alias)), current.aliases.get((name, alias))
         if held != found:
             out.append(StateDifference(f"models:/{name}@{alias}", held, found))
+    for name in sorted(set(rebuilt.archived) | set(current.archived)):
+        if (name in rebuilt.archived) != (name in current.archived):
+            out.append(
+                StateDifference(
+                    f"archived models:/{name}", name in rebuilt.archived, name in current.archived
+                )
+            )
+    for key in sorted(set(rebuilt.tags) | set(current.tags)):
+        if rebuilt.tags.get(key, {}) != current.tags.get(key, {}):
+            out.append(
+                StateDifference(
+                    f"tags of models:/{key[0]}/{key[1]}", rebuilt.tags.get(key), current.tags.get(key)
+                )
+            )
     if rebuilt.policy != current.policy:
         out.append(StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict()))
     return out

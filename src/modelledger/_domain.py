@@ -18,6 +18,7 @@ __all__ = [
     "ColumnSpec",
     "DatasetSource",
     "DatasetVersion",
+    "Erasure",
     "FileEntry",
     "GcItem",
     "GcReport",
@@ -117,6 +118,7 @@ class Model:
     tags: Mapping[str, str] = field(default_factory=dict)
     created_at: datetime = field(default_factory=now)
     latest_version: int = 0
+    archived: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class Model:
             "tags": dict(self.tags),
             "created_at": to_iso(self.created_at),
             "latest_version": self.latest_version,
+            "archived": self.archived,
         }
 
     @classmethod
@@ -135,6 +138,7 @@ class Model:
             tags=dict(data.get("tags", {})),
             created_at=from_stored(data["created_at"]),
             latest_version=int(data.get("latest_version", 0)),
+            archived=bool(data.get("archived", False)),
         )
 
 
@@ -204,6 +208,7 @@ class ModelVersion:
     created_by: str = ""
     aliases: tuple[str, ...] = ()
     key: int = 0  # the version's numeric key in this registry (prediction ids carry it)
+    tags: Mapping[str, str] = field(default_factory=dict)  # set with Registry.set_version_tags
 
     @property
     def uri(self) -> str:
@@ -228,6 +233,7 @@ class ModelVersion:
             "created_by": self.created_by,
             "aliases": list(self.aliases),
             "key": self.key,
+            "tags": dict(self.tags),
         }
 
     @classmethod
@@ -244,6 +250,7 @@ class ModelVersion:
             created_by=data.get("created_by", ""),
             aliases=tuple(data.get("aliases", ())),
             key=int(data.get("key", 0)),
+            tags=dict(data.get("tags") or {}),
         )
 
 
@@ -328,6 +335,41 @@ class GcReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Erasure:
+    """A recorded erasure, from its ledger event: ``target`` (``models:/x/3``, ``datasets:/d/2``
+    or ``predictions:/x/3``), what it removed (``files``: path, sha256, size each), who, when
+    and why. The bytes are gone; their digests and every event about them stay."""
+
+    target: str
+    action: str
+    actor: str
+    time: str
+    reason: str
+    seq: int
+    files: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def paths(self) -> frozenset[str]:
+        return frozenset(str(f.get("path")) for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "action": self.action,
+            "actor": self.actor,
+            "time": self.time,
+            "reason": self.reason,
+            "seq": self.seq,
+            "files": [dict(f) for f in self.files],
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"{self.target} erased at {self.time} by {self.actor} ({self.reason}): {len(self.files)} file(s)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     """What ``Registry.verify`` found: artefacts, data sets, manifests, the ledger and the state tables.
 
@@ -343,6 +385,7 @@ class VerifyReport:
     datasets_checked: int = 0
     in_flight: tuple[Problem, ...] = ()  # unreferenced but young: probably a write under way
     unrecorded: tuple[Problem, ...] = ()  # capture files the ledger has no record of yet
+    erased: tuple[Erasure, ...] = ()  # what was erased on purpose: recorded, not a problem
 
     @property
     def ok(self) -> bool:
@@ -360,6 +403,7 @@ class VerifyReport:
             "problems": [p.to_dict() for p in self.problems],
             "in_flight": [p.to_dict() for p in self.in_flight],
             "unrecorded": [p.to_dict() for p in self.unrecorded],
+            "erased": [e.to_dict() for e in self.erased],
         }
 
 

@@ -7,12 +7,13 @@ state change it records; the state tables are an index of the ledger.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._audit import AliasChange, StateDifference, state_differences, subject_history
-from ._domain import ModelVersion, Page
+from ._domain import Model, ModelVersion, Page
 from ._identifiers import model_subjects, validate_alias, validate_name
 from ._keys import key_id, read_public_pem
 from ._ledger import ChainReport, LedgerEvent, verify_chain
@@ -20,8 +21,10 @@ from ._lifecycle import (
     EventDraft,
     VersionState,
     decide_approval,
+    decide_archive,
     decide_deploy,
     decide_policy,
+    decide_rename,
     decide_rollback,
     decide_stage,
     decide_validation,
@@ -34,7 +37,7 @@ from ._paging import check_limit, decode_cursor, make_page
 from ._policy import Policy
 from ._signing import keyring, validate_member
 from ._time import parse_time, to_text
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, ModelRenamed, NotFound
 from .stores.protocols import MetadataStore, Signer
 
 __all__ = ["GovernanceVerbs"]
@@ -57,6 +60,82 @@ class GovernanceVerbs:
         @property
         def actor(self) -> str: ...
         def get_version(self, name_or_uri: str, version: int | None = None) -> ModelVersion: ...
+
+    # ------------------------------------------------------------------ names
+
+    def _renamed(self, name: str) -> str | None:
+        """The name the model once called ``name`` has now, with a :class:`ModelRenamed`
+        warning; None when ``name`` was never renamed."""
+        new: str | None = self._meta.renamed_models().get(name)
+        if new is not None:
+            warnings.warn(ModelRenamed(name, new), stacklevel=4)
+        return new
+
+    def _model_names(self, name: str) -> tuple[str, list[str]]:
+        """(the model's current name, every name it has had: current first) for ``name``,
+        which may be a former name (then with a warning)."""
+        renames: dict[str, str] = self._meta.renamed_models()
+        current = renames.get(name, name)
+        if current != name:
+            warnings.warn(ModelRenamed(name, current), stacklevel=4)
+        return current, [current, *(old for old, new in renames.items() if new == current)]
+
+    def _current_name(self, name: str) -> str:
+        validate_name(name)
+        self._ready()
+        return self._model_names(name)[0]
+
+    def archive_model(self, name: str, *, reason: str | None = None) -> Model:
+        """Archive a model: hidden from :meth:`list_models` (unless ``include_archived``), it
+        takes no new versions and no deployments; its versions still load. A ``model.archived``
+        ledger event (role: admin).
+
+        >>> registry.archive_model("credit-risk-v0", reason="replaced by credit-risk")  # doctest: +SKIP
+        """
+        current = self._current_name(name)
+        self._name_write(current, lambda ctx: decide_archive(ctx, archive=True, reason=reason))
+        model: Model = self._meta.get_model(current)
+        return model
+
+    def unarchive_model(self, name: str, *, reason: str | None = None) -> Model:
+        """Bring an archived model back (``model.unarchived``, role: admin)."""
+        current = self._current_name(name)
+        self._name_write(current, lambda ctx: decide_archive(ctx, archive=False, reason=reason))
+        model: Model = self._meta.get_model(current)
+        return model
+
+    unarchive = unarchive_model
+
+    def rename_model(self, old: str, new: str, *, reason: str) -> Model:
+        """Rename a model (``model.renamed``, role: admin, for both names). Its history stays
+        with it (``history(new)`` shows the events written under the old name), its artefact
+        folders keep their paths (no byte moves), and the old name keeps resolving
+        (``models:/old/3`` loads the same version, with a :class:`ModelRenamed` warning). A
+        former name is never reused by another model.
+
+        >>> registry.rename_model("credit", "credit-risk", reason="GOV-12")  # doctest: +SKIP
+        """
+        validate_name(new)
+        current = self._current_name(old)
+        self._name_write(current, lambda ctx: decide_rename(ctx, new, reason=reason))
+        model: Model = self._meta.get_model(new)
+        return model
+
+    def _name_write(self, name: str, decide: Any) -> None:
+        self._meta.govern(
+            name, None, decide, actor=self.actor, signer=self._signer(), needs_state=False, needs_policy=False
+        )
+
+    def retire(self, uri: str, *, reason: str) -> VersionState:
+        """Retire a version: it can no longer be deployed, no alias may point at it (those that
+        did are removed, and the ``stage.changed`` event lists them under ``aliases``), and
+        loading it by alias is refused; loading it by number still works, for audit.
+
+        >>> registry.retire("models:/credit-risk/2", reason="superseded by version 4")  # doctest: +SKIP
+        """
+        if not reason:
+            raise InvalidInput("retiring a version needs a reason")
+        return self.transition(uri, "retired", reason=reason)
 
     def _govern(self, target: str | ModelVersion, decide: Any) -> str:
         """Apply ``decide`` to the version ``target`` names now; returns its ``models:/x/N`` form.
@@ -141,9 +220,8 @@ class GovernanceVerbs:
 
     def rollback(self, name: str, *, alias: str = "production", reason: str | None = None) -> int:
         """Move ``alias`` back to the version held by ``@rollback``; returns that version."""
-        validate_name(name)
         validate_alias(alias)
-        self._ready()
+        name = self._current_name(name)
         events = self._meta.govern(
             name,
             None,
@@ -304,16 +382,18 @@ class GovernanceVerbs:
         """Ledger events, oldest first, filtered; ``action`` may end in ``*`` (``version.*``)."""
         prefixes: list[str] = []
         exact: list[str] = []
-        if model is not None:
-            validate_name(model)
-            if version is not None:
-                exact = [f"models:/{model}/{version}"]
-            else:
-                prefixes = [f"models:/{model}/", f"models:/{model}@"]
-        elif version is not None:
-            raise InvalidInput("filtering by version needs the model too")
         check_limit(limit)
         after = decode_cursor(cursor, int) or 0
+        if model is not None:
+            validate_name(model)
+            self._ready()
+            names = self._model_names(model)[1]  # events written under former names too
+            if version is not None:
+                exact = [f"models:/{n}/{version}" for n in names]
+            else:
+                prefixes = [p for n in names for p in (f"models:/{n}/", f"models:/{n}@")]
+        elif version is not None:
+            raise InvalidInput("filtering by version needs the model too")
         self._ready()
         rows = self._meta.audit(
             subjects=exact,
@@ -350,6 +430,10 @@ class GovernanceVerbs:
 
     def history(self, uri_or_name: str) -> list[LedgerEvent]:
         """Every ledger event about a model, a version (``models:/x/3``) or an alias (``models:/x@prod``)."""
-        _name, exact, prefixes = model_subjects(uri_or_name)
+        name, exact, prefixes = model_subjects(uri_or_name)
         self._ready()
+        names = self._model_names(name)[1]  # a renamed model's events under its former names
+        base = f"models:/{name}"
+        exact = [f"models:/{n}{s[len(base) :]}" for s in exact for n in names]
+        prefixes = [f"models:/{n}{p[len(base) :]}" for p in prefixes for n in names]
         return subject_history(self._meta, exact, prefixes)

@@ -23,6 +23,7 @@ from ._policy import Policy
 from .errors import Conflict, InvalidInput, InvalidManifest, PermissionDenied
 
 __all__ = [
+    "ERASURE_ACTIONS",
     "PROTECTED_ALIASES",
     "STAGES",
     "EventDraft",
@@ -32,20 +33,25 @@ __all__ = [
     "ReplayedState",
     "StateDelta",
     "VersionState",
+    "check_not_archived",
     "check_transition",
     "check_unprotected",
     "decide_alias",
     "decide_approval",
+    "decide_archive",
     "decide_deploy",
     "decide_policy",
     "decide_registration",
+    "decide_rename",
     "decide_rollback",
     "decide_stage",
     "decide_validation",
+    "decide_version_tags",
     "evaluate_gates",
     "parse_gates",
     "record_captures",
     "record_dataset",
+    "record_erasure",
     "replay",
     "stage_modes",
     "state_delta",
@@ -224,6 +230,7 @@ class GovContext:
     aliases: Mapping[str, int]
     policy: Policy
     actor: str
+    archived: bool = False  # the model is archived: no new versions, no deployments
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +250,9 @@ class StateDelta:
     new_version: bool
     aliases: Mapping[str, int | None]
     policy: Mapping[str, Any] | None
+    archived: bool | None = None  # model.archived / model.unarchived
+    renamed_to: str | None = None  # model.renamed: the model's new name
+    tags: Mapping[str, str | None] | None = None  # version.tagged: None removes a key
 
 
 def state_delta(action: str, actor: str, time: str, seq: int, data: Mapping[str, Any]) -> StateDelta:
@@ -268,6 +278,9 @@ def state_delta(action: str, actor: str, time: str, seq: int, data: Mapping[str,
         new_version=new_version and bool(fields),
         aliases=dict(data.get("aliases") or {}) if model is not None else {},
         policy=data.get("policy") if action == "policy.changed" else None,
+        archived={"model.archived": True, "model.unarchived": False}.get(action),
+        renamed_to=str(data["new_name"]) if action == "model.renamed" else None,
+        tags=dict(data.get("tags") or {}) if action == "version.tagged" and version is not None else None,
     )
 
 
@@ -278,30 +291,65 @@ class ReplayedState:
     versions: dict[tuple[str, int], VersionState] = field(default_factory=dict)
     aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
+    archived: dict[str, str] = field(default_factory=dict)  # model -> time it was archived
+    tags: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)  # version tags
+    names: dict[str, str] = field(default_factory=dict)  # former model name -> current name
 
-    def apply(self, delta: StateDelta) -> None:
-        """Apply one event's delta, as a store applies it to its tables."""
-        if delta.fields and delta.model is not None and delta.version is not None:
-            key = (delta.model, delta.version)
+    def apply(self, delta: StateDelta, time: str = "") -> None:
+        """Apply one event's delta (of an event at ``time``), as a store applies it to its tables.
+
+        Events name a model by the name it had then: ``names`` maps former names to the
+        current one, so state is kept under the name the model has now."""
+        model = None if delta.model is None else self.names.get(delta.model, delta.model)
+        if delta.fields and model is not None and delta.version is not None:
+            key = (model, delta.version)
             prev = self.versions.get(key)
             if prev is None or delta.new_version:
-                prev = VersionState(delta.model, delta.version, "candidate", delta.actor)
+                prev = VersionState(model, delta.version, "candidate", delta.actor)
             self.versions[key] = replace(prev, **delta.fields)
-        if delta.model is not None:
+        if model is not None:
             for alias, version in delta.aliases.items():
                 if version is None:
-                    self.aliases.pop((delta.model, alias), None)
+                    self.aliases.pop((model, alias), None)
                 else:
-                    self.aliases[(delta.model, alias)] = int(version)
+                    self.aliases[(model, alias)] = int(version)
         if delta.policy is not None:
             self.policy = Policy.from_dict(delta.policy)
+        if model is not None and delta.archived is not None:
+            if delta.archived:
+                self.archived[model] = time
+            else:
+                self.archived.pop(model, None)
+        if model is not None and delta.version is not None and delta.tags is not None:
+            held = self.tags.setdefault((model, delta.version), {})
+            for key_, value in delta.tags.items():
+                if value is None:
+                    held.pop(key_, None)
+                else:
+                    held[key_] = value
+            if not held:
+                del self.tags[(model, delta.version)]
+        if model is not None and delta.renamed_to is not None:
+            self._rename(model, delta.renamed_to)
+
+    def _rename(self, old: str, new: str) -> None:
+        self.versions = {
+            ((new, v) if m == old else (m, v)): (replace(s, model=new) if m == old else s)
+            for (m, v), s in self.versions.items()
+        }
+        self.aliases = {((new if m == old else m), a): v for (m, a), v in self.aliases.items()}
+        self.tags = {((new if m == old else m), v): t for (m, v), t in self.tags.items()}
+        if old in self.archived:
+            self.archived[new] = self.archived.pop(old)
+        self.names = {k: (new if v == old else v) for k, v in self.names.items()}
+        self.names[old] = new
 
 
 def replay(events: Iterable[LedgerEvent]) -> ReplayedState:
     """Rebuild every table that shows current state from the ledger alone."""
     out = ReplayedState()
     for ev in events:
-        out.apply(state_delta(ev.action, ev.actor, ev.time, ev.seq, ev.data))
+        out.apply(state_delta(ev.action, ev.actor, ev.time, ev.seq, ev.data), ev.time)
     return out
 
 
@@ -386,9 +434,22 @@ def decide_approval(
     return [EventDraft("version.rejected", uri, _vdata(ctx, stage="rejected", previous=state.stage), reason)]
 
 
+def check_not_archived(ctx: GovContext, doing: str) -> None:
+    if ctx.archived:
+        raise Conflict(
+            f"models:/{ctx.model} is archived: it cannot {doing} "
+            f"(`modelledger models unarchive {ctx.model}` first)"
+        )
+
+
 def decide_deploy(ctx: GovContext, alias: str, *, reason: str | None) -> list[EventDraft]:
     state = _need_state(ctx)
     uri = _subject(ctx)
+    check_not_archived(ctx, "be deployed")
+    if state.stage == "retired":
+        raise Conflict(
+            f"{uri} is retired: only an approved version can be deployed, and a retired one never again"
+        )
     if state.stage not in ("approved", "deployed"):
         raise Conflict(f"{uri} is {state.stage}: only an approved version can be deployed")
     previous = ctx.aliases.get(alias)
@@ -425,6 +486,8 @@ PROTECTED_ALIASES = ("production", "rollback")
 
 def decide_alias(ctx: GovContext, alias: str, version: int | None, *, reason: str | None) -> list[EventDraft]:
     check_unprotected(ctx, alias)
+    if version is not None and ctx.state is not None and ctx.state.stage == "retired":
+        raise Conflict(f"models:/{ctx.model}/{version} is retired: no alias may point at it")
     previous = ctx.aliases.get(alias)
     action = "alias.set" if version is not None else "alias.deleted"
     data = {
@@ -478,6 +541,7 @@ def decide_registration(
     """
     modes = stage_modes(manifest)
     uri = _subject(ctx)
+    check_not_archived(ctx, "take new versions")
     source = manifest.get("source") or {}
     drafts = [
         EventDraft(
@@ -561,3 +625,52 @@ def record_captures(model: str, version: int, files: Sequence[Mapping[str, Any]]
     ignores it."""
     data = {"model": model, "version": version, "files": [dict(f) for f in files]}
     return EventDraft("predictions.written", f"predictions:/{model}/{version}", data)
+
+
+# ---------------------------------------------------------------- names, tags, erasure
+
+
+def decide_archive(ctx: GovContext, *, archive: bool, reason: str | None) -> list[EventDraft]:
+    """Archive a model (hidden from listings, no new versions, no deployments) or bring it back."""
+    if archive and ctx.archived:
+        raise Conflict(f"models:/{ctx.model} is already archived")
+    if not archive and not ctx.archived:
+        raise Conflict(f"models:/{ctx.model} is not archived")
+    action = "model.archived" if archive else "model.unarchived"
+    return [EventDraft(action, f"models:/{ctx.model}", {"model": ctx.model}, reason)]
+
+
+def decide_rename(ctx: GovContext, new_name: str, *, reason: str | None) -> list[EventDraft]:
+    """Rename a model. Events already written keep the old name (the ledger is append-only);
+    replay maps it to the new one from this event on, and the old name keeps resolving."""
+    if new_name == ctx.model:
+        raise InvalidInput(f"models:/{ctx.model} is already called {new_name}")
+    if not reason:
+        raise InvalidInput("a rename needs a reason")
+    data = {"model": ctx.model, "new_name": new_name}
+    return [EventDraft("model.renamed", f"models:/{ctx.model}", data, reason)]
+
+
+def decide_version_tags(
+    ctx: GovContext, tags: Mapping[str, str | None], *, reason: str | None
+) -> list[EventDraft]:
+    """Set (a string) or remove (None) tags of a version."""
+    if not tags:
+        raise InvalidInput("give at least one tag to set or remove")
+    return [EventDraft("version.tagged", _subject(ctx), _vdata(ctx, tags=dict(tags)), reason)]
+
+
+ERASURE_ACTIONS = ("version.erased", "dataset.erased", "predictions.erased")
+"""The ledger actions that record an erasure: what was removed (paths and digests), by whom,
+when and why. The bytes are gone; the digests and every event stay."""
+
+
+def record_erasure(
+    action: str, subject: str, data: Mapping[str, Any], files: Sequence[Mapping[str, Any]], *, reason: str
+) -> EventDraft:
+    """The ledger record of an erasure (``files``: ``path``, ``sha256``, ``size`` each)."""
+    if action not in ERASURE_ACTIONS:
+        raise InvalidInput(f"unknown erasure {action!r}")
+    if not reason or not reason.strip():
+        raise InvalidInput("an erasure needs a reason (the legal ground, a ticket)")
+    return EventDraft(action, subject, {**data, "files": [dict(f) for f in files]}, reason)

@@ -5,6 +5,7 @@ version's flavor turns the bytes back into a model."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._domain import ModelVersion
@@ -35,11 +36,23 @@ class _FolderOnly:
         )
 
 
-def check_registration(store: LedgerStore, mv: ModelVersion, public: Ed25519PublicKey | KeyRing) -> None:
+def check_registration(
+    store: LedgerStore,
+    mv: ModelVersion,
+    public: Ed25519PublicKey | KeyRing,
+    *,
+    subjects: Sequence[str] | None = None,
+) -> None:
     """Raise :class:`IntegrityError` unless ``mv``'s digest is the one its ``version.registered``
     ledger event records, and that event is proven by the chain up to a checkpoint signed with
-    an enrolled key. The version row is an index; this record is the authority."""
-    segment = store.segment_for(mv.uri, "version.registered")
+    an enrolled key. The version row is an index; this record is the authority. ``subjects``
+    are the version's subjects under every name its model has had (a renamed model's version
+    was registered under an older name)."""
+    segment = None
+    for subject in subjects or [mv.uri]:
+        segment = store.segment_for(subject, "version.registered")
+        if segment is not None:
+            break
     if segment is None:
         raise IntegrityError(mv.uri, "has no registration event in the ledger")
     check_segment(segment, public)

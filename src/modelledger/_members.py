@@ -64,12 +64,19 @@ ACTION_ROLE: Mapping[str, str] = {
     "model.updated": "contributor",
     "alias.set": "contributor",
     "alias.deleted": "contributor",
+    "version.tagged": "contributor",
     "version.approved": "approver",
     "version.rejected": "approver",
     "deployment.deployed": "deployer",
     "deployment.rolled_back": "deployer",
     "predictions.written": "serving",
     "policy.changed": "admin",
+    "model.archived": "admin",
+    "model.unarchived": "admin",
+    "model.renamed": "admin",
+    "version.erased": "admin",
+    "dataset.erased": "admin",
+    "predictions.erased": "admin",
     "member.enrolled": "admin",
     "member.key_added": "admin",
     "member.key_revoked": "admin",
@@ -324,6 +331,9 @@ def authorize(
         where = f" for {model}" if model else ""
         held = ", ".join(owner.roles)
         return f"{owner.name} may not {action}: it needs the {role} role{where} (roles: {held})"
+    new_name = data.get("new_name")
+    if action == "model.renamed" and role is not None and not owner.has_role(role, str(new_name)):
+        return f"{owner.name} may not {action} to {new_name}: it needs the {role} role for that name"
     return None
 
 

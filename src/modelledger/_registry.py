@@ -17,9 +17,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from ._audit import subject_history
 from ._config import resolve_config
 from ._data import Datasets
-from ._domain import GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
+from ._domain import Erasure, GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
+from ._erasure import (
+    erasure_from_event,
+    find_erasure,
+    plan_dataset_erasure,
+    plan_predictions_erasure,
+    plan_version_erasure,
+    remove_erased,
+)
 from ._governance import GovernanceVerbs
 from ._identifiers import check_number, model_ref, validate_alias, validate_name, validate_version_folder
 from ._keys import read_public_pem
@@ -30,6 +39,7 @@ from ._lifecycle import (
     check_unprotected,
     decide_alias,
     decide_registration,
+    decide_version_tags,
     record_captures,
 )
 from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions, version_lineage
@@ -60,7 +70,15 @@ from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
 from ._trust import trust_bundle
 from ._verify import collect_garbage, unrecorded_records, verify_registry
-from .errors import InvalidInput, ModelLedgerError, NotFound, PermissionDenied, SchemaOutdated
+from .errors import (
+    Conflict,
+    Erased,
+    InvalidInput,
+    ModelLedgerError,
+    NotFound,
+    PermissionDenied,
+    SchemaOutdated,
+)
 from .stores import open_metadata_store
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore, Signer
@@ -383,9 +401,16 @@ class Registry(GovernanceVerbs):
         return model
 
     def get_model(self, name: str) -> Model:
+        """A model by name (a former name resolves, with a :class:`ModelRenamed` warning)."""
         validate_name(name)
         self._ready()
-        model: Model = self._meta.get_model(name)
+        try:
+            model: Model = self._meta.get_model(name)
+        except NotFound:
+            new = self._renamed(name)
+            if new is None:
+                raise
+            model = self._meta.get_model(new)
         return model
 
     def update_model(
@@ -421,9 +446,10 @@ class Registry(GovernanceVerbs):
         stage: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        include_archived: bool = False,
     ) -> Page[Model]:
         """One page of models, by name; search by name prefix, by tags (all must match) and by
-        the stage of their latest version.
+        the stage of their latest version. Archived models are left out unless ``include_archived``.
 
         >>> page = registry.list_models(prefix="credit", tags={"team": "risk"})  # doctest: +SKIP
         >>> registry.list_models(stage="approved")  # doctest: +SKIP
@@ -435,7 +461,12 @@ class Registry(GovernanceVerbs):
         after = decode_cursor(cursor, str)
         self._ready()
         rows = self._meta.list_models(
-            prefix=prefix, tags=dict(tags or {}), limit=limit + 1, after=after, stage=stage
+            prefix=prefix,
+            tags=dict(tags or {}),
+            limit=limit + 1,
+            after=after,
+            stage=stage,
+            include_archived=include_archived,
         )
         return make_page(rows, limit, key=lambda m: m.name)
 
@@ -593,6 +624,7 @@ class Registry(GovernanceVerbs):
     ) -> Any:
         """Plan (every check, in a scratch folder), then write through ``commit``."""
         self._ready(write=True)
+        self._check_open_for_versions(name)
         with scratch() as tmp:
             plan = plan_registration(
                 name,
@@ -606,6 +638,23 @@ class Registry(GovernanceVerbs):
             return write_registration(
                 plan, artifacts=self._art, datasets_service=self.datasets, commit=commit, progress=progress
             )
+
+    def _check_open_for_versions(self, name: str) -> None:
+        """Refuse up front, before any byte is written, a new version of an archived model or
+        under a former name (the store checks both again under its write lock)."""
+        validate_name(name)
+        try:
+            model = self._meta.get_model(name)
+        except NotFound:
+            new = self._meta.renamed_models().get(name)
+            if new is not None:
+                raise Conflict(
+                    f"{name} was renamed to {new}: register new versions as {new} "
+                    "(a former name is never reused)"
+                ) from None
+            return
+        if model.archived:
+            raise Conflict(f"models:/{name} is archived: it cannot take new versions (unarchive it first)")
 
     def stage(self, name: str, source: Any, **options: Any) -> UploadedVersion:
         """Deprecated: the old name of :meth:`upload` ("stage" now means only a lifecycle stage)."""
@@ -627,6 +676,7 @@ class Registry(GovernanceVerbs):
                 actor=lambda: self.actor,
                 signer=self._signer,
                 limits=self._limits,
+                erased=lambda uri: find_erasure(self._meta, [uri], "dataset.erased"),
             )
         return self._datasets
 
@@ -748,7 +798,13 @@ class Registry(GovernanceVerbs):
         """
         ref = model_ref(name_or_uri, version)
         self._ready()
-        mv: ModelVersion = self._meta.get_version(ref.name, ref.version, alias=ref.alias)
+        try:
+            mv: ModelVersion = self._meta.get_version(ref.name, ref.version, alias=ref.alias)
+        except NotFound as exc:
+            new = self._renamed(ref.name) if exc.what == "model" else None
+            if new is None:
+                raise
+            mv = self._meta.get_version(new, ref.version, alias=ref.alias)
         return mv
 
     def get_version_by_key(self, key: int) -> ModelVersion:
@@ -767,7 +823,13 @@ class Registry(GovernanceVerbs):
         check_limit(limit)
         before = decode_cursor(cursor, int)
         self._ready()
-        rows = self._meta.list_versions(name, limit=limit + 1, before=before)
+        try:
+            rows = self._meta.list_versions(name, limit=limit + 1, before=before)
+        except NotFound:
+            new = self._renamed(name)
+            if new is None:
+                raise
+            rows = self._meta.list_versions(new, limit=limit + 1, before=before)
         return make_page(rows, limit, key=lambda v: v.version)
 
     def iter_versions(self, name: str) -> Iterator[ModelVersion]:
@@ -784,25 +846,23 @@ class Registry(GovernanceVerbs):
 
     def set_alias(self, name: str, alias: str, version: int, *, reason: str | None = None) -> None:
         """Point ``models:/<name>@<alias>`` at a version (moving it if it was set); recorded in the ledger."""
-        validate_name(name)
         validate_alias(alias)
         check_number(version)
-        self._ready()
+        name = self._current_name(name)
         self._meta.govern(
             name,
             version,
             lambda ctx: decide_alias(ctx, alias, version, reason=reason),
             actor=self.actor,
             signer=self._signer(),
-            needs_state=False,
+            needs_state=True,  # no alias may point at a retired version
             needs_policy=True,
         )
 
     def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> None:
         """Remove an alias; recorded in the ledger."""
-        validate_name(name)
         validate_alias(alias)
-        self._ready()
+        name = self._current_name(name)
 
         def decide(ctx: GovContext) -> list[EventDraft]:
             check_unprotected(ctx, alias)
@@ -868,9 +928,19 @@ class Registry(GovernanceVerbs):
         >>> with registry.load("models:/credit-risk@production", capture=True) as served:  # doctest: +SKIP
         ...     predictions, receipts = served.predict(applications)
         """
+        ref = model_ref(identifier)
         mv = self.get_version(identifier)
+        subjects = self._version_subjects(mv)
+        erased = find_erasure(self._meta, subjects, "version.erased")
+        if erased is not None:
+            raise Erased(mv.uri, actor=erased.actor, time=erased.time, reason=erased.reason, seq=erased.seq)
+        if ref.alias is not None and self._meta.version_state(mv.model, mv.version).stage == "retired":
+            raise Conflict(
+                f"models:/{ref.name}@{ref.alias} resolves to {mv.uri}, which is retired: a retired version "
+                f"is not loaded by alias (load {mv.uri} by number to audit it)"
+            )
         if self._proven.get(mv.key) != mv.digest:  # proven once per process and version
-            check_registration(self._meta, mv, keyring(self._meta))
+            check_registration(self._meta, mv, keyring(self._meta), subjects=subjects)
             self._proven[mv.key] = mv.digest
         loaded = load_verified(self._art, mv)
         if not capture:
@@ -895,6 +965,106 @@ class Registry(GovernanceVerbs):
             max_pending=DEFAULT_MAX_PENDING if max_pending is None else max_pending,
             record=self._capture_recorder(mv),
         )
+
+    def _version_subjects(self, mv: ModelVersion) -> list[str]:
+        """The ledger subjects of a version under every name its model has had."""
+        renames = self._meta.renamed_models()
+        names = [mv.model, *(old for old, new in renames.items() if new == mv.model)]
+        return [f"models:/{n}/{mv.version}" for n in names]
+
+    # ------------------------------------------------------------------ version tags
+
+    def set_version_tags(
+        self, uri: str, tags: Mapping[str, str | None], *, reason: str | None = None
+    ) -> ModelVersion:
+        """Set (a string) or remove (``None``) tags of a version: a ``version.tagged`` ledger
+        event (role: contributor); the tags show in :attr:`ModelVersion.tags`.
+
+        >>> registry.set_version_tags("models:/x/3", {"team": "risk", "old": None})  # doctest: +SKIP
+        """
+        changes = _check_tags(tags, self._limits, removals=True)
+        mv = self.get_version(uri)
+        after = {k for k in mv.tags if changes.get(k, "") is not None} | {
+            k for k, v in changes.items() if v is not None
+        }
+        if len(after) > self._limits.max_tags:
+            raise InvalidInput(
+                f"a version may have at most {self._limits.max_tags} tags; {mv.uri} would have {len(after)}"
+            )
+        self._meta.govern(
+            mv.model,
+            mv.version,
+            lambda ctx: decide_version_tags(ctx, changes, reason=reason),
+            actor=self.actor,
+            signer=self._signer(),
+            needs_state=False,
+            needs_policy=False,
+        )
+        return self.get_version(mv.uri)
+
+    # ------------------------------------------------------------------ erasure
+
+    def erase(self, target: str, *, reason: str) -> Erasure:
+        """Erase bytes that must go (for example data that must be erased by law), as a
+        recorded act (role: admin): ``models:/x/3`` erases the version's artefact files,
+        ``datasets:/d/2`` a data set version's file, ``predictions:/x/3`` a version's captured
+        predictions. The ledger event (``version.erased``, ``dataset.erased``,
+        ``predictions.erased``) names every file with its sha256 and size, who, when and why;
+        it is written before any byte is removed. Rows, digests and events stay: ``verify``
+        lists the erasure (``VerifyReport.erased``) instead of missing files, and ``load`` or
+        ``datasets.read`` of what was erased raises :class:`Erased`. Erasing again finishes a
+        removal that failed half-way and records nothing new.
+
+        >>> registry.erase("datasets:/applications/3", reason="GDPR art. 17 request #812")  # doctest: +SKIP
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInput("an erasure needs a reason (the legal ground, a ticket)")
+        self._ready()
+        if target.startswith("datasets:/"):
+            dv = self.datasets.get(target)
+            plan = plan_dataset_erasure(
+                dv, find_erasure(self._meta, [dv.uri], "dataset.erased"), reason=reason
+            )
+        elif target.startswith("predictions:/"):
+            mv = self.get_version("models:/" + target[len("predictions:/") :])
+            recorded = self._capture_records(mv)
+            plan = plan_predictions_erasure(self._art, mv, recorded, reason=reason)
+        elif target.startswith("models:/"):
+            mv = self.get_version(target)
+            existing = find_erasure(self._meta, self._version_subjects(mv), "version.erased")
+            plan = plan_version_erasure(mv, existing, reason=reason)
+        else:
+            raise InvalidInput(
+                f"cannot erase {target!r}: give models:/<name>/<n>, datasets:/<name>/<n> "
+                "or predictions:/<name>/<n>"
+            )
+        erasure = plan.existing
+        draft = plan.draft
+        if draft is not None:
+            events = self._meta.govern(
+                "",
+                None,
+                lambda _ctx: [draft],
+                actor=self.actor,
+                signer=self._signer(),
+                needs_state=False,
+                needs_policy=False,
+            )
+            erasure = erasure_from_event(events[0])
+        remove_erased(self._art, plan.files)
+        assert erasure is not None
+        return erasure
+
+    def _capture_records(self, mv: ModelVersion) -> dict[str, Mapping[str, Any]]:
+        """Capture file path -> its ``predictions.written`` record, for one version."""
+        names = [s[len("models:/") :].rsplit("/", 1)[0] for s in self._version_subjects(mv)]
+        subjects = [f"predictions:/{n}/{mv.version}" for n in names]
+        out: dict[str, Mapping[str, Any]] = {}
+        for event in subject_history(self._meta, subjects, []):
+            if event.action == "predictions.written":
+                for record in event.data.get("files") or ():
+                    out[str(record.get("path"))] = record
+        return out
 
     def _capture_recorder(self, mv: ModelVersion) -> Callable[[Sequence[CaptureFile]], None]:
         """What appends a version's written capture files to the ledger (from the writer's thread)."""

@@ -107,7 +107,9 @@ def trace_prediction(
     if problem is None and record["receipt"].get("digest") != mv.digest:
         problem = "the receipt names another artefact digest than the registered version"
     state = store.version_state(mv.model, mv.version)
-    events = subject_history(store, [mv.uri], [])
+    # a renamed model's events were written under its former names too
+    former = [old for old, new in store.renamed_models().items() if new == mv.model]
+    events = subject_history(store, [f"models:/{n}/{mv.version}" for n in (mv.model, *former)], [])
     time = str(record["time"])
     approvals = [
         {"actor": e.actor, "time": e.time, "reason": e.reason, "automated": bool(e.data.get("automated"))}

@@ -16,12 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 from ._audit import state_differences
 from ._canonical import canonicalize
-from ._domain import GcItem, GcReport, ModelVersion, Problem, VerifyReport
+from ._domain import Erasure, GcItem, GcReport, ModelVersion, Problem, VerifyReport
+from ._erasure import erasure_from_event
 from ._identifiers import parse_dataset_uri
 from ._integrity import version_digest
 from ._keys import key_id, load_public_key
 from ._ledger import GENESIS, ChainReport, Checkpoint, KeyRing, LedgerEvent, verify_chain, verify_checkpoint
-from ._lifecycle import EventDraft, ReplayedState, record_captures, record_dataset, state_delta
+from ._lifecycle import (
+    ERASURE_ACTIONS,
+    EventDraft,
+    ReplayedState,
+    record_captures,
+    record_dataset,
+    state_delta,
+)
 from ._members import Roster, authorize_event, receipt_key_problem
 from ._serving import CaptureFile, check_receipt, parse_part_name, predictions_folder, receipts_from_table
 from ._time import now
@@ -71,9 +79,13 @@ def verify_registry(
     trusted_pem = public_key or (stored[1] if stored else None)
     roster = Roster()
     legacy_kid = stored[0] if stored else None
+    erasures: list[Erasure] = []
     chain, tip, refused = _verify_chain(
-        meta, registered, rebuilt, trusted_pem, datasets, captured, roster, legacy_kid
+        meta, registered, rebuilt, trusted_pem, datasets, captured, roster, legacy_kid, erasures
     )
+    # events name a model by the name it had then; the rows carry the name it has now
+    registered = {(rebuilt.names.get(m, m), v): d for (m, v), d in registered.items()}
+    erased = {p for e in erasures for p in e.paths}
     if chain is not None and chain.first_problem is not None:
         fp = chain.first_problem
         problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
@@ -108,14 +120,14 @@ def verify_registry(
                     mv.uri,
                 )
             )
-        problems.extend(_verify_version(art, mv))
-        problems.extend(_verify_capture_files(art, mv, captured, captures, unrecorded))
+        problems.extend(_verify_version(art, mv, erased))
+        problems.extend(_verify_capture_files(art, mv, captured, captures, unrecorded, erased))
         if captures and stored is not None:
             problems.extend(_verify_captures(art, mv, ring, roster, legacy_kid))
         n_files += len(mv.files)
         if progress:
             progress(mv)
-    n_datasets, dataset_paths = _verify_datasets(meta, art, problems, datasets)
+    n_datasets, dataset_paths = _verify_datasets(meta, art, problems, datasets, erased)
     cutoff = now() - grace
     in_flight: list[Problem] = []
     for _kind, path, detail in _orphans(art, folders, dataset_paths):
@@ -135,6 +147,7 @@ def verify_registry(
         datasets_checked=n_datasets,
         in_flight=tuple(in_flight),
         unrecorded=tuple(unrecorded),
+        erased=tuple(erasures),
     )
 
 
@@ -186,8 +199,19 @@ def _check_tip(
     return out
 
 
+def _erased_file(art: ArtifactStore, path: str, uri: str | None) -> Problem | None:
+    """A file a recorded erasure removed: fine while it is gone, a problem if it is there."""
+    if art.exists(path):
+        return Problem("not_erased", path, "a recorded erasure removed this file, but it is there", uri)
+    return None
+
+
 def _verify_datasets(
-    meta: MetadataStore, art: ArtifactStore, problems: list[Problem], recorded: dict[str, dict[str, Any]]
+    meta: MetadataStore,
+    art: ArtifactStore,
+    problems: list[Problem],
+    recorded: dict[str, dict[str, Any]],
+    erased: set[str],
 ) -> tuple[int, set[str]]:
     """Re-hash every data set version's file against its ledger record (where the ledger
     holds one; versions from before data sets were recorded fall back to their row), adding
@@ -203,6 +227,11 @@ def _verify_datasets(
                     Problem("mismatch", path, "data set row differs from its record in the ledger", uri)
                 )
             path, sha, size = str(record["path"]), str(record["file_sha256"]), int(record["size_bytes"])
+        if path in erased:
+            gone = _erased_file(art, path, uri)
+            if gone is not None:
+                problems.append(gone)
+            continue
         problem = _check_file(art, path, sha, size, uri)
         if (
             problem is not None
@@ -318,6 +347,7 @@ def _verify_chain(
     captured: dict[str, dict[str, Any]],
     roster: Roster,
     legacy_kid: str | None,
+    erasures: list[Erasure],
 ) -> tuple[ChainReport | None, tuple[int, str], list[Problem]]:
     """Verify the ledger in one pass that also notes each version's registered digest,
     replays every event into ``rebuilt`` (for the state check) and the enrolment events into
@@ -359,7 +389,11 @@ def _verify_chain(
             elif event.action == "predictions.written":
                 for record in event.data.get("files") or ():
                     captured[str(record.get("path"))] = record
-            rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data))
+            elif event.action in ERASURE_ACTIONS:
+                erasures.append(erasure_from_event(event))
+            rebuilt.apply(
+                state_delta(event.action, event.actor, event.time, event.seq, event.data), event.time
+            )
             tip = (event.seq, digest)
             yield event, digest
 
@@ -419,6 +453,7 @@ def _verify_capture_files(
     captured: dict[str, dict[str, Any]],
     rehash: bool,
     unrecorded: list[Problem],
+    erased: set[str],
 ) -> list[Problem]:
     """A version's capture files against their ``predictions.written`` ledger records: a
     recorded file that is gone is named; with ``rehash`` every recorded file is hashed too.
@@ -430,6 +465,14 @@ def _verify_capture_files(
     prefix = folder + "/"
     for path, record in captured.items():
         if not path.startswith(prefix):
+            continue
+        if path in erased:
+            if path in present:
+                out.append(
+                    Problem(
+                        "not_erased", path, "a recorded erasure removed this file, but it is there", mv.uri
+                    )
+                )
             continue
         if path not in present:
             out.append(
@@ -493,7 +536,7 @@ def _verify_captures(
     return out
 
 
-def _verify_version(art: ArtifactStore, mv: ModelVersion) -> list[Problem]:
+def _verify_version(art: ArtifactStore, mv: ModelVersion, erased: set[str]) -> list[Problem]:
     out: list[Problem] = []
     uri = mv.uri
     if version_digest(mv.files, mv.manifest) != mv.digest:
@@ -515,7 +558,13 @@ def _verify_version(art: ArtifactStore, mv: ModelVersion) -> list[Problem]:
     known = set()
     for f in mv.files:
         known.add(f.path)
-        problem = _check_file(art, f"{mv.folder}/artifacts/{f.path}", f.sha256, f.size, uri)
+        rel = f"{mv.folder}/artifacts/{f.path}"
+        if rel in erased:
+            problem = _erased_file(art, rel, uri)
+            if problem is not None:
+                out.append(problem)
+            continue
+        problem = _check_file(art, rel, f.sha256, f.size, uri)
         if problem is not None:
             out.append(problem)
     for extra in art.list_files(mv.folder):

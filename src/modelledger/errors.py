@@ -4,6 +4,7 @@
 
     ModelLedgerError
     ├── NotFound              unknown model, version, alias or file
+    │   └── Erased            bytes removed on purpose by a recorded erasure
     ├── AlreadyExists         a name or folder that is taken
     ├── Conflict              the registry is not in a state that allows the call
     │   └── SchemaOutdated    the metadata schema needs ``modelledger migrate``
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExists",
     "Conflict",
+    "Erased",
     "IntegrityError",
     "InvalidConfig",
     "InvalidInput",
@@ -33,6 +35,7 @@ __all__ = [
     "InvalidReceipt",
     "KeyFileExposed",
     "ModelLedgerError",
+    "ModelRenamed",
     "NotFound",
     "PermissionDenied",
     "SchemaMismatch",
@@ -59,6 +62,24 @@ class NotFound(ModelLedgerError):
         self.what = what
         self.name = name
         self.hint = hint
+
+
+class Erased(NotFound):
+    """The bytes of ``target`` were erased on purpose: by ``actor`` at ``time``, because ``reason``
+    (ledger event ``seq``)."""
+
+    def __init__(self, target: str, *, actor: str, time: str, reason: str, seq: int) -> None:
+        super().__init__(
+            "artefacts",
+            target,
+            hint=f"erased at {time} by {actor} (ledger event {seq}): {reason}; "
+            "its digests and history remain (`modelledger history` shows them)",
+        )
+        self.target = target
+        self.actor = actor
+        self.time = time
+        self.reason = reason
+        self.seq = seq
 
 
 class AlreadyExists(ModelLedgerError):
@@ -148,3 +169,16 @@ class KeyFileExposed(PermissionDenied):
 
 class StorageError(ModelLedgerError):
     pass
+
+
+class ModelRenamed(UserWarning):
+    """A warning (not an error): a model was named by a former name, which still resolves to it.
+
+    ``old`` is the name used, ``new`` the model's name now."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(
+            f"model {old!r} was renamed to {new!r}; {old!r} still resolves to it, but use {new!r}"
+        )
+        self.old = old
+        self.new = new

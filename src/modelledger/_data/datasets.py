@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .._domain import DatasetSource, DatasetVersion, Page, ProcessingStep
+from .._domain import DatasetSource, DatasetVersion, Erasure, Page, ProcessingStep
 from .._identifiers import check_number, parse_dataset_uri, validate_name
 from .._manifest import (
     DEFAULT_LIMITS,
@@ -24,7 +24,7 @@ from .._manifest import (
 )
 from .._paging import check_limit, decode_cursor, make_page
 from .._time import now
-from ..errors import AlreadyExists, IntegrityError, InvalidInput, InvalidManifest, NotFound
+from ..errors import AlreadyExists, Conflict, Erased, IntegrityError, InvalidInput, InvalidManifest, NotFound
 from ..stores.artifacts import ArtifactStore
 from ..stores.protocols import DatasetStore, Signer
 from .ingest import ingest
@@ -111,6 +111,7 @@ class Datasets:
         actor: Callable[[], str],
         signer: Callable[[], Signer] | None = None,
         limits: ManifestLimits = DEFAULT_LIMITS,
+        erased: Callable[[str], Erasure | None] | None = None,
     ) -> None:
         self._meta = store
         self._art = artifacts
@@ -118,6 +119,7 @@ class Datasets:
         self._actor = actor
         self._signer = signer
         self._limits = limits
+        self._erased = erased  # the recorded erasure of a data set version, if any
 
     def register(
         self,
@@ -206,6 +208,13 @@ class Datasets:
         existing = self._meta.find_dataset_version(plan.name, got.digest)
         if existing is not None:
             store.remove_tree(got.staging)
+            erasure = self._erased(existing.uri) if self._erased is not None else None
+            if erasure is not None:
+                # the same content is a version whose file was erased: never bring it back
+                raise Conflict(
+                    f"this data is {existing.uri}, whose file was erased at {erasure.time} by "
+                    f"{erasure.actor} ({erasure.reason}): it cannot be registered again"
+                )
             return existing, False
         final = f"datasets/{plan.name}/{got.digest.split(':', 1)[1][:16]}/data.parquet"
         moved = False
@@ -287,6 +296,11 @@ class Datasets:
         import pyarrow.parquet as pq  # heavy: only reading data needs it
 
         dv = uri if isinstance(uri, DatasetVersion) else self.get(uri)
+        erasure = self._erased(dv.uri) if self._erased is not None else None
+        if erasure is not None:
+            raise Erased(
+                dv.uri, actor=erasure.actor, time=erasure.time, reason=erasure.reason, seq=erasure.seq
+            )
         try:
             data = self._art.read_bytes(dv.path)
         except NotFound as exc:

@@ -76,6 +76,8 @@ def _render_report(report: VerifyReport, root: str) -> None:
         click.secho(str(problem), fg="red")
     for finding in (*report.in_flight, *report.unrecorded):
         click.secho(f"{finding} (not counted as a problem)", fg="yellow")
+    for erasure in report.erased:
+        click.echo(f"erased: {erasure} (recorded, not a problem)")
 
 
 @click.command()

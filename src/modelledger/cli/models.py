@@ -1,4 +1,4 @@
-"""``models list|show|create``: registered models."""
+"""``models list|show|create|archive|unarchive|rename``: registered models."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from ._common import (
     page_json,
     print_next_cursor,
     print_section,
+    reason_option,
     registry_options,
+    required_reason_option,
     tag_option,
     tags_text,
 )
@@ -51,6 +53,7 @@ def _models_table(items: Iterable[Model]) -> Table:
 
 @models.command("list")
 @click.option("--prefix", default=None, help="Only models whose name starts with this.")
+@click.option("--archived", "include_archived", is_flag=True, help="Also list archived models.")
 @tag_option
 @limit_option
 @cursor_option
@@ -63,6 +66,7 @@ def models_list(
     limit: int | None,
     cursor: str | None,
     as_json: bool,
+    include_archived: bool = False,
 ) -> None:
     """List models by name, filtered by name prefix and tags (all must match).
 
@@ -71,7 +75,9 @@ def models_list(
         modelledger models list --prefix credit --tag team=risk --limit 20
         modelledger models list --json --cursor eyJhIjoxfQ
     """
-    page = registry.list_models(prefix=prefix, tags=tags, **page_args(limit, cursor))
+    page = registry.list_models(
+        prefix=prefix, tags=tags, include_archived=include_archived, **page_args(limit, cursor)
+    )
     if as_json:
         echo_json(page_json(page))
         return
@@ -101,6 +107,7 @@ def models_show(registry: Registry, name: str, as_json: bool) -> None:
             ("Description", model.description or None),
             ("Tags", ", ".join(f"{k}={v}" for k, v in sorted(model.tags.items())) or None),
             ("Latest version", model.latest_version or None),
+            *([("Archived", "yes")] if model.archived else []),
             ("Created", model.created_at.isoformat()),
         ],
     )
@@ -126,3 +133,49 @@ def models_create(
         echo_json(model.to_dict())
         return
     click.echo(f"Created model {model.name}")
+
+
+@models.command("archive")
+@click.argument("name")
+@reason_option
+@registry_options
+def models_archive(registry: Registry, name: str, reason: str | None) -> None:
+    """Archive a model: hidden from `models list`, no new versions, no deployments.
+
+    \b
+    Example:
+        modelledger models archive credit-risk-v0 --reason "replaced by credit-risk"
+    """
+    model = registry.archive_model(name, reason=reason)
+    click.echo(f"Archived model {model.name}")
+
+
+@models.command("unarchive")
+@click.argument("name")
+@reason_option
+@registry_options
+def models_unarchive(registry: Registry, name: str, reason: str | None) -> None:
+    """Bring an archived model back.
+
+    \b
+    Example:
+        modelledger models unarchive credit-risk-v0 --reason "needed for the 2026 audit"
+    """
+    model = registry.unarchive_model(name, reason=reason)
+    click.echo(f"Unarchived model {model.name}")
+
+
+@models.command("rename")
+@click.argument("old")
+@click.argument("new")
+@required_reason_option
+@registry_options
+def models_rename(registry: Registry, old: str, new: str, reason: str) -> None:
+    """Rename a model; its history stays with it and the old name keeps resolving.
+
+    \b
+    Example:
+        modelledger models rename credit credit-risk --reason "naming convention GOV-12"
+    """
+    model = registry.rename_model(old, new, reason=reason)
+    click.echo(f"Renamed model {old} to {model.name}")

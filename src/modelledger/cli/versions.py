@@ -33,10 +33,14 @@ from ._common import (
     output_option,
     page_args,
     page_json,
+    parse_tags,
     print_next_cursor,
     print_section,
     read_table,
+    reason_option,
     registry_options,
+    required_reason_option,
+    tags_text,
     write_table,
 )
 
@@ -134,6 +138,7 @@ def _render_version(mv: ModelVersion, state: VersionState) -> None:
                 ("Folder", mv.folder),
                 ("Created", f"{mv.created_at.isoformat()} by {mv.created_by or '?'}"),
                 ("Description", m.get("description") or None),
+                *_optional("Tags", ", ".join(f"{k}={v}" for k, v in sorted(mv.tags.items())) or None),
             ],
         ),
         (
@@ -233,6 +238,48 @@ def _gate_results(registry: Registry, uri: str) -> list[dict[str, Any]]:
 def _gate_text(result: dict[str, Any]) -> str:
     value = result.get("value")
     return f"{result['gate']} (got {'no value' if value is None else f'{value:.6g}'})"
+
+
+@versions.command("retire")
+@click.argument("identifier")
+@required_reason_option
+@registry_options
+def versions_retire(registry: Registry, identifier: str, reason: str) -> None:
+    """Retire a version: no deployments, no aliases, no loading by alias (by number still works).
+
+    The same as `modelledger stage IDENTIFIER retired --reason ...`.
+
+    \b
+    Example:
+        modelledger versions retire models:/credit-risk/3 --reason "superseded by version 5"
+    """
+    mv = registry.get_version(identifier)
+    aliases = mv.aliases
+    registry.retire(mv.uri, reason=reason)
+    gone = f" (aliases removed: {', '.join('@' + a for a in aliases)})" if aliases else ""
+    click.echo(f"Retired {mv.uri}{gone}")
+
+
+@versions.command("tag")
+@click.argument("identifier")
+@click.argument("tags", nargs=-1, callback=parse_tags)
+@click.option("--remove", "removed", multiple=True, help="A tag key to remove (repeatable).")
+@reason_option
+@registry_options
+def versions_tag(
+    registry: Registry, identifier: str, tags: dict[str, str], removed: tuple[str, ...], reason: str | None
+) -> None:
+    """Set (KEY=VALUE) or remove (--remove KEY) tags of a version; recorded in the ledger.
+
+    \b
+    Example:
+        modelledger versions tag models:/credit-risk/3 team=risk --remove old
+    """
+    changes: dict[str, str | None] = {**tags, **dict.fromkeys(removed)}
+    if not changes:
+        raise click.UsageError("give KEY=VALUE tags to set or --remove KEY")
+    mv = registry.set_version_tags(identifier, changes, reason=reason)
+    click.echo(f"{mv.uri} tags: {tags_text(mv.tags) or '(none)'}")
 
 
 @click.command()

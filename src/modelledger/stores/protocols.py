@@ -77,8 +77,10 @@ class ModelStore(Protocol):
         limit: int,
         after: str | None,
         stage: str | None = None,
+        include_archived: bool = False,
     ) -> list[Model]:
-        """Models by name; ``stage`` keeps those whose latest version is at that stage."""
+        """Models by name; ``stage`` keeps those whose latest version is at that stage; archived
+        ones only with ``include_archived``."""
         ...
 
     def update_model(
@@ -178,6 +180,10 @@ class LedgerStore(Protocol):
     ) -> bool:
         """Record the public key and ``decide``'s events in one governed write, unless a key is
         recorded already (then False, nothing written)."""
+        ...
+
+    def renamed_models(self) -> dict[str, str]:
+        """Every former model name -> the name that model has now (from ``model.renamed``)."""
         ...
 
     def version_state(self, model: str, version: int) -> VersionState: ...

@@ -33,7 +33,7 @@ from .statements import Q_ALIAS_MAP, Q_HEAD, Q_MODEL, Q_MODEL_INSERT, Q_POLICY, 
 
 __all__ = ["HEAD_REVISION", "SqlBase"]
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 MAX_INTEGER = 2**63 - 1
 """The largest number a version, key or counter can be (a signed 64-bit column)."""
 MIGRATION_LOCK = 0x6D6F64656C6C6467
@@ -285,6 +285,7 @@ class SqlBase:
             tags=dict(tags),
             created_at=from_stored(row.created_at),
             latest_version=row.last_version,
+            archived=row.archived_at is not None,
         )
 
     def _upsert(self, name: str) -> Any:

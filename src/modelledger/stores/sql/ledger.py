@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, s
 from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
 from ..._policy import Policy
 from ..._time import now, now_text
-from ...errors import IntegrityError, NotFound, PermissionDenied
+from ...errors import AlreadyExists, Conflict, IntegrityError, NotFound, PermissionDenied
 from ..protocols import Decide, Signer
 from . import tables as t
 from .base import SqlBase
@@ -30,6 +30,7 @@ from .statements import (
     Q_MEMBER_LAST,
     Q_MODEL_AND_VERSION,
     Q_POLICY_EVENT,
+    Q_RENAMES,
     Q_STATE,
     Q_STATE_INSERT,
     Q_STATE_UPDATE,
@@ -73,12 +74,32 @@ class SqlLedger(SqlBase):
 
     def _ledger_state(self, conn: Connection, model: str, version: int) -> VersionState | None:
         """The version's state replayed from its own ledger events: a decision never trusts the
-        state table, which anyone with database access could edit."""
-        rebuilt = ReplayedState()
-        subject = f"models:/{model}/{version}"
-        for seq, time, actor, action, data in self.driver.all(conn, Q_SUBJECT_EVENTS, {"subject": subject}):
-            rebuilt.apply(state_delta(action, actor, time, int(seq), json.loads(data)))
+        state table, which anyone with database access could edit. Events written under a
+        model's former names count as the model's."""
+        renames = self._renames(conn)
+        former = [old for old, new in renames.items() if new == model]
+        rebuilt = ReplayedState(names={old: model for old in former})
+        rows = []
+        for name in (*former, model):
+            subject = f"models:/{name}/{version}"
+            rows.extend(self.driver.all(conn, Q_SUBJECT_EVENTS, {"subject": subject}))
+        for seq, time, actor, action, data in sorted(rows, key=lambda r: int(r[0])):
+            rebuilt.apply(state_delta(action, actor, time, int(seq), json.loads(data)), time)
         return rebuilt.versions.get((model, version))
+
+    def _renames(self, conn: Connection) -> dict[str, str]:
+        """Every former model name -> the name that model has now, from the ledger."""
+        out: dict[str, str] = {}
+        for (data,) in self.driver.all(conn, Q_RENAMES):
+            record = json.loads(data)
+            old, new = str(record["model"]), str(record["new_name"])
+            out = {k: (new if v == old else v) for k, v in out.items()}
+            out[old] = new
+        return out
+
+    def renamed_models(self) -> dict[str, str]:
+        with self._read() as conn:
+            return self._renames(conn)
 
     def _recorded(self, conn: Connection, subject: str, action: str) -> bool:
         """Whether the ledger holds an ``action`` event about ``subject``."""
@@ -110,6 +131,7 @@ class SqlLedger(SqlBase):
         with self._write() as conn:
             head = self._lock_head(conn)
             state = None
+            archived = False
             aliases: dict[str, int] = {}
             model_ids: dict[str, int] = {}
             if model:
@@ -117,7 +139,7 @@ class SqlLedger(SqlBase):
                 m = self.driver.first(conn, Q_MODEL_AND_VERSION, {"name": model, "version": version or 0})
                 if m is None:
                     raise NotFound("model", model)
-                model_id, version_id = int(m[0]), m[1]
+                model_id, version_id, archived = int(m[0]), m[1], m[2] is not None
                 model_ids[model] = model_id
                 aliases = self._alias_map(conn, model_id)
                 if version is not None:
@@ -132,6 +154,7 @@ class SqlLedger(SqlBase):
                 aliases=aliases,
                 policy=self._ledger_policy(conn) if needs_policy else Policy(),
                 actor=actor,
+                archived=archived,
             )
             return self._append(conn, head, decide(ctx), actor=actor, signer=signer, model_ids=model_ids)
 
@@ -291,6 +314,39 @@ class SqlLedger(SqlBase):
         if eff.policy is not None:
             value = json.dumps(eff.policy, sort_keys=True)
             self.driver.execute(conn, self._upsert("setting"), {"key": "policy", "value": value})
+        if eff.model is not None and eff.archived is not None:
+            mid = self._model_id(conn, eff.model, model_ids)
+            when = event.time if eff.archived else None
+            conn.execute(t.models.update().where(t.models.c.id == mid).values(archived_at=when))
+        if eff.model is not None and eff.version is not None and eff.tags is not None:
+            self._write_version_tags(conn, self._model_id(conn, eff.model, model_ids), eff.version, eff.tags)
+        if eff.model is not None and eff.renamed_to is not None:
+            self._rename_model(conn, eff.model, eff.renamed_to, model_ids)
+
+    def _write_version_tags(
+        self, conn: Connection, mid: int, version: int, tags: Mapping[str, str | None]
+    ) -> None:
+        v = t.versions.c
+        vid = conn.execute(sa.select(v.id).where(v.model_id == mid, v.version == version)).scalar()
+        if vid is None:
+            raise NotFound("model version", f"version {version} of model id {mid}")
+        vt = t.version_tags.c
+        for key, value in tags.items():
+            conn.execute(t.version_tags.delete().where(vt.version_id == vid, vt.key == key))
+            if value is not None:
+                conn.execute(t.version_tags.insert().values(version_id=vid, key=key, value=value))
+
+    def _rename_model(self, conn: Connection, old: str, new: str, model_ids: dict[str, int]) -> None:
+        """Give the model its new name; refused when the name is taken now or was ever a model's
+        name (former names keep resolving, so they are never reused)."""
+        if conn.execute(sa.select(t.models.c.id).where(t.models.c.name == new)).first() is not None:
+            raise AlreadyExists("model", new)
+        if new in self._renames(conn):
+            raise Conflict(f"{new} is a former name of a model (it still resolves to it): choose another")
+        mid = self._model_id(conn, old, model_ids)
+        conn.execute(t.models.update().where(t.models.c.id == mid).values(name=new))
+        model_ids.pop(old, None)
+        model_ids[new] = mid
 
     def _write_states(self, conn: Connection, moves: _AliasMoves) -> None:
         for (mid, version), (values, new) in moves.states.items():
@@ -539,6 +595,19 @@ class SqlLedger(SqlBase):
             ):
                 out.aliases[(name, alias)] = version
             out.policy = self._policy(conn)
+            for name, when in conn.execute(
+                sa.select(m.name, m.archived_at).where(m.archived_at.is_not(None))
+            ):
+                out.archived[name] = when
+            vt, v = t.version_tags.c, t.versions.c
+            q = (
+                sa.select(m.name, v.version, vt.key, vt.value)
+                .select_from(t.version_tags)
+                .join(t.versions, v.id == vt.version_id)
+                .join(t.models, m.id == v.model_id)
+            )
+            for name, version, key, value in conn.execute(q):
+                out.tags.setdefault((name, version), {})[key] = value
         return out
 
     def rewrite_state(self, state: ReplayedState) -> None:
@@ -574,3 +643,20 @@ class SqlLedger(SqlBase):
             value = json.dumps(state.policy.to_dict(), sort_keys=True)
             conn.execute(t.settings.delete().where(t.settings.c.key == "policy"))
             conn.execute(t.settings.insert().values(key="policy", value=value))
+            conn.execute(t.models.update().values(archived_at=None))
+            for name, when in state.archived.items():
+                if name in ids:
+                    conn.execute(t.models.update().where(t.models.c.id == ids[name]).values(archived_at=when))
+            conn.execute(t.version_tags.delete())
+            v = t.versions.c
+            keys = {
+                (r.model_id, r.version): r.id for r in conn.execute(sa.select(v.id, v.model_id, v.version))
+            }
+            tag_rows = [
+                {"version_id": keys[(ids[name], version)], "key": key, "value": value}
+                for (name, version), tags in state.tags.items()
+                if name in ids and (ids[name], version) in keys
+                for key, value in tags.items()
+            ]
+            if tag_rows:
+                conn.execute(t.version_tags.insert(), tag_rows)

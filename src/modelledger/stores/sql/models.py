@@ -16,7 +16,7 @@ from ..._lifecycle import EventDraft, GovContext, record_dataset
 from ..._policy import Policy
 from ..._search import Condition, VersionQuery
 from ..._time import from_stored
-from ...errors import AlreadyExists, InvalidInput, NotFound
+from ...errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from ..protocols import Decide, Signer
 from . import tables as t
 from .ledger import SqlLedger
@@ -33,6 +33,7 @@ from .statements import (
     Q_VERSION_BY_KEY,
     Q_VERSION_INSERT,
     Q_VERSION_LATEST,
+    Q_VERSION_TAGS,
     VERSION_COLS,
     like_escape,
     metric_values,
@@ -47,6 +48,11 @@ class SqlModels(SqlLedger):
     def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model:
         try:
             with self._write() as conn:
+                renamed = self._renames(conn).get(name)
+                if renamed is not None:
+                    raise Conflict(
+                        f"{name} is a former name of {renamed} (it still resolves to it): choose another"
+                    )
                 self._insert_model(conn, name, description, now, ignore=False)
                 row = self._model_row(conn, name)
                 if tags:
@@ -71,8 +77,11 @@ class SqlModels(SqlLedger):
         limit: int,
         after: str | None,
         stage: str | None = None,
+        include_archived: bool = False,
     ) -> list[Model]:
         q = sa.select(t.models).order_by(t.models.c.name).limit(limit)
+        if not include_archived:
+            q = q.where(t.models.c.archived_at.is_(None))
         if stage is not None:
             st = t.version_state.c
             latest = sa.select(st.model_id, st.version).where(st.stage == stage)
@@ -158,11 +167,20 @@ class SqlModels(SqlLedger):
                 run = self.driver
                 row = run.first(conn, Q_NEXT_VERSION, {"model_name": model})
                 if row is None and create_model:
+                    renamed = self._renames(conn).get(model)
+                    if renamed is not None:
+                        raise Conflict(
+                            f"{model} was renamed to {renamed}: register new versions as {renamed} "
+                            "(a former name is never reused)"
+                        )
                     self._insert_model(conn, model, "", now, ignore=True)
                     row = run.first(conn, Q_NEXT_VERSION, {"model_name": model})
                 if row is None:
                     raise NotFound("model", model)
                 model_id, number = int(row[0]), int(row[1])
+                archived = conn.execute(
+                    sa.select(t.models.c.archived_at).where(t.models.c.id == model_id)
+                ).scalar()
                 dataset_drafts: list[EventDraft] = []
                 inserted = run.first(
                     conn,
@@ -205,6 +223,7 @@ class SqlModels(SqlLedger):
                     aliases=self._alias_map(conn, model_id) if needs_context else {},
                     policy=self._ledger_policy(conn) if needs_context else Policy(),
                     actor=created_by,
+                    archived=archived is not None,
                 )
                 self._append(
                     conn,
@@ -229,8 +248,15 @@ class SqlModels(SqlLedger):
             key=key,
         )
 
+    def _version_tags(self, conn: Connection, keys: Sequence[int]) -> dict[int, dict[str, str]]:
+        out: dict[int, dict[str, str]] = {}
+        if keys:
+            for vid, key, value in conn.execute(Q_VERSION_TAGS, {"keys": list(keys)}):
+                out.setdefault(int(vid), {})[key] = value
+        return out
+
     @staticmethod
-    def _to_version(row: Any, aliases: Sequence[str]) -> ModelVersion:
+    def _to_version(row: Any, aliases: Sequence[str], tags: Mapping[str, str] | None = None) -> ModelVersion:
         key, model, version, folder, digest, flavor, files, manifest, created_at, created_by = row
         return ModelVersion(
             model,
@@ -244,6 +270,7 @@ class SqlModels(SqlLedger):
             created_by,
             tuple(sorted(aliases)) if aliases else (),
             key,
+            dict(tags or {}),
         )
 
     def _aliases(self, conn: Connection, model: str, versions: Sequence[int]) -> dict[int, list[str]]:
@@ -280,7 +307,8 @@ class SqlModels(SqlLedger):
                 self._model_row(conn, model)  # raises NotFound("model") when the model is unknown
                 raise NotFound("alias" if alias and alias != "latest" else "model version", label)
             aliases = [a for (a,) in run.all(conn, Q_ALIASES_OF, {"model": model, "version": row[2]})]
-        return self._to_version(row, aliases)
+            tags = self._version_tags(conn, [int(row[0])])
+        return self._to_version(row, aliases, tags.get(int(row[0])))
 
     def get_version_by_key(self, key: int) -> ModelVersion:
         with self._read() as conn:
@@ -288,7 +316,8 @@ class SqlModels(SqlLedger):
             if row is None:
                 raise NotFound("model version", f"key {key}")
             aliases = self._aliases(conn, row.model_name, [row.version])[row.version]
-        return self._to_version(row, aliases)
+            tags = self._version_tags(conn, [int(row.key)])
+        return self._to_version(row, aliases, tags.get(int(row.key)))
 
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]:
         params = {"model": model, "before": before if before is not None else 2**31 - 1, "lim": limit}
@@ -301,7 +330,8 @@ class SqlModels(SqlLedger):
             alias_map: dict[int, list[str]] = {}
             for alias, version in run.all(conn, Q_MODEL_ALIASES, {"model": model}):
                 alias_map.setdefault(version, []).append(alias)
-        return [self._to_version(r, alias_map.get(r[2], ())) for r in rows]
+            tags = self._version_tags(conn, [int(r[0]) for r in rows])
+        return [self._to_version(r, alias_map.get(r[2], ()), tags.get(int(r[0]))) for r in rows]
 
     def search_versions(self, query: VersionQuery, *, limit: int, before: int | None) -> list[ModelVersion]:
         """Versions meeting every condition of ``query``, newest registered first (by key),
@@ -368,7 +398,8 @@ def _condition(c: Condition) -> Any:
         ids = sa.select(mt.version_id).where(mt.key == sub, _compare(mt.value, c.op, c.value))
         return v.id.in_(ids)
     if base == "tags":
-        raise InvalidInput("searching by version tags needs a registry that keeps version tags")
+        vt = t.version_tags.c
+        return v.id.in_(sa.select(vt.version_id).where(vt.key == sub, vt.value == c.value))
     if base == "model":
         return _compare(t.models.c.name, c.op, c.value)
     if base == "version":

@@ -89,7 +89,7 @@ Q_HEAD_UPDATE = (
 Q_POLICY = sa.select(t.settings.c.value).where(t.settings.c.key == "policy")
 Q_ALIAS_MAP = sa.select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.model_id == bp("mid"))
 Q_MODEL_AND_VERSION = (
-    sa.select(t.models.c.id, t.versions.c.id.label("version_id"))
+    sa.select(t.models.c.id, t.versions.c.id.label("version_id"), t.models.c.archived_at)
     .select_from(t.models)
     .outerjoin(
         t.versions,
@@ -143,6 +143,16 @@ Q_POLICY_EVENT = (
     )
     .order_by(t.ledger_events.c.seq.desc())
     .limit(1)
+)
+
+# Every rename, oldest first (index on action, seq): former model names resolve through them.
+Q_RENAMES = (
+    sa.select(t.ledger_events.c.data)
+    .where(t.ledger_events.c.action == "model.renamed")
+    .order_by(t.ledger_events.c.seq)
+)
+Q_VERSION_TAGS = sa.select(t.version_tags.c.version_id, t.version_tags.c.key, t.version_tags.c.value).where(
+    t.version_tags.c.version_id.in_(sa.bindparam("keys", expanding=True))
 )
 
 # The newest enrolment event: the roster is rebuilt only when it changes (index on action, seq).

@@ -18,6 +18,7 @@ models = sa.Table(
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("archived_at", sa.String(40), nullable=True),  # 0006: state from the ledger
 )
 
 model_tags = sa.Table(
@@ -206,4 +207,15 @@ version_metrics = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
     # a metric comparison reads one index range: key, then value
     sa.Index("ix_version_metrics_key_value", "key", "value", "version_id"),
+)
+
+# ---------------------------------------------------------------- names and tags (0006)
+
+version_tags = sa.Table(
+    "version_tags",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("model_versions.id"), primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Index("ix_version_tags_key_value", "key", "value"),
 )
