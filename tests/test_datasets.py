@@ -934,3 +934,39 @@ def test_verify_reports_data_set_files_nothing_references(registry: Registry) ->
         ("orphan", "datasets/.staging-0123abcd.parquet"),
         ("orphan", "datasets/applications/00ff00ff00ff00ff/data.parquet"),
     }
+
+
+def test_a_file_adopted_from_a_registration_undone_meanwhile_is_put_back(registry: Registry) -> None:
+    """Two registrations of the same content at once: the second finds the first one's file and
+    adopts it; if the first is undone (its discard removes the file) before the second's row is
+    in, the second puts its own copy back, so its version never points at a missing file."""
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    first = registry.datasets.register("shared", frame, capture=False)
+    path = first.path
+    meta = registry.datasets._meta
+    real_create = meta.create_dataset_version
+
+    def undone_meanwhile(name: str, **kwargs: object) -> object:
+        # the first registration is undone between our adoption of its file and our row
+        assert meta.discard_dataset_version(first.key, remove_file=registry._art.remove_tree)
+        assert not registry._art.exists(path)
+        return real_create(name, **kwargs)  # type: ignore[arg-type]
+
+    meta.create_dataset_version = undone_meanwhile  # type: ignore[method-assign]
+    try:
+        second = registry.datasets.register("shared", frame, capture=False)
+    finally:
+        meta.create_dataset_version = real_create  # type: ignore[method-assign]
+    assert second.path == path and registry._art.exists(path)
+    assert registry.datasets.to_pandas(second)["x"].tolist() == [1.0, 2.0, 3.0]
+    assert not [p for p in registry._art.list_files("datasets") if ".staging" in p]
+    assert registry.verify(grace="0s").ok
+
+
+def test_discard_leaves_a_file_another_version_still_holds(registry: Registry) -> None:
+    frame = pd.DataFrame({"x": [4.0, 5.0]})
+    dv = registry.datasets.register("kept", frame, capture=False)
+    registry.register("m", lambda rows: rows, capture=False, datasets={"train": dv.uri})
+    removed: list[str] = []
+    assert not registry.datasets._meta.discard_dataset_version(dv.key, remove_file=removed.append)
+    assert removed == [] and registry._art.exists(dv.path)  # a model version uses it

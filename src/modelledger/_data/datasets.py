@@ -223,11 +223,11 @@ class Datasets:
                 store.move(got.staging, final)
                 moved = True
             except AlreadyExists:
-                # same content left by an earlier, interrupted registration: reuse it if intact
+                # same content, left by an interrupted registration or written just now by a
+                # concurrent one: reuse it if intact (our own copy stays until the row is in)
                 if store.hash_file(final)[1] != got.file_sha256:
                     raise IntegrityError(final, "holds other bytes than this data set") from None
-                store.remove_tree(got.staging)
-            return self._meta.create_dataset_version(
+            made = self._meta.create_dataset_version(
                 plan.name,
                 digest=got.digest,
                 path=final,
@@ -242,6 +242,16 @@ class Datasets:
                 now=now(),
                 signer=self._signer() if record and self._signer is not None else None,
             )
+            if not moved:
+                # the registration that wrote the file may have been undone meanwhile, and its
+                # discard removed the file before our row was in: put our copy in its place
+                try:
+                    if not store.exists(final):
+                        store.move(got.staging, final)
+                except AlreadyExists:
+                    pass  # restored by another registration of the same content
+                store.remove_tree(got.staging)
+            return made
         except BaseException:
             store.remove_tree(got.staging)
             if moved:
@@ -253,8 +263,7 @@ class Datasets:
 
         The version and its file go only while nothing refers to them.
         """
-        if self._meta.discard_dataset_version(version.key):
-            self._art.remove_tree(version.path)
+        self._meta.discard_dataset_version(version.key, remove_file=self._art.remove_tree)
 
     def _input(self, step: ProcessingStep, ref: str) -> str:
         try:

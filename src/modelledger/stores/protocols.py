@@ -221,9 +221,11 @@ class DatasetStore(Protocol):
         With ``signer``, a governed write that records a new version in the ledger."""
         ...
 
-    def discard_dataset_version(self, key: int) -> bool:
+    def discard_dataset_version(self, key: int, remove_file: Callable[[str], None] | None = None) -> bool:
         """Remove a data set version whose registration was undone, if nothing refers to it
-        (no model version, no processing step); True when it was removed."""
+        (no model version, no processing step); True when it was removed. ``remove_file`` is
+        called with its file's path, inside the same transaction, when no other version holds
+        that file (identical content is one file)."""
         ...
 
     def list_datasets(self, *, prefix: str | None, limit: int, after: str | None) -> list[dict[str, Any]]: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -141,9 +141,14 @@ class SqlDatasets(SqlLedger):
                 self._append(conn, head, [draft], actor=created_by, signer=signer)
             return self._to_dataset_version(conn, row), True
 
-    def discard_dataset_version(self, key: int) -> bool:
+    def discard_dataset_version(self, key: int, remove_file: Callable[[str], None] | None = None) -> bool:
         dv, ps = t.dataset_versions.c, t.processing_steps.c
         with self._write() as conn:
+            owner = conn.execute(sa.select(dv.dataset_id).where(dv.id == key)).first()
+            if owner is not None and not self.is_sqlite:
+                # the lock a new version of this data set takes to get its number: a registration
+                # adopting this same file then commits wholly before or after this removal
+                conn.execute(sa.select(t.datasets.c.id).where(t.datasets.c.id == owner[0]).with_for_update())
             used = (
                 conn.execute(
                     sa.select(t.model_datasets.c.version_id).where(
@@ -160,10 +165,13 @@ class SqlDatasets(SqlLedger):
             if steps:
                 conn.execute(t.step_inputs.delete().where(t.step_inputs.c.step_id.in_(steps)))
                 conn.execute(t.processing_steps.delete().where(ps.id.in_(steps)))
-            row = conn.execute(sa.select(dv.dataset_id, dv.version).where(dv.id == key)).first()
+            row = conn.execute(sa.select(dv.dataset_id, dv.version, dv.path).where(dv.id == key)).first()
             if row is None:
                 return False
             conn.execute(t.dataset_versions.delete().where(dv.id == key))
+            shared = conn.execute(sa.select(dv.id).where(dv.path == row.path).limit(1)).first()
+            if remove_file is not None and shared is None:
+                remove_file(row.path)  # inside the transaction: see the lock above
             # give the number back only when it was the newest, so numbers stay consecutive
             conn.execute(
                 t.datasets.update()
