@@ -10,7 +10,7 @@ import click
 
 from modelledger import InvalidInput, Registry
 
-from ._common import output_option, registry_options
+from ._common import echo_json, json_option, output_option, registry_options
 
 
 @click.group()
@@ -30,8 +30,9 @@ def keys() -> None:
     is_flag=True,
     help="Export the trust bundle: the root key and every signed enrolment, for `receipt verify --bundle`.",
 )
+@json_option
 @registry_options
-def keys_export(registry: Registry, output_path: str | None, bundle: bool) -> None:
+def keys_export(registry: Registry, output_path: str | None, bundle: bool, as_json: bool) -> None:
     """Print or write the registry's root public key (PEM), or its trust bundle (JSON).
 
     \b
@@ -39,10 +40,13 @@ def keys_export(registry: Registry, output_path: str | None, bundle: bool) -> No
         modelledger keys export -o registry.pub.pem
         modelledger keys export --bundle -o bundle.json
     """
-    if bundle:
+    if bundle:  # a JSON document already, with or without --json
         _emit_json(registry.trust_bundle(), output_path, "the trust bundle")
         return
     pem = registry.public_key()
+    if as_json and output_path is None:
+        echo_json({"public_key": pem.decode("ascii")})
+        return
     if output_path is None:
         click.echo(pem.decode("ascii"), nl=False)
         return
@@ -65,8 +69,9 @@ def checkpoint() -> None:
 
 @checkpoint.command("export")
 @output_option("Write the JSON here; default: stdout.")
+@json_option
 @registry_options
-def checkpoint_export(registry: Registry, output_path: str | None) -> None:
+def checkpoint_export(registry: Registry, output_path: str | None, as_json: bool) -> None:
     """Print or write the newest signed checkpoint (JSON), for `verify --trusted-checkpoint`.
 
     \b
@@ -74,6 +79,7 @@ def checkpoint_export(registry: Registry, output_path: str | None) -> None:
         modelledger checkpoint export -o cp.json
         modelledger checkpoint export > cp.json
     """
+    del as_json  # the output is JSON with or without it; accepted so every command takes --json
     _emit_json(registry.latest_checkpoint().to_dict(), output_path, "the latest checkpoint")
 
 

@@ -48,7 +48,8 @@ def identity() -> None:
     type=click.Path(dir_okay=False, path_type=str),
     help="Also write the public key (PEM) here, to hand to an admin.",
 )
-def identity_create(name: str, key_path: str | None, output_path: str | None) -> None:
+@json_option
+def identity_create(name: str, key_path: str | None, output_path: str | None, as_json: bool) -> None:
     """Create a new private key of your own (mode 0600) and print its public half for an admin.
 
     \b
@@ -61,6 +62,9 @@ def identity_create(name: str, key_path: str | None, output_path: str | None) ->
             _write(output_path, pem)
     except ModelLedgerError as exc:  # this command opens no registry, so it maps its own errors
         fail(exc, show_traceback=False)
+    if as_json:
+        echo_json({"name": name, "key_path": str(path), "key_id": kid, "public_key": pem.decode("ascii")})
+        return
     click.echo(f"Created identity {name} (key {kid}) at {path}", err=True)
     click.echo(pem.decode("ascii"), nl=False)
 

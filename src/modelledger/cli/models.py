@@ -138,8 +138,9 @@ def models_create(
 @models.command("archive")
 @click.argument("name")
 @reason_option
+@json_option
 @registry_options
-def models_archive(registry: Registry, name: str, reason: str | None) -> None:
+def models_archive(registry: Registry, name: str, reason: str | None, as_json: bool) -> None:
     """Archive a model: hidden from `models list`, no new versions, no deployments.
 
     \b
@@ -147,14 +148,18 @@ def models_archive(registry: Registry, name: str, reason: str | None) -> None:
         modelledger models archive credit-risk-v0 --reason "replaced by credit-risk"
     """
     model = registry.archive_model(name, reason=reason)
+    if as_json:
+        echo_json(model.to_dict())
+        return
     click.echo(f"Archived model {model.name}")
 
 
 @models.command("unarchive")
 @click.argument("name")
 @reason_option
+@json_option
 @registry_options
-def models_unarchive(registry: Registry, name: str, reason: str | None) -> None:
+def models_unarchive(registry: Registry, name: str, reason: str | None, as_json: bool) -> None:
     """Bring an archived model back.
 
     \b
@@ -162,6 +167,9 @@ def models_unarchive(registry: Registry, name: str, reason: str | None) -> None:
         modelledger models unarchive credit-risk-v0 --reason "needed for the 2026 audit"
     """
     model = registry.unarchive_model(name, reason=reason)
+    if as_json:
+        echo_json(model.to_dict())
+        return
     click.echo(f"Unarchived model {model.name}")
 
 
@@ -169,8 +177,9 @@ def models_unarchive(registry: Registry, name: str, reason: str | None) -> None:
 @click.argument("old")
 @click.argument("new")
 @required_reason_option
+@json_option
 @registry_options
-def models_rename(registry: Registry, old: str, new: str, reason: str) -> None:
+def models_rename(registry: Registry, old: str, new: str, reason: str, as_json: bool) -> None:
     """Rename a model; its history stays with it and the old name keeps resolving.
 
     \b
@@ -178,4 +187,7 @@ def models_rename(registry: Registry, old: str, new: str, reason: str) -> None:
         modelledger models rename credit credit-risk --reason "naming convention GOV-12"
     """
     model = registry.rename_model(old, new, reason=reason)
+    if as_json:
+        echo_json({"renamed_from": old, **model.to_dict()})
+        return
     click.echo(f"Renamed model {old} to {model.name}")

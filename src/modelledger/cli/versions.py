@@ -243,8 +243,9 @@ def _gate_text(result: dict[str, Any]) -> str:
 @versions.command("retire")
 @click.argument("identifier")
 @required_reason_option
+@json_option
 @registry_options
-def versions_retire(registry: Registry, identifier: str, reason: str) -> None:
+def versions_retire(registry: Registry, identifier: str, reason: str, as_json: bool) -> None:
     """Retire a version: no deployments, no aliases, no loading by alias (by number still works).
 
     The same as `modelledger stage IDENTIFIER retired --reason ...`.
@@ -255,7 +256,10 @@ def versions_retire(registry: Registry, identifier: str, reason: str) -> None:
     """
     mv = registry.get_version(identifier)
     aliases = mv.aliases
-    registry.retire(mv.uri, reason=reason)
+    state = registry.retire(mv.uri, reason=reason)
+    if as_json:
+        echo_json({"uri": mv.uri, "stage": state.stage, "aliases_removed": list(aliases)})
+        return
     gone = f" (aliases removed: {', '.join('@' + a for a in aliases)})" if aliases else ""
     click.echo(f"Retired {mv.uri}{gone}")
 
@@ -265,9 +269,15 @@ def versions_retire(registry: Registry, identifier: str, reason: str) -> None:
 @click.argument("tags", nargs=-1, callback=parse_tags)
 @click.option("--remove", "removed", multiple=True, help="A tag key to remove (repeatable).")
 @reason_option
+@json_option
 @registry_options
 def versions_tag(
-    registry: Registry, identifier: str, tags: dict[str, str], removed: tuple[str, ...], reason: str | None
+    registry: Registry,
+    identifier: str,
+    tags: dict[str, str],
+    removed: tuple[str, ...],
+    reason: str | None,
+    as_json: bool,
 ) -> None:
     """Set (KEY=VALUE) or remove (--remove KEY) tags of a version; recorded in the ledger.
 
@@ -279,6 +289,9 @@ def versions_tag(
     if not changes:
         raise click.UsageError("give KEY=VALUE tags to set or --remove KEY")
     mv = registry.set_version_tags(identifier, changes, reason=reason)
+    if as_json:
+        echo_json({"uri": mv.uri, "tags": dict(mv.tags)})
+        return
     click.echo(f"{mv.uri} tags: {tags_text(mv.tags) or '(none)'}")
 
 
