@@ -91,13 +91,11 @@ class SqlModels(SqlLedger):
         if after is not None:
             q = q.where(t.models.c.name > after)
         for key, value in tags.items():
-            q = q.where(
-                sa.exists().where(
-                    t.model_tags.c.model_id == t.models.c.id,
-                    t.model_tags.c.key == key,
-                    t.model_tags.c.value == value,
-                )
+            # a semi-join the (key, value) index answers, rather than a probe per model
+            tagged = sa.select(t.model_tags.c.model_id).where(
+                t.model_tags.c.key == key, t.model_tags.c.value == value
             )
+            q = q.where(t.models.c.id.in_(tagged))
         with self._read() as conn:
             rows = conn.execute(q).all()
             tag_map = self._tags(conn, [r.id for r in rows])
