@@ -354,3 +354,13 @@ def test_event_data_is_stored_as_the_canonical_text_the_chain_hashes(
     assert history[3].data["results"][0]["value"] == 0.86
     report = alice.verify_ledger()
     assert report.ok and report.events_checked == len(stored)
+
+
+def test_states_of_several_versions_are_read_at_once(alice: Registry, bob: Registry, fitted_pipeline) -> None:
+    first = _register(alice, fitted_pipeline)
+    second = _register(alice, fitted_pipeline)
+    bob.approve(first, reason="reviewed")
+    states = alice.states("credit-risk", [1, 2, 99])
+    assert {n: s.stage for n, s in states.items()} == {1: "approved", 2: alice.state(second).stage}
+    assert states[1].approved_by == "bob@bank.example"
+    assert alice.states("credit-risk", []) == {}

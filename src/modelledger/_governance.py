@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._audit import AliasChange, StateDifference, state_differences, subject_history
 from ._domain import Model, ModelVersion, Page
-from ._identifiers import model_subjects, validate_alias, validate_name
+from ._identifiers import check_number, model_subjects, validate_alias, validate_name
 from ._keys import key_id, read_public_pem
 from ._ledger import ChainReport, LedgerEvent, verify_chain
 from ._lifecycle import (
@@ -157,6 +157,19 @@ class GovernanceVerbs:
         mv = self.get_version(uri)
         state: VersionState = self._meta.version_state(mv.model, mv.version)
         return state
+
+    def states(self, name: str, versions: Sequence[int]) -> dict[int, VersionState]:
+        """Stage and approval of several versions of one model, read at once (for listings).
+
+        >>> {n: s.stage for n, s in registry.states("credit-risk", [1, 2, 3]).items()}  # doctest: +SKIP
+        {1: 'deployed', 2: 'rejected', 3: 'validated'}
+        """
+        validate_name(name)
+        for v in versions:
+            check_number(v)
+        self._ready()
+        states: dict[int, VersionState] = self._meta.version_states(name, list(versions))
+        return states
 
     def transition(
         self, uri: str, stage: str, *, reason: str | None = None, details: Mapping[str, Any] | None = None

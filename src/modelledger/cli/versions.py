@@ -71,9 +71,9 @@ def versions_list(
         modelledger versions list credit-risk --limit 10
     """
     page = registry.list_versions(name, **page_args(limit, cursor))
-    # One state read per listed version: the public API has no batch read of stages, and a
-    # page holds at most 1000 versions.
-    stages = {v.version: registry.state(v.uri).stage for v in page}
+    # the model's current name (a renamed model is listed by its old name too), read at once
+    states = registry.states(page.items[0].model, [v.version for v in page]) if page.items else {}
+    stages = {n: s.stage for n, s in states.items()}
     if as_json:
         doc = page_json(page)
         for item in doc["items"]:

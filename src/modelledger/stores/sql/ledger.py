@@ -451,6 +451,28 @@ class SqlLedger(SqlBase):
             raise NotFound("model version", f"models:/{model}/{version}")
         return state
 
+    def version_states(self, model: str, versions: Sequence[int]) -> dict[int, VersionState]:
+        """The state of several versions of one model, in one query (for listings)."""
+        st = t.version_state.c
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            q = sa.select(
+                st.version, st.stage, st.registered_by, st.approved_by, st.decided_at, st.last_seq
+            ).where(st.model_id == m.id, st.version.in_(list(versions)))
+            rows = conn.execute(q).all() if versions else []
+        return {
+            int(r[0]): VersionState(
+                model=model,
+                version=int(r[0]),
+                stage=r[1],
+                registered_by=r[2],
+                approved_by=r[3],
+                decided_at=r[4],
+                last_seq=int(r[5]),
+            )
+            for r in rows
+        }
+
     def policy(self) -> Policy:
         with self._read() as conn:
             return self._ledger_policy(conn)
