@@ -12,7 +12,13 @@ from modelledger import Registry
 from modelledger.stores import BACKENDS, open_metadata_store, protocols
 from modelledger.stores.sql import SqlMetadataStore
 
-PORTS = [protocols.ModelStore, protocols.LedgerStore, protocols.DatasetStore, protocols.MetadataStore]
+PORTS = [
+    protocols.ModelStore,
+    protocols.LedgerStore,
+    protocols.DatasetStore,
+    protocols.TokenStore,
+    protocols.MetadataStore,
+]
 
 
 def _methods(cls: type) -> dict[str, inspect.Signature]:
@@ -38,7 +44,7 @@ def test_the_sql_store_implements_each_port_with_the_same_parameters(port: type)
 
 def test_the_whole_store_is_the_sum_of_its_concerns() -> None:
     whole = set(_methods(protocols.MetadataStore))
-    parts = set().union(*(_methods(p) for p in PORTS[:3]))
+    parts = set().union(*(_methods(p) for p in PORTS[:4]))
     assert parts < whole
     assert whole - parts == {"schema_revision", "migrate", "check_schema", "referenced_paths", "close"}
 

@@ -52,6 +52,7 @@ from ._serving import (
     verify_receipt,
 )
 from ._signing import create_identity, identities_dir, identity_path
+from ._tokens import ApiToken
 from ._trace import TraceReport
 from ._trust import check_receipt_with_bundle
 from .errors import (
@@ -63,6 +64,7 @@ from .errors import (
     InvalidInput,
     InvalidManifest,
     InvalidReceipt,
+    InvalidToken,
     KeyFileExposed,
     ModelLedgerError,
     ModelRenamed,
@@ -80,6 +82,7 @@ __all__ = [
     "STAGES",
     "AliasChange",
     "AlreadyExists",
+    "ApiToken",
     "CaptureStats",
     "ChainReport",
     "Checkpoint",
@@ -99,6 +102,7 @@ __all__ = [
     "InvalidInput",
     "InvalidManifest",
     "InvalidReceipt",
+    "InvalidToken",
     "KeyFileExposed",
     "LedgerEvent",
     "LineageEdge",

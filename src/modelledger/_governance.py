@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._audit import AliasChange, StateDifference, state_differences, subject_history
@@ -36,8 +36,9 @@ from ._members import Member, check_roles
 from ._paging import check_limit, decode_cursor, make_page
 from ._policy import Policy
 from ._signing import keyring, validate_member
-from ._time import parse_time, to_text
-from .errors import Conflict, InvalidInput, ModelRenamed, NotFound
+from ._time import now, parse_duration, parse_time, to_text
+from ._tokens import ApiToken, check_token_id, is_token, new_token, new_token_id, token_digest
+from .errors import Conflict, InvalidInput, InvalidToken, ModelRenamed, NotFound
 from .stores.protocols import MetadataStore, Signer
 
 __all__ = ["GovernanceVerbs"]
@@ -360,6 +361,85 @@ class GovernanceVerbs:
             needs_state=False,
             needs_policy=False,
         )
+
+    # ------------------------------------------------------------------ API tokens
+
+    def create_token(
+        self, member: str, *, expires: timedelta | str | None = None, reason: str | None = None
+    ) -> tuple[str, ApiToken]:
+        """Make an API token that stands for ``member`` over HTTP (an admin's signed act, a
+        ``token.created`` ledger event). Returns the token, which is shown this once (the
+        registry keeps only its SHA-256), and its record. ``expires`` is an age such as ``30d``
+        (default: it never expires; revoke it with :meth:`revoke_token`).
+
+        >>> token, record = registry.create_token("bob@bank.example", expires="30d")  # doctest: +SKIP
+        >>> registry.authenticate_token(token).name  # doctest: +SKIP
+        'bob@bank.example'
+        """
+        ttl = None if expires is None else parse_duration(expires, what="expires")
+        if ttl is not None and ttl <= timedelta(0):
+            raise InvalidInput("expires must be a positive age such as 30d, or None for no expiry")
+        found = self._need_member(member)
+        if not found.has_live_key:
+            raise Conflict(f"every key of {member} is revoked: a token cannot stand for them")
+        secret = new_token()
+        record: ApiToken = self._meta.create_token(
+            new_token_id(),
+            member,
+            token_digest(secret),
+            None if ttl is None else to_text(now() + ttl),
+            actor=self.actor,
+            signer=self._signer(),
+            reason=reason,
+        )
+        return secret, record
+
+    def list_tokens(self, *, member: str | None = None) -> list[ApiToken]:
+        """Every API token (of ``member``), oldest first: ids, members and times, never a secret.
+
+        >>> [(t.id, t.member, t.revoked_at) for t in registry.list_tokens()]  # doctest: +SKIP
+        """
+        if member is not None:
+            validate_member(member)
+        self._ready()
+        tokens: list[ApiToken] = self._meta.list_tokens(member=member)
+        return tokens
+
+    def revoke_token(self, token_id: str, *, reason: str | None = None) -> ApiToken:
+        """Revoke an API token by its id (an admin's signed act, a ``token.revoked`` ledger
+        event): from now on it authenticates no one.
+
+        >>> registry.revoke_token("3f2a9c0d4e5b6a71", reason="laptop lost")  # doctest: +SKIP
+        """
+        check_token_id(token_id)
+        self._ready()
+        record: ApiToken = self._meta.revoke_token(
+            token_id, actor=self.actor, signer=self._signer(), reason=reason
+        )
+        return record
+
+    def authenticate_token(self, token: str) -> Member:
+        """The member an API token stands for, as the ledger enrols them now; raises
+        :class:`InvalidToken` for a token that is malformed, unknown, expired or revoked, or
+        whose member holds no key that is not revoked (they have left). What the member may
+        read is then ``Member.can_view`` / ``Member.has_role``.
+
+        >>> registry.authenticate_token(request_token).roles  # doctest: +SKIP
+        ('viewer',)
+        """
+        if not is_token(token):
+            raise InvalidToken("the token is malformed (a token is mlt_ and 43 more characters)")
+        self._ready()
+        record: ApiToken | None = self._meta.find_token(token_digest(token))
+        if record is None:
+            raise InvalidToken("unknown token")
+        problem = record.problem(to_text(now()))
+        if problem is not None:
+            raise InvalidToken(problem)
+        member: Member | None = self._meta.roster().members.get(record.member)
+        if member is None or not member.has_live_key:
+            raise InvalidToken(f"{record.member} holds no key that is not revoked")
+        return member
 
     # ------------------------------------------------------------------ history
 

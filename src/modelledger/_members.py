@@ -81,6 +81,8 @@ ACTION_ROLE: Mapping[str, str] = {
     "member.key_added": "admin",
     "member.key_revoked": "admin",
     "member.roles_set": "admin",
+    "token.created": "admin",
+    "token.revoked": "admin",
 }
 """The role each governed action needs."""
 
@@ -129,6 +131,22 @@ class Member:
             # registry-wide actions (policy, enrolment) need an unscoped role
             return role not in ("admin",) or "*" in self.models
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+
+    def can_view(self, model: str | None) -> bool:
+        """Whether the member may read ``model``: any role on it counts, since every role reads
+        what it acts on (None: a registry-wide read, which any role allows)."""
+        return any(self.has_role(role, model) for role in ROLES)
+
+    @property
+    def unscoped(self) -> bool:
+        """Whether the member's roles cover every model (reads that span models need it)."""
+        return "*" in self.models
+
+    @property
+    def has_live_key(self) -> bool:
+        """Whether any of the member's keys is not revoked; a member whose keys are all
+        revoked has left, and no token stands for them any more."""
+        return any(k.revoked_seq is None for k in self.keys)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -266,6 +266,23 @@ class Registry(GovernanceVerbs):
             self.init()
         self._checked = True
 
+    def readiness(self) -> dict[str, str | None]:
+        """Whether the registry can serve now: one cheap read of the metadata database (its
+        schema revision) and one of the artefact store (a listing of its root). Returns
+        ``{"metadata": problem, "artifacts": problem}``, each None when that store answered.
+
+        >>> registry.readiness()  # doctest: +SKIP
+        {'metadata': None, 'artifacts': None}
+        """
+        out: dict[str, str | None] = {}
+        for name, check in (("metadata", self._meta.check_schema), ("artifacts", self._art.ping)):
+            try:
+                check()
+                out[name] = None
+            except ModelLedgerError as exc:
+                out[name] = exc.message
+        return out
+
     # ------------------------------------------------------------------ identity
 
     def _identity(self) -> Identity:

@@ -15,7 +15,8 @@
     ├── IntegrityError        a stored byte does not match its recorded digest
     │   └── InvalidReceipt    a prediction receipt that does not verify
     ├── PermissionDenied      the actor may not do this
-    │   └── KeyFileExposed    a private key file that others may read
+    │   ├── KeyFileExposed    a private key file that others may read
+    │   └── InvalidToken      an API token that is missing, malformed, unknown, expired or revoked
     └── StorageError          the metadata or artefact store failed
 
 Context travels as keyword-only attributes, so callers and the CLI can report
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidInput",
     "InvalidManifest",
     "InvalidReceipt",
+    "InvalidToken",
     "KeyFileExposed",
     "ModelLedgerError",
     "ModelRenamed",
@@ -165,6 +167,15 @@ class KeyFileExposed(PermissionDenied):
         )
         self.path = path
         self.mode = mode
+
+
+class InvalidToken(PermissionDenied):
+    """An API token that does not prove who calls: ``reason`` says why (missing, malformed,
+    unknown, expired, revoked, or its member holds no live key). The server answers 401."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"not authenticated: {reason}")
+        self.reason = reason
 
 
 class StorageError(ModelLedgerError):

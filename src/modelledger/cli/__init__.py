@@ -25,6 +25,8 @@ script) and registers theirs:
 - :mod:`.config`: ``config show``
 - :mod:`.members`: ``identity create|show``, ``members list|add|roles|revoke``
 - :mod:`.search`: ``search versions|models``
+- :mod:`.tokens`: ``tokens create|list|revoke``
+- :mod:`.server`: ``server`` (the read API; imports :mod:`modelledger.server` only when run)
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from . import (
     predictions,
     receipts,
     search,
+    server,
+    tokens,
     versions,
 )
 from ._common import OneLineUsageGroup
@@ -127,6 +131,8 @@ for _command in (
     search.search,
     keys.checkpoint,
     config.config,
+    tokens.tokens,
+    server.server,
 ):
     main.add_command(_command)
 del _command

@@ -343,6 +343,17 @@ class ArtifactStore:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._key(rel), recursive=True)
 
+    @_translated("reach")
+    def ping(self) -> None:
+        """One cheap read of the root (a listing), raising the library error when the store
+        cannot be reached. A local root that does not exist yet is fine (the first write makes
+        it); a missing S3 bucket is not."""
+        try:
+            self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            if self._is_s3_url and not self.fs.exists(self._bucket()):
+                raise self._no_bucket() from None
+
     @_translated("read")
     def exists(self, rel: str) -> bool:
         return bool(self.fs.exists(self.full(rel)))

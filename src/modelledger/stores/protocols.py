@@ -38,6 +38,7 @@ from .._lifecycle import EventDraft, GovContext, ReplayedState, VersionState
 from .._members import Roster
 from .._policy import Policy
 from .._search import VersionQuery
+from .._tokens import ApiToken
 
 __all__ = [
     "DatasetStore",
@@ -46,6 +47,7 @@ __all__ = [
     "MetadataStore",
     "ModelStore",
     "Signer",
+    "TokenStore",
 ]
 
 Decide = Callable[[GovContext], list[EventDraft]]
@@ -240,8 +242,42 @@ class DatasetStore(Protocol):
     def dataset_children(self, dataset_key: int) -> list[int]: ...
 
 
-class MetadataStore(ModelStore, LedgerStore, DatasetStore, Protocol):
-    """A whole metadata backend: the three concerns, its schema, and closing it."""
+class TokenStore(Protocol):
+    """API tokens: their SHA-256 digests, members, expiry and revocation. Creating and revoking
+    one are governed writes (``token.created``, ``token.revoked``: role admin); the digest is
+    never in the ledger."""
+
+    def create_token(
+        self,
+        token_id: str,
+        member: str,
+        digest: str,
+        expires_at: str | None,
+        *,
+        actor: str,
+        signer: Signer,
+        reason: str | None,
+    ) -> ApiToken:
+        """Store a token's digest and append its ``token.created`` event, in one governed write."""
+        ...
+
+    def revoke_token(self, token_id: str, *, actor: str, signer: Signer, reason: str | None) -> ApiToken:
+        """Mark a token revoked and append ``token.revoked``, in one governed write
+        (:class:`~modelledger.errors.NotFound`, or :class:`~modelledger.errors.Conflict` when it
+        was revoked already)."""
+        ...
+
+    def find_token(self, digest: str) -> ApiToken | None:
+        """The token whose SHA-256 is ``digest`` (None: no such token)."""
+        ...
+
+    def list_tokens(self, *, member: str | None) -> list[ApiToken]:
+        """Every token (of ``member``), oldest first."""
+        ...
+
+
+class MetadataStore(ModelStore, LedgerStore, DatasetStore, TokenStore, Protocol):
+    """A whole metadata backend: the four concerns, its schema, and closing it."""
 
     def schema_revision(self) -> str | None: ...
     def migrate(self) -> str: ...

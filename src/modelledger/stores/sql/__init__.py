@@ -2,8 +2,8 @@
 
 Split by concern: :mod:`.base` (engine, transactions, schema), :mod:`.ledger` (governed
 writes, the chain, governance state), :mod:`.models` (models and versions), :mod:`.datasets`
-(data lineage); :mod:`.statements` holds the prebuilt statements and :mod:`.driver` runs the
-hot ones on the DB-API cursor.
+(data lineage), :mod:`.tokens` (API tokens); :mod:`.statements` holds the prebuilt statements
+and :mod:`.driver` runs the hot ones on the DB-API cursor.
 
 SQLite is run durable (WAL with ``synchronous=FULL``: a committed version survives power
 loss) and write transactions start with ``BEGIN IMMEDIATE`` so concurrent writers queue on
@@ -19,11 +19,12 @@ from .base import HEAD_REVISION
 from .datasets import SqlDatasets
 from .models import SqlModels
 from .statements import normalise_url
+from .tokens import SqlTokens
 
 __all__ = ["HEAD_REVISION", "SqlMetadataStore", "normalise_url"]
 
 
-class SqlMetadataStore(SqlModels, SqlDatasets):
+class SqlMetadataStore(SqlModels, SqlDatasets, SqlTokens):
     """SQLAlchemy Core store for ``sqlite:///...`` and ``postgresql://...`` URLs.
 
     Implements :class:`~modelledger.stores.protocols.MetadataStore`.

@@ -219,3 +219,19 @@ version_tags = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Index("ix_version_tags_key_value", "key", "value"),
 )
+
+# ---------------------------------------------------------------- API tokens (0007)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("member", sa.String(256), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),  # SHA-256 hex: the secret is never stored
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("expires_at", sa.String(40), nullable=True),
+    sa.Column("revoked_at", sa.String(40), nullable=True),  # from the token.revoked event
+    sa.UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
+    sa.Index("ix_api_tokens_member", "member"),
+)

@@ -1,0 +1,367 @@
+"""The read API: ``create_app(registry)`` builds the FastAPI application over one open
+:class:`~modelledger.Registry`, and :func:`serve` runs it with uvicorn.
+
+Every route under ``/api/v1`` (but the OpenAPI document) needs ``Authorization: Bearer
+<token>``: the token is resolved to an enrolled member with ``Registry.authenticate_token``,
+and nothing else in a request (no header, query parameter or body field) says who calls. The
+member must hold a role on the model a route is about (``Member.can_view``), an unscoped
+admin role for ``/verify`` and ``/members``. Routes call only the public Python API and return
+the library's ``to_dict()`` outputs through the pydantic models of :mod:`.schemas`.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations at
+# run time, and the aliases below (Caller, Limit...) live inside create_app.
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from modelledger import (
+    InvalidInput,
+    InvalidToken,
+    Member,
+    ModelVersion,
+    PermissionDenied,
+    Registry,
+    __version__,
+    parse_model_uri,
+    parse_prediction_id,
+)
+
+from .errors import install_error_handlers
+from .schemas import (
+    AliasesOut,
+    DiffOut,
+    ErrorOut,
+    EventOut,
+    EventPage,
+    HealthOut,
+    LineageOut,
+    MemberOut,
+    ModelOut,
+    ModelPage,
+    PublicKeyOut,
+    ReadyOut,
+    StateOut,
+    TraceOut,
+    TrustBundleOut,
+    VerifyOut,
+    VersionOut,
+    VersionPage,
+)
+
+__all__ = ["API_PREFIX", "create_app", "serve"]
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("modelledger.server")
+_BEARER = HTTPBearer(auto_error=False, description="An API token from `modelledger tokens create`.")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (400, "a bad argument (InvalidInput)"),
+        (401, "no valid token (InvalidToken)"),
+        (403, "the member lacks the role (PermissionDenied)"),
+        (404, "no such model, version, alias or prediction (NotFound)"),
+        (422, "a parameter of the wrong type (InvalidInput)"),
+    )
+}
+
+
+def _need_view(member: Member, model: str | None) -> None:
+    if not member.can_view(model):
+        raise PermissionDenied(f"{member.name} holds no role on {model or 'this registry'}")
+
+
+def _need_admin(member: Member) -> None:
+    if not member.has_role("admin", None):
+        raise PermissionDenied(f"{member.name} is not an admin of every model: this needs the admin role")
+
+
+def _tags(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"tag filter must be KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def create_app(registry: Registry) -> FastAPI:
+    """The application serving ``registry`` read-only; it keeps using that one registry.
+
+    >>> import uvicorn; uvicorn.run(create_app(Registry.open(url)), port=8000)  # doctest: +SKIP
+    """
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # One read of each store before the first request: it builds the database engine and the
+        # artefact file system once, here, rather than in two request threads at the same time,
+        # and says in the log what is not reachable yet (the server starts all the same).
+        for store, problem in (await run_in_threadpool(registry.readiness)).items():
+            if problem is not None:
+                log.warning("%s not ready: %s", store, problem)
+        yield
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="modelledger",
+        version=__version__,
+        summary="Read API of a modelledger registry",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,  # the interactive pages load scripts from a CDN; the document is enough
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+
+    def caller(
+        request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
+    ) -> Member:
+        # the raw header, so that a missing token and a malformed one are told apart
+        header = request.headers.get("authorization")
+        if not header:
+            raise InvalidToken("send Authorization: Bearer <token> (`modelledger tokens create` makes one)")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("the Authorization header must be 'Bearer <token>'")
+        return registry.authenticate_token(token.strip())
+
+    Caller = Annotated[Member, Depends(caller)]
+    Limit = Annotated[int, Query(description="page size, 1-1000")]
+    Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+    def version(name: str, ref: str) -> ModelVersion:
+        """Version ``ref`` of ``name``: a number, or an alias (``latest`` is the newest)."""
+        if ref.isdigit():
+            return registry.get_version(name, int(ref))
+        return registry.get_version(f"models:/{name}@{ref}")
+
+    def viewed(member: Member, name: str, ref: str) -> ModelVersion:
+        _need_view(member, name)
+        mv = version(name, ref)
+        _need_view(member, mv.model)  # a former name resolves to the model's current one
+        return mv
+
+    def version_out(mv: ModelVersion, stage: str | None) -> VersionOut:
+        return VersionOut.model_validate({**mv.to_dict(), "stage": stage})
+
+    @app.get("/healthz", response_model=HealthOut, tags=["probes"])
+    def healthz() -> HealthOut:
+        """The process is up (no registry access, no token)."""
+        return HealthOut(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=ReadyOut,
+        tags=["probes"],
+        responses={503: {"model": ReadyOut, "description": "a store did not answer"}},
+    )
+    def readyz() -> JSONResponse:
+        """The metadata database and the artefact store each answer one cheap read (no token)."""
+        problems = registry.readiness()
+        ready = all(problem is None for problem in problems.values())
+        body = ReadyOut(status="ready" if ready else "unavailable", **problems)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    def get(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A read route under the API prefix, documented with the error bodies it may return
+        (added to the app itself, so ``app.routes`` lists every route)."""
+        return app.get(API_PREFIX + path, responses=_ERRORS, **options)
+
+    @get("/whoami", response_model=MemberOut, tags=["members"])
+    def whoami(member: Caller) -> MemberOut:
+        """The member the token stands for."""
+        return MemberOut.model_validate(member.to_dict())
+
+    @get("/models", response_model=ModelPage, tags=["models"])
+    def list_models(
+        member: Caller,
+        prefix: str | None = None,
+        tag: Annotated[list[str], Query(description="KEY=VALUE; repeat for several")] = [],  # noqa: B006
+        stage: str | None = None,
+        include_archived: bool = False,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> ModelPage:
+        """Models by name, filtered by name prefix, tags and the stage of their latest version."""
+        page = registry.list_models(
+            prefix=prefix,
+            tags=_tags(tag),
+            stage=stage,
+            limit=limit,
+            cursor=cursor,
+            include_archived=include_archived,
+        )
+        items = [ModelOut.model_validate(m.to_dict()) for m in page if member.can_view(m.name)]
+        return ModelPage(items=items, next_cursor=page.next_cursor)
+
+    @get("/models/{name}", response_model=ModelOut, tags=["models"])
+    def get_model(member: Caller, name: str) -> ModelOut:
+        _need_view(member, name)
+        model = registry.get_model(name)
+        _need_view(member, model.name)
+        return ModelOut.model_validate(model.to_dict())
+
+    @get("/models/{name}/versions", response_model=VersionPage, tags=["versions"])
+    def list_versions(member: Caller, name: str, limit: Limit = 100, cursor: Cursor = None) -> VersionPage:
+        """A model's versions, newest first, each with its stage."""
+        _need_view(member, name)
+        page = registry.list_versions(name, limit=limit, cursor=cursor)
+        current = page.items[0].model if page.items else name
+        _need_view(member, current)
+        states = registry.states(current, [v.version for v in page]) if page.items else {}
+        items = [version_out(v, states[v.version].stage if v.version in states else None) for v in page]
+        return VersionPage(items=items, next_cursor=page.next_cursor)
+
+    @get("/models/{name}/versions/{ref}", response_model=VersionOut, tags=["versions"])
+    def get_version(member: Caller, name: str, ref: str) -> VersionOut:
+        """One version, by number or alias (``latest`` is the newest)."""
+        mv = viewed(member, name, ref)
+        return version_out(mv, registry.state(mv.uri).stage)
+
+    @get("/models/{name}/versions/{ref}/state", response_model=StateOut, tags=["versions"])
+    def get_state(member: Caller, name: str, ref: str) -> StateOut:
+        """Stage and approval of a version."""
+        mv = viewed(member, name, ref)
+        return StateOut.model_validate(registry.state(mv.uri).to_dict())
+
+    @get("/models/{name}/versions/{ref}/history", response_model=list[EventOut], tags=["versions"])
+    def get_history(member: Caller, name: str, ref: str) -> list[EventOut]:
+        """Every ledger event about the version, oldest first."""
+        mv = viewed(member, name, ref)
+        return [EventOut.model_validate(e.to_dict()) for e in registry.history(mv.uri)]
+
+    @get("/models/{name}/versions/{ref}/lineage", response_model=LineageOut, tags=["lineage"])
+    def get_lineage(member: Caller, name: str, ref: str) -> LineageOut:
+        """Everything upstream of the version (data sets, steps, sources) as a JSON graph."""
+        mv = viewed(member, name, ref)
+        return LineageOut.model_validate(registry.lineage(mv.uri).to_dict())
+
+    @get("/models/{name}/aliases", response_model=AliasesOut, tags=["models"])
+    def get_aliases(member: Caller, name: str) -> AliasesOut:
+        """The model's aliases, the version each holds, and who moved it last."""
+        _need_view(member, name)
+        model = registry.get_model(name)  # an unknown model is a 404, not an empty list
+        _need_view(member, model.name)
+        # the ledger's moves, oldest first: the last move of each alias is where it stands
+        current = {change.alias: change for change in registry.alias_history(model.name)}
+        aliases = [
+            {
+                "alias": c.alias,
+                "uri": f"models:/{model.name}@{c.alias}",
+                "version": c.version,
+                "version_uri": f"models:/{model.name}/{c.version}",
+                "moved_at": c.time,
+                "moved_by": c.actor,
+            }
+            for c in sorted(current.values(), key=lambda c: c.alias)
+            if c.version is not None
+        ]
+        return AliasesOut.model_validate({"model": model.name, "aliases": aliases})
+
+    @get("/versions", response_model=VersionPage, tags=["versions"])
+    def search_versions(
+        member: Caller,
+        q: Annotated[str, Query(description="e.g. stage = 'approved' and metrics.auc > 0.8")] = "",
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> VersionPage:
+        """Versions of any model meeting a query, newest registered first (the query language of
+        ``Registry.search_versions``); versions of models outside the caller's roles are left out."""
+        page = registry.search_versions(q, limit=limit, cursor=cursor)
+        items = [version_out(v, None) for v in page if member.can_view(v.model)]
+        return VersionPage(items=items, next_cursor=page.next_cursor)
+
+    @get("/diff", response_model=DiffOut, tags=["lineage"])
+    def diff(
+        member: Caller,
+        a: Annotated[str, Query(description="models:/name/3")],
+        b: Annotated[str, Query(description="models:/name/4")],
+    ) -> DiffOut:
+        """What differs between two versions: parameters, metrics, code, framework, dependencies, data."""
+        for uri in (a, b):
+            _need_view(member, parse_model_uri(uri).name)
+            _need_view(member, registry.get_version(uri).model)
+        return DiffOut.model_validate(registry.diff(a, b).to_dict())
+
+    @get("/predictions/{prediction_id}/trace", response_model=TraceOut, tags=["lineage"])
+    def trace(member: Caller, prediction_id: str) -> TraceOut:
+        """Everything behind one prediction: receipt check, governance, manifest, data sets."""
+        _when, key = parse_prediction_id(prediction_id)
+        _need_view(member, registry.get_version_by_key(key).model)
+        return TraceOut.model_validate(registry.trace(prediction_id).to_dict())
+
+    @get("/audit", response_model=EventPage, tags=["ledger"])
+    def audit(
+        member: Caller,
+        model: str | None = None,
+        version: int | None = None,
+        actor: Annotated[
+            str | None, Query(description="events by this actor (a filter, not who calls)")
+        ] = None,
+        action: Annotated[str | None, Query(description="e.g. version.approved or version.*")] = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> EventPage:
+        """Ledger events, oldest first. Without ``model`` it spans every model, so it needs roles
+        on every model."""
+        if model is not None:
+            _need_view(member, model)
+        elif not member.unscoped:
+            raise PermissionDenied(f"{member.name} holds roles on some models only: give ?model=")
+        page = registry.audit(
+            model=model,
+            version=version,
+            actor=actor,
+            action=action,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+        return EventPage(
+            items=[EventOut.model_validate(e.to_dict()) for e in page], next_cursor=page.next_cursor
+        )
+
+    @get("/verify", response_model=VerifyOut, tags=["ledger"])
+    def verify(member: Caller, captures: bool = False) -> VerifyOut:
+        """Check everything the registry vouches for (admin; re-hashes every artefact, so slow)."""
+        _need_admin(member)
+        return VerifyOut.model_validate(registry.verify(captures=captures).to_dict())
+
+    @get("/public-key", response_model=PublicKeyOut, tags=["trust"])
+    def public_key(member: Caller) -> PublicKeyOut:
+        """The registry's root public key (PEM): pin it to verify the ledger."""
+        _need_view(member, None)
+        return PublicKeyOut(public_key=registry.public_key().decode("ascii"))
+
+    @get("/trust-bundle", response_model=TrustBundleOut, tags=["trust"])
+    def trust_bundle(member: Caller) -> dict[str, Any]:
+        """The root key and every signed enrolment write, to check receipts offline."""
+        _need_view(member, None)
+        return registry.trust_bundle()
+
+    @get("/members", response_model=list[MemberOut], tags=["members"])
+    def members(member: Caller) -> list[MemberOut]:
+        """Every member, their roles, model scope and keys (admin)."""
+        _need_admin(member)
+        return [MemberOut.model_validate(m.to_dict()) for m in registry.members()]
+
+    return app
+
+
+def serve(registry: Registry, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve ``registry`` with uvicorn until interrupted.
+
+    >>> registry = Registry.open("postgresql://ml@db/registry", artifacts="s3://ml/reg")  # doctest: +SKIP
+    >>> serve(registry, host="0.0.0.0", port=8000)  # doctest: +SKIP
+    """
+    uvicorn.run(create_app(registry), host=host, port=port, log_level="info")

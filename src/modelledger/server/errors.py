@@ -1,0 +1,89 @@
+"""The one place where errors become HTTP responses.
+
+A :class:`~modelledger.ModelLedgerError` keeps its meaning over HTTP: its class picks the
+status (:data:`STATUS`, most specific first) and the body is ``{"error": <class name>,
+"message": <its one-line message>}``. Request validation (a query parameter of the wrong type)
+is 422 with ``error: InvalidInput``; an unknown route 404; anything unexpected 500, with the
+details in the server log and not in the response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from modelledger import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    InvalidToken,
+    ModelLedgerError,
+    NotFound,
+    PermissionDenied,
+)
+
+__all__ = ["STATUS", "install_error_handlers", "status_for"]
+
+log = logging.getLogger("modelledger.server")
+
+STATUS: tuple[tuple[type[ModelLedgerError], int], ...] = (
+    (InvalidToken, 401),  # before PermissionDenied, its parent: not knowing who calls is not a refusal
+    (NotFound, 404),
+    (InvalidInput, 400),
+    (PermissionDenied, 403),
+    (AlreadyExists, 409),
+    (Conflict, 409),
+)
+"""Library error class -> HTTP status, most specific first; any other error is 500."""
+
+
+def status_for(exc: ModelLedgerError) -> int:
+    return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
+
+
+def _body(error: str, message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "message": " ".join(message.split())}, status, headers=headers)
+
+
+async def _library_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ModelLedgerError)
+    status = status_for(exc)
+    if status == 500:
+        log.error("request failed: %s", exc, exc_info=exc)
+    headers = {"WWW-Authenticate": 'Bearer realm="modelledger"'} if status == 401 else None
+    return _body(type(exc).__name__, exc.message, status, headers)
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        where = " ".join(str(part) for part in err.get("loc", ()))
+        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    return _body("InvalidInput", "; ".join(problems) or "invalid request", 422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _body("NotFound", f"no such endpoint: {request.method} {request.url.path}", 404)
+    phrase = HTTPStatus(exc.status_code).phrase
+    return _body(phrase.replace(" ", ""), str(exc.detail or phrase), exc.status_code, exc.headers)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error", exc_info=exc)
+    return _body("InternalError", "unexpected error in the server; its log has the details", 500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ModelLedgerError, _library_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
