@@ -947,19 +947,24 @@ class Registry(GovernanceVerbs):
         """
         ref = model_ref(identifier)
         mv = self.get_version(identifier)
-        subjects = self._version_subjects(mv)
-        erased = find_erasure(self._meta, subjects, "version.erased")
-        if erased is not None:
-            raise Erased(mv.uri, actor=erased.actor, time=erased.time, reason=erased.reason, seq=erased.seq)
-        if ref.alias is not None and self._meta.version_state(mv.model, mv.version).stage == "retired":
+        # Named aliases never point at a retired version (retiring removes them, and moving one
+        # onto it is refused); only @latest, the newest number, can resolve to one.
+        if ref.alias == "latest" and self._meta.version_state(mv.model, mv.version).stage == "retired":
             raise Conflict(
                 f"models:/{ref.name}@{ref.alias} resolves to {mv.uri}, which is retired: a retired version "
                 f"is not loaded by alias (load {mv.uri} by number to audit it)"
             )
         if self._proven.get(mv.key) != mv.digest:  # proven once per process and version
+            subjects = self._version_subjects(mv)
+            self._raise_if_erased(mv, subjects)
             check_registration(self._meta, mv, keyring(self._meta), subjects=subjects)
             self._proven[mv.key] = mv.digest
-        loaded = load_verified(self._art, mv)
+        try:
+            loaded = load_verified(self._art, mv)
+        except NotFound:
+            # erased since this process proved it: say so rather than "file missing"
+            self._raise_if_erased(mv, self._version_subjects(mv))
+            raise
         if not capture:
             return loaded
         identity = self._identity()
@@ -982,6 +987,11 @@ class Registry(GovernanceVerbs):
             max_pending=DEFAULT_MAX_PENDING if max_pending is None else max_pending,
             record=self._capture_recorder(mv),
         )
+
+    def _raise_if_erased(self, mv: ModelVersion, subjects: list[str]) -> None:
+        erased = find_erasure(self._meta, subjects, "version.erased")
+        if erased is not None:
+            raise Erased(mv.uri, actor=erased.actor, time=erased.time, reason=erased.reason, seq=erased.seq)
 
     def _version_subjects(self, mv: ModelVersion) -> list[str]:
         """The ledger subjects of a version under every name its model has had."""

@@ -28,6 +28,8 @@ from .statements import (
     Q_METRICS_INSERT,
     Q_MODEL_ALIASES,
     Q_NEXT_VERSION,
+    Q_ONE_VERSION_TAGS,
+    Q_PAGE_VERSION_TAGS,
     Q_VERSION,
     Q_VERSION_BY_ALIAS,
     Q_VERSION_BY_KEY,
@@ -305,8 +307,8 @@ class SqlModels(SqlLedger):
                 self._model_row(conn, model)  # raises NotFound("model") when the model is unknown
                 raise NotFound("alias" if alias and alias != "latest" else "model version", label)
             aliases = [a for (a,) in run.all(conn, Q_ALIASES_OF, {"model": model, "version": row[2]})]
-            tags = self._version_tags(conn, [int(row[0])])
-        return self._to_version(row, aliases, tags.get(int(row[0])))
+            tags = dict(run.all(conn, Q_ONE_VERSION_TAGS, {"vid": int(row[0])}))
+        return self._to_version(row, aliases, tags)
 
     def get_version_by_key(self, key: int) -> ModelVersion:
         with self._read() as conn:
@@ -328,7 +330,10 @@ class SqlModels(SqlLedger):
             alias_map: dict[int, list[str]] = {}
             for alias, version in run.all(conn, Q_MODEL_ALIASES, {"model": model}):
                 alias_map.setdefault(version, []).append(alias)
-            tags = self._version_tags(conn, [int(r[0]) for r in rows])
+            tags: dict[int, dict[str, str]] = {}
+            page = {**params, "lowest": min(int(r[2]) for r in rows)}
+            for vid, key, value in run.all(conn, Q_PAGE_VERSION_TAGS, page):
+                tags.setdefault(int(vid), {})[key] = value
         return [self._to_version(r, alias_map.get(r[2], ()), tags.get(int(r[0]))) for r in rows]
 
     def search_versions(self, query: VersionQuery, *, limit: int, before: int | None) -> list[ModelVersion]:

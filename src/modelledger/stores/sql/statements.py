@@ -172,3 +172,22 @@ def metric_values(version_id: int, metrics: Any) -> list[dict[str, Any]]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             out.append({"version_id": version_id, "key": str(name), "value": float(value)})
     return out
+
+
+# the tags of one version, on the hot path of get_version (prebuilt for the driver)
+Q_ONE_VERSION_TAGS = sa.select(t.version_tags.c.key, t.version_tags.c.value).where(
+    t.version_tags.c.version_id == bp("vid")
+)
+
+# the tags of a page of one model's versions (the versions below ``before``, newest ``lim``):
+# fixed parameters, so the driver runs it prebuilt
+Q_PAGE_VERSION_TAGS = (
+    sa.select(t.version_tags.c.version_id, t.version_tags.c.key, t.version_tags.c.value)
+    .join(t.versions, t.versions.c.id == t.version_tags.c.version_id)
+    .join(t.models, t.models.c.id == t.versions.c.model_id)
+    .where(
+        t.models.c.name == bp("model"),
+        t.versions.c.version < bp("before"),
+        t.versions.c.version >= bp("lowest"),
+    )
+)
