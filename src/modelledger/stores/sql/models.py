@@ -177,10 +177,7 @@ class SqlModels(SqlLedger):
                     row = run.first(conn, Q_NEXT_VERSION, {"model_name": model})
                 if row is None:
                     raise NotFound("model", model)
-                model_id, number = int(row[0]), int(row[1])
-                archived = conn.execute(
-                    sa.select(t.models.c.archived_at).where(t.models.c.id == model_id)
-                ).scalar()
+                model_id, number, archived = int(row[0]), int(row[1]), row[2]
                 dataset_drafts: list[EventDraft] = []
                 inserted = run.first(
                     conn,

@@ -114,7 +114,7 @@ Q_NEXT_VERSION = (
     t.models.update()
     .where(t.models.c.name == bp("model_name"))
     .values(last_version=t.models.c.last_version + 1)
-    .returning(t.models.c.id, t.models.c.last_version)
+    .returning(t.models.c.id, t.models.c.last_version, t.models.c.archived_at)
 )
 Q_VERSION_INSERT = t.versions.insert().returning(t.versions.c.id)
 Q_MODEL_INSERT = t.models.insert()
