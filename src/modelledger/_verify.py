@@ -154,11 +154,19 @@ def verify_registry(
 def _ring(roster: Roster, trusted_pem: bytes | None) -> KeyRing:
     """Every key enrolled in ``roster``, and the trusted registry key."""
 
+    trusted_kid = key_id(trusted_pem) if trusted_pem is not None else None
+    parsed: dict[str, Ed25519PublicKey] = {}  # only keys found: the roster grows as events stream
+
     def keys(kid: str) -> Ed25519PublicKey | None:
+        if kid in parsed:
+            return parsed[kid]
         pem = roster.public_pem(kid)
-        if pem is None and trusted_pem is not None and kid == key_id(trusted_pem):
+        if pem is None and kid == trusted_kid:
             pem = trusted_pem
-        return load_public_key(pem) if pem is not None else None
+        if pem is None:
+            return None
+        parsed[kid] = load_public_key(pem)
+        return parsed[kid]
 
     return keys
 
