@@ -124,3 +124,47 @@ def test_verify_while_others_register_reports_no_problem(db_url: str, tmp_path: 
             proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+class _Sum:
+    def predict(self, data: object) -> object:
+        import numpy as np
+
+        return np.asarray(data, dtype=float).sum(axis=1)
+
+
+def test_concurrent_registrations_of_the_same_data_keep_its_file(db_url: str, tmp_path: Path) -> None:
+    """Writers that bring the same new data at once: one version, its file in place, no error."""
+    import threading
+
+    import numpy as np
+    import pandas as pd
+
+    artifacts = str(tmp_path / "artifacts")
+    frame = pd.DataFrame({"a": np.arange(50, dtype=float)})
+    errors: list[BaseException] = []
+    rounds = 12
+
+    def write() -> None:
+        reg = Registry.open(db_url, artifacts=artifacts, actor="alice@example.com")
+        try:
+            for i in range(rounds):
+                reg.register(
+                    "race", _Sum(), sample_input=frame.head(3), capture=False, datasets={"train": frame + i}
+                )
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            reg.close()
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    reg = Registry.open(db_url, artifacts=artifacts)
+    assert len(reg.datasets.versions("race-train", limit=100)) == rounds
+    assert len(reg.list_versions("race", limit=100)) == 4 * rounds
+    report = reg.verify(grace="0")
+    assert report.ok, [str(p) for p in report.problems]

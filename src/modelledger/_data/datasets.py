@@ -24,7 +24,16 @@ from .._manifest import (
 )
 from .._paging import check_limit, decode_cursor, make_page
 from .._time import now
-from ..errors import AlreadyExists, Conflict, Erased, IntegrityError, InvalidInput, InvalidManifest, NotFound
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    Erased,
+    IntegrityError,
+    InvalidInput,
+    InvalidManifest,
+    ModelLedgerError,
+    NotFound,
+)
 from ..stores.artifacts import ArtifactStore
 from ..stores.protocols import DatasetStore, Signer
 from .ingest import ingest
@@ -254,9 +263,16 @@ class Datasets:
             return made
         except BaseException:
             store.remove_tree(got.staging)
-            if moved:
+            if moved and not self._kept_by_a_row(plan.name, got.digest):
                 store.remove_tree(final)
             raise
+
+    def _kept_by_a_row(self, name: str, digest: str) -> bool:
+        """Whether a committed version (a concurrent writer's) uses the file of this content."""
+        try:
+            return self._meta.find_dataset_version(name, digest) is not None
+        except ModelLedgerError:
+            return True  # unknown: an orphan for gc is better than a version without its file
 
     def discard(self, version: DatasetVersion) -> None:
         """Undo :meth:`write` of a new version after the registration that needed it failed.

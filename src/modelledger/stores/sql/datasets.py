@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -73,9 +74,54 @@ class SqlDatasets(SqlLedger):
         With ``signer`` it is a governed write: a new version is recorded in the ledger
         (``dataset.registered``) in the same transaction.
         """
+        attempt = partial(
+            self._create_dataset_version,
+            name,
+            digest=digest,
+            path=path,
+            file_sha256=file_sha256,
+            size_bytes=size_bytes,
+            row_count=row_count,
+            schema=schema,
+            stats=stats,
+            source=source,
+            steps=steps,
+            created_by=created_by,
+            now=now,
+            signer=signer,
+        )
+        try:
+            return attempt()
+        except sa.exc.IntegrityError:
+            # a concurrent first registration of this data set (or of this content) won the
+            # insert: run again to find and return what it committed
+            return attempt()
+
+    def _create_dataset_version(
+        self,
+        name: str,
+        *,
+        digest: str,
+        path: str,
+        file_sha256: str,
+        size_bytes: int,
+        row_count: int,
+        schema: Sequence[ColumnSpec],
+        stats: Mapping[str, Any],
+        source: DatasetSource,
+        steps: Sequence[ProcessingStep],
+        created_by: str,
+        now: datetime,
+        signer: Signer | None,
+    ) -> tuple[DatasetVersion, bool]:
         with self._write() as conn:
             head = self._lock_head(conn) if signer is not None else None  # one lock order
-            ds = conn.execute(sa.select(t.datasets).where(t.datasets.c.name == name)).first()
+            ds_q = sa.select(t.datasets).where(t.datasets.c.name == name)
+            if not self.is_sqlite:
+                # writers of one data set take turns from here, so the digest check below sees
+                # what an earlier writer of the same content committed
+                ds_q = ds_q.with_for_update()
+            ds = conn.execute(ds_q).first()
             if ds is None:
                 conn.execute(t.datasets.insert().values(name=name, created_at=now, last_version=0))
                 ds = self._dataset_row(conn, name)
