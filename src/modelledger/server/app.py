@@ -14,17 +14,16 @@ the library's ``to_dict()`` outputs through the pydantic models of :mod:`.schema
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import ModuleType
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from modelledger import (
     InvalidInput,
-    InvalidToken,
     Member,
     ModelVersion,
     PermissionDenied,
@@ -34,11 +33,11 @@ from modelledger import (
     parse_prediction_id,
 )
 
+from .deps import API_PREFIX, Deps, need_admin, need_view, route
 from .errors import install_error_handlers
 from .schemas import (
     AliasesOut,
     DiffOut,
-    ErrorOut,
     EventOut,
     EventPage,
     HealthOut,
@@ -58,29 +57,10 @@ from .schemas import (
 
 __all__ = ["API_PREFIX", "create_app", "serve"]
 
-API_PREFIX = "/api/v1"
 log = logging.getLogger("modelledger.server")
-_BEARER = HTTPBearer(auto_error=False, description="An API token from `modelledger tokens create`.")
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": text}
-    for code, text in (
-        (400, "a bad argument (InvalidInput)"),
-        (401, "no valid token (InvalidToken)"),
-        (403, "the member lacks the role (PermissionDenied)"),
-        (404, "no such model, version, alias or prediction (NotFound)"),
-        (422, "a parameter of the wrong type (InvalidInput)"),
-    )
-}
 
-
-def _need_view(member: Member, model: str | None) -> None:
-    if not member.can_view(model):
-        raise PermissionDenied(f"{member.name} holds no role on {model or 'this registry'}")
-
-
-def _need_admin(member: Member) -> None:
-    if not member.has_role("admin", None):
-        raise PermissionDenied(f"{member.name} is not an admin of every model: this needs the admin role")
+# The modules that add routes next to the reads below, each with add_routes(app, registry, deps).
+ROUTE_MODULES: tuple[ModuleType, ...] = ()
 
 
 def _tags(values: list[str]) -> dict[str, str]:
@@ -120,19 +100,8 @@ def create_app(registry: Registry) -> FastAPI:
     )
     install_error_handlers(app)
 
-    def caller(
-        request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
-    ) -> Member:
-        # the raw header, so that a missing token and a malformed one are told apart
-        header = request.headers.get("authorization")
-        if not header:
-            raise InvalidToken("send Authorization: Bearer <token> (`modelledger tokens create` makes one)")
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise InvalidToken("the Authorization header must be 'Bearer <token>'")
-        return registry.authenticate_token(token.strip())
-
-    Caller = Annotated[Member, Depends(caller)]
+    deps = Deps(registry)
+    Caller = Annotated[Member, Depends(deps.caller)]
     Limit = Annotated[int, Query(description="page size, 1-1000")]
     Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 
@@ -143,9 +112,9 @@ def create_app(registry: Registry) -> FastAPI:
         return registry.get_version(f"models:/{name}@{ref}")
 
     def viewed(member: Member, name: str, ref: str) -> ModelVersion:
-        _need_view(member, name)
+        need_view(member, name)
         mv = version(name, ref)
-        _need_view(member, mv.model)  # a former name resolves to the model's current one
+        need_view(member, mv.model)  # a former name resolves to the model's current one
         return mv
 
     def version_out(mv: ModelVersion, stage: str | None) -> VersionOut:
@@ -172,7 +141,7 @@ def create_app(registry: Registry) -> FastAPI:
     def get(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """A read route under the API prefix, documented with the error bodies it may return
         (added to the app itself, so ``app.routes`` lists every route)."""
-        return app.get(API_PREFIX + path, responses=_ERRORS, **options)
+        return route(app, "GET", path, **options)
 
     @get("/whoami", response_model=MemberOut, tags=["members"])
     def whoami(member: Caller) -> MemberOut:
@@ -203,18 +172,18 @@ def create_app(registry: Registry) -> FastAPI:
 
     @get("/models/{name}", response_model=ModelOut, tags=["models"])
     def get_model(member: Caller, name: str) -> ModelOut:
-        _need_view(member, name)
+        need_view(member, name)
         model = registry.get_model(name)
-        _need_view(member, model.name)
+        need_view(member, model.name)
         return ModelOut.model_validate(model.to_dict())
 
     @get("/models/{name}/versions", response_model=VersionPage, tags=["versions"])
     def list_versions(member: Caller, name: str, limit: Limit = 100, cursor: Cursor = None) -> VersionPage:
         """A model's versions, newest first, each with its stage."""
-        _need_view(member, name)
+        need_view(member, name)
         page = registry.list_versions(name, limit=limit, cursor=cursor)
         current = page.items[0].model if page.items else name
-        _need_view(member, current)
+        need_view(member, current)
         states = registry.states(current, [v.version for v in page]) if page.items else {}
         items = [version_out(v, states[v.version].stage if v.version in states else None) for v in page]
         return VersionPage(items=items, next_cursor=page.next_cursor)
@@ -246,9 +215,9 @@ def create_app(registry: Registry) -> FastAPI:
     @get("/models/{name}/aliases", response_model=AliasesOut, tags=["models"])
     def get_aliases(member: Caller, name: str) -> AliasesOut:
         """The model's aliases, the version each holds, and who moved it last."""
-        _need_view(member, name)
+        need_view(member, name)
         model = registry.get_model(name)  # an unknown model is a 404, not an empty list
-        _need_view(member, model.name)
+        need_view(member, model.name)
         # the ledger's moves, oldest first: the last move of each alias is where it stands
         current = {change.alias: change for change in registry.alias_history(model.name)}
         aliases = [
@@ -286,15 +255,15 @@ def create_app(registry: Registry) -> FastAPI:
     ) -> DiffOut:
         """What differs between two versions: parameters, metrics, code, framework, dependencies, data."""
         for uri in (a, b):
-            _need_view(member, parse_model_uri(uri).name)
-            _need_view(member, registry.get_version(uri).model)
+            need_view(member, parse_model_uri(uri).name)
+            need_view(member, registry.get_version(uri).model)
         return DiffOut.model_validate(registry.diff(a, b).to_dict())
 
     @get("/predictions/{prediction_id}/trace", response_model=TraceOut, tags=["lineage"])
     def trace(member: Caller, prediction_id: str) -> TraceOut:
         """Everything behind one prediction: receipt check, governance, manifest, data sets."""
         _when, key = parse_prediction_id(prediction_id)
-        _need_view(member, registry.get_version_by_key(key).model)
+        need_view(member, registry.get_version_by_key(key).model)
         return TraceOut.model_validate(registry.trace(prediction_id).to_dict())
 
     @get("/audit", response_model=EventPage, tags=["ledger"])
@@ -314,7 +283,7 @@ def create_app(registry: Registry) -> FastAPI:
         """Ledger events, oldest first. Without ``model`` it spans every model, so it needs roles
         on every model."""
         if model is not None:
-            _need_view(member, model)
+            need_view(member, model)
         elif not member.unscoped:
             raise PermissionDenied(f"{member.name} holds roles on some models only: give ?model=")
         page = registry.audit(
@@ -334,27 +303,29 @@ def create_app(registry: Registry) -> FastAPI:
     @get("/verify", response_model=VerifyOut, tags=["ledger"])
     def verify(member: Caller, captures: bool = False) -> VerifyOut:
         """Check everything the registry vouches for (admin; re-hashes every artefact, so slow)."""
-        _need_admin(member)
+        need_admin(member)
         return VerifyOut.model_validate(registry.verify(captures=captures).to_dict())
 
     @get("/public-key", response_model=PublicKeyOut, tags=["trust"])
     def public_key(member: Caller) -> PublicKeyOut:
         """The registry's root public key (PEM): pin it to verify the ledger."""
-        _need_view(member, None)
+        need_view(member, None)
         return PublicKeyOut(public_key=registry.public_key().decode("ascii"))
 
     @get("/trust-bundle", response_model=TrustBundleOut, tags=["trust"])
     def trust_bundle(member: Caller) -> dict[str, Any]:
         """The root key and every signed enrolment write, to check receipts offline."""
-        _need_view(member, None)
+        need_view(member, None)
         return registry.trust_bundle()
 
     @get("/members", response_model=list[MemberOut], tags=["members"])
     def members(member: Caller) -> list[MemberOut]:
         """Every member, their roles, model scope and keys (admin)."""
-        _need_admin(member)
+        need_admin(member)
         return [MemberOut.model_validate(m.to_dict()) for m in registry.members()]
 
+    for module in ROUTE_MODULES:
+        module.add_routes(app, registry, deps)
     return app
 
 

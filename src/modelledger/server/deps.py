@@ -1,0 +1,109 @@
+"""What every route module of the server shares: the API prefix, the caller's identity as a
+FastAPI dependency, the role checks and the documented error bodies.
+
+Route modules (``app.py`` for reads, and the modules next to it) each expose
+``add_routes(app, registry, deps)`` and use :class:`Deps` rather than building their own
+authentication, so that there is one way a request proves who calls.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads annotations at run time.
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from modelledger import InvalidToken, Member, PermissionDenied, Registry
+
+from .schemas import ErrorOut
+
+__all__ = ["API_PREFIX", "ERRORS", "Deps", "Principal", "need_admin", "need_view"]
+
+API_PREFIX = "/api/v1"
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (400, "a bad argument (InvalidInput)"),
+        (401, "no valid token (InvalidToken)"),
+        (403, "the member lacks the role (PermissionDenied)"),
+        (404, "no such model, version, alias or prediction (NotFound)"),
+        (422, "a parameter of the wrong type (InvalidInput)"),
+    )
+}
+"""The error bodies a route under the prefix may return, for the OpenAPI document."""
+
+_BEARER = HTTPBearer(auto_error=False, description="An API token from `modelledger tokens create`.")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who calls, as the server established it: the enrolled member and how they proved it
+    (``method`` is ``"token"`` for an API token)."""
+
+    member: Member
+    method: str
+
+    @property
+    def name(self) -> str:
+        return self.member.name
+
+
+def need_view(member: Member, model: str | None) -> None:
+    if not member.can_view(model):
+        raise PermissionDenied(f"{member.name} holds no role on {model or 'this registry'}")
+
+
+def need_admin(member: Member) -> None:
+    if not member.has_role("admin", None):
+        raise PermissionDenied(f"{member.name} is not an admin of every model: this needs the admin role")
+
+
+def bearer_token(request: Request) -> str:
+    """The token of ``Authorization: Bearer <token>``; a missing and a malformed header are told apart."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise InvalidToken("send Authorization: Bearer <token> (`modelledger tokens create` makes one)")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+class Deps:
+    """The dependencies route modules declare, as aliases in their own scope (so that type
+    checkers read them as types)::
+
+        Caller = Annotated[Member, Depends(deps.caller)]        # the member
+        Who = Annotated[Principal, Depends(deps.principal)]     # and how they authenticated
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def principal(
+        self,
+        request: Request,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+    ) -> Principal:
+        return self.authenticate(bearer_token(request))
+
+    def caller(
+        self,
+        request: Request,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+    ) -> Member:
+        return self.principal(request, _credentials).member
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal a bearer token stands for (API tokens; see ``Registry.authenticate_token``)."""
+        return Principal(self.registry.authenticate_token(token), "token")
+
+
+def route(
+    app: FastAPI, method: str, path: str, **options: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A route under the API prefix, documented with the error bodies it may return."""
+    responses = {**ERRORS, **options.pop("responses", {})}
+    return app.api_route(API_PREFIX + path, methods=[method], responses=responses, **options)
