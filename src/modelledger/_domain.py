@@ -386,6 +386,9 @@ class VerifyReport:
     in_flight: tuple[Problem, ...] = ()  # unreferenced but young: probably a write under way
     unrecorded: tuple[Problem, ...] = ()  # capture files the ledger has no record of yet
     erased: tuple[Erasure, ...] = ()  # what was erased on purpose: recorded, not a problem
+    # events a registry server wrote for a member, by how the member proved who they were:
+    # "key" (the member signed the request) or "token" / "oidc" (the server attests it)
+    delegated: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -404,6 +407,7 @@ class VerifyReport:
             "in_flight": [p.to_dict() for p in self.in_flight],
             "unrecorded": [p.to_dict() for p in self.unrecorded],
             "erased": [e.to_dict() for e in self.erased],
+            "delegated": dict(self.delegated),
         }
 
 

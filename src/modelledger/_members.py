@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from ._delegation import delegation_problem
 from ._ledger import LedgerEvent
 from .errors import InvalidInput
 
@@ -43,9 +44,10 @@ __all__ = [
     "receipt_key_problem",
 ]
 
-ROLES = ("viewer", "contributor", "approver", "deployer", "serving", "admin")
+ROLES = ("viewer", "contributor", "approver", "deployer", "serving", "admin", "gateway")
 """Roles a member may hold. ``admin`` may do everything but serve (receipts are signed by
-serving keys); ``viewer`` may only read."""
+serving keys) and act as a gateway; ``viewer`` may only read; ``gateway`` is a registry
+server's, which writes on behalf of the members who call it (:mod:`modelledger._delegation`)."""
 
 MEMBER_ACTIONS = (
     "registry.initialized",
@@ -124,7 +126,7 @@ class Member:
 
     def has_role(self, role: str, model: str | None) -> bool:
         """Whether the member may act as ``role`` on ``model`` (None: an action on no model)."""
-        held = role in self.roles or (role != "serving" and "admin" in self.roles)
+        held = role in self.roles or (role not in ("serving", "gateway") and "admin" in self.roles)
         if not held:
             return False
         if model is None:
@@ -297,6 +299,7 @@ def authorize(
     data: Mapping[str, Any],
     legacy_kid: str | None,
     auto_approve: bool,
+    time: str | None = None,
 ) -> str | None:
     """Why the event (``action`` by ``actor``, number ``seq``) may not be signed by the key
     ``kid`` given the ``roster`` before it, or None when it may.
@@ -331,6 +334,14 @@ def authorize(
             f"revoked at ledger event {key.revoked_seq}"
         )
     model = data.get("model") if isinstance(data.get("model"), str) and data.get("model") else None
+    if "via" in data:
+        # a server's write for a member: the member's roles decide, not the server's
+        problem, member = delegation_problem(
+            roster, owner, data["via"], actor=actor, seq=seq, time=time, model=model
+        )
+        if problem is not None or member is None:
+            return f"{action} by {actor}: {problem}"
+        owner = member
     if actor.startswith(AUTOMATED_PREFIX):
         if not auto_approve:
             return f"{action} by {actor}: the policy does not approve automatically"
@@ -376,4 +387,5 @@ def authorize_event(
         data=event.data,
         legacy_kid=legacy_kid,
         auto_approve=auto_approve,
+        time=event.time,
     )

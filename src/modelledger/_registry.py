@@ -9,18 +9,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import IO, Any, Literal, overload
 
 from ._audit import subject_history
 from ._config import resolve_config
 from ._data import Datasets
-from ._domain import Erasure, GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
+from ._delegation import METHODS, DelegatedSigner
+from ._domain import Erasure, FileEntry, GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._erasure import (
     erasure_from_event,
     find_erasure,
@@ -65,7 +67,7 @@ from ._serving import (
     Predictor,
     parse_prediction_id,
 )
-from ._signing import Identity, current_actor, ensure_root, identity_path, keyring
+from ._signing import Identity, current_actor, ensure_root, identity_path, keyring, validate_member
 from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
 from ._trust import trust_bundle
@@ -117,6 +119,7 @@ class Registry(GovernanceVerbs):
         self._legacy_key: Path | None = None  # the key file older releases kept per registry
         self._id: Identity | None = None
         self._limits = manifest_limits or DEFAULT_LIMITS
+        self._via: Mapping[str, Any] | None = None  # set on a view made by on_behalf_of
 
     # ------------------------------------------------------------------ opening
 
@@ -340,7 +343,42 @@ class Registry(GovernanceVerbs):
         }
 
     def _signer(self) -> Signer:
-        return self._identity().signer()
+        signer = self._identity().signer()
+        return signer if self._via is None else DelegatedSigner(signer, self._via)
+
+    def on_behalf_of(
+        self,
+        member: str,
+        *,
+        method: str,
+        request: Mapping[str, Any] | None = None,
+        key_id: str | None = None,
+        signature: str | None = None,
+    ) -> Registry:
+        """This registry as a server uses it for one caller: writes act as ``member`` and are
+        signed with this process's key, which must be enrolled with the ``gateway`` role; every
+        event records for whom and how they proved it (``method``: ``"key"`` with the
+        ``request`` they signed, its ``key_id`` and ``signature``; ``"token"``; ``"oidc"``).
+        The store refuses the write unless that member holds the role it needs. The view
+        shares this registry's connections: close this registry, not the view.
+
+        >>> bob = registry.on_behalf_of("bob@example.com", method="token")  # doctest: +SKIP
+        >>> bob.approve(uri, reason="ok")  # doctest: +SKIP
+        """
+        if method not in METHODS:
+            raise InvalidInput(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        via: dict[str, Any] = {"server": self.actor, "method": method, "principal": validate_member(member)}
+        if method == "key":
+            if request is None or key_id is None or signature is None:
+                raise InvalidInput("a key-signed call needs the signed request, its key_id and signature")
+            via.update(request=dict(request), key_id=key_id, signature=signature)
+        server = self._identity()
+        view = copy.copy(self)
+        view._actor = member
+        view._id = server
+        view._datasets = None  # rebuilt for the view, so that data set writes act as the member
+        view._via = via
+        return view
 
     def public_key(self, key_id: str | None = None) -> bytes:
         """The registry's root public key (PEM): pin it outside the registry to verify its
@@ -823,6 +861,19 @@ class Registry(GovernanceVerbs):
                 raise
             mv = self._meta.get_version(new, ref.version, alias=ref.alias)
         return mv
+
+    def open_file(self, identifier: str, path: str) -> tuple[FileEntry, IO[bytes]]:
+        """One artefact file of a version, opened for reading (seekable), with its recorded
+        size and sha256: what a server streams to a remote client, which checks the bytes
+        against that record. Only the version's own files can be opened.
+
+        >>> entry, f = registry.open_file("models:/credit-risk/3", "model.pkl")  # doctest: +SKIP
+        """
+        mv = self.get_version(identifier)
+        entry = next((f for f in mv.files if f.path == path), None)
+        if entry is None:
+            raise NotFound("file", f"{path} in {mv.uri}")
+        return entry, self._art.open(f"{mv.folder}/artifacts/{entry.path}")
 
     def get_version_by_key(self, key: int) -> ModelVersion:
         """A version by its numeric key (what prediction ids carry)."""

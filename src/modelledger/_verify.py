@@ -10,7 +10,7 @@ import bisect
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +80,9 @@ def verify_registry(
     roster = Roster()
     legacy_kid = stored[0] if stored else None
     erasures: list[Erasure] = []
+    delegated: dict[str, int] = {}
     chain, tip, refused = _verify_chain(
-        meta, registered, rebuilt, trusted_pem, datasets, captured, roster, legacy_kid, erasures
+        meta, registered, rebuilt, trusted_pem, datasets, captured, roster, legacy_kid, erasures, delegated
     )
     # events name a model by the name it had then; the rows carry the name it has now
     registered = {(rebuilt.names.get(m, m), v): d for (m, v), d in registered.items()}
@@ -148,6 +149,7 @@ def verify_registry(
         in_flight=tuple(in_flight),
         unrecorded=tuple(unrecorded),
         erased=tuple(erasures),
+        delegated=dict(sorted(delegated.items())),
     )
 
 
@@ -356,13 +358,15 @@ def _verify_chain(
     roster: Roster,
     legacy_kid: str | None,
     erasures: list[Erasure],
+    delegated: dict[str, int],
 ) -> tuple[ChainReport | None, tuple[int, str], list[Problem]]:
     """Verify the ledger in one pass that also notes each version's registered digest,
     replays every event into ``rebuilt`` (for the state check) and the enrolment events into
     ``roster``, and checks that each event after the root of trust was signed (the
     checkpoint closing its write) by a key enrolled to its actor with the role its action
-    needs. Returns the chain report, the (seq, stored hash) of the last event, and every
-    event that fails that check."""
+    needs. Events a server wrote for a member are counted in ``delegated`` by how the member
+    proved who they were. Returns the chain report, the (seq, stored hash) of the last event,
+    and every event that fails that check."""
     tip = (0, GENESIS.hex())
     checkpoints = sorted(meta.checkpoints(), key=lambda cp: cp.seq)
     cp_seqs = [cp.seq for cp in checkpoints]
@@ -389,6 +393,10 @@ def _verify_chain(
                 if problem is not None and not legacy_start:
                     refused.append(Problem("unauthorized", f"ledger event {event.seq}", problem))
             roster.apply(event.action, event.seq, event.time, event.data)
+            via = event.data.get("via")
+            if isinstance(via, Mapping):
+                method = str(via.get("method"))
+                delegated[method] = delegated.get(method, 0) + 1
             if event.action == "version.registered":
                 data = event.data
                 registered[(data["model"], int(data["version"]))] = data["digest"]

@@ -211,6 +211,10 @@ class VerifyOut(_Out):
     in_flight: list[ProblemOut]
     unrecorded: list[ProblemOut]
     erased: list[dict[str, Any]]
+    delegated: dict[str, int] = Field(
+        description="events a server wrote for a member, by how the member proved who they were: "
+        "key (the member signed the request), token or oidc (the server attests it)"
+    )
 
 
 class PublicKeyOut(_Out):

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..._canonical import canonicalize_str
+from ..._delegation import DelegatedSigner
 from ..._ledger import GENESIS, ChainBuilder, ChainSegment, Checkpoint, LedgerEvent
 from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
 from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
@@ -177,6 +178,8 @@ class SqlLedger(SqlBase):
         builder = ChainBuilder(head=head[1], next_seq=head[0] + 1)
         time = now_text()
         first = builder.next_seq
+        # a server writing for a member: each event says for whom, and how they proved it
+        via = dict(signer.via) if isinstance(signer, DelegatedSigner) else None
         events = [
             LedgerEvent(
                 seq=first + i,
@@ -184,7 +187,7 @@ class SqlLedger(SqlBase):
                 actor=d.actor or actor,
                 action=d.action,
                 subject=d.subject,
-                data=d.data,
+                data=d.data if via is None else {**d.data, "via": via},
                 reason=d.reason,
             )
             for i, d in enumerate(drafts)
