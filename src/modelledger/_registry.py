@@ -135,6 +135,7 @@ class Registry(GovernanceVerbs):
         key: str | os.PathLike[str] | None = None,
         identity: str | os.PathLike[str] | None = None,
         manifest_limits: ManifestLimits | None = None,
+        token: str | None = None,
     ) -> Registry:
         """Open a registry.
 
@@ -162,9 +163,16 @@ class Registry(GovernanceVerbs):
         ``manifest_limits`` bounds manifests, ``params``, ``metrics`` and model tags
         (default: :class:`ManifestLimits` ``()``: 1 MiB files, 64 KiB strings, 32 levels).
 
+        An ``http://`` or ``https://`` URL is a registry server (``modelledger server``): the
+        result is a :class:`RemoteRegistry` with the same verbs, authenticated by ``token``
+        (or ``$MODELLEDGER_TOKEN``), signing writes with your key when this machine holds it.
+
         >>> Registry.open("sqlite:///reg.db", artifacts="file:///data/store")  # doctest: +SKIP
+        >>> Registry.open("https://models.example.com", token=token)  # doctest: +SKIP
         """
         check_folder_naming(folder_naming)
+        if url is not None and url.startswith(("http://", "https://")):
+            return _remote_registry(url, token=token, key=key)
         config = resolve_config(
             registry=url,
             artifacts=artifacts,
@@ -176,6 +184,8 @@ class Registry(GovernanceVerbs):
             config.artifacts.value,
             config.storage_options.value,
         )
+        if url is not None and url.startswith(("http://", "https://")):
+            return _remote_registry(url, token=token, key=key)
         home = None
         if url is None:
             home = config.home.value
@@ -1309,3 +1319,10 @@ def _read_checkpoint(value: Checkpoint | Mapping[str, Any] | str | os.PathLike[s
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"the checkpoint file {value} must hold a JSON object")
     return Checkpoint.from_dict(raw)
+
+
+def _remote_registry(url: str, *, token: str | None, key: str | os.PathLike[str] | None) -> Registry:
+    # imported here: the remote client needs httpx (the server extra), and import modelledger must not
+    from ._remote import RemoteRegistry
+
+    return RemoteRegistry(url, token=token, key=key)

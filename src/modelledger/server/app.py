@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from modelledger import (
     InvalidInput,
     Member,
+    ModelLedgerError,
     ModelVersion,
     PermissionDenied,
     Registry,
@@ -33,6 +34,7 @@ from modelledger import (
     parse_prediction_id,
 )
 
+from . import writes
 from .deps import API_PREFIX, Deps, need_admin, need_view, route
 from .errors import install_error_handlers
 from .schemas import (
@@ -60,7 +62,7 @@ __all__ = ["API_PREFIX", "create_app", "serve"]
 log = logging.getLogger("modelledger.server")
 
 # The modules that add routes next to the reads below, each with add_routes(app, registry, deps).
-ROUTE_MODULES: tuple[ModuleType, ...] = ()
+ROUTE_MODULES: tuple[ModuleType, ...] = (writes,)
 
 
 def _tags(values: list[str]) -> dict[str, str]:
@@ -87,6 +89,7 @@ def create_app(registry: Registry) -> FastAPI:
         for store, problem in (await run_in_threadpool(registry.readiness)).items():
             if problem is not None:
                 log.warning("%s not ready: %s", store, problem)
+        await run_in_threadpool(_say_who_writes, registry)
         yield
 
     app = FastAPI(
@@ -327,6 +330,26 @@ def create_app(registry: Registry) -> FastAPI:
     for module in ROUTE_MODULES:
         module.add_routes(app, registry, deps)
     return app
+
+
+def _say_who_writes(registry: Registry) -> None:
+    """Log whether this server can write for members: its key must be a gateway's."""
+    try:
+        me = registry.whoami()
+    except ModelLedgerError as exc:
+        log.warning("cannot tell who this server is: %s", exc.message)
+        return
+    member = me.get("member") or {}
+    if "gateway" in member.get("roles", ()):
+        log.info("writes on members' behalf are signed by %s (key %s)", member["name"], me["key_id"])
+    else:
+        log.warning(
+            "this server's key (%s, %s) is not enrolled with the gateway role: every write over "
+            "HTTP will be refused; enrol it (modelledger members add <name> --key <pub> --role gateway) "
+            "and start the server with MODELLEDGER_IDENTITY=<name or key file>",
+            me["actor"],
+            me["key_id"],
+        )
 
 
 def serve(registry: Registry, *, host: str = "127.0.0.1", port: int = 8000) -> None:

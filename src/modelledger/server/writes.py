@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from modelledger import (
-    IntegrityError,
     InvalidInput,
     Member,
     ModelVersion,
@@ -142,11 +141,24 @@ def _safe_member_name(name: str) -> str:
     return path.as_posix()
 
 
+def _signature_header(
+    signature: Annotated[
+        str | None,
+        Header(
+            alias=SIGNATURE_HEADER,
+            description="the member's own signature of this request: "
+            "keyid=<key id>, time=<RFC 3339>, nonce=<hex>, sig=<base64 Ed25519>",
+        ),
+    ] = None,
+) -> str | None:
+    return signature
+
+
 def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
     nonces = _Nonces()
     Caller = Annotated[Member, Depends(deps.caller)]
     Who = Annotated[Principal, Depends(deps.principal)]
-    Signed = Annotated[str | None, Header(alias=SIGNATURE_HEADER, include_in_schema=False)]
+    Signed = Annotated[str | None, Depends(_signature_header)]
 
     def acting(who: Principal, request: Request, signed: str | None, body_sha256: str) -> Registry:
         """The registry acting for ``who``: with a signed request, as proven by their key."""
@@ -530,8 +542,10 @@ def _unpack(spool: Any, folder: Path) -> dict[str, Any]:
                 if written != member.size:
                     raise InvalidInput(f"upload: {rel!r} is truncated ({written} of {member.size} bytes)")
                 if sha.hexdigest() != expected[rel]:
-                    raise IntegrityError(
-                        f"upload {rel}", f"sha256 is {sha.hexdigest()}, expected {expected[rel]}"
+                    # the caller's bytes, not the registry's: a bad request, not corruption
+                    raise InvalidInput(
+                        f"upload: {rel!r} has sha256 {sha.hexdigest()}, "
+                        f"but the upload declares {expected[rel]}"
                     )
                 seen.add(rel)
     except (tarfile.TarError, EOFError, OSError) as exc:
