@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +249,66 @@ def artifact_backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[st
     if request.param == "memory":
         return f"memory://ml-{uuid.uuid4().hex[:10]}", {}
     return request.getfixturevalue("s3_artifacts")  # type: ignore[no-any-return]
+
+
+GATEWAY = "gateway@example.com"
+
+
+@dataclass
+class Api:
+    """One registry as a test reaches it: ``open(actor)`` gives that member's registry, on the
+    stores themselves (``sqlite``, ``postgresql``) or through a live server (``remote``: a
+    server over PostgreSQL and the S3 protocol server, the member holding a token and their key)."""
+
+    kind: str
+    open: Callable[[str], Registry]
+    local: Callable[[str], Registry]  # the same registry on its stores, to check what was written
+    url: str  # its database, for tests that tamper with it
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "remote"])
+def api(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    opened: list[Registry] = []
+    if request.param == "sqlite":
+        url, artifacts, storage = f"sqlite:///{tmp_path / 'registry.db'}", str(tmp_path / "artifacts"), {}
+    else:
+        url = str(request.getfixturevalue("pg_url"))
+        _pg_reset(url)
+        if request.param == "remote":
+            artifacts, storage = request.getfixturevalue("s3_artifacts")
+        else:
+            artifacts, storage = str(tmp_path / "artifacts"), {}
+    enrol_cast(url, artifacts)
+
+    def local(actor: str) -> Registry:
+        reg = Registry.open(url, artifacts=artifacts, storage_options=storage, actor=actor)
+        opened.append(reg)
+        return reg
+
+    if request.param != "remote":
+        yield Api(request.param, local, local, url)
+    else:
+        from tests.test_server import running
+
+        from modelledger._remote import RemoteRegistry
+        from modelledger._signing import create_identity
+
+        root = local(ROOT)
+        gateway_key = tmp_path / "gateway.key"
+        _path, _kid, pem = create_identity(GATEWAY, gateway_key)
+        root.enrol(GATEWAY, pem, roles=["gateway"])
+        monkeypatch.setenv("MODELLEDGER_CACHE", str(tmp_path / "cache"))
+        server = Registry.open(url, artifacts=artifacts, storage_options=storage, identity=gateway_key)
+        with running(server) as base:
+
+            def remote(actor: str) -> Registry:
+                reg = RemoteRegistry(base, token=root.create_token(actor)[0])
+                opened.append(reg)
+                return reg
+
+            yield Api("remote", remote, local, url)
+            for reg in opened:
+                reg.close()
+        server.close()
+    for reg in opened:
+        reg.close()

@@ -4,30 +4,25 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from tests.conftest import Api
 
 from modelledger import Conflict, InvalidInput, NotFound, PermissionDenied, Registry
 
 
-def _open(db_url: str, tmp_path: Path, actor: str) -> Registry:
-    return Registry.open(db_url, artifacts=str(tmp_path / "artifacts"), actor=actor)
+@pytest.fixture
+def alice(api: Api) -> Registry:
+    """Alice's registry on SQLite, on PostgreSQL and through a live server."""
+    return api.open("alice@bank.example")
 
 
 @pytest.fixture
-def alice(db_url: str, tmp_path: Path) -> Iterator[Registry]:
-    with _open(db_url, tmp_path, "alice@bank.example") as reg:
-        yield reg
-
-
-@pytest.fixture
-def bob(db_url: str, tmp_path: Path) -> Iterator[Registry]:
-    with _open(db_url, tmp_path, "bob@bank.example") as reg:
-        yield reg
+def bob(api: Api) -> Registry:
+    return api.open("bob@bank.example")
 
 
 def _register(reg: Registry, model: object, **manifest: object) -> str:
@@ -133,7 +128,7 @@ def test_four_eyes_and_its_recorded_relaxation(alice: Registry, bob: Registry, f
     assert alice.approve(second, reason="self-approved under GOV-7").approved_by == "alice@bank.example"
 
 
-def test_approver_role(alice: Registry, bob: Registry, db_url, tmp_path, fitted_pipeline) -> None:
+def test_approver_role(alice: Registry, bob: Registry, api: Api, fitted_pipeline) -> None:
     alice.set_policy(
         {"approver_role": "approver", "roles": {"carol@bank.example": ["approver"]}},
         reason="model risk policy v2",
@@ -141,7 +136,7 @@ def test_approver_role(alice: Registry, bob: Registry, db_url, tmp_path, fitted_
     uri = _register(alice, fitted_pipeline)
     with pytest.raises(PermissionDenied, match="role 'approver'"):
         bob.approve(uri, reason="ok")
-    carol = _open(db_url, tmp_path, "carol@bank.example")
+    carol = api.open("carol@bank.example")
     assert carol.approve(uri, reason="validated by MRM").approved_by == "carol@bank.example"
 
 
@@ -250,10 +245,10 @@ def _raw(db_url: str) -> sa.Engine:
 
 @pytest.mark.parametrize("statement", ["UPDATE ledger_events SET reason = 'x'", "DELETE FROM ledger_events"])
 def test_database_refuses_changes_to_the_ledger(
-    alice: Registry, fitted_pipeline, db_url: str, statement
+    alice: Registry, fitted_pipeline, api: Api, statement
 ) -> None:
     _register(alice, fitted_pipeline)
-    engine = _raw(db_url)
+    engine = _raw(api.url)
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
         conn.exec_driver_sql(statement)
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
@@ -263,22 +258,23 @@ def test_database_refuses_changes_to_the_ledger(
 
 
 def test_state_tables_are_rebuilt_from_the_ledger(
-    alice: Registry, bob: Registry, fitted_pipeline, db_url
+    alice: Registry, bob: Registry, fitted_pipeline, api: Api
 ) -> None:
     v1 = _register(alice, fitted_pipeline)
     bob.approve(v1, reason="ok")
     bob.deploy(v1)
-    assert alice.check_state() == []
-    engine = _raw(db_url)
+    admin = api.local("alice@bank.example")  # checking and rebuilding the tables needs the stores
+    assert admin.check_state() == []
+    engine = _raw(api.url)
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE version_state SET stage = 'approved', approved_by = 'mallory'")
         conn.exec_driver_sql("DELETE FROM model_aliases")
     engine.dispose()
-    diffs = {d.what for d in alice.check_state()}
+    diffs = {d.what for d in admin.check_state()}
     assert diffs == {"state of models:/credit-risk/1", "models:/credit-risk@production"}
     assert {p.kind for p in alice.verify().problems} == {"state"}
-    alice.rebuild_state()
-    assert alice.check_state() == []
+    admin.rebuild_state()
+    assert admin.check_state() == []
     assert alice.state(v1).stage == "deployed"
     assert alice.get_version("models:/credit-risk@production").version == 1
 
@@ -339,20 +335,20 @@ def test_audit_by_version_is_exact_and_verbs_follow_moving_aliases(alice: Regist
 
 
 def test_event_data_is_stored_as_the_canonical_text_the_chain_hashes(
-    alice: Registry, fitted_pipeline
+    alice: Registry, fitted_pipeline, api: Api
 ) -> None:
     from modelledger._canonical import canonicalize_str
     from modelledger.stores.sql import tables as t
 
     # manifest values reach the events: non-ASCII text, a character beyond U+FFFF, floats
     uri = _register(alice, fitted_pipeline, training_job={"id": "entraîné-\U0001f680", "host": "hôte"})
-    with alice._meta._read() as conn:
+    with api.local("alice@bank.example")._meta._read() as conn:  # type: ignore[attr-defined]
         stored = [text for (text,) in conn.execute(sa.select(t.ledger_events.c.data)).all()]
     assert all(text == canonicalize_str(json.loads(text)) for text in stored)
     history = alice.history(uri)
     assert history[2].data["details"]["training_job"]["id"] == "entraîné-\U0001f680"
     assert history[3].data["results"][0]["value"] == 0.86
-    report = alice.verify_ledger()
+    report = api.local("alice@bank.example").verify_ledger()
     assert report.ok and report.events_checked == len(stored)
 
 

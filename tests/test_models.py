@@ -1,8 +1,15 @@
 from __future__ import annotations
 
 import pytest
+from tests.conftest import Api
 
 from modelledger import AlreadyExists, InvalidInput, NotFound, Registry
+
+
+@pytest.fixture
+def registry(api: Api) -> Registry:
+    """Every test here runs on SQLite, on PostgreSQL and through a live server."""
+    return api.open("alice@example.com")
 
 
 def test_create_and_get_model(registry: Registry) -> None:

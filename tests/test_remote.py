@@ -9,9 +9,9 @@ member lacks the role, and nothing a client sends may change who acts.
 from __future__ import annotations
 
 import hashlib
-import os
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -413,3 +413,33 @@ def test_two_servers_over_one_postgresql_register_concurrently(
         "key": 100 * len([e for e in root.history("models:/shared/1") if "via" in e.data])
     }
     root.close()
+
+
+def test_the_command_line_works_against_a_server(
+    team: Team, credit_data: Any, fitted_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from modelledger.cli import main
+
+    X, _y = credit_data
+    uri = _register(team, fitted_pipeline, X)
+    runner = CliRunner()
+
+    def run(token: str, *args: str, code: int = 0) -> Any:
+        monkeypatch.setenv("MODELLEDGER_TOKEN", token)
+        result = runner.invoke(main, [*args, "--registry", team.url])
+        assert result.exit_code == code, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        return result
+
+    listed = json.loads(
+        run(team.tokens["cat@example.com"], "versions", "list", "credit-risk", "--json").stdout
+    )
+    assert [v["uri"] for v in listed["items"]] == [uri]
+    run(team.tokens["ben@example.com"], "approve", uri, "--reason", "reviewed")
+    assert team.local.state(uri).stage == "approved"
+    denied = run(team.tokens["cat@example.com"], "deploy", uri, "--reason", "a viewer", code=1)
+    assert "deployer" in denied.stderr
+    run(team.tokens["ben@example.com"], "deploy", uri, "--reason", "release 1")
+    shown = json.loads(run(team.tokens["cat@example.com"], "versions", "show", uri, "--json").stdout)
+    assert shown["stage"] == "deployed"

@@ -18,6 +18,7 @@ import os
 import secrets
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -326,8 +327,22 @@ class RemoteRegistry(Registry):
     def states(self, name: str, versions: Sequence[int]) -> dict[int, VersionState]:
         return {v: self.state(f"models:/{name}/{v}") for v in versions}
 
-    def history(self, uri: str) -> list[LedgerEvent]:
-        return [LedgerEvent.from_dict(e) for e in self._call("GET", self._version_path(uri) + "/history")]
+    def history(self, uri_or_name: str) -> list[LedgerEvent]:
+        ref = model_ref(uri_or_name) if uri_or_name.startswith("models:/") else None
+        if ref is not None and (ref.version is not None or ref.alias is not None):
+            return [
+                LedgerEvent.from_dict(e)
+                for e in self._call("GET", self._version_path(uri_or_name) + "/history")
+            ]
+        name = ref.name if ref is not None else uri_or_name
+        events: list[LedgerEvent] = []
+        cursor = None
+        while True:
+            page = self.audit(model=name, limit=1000, cursor=cursor)
+            events.extend(page)
+            if page.next_cursor is None:
+                return events
+            cursor = page.next_cursor
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
         raise InvalidInput("alias_history is not served over HTTP yet: use audit(model=...)")
@@ -341,9 +356,29 @@ class RemoteRegistry(Registry):
     def trace(self, prediction_id: str) -> TraceReport:
         return TraceReport.from_dict(self._call("GET", f"/predictions/{_q(prediction_id)}/trace"))
 
-    def audit(self, **filters: Any) -> Page[LedgerEvent]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        body = self._call("GET", "/audit", params=params)
+    def audit(
+        self,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[LedgerEvent]:
+        filters = {
+            "model": model,
+            "version": version,
+            "actor": actor,
+            "action": action,
+            "since": since.isoformat() if isinstance(since, datetime) else since,
+            "until": until.isoformat() if isinstance(until, datetime) else until,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        body = self._call("GET", "/audit", params={k: v for k, v in filters.items() if v is not None})
         return Page([LedgerEvent.from_dict(e) for e in body["items"]], body["next_cursor"])
 
     # the server verifies with what it trusts; pin keys by checking a trust bundle locally
@@ -380,6 +415,24 @@ class RemoteRegistry(Registry):
 
     def deploy(self, uri: str, *, alias: str | None = None, reason: str | None = None) -> VersionState:
         return self._decide(uri, "deploy", {"alias": alias, "reason": reason})
+
+    def transition(
+        self, uri: str, stage: str, *, reason: str | None = None, details: Mapping[str, Any] | None = None
+    ) -> VersionState:
+        return self._decide(
+            uri, "transition", {"stage": stage, "reason": reason, "details": dict(details or {})}
+        )
+
+    def validate(
+        self,
+        uri: str,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        dataset: str | None = None,
+        reason: str | None = None,
+    ) -> VersionState:
+        body = {"metrics": dict(metrics or {}), "dataset": dataset, "reason": reason}
+        return self._decide(uri, "validate", body)
 
     def retire(self, uri: str, *, reason: str) -> VersionState:
         return self._decide(uri, "retire", {"reason": reason})

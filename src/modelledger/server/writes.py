@@ -55,6 +55,18 @@ class DeployIn(_In):
     reason: str | None = Field(default=None, max_length=10_000, examples=["release 7"])
 
 
+class TransitionIn(_In):
+    stage: str = Field(examples=["trained"])
+    reason: str | None = Field(default=None, max_length=10_000)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidateIn(_In):
+    metrics: dict[str, float] = Field(default_factory=dict, examples=[{"auc": 0.84}])
+    dataset: str | None = Field(default=None, examples=["holdout"])
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
 class RollbackIn(_In):
     alias: str = Field(default="production")
     reason: str | None = Field(default=None, max_length=10_000)
@@ -343,6 +355,20 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         "Deploy an approved version to an alias (deployer; default @production).",
         DeployIn,
         lambda reg, uri, b: reg.deploy(uri, alias=b.alias, reason=b.reason),
+    )
+    governed(
+        "transition",
+        "contributor",
+        "Complete a manual stage (data_prepared, trained) or retire a version (contributor).",
+        TransitionIn,
+        lambda reg, uri, b: reg.transition(uri, b.stage, reason=b.reason, details=b.details),
+    )
+    governed(
+        "validate",
+        "contributor",
+        "Evaluate the manifest's gates on its metrics or on metrics measured now (contributor).",
+        ValidateIn,
+        lambda reg, uri, b: reg.validate(uri, metrics=b.metrics, dataset=b.dataset, reason=b.reason),
     )
     governed(
         "retire",
