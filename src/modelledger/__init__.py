@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from ._audit import AliasChange, StateDifference
-from ._config import ResolvedConfig, Setting, resolve_config
+from ._config import ResolvedConfig, Setting, resolve_config, resolve_oidc
 from ._domain import (
     ColumnSpec,
     DatasetSource,
@@ -161,5 +161,6 @@ __all__ = [
     "parse_query",
     "receipts_from_table",
     "resolve_config",
+    "resolve_oidc",
     "verify_receipt",
 ]

@@ -16,9 +16,10 @@ Each setting is taken from the first layer that sets it:
 different layers are never merged, so what a layer says is exactly what fsspec gets.
 
 Both files hold the keys ``registry``, ``artifacts``, ``home``, ``identity`` (strings) and
-a ``[storage_options]`` table. A relative path in a file (a folder, a ``sqlite:///`` URL,
-an identity key file) is relative to the folder of that file; ``~`` is expanded. Reading
-configuration never creates anything.
+a ``[storage_options]`` table, and may hold an ``[oidc]`` table for ``modelledger server``
+(``issuer``, ``audience``, ``jwks``, ``claim``; see :func:`resolve_oidc`). A relative path
+in a file (a folder, a ``sqlite:///`` URL, an identity key file) is relative to the folder
+of that file; ``~`` is expanded. Reading configuration never creates anything.
 
 >>> config = resolve_config()  # doctest: +SKIP
 >>> config.registry.value, config.registry.source  # doctest: +SKIP
@@ -42,12 +43,14 @@ from .errors import InvalidConfig
 __all__ = [
     "DEFAULT_HOME",
     "ENVIRONMENT",
+    "OIDC_ENVIRONMENT",
     "PROJECT_FILE",
     "ResolvedConfig",
     "Setting",
     "SourceKind",
     "mask_secrets",
     "resolve_config",
+    "resolve_oidc",
 ]
 
 DEFAULT_HOME = ".modelledger"
@@ -63,6 +66,15 @@ ENVIRONMENT = {
     "identity": "MODELLEDGER_IDENTITY",
 }
 """Setting name -> the environment variable that sets it."""
+
+OIDC_TABLE = "oidc"
+OIDC_ENVIRONMENT = {
+    "issuer": "MODELLEDGER_OIDC_ISSUER",
+    "audience": "MODELLEDGER_OIDC_AUDIENCE",
+    "jwks": "MODELLEDGER_OIDC_JWKS",
+    "claim": "MODELLEDGER_OIDC_CLAIM",
+}
+"""The server's OIDC setting (a key of the ``[oidc]`` table) -> the environment variable that sets it."""
 
 USER_FILE_VARIABLE = "MODELLEDGER_CONFIG"
 
@@ -333,22 +345,31 @@ def _environment_layer(env: Mapping[str, str], base: Path) -> dict[str, Setting[
     return layer
 
 
-def _file_layer(path: Path, kind: SourceKind) -> dict[str, Setting[Any]]:
+def _read_file(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib  # loaded only when a config file exists: `import modelledger` stays fast
     else:  # pragma: no cover - Python 3.10 has no tomllib; tomli is the same parser
         import tomli as tomllib  # loaded only when a config file exists
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidConfig(str(path), None, f"is not valid TOML: {exc}") from None
     except OSError as exc:
         raise InvalidConfig(str(path), None, f"cannot be read: {exc.strerror or exc}") from None
+
+
+def _file_layer(path: Path, kind: SourceKind) -> dict[str, Setting[Any]]:
+    data = _read_file(path)
     layer: dict[str, Setting[Any]] = {}
     for name, value in data.items():
+        if name == OIDC_TABLE:
+            # the server's table, resolved by resolve_oidc; checked here too, so that a mistake
+            # in it shows on every command and not only when the server starts
+            _oidc_file_layer(path, kind, value)
+            continue
         if name not in ENVIRONMENT:
-            known = ", ".join(ENVIRONMENT)
+            known = ", ".join([*ENVIRONMENT, f"[{OIDC_TABLE}]"])
             raise InvalidConfig(str(path), name, f"is not a setting (known: {known})")
         if name == "storage_options":
             if not isinstance(value, dict):
@@ -359,6 +380,76 @@ def _file_layer(path: Path, kind: SourceKind) -> dict[str, Setting[Any]]:
             raise InvalidConfig(str(path), name, "must not be empty")
         layer[name] = Setting(_normalise(name, value, path.parent, expand_user=True), kind, str(path))
     return layer
+
+
+def _oidc_file_layer(path: Path, kind: SourceKind, table: Any) -> dict[str, Setting[str]]:
+    if not isinstance(table, dict):
+        raise InvalidConfig(str(path), OIDC_TABLE, f"must be a table, got {_type_name(table)}")
+    layer: dict[str, Setting[str]] = {}
+    for name, value in table.items():
+        key = f"{OIDC_TABLE}.{name}"
+        if name not in OIDC_ENVIRONMENT:
+            raise InvalidConfig(str(path), key, f"is not a setting (known: {', '.join(OIDC_ENVIRONMENT)})")
+        if not isinstance(value, str):
+            raise InvalidConfig(str(path), key, f"must be a string, got {_type_name(value)}")
+        if not value:
+            raise InvalidConfig(str(path), key, "must not be empty")
+        layer[name] = Setting(_normalise(key, value, path.parent, expand_user=True), kind, str(path))
+    return layer
+
+
+def resolve_oidc(
+    *,
+    issuer: str | None = None,
+    audience: str | None = None,
+    jwks: str | None = None,
+    claim: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Setting[str]]:
+    """The OIDC settings of ``modelledger server``, each from the first layer that sets it:
+    argument > environment (``MODELLEDGER_OIDC_ISSUER``, ``_AUDIENCE``, ``_JWKS``, ``_CLAIM``) >
+    the ``[oidc]`` table of the project file > that of the user file. Only the settings some
+    layer sets are returned (an empty dict: OIDC is not configured); what is missing and what
+    the defaults are is the server's business. ``jwks`` is a URL or a file, and a relative file
+    is relative to the config file that names it (or to ``cwd``). Each setting is resolved on its
+    own, so ``--oidc-audience`` overrides the audience of a config file and keeps its issuer.
+
+    >>> resolve_oidc(issuer="https://login.example.com")["issuer"].kind  # doctest: +SKIP
+    'argument'
+    """
+    env = os.environ if environ is None else environ
+    base = Path(cwd if cwd is not None else os.getcwd()).absolute()
+    arguments = {"issuer": issuer, "audience": audience, "jwks": jwks, "claim": claim}
+    layers: list[dict[str, Setting[str]]] = [
+        {
+            name: Setting(_normalise(f"{OIDC_TABLE}.{name}", value, base, expand_user=False), "argument")
+            for name, value in arguments.items()
+            if value
+        },
+        {
+            name: Setting(
+                _normalise(f"{OIDC_TABLE}.{name}", env[variable], base, expand_user=False),
+                "environment",
+                variable,
+            )
+            for name, variable in OIDC_ENVIRONMENT.items()
+            if env.get(variable)
+        },
+    ]
+    files: list[tuple[Path | None, SourceKind]] = [
+        (find_project_file(base), "project file"),
+        (_user_file(env, base), "user file"),
+    ]
+    for path, kind in files:
+        table = _read_file(path).get(OIDC_TABLE) if path is not None else None
+        if path is not None and table is not None:
+            layers.append(_oidc_file_layer(path, kind, table))
+    return {
+        name: next(layer[name] for layer in layers if name in layer)
+        for name in OIDC_ENVIRONMENT
+        if any(name in layer for layer in layers)
+    }
 
 
 def _normalise(name: str, value: Any, base: Path, *, expand_user: bool) -> Any:
@@ -374,7 +465,7 @@ def _normalise(name: str, value: Any, base: Path, *, expand_user: bool) -> Any:
 
     if name == "home":
         return Path(absolute(value))
-    if name == "artifacts":
+    if name in ("artifacts", f"{OIDC_TABLE}.jwks"):  # a URL, or a folder or file
         return value if "://" in value else absolute(value)
     if name == "identity":
         return absolute(value) if _is_path(value) else value

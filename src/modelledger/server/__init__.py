@@ -12,5 +12,6 @@ from __future__ import annotations
 
 from .app import API_PREFIX, create_app, serve
 from .errors import STATUS, status_for
+from .oidc import OidcSettings, OidcVerifier
 
-__all__ = ["API_PREFIX", "STATUS", "create_app", "serve", "status_for"]
+__all__ = ["API_PREFIX", "STATUS", "OidcSettings", "OidcVerifier", "create_app", "serve", "status_for"]

@@ -35,8 +35,9 @@ from modelledger import (
 )
 
 from . import writes
-from .deps import API_PREFIX, Deps, need_admin, need_view, route
+from .deps import API_PREFIX, Deps, Principal, need_admin, need_view, route
 from .errors import install_error_handlers
+from .oidc import OidcSettings
 from .schemas import (
     AliasesOut,
     DiffOut,
@@ -55,6 +56,7 @@ from .schemas import (
     VerifyOut,
     VersionOut,
     VersionPage,
+    WhoamiOut,
 )
 
 __all__ = ["API_PREFIX", "create_app", "serve"]
@@ -75,8 +77,9 @@ def _tags(values: list[str]) -> dict[str, str]:
     return out
 
 
-def create_app(registry: Registry) -> FastAPI:
+def create_app(registry: Registry, *, oidc: OidcSettings | None = None) -> FastAPI:
     """The application serving ``registry`` read-only; it keeps using that one registry.
+    With ``oidc``, JWTs of that issuer authenticate members too (API tokens still do).
 
     >>> import uvicorn; uvicorn.run(create_app(Registry.open(url)), port=8000)  # doctest: +SKIP
     """
@@ -103,8 +106,9 @@ def create_app(registry: Registry) -> FastAPI:
     )
     install_error_handlers(app)
 
-    deps = Deps(registry)
+    deps = Deps(registry, oidc=oidc)
     Caller = Annotated[Member, Depends(deps.caller)]
+    Who = Annotated[Principal, Depends(deps.principal)]
     Limit = Annotated[int, Query(description="page size, 1-1000")]
     Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 
@@ -146,10 +150,10 @@ def create_app(registry: Registry) -> FastAPI:
         (added to the app itself, so ``app.routes`` lists every route)."""
         return route(app, "GET", path, **options)
 
-    @get("/whoami", response_model=MemberOut, tags=["members"])
-    def whoami(member: Caller) -> MemberOut:
-        """The member the token stands for."""
-        return MemberOut.model_validate(member.to_dict())
+    @get("/whoami", response_model=WhoamiOut, tags=["members"])
+    def whoami(who: Who) -> WhoamiOut:
+        """The member the token stands for, and how it proved it (``token`` or ``oidc``)."""
+        return WhoamiOut.model_validate({**who.member.to_dict(), "method": who.method})
 
     @get("/models", response_model=ModelPage, tags=["models"])
     def list_models(
@@ -352,10 +356,12 @@ def _say_who_writes(registry: Registry) -> None:
         )
 
 
-def serve(registry: Registry, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    registry: Registry, *, host: str = "127.0.0.1", port: int = 8000, oidc: OidcSettings | None = None
+) -> None:
     """Serve ``registry`` with uvicorn until interrupted.
 
     >>> registry = Registry.open("postgresql://ml@db/registry", artifacts="s3://ml/reg")  # doctest: +SKIP
     >>> serve(registry, host="0.0.0.0", port=8000)  # doctest: +SKIP
     """
-    uvicorn.run(create_app(registry), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(registry, oidc=oidc), host=host, port=port, log_level="info")

@@ -3,7 +3,9 @@ FastAPI dependency, the role checks and the documented error bodies.
 
 Route modules (``app.py`` for reads, and the modules next to it) each expose
 ``add_routes(app, registry, deps)`` and use :class:`Deps` rather than building their own
-authentication, so that there is one way a request proves who calls.
+authentication, so that there is one way a request proves who calls: an API token
+(``mlt_...``, ``Registry.authenticate_token``) or, when the server is given
+:class:`~.oidc.OidcSettings`, a JWT of that OIDC issuer (:mod:`.oidc`).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads annotations at run time.
@@ -16,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from modelledger import InvalidToken, Member, PermissionDenied, Registry
 
+from .oidc import OidcSettings, OidcVerifier, looks_like_jwt
 from .schemas import ErrorOut
 
 __all__ = ["API_PREFIX", "ERRORS", "Deps", "Principal", "need_admin", "need_view"]
@@ -34,13 +37,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 """The error bodies a route under the prefix may return, for the OpenAPI document."""
 
-_BEARER = HTTPBearer(auto_error=False, description="An API token from `modelledger tokens create`.")
+_BEARER = HTTPBearer(
+    auto_error=False,
+    description="An API token from `modelledger tokens create`, or a JWT of the OIDC issuer "
+    "the server is configured with.",
+)
 
 
 @dataclass(frozen=True)
 class Principal:
     """Who calls, as the server established it: the enrolled member and how they proved it
-    (``method`` is ``"token"`` for an API token)."""
+    (``method`` is ``"token"`` for an API token, ``"oidc"`` for a JWT of the OIDC issuer)."""
 
     member: Member
     method: str
@@ -79,8 +86,9 @@ class Deps:
         Who = Annotated[Principal, Depends(deps.principal)]     # and how they authenticated
     """
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, oidc: OidcSettings | None = None) -> None:
         self.registry = registry
+        self.oidc = OidcVerifier(oidc) if oidc is not None else None
 
     def principal(
         self,
@@ -97,7 +105,15 @@ class Deps:
         return self.principal(request, _credentials).member
 
     def authenticate(self, token: str) -> Principal:
-        """The principal a bearer token stands for (API tokens; see ``Registry.authenticate_token``)."""
+        """The principal a bearer token stands for: a JWT goes to the OIDC issuer's check,
+        anything else is an API token (``Registry.authenticate_token``)."""
+        if looks_like_jwt(token):
+            if self.oidc is None:
+                raise InvalidToken(
+                    "this server takes API tokens (mlt_...) only: it is not configured for OIDC "
+                    "tokens (modelledger server --oidc-issuer ...)"
+                )
+            return Principal(self.oidc.authenticate(token, self.registry), "oidc")
         return Principal(self.registry.authenticate_token(token), "token")
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "VerifyOut",
     "VersionOut",
     "VersionPage",
+    "WhoamiOut",
 ]
 
 
@@ -245,3 +246,9 @@ class MemberOut(_Out):
     models: list[str]
     root: bool
     keys: list[KeyOut]
+
+
+class WhoamiOut(MemberOut):
+    """The caller, and how they proved who they are."""
+
+    method: str = Field(description="token (an API token) or oidc (a JWT of the OIDC issuer)")
