@@ -33,6 +33,7 @@ from modelledger import (
     parse_prediction_id,
 )
 
+from . import datasets
 from .deps import API_PREFIX, Deps, need_admin, need_view, route
 from .errors import install_error_handlers
 from .schemas import (
@@ -60,7 +61,7 @@ __all__ = ["API_PREFIX", "create_app", "serve"]
 log = logging.getLogger("modelledger.server")
 
 # The modules that add routes next to the reads below, each with add_routes(app, registry, deps).
-ROUTE_MODULES: tuple[ModuleType, ...] = ()
+ROUTE_MODULES: tuple[ModuleType, ...] = (datasets,)
 
 
 def _tags(values: list[str]) -> dict[str, str]:
