@@ -897,6 +897,84 @@ def test_a_large_csv_ingests_in_bounded_memory(tmp_path: Path) -> None:
     registry.close()
 
 
+# --------------------------------------------------------------------------- preview and open
+
+
+def _three_row_groups(registry: Registry) -> Any:
+    """A data set stored as three row groups (65,536 + 65,536 + 8,928 rows)."""
+    rng = np.random.default_rng(11)
+    n = 140_000
+    frame = pd.DataFrame({"id": np.arange(n, dtype=np.int64), "score": rng.normal(0, 1, n)})
+    dv = registry.datasets.register("events", frame)
+    assert pq.ParquetFile(_root(registry) / dv.path).metadata.num_row_groups == 3
+    return dv
+
+
+def test_preview_is_a_slice_of_the_rows_across_row_groups(registry: Registry) -> None:
+    dv = _three_row_groups(registry)
+    full = registry.datasets.read(dv)
+    for offset, limit in [(0, 5), (65_530, 12), (65_536, 1000), (131_000, 1000), (139_990, 100)]:
+        got = registry.datasets.preview(dv.uri, offset=offset, limit=limit)
+        assert got.schema == full.schema
+        assert got.to_pylist() == full.slice(offset, limit).to_pylist(), (offset, limit)
+    assert registry.datasets.preview("events").num_rows == 100  # by name: the latest, 100 rows
+    past = registry.datasets.preview(dv, offset=140_000, limit=10)
+    assert past.num_rows == 0 and past.schema == full.schema
+    for bad in [{"limit": 0}, {"limit": 1001}, {"limit": True}, {"offset": -1}, {"offset": 1.5}]:
+        with pytest.raises(InvalidInput):
+            registry.datasets.preview(dv, **bad)
+
+
+def test_preview_reads_only_the_row_groups_it_shows(registry: Registry) -> None:
+    from modelledger import IntegrityError
+
+    dv = _three_row_groups(registry)
+    before = registry.datasets.preview(dv, limit=10).to_pylist()
+    stored = _root(registry) / dv.path
+    chunk = pq.ParquetFile(stored).metadata.row_group(2).column(1)
+    stored.chmod(0o644)
+    data = bytearray(stored.read_bytes())
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    data[start : start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    stored.write_bytes(bytes(data))  # the last row group is garbage, the size is the same
+
+    with pytest.raises(IntegrityError, match="sha256"):
+        registry.datasets.read(dv)  # reads (and hashes) it all
+    assert registry.datasets.preview(dv, limit=10).to_pylist() == before
+    assert registry.datasets.preview(dv, offset=131_000, limit=72).num_rows == 72  # still group 1
+    with pytest.raises(IntegrityError, match="cannot be read"):
+        registry.datasets.preview(dv, offset=131_000, limit=73)
+
+
+def test_open_gives_the_stored_bytes_and_refuses_a_changed_or_erased_file(registry: Registry) -> None:
+    from modelledger import Erased, IntegrityError
+
+    dv = registry.datasets.register(
+        "applications", pd.DataFrame({"term": [36, 60, 12], "rate": [0.1, 0.2, 0.3]})
+    )
+    with registry.datasets.open(dv.uri) as fh:
+        data = fh.read()
+        fh.seek(10)
+        assert fh.read(5) == data[10:15]
+    assert len(data) == dv.size_bytes and hashlib.sha256(data).hexdigest() == dv.file_sha256
+
+    stored = _root(registry) / dv.path
+    stored.chmod(0o644)
+    stored.write_bytes(data + b"tail")
+    with pytest.raises(IntegrityError, match=f"holds {dv.size_bytes + 4} bytes"):
+        registry.datasets.open(dv)
+    stored.unlink()
+    for call in (registry.datasets.open, registry.datasets.preview):
+        with pytest.raises(IntegrityError, match="is missing"):
+            call(dv)
+
+    other = registry.datasets.register("other", pd.DataFrame({"term": [1, 2]}))
+    registry.erase(other.uri, reason="retention ended")
+    for call in (registry.datasets.open, registry.datasets.preview):
+        with pytest.raises(Erased, match="retention ended"):
+            call(other.uri)
+
+
 # --------------------------------------------------------------------------- verify
 
 

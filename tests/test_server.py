@@ -355,6 +355,13 @@ def test_the_openapi_document_lists_every_route(served: Served) -> None:
                 "/public-key",
                 "/trust-bundle",
                 "/members",
+                "/datasets",
+                "/datasets/{name}/versions",
+                "/datasets/{name}/versions/{ref}",
+                "/datasets/{name}/versions/{ref}/rows",
+                "/datasets/{name}/versions/{ref}/file",
+                "/datasets/{name}/versions/{ref}/usage",
+                "/datasets/{name}/versions/{ref}/lineage",
             )
         ),
     }

@@ -211,7 +211,7 @@ class RemoteRegistry(Registry):
 
     def member(self) -> Member:
         """The enrolled member the token stands for."""
-        return Member.from_dict(self._me())
+        return Member.from_dict({k: v for k, v in self._me().items() if k != "method"})
 
     @property
     def actor(self) -> str:

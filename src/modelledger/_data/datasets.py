@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import IO, Any
 
 from .._domain import DatasetSource, DatasetVersion, Erasure, Page, ProcessingStep
 from .._identifiers import check_number, parse_dataset_uri, validate_name
@@ -320,12 +320,7 @@ class Datasets:
         """The data as a pyarrow Table, after checking the stored file against its sha256."""
         import pyarrow.parquet as pq  # heavy: only reading data needs it
 
-        dv = uri if isinstance(uri, DatasetVersion) else self.get(uri)
-        erasure = self._erased(dv.uri) if self._erased is not None else None
-        if erasure is not None:
-            raise Erased(
-                dv.uri, actor=erasure.actor, time=erasure.time, reason=erasure.reason, seq=erasure.seq
-            )
+        dv = self._readable(uri)
         try:
             data = self._art.read_bytes(dv.path)
         except NotFound as exc:
@@ -337,6 +332,91 @@ class Datasets:
     def to_pandas(self, uri: str | DatasetVersion) -> Any:
         """The data as a pandas DataFrame (see :meth:`read`)."""
         return self.read(uri).to_pandas()
+
+    def preview(self, uri: str | DatasetVersion, *, offset: int = 0, limit: int = 100) -> Any:
+        """Rows ``offset`` to ``offset + limit`` of the data as a pyarrow Table (``limit`` from 1 to
+        1000), reading only the Parquet row groups that hold them, so a peek at a large data set
+        stays cheap. Past the last row the table is empty.
+
+        Unlike :meth:`read` it does not re-hash the whole file (that would read all of it): it
+        checks that the file's footer holds the recorded number of rows.
+
+        >>> rows = registry.datasets.preview("datasets:/loans/3", offset=100, limit=20)  # doctest: +SKIP
+        >>> rows.to_pylist()  # doctest: +SKIP
+        """
+        import pyarrow as pa  # heavy: only reading data needs it
+        import pyarrow.parquet as pq  # heavy: only reading data needs it
+
+        check_limit(limit)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInput(f"offset must be a whole number from 0, got {offset!r}")
+        dv = self._readable(uri)
+        try:
+            source = self._art.open_input(dv.path)
+        except NotFound as exc:
+            raise IntegrityError(dv.path, "is missing") from exc
+        with source:
+            try:
+                parquet = pq.ParquetFile(source)
+            except (pa.ArrowException, OSError) as exc:
+                raise IntegrityError(dv.path, f"is not a readable Parquet file ({exc})") from exc
+            meta = parquet.metadata
+            if meta.num_rows != dv.row_count:
+                raise IntegrityError(dv.path, f"holds {meta.num_rows} rows, its record says {dv.row_count}")
+            groups: builtins.list[int] = []
+            first = start = 0
+            for group in range(meta.num_row_groups):
+                rows = meta.row_group(group).num_rows
+                if start + rows > offset and start < offset + limit:
+                    if not groups:
+                        first = start
+                    groups.append(group)
+                start += rows
+            if not groups:
+                return parquet.schema_arrow.empty_table()
+            try:
+                table = parquet.read_row_groups(groups)
+            except (pa.ArrowException, OSError) as exc:
+                raise IntegrityError(dv.path, f"cannot be read ({exc})") from exc
+            return table.slice(offset - first, limit)
+
+    def open(self, uri: str | DatasetVersion) -> IO[bytes]:
+        """The stored Parquet file of a data set version, opened for reading (seekable), to copy
+        or serve its exact bytes. Close it, or use it as a context manager.
+
+        Its size is checked against the record; its sha256 is not (that reads every byte): whoever
+        reads it all compares with ``file_sha256``.
+
+        >>> dv = registry.datasets.get("datasets:/applications/3")  # doctest: +SKIP
+        >>> with registry.datasets.open(dv) as fh:  # doctest: +SKIP
+        ...     shutil.copyfileobj(fh, open("applications-3.parquet", "wb"))
+        """
+        dv = self._readable(uri)
+        try:
+            fh = self._art.open(dv.path)
+        except NotFound as exc:
+            raise IntegrityError(dv.path, "is missing") from exc
+        try:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(0)
+        except BaseException:
+            fh.close()
+            raise
+        if size != dv.size_bytes:
+            fh.close()
+            raise IntegrityError(dv.path, f"holds {size} bytes, its record says {dv.size_bytes}")
+        return fh
+
+    def _readable(self, uri: str | DatasetVersion) -> DatasetVersion:
+        """The version, unless its file was erased (:class:`Erased`)."""
+        dv = uri if isinstance(uri, DatasetVersion) else self.get(uri)
+        erasure = self._erased(dv.uri) if self._erased is not None else None
+        if erasure is not None:
+            raise Erased(
+                dv.uri, actor=erasure.actor, time=erasure.time, reason=erasure.reason, seq=erasure.seq
+            )
+        return dv
 
     def used_by(self, uri: str | DatasetVersion) -> builtins.list[tuple[str, str]]:
         """(model version identifier, role) of every model version trained or evaluated on it."""

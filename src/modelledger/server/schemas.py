@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AliasOut",
     "AliasesOut",
+    "DatasetOut",
+    "DatasetPage",
+    "DatasetRowsOut",
+    "DatasetUsageOut",
+    "DatasetVersionOut",
+    "DatasetVersionPage",
     "DiffOut",
     "ErrorOut",
     "EventOut",
@@ -252,3 +258,109 @@ class WhoamiOut(MemberOut):
     """The caller, and how they proved who they are."""
 
     method: str = Field(description="token (an API token) or oidc (a JWT of the OIDC issuer)")
+
+
+class DatasetOut(_Out):
+    """One data set of ``registry.datasets.list()``."""
+
+    name: str
+    description: str
+    latest_version: int
+    created_at: str
+
+
+class DatasetPage(_Out):
+    items: list[DatasetOut]
+    next_cursor: str | None
+
+
+class ColumnOut(_Out):
+    name: str
+    type: str = Field(description="integer, float, boolean, string, datetime, binary or object")
+    nullable: bool
+
+
+class DatasetSourceOut(_Out):
+    uri: str | None
+    kind: str = Field(description="file, table, query, api or dataframe")
+    query: str | None
+    extracted_at: str | None
+    code: dict[str, Any] = Field(
+        description="the git source that extracted it: repo_url, path, revision, dirty"
+    )
+
+
+class StepOut(_Out):
+    name: str
+    kind: str
+    params: dict[str, Any]
+    columns: list[str]
+    inputs: list[str] = Field(description="the data set versions it read, datasets:/name/3")
+    code: dict[str, Any]
+
+
+class DatasetVersionOut(_Out):
+    """A data set version as ``DatasetVersion.to_dict()`` has it."""
+
+    # "schema" would shadow a BaseModel attribute: the field has another name in Python only
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    version: int
+    uri: str
+    digest: str = Field(description="sha256 over the normalised content: same rows, same digest")
+    path: str = Field(description="the Parquet file, relative to the artefact root")
+    file_sha256: str = Field(description="sha256 of the Parquet file's bytes (the /file route's ETag)")
+    size_bytes: int
+    row_count: int
+    columns: list[ColumnOut] = Field(alias="schema")
+    stats: dict[str, dict[str, Any]] = Field(
+        description="per column: nulls, and min and max or the number of distinct values "
+        "(an infinite min or max is the string Infinity or -Infinity: JSON has no number for it)"
+    )
+    source: DatasetSourceOut
+    steps: list[StepOut] = Field(description="the processing steps that made it")
+    created_at: str
+    created_by: str
+
+
+class DatasetVersionPage(_Out):
+    items: list[DatasetVersionOut]
+    next_cursor: str | None
+
+
+class RowsColumnOut(ColumnOut):
+    arrow_type: str = Field(description="the exact Arrow type, e.g. timestamp[us] or decimal128(10, 2)")
+
+
+class DatasetRowsOut(_Out):
+    """A slice of a data set version's rows, as JSON records."""
+
+    dataset: str
+    offset: int
+    limit: int
+    total_rows: int
+    columns: list[RowsColumnOut]
+    rows: list[dict[str, Any]] = Field(
+        description="one object per row, column name -> value. Times and dates are ISO 8601, "
+        "durations seconds, decimals strings, binary base64, and non-finite floats the strings "
+        "NaN, Infinity and -Infinity (null stays null)"
+    )
+
+
+class DatasetUserOut(_Out):
+    uri: str
+    model: str
+    version: int
+    role: str = Field(description="train, validation, holdout, test...")
+
+
+class DatasetUsageOut(_Out):
+    """Which model versions used a data set version."""
+
+    dataset: str
+    used_by: list[DatasetUserOut] = Field(description="model versions trained or evaluated on it")
+    through_derived: list[str] = Field(
+        description="the other model versions downstream: those that used data sets made from it "
+        "by processing steps (directly or further down), but not this version itself"
+    )
