@@ -4,7 +4,7 @@ tables disagree with a replay of the ledger. Shared by the governance verbs, ``t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +38,36 @@ class AliasChange:
             "action": self.action,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AliasChange:
+        version = data.get("version")
+        return cls(
+            seq=int(data["seq"]),
+            model=str(data["model"]),
+            alias=str(data["alias"]),
+            version=None if version is None else int(version),
+            time=str(data["time"]),
+            actor=str(data["actor"]),
+            action=str(data["action"]),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class StateDifference:
-    """Where the state tables disagree with a replay of the ledger."""
+    """Where the state tables disagree with a replay of the ledger: ``expected`` is what the
+    ledger says, ``found`` what the table holds (JSON values: a state's dict, an alias's
+    version, a flag, tags, a policy's dict, or None for absent)."""
 
     what: str
     expected: Any
     found: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "expected": self.expected, "found": self.found}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StateDifference:
+        return cls(what=str(data["what"]), expected=data.get("expected"), found=data.get("found"))
 
     def __str__(self) -> str:
         return f"{self.what}: ledger says {self.expected!r}, table says {self.found!r}"

@@ -280,6 +280,15 @@ class Problem:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "detail": self.detail, "version": self.version}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Problem:
+        return cls(
+            kind=str(data["kind"]),
+            path=str(data["path"]),
+            detail=str(data["detail"]),
+            version=data.get("version"),
+        )
+
     def __str__(self) -> str:
         who = f"{self.version}: " if self.version else ""
         return f"{self.kind}: {who}{self.path}: {self.detail}"
@@ -307,6 +316,16 @@ class GcItem:
             "modified": to_iso(self.modified) if self.modified else None,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GcItem:
+        modified = data.get("modified")
+        return cls(
+            path=str(data["path"]),
+            kind=str(data["kind"]),
+            size_bytes=int(data["size_bytes"]),
+            modified=None if modified is None else from_stored(modified),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class GcReport:
@@ -332,6 +351,15 @@ class GcReport:
             "recent": self.recent,
             "items": [i.to_dict() for i in self.items],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GcReport:
+        """The report from :meth:`to_dict` output (``size_bytes`` is derived from the items)."""
+        return cls(
+            items=tuple(GcItem.from_dict(i) for i in data.get("items", ())),
+            deleted=bool(data["deleted"]),
+            recent=int(data.get("recent", 0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +390,18 @@ class Erasure:
             "seq": self.seq,
             "files": [dict(f) for f in self.files],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Erasure:
+        return cls(
+            target=str(data["target"]),
+            action=str(data["action"]),
+            actor=str(data["actor"]),
+            time=str(data["time"]),
+            reason=str(data["reason"]),
+            seq=int(data["seq"]),
+            files=tuple(dict(f) for f in data.get("files", ())),
+        )
 
     def __str__(self) -> str:
         return (
@@ -410,6 +450,26 @@ class VerifyReport:
             "delegated": dict(self.delegated),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerifyReport:
+        """The report from :meth:`to_dict` output (``ok`` is derived from the problems, so ignored)."""
+
+        def problems(key: str) -> tuple[Problem, ...]:
+            return tuple(Problem.from_dict(p) for p in data.get(key, ()))
+
+        return cls(
+            versions_checked=int(data["versions_checked"]),
+            files_checked=int(data["files_checked"]),
+            problems=problems("problems"),
+            events_checked=int(data.get("events_checked", 0)),
+            checkpoints_checked=int(data.get("checkpoints_checked", 0)),
+            datasets_checked=int(data.get("datasets_checked", 0)),
+            in_flight=problems("in_flight"),
+            unrecorded=problems("unrecorded"),
+            erased=tuple(Erasure.from_dict(e) for e in data.get("erased", ())),
+            delegated={str(k): int(v) for k, v in (data.get("delegated") or {}).items()},
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class UploadedVersion:
@@ -426,6 +486,27 @@ class UploadedVersion:
     flavor: str
     files: tuple[FileEntry, ...]
     manifest: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "folder": self.folder,
+            "digest": self.digest,
+            "flavor": self.flavor,
+            "files": [f.to_dict() for f in self.files],
+            "manifest": dict(self.manifest),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UploadedVersion:
+        return cls(
+            model=str(data["model"]),
+            folder=str(data["folder"]),
+            digest=str(data["digest"]),
+            flavor=str(data["flavor"]),
+            files=tuple(FileEntry.from_dict(f) for f in data["files"]),
+            manifest=dict(data["manifest"]),
+        )
 
 
 StagedVersion = UploadedVersion
@@ -536,4 +617,25 @@ class DatasetVersion:
             "steps": [s.to_dict() for s in self.steps],
             "created_at": to_iso(self.created_at),
             "created_by": self.created_by,
+            "key": self.key,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetVersion:
+        """The version from :meth:`to_dict` output (``uri`` is derived from name and version)."""
+        return cls(
+            name=str(data["name"]),
+            version=int(data["version"]),
+            digest=str(data["digest"]),
+            path=str(data["path"]),
+            file_sha256=str(data["file_sha256"]),
+            size_bytes=int(data["size_bytes"]),
+            row_count=int(data["row_count"]),
+            schema=tuple(ColumnSpec.from_dict(c) for c in data["schema"]),
+            stats={str(k): dict(v) for k, v in (data.get("stats") or {}).items()},
+            source=DatasetSource.from_dict(data.get("source") or {}),
+            steps=tuple(ProcessingStep.from_dict(st) for st in data.get("steps", ())),
+            created_at=from_stored(data["created_at"]),
+            created_by=str(data.get("created_by", "")),
+            key=int(data.get("key", 0)),
+        )

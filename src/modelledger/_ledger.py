@@ -540,6 +540,16 @@ class ChainProblem:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "seq": self.seq, "detail": self.detail, "other_seq": self.other_seq}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChainProblem:
+        other = data.get("other_seq")
+        return cls(
+            kind=str(data["kind"]),
+            seq=int(data["seq"]),
+            detail=str(data["detail"]),
+            other_seq=None if other is None else int(other),
+        )
+
     def __str__(self) -> str:
         return f"{self.kind} at seq {self.seq}: {self.detail}"
 
@@ -578,6 +588,20 @@ class ChainReport:
             "checkpoints_checked": self.checkpoints_checked,
             "last_checkpoint_seq": self.last_checkpoint_seq,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChainReport:
+        problem = data.get("first_problem")
+        last_cp = data.get("last_checkpoint_seq")
+        return cls(
+            ok=bool(data["ok"]),
+            events_checked=int(data["events_checked"]),
+            first_problem=None if problem is None else ChainProblem.from_dict(problem),
+            head_seq=int(data.get("head_seq", 0)),
+            head_hash=str(data.get("head_hash", GENESIS.hex())),
+            checkpoints_checked=int(data.get("checkpoints_checked", 0)),
+            last_checkpoint_seq=None if last_cp is None else int(last_cp),
+        )
 
 
 class _Walk:

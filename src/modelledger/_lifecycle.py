@@ -104,6 +104,18 @@ class VersionState:
             "last_seq": self.last_seq,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VersionState:
+        return cls(
+            model=str(data["model"]),
+            version=int(data["version"]),
+            stage=str(data["stage"]),
+            registered_by=str(data["registered_by"]),
+            approved_by=data.get("approved_by"),
+            decided_at=data.get("decided_at"),
+            last_seq=int(data.get("last_seq", 0)),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class EventDraft:
@@ -177,6 +189,13 @@ class GateResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"gate": self.gate, "value": self.value, "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
+        value = data.get("value")
+        return cls(
+            gate=str(data["gate"]), value=None if value is None else float(value), passed=bool(data["passed"])
+        )
 
 
 def parse_gates(raw: Any) -> list[Gate]:

@@ -36,6 +36,15 @@ class LineageNode:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "label": self.label, "data": dict(self.data)}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LineageNode:
+        return cls(
+            id=str(data["id"]),
+            kind=str(data["kind"]),
+            label=str(data["label"]),
+            data=dict(data.get("data") or {}),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class LineageEdge:
@@ -45,6 +54,10 @@ class LineageEdge:
 
     def to_dict(self) -> dict[str, Any]:
         return {"from": self.source, "to": self.target, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LineageEdge:
+        return cls(source=str(data["from"]), target=str(data["to"]), label=str(data.get("label", "")))
 
 
 @dataclass
@@ -82,6 +95,16 @@ class LineageGraph:
             "nodes": [n.to_dict() for n in self.nodes.values()],
             "edges": [e.to_dict() for e in self.edges],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LineageGraph:
+        """The graph from :meth:`to_dict` output, nodes and edges in the order they were added."""
+        nodes = (LineageNode.from_dict(n) for n in data.get("nodes", ()))
+        return cls(
+            root=str(data["root"]),
+            nodes={n.id: n for n in nodes},
+            edges=[LineageEdge.from_dict(e) for e in data.get("edges", ())],
+        )
 
     def to_dot(self) -> str:
         shapes = {"model": "box3d", "dataset": "cylinder", "step": "box", "source": "note"}
@@ -281,6 +304,24 @@ class VersionDiff:
             "dependencies": pairs(self.dependencies),
             "datasets": self.datasets,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VersionDiff:
+        """The diff from :meth:`to_dict` output: each ``{"old": ..., "new": ...}`` becomes a pair again."""
+
+        def pairs(key: str) -> dict[str, tuple[Any, Any]]:
+            return {str(k): (v["old"], v["new"]) for k, v in (data.get(key) or {}).items()}
+
+        return cls(
+            a=str(data["a"]),
+            b=str(data["b"]),
+            params=pairs("params"),
+            metrics=pairs("metrics"),
+            code=pairs("code"),
+            framework=pairs("framework"),
+            dependencies=pairs("dependencies"),
+            datasets=[dict(d) for d in data.get("datasets", ())],
+        )
 
 
 def _schema_changes(old: DatasetVersion | None, new: DatasetVersion | None) -> dict[str, Any]:

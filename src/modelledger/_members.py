@@ -108,10 +108,24 @@ class MemberKey:
     def to_dict(self) -> dict[str, Any]:
         return {
             "key_id": self.key_id,
+            "public_pem": self.public_pem,
             "enrolled_seq": self.enrolled_seq,
+            "enrolled_time": self.enrolled_time,
             "revoked_seq": self.revoked_seq,
             "revoked_time": self.revoked_time,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MemberKey:
+        revoked = data.get("revoked_seq")
+        return cls(
+            key_id=str(data["key_id"]),
+            public_pem=str(data["public_pem"]),
+            enrolled_seq=int(data["enrolled_seq"]),
+            enrolled_time=str(data.get("enrolled_time", "")),
+            revoked_seq=None if revoked is None else int(revoked),
+            revoked_time=data.get("revoked_time"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +172,16 @@ class Member:
             "root": self.root,
             "keys": [k.to_dict() for k in self.keys],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Member:
+        return cls(
+            name=str(data["name"]),
+            roles=tuple(data["roles"]),
+            models=tuple(data.get("models", ("*",))),
+            keys=tuple(MemberKey.from_dict(k) for k in data.get("keys", ())),
+            root=bool(data.get("root", False)),
+        )
 
 
 def check_roles(roles: Any, models: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:

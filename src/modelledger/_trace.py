@@ -52,6 +52,20 @@ class TraceReport:
             "model_steps": self.model_steps,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TraceReport:
+        receipt = data.get("receipt") or {}
+        return cls(
+            prediction=dict(data["prediction"]),
+            receipt_valid=bool(receipt.get("valid", False)),
+            receipt_problem=receipt.get("problem"),
+            model=dict(data["model"]),
+            governance=dict(data["governance"]),
+            manifest=dict(data["manifest"]),
+            datasets=[dict(d) for d in data.get("datasets", ())],
+            model_steps=[dict(s) for s in data.get("model_steps", ())],
+        )
+
 
 def _aliases_at(store: MetadataStore, model: str, version: int, when: str) -> list[str]:
     """The aliases that pointed at ``version`` at time ``when``."""

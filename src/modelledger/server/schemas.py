@@ -241,7 +241,9 @@ class TrustBundleOut(BaseModel):
 
 class KeyOut(_Out):
     key_id: str
+    public_pem: str = Field(description="the member's Ed25519 public key, PEM")
     enrolled_seq: int
+    enrolled_time: str = Field(description="when the ledger enrolled the key (RFC 3339 UTC)")
     revoked_seq: int | None
     revoked_time: str | None
 
