@@ -161,7 +161,7 @@ def test_server_errors_come_back_as_the_same_library_errors(
     with pytest.raises(Conflict):
         team.bob.deploy(uri, reason="not approved yet")
     with pytest.raises(PermissionDenied, match="protected"):
-        team.bob.set_alias("credit-risk", "production", 1)
+        team.alice.set_alias("credit-risk", "production", 1)  # refused by the store, as locally
     assert team.local.verify().ok
 
 

@@ -325,7 +325,18 @@ class RemoteRegistry(Registry):
         return VersionState.from_dict(self._call("GET", self._version_path(uri) + "/state"))
 
     def states(self, name: str, versions: Sequence[int]) -> dict[int, VersionState]:
-        return {v: self.state(f"models:/{name}/{v}") for v in versions}
+        out = {}
+        for v in versions:
+            try:
+                out[v] = self.state(f"models:/{name}/{v}")
+            except _errors.NotFound:
+                continue  # as locally: a version that is not there has no state to report
+        return out
+
+    def alias_at(self, name: str, alias: str, when: datetime | str) -> int | None:
+        time = when.isoformat() if isinstance(when, datetime) else when
+        body = self._call("GET", f"/models/{_q(name)}/aliases/{_q(alias)}/at", params={"time": time})
+        return None if body["version"] is None else int(body["version"])
 
     def history(self, uri_or_name: str) -> list[LedgerEvent]:
         ref = model_ref(uri_or_name) if uri_or_name.startswith("models:/") else None

@@ -78,6 +78,13 @@ class RollbackOut(BaseModel):
     version: int
 
 
+class AliasAtOut(BaseModel):
+    model: str
+    alias: str
+    time: str
+    version: int | None = Field(description="the version the alias held then; null: none")
+
+
 class AliasIn(_In):
     version: int = Field(ge=1, examples=[3])
     reason: str | None = Field(default=None, max_length=10_000)
@@ -409,6 +416,12 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         _need_role(who.member, "contributor", name)
         acting(who, request, signed, digest).set_alias(name, alias, body.version, reason=body.reason)
         return Response(status_code=204)
+
+    @route(app, "GET", "/models/{name}/aliases/{alias}/at", response_model=AliasAtOut, tags=["models"])
+    def alias_at(member: Caller, name: str, alias: str, time: str) -> AliasAtOut:
+        """Which version held the alias at ``time`` (RFC 3339): "what was in production then"."""
+        need_view(member, name)
+        return AliasAtOut(model=name, alias=alias, time=time, version=registry.alias_at(name, alias, time))
 
     @route(app, "DELETE", "/models/{name}/aliases/{alias}", status_code=204, tags=["models"])
     def delete_alias(
