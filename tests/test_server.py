@@ -375,6 +375,8 @@ def test_the_openapi_document_lists_every_route(served: Served) -> None:
                 "/models/{name}/rollback",
                 "/models/{name}/aliases/{alias}",
                 "/models/{name}/aliases/{alias}/at",
+                "/models/{name}/alias-history",
+                "/history",
                 "/policy",
                 "/members/{name}/roles",
                 "/members/{name}/keys/{key_id}/revoke",

@@ -339,24 +339,16 @@ class RemoteRegistry(Registry):
         return None if body["version"] is None else int(body["version"])
 
     def history(self, uri_or_name: str) -> list[LedgerEvent]:
-        ref = model_ref(uri_or_name) if uri_or_name.startswith("models:/") else None
-        if ref is not None and (ref.version is not None or ref.alias is not None):
-            return [
-                LedgerEvent.from_dict(e)
-                for e in self._call("GET", self._version_path(uri_or_name) + "/history")
-            ]
-        name = ref.name if ref is not None else uri_or_name
-        events: list[LedgerEvent] = []
-        cursor = None
-        while True:
-            page = self.audit(model=name, limit=1000, cursor=cursor)
-            events.extend(page)
-            if page.next_cursor is None:
-                return events
-            cursor = page.next_cursor
+        return [
+            LedgerEvent.from_dict(e) for e in self._call("GET", "/history", params={"subject": uri_or_name})
+        ]
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
-        raise InvalidInput("alias_history is not served over HTTP yet: use audit(model=...)")
+        params = {"alias": alias} if alias else None
+        return [
+            AliasChange.from_dict(c)
+            for c in self._call("GET", f"/models/{_q(name)}/alias-history", params=params)
+        ]
 
     def lineage(self, uri: str) -> LineageGraph:
         return LineageGraph.from_dict(self._call("GET", self._version_path(uri) + "/lineage"))

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +37,7 @@ from modelledger._delegation import REQUEST_WINDOW, SIGNATURE_HEADER, parse_sign
 from modelledger._remote import MANIFEST_MEMBER, UPLOAD_CHUNK
 
 from .deps import Deps, Principal, need_view, route
-from .schemas import MemberOut, ModelOut, StateOut, VersionOut
+from .schemas import EventOut, MemberOut, ModelOut, StateOut, VersionOut
 
 __all__ = ["MANIFEST_MEMBER", "UPLOAD_CHUNK", "add_routes"]
 
@@ -76,6 +76,16 @@ class RollbackOut(BaseModel):
     model: str
     alias: str
     version: int
+
+
+class AliasChangeOut(BaseModel):
+    seq: int
+    model: str
+    alias: str
+    version: int | None = Field(description="null: the alias was removed")
+    time: str
+    actor: str
+    action: str
 
 
 class AliasAtOut(BaseModel):
@@ -416,6 +426,22 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         _need_role(who.member, "contributor", name)
         acting(who, request, signed, digest).set_alias(name, alias, body.version, reason=body.reason)
         return Response(status_code=204)
+
+    @route(app, "GET", "/history", response_model=list[EventOut], tags=["ledger"])
+    def history(
+        member: Caller,
+        subject: Annotated[str, Query(description="a model name, models:/x, models:/x/3 or models:/x@alias")],
+    ) -> list[EventOut]:
+        """Every ledger event about a model, a version or an alias, oldest first (``history``)."""
+        name = subject[len("models:/") :] if subject.startswith("models:/") else subject
+        need_view(member, name.split("/")[0].split("@")[0])
+        return [EventOut.model_validate(e.to_dict()) for e in registry.history(subject)]
+
+    @route(app, "GET", "/models/{name}/alias-history", response_model=list[AliasChangeOut], tags=["models"])
+    def alias_history(member: Caller, name: str, alias: str | None = None) -> list[AliasChangeOut]:
+        """Every move of the model's aliases (or of one), oldest first, from the ledger."""
+        need_view(member, name)
+        return [AliasChangeOut.model_validate(c.to_dict()) for c in registry.alias_history(name, alias)]
 
     @route(app, "GET", "/models/{name}/aliases/{alias}/at", response_model=AliasAtOut, tags=["models"])
     def alias_at(member: Caller, name: str, alias: str, time: str) -> AliasAtOut:
