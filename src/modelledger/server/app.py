@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +34,7 @@ from modelledger import (
 
 from .deps import API_PREFIX, Deps, need_admin, need_view, route
 from .errors import install_error_handlers
+from .ops import ServerOptions, install_ops, serve_app
 from .schemas import (
     AliasesOut,
     DiffOut,
@@ -73,8 +73,9 @@ def _tags(values: list[str]) -> dict[str, str]:
     return out
 
 
-def create_app(registry: Registry) -> FastAPI:
+def create_app(registry: Registry, *, options: ServerOptions | None = None) -> FastAPI:
     """The application serving ``registry`` read-only; it keeps using that one registry.
+    ``options`` set its request limits and access log (see :mod:`.ops`).
 
     >>> import uvicorn; uvicorn.run(create_app(Registry.open(url)), port=8000)  # doctest: +SKIP
     """
@@ -99,6 +100,7 @@ def create_app(registry: Registry) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_ops(app, registry, options or ServerOptions())
 
     deps = Deps(registry)
     Caller = Annotated[Member, Depends(deps.caller)]
@@ -329,10 +331,14 @@ def create_app(registry: Registry) -> FastAPI:
     return app
 
 
-def serve(registry: Registry, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``registry`` with uvicorn until interrupted.
+def serve(
+    registry: Registry, *, host: str = "127.0.0.1", port: int = 8000, options: ServerOptions | None = None
+) -> None:
+    """Serve ``registry`` with uvicorn in this process until SIGINT or SIGTERM (requests in
+    flight then finish; see :class:`ServerOptions`).
 
     >>> registry = Registry.open("postgresql://ml@db/registry", artifacts="s3://ml/reg")  # doctest: +SKIP
     >>> serve(registry, host="0.0.0.0", port=8000)  # doctest: +SKIP
     """
-    uvicorn.run(create_app(registry), host=host, port=port, log_level="info")
+    options = options or ServerOptions()
+    serve_app(create_app(registry, options=options), host=host, port=port, options=options)
