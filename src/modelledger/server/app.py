@@ -109,7 +109,7 @@ def create_app(registry: Registry, *, options: ServerOptions | None = None) -> F
 
     def version(name: str, ref: str) -> ModelVersion:
         """Version ``ref`` of ``name``: a number, or an alias (``latest`` is the newest)."""
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():  # not "¹": int() refuses what isdigit() accepts
             return registry.get_version(name, int(ref))
         return registry.get_version(f"models:/{name}@{ref}")
 

@@ -36,6 +36,7 @@ __all__ = [
     "ResponseTimeout",
     "ServerRefusal",
     "install_error_handlers",
+    "library_error_response",
     "refusal_response",
     "status_for",
     "unexpected_response",
@@ -84,13 +85,17 @@ def _body(error: str, message: str, status: int, headers: Mapping[str, str] | No
     return JSONResponse({"error": error, "message": " ".join(message.split())}, status, headers=headers)
 
 
-async def _library_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ModelLedgerError)
+def library_error_response(exc: ModelLedgerError) -> JSONResponse:
     status = status_for(exc)
     if status == 500:
         log.error("request failed: %s", exc, exc_info=exc)
     headers = {"WWW-Authenticate": 'Bearer realm="modelledger"'} if status == 401 else None
     return _body(type(exc).__name__, exc.message, status, headers)
+
+
+async def _library_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ModelLedgerError)
+    return library_error_response(exc)
 
 
 async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 :class:`OpsMiddleware` gives each request, in one pass:
 
+- a NUL character (``%00``) in the path or the query string: 400, for every route;
 - a request id: a sane incoming ``X-Request-ID`` is kept, otherwise one is made; the response
   carries it back;
 - a body size limit (:attr:`ServerOptions.max_body`, raised or lifted per route with
@@ -56,10 +57,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelledger import ModelLedgerError, Registry
+from modelledger import InvalidInput, ModelLedgerError, Registry
 
 from .deps import MEMBER_SCOPE_KEY
-from .errors import RequestTooLarge, ResponseTimeout, refusal_response, unexpected_response
+from .errors import (
+    RequestTooLarge,
+    ResponseTimeout,
+    library_error_response,
+    refusal_response,
+    unexpected_response,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -318,6 +325,13 @@ class OpsMiddleware:
             record()  # now, not when the route gives up
 
         try:
+            if b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
+                # no name, filter or id here holds one, and PostgreSQL can neither store nor
+                # compare text that does: refused for every route, present and future
+                await answer(
+                    library_error_response(InvalidInput("a request may not hold a NUL character (%00)"))
+                )
+                return
             declared = _header(scope, b"content-length")
             limit = limits.max_body
             if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
