@@ -530,3 +530,12 @@ class GovernanceVerbs:
         exact = [f"models:/{n}{s[len(base) :]}" for s in exact for n in names]
         prefixes = [f"models:/{n}{p[len(base) :]}" for p in prefixes for n in names]
         return subject_history(self._meta, exact, prefixes)
+
+    def ledger_head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the ledger's last event as its head row records it: one row read, cheap
+        enough for a metrics scrape (``verify`` checks the row against the chain).
+
+        >>> seq, digest = registry.ledger_head()  # doctest: +SKIP
+        """
+        self._ready()
+        return self._meta.ledger_head()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from typing import Any
 
 import click
@@ -15,6 +16,9 @@ from ._common import json_option, registry_options
 SERVER_MODULE = "modelledger.server"
 """Imported by name when the command runs, as ``stores.BACKENDS`` does for backends: FastAPI
 and uvicorn are an optional extra and slow to import, and no other command should pay for them."""
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 1000**2, "mb": 1000**2}
+_UNITS |= {"mib": 1 << 20, "g": 1000**3, "gb": 1000**3, "gib": 1 << 30}
 
 
 def _server_module() -> Any:
@@ -48,6 +52,35 @@ def _oidc_settings(module: Any, resolved: dict[str, Setting[str]]) -> Any:
     return settings
 
 
+class ByteSize(click.ParamType[int]):
+    """A number of bytes: ``1048576``, ``512KiB``, ``64MiB``, ``1GiB`` (or kB, MB, GB)."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in _UNITS:
+            self.fail(f"{value!r} is not a size such as 1048576, 512KiB, 64MiB or 1GiB", param, ctx)
+        return int(match.group(1)) * _UNITS[unit]
+
+
+def _environment(registry: Registry) -> dict[str, str]:
+    """What the worker processes need to open the registry this command opened: the options
+    given on the command line (the rest they resolve as this process did)."""
+    given = click.get_current_context().params
+    env = {"MODELLEDGER_ARTIFACTS": registry.artifact_root}
+    if given.get("registry_url"):
+        env["MODELLEDGER_URL"] = given["registry_url"]
+    if given.get("storage_options") is not None:
+        env["MODELLEDGER_STORAGE_OPTIONS"] = json.dumps(given["storage_options"])
+    if given.get("as_actor"):
+        env["MODELLEDGER_USER"] = given["as_actor"]
+    return env
+
+
 @click.command("server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port.")
@@ -75,6 +108,40 @@ def _oidc_settings(module: Any, resolved: dict[str, Setting[str]]) -> Any:
     help="The token claim holding the member name [env: MODELLEDGER_OIDC_CLAIM; "
     f"{_OIDC_HOME.format(key='claim')}; default: email]",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving on the one port; each opens the registry itself.",
+)
+@click.option(
+    "--max-body",
+    default="64MiB",
+    show_default=True,
+    type=ByteSize(),
+    help="Largest request body (bytes, or 512KiB, 64MiB, 1GiB); larger is 413. 0: no limit.",
+)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a response may take to start; later is 503. 0: no limit.",
+)
+@click.option(
+    "--graceful-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seconds requests in flight get to finish after SIGTERM or SIGINT.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One JSON line per request on stderr (logger modelledger.server.access).",
+)
 @json_option
 @registry_options
 def server(
@@ -85,25 +152,36 @@ def server(
     oidc_audience: str | None,
     oidc_jwks: str | None,
     oidc_claim: str | None,
+    workers: int,
+    max_body: int,
+    timeout: float,
+    graceful_timeout: int,
+    access_log: bool,
     as_json: bool,
 ) -> None:
-    """Serve the registry's read API (/api/v1) until interrupted. Every API request needs
-    `Authorization: Bearer <token>`: an API token (`modelledger tokens create`) or, with the
-    --oidc-* options, a JWT of that OIDC issuer whose claim (default: email) names an enrolled
-    member; /healthz and /readyz need none. With --json, first print where it serves as one
-    JSON document.
+    """Serve the registry's API (/api/v1) until SIGTERM or SIGINT, letting requests in flight
+    finish. Every API request needs `Authorization: Bearer <token>`: an API token (`modelledger
+    tokens create`) or, with the --oidc-* options, a JWT of that OIDC issuer whose claim
+    (default: email) names an enrolled member; /healthz, /readyz and /metrics (Prometheus) need
+    none. Writes are made on the caller's behalf with this server's own key, which must be
+    enrolled with the gateway role (choose it with MODELLEDGER_IDENTITY). With --json, first
+    print where it serves as one JSON document.
 
     \b
     Example:
         modelledger server --registry postgresql://ml@db/registry --artifacts s3://ml/reg --host 0.0.0.0
-        modelledger server --registry sqlite:///reg.db --port 8080
+        modelledger server --registry sqlite:///reg.db --port 8080 --workers 4 --max-body 16MiB
         modelledger server --oidc-issuer https://login.example.com --oidc-audience modelledger \\
           --oidc-jwks https://login.example.com/.well-known/jwks.json
     """
     module = _server_module()
-    oidc = _oidc_settings(
-        module,
-        resolve_oidc(issuer=oidc_issuer, audience=oidc_audience, jwks=oidc_jwks, claim=oidc_claim),
+    resolved = resolve_oidc(issuer=oidc_issuer, audience=oidc_audience, jwks=oidc_jwks, claim=oidc_claim)
+    oidc = _oidc_settings(module, resolved)
+    options = module.ServerOptions(
+        max_body=max_body or None,
+        timeout=timeout or None,
+        access_log=access_log,
+        graceful_timeout=graceful_timeout,
     )
     base = f"http://{host}:{port}"
     if as_json:
@@ -116,4 +194,12 @@ def server(
                 }
             )
         )
-    module.serve(registry, host=host, port=port, oidc=oidc)
+    if workers == 1:
+        module.serve(registry, host=host, port=port, oidc=oidc, options=options)
+    else:
+        # each worker resolves the OIDC settings again, from the environment given here
+        environment = _environment(registry)
+        environment.update(
+            {f"MODELLEDGER_OIDC_{name.upper()}": str(setting.value) for name, setting in resolved.items()}
+        )
+        module.serve_workers(host=host, port=port, workers=workers, options=options, environment=environment)

@@ -13,5 +13,17 @@ from __future__ import annotations
 from .app import API_PREFIX, create_app, serve
 from .errors import STATUS, status_for
 from .oidc import OidcSettings, OidcVerifier
+from .ops import ServerOptions, serve_workers, set_route_limits
 
-__all__ = ["API_PREFIX", "STATUS", "OidcSettings", "OidcVerifier", "create_app", "serve", "status_for"]
+__all__ = [
+    "API_PREFIX",
+    "STATUS",
+    "OidcSettings",
+    "OidcVerifier",
+    "ServerOptions",
+    "create_app",
+    "serve",
+    "serve_workers",
+    "set_route_limits",
+    "status_for",
+]

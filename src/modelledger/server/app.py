@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +37,7 @@ from . import datasets, writes
 from .deps import API_PREFIX, Deps, Principal, need_admin, need_view, route
 from .errors import install_error_handlers
 from .oidc import OidcSettings
+from .ops import ServerOptions, install_ops, serve_app
 from .schemas import (
     AliasesOut,
     DiffOut,
@@ -77,9 +77,12 @@ def _tags(values: list[str]) -> dict[str, str]:
     return out
 
 
-def create_app(registry: Registry, *, oidc: OidcSettings | None = None) -> FastAPI:
-    """The application serving ``registry`` read-only; it keeps using that one registry.
-    With ``oidc``, JWTs of that issuer authenticate members too (API tokens still do).
+def create_app(
+    registry: Registry, *, oidc: OidcSettings | None = None, options: ServerOptions | None = None
+) -> FastAPI:
+    """The application serving ``registry``; it keeps using that one registry. With ``oidc``,
+    JWTs of that issuer authenticate members too (API tokens still do); ``options`` set its
+    request limits and access log (see :mod:`.ops`).
 
     >>> import uvicorn; uvicorn.run(create_app(Registry.open(url)), port=8000)  # doctest: +SKIP
     """
@@ -105,6 +108,7 @@ def create_app(registry: Registry, *, oidc: OidcSettings | None = None) -> FastA
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_ops(app, registry, options or ServerOptions())
 
     deps = Deps(registry, oidc=oidc)
     Caller = Annotated[Member, Depends(deps.caller)]
@@ -114,7 +118,7 @@ def create_app(registry: Registry, *, oidc: OidcSettings | None = None) -> FastA
 
     def version(name: str, ref: str) -> ModelVersion:
         """Version ``ref`` of ``name``: a number, or an alias (``latest`` is the newest)."""
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():  # not "¹": int() refuses what isdigit() accepts
             return registry.get_version(name, int(ref))
         return registry.get_version(f"models:/{name}@{ref}")
 
@@ -357,11 +361,18 @@ def _say_who_writes(registry: Registry) -> None:
 
 
 def serve(
-    registry: Registry, *, host: str = "127.0.0.1", port: int = 8000, oidc: OidcSettings | None = None
+    registry: Registry,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    oidc: OidcSettings | None = None,
+    options: ServerOptions | None = None,
 ) -> None:
-    """Serve ``registry`` with uvicorn until interrupted.
+    """Serve ``registry`` with uvicorn in this process until SIGINT or SIGTERM (requests in
+    flight then finish; see :class:`ServerOptions`).
 
     >>> registry = Registry.open("postgresql://ml@db/registry", artifacts="s3://ml/reg")  # doctest: +SKIP
     >>> serve(registry, host="0.0.0.0", port=8000)  # doctest: +SKIP
     """
-    uvicorn.run(create_app(registry, oidc=oidc), host=host, port=port, log_level="info")
+    options = options or ServerOptions()
+    serve_app(create_app(registry, oidc=oidc, options=options), host=host, port=port, options=options)

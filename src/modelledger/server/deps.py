@@ -21,9 +21,12 @@ from modelledger import InvalidToken, Member, PermissionDenied, Registry
 from .oidc import OidcSettings, OidcVerifier, looks_like_jwt
 from .schemas import ErrorOut
 
-__all__ = ["API_PREFIX", "ERRORS", "Deps", "Principal", "need_admin", "need_view"]
+__all__ = ["API_PREFIX", "ERRORS", "MEMBER_SCOPE_KEY", "Deps", "Principal", "need_admin", "need_view"]
 
 API_PREFIX = "/api/v1"
+
+MEMBER_SCOPE_KEY = "modelledger.member"
+"""Where a request's ASGI scope keeps the name of the member who proved it (for the access log)."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
@@ -33,6 +36,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "the member lacks the role (PermissionDenied)"),
         (404, "no such model, version, alias or prediction (NotFound)"),
         (422, "a parameter of the wrong type (InvalidInput)"),
+        (413, "a request body over the route's size limit (RequestTooLarge)"),
+        (503, "no response within the server's time limit (ResponseTimeout)"),
     )
 }
 """The error bodies a route under the prefix may return, for the OpenAPI document."""
@@ -95,7 +100,9 @@ class Deps:
         request: Request,
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     ) -> Principal:
-        return self.authenticate(bearer_token(request))
+        principal = self.authenticate(bearer_token(request))
+        request.scope[MEMBER_SCOPE_KEY] = principal.name
+        return principal
 
     def caller(
         self,

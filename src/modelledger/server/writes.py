@@ -36,7 +36,8 @@ from modelledger import (
 from modelledger._delegation import REQUEST_WINDOW, SIGNATURE_HEADER, parse_signature_header
 from modelledger._remote import MANIFEST_MEMBER, UPLOAD_CHUNK
 
-from .deps import Deps, Principal, need_view, route
+from .deps import API_PREFIX, Deps, Principal, need_view, route
+from .ops import set_route_limits
 from .schemas import EventOut, MemberOut, ModelOut, StateOut, VersionOut
 
 __all__ = ["MANIFEST_MEMBER", "UPLOAD_CHUNK", "add_routes"]
@@ -242,6 +243,9 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         )
 
     # ------------------------------------------------------------ registration
+
+    # a registration streams the model's files, as large as they are: no body limit, no timeout
+    set_route_limits(app, "POST", API_PREFIX + "/models/{name}/versions", max_body=None, timeout=None)
 
     @route(
         app,
