@@ -107,8 +107,11 @@ def served(db_url: str, tmp_path: Path, credit_data: Any, fitted_pipeline: Any) 
     _enrol(alice, tmp_path, "dana@example.com", ["viewer"], ["credit-*"])
     admin_token, _ = alice.create_token("alice@example.com")
     viewer_token, _ = alice.create_token("dana@example.com")
-    # the server holds a registry of its own, as `modelledger server` does
-    server_registry = Registry.open(db_url, artifacts=art)
+    # the server holds a registry of its own, as `modelledger server` does, with a gateway key
+    gateway_key = tmp_path / "gateway.key"
+    _path, _kid, gateway_pem = create_identity("gateway@example.com", gateway_key)
+    alice.enrol("gateway@example.com", gateway_pem, roles=["gateway"])
+    server_registry = Registry.open(db_url, artifacts=art, identity=gateway_key)
     with running(server_registry) as url:
         yield Served(url, alice, db_url, art, admin_token, viewer_token, prediction_id, tmp_path)
     server_registry.close()

@@ -20,20 +20,26 @@ belongs to the event's actor, and that member holds the role the action needs fo
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
-from ._delegation import delegation_problem
+from ._canonical import canonicalize
+from ._keys import verify_signature
 from ._ledger import LedgerEvent
 from .errors import InvalidInput
 
 __all__ = [
     "ACTION_ROLE",
     "AUTOMATED_PREFIX",
+    "GATEWAY_ROLE",
     "MEMBER_ACTIONS",
+    "METHODS",
+    "REQUEST_WINDOW",
     "ROLES",
     "Member",
     "MemberKey",
@@ -41,7 +47,10 @@ __all__ = [
     "authorize",
     "authorize_event",
     "check_roles",
+    "delegation_problem",
     "receipt_key_problem",
+    "request_bytes",
+    "request_problem",
 ]
 
 ROLES = ("viewer", "contributor", "approver", "deployer", "serving", "admin", "gateway")
@@ -413,3 +422,106 @@ def authorize_event(
         auto_approve=auto_approve,
         time=event.time,
     )
+
+
+# ------------------------------------------------------------- writes a server makes for a member
+
+GATEWAY_ROLE = "gateway"
+METHODS = ("key", "token", "oidc")
+"""How a caller proved who they are: their own key (a signed request), an API token, OIDC."""
+
+REQUEST_WINDOW = timedelta(minutes=5)
+"""How far a signed request's time may lie from the write it asked for (clock skew included)."""
+
+
+def request_bytes(request: Mapping[str, Any]) -> bytes:
+    """The bytes a member signs to ask a server for a write (canonical JSON of the request)."""
+    return canonicalize(dict(request))
+
+
+def request_problem(
+    roster: Roster,
+    member: Member,
+    request: Mapping[str, Any],
+    kid: str,
+    signature: str,
+    *,
+    seq: int,
+    time: str,
+) -> str | None:
+    """Why ``signature`` does not prove that ``member`` asked for ``request`` at ledger position
+    ``seq`` and time ``time``, or None when it does."""
+    key = roster.key(kid)
+    if key is None or roster.owners.get(kid) != member.name:
+        return f"the request is signed by key {kid}, which is not enrolled to {member.name}"
+    if not key.valid_at(seq):
+        return (
+            f"the request is signed by key {kid} of {member.name}, revoked at ledger event {key.revoked_seq}"
+        )
+    if request.get("member") != member.name:
+        return f"the signed request names {request.get('member')!r}, not {member.name}"
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except ValueError:
+        return "the request signature is not base64"
+    if not verify_signature(key.public_pem.encode(), request_bytes(request), raw):
+        return f"the request signature does not verify with key {kid} of {member.name}"
+    try:
+        asked = datetime.fromisoformat(str(request.get("time")).replace("Z", "+00:00"))
+        done = datetime.fromisoformat(time.replace("Z", "+00:00"))
+        late = abs(done - asked) > REQUEST_WINDOW
+    except (TypeError, ValueError):
+        return f"the signed request's time {request.get('time')!r} is not an RFC 3339 time"
+    if late:
+        return f"the signed request was made at {request.get('time')}, too far from {time}"
+    return None
+
+
+def delegation_problem(
+    roster: Roster,
+    gateway: Member,
+    via: Any,
+    *,
+    actor: str,
+    seq: int,
+    time: str | None,
+    model: str | None,
+) -> tuple[str | None, Member | None]:
+    """(why the gateway ``gateway`` may not write this event for ``actor``, the member it acts
+    for); the role the action needs is then checked against that member."""
+    if not isinstance(via, Mapping):
+        return "data.via must be an object", None
+    if not gateway.has_role(GATEWAY_ROLE, None):
+        return f"{gateway.name} wrote for another member but holds no gateway role", None
+    if via.get("server") != gateway.name:
+        return f"data.via names the server {via.get('server')!r} but {gateway.name} signed the write", None
+    principal = via.get("principal")
+    member = roster.members.get(principal) if isinstance(principal, str) else None
+    if member is None:
+        return f"{gateway.name} wrote for {principal!r}, who is not enrolled", None
+    if not actor.startswith("policy:") and actor != member.name:
+        return f"{gateway.name} wrote as {actor} for {member.name}", None
+    method = via.get("method")
+    if method not in METHODS:
+        return f"data.via.method must be one of {', '.join(METHODS)}, got {method!r}", None
+    if not member.has_live_key:
+        return f"{gateway.name} wrote for {member.name}, whose keys are all revoked", None
+    if method == "key":
+        request = via.get("request")
+        if not isinstance(request, Mapping):
+            return "data.via.request must be the signed request", None
+        problem = request_problem(
+            roster,
+            member,
+            request,
+            str(via.get("key_id")),
+            str(via.get("signature")),
+            seq=seq,
+            time=time or str(request.get("time")),
+        )
+        if problem is not None:
+            return problem, None
+        path = str(request.get("path", "")).partition("?")[0]
+        if model is not None and quote(model, safe="") not in path.split("/"):
+            return f"the signed request ({request.get('path')}) is not about {model}", None
+    return None, member

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import warnings
@@ -21,7 +22,7 @@ from typing import IO, Any, Literal, overload
 from ._audit import subject_history
 from ._config import resolve_config
 from ._data import Datasets
-from ._delegation import METHODS, DelegatedSigner
+from ._delegation import DelegatedSigner
 from ._domain import Erasure, FileEntry, GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
 from ._erasure import (
     erasure_from_event,
@@ -48,6 +49,7 @@ from ._lineage import LineageGraph, VersionDiff, dataset_lineage, diff_versions,
 from ._loaded import LoadedModel
 from ._loading import check_registration, load_verified
 from ._manifest import DEFAULT_LIMITS, Manifest, ManifestLimits
+from ._members import METHODS
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
 from ._registration import (
     FolderNaming,
@@ -1321,8 +1323,11 @@ def _read_checkpoint(value: Checkpoint | Mapping[str, Any] | str | os.PathLike[s
     return Checkpoint.from_dict(raw)
 
 
-def _remote_registry(url: str, *, token: str | None, key: str | os.PathLike[str] | None) -> Registry:
-    # imported here: the remote client needs httpx (the server extra), and import modelledger must not
-    from ._remote import RemoteRegistry
+REMOTE_MODULE = "modelledger._remote"
+"""Imported by name on the first ``http(s)://`` URL, as ``stores.BACKENDS`` are: the remote
+client needs httpx (the ``server`` extra), which ``import modelledger`` must not load."""
 
-    return RemoteRegistry(url, token=token, key=key)
+
+def _remote_registry(url: str, *, token: str | None, key: str | os.PathLike[str] | None) -> Registry:
+    remote: Callable[..., Registry] = importlib.import_module(REMOTE_MODULE).RemoteRegistry
+    return remote(url, token=token, key=key)

@@ -14,20 +14,25 @@ anything is deserialised, and reuses what is there: a second load downloads noth
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
+import shutil
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 from urllib.parse import quote
+
+import httpx
 
 from . import errors as _errors
 from ._audit import AliasChange
 from ._delegation import SIGNATURE_HEADER, sign_request
 from ._domain import FileEntry, Model, ModelVersion, Page, VerifyReport
 from ._identifiers import model_ref
+from ._keys import load_private_key
 from ._ledger import LedgerEvent
 from ._lifecycle import VersionState
 from ._lineage import LineageGraph, VersionDiff
@@ -42,9 +47,6 @@ from ._signing import identity_path
 from ._trace import TraceReport
 from .errors import InvalidInput, ModelLedgerError, StorageError
 from .stores.artifacts import ArtifactStore
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = ["MANIFEST_MEMBER", "UPLOAD_CHUNK", "RemoteRegistry", "cache_dir", "is_remote_url", "tar_stream"]
 
@@ -130,8 +132,6 @@ class RemoteRegistry(Registry):
         timeout: float = 60.0,
         transport: Any = None,
     ) -> None:
-        import httpx  # the server extra: loaded only by a remote registry
-
         self.url = url.rstrip("/")
         token = token or os.environ.get("MODELLEDGER_TOKEN") or None
         if not token:
@@ -162,8 +162,6 @@ class RemoteRegistry(Registry):
         body_sha256: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        import httpx
-
         request = self._client.build_request(method, API + path, json=json, params=params, content=content)
         for name, value in (headers or {}).items():
             request.headers[name] = value
@@ -190,8 +188,6 @@ class RemoteRegistry(Registry):
 
     def _sign(self, request: httpx.Request, body_sha256: str | None) -> str | None:
         """The member's own signature of this write, when their key is on this machine."""
-        from ._keys import load_private_key
-
         member = self.actor
         path = self._key_path or identity_path(member)
         if not path.exists():
@@ -529,8 +525,6 @@ class RemoteRegistry(Registry):
         """Save the model here (its flavor, its manifest and this machine's provenance), then
         stream the files to the server, which checks every digest and registers the version.
         ``datasets`` must name registered data set versions (``datasets:/x/3``)."""
-        import json as _json
-
         roles = dict(datasets or {})
         if not all(isinstance(v, str) and v.startswith("datasets:/") for v in roles.values()):
             raise InvalidInput(
@@ -560,7 +554,7 @@ class RemoteRegistry(Registry):
                     while block := f.read(UPLOAD_CHUNK):
                         sha.update(block)
                 files[rel] = sha.hexdigest()
-            header = _json.dumps(
+            header = json.dumps(
                 {
                     "manifest": plan.manifest.to_dict(),
                     "files": files,
@@ -630,8 +624,6 @@ class RemoteRegistry(Registry):
             try:
                 os.link(blob, tmp)
             except OSError:
-                import shutil
-
                 shutil.copyfile(blob, tmp)
             os.replace(tmp, target)
         return root

@@ -35,6 +35,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "no valid token (InvalidToken)"),
         (403, "the member lacks the role (PermissionDenied)"),
         (404, "no such model, version, alias or prediction (NotFound)"),
+        (409, "the registry's state does not allow it now, or it exists already (Conflict, AlreadyExists)"),
         (422, "a parameter of the wrong type (InvalidInput)"),
         (413, "a request body over the route's size limit (RequestTooLarge)"),
         (503, "no response within the server's time limit (ResponseTimeout)"),

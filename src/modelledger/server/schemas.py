@@ -307,6 +307,7 @@ class DatasetVersionOut(_Out):
     # "schema" would shadow a BaseModel attribute: the field has another name in Python only
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    key: int = Field(description="the version's numeric key in this registry")
     name: str
     version: int
     uri: str

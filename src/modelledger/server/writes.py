@@ -33,7 +33,8 @@ from modelledger import (
     PermissionDenied,
     Registry,
 )
-from modelledger._delegation import REQUEST_WINDOW, SIGNATURE_HEADER, parse_signature_header
+from modelledger._delegation import SIGNATURE_HEADER, parse_signature_header
+from modelledger._members import REQUEST_WINDOW
 from modelledger._remote import MANIFEST_MEMBER, UPLOAD_CHUNK
 
 from .deps import API_PREFIX, Deps, Principal, need_view, route
