@@ -171,8 +171,7 @@ def server(
     Example:
         modelledger server --registry postgresql://ml@db/registry --artifacts s3://ml/reg --host 0.0.0.0
         modelledger server --registry sqlite:///reg.db --port 8080 --workers 4 --max-body 16MiB
-        modelledger server --oidc-issuer https://login.example.com --oidc-audience modelledger \\
-          --oidc-jwks https://login.example.com/.well-known/jwks.json
+        modelledger server --oidc-issuer https://id.example.com --oidc-audience ml --oidc-jwks jwks.json
     """
     module = _server_module()
     resolved = resolve_oidc(issuer=oidc_issuer, audience=oidc_audience, jwks=oidc_jwks, claim=oidc_claim)
