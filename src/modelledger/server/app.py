@@ -33,6 +33,7 @@ from modelledger import (
     parse_prediction_id,
 )
 
+from . import events
 from .deps import API_PREFIX, Deps, need_admin, need_view, route
 from .errors import install_error_handlers
 from .schemas import (
@@ -60,7 +61,7 @@ __all__ = ["API_PREFIX", "create_app", "serve"]
 log = logging.getLogger("modelledger.server")
 
 # The modules that add routes next to the reads below, each with add_routes(app, registry, deps).
-ROUTE_MODULES: tuple[ModuleType, ...] = ()
+ROUTE_MODULES: tuple[ModuleType, ...] = (events,)
 
 
 def _tags(values: list[str]) -> dict[str, str]:
@@ -87,7 +88,8 @@ def create_app(registry: Registry) -> FastAPI:
         for store, problem in (await run_in_threadpool(registry.readiness)).items():
             if problem is not None:
                 log.warning("%s not ready: %s", store, problem)
-        yield
+        async with events.delivering(registry):  # webhook delivery rounds, for the app's lifetime
+            yield
 
     app = FastAPI(
         lifespan=lifespan,
