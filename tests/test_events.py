@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from tests.test_server import running
+from tests.test_server import _free_port, _serve_cli, _wait_up, running
 
 from modelledger import (
     InvalidInput,
@@ -215,6 +216,30 @@ def test_a_disconnect_ends_the_stream_and_a_revoked_token_is_refused(
     assert [m.get("event") for m in rest if "comment" not in m] == ["error"]
     error = json.loads(next(m for m in rest if m.get("event") == "error")["data"])
     assert error["error"] == "InvalidToken" and "revoked" in error["message"]
+
+
+def test_a_server_told_to_stop_ends_its_open_streams(registry: Registry, db_url: str) -> None:
+    token, _ = registry.create_token("alice@example.com")
+    port = _free_port()
+    proc = _serve_cli("--registry", db_url, "--artifacts", registry.artifact_root, "--port", str(port))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_up(url, proc)
+        headers = {"Authorization": f"Bearer {token}"}
+        # a read timeout shorter than the heartbeat: a stream left open fails the test, not hangs it
+        timeout = events.HEARTBEAT_SECONDS / 2
+        with httpx.stream("GET", f"{url}{API_PREFIX}/events", headers=headers, timeout=timeout) as response:
+            stream = _messages(response)
+            assert next(stream)["retry"]
+            proc.send_signal(signal.SIGTERM)
+            assert list(stream) == []  # the server ends the stream rather than wait for the client
+        # a clean stop, then uvicorn lets the signal end the process as it would have
+        assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _out, err = proc.communicate(timeout=30)
+    assert "Finished server process" in err
 
 
 def test_events_after_pages_through_the_ledger(registry: Registry) -> None:

@@ -81,14 +81,14 @@ def create_app(registry: Registry) -> FastAPI:
     """
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One read of each store before the first request: it builds the database engine and the
         # artefact file system once, here, rather than in two request threads at the same time,
         # and says in the log what is not reachable yet (the server starts all the same).
         for store, problem in (await run_in_threadpool(registry.readiness)).items():
             if problem is not None:
                 log.warning("%s not ready: %s", store, problem)
-        async with events.delivering(registry):  # webhook delivery rounds, for the app's lifetime
+        async with events.lifetime(app, registry):  # webhook deliveries; event streams end on exit
             yield
 
     app = FastAPI(

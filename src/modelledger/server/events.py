@@ -15,18 +15,23 @@ so proxies keep the connection open. The caller sees what ``Registry`` would sho
 (``modelledger.can_view_event``): every event with roles on every model, else only events about
 the models they may view. The token is checked again every :data:`RECHECK_SECONDS`: a token
 revoked, expired or whose member lost their roles ends the stream with an ``error`` message
-(``{"error", "message"}`` as every error body). A client that disconnects ends it too.
+(``{"error", "message"}`` as every error body). A client that disconnects ends it too, and so
+does the server stopping (SIGINT or SIGTERM): uvicorn waits for open responses before it
+exits, and a stream would otherwise never end; an ``EventSource`` reconnects, to another
+server if there is one, and resumes from its ``Last-Event-ID``.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads annotations at run time.
 import asyncio
 import json
 import logging
+import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
+from types import FrameType
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -37,7 +42,7 @@ from modelledger import InvalidInput, LedgerEvent, Member, ModelLedgerError, Reg
 
 from .deps import Deps, Principal, bearer_token, route
 
-__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "add_routes", "delivering"]
+__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "add_routes", "lifetime"]
 
 log = logging.getLogger("modelledger.server")
 
@@ -78,6 +83,7 @@ def resume_point(after: int | None, last_event_id: str | None) -> int | None:
 
 def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
     Who = Annotated[Principal, Depends(deps.principal)]
+    closing = app.state.event_streams_closing = threading.Event()  # set by lifetime() on shutdown
 
     async def stream(request: Request, token: str, member: Member, cursor: int) -> AsyncIterator[str]:
         yield f"retry: {RETRY_MILLISECONDS}\n\n"
@@ -92,7 +98,7 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
                         quiet_since = time.monotonic()
                 if len(batch) == PAGE:
                     continue  # more is waiting
-                if await request.is_disconnected():
+                if closing.is_set() or await request.is_disconnected():
                     return
                 clock = time.monotonic()
                 if clock - checked_at >= RECHECK_SECONDS:
@@ -145,19 +151,53 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
 
 
 @asynccontextmanager
-async def delivering(registry: Registry) -> AsyncIterator[None]:
-    """Run webhook delivery rounds (``Registry.deliver_webhooks``, in a worker thread) every
-    :data:`DELIVERY_SECONDS` until the block ends; the round under way then stops after its
-    current post."""
+async def lifetime(app: FastAPI, registry: Registry) -> AsyncIterator[None]:
+    """What runs while the app serves (its lifespan): webhook delivery rounds
+    (``Registry.deliver_webhooks``, in a worker thread) every :data:`DELIVERY_SECONDS`, and the
+    end of every event stream as soon as the process is told to stop. When the block ends, the
+    round under way stops after its current post."""
+    closing: threading.Event = app.state.event_streams_closing
+    closing.clear()
     stop = threading.Event()
+    restore = _on_exit_signals(closing.set)
     task = asyncio.create_task(_deliver_forever(registry, stop))
     try:
         yield
     finally:
+        closing.set()
         stop.set()
+        restore()
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+
+
+def _on_exit_signals(action: Callable[[], None]) -> Callable[[], None]:
+    """Run ``action``, then the handler in place (uvicorn's), on SIGINT and SIGTERM; returns what
+    puts the handlers back. uvicorn lets open responses finish before it stops, and tells the
+    app only afterwards: without this, one open event stream keeps it from ever stopping.
+    Signals reach only the main thread, so elsewhere (a server run in a thread) nothing is done."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    installed: dict[int, tuple[Callable[[int, FrameType | None], object], object]] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # no server handler to chain to: the default stops the process anyway
+
+        def handler(signum: int, frame: FrameType | None, previous: Callable[..., object] = previous) -> None:
+            action()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+        installed[sig] = (handler, previous)
+
+    def restore() -> None:
+        for sig, (handler, previous) in installed.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)  # type: ignore[arg-type]
+
+    return restore
 
 
 async def _deliver_forever(registry: Registry, stop: threading.Event) -> None:
