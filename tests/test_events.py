@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -329,14 +329,15 @@ def test_a_receiver_that_fails_then_recovers_gets_every_event_in_order(registry:
     registry.set_version_tags(v.uri, {"team": "risk"})
     expected = registry.events_after(hook.last_seq, limit=1000)
     assert len(expected) >= 3
-    fast = {"retry_base": 0.2, "timeout": 5}
+    fast = {"retry_base": 0.5, "timeout": 5}
 
     # 1. the receiver answers 500: the attempt is recorded, the cursor stays
     (failed,) = registry.deliver_webhooks(**fast)
     assert (failed.seq, failed.attempt, failed.status_code, failed.ok) == (expected[0].seq, 1, 500, False)
     assert registry.deliver_webhooks(**fast) == []  # its backoff is not over: nothing is sent
     first.close()
-    time.sleep(0.25)
+    assert failed.next_retry is not None
+    time.sleep(max(0.0, (_at(failed.next_retry) - datetime.now(timezone.utc)).total_seconds()) + 0.05)
     # 2. the receiver is down: connection refused
     (refused,) = registry.deliver_webhooks(**fast)
     assert (refused.seq, refused.attempt, refused.status_code) == (expected[0].seq, 2, None)
@@ -373,8 +374,8 @@ def test_a_receiver_that_fails_then_recovers_gets_every_event_in_order(registry:
     ]
     assert log[0].to_dict() == failed.to_dict() and log[1].to_dict() == refused.to_dict()
     assert log[0].next_retry is not None and log[1].next_retry is not None
-    assert (_at(log[0].next_retry) - _at(log[0].time)).total_seconds() == pytest.approx(0.2)
-    assert (_at(log[1].next_retry) - _at(log[1].time)).total_seconds() == pytest.approx(0.4)
+    assert (_at(log[0].next_retry) - _at(log[0].time)).total_seconds() == pytest.approx(0.5)
+    assert (_at(log[1].next_retry) - _at(log[1].time)).total_seconds() == pytest.approx(1.0)
     assert _at(log[2].time) >= _at(log[1].next_retry)
     assert all(d.next_retry is None and d.ok for d in log[2:])
     assert registry.webhook_deliveries(hook.id, limit=2) == log[:-3:-1]

@@ -1,5 +1,5 @@
 """The ledger as it happens: ``GET /api/v1/events`` streams ledger events as Server-Sent Events,
-and :func:`delivering` runs the webhook delivery loop for the app's lifetime.
+and :func:`lifetime` runs the webhook delivery loop for the app's lifetime.
 
 The stream first sends every event after ``?after=<seq>`` (or after the ``Last-Event-ID``
 header, which a reconnecting ``EventSource`` sends and which wins over ``after``; with neither,
@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -179,13 +179,14 @@ def _on_exit_signals(action: Callable[[], None]) -> Callable[[], None]:
     Signals reach only the main thread, so elsewhere (a server run in a thread) nothing is done."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    installed: dict[int, tuple[Callable[[int, FrameType | None], object], object]] = {}
+    Handler = Callable[[int, FrameType | None], Any]
+    installed: dict[int, tuple[Handler, Handler]] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(sig)
         if not callable(previous):
             continue  # no server handler to chain to: the default stops the process anyway
 
-        def handler(signum: int, frame: FrameType | None, previous: Callable[..., object] = previous) -> None:
+        def handler(signum: int, frame: FrameType | None, previous: Handler = previous) -> None:
             action()
             previous(signum, frame)
 
@@ -195,7 +196,7 @@ def _on_exit_signals(action: Callable[[], None]) -> Callable[[], None]:
     def restore() -> None:
         for sig, (handler, previous) in installed.items():
             if signal.getsignal(sig) is handler:
-                signal.signal(sig, previous)  # type: ignore[arg-type]
+                signal.signal(sig, previous)
 
     return restore
 

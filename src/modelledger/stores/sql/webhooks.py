@@ -25,11 +25,16 @@ _W = t.webhooks.c
 _D = t.webhook_deliveries.c
 
 
+_HEAD = sa.select(t.ledger_head.c.seq).where(t.ledger_head.c.id == 1).scalar_subquery()
+
+
 def _due(now: str, after: str) -> Any:
-    """Active webhooks above id ``after`` whose next attempt is due and that no round holds."""
+    """Active webhooks above id ``after`` that are behind the ledger's head, whose next attempt
+    is due and that no round holds (a webhook that is caught up is not even claimed)."""
     return sa.and_(
         _W.active.is_(True),
         _W.id > after,
+        _W.last_seq < _HEAD,
         sa.or_(_W.next_attempt_at.is_(None), _W.next_attempt_at <= now),
         sa.or_(_W.claimed_until.is_(None), _W.claimed_until <= now),
     )
