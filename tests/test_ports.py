@@ -17,6 +17,7 @@ PORTS = [
     protocols.LedgerStore,
     protocols.DatasetStore,
     protocols.TokenStore,
+    protocols.WebhookStore,
     protocols.MetadataStore,
 ]
 
@@ -44,7 +45,7 @@ def test_the_sql_store_implements_each_port_with_the_same_parameters(port: type)
 
 def test_the_whole_store_is_the_sum_of_its_concerns() -> None:
     whole = set(_methods(protocols.MetadataStore))
-    parts = set().union(*(_methods(p) for p in PORTS[:4]))
+    parts = set().union(*(_methods(p) for p in PORTS[:5]))
     assert parts < whole
     assert whole - parts == {"schema_revision", "migrate", "check_schema", "referenced_paths", "close"}
 

@@ -355,6 +355,7 @@ def test_the_openapi_document_lists_every_route(served: Served) -> None:
                 "/diff",
                 "/predictions/{prediction_id}/trace",
                 "/audit",
+                "/events",
                 "/verify",
                 "/public-key",
                 "/trust-bundle",

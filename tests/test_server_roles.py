@@ -62,6 +62,7 @@ ROUTES: dict[tuple[str, str], tuple[Rule, dict[str, str], Any]] = {
     ("GET", "/trust-bundle"): (lambda m: True, {}, None),
     ("GET", "/members"): (role("admin", None), {}, None),
     ("GET", "/policy"): (lambda m: True, {}, None),
+    ("GET", "/events"): (lambda m: True, {"?": "after=0"}, None),  # streams only what they may see
     ("GET", "/datasets"): (unscoped, {}, None),
     ("GET", "/datasets/{name}/versions"): (unscoped, {"name": "applications-train"}, None),
     ("GET", "/datasets/{name}/versions/{ref}"): (unscoped, {"name": "applications-train"}, None),
@@ -191,13 +192,11 @@ def _call(setup: Setup, method: str, template: str, token: str) -> httpx.Respons
             "public_key": _new_pem(),
             "roles": ["viewer"],
         }
-    return httpx.request(
-        method,
-        setup.url + API_PREFIX + path,
-        json=body,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-    )
+    headers = {"Authorization": f"Bearer {token}"}
+    if template == "/events":  # a stream that does not end: its status is all this test needs
+        with httpx.stream(method, setup.url + API_PREFIX + path, headers=headers, timeout=60) as response:
+            return response
+    return httpx.request(method, setup.url + API_PREFIX + path, json=body, headers=headers, timeout=60)
 
 
 def _new_pem() -> str:

@@ -36,6 +36,7 @@ __all__ = ["served"]  # the fixture, imported so that pytest finds it here
 SKIPPED: dict[tuple[str, str], str] = {
     ("GET", f"{API_PREFIX}/verify"): "re-hashes every artefact of the registry, seconds a call; "
     "test_server checks its answer",
+    ("GET", f"{API_PREFIX}/events"): "a stream that never ends; test_events reads it",
     ("POST", f"{API_PREFIX}/models/{{name}}/versions"): "its body is a tar stream, which schemathesis "
     "cannot generate; test_remote sends good, truncated, mis-digested and escaping uploads",
 }

@@ -26,6 +26,7 @@ from ._domain import (
     UploadedVersion,
     VerifyReport,
 )
+from ._events import can_view_event, event_models
 from ._identifiers import ModelRef, parse_model_uri
 from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import STAGES, VersionState
@@ -55,6 +56,7 @@ from ._signing import create_identity, identities_dir, identity_path
 from ._tokens import ApiToken
 from ._trace import TraceReport
 from ._trust import check_receipt_with_bundle
+from ._webhooks import Webhook, WebhookDelivery, check_webhook_signature, webhook_signature
 from .errors import (
     AlreadyExists,
     Conflict,
@@ -145,11 +147,16 @@ __all__ = [
     "VersionDiff",
     "VersionQuery",
     "VersionState",
+    "Webhook",
+    "WebhookDelivery",
     "__version__",
+    "can_view_event",
     "canonical_row",
     "check_receipt",
     "check_receipt_with_bundle",
+    "check_webhook_signature",
     "create_identity",
+    "event_models",
     "identities_dir",
     "identity_path",
     "input_digest",
@@ -163,4 +170,5 @@ __all__ = [
     "resolve_config",
     "resolve_oidc",
     "verify_receipt",
+    "webhook_signature",
 ]

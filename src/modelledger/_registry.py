@@ -32,6 +32,7 @@ from ._erasure import (
     plan_version_erasure,
     remove_erased,
 )
+from ._events import EventVerbs
 from ._governance import GovernanceVerbs
 from ._identifiers import check_number, model_ref, validate_alias, validate_name, validate_version_folder
 from ._keys import read_public_pem
@@ -90,7 +91,7 @@ from .stores.protocols import MetadataStore, Signer
 __all__ = ["FolderNaming", "Registry"]
 
 
-class Registry(GovernanceVerbs):
+class Registry(GovernanceVerbs, EventVerbs):
     """A model registry: metadata in a SQL database, artefacts under an fsspec root.
 
     Construct with :meth:`open`; the constructor does no I/O.

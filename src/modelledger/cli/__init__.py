@@ -26,6 +26,7 @@ script) and registers theirs:
 - :mod:`.members`: ``identity create|show``, ``members list|add|roles|revoke``
 - :mod:`.search`: ``search versions|models``
 - :mod:`.tokens`: ``tokens create|list|revoke``
+- :mod:`.webhooks`: ``webhooks list|add|rm|deliveries|deliver``
 - :mod:`.server`: ``server`` (the read API; imports :mod:`modelledger.server` only when run)
 """
 
@@ -53,6 +54,7 @@ from . import (
     server,
     tokens,
     versions,
+    webhooks,
 )
 from ._common import OneLineUsageGroup
 
@@ -132,6 +134,7 @@ for _command in (
     keys.checkpoint,
     config.config,
     tokens.tokens,
+    webhooks.webhooks,
     server.server,
 ):
     main.add_command(_command)

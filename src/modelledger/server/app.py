@@ -33,7 +33,7 @@ from modelledger import (
     parse_prediction_id,
 )
 
-from . import datasets, writes
+from . import datasets, events, writes
 from .deps import API_PREFIX, Deps, Principal, need_admin, need_view, route
 from .errors import install_error_handlers
 from .oidc import OidcSettings
@@ -64,7 +64,7 @@ __all__ = ["API_PREFIX", "create_app", "serve"]
 log = logging.getLogger("modelledger.server")
 
 # The modules that add routes next to the reads below, each with add_routes(app, registry, deps).
-ROUTE_MODULES: tuple[ModuleType, ...] = (writes, datasets)
+ROUTE_MODULES: tuple[ModuleType, ...] = (writes, datasets, events)
 
 
 def _tags(values: list[str]) -> dict[str, str]:
@@ -88,7 +88,7 @@ def create_app(
     """
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One read of each store before the first request: it builds the database engine and the
         # artefact file system once, here, rather than in two request threads at the same time,
         # and says in the log what is not reachable yet (the server starts all the same).
@@ -96,7 +96,8 @@ def create_app(
             if problem is not None:
                 log.warning("%s not ready: %s", store, problem)
         await run_in_threadpool(_say_who_writes, registry)
-        yield
+        async with events.lifetime(app, registry):  # webhook deliveries; event streams end on exit
+            yield
 
     app = FastAPI(
         lifespan=lifespan,

@@ -1,7 +1,7 @@
 """The ports: everything the registry asks of a metadata backend, as typed Protocols.
 
 The facade and its services reach metadata only through these. A backend implements
-:class:`MetadataStore` (the four concerns below plus opening and closing) and passes the
+:class:`MetadataStore` (the five concerns below plus opening and closing) and passes the
 same parametrised tests; nothing above this line changes. The one SQLAlchemy Core
 implementation, :class:`modelledger.stores.sql.SqlMetadataStore`, serves SQLite and
 PostgreSQL.
@@ -39,6 +39,7 @@ from .._members import Roster
 from .._policy import Policy
 from .._search import VersionQuery
 from .._tokens import ApiToken
+from .._webhooks import Webhook, WebhookClaim, WebhookDelivery
 
 __all__ = [
     "DatasetStore",
@@ -48,6 +49,7 @@ __all__ = [
     "ModelStore",
     "Signer",
     "TokenStore",
+    "WebhookStore",
 ]
 
 Decide = Callable[[GovContext], list[EventDraft]]
@@ -276,8 +278,56 @@ class TokenStore(Protocol):
         ...
 
 
-class MetadataStore(ModelStore, LedgerStore, DatasetStore, TokenStore, Protocol):
-    """A whole metadata backend: the four concerns, its schema, and closing it."""
+class WebhookStore(Protocol):
+    """Webhooks (registry settings, not ledger events) and the log of their delivery attempts.
+
+    A delivery round holds a webhook through a *claim*: :meth:`claim_webhook` takes the next
+    due webhook that no other round holds (a process that stops mid-round loses its hold when
+    ``until`` passes), and :meth:`webhook_progress` records what the round did, only while it
+    still holds the claim, so two rounds never deliver the same webhook at once."""
+
+    def add_webhook(self, webhook: Webhook, secret: str) -> Webhook:
+        """Store a new webhook with its HMAC secret."""
+        ...
+
+    def remove_webhook(self, webhook_id: str) -> Webhook:
+        """Deactivate a webhook and forget its secret; its delivery log stays
+        (:class:`~modelledger.errors.NotFound`, or :class:`~modelledger.errors.Conflict` when it
+        was removed already)."""
+        ...
+
+    def list_webhooks(self, *, include_removed: bool) -> list[Webhook]:
+        """Every webhook, oldest first (removed ones only with ``include_removed``)."""
+        ...
+
+    def webhook_deliveries(self, webhook_id: str, *, limit: int) -> list[WebhookDelivery]:
+        """The webhook's last ``limit`` delivery attempts, newest first."""
+        ...
+
+    def claim_webhook(self, *, after: str, now: str, until: str, claim: str) -> WebhookClaim | None:
+        """Hold, until ``until``, the first active webhook (by id, ids above ``after``) whose
+        next attempt is due at ``now`` and that no round holds; None when there is none."""
+        ...
+
+    def webhook_progress(
+        self,
+        webhook_id: str,
+        claim: str,
+        *,
+        last_seq: int,
+        failures: int,
+        next_attempt_at: str | None,
+        delivery: WebhookDelivery | None,
+        held_until: str | None,
+    ) -> bool:
+        """Record, in one write, a held webhook's new cursor, failure count and next attempt,
+        and the attempt just made (if any); keep holding it until ``held_until`` (None: let it
+        go). False, writing nothing, when ``claim`` no longer holds it or it was removed."""
+        ...
+
+
+class MetadataStore(ModelStore, LedgerStore, DatasetStore, TokenStore, WebhookStore, Protocol):
+    """A whole metadata backend: the five concerns, its schema, and closing it."""
 
     def schema_revision(self) -> str | None: ...
     def migrate(self) -> str: ...

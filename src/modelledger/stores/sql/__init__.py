@@ -2,7 +2,8 @@
 
 Split by concern: :mod:`.base` (engine, transactions, schema), :mod:`.ledger` (governed
 writes, the chain, governance state), :mod:`.models` (models and versions), :mod:`.datasets`
-(data lineage), :mod:`.tokens` (API tokens); :mod:`.statements` holds the prebuilt statements
+(data lineage), :mod:`.tokens` (API tokens), :mod:`.webhooks` (webhooks and their delivery
+log); :mod:`.statements` holds the prebuilt statements
 and :mod:`.driver` runs the hot ones on the DB-API cursor.
 
 SQLite is run durable (WAL with ``synchronous=FULL``: a committed version survives power
@@ -20,11 +21,12 @@ from .datasets import SqlDatasets
 from .models import SqlModels
 from .statements import normalise_url
 from .tokens import SqlTokens
+from .webhooks import SqlWebhooks
 
 __all__ = ["HEAD_REVISION", "SqlMetadataStore", "normalise_url"]
 
 
-class SqlMetadataStore(SqlModels, SqlDatasets, SqlTokens):
+class SqlMetadataStore(SqlModels, SqlDatasets, SqlTokens, SqlWebhooks):
     """SQLAlchemy Core store for ``sqlite:///...`` and ``postgresql://...`` URLs.
 
     Implements :class:`~modelledger.stores.protocols.MetadataStore`.

@@ -33,7 +33,7 @@ from .statements import Q_ALIAS_MAP, Q_HEAD, Q_MODEL, Q_MODEL_INSERT, Q_POLICY, 
 
 __all__ = ["HEAD_REVISION", "SqlBase"]
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 MAX_INTEGER = 2**63 - 1
 """The largest number a version, key or counter can be (a signed 64-bit column)."""
 MIGRATION_LOCK = 0x6D6F64656C6C6467

@@ -235,3 +235,37 @@ api_tokens = sa.Table(
     sa.UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
     sa.Index("ix_api_tokens_member", "member"),
 )
+
+# ---------------------------------------------------------------- webhooks (0008)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),  # the HMAC key; emptied when removed
+    sa.Column("actions", sa.Text, nullable=True),  # JSON list of action patterns; NULL: every action
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),  # the cursor: delivered up to here
+    sa.Column("failures", sa.Integer, nullable=False),  # failed attempts at the event after it
+    sa.Column("next_attempt_at", sa.String(40), nullable=True),
+    sa.Column("claimed_by", sa.String(32), nullable=True),  # the delivery round holding it
+    sa.Column("claimed_until", sa.String(40), nullable=True),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("webhook_id", sa.String(32), sa.ForeignKey("webhooks.id"), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("next_retry", sa.String(40), nullable=True),
+    sa.Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
+)
