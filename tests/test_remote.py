@@ -443,3 +443,35 @@ def test_the_command_line_works_against_a_server(
     run(team.tokens["ben@example.com"], "deploy", uri, "--reason", "release 1")
     shown = json.loads(run(team.tokens["cat@example.com"], "versions", "show", uri, "--json").stdout)
     assert shown["stage"] == "deployed"
+
+
+def test_data_sets_over_http(team: Team, credit_data: Any, fitted_pipeline: Any, tmp_path: Path) -> None:
+    X, y = credit_data
+    frame = X.assign(defaulted=y).iloc[:150]
+    dv = team.alice.datasets.register(
+        "applications", frame, source={"uri": "postgresql://dwh/loans", "kind": "query", "query": "SELECT 1"}
+    )
+    assert dv == team.local.datasets.get(dv.uri)  # the same type and value as locally
+    assert dv.source.code  # provenance captured on the client
+    again = team.alice.datasets.register("applications", frame)
+    assert again.uri == dv.uri  # the same content is the version it already is
+    frame.to_csv(tmp_path / "extract.csv", index=False)
+    from_csv = team.alice.datasets.register("applications-csv", str(tmp_path / "extract.csv"))
+    assert from_csv.row_count == 150
+    # the table read back is the one stored, checked against its sha256, and cached
+    table = team.carol.datasets.read(dv.uri)
+    assert table.equals(team.local.datasets.read(dv.uri))
+    fetched = team.carol.bytes_downloaded
+    assert team.carol.datasets.preview(dv.uri, limit=5).num_rows == 5
+    assert team.carol.bytes_downloaded == fetched
+    assert [v.uri for v in team.carol.datasets.versions("applications")] == [dv.uri]
+    uri = team.alice.register(
+        "credit-risk", fitted_pipeline, sample_input=X.head(), datasets={"train": dv.uri}
+    ).uri
+    assert team.carol.datasets.used_by(dv.uri) == [(uri, "train")]
+    assert set(team.carol.lineage(uri).nodes) >= {dv.uri, uri}
+    with pytest.raises(PermissionDenied):
+        team.carol.datasets.register("applications", frame)  # a viewer may not
+    registered = next(e for e in team.local.audit(action="dataset.registered") if e.data["uri"] == dv.uri)
+    assert registered.actor == "ann@example.com" and registered.data["via"]["method"] == "key"
+    assert team.local.verify().ok

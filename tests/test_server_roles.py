@@ -74,6 +74,7 @@ ROUTES: dict[tuple[str, str], tuple[Rule, dict[str, str], Any]] = {
     ("POST", "/models"): (role("contributor", "credit-scorecard"), {}, {"name": "credit-scorecard"}),
     ("PATCH", "/models/{name}"): (role("contributor"), {}, {"description": "PD model"}),
     ("POST", "/models/{name}/versions"): (role("contributor"), {}, None),  # refused before the body
+    ("POST", "/datasets/{name}/versions"): (role("contributor", None), {"name": "applications-train"}, None),
     ("POST", "/models/{name}/versions/{ref}/approve"): (role("approver"), {}, {"reason": "ok"}),
     ("POST", "/models/{name}/versions/{ref}/reject"): (role("approver"), {}, {"reason": "no"}),
     ("POST", "/models/{name}/versions/{ref}/deploy"): (role("deployer"), {}, {"reason": "go"}),

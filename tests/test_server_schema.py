@@ -36,6 +36,8 @@ __all__ = ["served"]  # the fixture, imported so that pytest finds it here
 SKIPPED: dict[tuple[str, str], str] = {
     ("GET", f"{API_PREFIX}/verify"): "re-hashes every artefact of the registry, seconds a call; "
     "test_server checks its answer",
+    ("POST", f"{API_PREFIX}/datasets/{{name}}/versions"): "a tar stream, as a version's upload; "
+    "test_remote registers data sets over HTTP",
     ("GET", f"{API_PREFIX}/events"): "a stream that never ends; test_events reads it",
     ("POST", f"{API_PREFIX}/models/{{name}}/versions"): "its body is a tar stream, which schemathesis "
     "cannot generate; test_remote sends good, truncated, mis-digested and escaping uploads",

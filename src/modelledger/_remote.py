@@ -13,13 +13,14 @@ anything is deserialised, and reuses what is there: a second load downloads noth
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -29,16 +30,27 @@ import httpx
 
 from . import errors as _errors
 from ._audit import AliasChange
+from ._data.datasets import _code as code_of
+from ._data.datasets import _source as source_of
 from ._delegation import SIGNATURE_HEADER, sign_request
-from ._domain import FileEntry, Model, ModelVersion, Page, VerifyReport
-from ._identifiers import model_ref
+from ._domain import (
+    DatasetSource,
+    DatasetVersion,
+    FileEntry,
+    Model,
+    ModelVersion,
+    Page,
+    ProcessingStep,
+    VerifyReport,
+)
+from ._identifiers import model_ref, parse_dataset_uri
 from ._keys import load_private_key
 from ._ledger import LedgerEvent
 from ._lifecycle import VersionState
 from ._lineage import LineageGraph, VersionDiff
 from ._loaded import LoadedModel
 from ._loading import load_verified
-from ._manifest import DEFAULT_LIMITS
+from ._manifest import DEFAULT_LIMITS, capture_source
 from ._members import Member
 from ._policy import Policy
 from ._registration import plan_registration, scratch
@@ -505,6 +517,11 @@ class RemoteRegistry(Registry):
         path = f"/members/{_q(name)}/keys/{_q(key)}/revoke"
         return Member.from_dict(self._call("POST", path, json={"reason": reason}))
 
+    @property
+    def datasets(self) -> RemoteDatasets:  # type: ignore[override]
+        """Data set versions on the server: register (streamed), get, list, versions, read."""
+        return RemoteDatasets(self)
+
     # ------------------------------------------------------------ registration
 
     def register(
@@ -546,69 +563,32 @@ class RemoteRegistry(Registry):
                 code_path=code_path,
                 limits=DEFAULT_LIMITS,
             )
-            folder = plan.source_dir
-            files = {}
-            for rel, _size in plan.files:
-                sha = hashlib.sha256()
-                with (folder / rel).open("rb") as f:
-                    while block := f.read(UPLOAD_CHUNK):
-                        sha.update(block)
-                files[rel] = sha.hexdigest()
-            header = json.dumps(
-                {
-                    "manifest": plan.manifest.to_dict(),
-                    "files": files,
-                    "datasets": roles,
-                    "execution_id": execution_id,
-                },
-                sort_keys=True,
-            ).encode()
-            digest = hashlib.sha256()
-            for chunk in tar_stream(folder, header):
-                digest.update(chunk)
-            body = self._call(
-                "POST",
-                f"/models/{_q(name)}/versions",
-                content=tar_stream(folder, header),
-                body_sha256=digest.hexdigest(),
-                headers={"Content-Type": "application/x-tar"},
+            header = _upload_header(
+                plan.source_dir,
+                {"manifest": plan.manifest.to_dict(), "datasets": roles, "execution_id": execution_id},
             )
+            body = self._upload(f"/models/{_q(name)}/versions", plan.source_dir, header)
         return self._version(body)
+
+    def _upload(self, path: str, folder: Path, header: bytes) -> Any:
+        """POST ``folder`` as a tar stream (the header first), hashed once to sign it and then
+        sent in chunks: large files are read from disk as they go."""
+        digest = hashlib.sha256()
+        for chunk in tar_stream(folder, header):
+            digest.update(chunk)
+        return self._call(
+            "POST",
+            path,
+            content=tar_stream(folder, header),
+            body_sha256=digest.hexdigest(),
+            headers={"Content-Type": "application/x-tar"},
+        )
 
     # ------------------------------------------------------------ artefacts
 
     def _blob(self, mv: ModelVersion, entry: FileEntry) -> Path:
-        """The file ``entry`` of ``mv`` in the local cache, downloaded (resuming a partial
-        download) only when the cache does not hold those bytes already."""
-        blobs = cache_dir() / "blobs" / "sha256"
-        blob = blobs / entry.sha256
-        if blob.exists() and blob.stat().st_size == entry.size:
-            return blob
-        blobs.mkdir(parents=True, exist_ok=True)
-        part = blob.with_suffix(".part")
-        have = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if 0 < have < entry.size else {}
         path = self._version_path(mv.uri) + "/files/" + "/".join(_q(p) for p in entry.path.split("/"))
-        response = self._request("GET", path, headers=headers)
-        try:
-            mode = "ab" if response.status_code == 206 else "wb"
-            with part.open(mode) as out:
-                for block in response.iter_bytes(UPLOAD_CHUNK):
-                    out.write(block)
-                    self.bytes_downloaded += len(block)
-        finally:
-            response.close()
-        sha = hashlib.sha256()
-        with part.open("rb") as f:
-            while block := f.read(UPLOAD_CHUNK):
-                sha.update(block)
-        if sha.hexdigest() != entry.sha256:
-            part.unlink(missing_ok=True)
-            raise _errors.IntegrityError(
-                f"{mv.uri} {entry.path}", f"downloaded sha256 is {sha.hexdigest()}, expected {entry.sha256}"
-            )
-        os.replace(part, blob)
-        return blob
+        return self._download(path, entry.sha256, entry.size, f"{mv.uri} {entry.path}")
 
     def _materialise(self, mv: ModelVersion) -> Path:
         """A folder laid out as the registry's (``<folder>/artifacts/<path>``) holding ``mv``'s
@@ -639,12 +619,143 @@ class RemoteRegistry(Registry):
         root = self._materialise(mv)
         return load_verified(ArtifactStore(root.as_uri()), mv)
 
+    def _download(self, path: str, sha256: str, size: int, what: str) -> Path:
+        """The file at API ``path`` in the local cache, downloaded (resuming a partial download)
+        only when the cache does not hold those bytes already; checked against ``sha256``."""
+        blobs = cache_dir() / "blobs" / "sha256"
+        blob = blobs / sha256
+        if blob.exists() and blob.stat().st_size == size:
+            return blob
+        blobs.mkdir(parents=True, exist_ok=True)
+        part = blob.with_suffix(".part")
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if 0 < have < size else {}
+        response = self._request("GET", path, headers=headers)
+        try:
+            mode = "ab" if response.status_code == 206 else "wb"
+            with part.open(mode) as out:
+                for block in response.iter_bytes(UPLOAD_CHUNK):
+                    out.write(block)
+                    self.bytes_downloaded += len(block)
+        finally:
+            response.close()
+        got = hashlib.sha256()
+        with part.open("rb") as f:
+            while block := f.read(UPLOAD_CHUNK):
+                got.update(block)
+        if got.hexdigest() != sha256:
+            part.unlink(missing_ok=True)
+            raise _errors.IntegrityError(what, f"downloaded sha256 is {got.hexdigest()}, expected {sha256}")
+        os.replace(part, blob)
+        return blob
+
     def open_file(self, identifier: str, path: str) -> tuple[FileEntry, IO[bytes]]:
         mv = self.get_version(identifier)
         entry = next((f for f in mv.files if f.path == path), None)
         if entry is None:
             raise _errors.NotFound("file", f"{path} in {mv.uri}")
         return entry, self._blob(mv, entry).open("rb")
+
+
+class RemoteDatasets:
+    """``registry.datasets`` of a :class:`RemoteRegistry`: the same verbs over the server."""
+
+    def __init__(self, remote: RemoteRegistry) -> None:
+        self._remote = remote
+
+    @staticmethod
+    def _path(uri_or_name: str, version: int | None = None) -> str:
+        if uri_or_name.startswith("datasets:/"):
+            name, number = parse_dataset_uri(uri_or_name)
+        else:
+            name, number = uri_or_name, version
+        return f"/datasets/{_q(name)}/versions/{number if number is not None else 'latest'}"
+
+    def register(
+        self,
+        name: str,
+        data: Any,
+        *,
+        source: DatasetSource | Mapping[str, Any] | str | None = None,
+        steps: Iterable[ProcessingStep | Mapping[str, Any]] = (),
+        capture: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        progress: Any = None,
+    ) -> DatasetVersion:
+        """Stream ``data`` (a DataFrame, a pyarrow Table, or a local CSV or Parquet file) to the
+        server, which stores it as a data set version; provenance is captured here."""
+        if storage_options:
+            raise InvalidInput("over a registry server, give local data (a frame, a table or a local file)")
+        src = source_of(source, data).to_dict()
+        if capture and not src.get("code"):
+            src["code"] = code_of(capture_source())
+        step_list = [s.to_dict() if isinstance(s, ProcessingStep) else dict(s) for s in steps]
+        with scratch() as tmp:
+            if isinstance(data, (str, os.PathLike)) and str(data).endswith((".csv", ".parquet")):
+                suffix = ".csv" if str(data).endswith(".csv") else ".parquet"
+                shutil.copyfile(data, tmp / f"data{suffix}")
+            else:
+                import pyarrow as pa  # heavy: only a frame or table to send needs it
+                import pyarrow.parquet as pq  # heavy: as above
+
+                table = (
+                    data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+                )
+                pq.write_table(table, tmp / "data.parquet")
+            header = _upload_header(tmp, {"source": src, "steps": step_list})
+            body = self._remote._upload(f"/datasets/{_q(name)}/versions", tmp, header)
+        return DatasetVersion.from_dict(body)
+
+    def get(self, uri_or_name: str, version: int | None = None) -> DatasetVersion:
+        return DatasetVersion.from_dict(self._remote._call("GET", self._path(uri_or_name, version)))
+
+    def list(
+        self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        params.update({k: v for k, v in (("prefix", prefix), ("cursor", cursor)) if v})
+        body = self._remote._call("GET", "/datasets", params=params)
+        return Page(list(body["items"]), body["next_cursor"])
+
+    def versions(self, name: str, *, limit: int = 100, cursor: str | None = None) -> Page[DatasetVersion]:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        body = self._remote._call("GET", f"/datasets/{_q(name)}/versions", params=params)
+        return Page([DatasetVersion.from_dict(d) for d in body["items"]], body["next_cursor"])
+
+    def read(self, uri: str | DatasetVersion) -> Any:
+        """The data as a pyarrow Table, from the local cache after checking its sha256."""
+        import pyarrow.parquet as pq  # heavy: only reading data needs it
+
+        dv = uri if isinstance(uri, DatasetVersion) else self.get(uri)
+        blob = self._remote._download(
+            self._path(dv.uri) + "/file", dv.file_sha256, dv.size_bytes, f"{dv.uri} {dv.path}"
+        )
+        return pq.read_table(blob)
+
+    def to_pandas(self, uri: str | DatasetVersion) -> Any:
+        return self.read(uri).to_pandas()
+
+    def preview(self, uri: str | DatasetVersion, *, offset: int = 0, limit: int = 100) -> Any:
+        return self.read(uri).slice(offset, limit)
+
+    def used_by(self, uri: str | DatasetVersion) -> builtins.list[tuple[str, str]]:
+        dv = uri if isinstance(uri, DatasetVersion) else self.get(uri)
+        body = self._remote._call("GET", self._path(dv.uri) + "/usage")
+        return [(str(u["uri"]), str(u["role"])) for u in body["used_by"]]
+
+
+def _upload_header(folder: Path, fields: Mapping[str, Any]) -> bytes:
+    """The :data:`MANIFEST_MEMBER` of an upload of ``folder``: ``fields`` and each file's sha256."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        sha = hashlib.sha256()
+        with path.open("rb") as f:
+            while block := f.read(UPLOAD_CHUNK):
+                sha.update(block)
+        files[path.relative_to(folder).as_posix()] = sha.hexdigest()
+    return json.dumps({**fields, "files": files}, sort_keys=True).encode()
 
 
 def _unavailable(name: str) -> Any:

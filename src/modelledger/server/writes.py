@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from modelledger import (
+    DatasetVersion,
     InvalidInput,
     Member,
     ModelVersion,
@@ -39,7 +40,7 @@ from modelledger._remote import MANIFEST_MEMBER, UPLOAD_CHUNK
 
 from .deps import API_PREFIX, Deps, Principal, need_view, route
 from .ops import set_route_limits
-from .schemas import EventOut, MemberOut, ModelOut, StateOut, VersionOut
+from .schemas import DatasetVersionOut, EventOut, MemberOut, ModelOut, StateOut, VersionOut
 
 __all__ = ["MANIFEST_MEMBER", "UPLOAD_CHUNK", "add_routes"]
 
@@ -279,6 +280,42 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
             reg = acting(who, request, signed, sha.hexdigest())
             mv = await run_in_threadpool(_register_upload, reg, name, spool)
             return await run_in_threadpool(version_out, reg, mv)
+        finally:
+            spool.close()
+
+    # a data set's file streams in as it is large: no body limit, no timeout
+    set_route_limits(app, "POST", API_PREFIX + "/datasets/{name}/versions", max_body=None, timeout=None)
+
+    @route(
+        app,
+        "POST",
+        "/datasets/{name}/versions",
+        response_model=DatasetVersionOut,
+        tags=["datasets"],
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": f"a tar stream: {MANIFEST_MEMBER} first (source, steps, files: "
+                "{data.parquet or data.csv: sha256}), then that one file",
+                "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
+    async def register_dataset(who: Who, name: str, request: Request, signed: Signed) -> DatasetVersionOut:
+        """Register a data set version from a streamed Parquet or CSV file (contributor): stored
+        as an immutable Parquet copy; the same content again returns the version it already is."""
+        _need_role(who.member, "contributor", None)
+        spool = tempfile.SpooledTemporaryFile(max_size=UPLOAD_CHUNK)  # noqa: SIM115 - closed below
+        sha = hashlib.sha256()
+        try:
+            async for chunk in request.stream():
+                sha.update(chunk)
+                await run_in_threadpool(spool.write, chunk)
+            spool.seek(0)
+            reg = acting(who, request, signed, sha.hexdigest())
+            dv = await run_in_threadpool(_register_dataset_upload, reg, name, spool)
+            return DatasetVersionOut.model_validate(dv.to_dict())
         finally:
             spool.close()
 
@@ -558,6 +595,24 @@ def _register_upload(reg: Registry, name: str, spool: Any) -> ModelVersion:
             execution_id=header.get("execution_id"),
             capture=False,  # the client captured its own provenance into the manifest
             datasets=datasets,
+        )
+
+
+def _register_dataset_upload(reg: Registry, name: str, spool: Any) -> DatasetVersion:
+    """Unpack a data set upload (one ``data.parquet`` or ``data.csv``) and register it."""
+    with tempfile.TemporaryDirectory(prefix="modelledger-upload-") as tmp:
+        folder = Path(tmp)
+        header = _unpack(spool, folder)
+        files = list(header["files"])
+        if len(files) != 1 or files[0] not in ("data.parquet", "data.csv"):
+            raise InvalidInput("upload: a data set upload holds one file, data.parquet or data.csv")
+        source = header.get("source")
+        steps = header.get("steps") or []
+        if not isinstance(source, Mapping) or not isinstance(steps, list):
+            raise InvalidInput("upload: source must be an object and steps a list")
+        # the client captured its own provenance into source and steps
+        return reg.datasets.register(
+            name, str(folder / files[0]), source=dict(source), steps=steps, capture=False
         )
 
 
