@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,36 +17,19 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from tests.helpers import free_port, serve_app
 
 from modelledger import Registry, create_identity
 from modelledger.server import API_PREFIX, create_app
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_free_port = free_port
 
 
 @contextmanager
 def running(registry: Registry) -> Iterator[str]:
     """The app over ``registry``, served by uvicorn in a thread on a free loopback port."""
-    config = uvicorn.Config(
-        create_app(registry), host="127.0.0.1", port=_free_port(), log_level="warning", log_config=None
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+    with serve_app(create_app(registry)) as url:
+        yield url
 
 
 @dataclass

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,12 +24,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from fastapi import FastAPI
 from tests.conftest import enrol_cast
+from tests.helpers import free_port, serve_app
 
 from modelledger import InvalidConfig, InvalidInput, Registry, create_identity, resolve_config, resolve_oidc
 from modelledger.cli import main
@@ -114,28 +112,8 @@ def foreign() -> Issuer:
 # --------------------------------------------------------------------------- servers on loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread on a free loopback port."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning", log_config=None)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+_free_port = free_port
+serving = serve_app
 
 
 class JwksServer:

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from click.testing import CliRunner
 from fastapi import Body, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
+from tests.helpers import serve_app
 from tests.test_server import _free_port
 
 from modelledger import Registry
@@ -35,22 +35,7 @@ from modelledger.server.ops import ACCESS_LOGGER
 KiB = 1024
 
 
-@contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread on a free loopback port."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning", log_config=None)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+running = serve_app
 
 
 def _with_test_routes(app: FastAPI) -> FastAPI:

@@ -11,13 +11,14 @@ is the rule that cannot be bypassed: no header, body field or query parameter na
 """
 
 # No ``from __future__ import annotations``: FastAPI reads annotations at run time.
+import contextlib
 import hashlib
 import json
 import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -270,18 +271,10 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         against the sha256 the upload declares; a wrong digest, a truncated stream, a path
         leaving the folder or a link is refused and leaves nothing behind."""
         _need_role(who.member, "contributor", name)
-        spool = tempfile.SpooledTemporaryFile(max_size=UPLOAD_CHUNK)  # noqa: SIM115 - closed below
-        sha = hashlib.sha256()
-        try:
-            async for chunk in request.stream():
-                sha.update(chunk)
-                await run_in_threadpool(spool.write, chunk)
-            spool.seek(0)
-            reg = acting(who, request, signed, sha.hexdigest())
+        async with _spooled(request) as (spool, digest):
+            reg = acting(who, request, signed, digest)
             mv = await run_in_threadpool(_register_upload, reg, name, spool)
             return await run_in_threadpool(version_out, reg, mv)
-        finally:
-            spool.close()
 
     # a data set's file streams in as it is large: no body limit, no timeout
     set_route_limits(app, "POST", API_PREFIX + "/datasets/{name}/versions", max_body=None, timeout=None)
@@ -306,18 +299,10 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         """Register a data set version from a streamed Parquet or CSV file (contributor): stored
         as an immutable Parquet copy; the same content again returns the version it already is."""
         _need_role(who.member, "contributor", None)
-        spool = tempfile.SpooledTemporaryFile(max_size=UPLOAD_CHUNK)  # noqa: SIM115 - closed below
-        sha = hashlib.sha256()
-        try:
-            async for chunk in request.stream():
-                sha.update(chunk)
-                await run_in_threadpool(spool.write, chunk)
-            spool.seek(0)
-            reg = acting(who, request, signed, sha.hexdigest())
+        async with _spooled(request) as (spool, digest):
+            reg = acting(who, request, signed, digest)
             dv = await run_in_threadpool(_register_dataset_upload, reg, name, spool)
             return DatasetVersionOut.model_validate(dv.to_dict())
-        finally:
-            spool.close()
 
     # ------------------------------------------------------------ artefacts
 
@@ -550,6 +535,22 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         _need_role(who.member, "admin", None)
         member = acting(who, request, signed, digest).revoke_key(name, key_id, reason=body.reason)
         return MemberOut.model_validate(member.to_dict())
+
+
+@contextlib.asynccontextmanager
+async def _spooled(request: Request) -> AsyncIterator[tuple[Any, str]]:
+    """The request body, streamed to a temporary file (1 MiB in memory at most) and rewound,
+    with its sha256 (what a member's signature covers)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=UPLOAD_CHUNK)  # noqa: SIM115 - closed below
+    sha = hashlib.sha256()
+    try:
+        async for chunk in request.stream():
+            sha.update(chunk)
+            await run_in_threadpool(spool.write, chunk)
+        spool.seek(0)
+        yield spool, sha.hexdigest()
+    finally:
+        spool.close()
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:

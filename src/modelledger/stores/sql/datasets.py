@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,118 +73,90 @@ class SqlDatasets(SqlLedger):
         With ``signer`` it is a governed write: a new version is recorded in the ledger
         (``dataset.registered``) in the same transaction.
         """
-        attempt = partial(
-            self._create_dataset_version,
-            name,
-            digest=digest,
-            path=path,
-            file_sha256=file_sha256,
-            size_bytes=size_bytes,
-            row_count=row_count,
-            schema=schema,
-            stats=stats,
-            source=source,
-            steps=steps,
-            created_by=created_by,
-            now=now,
-            signer=signer,
-        )
-        try:
-            return attempt()
-        except sa.exc.IntegrityError:
-            # a concurrent first registration of this data set (or of this content) won the
-            # insert: run again to find and return what it committed
-            return attempt()
-
-    def _create_dataset_version(
-        self,
-        name: str,
-        *,
-        digest: str,
-        path: str,
-        file_sha256: str,
-        size_bytes: int,
-        row_count: int,
-        schema: Sequence[ColumnSpec],
-        stats: Mapping[str, Any],
-        source: DatasetSource,
-        steps: Sequence[ProcessingStep],
-        created_by: str,
-        now: datetime,
-        signer: Signer | None,
-    ) -> tuple[DatasetVersion, bool]:
-        with self._write() as conn:
-            head = self._lock_head(conn) if signer is not None else None  # one lock order
-            ds_q = sa.select(t.datasets).where(t.datasets.c.name == name)
-            if not self.is_sqlite:
-                # writers of one data set take turns from here, so the digest check below sees
-                # what an earlier writer of the same content committed
-                ds_q = ds_q.with_for_update()
-            ds = conn.execute(ds_q).first()
-            if ds is None:
-                conn.execute(t.datasets.insert().values(name=name, created_at=now, last_version=0))
-                ds = self._dataset_row(conn, name)
-            existing = conn.execute(
-                sa.select(*self._DV_COLS)
-                .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
-                .where(t.dataset_versions.c.dataset_id == ds.id, t.dataset_versions.c.digest == digest)
-            ).first()
-            if existing is not None:
-                return self._to_dataset_version(conn, existing), False
-            # resolve step inputs first: an unknown input writes nothing
-            resolved: list[list[int]] = []
-            for step in steps:
-                ids = []
-                for ref in step.inputs:
-                    dname, dver = parse_dataset_uri(ref)
-                    ids.append(int(self._dataset_version_row(conn, dname, dver).id))
-                resolved.append(ids)
-            num = conn.execute(
-                t.datasets.update()
-                .where(t.datasets.c.id == ds.id)
-                .values(last_version=t.datasets.c.last_version + 1)
-                .returning(t.datasets.c.last_version)
-            ).scalar_one()
-            inserted = conn.execute(
-                t.dataset_versions.insert().values(
-                    dataset_id=ds.id,
-                    version=num,
-                    digest=digest,
-                    path=path,
-                    file_sha256=file_sha256,
-                    size_bytes=size_bytes,
-                    row_count=row_count,
-                    schema=json.dumps([c.to_dict() for c in schema]),
-                    stats=json.dumps(dict(stats), sort_keys=True),
-                    source=json.dumps(source.to_dict(), sort_keys=True),
-                    created_at=now,
-                    created_by=created_by,
-                )
-            )
-            dv_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
-            for position, (step, ids) in enumerate(zip(steps, resolved, strict=True)):
-                sid = conn.execute(
-                    t.processing_steps.insert().values(
-                        output_id=dv_id,
-                        position=position,
-                        name=step.name,
-                        kind=step.kind,
-                        params=json.dumps(dict(step.params), sort_keys=True),
-                        columns=json.dumps(list(step.columns)),
-                        code=json.dumps(dict(step.code), sort_keys=True),
+        # a concurrent first registration of this data set (or of this content) may win the
+        # insert: then run once more, to find and return what it committed
+        for attempt in (1, 2):
+            try:
+                with self._write() as conn:
+                    head = self._lock_head(conn) if signer is not None else None  # one lock order
+                    ds_q = sa.select(t.datasets).where(t.datasets.c.name == name)
+                    if not self.is_sqlite:
+                        # writers of one data set take turns from here, so the digest check below sees
+                        # what an earlier writer of the same content committed
+                        ds_q = ds_q.with_for_update()
+                    ds = conn.execute(ds_q).first()
+                    if ds is None:
+                        conn.execute(t.datasets.insert().values(name=name, created_at=now, last_version=0))
+                        ds = self._dataset_row(conn, name)
+                    existing = conn.execute(
+                        sa.select(*self._DV_COLS)
+                        .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+                        .where(
+                            t.dataset_versions.c.dataset_id == ds.id, t.dataset_versions.c.digest == digest
+                        )
+                    ).first()
+                    if existing is not None:
+                        return self._to_dataset_version(conn, existing), False
+                    # resolve step inputs first: an unknown input writes nothing
+                    resolved: list[list[int]] = []
+                    for step in steps:
+                        ids = []
+                        for ref in step.inputs:
+                            dname, dver = parse_dataset_uri(ref)
+                            ids.append(int(self._dataset_version_row(conn, dname, dver).id))
+                        resolved.append(ids)
+                    num = conn.execute(
+                        t.datasets.update()
+                        .where(t.datasets.c.id == ds.id)
+                        .values(last_version=t.datasets.c.last_version + 1)
+                        .returning(t.datasets.c.last_version)
+                    ).scalar_one()
+                    inserted = conn.execute(
+                        t.dataset_versions.insert().values(
+                            dataset_id=ds.id,
+                            version=num,
+                            digest=digest,
+                            path=path,
+                            file_sha256=file_sha256,
+                            size_bytes=size_bytes,
+                            row_count=row_count,
+                            schema=json.dumps([c.to_dict() for c in schema]),
+                            stats=json.dumps(dict(stats), sort_keys=True),
+                            source=json.dumps(source.to_dict(), sort_keys=True),
+                            created_at=now,
+                            created_by=created_by,
+                        )
                     )
-                ).inserted_primary_key[0]  # type: ignore[index]
-                for input_id in sorted(set(ids)):
-                    conn.execute(t.step_inputs.insert().values(step_id=sid, input_id=input_id))
-            row = conn.execute(
-                sa.select(*self._DV_COLS)
-                .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
-                .where(t.dataset_versions.c.id == dv_id)
-            ).one()
-            if signer is not None and head is not None:
-                draft = record_dataset(f"datasets:/{name}/{num}", digest, file_sha256, size_bytes, path)
-                self._append(conn, head, [draft], actor=created_by, signer=signer)
-            return self._to_dataset_version(conn, row), True
+                    dv_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+                    for position, (step, ids) in enumerate(zip(steps, resolved, strict=True)):
+                        sid = conn.execute(
+                            t.processing_steps.insert().values(
+                                output_id=dv_id,
+                                position=position,
+                                name=step.name,
+                                kind=step.kind,
+                                params=json.dumps(dict(step.params), sort_keys=True),
+                                columns=json.dumps(list(step.columns)),
+                                code=json.dumps(dict(step.code), sort_keys=True),
+                            )
+                        ).inserted_primary_key[0]  # type: ignore[index]
+                        for input_id in sorted(set(ids)):
+                            conn.execute(t.step_inputs.insert().values(step_id=sid, input_id=input_id))
+                    row = conn.execute(
+                        sa.select(*self._DV_COLS)
+                        .join(t.datasets, t.datasets.c.id == t.dataset_versions.c.dataset_id)
+                        .where(t.dataset_versions.c.id == dv_id)
+                    ).one()
+                    if signer is not None and head is not None:
+                        draft = record_dataset(
+                            f"datasets:/{name}/{num}", digest, file_sha256, size_bytes, path
+                        )
+                        self._append(conn, head, [draft], actor=created_by, signer=signer)
+                    return self._to_dataset_version(conn, row), True
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def discard_dataset_version(self, key: int, remove_file: Callable[[str], None] | None = None) -> bool:
         dv, ps = t.dataset_versions.c, t.processing_steps.c
