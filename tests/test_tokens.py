@@ -153,7 +153,8 @@ def test_the_tokens_commands(registry: Registry, db_url: str, tmp_path: Path) ->
 def test_the_command_line_does_not_load_the_server() -> None:
     code = (
         "import sys, modelledger.cli; "
-        "print(','.join(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
+        "print(','.join(m for m in ('fastapi', 'uvicorn', 'starlette', 'httpx', 'jwt', 'prometheus_client', "
+        "'modelledger._remote') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
