@@ -181,15 +181,28 @@ def _cmd(pid: int) -> str:
     return " ".join(words)[:80]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` (the server tree), in seconds."""
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """User + system CPU time of each of ``pids``, in seconds."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    out = {}
     for pid in pids:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` (the server tree), in seconds."""
+    return sum(cpu_by_pid(pids).values())
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, /proc/stat), in seconds."""
+    with open("/proc/stat") as fh:
+        cols = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = cols[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def listening_pid(pids: list[int], port: int) -> int | None:
@@ -333,6 +346,7 @@ def run_load(
     open_url: str,
     max_seconds: float,
     server_pids: list[int],
+    db_pids: Callable[[], list[int]] | None = None,
 ) -> dict[str, Any]:
     """``count`` requests (or as many as fit in ``max_seconds``) from ``concurrency`` threads, each
     with its own keep-alive connection (opened on ``open_url`` before the clock starts). Latency is per request; throughput is completed requests
@@ -342,9 +356,17 @@ def run_load(
     errors: list[str] = []
     deadline = [0.0]
     before: list[Any] = []
+    db_before = db_pids() if db_pids else []
 
     def go() -> None:  # the clock starts once every thread holds its connection
-        before.extend([cpu_seconds(server_pids), resource.getrusage(resource.RUSAGE_SELF)])
+        before.extend(
+            [
+                cpu_seconds(server_pids),
+                resource.getrusage(resource.RUSAGE_SELF),
+                busy_cpu_seconds(),
+                cpu_by_pid(db_before),
+            ]
+        )
         deadline[0] = time.perf_counter() + max_seconds
 
     start = threading.Barrier(concurrency + 1, action=go)
@@ -375,8 +397,13 @@ def run_load(
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    cpu1, ru1 = cpu_seconds(server_pids), resource.getrusage(resource.RUSAGE_SELF)
-    cpu0, ru0 = before
+    cpu1, ru1, busy1 = cpu_seconds(server_pids), resource.getrusage(resource.RUSAGE_SELF), busy_cpu_seconds()
+    cpu0, ru0, busy0, db0 = before
+    db1 = cpu_by_pid(db_pids()) if db_pids else {}
+    # A backend that started during the run spent all its CPU in it; one that ended took its CPU
+    # time along (a pool that closes overflow connections): then the figure is left out.
+    db_cpu = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
+    db_churned = bool(set(db0) - set(db1))
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0]}")
     samples = [x for per in lat for x in per]
@@ -392,6 +419,11 @@ def run_load(
         "req_per_s": round(n / wall, 1),
         "server_cpu_ms_per_req": round((cpu1 - cpu0) * 1000 / n, 3),
         "client_cpu_ms_per_req": round(client_cpu * 1000 / n, 3),
+        # PostgreSQL's backends serving this server's connections (None on SQLite: in-process)
+        "db_cpu_ms_per_req": round(db_cpu * 1000 / n, 3) if db_pids and not db_churned else None,
+        "db_connections_closed_during_run": len(set(db0) - set(db1)) if db_pids else None,
+        # what the rest of the machine (other jobs) used meanwhile, in cores (2 = the whole machine)
+        "other_cores_busy": round(max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - client_cpu - db_cpu) / wall, 2),
     }
 
 
@@ -449,6 +481,17 @@ class Side:
     def check(self, op: str, body: Any) -> None: ...
     def register(self) -> dict[str, Any]: ...
     def download_load(self) -> dict[str, Any]: ...
+
+    def db_backend_pids(self) -> list[int]:
+        """The PostgreSQL backends connected to this side's database (the bench's own look-up excluded)."""
+        import psycopg
+
+        dbname = self.db_url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
 
     def start(self) -> float:
         self.server = self.make_server(free_port())
@@ -666,19 +709,23 @@ class MlflowSide(Side):
         mlflow, client = self._client()
         self.experiment = client.create_experiment("bench")  # artifact location mlflow-artifacts:/
         mlflow.set_experiment(experiment_id=self.experiment)
-        for name in self.models:
-            with mlflow.start_run() as run:
-                mlflow.log_params({"C": 1.0})
-                mlflow.log_metrics({"accuracy": 0.97})
-                info = self._log_model(mlflow, model, X)
-            source = mlflow.get_logged_model(info.model_id).artifact_location
-            client.create_registered_model(name)
-            for _ in range(self.cfg.versions):
-                client.create_model_version(
-                    name, source=source, run_id=run.info.run_id, model_id=info.model_id
-                )
-            client.set_registered_model_alias(name, "champion", str(self.champion))
-            client.set_registered_model_alias(name, "challenger", str(self.cfg.versions))
+        url = f"{self.server.base}/api/2.0/mlflow/model-versions/create"
+        with httpx.Client(timeout=60) as http:
+            for name in self.models:
+                with mlflow.start_run() as run:
+                    mlflow.log_params({"C": 1.0})
+                    mlflow.log_metrics({"accuracy": 0.97})
+                    info = self._log_model(mlflow, model, X)
+                source = mlflow.get_logged_model(info.model_id).artifact_location
+                client.create_registered_model(name)
+                # the REST call MlflowClient.create_model_version makes, without its wait for the
+                # version to be READY (a SQL store creates it READY)
+                body = {"name": name, "source": source, "run_id": run.info.run_id, "model_id": info.model_id}
+                for _ in range(self.cfg.versions):
+                    r = http.post(url, json=body)
+                    assert r.status_code == 200, r.text
+                client.set_registered_model_alias(name, "champion", str(self.champion))
+                client.set_registered_model_alias(name, "challenger", str(self.cfg.versions))
         self.source, self.run_id, self.model_id = source, run.info.run_id, info.model_id
 
     def request(self, op: str, i: int) -> Request:
@@ -747,86 +794,99 @@ class MlflowSide(Side):
 # --------------------------------------------------------------------------- one side, one backend
 
 
-def measure_side(side: Side) -> dict[str, Any]:
-    cfg = side.cfg
-    out: dict[str, Any] = {"loadavg_before": loadavg()}
-    t0 = time.perf_counter()
-    if isinstance(side, MlflowSide):
-        side.start()  # MLflow is populated over HTTP, then restarted so every start sees the full registry
-        side.populate()
-        side.stop()
-    else:
-        side.populate()
-    out["populate_s"] = round(time.perf_counter() - t0, 1)
-    log(f"  {side.name}: populated in {out['populate_s']} s")
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
-    # starts: time to healthy, then the first calls (cold); the last server stays up for the rest
-    starts = []
-    for k in range(cfg.starts):
-        healthy = side.start()
-        with httpx.Client(headers=side.headers, timeout=60) as client:
-            cold = {}
-            for op in READ_OPS:
-                req = side.request(op, k)
-                cold[op], body = timed_request(client, req)
-                side.check(op, body)
-        starts.append(
-            {"healthy_s": round(healthy, 3), **{f"first_{op}_ms": round(ms, 2) for op, ms in cold.items()}}
-        )
-        if k < cfg.starts - 1:
+
+def measure_backend(sides: tuple[Side, ...]) -> dict[str, dict[str, Any]]:
+    """Both sides on one backend. Everything after population alternates between the sides
+    (start, start, ...; then each load run on one side right after the same run on the other),
+    so that both meet the same machine when other jobs come and go. A server waiting for its
+    turn is idle and costs nothing."""
+    cfg = sides[0].cfg
+    out: dict[str, dict[str, Any]] = {side.name: {"loadavg_before": loadavg()} for side in sides}
+    for side in sides:
+        t0 = time.perf_counter()
+        if isinstance(side, MlflowSide):
+            side.start()  # populated over HTTP, then restarted: every timed start sees the full registry
+            side.populate()
             side.stop()
-    out["starts"] = starts
-    out["healthy_s_median"] = sorted(s["healthy_s"] for s in starts)[len(starts) // 2]
-    for op in READ_OPS:
-        out[f"first_{op}_ms_median"] = sorted(s[f"first_{op}_ms"] for s in starts)[len(starts) // 2]
-    log(f"  {side.name}: healthy after {[s['healthy_s'] for s in starts]} s")
+        else:
+            side.populate()
+        out[side.name]["populate_s"] = round(time.perf_counter() - t0, 1)
+        log(f"  {side.name}: populated in {out[side.name]['populate_s']} s")
 
-    assert side.server is not None
-    pids = side.server.pids()
-    # check every model's answers once, untimed, then warm up
-    with httpx.Client(headers=side.headers, timeout=60) as client:
+    # starts: time to healthy, then the first calls (cold); the last servers stay up for the rest
+    starts: dict[str, list[dict[str, Any]]] = {side.name: [] for side in sides}
+    for k in range(cfg.starts):
+        for side in sides:
+            healthy = side.start()
+            cold = {}
+            with httpx.Client(headers=side.headers, timeout=60) as client:
+                for op in READ_OPS:
+                    cold[op], body = timed_request(client, side.request(op, k))
+                    side.check(op, body)
+            starts[side.name].append(
+                {
+                    "healthy_s": round(healthy, 3),
+                    **{f"first_{op}_ms": round(ms, 2) for op, ms in cold.items()},
+                }
+            )
+            if k < cfg.starts - 1:
+                side.stop()
+    for side in sides:
+        res = out[side.name]
+        res["starts"] = starts[side.name]
+        res["healthy_s_median"] = _median([s["healthy_s"] for s in res["starts"]])
         for op in READ_OPS:
-            for i in range(len(side.models)):
-                side.check(op, timed_request(client, side.request(op, i))[1])
-    for op in READ_OPS:
-        run_load(
-            lambda i, op=op: side.request(op, i),
-            side.headers,
-            concurrency=4,
-            count=cfg.warmup,
-            open_url=side.server.base + side.server.health,
-            max_seconds=30,
-            server_pids=pids,
-        )
-    out["memory_after_warmup"] = memory(side.server.proc.pid, side.server.port)
+            res[f"first_{op}_ms_median"] = _median([s[f"first_{op}_ms"] for s in res["starts"]])
+        log(f"  {side.name}: healthy after {[s['healthy_s'] for s in res['starts']]} s")
 
-    reads: dict[str, Any] = {}
+    def load(side: Side, op: str, concurrency: int, count: int, seconds: float) -> dict[str, Any]:
+        assert side.server is not None
+        return run_load(
+            lambda i: side.request(op, i),
+            side.headers,
+            concurrency=concurrency,
+            count=count,
+            open_url=side.server.base + side.server.health,
+            max_seconds=seconds,
+            server_pids=side.server.pids(),
+            db_pids=side.db_backend_pids if side.backend == "postgresql" else None,
+        )
+
+    for side in sides:
+        assert side.server is not None and side.server.proc is not None
+        # every model's answers checked once, untimed; then a warm-up
+        with httpx.Client(headers=side.headers, timeout=60) as client:
+            for op in READ_OPS:
+                for i in range(len(side.models)):
+                    side.check(op, timed_request(client, side.request(op, i))[1])
+        for op in LOAD_OPS:
+            load(side, op, 4, cfg.warmup, 30.0)
+        out[side.name]["memory_after_warmup"] = memory(side.server.proc.pid, side.server.port)
+        out[side.name]["reads"] = {op: {} for op in LOAD_OPS}
+
     for op in LOAD_OPS:
-        reads[op] = {}
         for conc, count, secs in (
             (1, cfg.c1_requests, cfg.c1_seconds),
             (16, cfg.c16_requests, cfg.c16_seconds),
         ):
-            reads[op][f"c{conc}"] = run_load(
-                lambda i, op=op: side.request(op, i),
-                side.headers,
-                concurrency=conc,
-                count=count,
-                open_url=side.server.base + side.server.health,
-                max_seconds=secs,
-                server_pids=pids,
-            )
-            r = reads[op][f"c{conc}"]
-            log(
-                f"  {side.name}: {op} c{conc}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['req_per_s']} req/s (n={r['n']})"
-            )
-    out["reads"] = reads
-    out["memory_after_reads"] = memory(side.server.proc.pid, side.server.port)
+            for side in sides:
+                r = out[side.name]["reads"][op][f"c{conc}"] = load(side, op, conc, count, secs)
+                log(
+                    f"  {side.name}: {op} c{conc}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+                    f"{r['req_per_s']} req/s (n={r['n']}), other jobs {r['other_cores_busy']} cores"
+                )
 
-    out["register"] = side.register()
-    out["download_load"] = side.download_load()
-    out["loadavg_after"] = loadavg()
-    side.stop()
+    for side in sides:
+        assert side.server is not None and side.server.proc is not None
+        out[side.name]["memory_after_reads"] = memory(side.server.proc.pid, side.server.port)
+    for side in sides:
+        out[side.name]["register"] = side.register()
+        out[side.name]["download_load"] = side.download_load()
+        out[side.name]["loadavg_after"] = loadavg()
+        side.stop()
     return out
 
 
@@ -927,7 +987,10 @@ def rows(res: dict[str, Any]) -> list[tuple[str, Any, Any, float | None, bool]]:
                 ("p99_ms", "p99 ms", False),
                 ("req_per_s", "req/s", True),
                 ("server_cpu_ms_per_req", "server CPU ms/req", False),
+                ("db_cpu_ms_per_req", "PostgreSQL CPU ms/req", False),
             ):
+                if key == "db_cpu_ms_per_req" and not a[key] and not b[key]:
+                    continue  # SQLite (in-process), a probe that reads nothing, or a pool that churned
                 out.append(
                     (
                         f"{OP_LABELS[op]}, conc. {c[1:]}: {unit}",
@@ -1011,6 +1074,8 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
     return str(v)
@@ -1041,6 +1106,14 @@ def print_report(results: dict[str, Any]) -> None:
                 f"{d['get_by_alias_c16']['req_per_s']} req/s (p99 {d['get_by_alias_c16']['p99_ms']} ms), "
                 f"tree RSS {d['memory_after_warmup']['tree_rss_mb']} MiB in {len(d['memory_after_warmup']['processes'])} processes"
             )
+        others = {
+            who: [r["other_cores_busy"] for per in res[who]["reads"].values() for r in per.values()]
+            for who in ("modelledger", "mlflow")
+        }
+        print(
+            "other jobs' CPU during the load runs, in cores of 2 (mean, max): "
+            + ", ".join(f"{who} {sum(v) / len(v):.2f}, {max(v):.2f}" for who, v in others.items())
+        )
         print("targets:")
         for t in res["targets"]:
             print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {t['value']}")
@@ -1076,8 +1149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cfg.versions = cfg.versions or (50 if full else 10)
     cfg.starts = cfg.starts or (3 if full else 1)
     cfg.warmup = 200 if full else 50
-    cfg.c1_requests, cfg.c1_seconds = (600, 6.0) if full else (150, 2.0)
-    cfg.c16_requests, cfg.c16_seconds = (4000, 8.0) if full else (800, 2.5)
+    cfg.c1_requests, cfg.c1_seconds = (500, 4.0) if full else (150, 2.0)
+    cfg.c16_requests, cfg.c16_seconds = (3000, 5.0) if full else (800, 2.5)
     cfg.write_reps = 50 if full else 10
     cfg.load_reps = 20 if full else 5
     return cfg
@@ -1114,8 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
                 # MLflow prints links to its UI on stdout: keep stdout for the table
                 try:
                     with contextlib.redirect_stdout(sys.stderr):
-                        res["modelledger"] = measure_side(led)
-                        res["mlflow"] = measure_side(mlf)
+                        res.update(measure_backend((led, mlf)))
                         if not cfg.no_mlflow_defaults and backend == backends[0]:
                             res["mlflow_defaults"] = measure_mlflow_defaults(mlf)
                 finally:
