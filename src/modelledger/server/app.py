@@ -204,7 +204,9 @@ def create_app(
     def get_version(member: Caller, name: str, ref: str) -> VersionOut:
         """One version, by number or alias (``latest`` is the newest)."""
         mv = viewed(member, name, ref)
-        return version_out(mv, registry.state(mv.uri).stage)
+        # the stage of the version in hand: one read, not a second lookup of the version
+        state = registry.states(mv.model, [mv.version]).get(mv.version)
+        return version_out(mv, state.stage if state is not None else None)
 
     @get("/models/{name}/versions/{ref}/state", response_model=StateOut, tags=["versions"])
     def get_state(member: Caller, name: str, ref: str) -> StateOut:
