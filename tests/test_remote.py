@@ -49,6 +49,7 @@ class Team:
     tokens: dict[str, str]
     artifacts: str
     storage: dict[str, Any]
+    db_url: str
 
 
 @pytest.fixture(params=["sqlite", "postgresql+s3"])
@@ -90,7 +91,7 @@ def team(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
             RemoteRegistry(base, token=tokens["ben@example.com"]),
             RemoteRegistry(base, token=tokens["cat@example.com"], key=tmp_path / "no-key"),
         ]
-        yield Team(base, local, *clients, tokens=tokens, artifacts=artifacts, storage=storage)
+        yield Team(base, local, *clients, tokens=tokens, artifacts=artifacts, storage=storage, db_url=db_url)
         for client in clients:
             client.close()
     server.close()
@@ -475,3 +476,37 @@ def test_data_sets_over_http(team: Team, credit_data: Any, fitted_pipeline: Any,
     registered = next(e for e in team.local.audit(action="dataset.registered") if e.data["uri"] == dv.uri)
     assert registered.actor == "ann@example.com" and registered.data["via"]["method"] == "key"
     assert team.local.verify().ok
+
+
+def test_names_erasure_and_predictions_over_http(team: Team, credit_data: Any, fitted_pipeline: Any) -> None:
+    X, _y = credit_data
+    uri = _register(team, fitted_pipeline, X)
+    team.bob.approve(uri, reason="ok")
+    team.bob.deploy(uri, reason="release 1")
+    # an admin (who may also serve) of the cast enrolled in every registry of the tests
+    admin = Registry.open(
+        team.db_url, artifacts=team.artifacts, storage_options=team.storage, actor="alice@example.com"
+    )
+    alice = RemoteRegistry(team.url, token=admin.create_token("alice@example.com")[0])
+    with admin.load("models:/credit-risk@production", capture=True, flush_rows=1) as served:
+        receipt = served.predict(X.head(3)).receipts[0]
+    table = team.carol.predictions("credit-risk")
+    assert table.equals(team.local.predictions("credit-risk"))
+    assert team.carol.predictions(uri).num_rows == 3
+    assert team.carol.prediction(receipt.prediction_id) == team.local.prediction(receipt.prediction_id)
+    with pytest.raises(PermissionDenied):
+        team.alice.archive_model("credit-risk")  # a contributor may not
+    assert alice.archive_model("credit-risk", reason="superseded").archived
+    assert not alice.unarchive_model("credit-risk").archived
+    renamed = alice.rename_model("credit-risk", "credit-pd", reason="naming scheme")
+    assert renamed.name == "credit-pd" and team.local.get_model("credit-pd").name == "credit-pd"
+    erasure = alice.erase("predictions:/credit-pd/1", reason="retention ended")
+    assert erasure == team.local.verify().erased[0]
+    events = team.local.audit(action="predictions.erased")
+    assert [e.actor for e in events] == ["alice@example.com"] and events.items[0].data["via"][
+        "method"
+    ] == "key"
+    assert team.local.verify().ok
+    alice.close()
+    admin.close()
+    admin.close()

@@ -85,6 +85,25 @@ ROUTES: dict[tuple[str, str], tuple[Rule, dict[str, str], Any]] = {
     ("POST", "/models/{name}/rollback"): (role("deployer"), {}, {}),
     ("PUT", "/models/{name}/aliases/{alias}"): (role("contributor"), {}, {"version": 1}),
     ("DELETE", "/models/{name}/aliases/{alias}"): (role("contributor"), {}, None),
+    ("GET", "/models/{name}/predictions"): (view, {}, None),
+    ("GET", "/predictions/{prediction_id}"): (view, {}, None),
+    ("POST", "/models/{name}/archive"): (role("admin"), {"name": "fraud"}, {}),
+    ("POST", "/models/{name}/unarchive"): (role("admin"), {"name": "fraud"}, {}),
+    ("POST", "/models/{name}/rename"): (
+        role("admin"),
+        {"name": "fraud-old"},
+        {"new": "credit-old", "reason": "x"},
+    ),
+    ("POST", "/models/{name}/versions/{ref}/erase"): (
+        role("admin"),
+        {"ref": "2"},
+        {"reason": "retention", "predictions": True},
+    ),
+    ("POST", "/datasets/{name}/versions/{ref}/erase"): (
+        role("admin", None),
+        {"name": "no-such-data", "ref": "1"},
+        {"reason": "retention"},
+    ),
     ("PUT", "/policy"): (role("admin", None), {}, {"policy": {"four_eyes": True}, "reason": "same"}),
     ("POST", "/members"): (role("admin", None), {}, "enrol"),
     ("PUT", "/members/{name}/roles"): (

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import io
 import json
 import os
 import secrets
 import shutil
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -30,12 +31,12 @@ import httpx
 
 from . import errors as _errors
 from ._audit import AliasChange
-from ._data.datasets import _code as code_of
-from ._data.datasets import _source as source_of
+from ._data.datasets import code_facts, coerce_source
 from ._delegation import SIGNATURE_HEADER, sign_request
 from ._domain import (
     DatasetSource,
     DatasetVersion,
+    Erasure,
     FileEntry,
     Model,
     ModelVersion,
@@ -182,7 +183,9 @@ class RemoteRegistry(Registry):
             if signature is not None:
                 request.headers[SIGNATURE_HEADER] = signature
         try:
-            response = self._client.send(request, stream=method == "GET" and "/files/" in path)
+            # a file is streamed to disk, never held whole in memory
+            streamed = method == "GET" and ("/files/" in path or path.endswith("/file"))
+            response = self._client.send(request, stream=streamed)
         except httpx.HTTPError as exc:
             raise StorageError(f"cannot reach the registry server {self.url}: {exc}") from exc
         if response.status_code >= 400 and response.status_code != 416:
@@ -461,6 +464,53 @@ class RemoteRegistry(Registry):
         params = {"reason": reason} if reason else None
         self._call("DELETE", f"/models/{_q(name)}/aliases/{_q(alias)}", params=params)
 
+    def archive_model(self, name: str, *, reason: str | None = None) -> Model:
+        return Model.from_dict(self._call("POST", f"/models/{_q(name)}/archive", json={"reason": reason}))
+
+    def unarchive_model(self, name: str, *, reason: str | None = None) -> Model:
+        return Model.from_dict(self._call("POST", f"/models/{_q(name)}/unarchive", json={"reason": reason}))
+
+    def rename_model(self, old: str, new: str, *, reason: str) -> Model:
+        body = {"new": new, "reason": reason}
+        return Model.from_dict(self._call("POST", f"/models/{_q(old)}/rename", json=body))
+
+    def erase(self, target: str, *, reason: str) -> Erasure:
+        if target.startswith("datasets:/"):
+            name, number = parse_dataset_uri(target)
+            path = f"/datasets/{_q(name)}/versions/{number if number is not None else 'latest'}/erase"
+            return Erasure.from_dict(self._call("POST", path, json={"reason": reason}))
+        predictions = target.startswith("predictions:/")
+        uri = "models:/" + target[len("predictions:/") :] if predictions else target
+        body = {"reason": reason, "predictions": predictions}
+        return Erasure.from_dict(self._call("POST", self._version_path(uri) + "/erase", json=body))
+
+    def predictions(
+        self,
+        identifier_or_model: str,
+        *,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        as_pandas: bool = False,
+    ) -> Any:
+        """Captured predictions, as the server reads them: a pyarrow Table (or a DataFrame)."""
+        import pyarrow.parquet as pq  # heavy: only a predictions query needs it
+
+        params: dict[str, Any] = {}
+        if identifier_or_model.startswith("models:/"):
+            mv = self.get_version(identifier_or_model)
+            name, params["version"] = mv.model, mv.version
+        else:
+            name = identifier_or_model
+        for key, value in (("since", since), ("until", until)):
+            if value is not None:
+                params[key] = value.isoformat() if isinstance(value, datetime) else value
+        response = self._request("GET", f"/models/{_q(name)}/predictions", params=params)
+        table = pq.read_table(io.BytesIO(response.content))
+        return table.to_pandas() if as_pandas else table
+
+    def prediction(self, prediction_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/predictions/{_q(prediction_id)}"))
+
     def set_version_tags(
         self, uri: str, tags: Mapping[str, str | None], *, reason: str | None = None
     ) -> ModelVersion:
@@ -520,7 +570,7 @@ class RemoteRegistry(Registry):
     @property
     def datasets(self) -> RemoteDatasets:  # type: ignore[override]
         """Data set versions on the server: register (streamed), get, list, versions, read."""
-        return RemoteDatasets(self)
+        return RemoteDatasets(self._call, self._upload, self._download)
 
     # ------------------------------------------------------------ registration
 
@@ -660,8 +710,14 @@ class RemoteRegistry(Registry):
 class RemoteDatasets:
     """``registry.datasets`` of a :class:`RemoteRegistry`: the same verbs over the server."""
 
-    def __init__(self, remote: RemoteRegistry) -> None:
-        self._remote = remote
+    def __init__(
+        self,
+        call: Callable[..., Any],
+        upload: Callable[[str, Path, bytes], Any],
+        download: Callable[[str, str, int, str], Path],
+    ) -> None:
+        # the remote registry's own plumbing, handed over: one connection, one cache
+        self._call, self._upload, self._download = call, upload, download
 
     @staticmethod
     def _path(uri_or_name: str, version: int | None = None) -> str:
@@ -686,9 +742,9 @@ class RemoteDatasets:
         server, which stores it as a data set version; provenance is captured here."""
         if storage_options:
             raise InvalidInput("over a registry server, give local data (a frame, a table or a local file)")
-        src = source_of(source, data).to_dict()
+        src = coerce_source(source, data).to_dict()
         if capture and not src.get("code"):
-            src["code"] = code_of(capture_source())
+            src["code"] = code_facts(capture_source())
         step_list = [s.to_dict() if isinstance(s, ProcessingStep) else dict(s) for s in steps]
         with scratch() as tmp:
             if isinstance(data, (str, os.PathLike)) and str(data).endswith((".csv", ".parquet")):
@@ -703,25 +759,25 @@ class RemoteDatasets:
                 )
                 pq.write_table(table, tmp / "data.parquet")
             header = _upload_header(tmp, {"source": src, "steps": step_list})
-            body = self._remote._upload(f"/datasets/{_q(name)}/versions", tmp, header)
+            body = self._upload(f"/datasets/{_q(name)}/versions", tmp, header)
         return DatasetVersion.from_dict(body)
 
     def get(self, uri_or_name: str, version: int | None = None) -> DatasetVersion:
-        return DatasetVersion.from_dict(self._remote._call("GET", self._path(uri_or_name, version)))
+        return DatasetVersion.from_dict(self._call("GET", self._path(uri_or_name, version)))
 
     def list(
         self, *, prefix: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> Page[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         params.update({k: v for k, v in (("prefix", prefix), ("cursor", cursor)) if v})
-        body = self._remote._call("GET", "/datasets", params=params)
+        body = self._call("GET", "/datasets", params=params)
         return Page(list(body["items"]), body["next_cursor"])
 
     def versions(self, name: str, *, limit: int = 100, cursor: str | None = None) -> Page[DatasetVersion]:
         params: dict[str, Any] = {"limit": limit}
         if cursor:
             params["cursor"] = cursor
-        body = self._remote._call("GET", f"/datasets/{_q(name)}/versions", params=params)
+        body = self._call("GET", f"/datasets/{_q(name)}/versions", params=params)
         return Page([DatasetVersion.from_dict(d) for d in body["items"]], body["next_cursor"])
 
     def read(self, uri: str | DatasetVersion) -> Any:
@@ -729,7 +785,7 @@ class RemoteDatasets:
         import pyarrow.parquet as pq  # heavy: only reading data needs it
 
         dv = uri if isinstance(uri, DatasetVersion) else self.get(uri)
-        blob = self._remote._download(
+        blob = self._download(
             self._path(dv.uri) + "/file", dv.file_sha256, dv.size_bytes, f"{dv.uri} {dv.path}"
         )
         return pq.read_table(blob)
@@ -742,7 +798,7 @@ class RemoteDatasets:
 
     def used_by(self, uri: str | DatasetVersion) -> builtins.list[tuple[str, str]]:
         dv = uri if isinstance(uri, DatasetVersion) else self.get(uri)
-        body = self._remote._call("GET", self._path(dv.uri) + "/usage")
+        body = self._call("GET", self._path(dv.uri) + "/usage")
         return [(str(u["uri"]), str(u["role"])) for u in body["used_by"]]
 
 

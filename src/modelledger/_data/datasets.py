@@ -38,10 +38,10 @@ from ..stores.artifacts import ArtifactStore
 from ..stores.protocols import DatasetStore, Signer
 from .ingest import ingest
 
-__all__ = ["DatasetPlan", "Datasets"]
+__all__ = ["DatasetPlan", "Datasets", "code_facts", "coerce_source"]
 
 
-def _source(value: DatasetSource | Mapping[str, Any] | str | None, data: Any) -> DatasetSource:
+def coerce_source(value: DatasetSource | Mapping[str, Any] | str | None, data: Any) -> DatasetSource:
     if isinstance(value, DatasetSource):
         src = value
     elif isinstance(value, str):
@@ -178,12 +178,12 @@ class Datasets:
         pinned to the version it means now.
         """
         validate_name(name, what="data set name")
-        src = _source(source, data)
+        src = coerce_source(source, data)
         step_list = [_step(s, self._limits) for s in steps]
         self._ready(write=True)  # planning is the first half of a write: the embedded default may be created
         step_list = [replace(s, inputs=tuple(self._input(s, ref) for ref in s.inputs)) for s in step_list]
         if code is None and capture and (not src.code or any(not s.code for s in step_list)):
-            code = _code(capture_source())
+            code = code_facts(capture_source())
         code = dict(code or {})
         if code and not src.code:
             src = replace(src, code=code)
@@ -424,6 +424,6 @@ class Datasets:
         return [(f"models:/{m}/{v}", role) for m, v, role in self._meta.dataset_users(dv.key)]
 
 
-def _code(info: SourceInfo) -> dict[str, Any]:
+def code_facts(info: SourceInfo) -> dict[str, Any]:
     """The git source as recorded on data sets and steps: only the fields that are known."""
     return {k: v for k, v in info.to_dict().items() if v is not None}

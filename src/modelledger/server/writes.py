@@ -13,6 +13,7 @@ is the rule that cannot be bypassed: no header, body field or query parameter na
 # No ``from __future__ import annotations``: FastAPI reads annotations at run time.
 import contextlib
 import hashlib
+import io
 import json
 import tarfile
 import tempfile
@@ -34,6 +35,7 @@ from modelledger import (
     ModelVersion,
     PermissionDenied,
     Registry,
+    parse_prediction_id,
 )
 from modelledger._delegation import SIGNATURE_HEADER, parse_signature_header
 from modelledger._members import REQUEST_WINDOW
@@ -43,7 +45,10 @@ from .deps import API_PREFIX, Deps, Principal, need_view, route
 from .ops import set_route_limits
 from .schemas import DatasetVersionOut, EventOut, MemberOut, ModelOut, StateOut, VersionOut
 
-__all__ = ["MANIFEST_MEMBER", "UPLOAD_CHUNK", "add_routes"]
+__all__ = ["MANIFEST_MEMBER", "PARQUET", "UPLOAD_CHUNK", "add_routes"]
+
+PARQUET = "application/vnd.apache.parquet"
+"""The media type of a Parquet file (a predictions query answers one)."""
 
 
 class _In(BaseModel):
@@ -69,6 +74,22 @@ class ValidateIn(_In):
     metrics: dict[str, float] = Field(default_factory=dict, examples=[{"auc": 0.84}])
     dataset: str | None = Field(default=None, examples=["holdout"])
     reason: str | None = Field(default=None, max_length=10_000)
+
+
+class OptionalReasonIn(_In):
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
+class RenameIn(_In):
+    new: str = Field(examples=["credit-pd"])
+    reason: str = Field(min_length=1, max_length=10_000)
+
+
+class EraseIn(_In):
+    reason: str = Field(min_length=1, max_length=10_000, examples=["GDPR art. 17 request #812"])
+    predictions: bool = Field(
+        default=False, description="erase the version's captured predictions, not its files"
+    )
 
 
 class RollbackIn(_In):
@@ -441,6 +462,91 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         reg = acting(who, request, signed, digest)
         mv = reg.set_version_tags(ref_uri(name, ref), body.tags, reason=body.reason)
         return version_out(reg, mv)
+
+    # ------------------------------------------------------------ names, erasure, predictions
+
+    @route(app, "POST", "/models/{name}/archive", response_model=ModelOut, tags=["models"])
+    def archive(
+        who: Who, name: str, body: OptionalReasonIn, request: Request, signed: Signed, digest: Digest
+    ) -> ModelOut:
+        """Archive a model: hidden from listings, no new versions or deployments (admin)."""
+        _need_role(who.member, "admin", name)
+        model = acting(who, request, signed, digest).archive_model(name, reason=body.reason)
+        return ModelOut.model_validate(model.to_dict())
+
+    @route(app, "POST", "/models/{name}/unarchive", response_model=ModelOut, tags=["models"])
+    def unarchive(
+        who: Who, name: str, body: OptionalReasonIn, request: Request, signed: Signed, digest: Digest
+    ) -> ModelOut:
+        """Bring an archived model back (admin)."""
+        _need_role(who.member, "admin", name)
+        model = acting(who, request, signed, digest).unarchive_model(name, reason=body.reason)
+        return ModelOut.model_validate(model.to_dict())
+
+    @route(app, "POST", "/models/{name}/rename", response_model=ModelOut, tags=["models"])
+    def rename(
+        who: Who, name: str, body: RenameIn, request: Request, signed: Signed, digest: Digest
+    ) -> ModelOut:
+        """Rename a model; the old name keeps resolving (admin, for both names)."""
+        _need_role(who.member, "admin", name)
+        _need_role(who.member, "admin", body.new)
+        model = acting(who, request, signed, digest).rename_model(name, body.new, reason=body.reason)
+        return ModelOut.model_validate(model.to_dict())
+
+    @route(app, "POST", "/models/{name}/versions/{ref}/erase", tags=["governance"])
+    def erase_version(
+        who: Who, name: str, ref: str, body: EraseIn, request: Request, signed: Signed, digest: Digest
+    ) -> dict[str, Any]:
+        """Erase a version's artefact files, or with ``predictions: true`` its captured
+        predictions, as a recorded act (admin); rows, digests and events stay."""
+        _need_role(who.member, "admin", name)
+        mv = registry.get_version(ref_uri(name, ref))
+        target = f"{'predictions' if body.predictions else 'models'}:/{mv.model}/{mv.version}"
+        return acting(who, request, signed, digest).erase(target, reason=body.reason).to_dict()
+
+    @route(app, "POST", "/datasets/{name}/versions/{ref}/erase", tags=["datasets"])
+    def erase_dataset(
+        who: Who, name: str, ref: str, body: ReasonIn, request: Request, signed: Signed, digest: Digest
+    ) -> dict[str, Any]:
+        """Erase a data set version's file, as a recorded act (admin)."""
+        _need_role(who.member, "admin", None)
+        target = f"datasets:/{name}/{ref}" if ref.isdigit() else registry.datasets.get(name).uri
+        return acting(who, request, signed, digest).erase(target, reason=body.reason).to_dict()
+
+    @route(
+        app,
+        "GET",
+        "/models/{name}/predictions",
+        tags=["lineage"],
+        response_class=Response,
+        responses={
+            200: {"content": {PARQUET: {}}, "description": "the captured predictions, a Parquet file"}
+        },
+    )
+    def predictions(
+        member: Caller,
+        name: str,
+        version: int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Response:
+        """Captured predictions of a model (or of one ``version``), ``since <= time < until``,
+        as a Parquet file (what ``Registry.predictions`` returns as a table)."""
+        import pyarrow.parquet as pq  # heavy: only this route needs it
+
+        need_view(member, name)
+        target = f"models:/{name}/{version}" if version is not None else name
+        table = registry.predictions(target, since=since, until=until)
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        return Response(sink.getvalue(), media_type=PARQUET)
+
+    @route(app, "GET", "/predictions/{prediction_id}", tags=["lineage"])
+    def prediction(member: Caller, prediction_id: str) -> dict[str, Any]:
+        """One captured prediction: its input, output, receipt and version."""
+        _when, key = parse_prediction_id(prediction_id)
+        need_view(member, registry.get_version_by_key(key).model)
+        return registry.prediction(prediction_id)
 
     # ------------------------------------------------------------ aliases
 
