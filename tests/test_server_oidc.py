@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tests.conftest import enrol_cast
 from tests.helpers import free_port, serve_app
+from tests.test_server import _wait_up
 
 from modelledger import InvalidConfig, InvalidInput, Registry, create_identity, resolve_config, resolve_oidc
 from modelledger.cli import main
@@ -549,16 +550,7 @@ def test_the_command_serves_oidc_tokens(team: Team, issuer: Issuer, tmp_path: Pa
         assert proc.stdout is not None
         assert json.loads(proc.stdout.readline())["oidc_issuer"] == ISSUER
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "modelledger server did not start"
-            time.sleep(0.1)
+        _wait_up(url, proc)
         who = call(url, issuer.mint(email=DANA)).json()
         assert (who["name"], who["method"]) == (DANA, "oidc")
         refused(call(url, issuer.mint(aud="another-app")), "wrong audience")
