@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -829,9 +830,10 @@ def _unavailable(name: str) -> Any:
 # What the local registry offers and the server does not (yet): a clear refusal, not an
 # AttributeError from the stores a remote registry does not have.
 for _name in dir(Registry):
-    if (
-        not _name.startswith("_")
-        and _name not in RemoteRegistry.__dict__
-        and callable(getattr(Registry, _name))
-    ) and _name != "open":
+    if _name.startswith("_") or _name == "open" or _name in RemoteRegistry.__dict__:
+        continue
+    _attribute = inspect.getattr_static(Registry, _name)
+    if isinstance(_attribute, property):
+        setattr(RemoteRegistry, _name, property(_unavailable(_name)))
+    elif callable(_attribute):
         setattr(RemoteRegistry, _name, _unavailable(_name))
