@@ -470,6 +470,12 @@ def test_data_sets_over_http(team: Team, credit_data: Any, fitted_pipeline: Any,
         "credit-risk", fitted_pipeline, sample_input=X.head(), datasets={"train": dv.uri}
     ).uri
     assert team.carol.datasets.used_by(dv.uri) == [(uri, "train")]
+    # data given as a frame is registered first, as <model>-<role>, then used
+    inline = team.alice.register(
+        "credit-risk", fitted_pipeline, sample_input=X.head(), datasets={"holdout": frame.tail(40)}
+    )
+    holdout = team.local.datasets.get("credit-risk-holdout")
+    assert holdout.row_count == 40 and team.local.datasets.used_by(holdout.uri) == [(inline.uri, "holdout")]
     assert set(team.carol.lineage(uri).nodes) >= {dv.uri, uri}
     with pytest.raises(PermissionDenied):
         team.carol.datasets.register("applications", frame)  # a viewer may not

@@ -55,7 +55,7 @@ from ._loading import load_verified
 from ._manifest import DEFAULT_LIMITS, capture_source
 from ._members import Member
 from ._policy import Policy
-from ._registration import plan_registration, scratch
+from ._registration import DATASET_ROLES, plan_registration, scratch
 from ._registry import Registry
 from ._signing import identity_path
 from ._trace import TraceReport
@@ -592,12 +592,20 @@ class RemoteRegistry(Registry):
     ) -> ModelVersion:
         """Save the model here (its flavor, its manifest and this machine's provenance), then
         stream the files to the server, which checks every digest and registers the version.
-        ``datasets`` must name registered data set versions (``datasets:/x/3``)."""
-        roles = dict(datasets or {})
-        if not all(isinstance(v, str) and v.startswith("datasets:/") for v in roles.values()):
-            raise InvalidInput(
-                "over a registry server, datasets= takes registered data set versions (datasets:/x/3)"
-            )
+        ``datasets`` maps roles to data set versions (``datasets:/x/3``) or to data, which is
+        registered first as ``<name>-<role>`` (over a server that is its own write: a failed model
+        registration keeps the data set version)."""
+        unknown = sorted(set(datasets or {}) - set(DATASET_ROLES))
+        if unknown:
+            raise InvalidInput(f"unknown data set role {unknown[0]!r}: use one of {', '.join(DATASET_ROLES)}")
+        roles: dict[str, str] = {}
+        for role, value in (datasets or {}).items():
+            if isinstance(value, DatasetVersion):
+                roles[role] = value.uri
+            elif isinstance(value, str) and value.startswith("datasets:/"):
+                roles[role] = value
+            else:
+                roles[role] = self.datasets.register(f"{name}-{role}", value, capture=capture).uri
         with scratch() as tmp:
             plan = plan_registration(
                 name,
