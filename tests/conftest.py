@@ -309,6 +309,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Monk
             yield Api("remote", remote, local, url)
             for reg in opened:
                 reg.close()
+            opened.clear()
         server.close()
     for reg in opened:
         reg.close()

@@ -22,7 +22,6 @@ is valid, recent and about the event's model. ``verify`` counts the two kinds ap
 from __future__ import annotations
 
 import base64
-import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,13 +39,9 @@ if TYPE_CHECKING:
     from ._ledger import Checkpoint
     from .stores.protocols import Signer
 
-__all__ = ["SIGNATURE_HEADER", "DelegatedSigner", "body_digest", "parse_signature_header", "sign_request"]
+__all__ = ["SIGNATURE_HEADER", "DelegatedSigner", "parse_signature_header", "sign_request"]
 
 SIGNATURE_HEADER = "X-Modelledger-Signature"
-
-
-def body_digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 def sign_request(key: Ed25519PrivateKey, *, member: str, method: str, path: str, body_sha256: str) -> str:

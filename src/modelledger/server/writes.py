@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -268,24 +268,32 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
 
     # ------------------------------------------------------------ registration
 
-    # a registration streams the model's files, as large as they are: no body limit, no timeout
-    set_route_limits(app, "POST", API_PREFIX + "/models/{name}/versions", max_body=None, timeout=None)
+    def upload_route(
+        path: str, response_model: Any, tags: list[str], contents: str
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A POST route whose body is a tar stream (:data:`MANIFEST_MEMBER` first, then
+        ``contents``): it streams files as large as they are, so no body limit and no timeout."""
+        set_route_limits(app, "POST", API_PREFIX + path, max_body=None, timeout=None)
+        body = {
+            "required": True,
+            "description": f"a tar stream: {MANIFEST_MEMBER} first, then {contents}",
+            "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+        }
+        return route(
+            app,
+            "POST",
+            path,
+            response_model=response_model,
+            tags=tags,
+            status_code=201,
+            openapi_extra={"requestBody": body},
+        )
 
-    @route(
-        app,
-        "POST",
+    @upload_route(
         "/models/{name}/versions",
-        response_model=VersionOut,
-        tags=["versions"],
-        status_code=201,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "description": f"a tar stream: {MANIFEST_MEMBER} first (manifest, files: "
-                "{path: sha256}, datasets, execution_id), then the version's files",
-                "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
-            }
-        },
+        VersionOut,
+        ["versions"],
+        "the version's files (the header holds the manifest, files: {path: sha256}, datasets, execution_id)",
     )
     async def register(who: Who, name: str, request: Request, signed: Signed) -> VersionOut:
         """Register a version from a streamed tar upload (contributor). Every file is checked
@@ -297,24 +305,11 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
             mv = await run_in_threadpool(_register_upload, reg, name, spool)
             return await run_in_threadpool(version_out, reg, mv)
 
-    # a data set's file streams in as it is large: no body limit, no timeout
-    set_route_limits(app, "POST", API_PREFIX + "/datasets/{name}/versions", max_body=None, timeout=None)
-
-    @route(
-        app,
-        "POST",
+    @upload_route(
         "/datasets/{name}/versions",
-        response_model=DatasetVersionOut,
-        tags=["datasets"],
-        status_code=201,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "description": f"a tar stream: {MANIFEST_MEMBER} first (source, steps, files: "
-                "{data.parquet or data.csv: sha256}), then that one file",
-                "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
-            }
-        },
+        DatasetVersionOut,
+        ["datasets"],
+        "one file, data.parquet or data.csv (the header holds source, steps, files: {name: sha256})",
     )
     async def register_dataset(who: Who, name: str, request: Request, signed: Signed) -> DatasetVersionOut:
         """Register a data set version from a streamed Parquet or CSV file (contributor): stored
