@@ -47,7 +47,14 @@ def test_the_whole_store_is_the_sum_of_its_concerns() -> None:
     whole = set(_methods(protocols.MetadataStore))
     parts = set().union(*(_methods(p) for p in PORTS[:5]))
     assert parts < whole
-    assert whole - parts == {"schema_revision", "migrate", "check_schema", "referenced_paths", "close"}
+    assert whole - parts == {
+        "schema_revision",
+        "migrate",
+        "check_schema",
+        "referenced_paths",
+        "shared_reads",
+        "close",
+    }
 
 
 def test_the_facade_talks_to_its_store_through_the_port() -> None:

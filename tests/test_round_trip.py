@@ -275,6 +275,15 @@ def test_every_result_of_a_real_registry_round_trips(world: dict[str, Any]) -> N
     assert mv == listed and listed == mv
     assert isinstance(mv.manifest, dict) and isinstance(mv.files, tuple)
 
+    # to_json copies the stored manifest and files as text, and says the same as to_dict,
+    # for a version as read (lazy), once decoded, and for its plain copy
+    for version in (world["versions"][0], listed, mv):
+        assert json.loads(version.to_json(stage="approved")) == {**version.to_dict(), "stage": "approved"}
+    registry = next(v for v in world.values() if isinstance(v, Registry))
+    fresh = registry.list_versions("credit-risk").items[0]
+    assert fresh.files.stored_text is not None  # not decoded yet: copied as stored
+    assert json.loads(fresh.to_json()) == _json(fresh.to_dict())
+
 
 # ----------------------------------------------------------------------------- by hand
 

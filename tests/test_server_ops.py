@@ -6,6 +6,7 @@ server` lets requests in flight finish on SIGTERM and shares metrics between its
 from __future__ import annotations
 
 import json
+import re
 import logging
 import os
 import signal
@@ -162,8 +163,10 @@ def test_every_request_has_an_id_and_one_access_log_line_without_secrets(
         refused = httpx.get(f"{url}{API_PREFIX}/models", headers={"Authorization": f"Bearer {token}x"})
         missing = httpx.get(f"{url}{API_PREFIX}/models/nope", headers=auth)
     assert given.headers["x-request-id"] == "trace-42.a:b"
-    for response in (made, too_long, refused, missing):
-        assert len(response.headers["x-request-id"]) == 32, response.headers  # a fresh uuid4 hex
+    made_ids = [r.headers["x-request-id"] for r in (made, too_long, refused, missing)]
+    assert len(set(made_ids)) == 4, made_ids  # a fresh id for each: the process's prefix, a counter
+    assert all(re.fullmatch(r"[0-9a-f]{24}", i) for i in made_ids), made_ids
+    assert len({i[:16] for i in made_ids}) == 1
     lines = [r.getMessage() for r in caplog.records if r.name == ACCESS_LOGGER]
     assert len(lines) == 5
     entries = [json.loads(line) for line in lines]

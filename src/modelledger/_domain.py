@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 class LazyJSON(Mapping[str, Any]):
@@ -86,6 +87,12 @@ class LazyFiles(Sequence["FileEntry"]):
     def __init__(self, text: str) -> None:
         self._text = text
         self._items: tuple[FileEntry, ...] | None = None
+
+    @property
+    def stored_text(self) -> str | None:
+        """The JSON text as stored, while it has not been decoded (None once it has: the
+        decoded entries are then the truth)."""
+        return self._text if self._items is None else None
 
     def _load(self) -> tuple[FileEntry, ...]:
         if self._items is None:
@@ -221,14 +228,36 @@ class ModelVersion:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **self._head(),
+            "files": [f.to_dict() for f in self.files],
+            "manifest": dict(self.manifest),
+        }
+
+    def to_json(self, **extra: Any) -> str:
+        """``json.dumps(self.to_dict() | extra)``, compact, without decoding what came as JSON.
+
+        A version read from the registry holds its manifest and file list as the JSON text the
+        database stores, and a page of versions is mostly that text: here it is copied into the
+        output as it is, where ``to_dict()`` would decode it for an encoder to encode again.
+        """
+        text = _COMPACT.encode(self._head() | extra)
+        files = self.files.stored_text if isinstance(self.files, LazyFiles) else None
+        if files is None:
+            files = _COMPACT.encode([f.to_dict() for f in self.files])
+        manifest = self.manifest.canonical_text if isinstance(self.manifest, LazyJSON) else None
+        if manifest is None:
+            manifest = _COMPACT.encode(dict(self.manifest))
+        return f'{text[:-1]},"files":{files},"manifest":{manifest}}}'
+
+    def _head(self) -> dict[str, Any]:
+        """``to_dict()`` but its two large values, ``files`` and ``manifest``."""
+        return {
             "model": self.model,
             "version": self.version,
             "uri": self.uri,
             "folder": self.folder,
             "digest": self.digest,
             "flavor": self.flavor,
-            "files": [f.to_dict() for f in self.files],
-            "manifest": dict(self.manifest),
             "created_at": to_iso(self.created_at),
             "created_by": self.created_by,
             "aliases": list(self.aliases),

@@ -15,6 +15,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal, overload
@@ -444,6 +445,26 @@ class Registry(GovernanceVerbs, EventVerbs):
 
     def close(self) -> None:
         self._meta.close()
+
+    @property
+    def reads_are_local(self) -> bool:
+        """True when reading metadata is work in this process with no network round trip to
+        wait on (SQLite); False for a database server."""
+        return self._meta.reads_are_local
+
+    def shared_reads(self) -> AbstractContextManager[None]:
+        """A block in which this thread's reads share one database connection.
+
+        For a caller that makes several small reads in a row, such as a server answering one
+        request: on PostgreSQL each read otherwise takes a connection from the pool, with its
+        own round trips. What the reads return is the same either way; writes in the block
+        keep their own transaction.
+
+        >>> with registry.shared_reads():  # doctest: +SKIP
+        ...     mv = registry.get_version("models:/credit-risk@production")
+        ...     state = registry.state(mv.uri)
+        """
+        return self._meta.shared_reads()
 
     def __enter__(self) -> Registry:
         return self

@@ -23,6 +23,7 @@ import secrets
 import shutil
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -244,6 +245,14 @@ class RemoteRegistry(Registry):
 
     def close(self) -> None:
         self._client.close()
+
+    @property
+    def reads_are_local(self) -> bool:
+        return False
+
+    def shared_reads(self) -> AbstractContextManager[None]:
+        """Nothing to share here: the server keeps its own connections."""
+        return nullcontext()
 
     def __enter__(self) -> RemoteRegistry:
         return self

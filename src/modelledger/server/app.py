@@ -11,6 +11,7 @@ the library's ``to_dict()`` outputs through the pydantic models of :mod:`.schema
 
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations at
 # run time, and the aliases below (Caller, Limit...) live inside create_app.
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from types import ModuleType
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from modelledger import (
@@ -129,11 +130,19 @@ def create_app(
         need_view(member, mv.model)  # a former name resolves to the model's current one
         return mv
 
-    def version_out(mv: ModelVersion, stage: str | None) -> VersionOut:
-        return VersionOut.model_validate({**mv.to_dict(), "stage": stage})
+    def version_response(mv: ModelVersion, stage: str | None) -> Response:
+        return Response(mv.to_json(stage=stage), media_type="application/json")
+
+    def page_response(items: list[tuple[ModelVersion, str | None]], next_cursor: str | None) -> Response:
+        # A page is mostly manifests: ModelVersion.to_json copies them as stored, where a
+        # pydantic model would decode, validate and encode each (VersionPage documents it).
+        body = ",".join(mv.to_json(stage=stage) for mv, stage in items)
+        return Response(
+            f'{{"items":[{body}],"next_cursor":{json.dumps(next_cursor)}}}', media_type="application/json"
+        )
 
     @app.get("/healthz", response_model=HealthOut, tags=["probes"])
-    def healthz() -> HealthOut:
+    async def healthz() -> HealthOut:
         """The process is up (no registry access, no token)."""
         return HealthOut(status="ok")
 
@@ -155,12 +164,12 @@ def create_app(
         (added to the app itself, so ``app.routes`` lists every route)."""
         return route(app, "GET", path, **options)
 
-    @get("/whoami", response_model=WhoamiOut, tags=["members"])
+    @get("/whoami", quick=True, response_model=WhoamiOut, tags=["members"])
     def whoami(who: Who) -> WhoamiOut:
         """The member the token stands for, and how it proved it (``token`` or ``oidc``)."""
         return WhoamiOut.model_validate({**who.member.to_dict(), "method": who.method})
 
-    @get("/models", response_model=ModelPage, tags=["models"])
+    @get("/models", quick=True, response_model=ModelPage, tags=["models"])
     def list_models(
         member: Caller,
         prefix: str | None = None,
@@ -182,33 +191,33 @@ def create_app(
         items = [ModelOut.model_validate(m.to_dict()) for m in page if member.can_view(m.name)]
         return ModelPage(items=items, next_cursor=page.next_cursor)
 
-    @get("/models/{name}", response_model=ModelOut, tags=["models"])
+    @get("/models/{name}", quick=True, response_model=ModelOut, tags=["models"])
     def get_model(member: Caller, name: str) -> ModelOut:
         need_view(member, name)
         model = registry.get_model(name)
         need_view(member, model.name)
         return ModelOut.model_validate(model.to_dict())
 
-    @get("/models/{name}/versions", response_model=VersionPage, tags=["versions"])
-    def list_versions(member: Caller, name: str, limit: Limit = 100, cursor: Cursor = None) -> VersionPage:
+    @get("/models/{name}/versions", quick=True, response_model=VersionPage, tags=["versions"])
+    def list_versions(member: Caller, name: str, limit: Limit = 100, cursor: Cursor = None) -> Response:
         """A model's versions, newest first, each with its stage."""
         need_view(member, name)
         page = registry.list_versions(name, limit=limit, cursor=cursor)
         current = page.items[0].model if page.items else name
         need_view(member, current)
         states = registry.states(current, [v.version for v in page]) if page.items else {}
-        items = [version_out(v, states[v.version].stage if v.version in states else None) for v in page]
-        return VersionPage(items=items, next_cursor=page.next_cursor)
+        items = [(v, states[v.version].stage if v.version in states else None) for v in page]
+        return page_response(items, page.next_cursor)
 
-    @get("/models/{name}/versions/{ref}", response_model=VersionOut, tags=["versions"])
-    def get_version(member: Caller, name: str, ref: str) -> VersionOut:
+    @get("/models/{name}/versions/{ref}", quick=True, response_model=VersionOut, tags=["versions"])
+    def get_version(member: Caller, name: str, ref: str) -> Response:
         """One version, by number or alias (``latest`` is the newest)."""
         mv = viewed(member, name, ref)
         # the stage of the version in hand: one read, not a second lookup of the version
         state = registry.states(mv.model, [mv.version]).get(mv.version)
-        return version_out(mv, state.stage if state is not None else None)
+        return version_response(mv, state.stage if state is not None else None)
 
-    @get("/models/{name}/versions/{ref}/state", response_model=StateOut, tags=["versions"])
+    @get("/models/{name}/versions/{ref}/state", quick=True, response_model=StateOut, tags=["versions"])
     def get_state(member: Caller, name: str, ref: str) -> StateOut:
         """Stage and approval of a version."""
         mv = viewed(member, name, ref)
@@ -226,7 +235,7 @@ def create_app(
         mv = viewed(member, name, ref)
         return LineageOut.model_validate(registry.lineage(mv.uri).to_dict())
 
-    @get("/models/{name}/aliases", response_model=AliasesOut, tags=["models"])
+    @get("/models/{name}/aliases", quick=True, response_model=AliasesOut, tags=["models"])
     def get_aliases(member: Caller, name: str) -> AliasesOut:
         """The model's aliases, the version each holds, and who moved it last."""
         need_view(member, name)
@@ -248,18 +257,17 @@ def create_app(
         ]
         return AliasesOut.model_validate({"model": model.name, "aliases": aliases})
 
-    @get("/versions", response_model=VersionPage, tags=["versions"])
+    @get("/versions", quick=True, response_model=VersionPage, tags=["versions"])
     def search_versions(
         member: Caller,
         q: Annotated[str, Query(description="e.g. stage = 'approved' and metrics.auc > 0.8")] = "",
         limit: Limit = 100,
         cursor: Cursor = None,
-    ) -> VersionPage:
+    ) -> Response:
         """Versions of any model meeting a query, newest registered first (the query language of
         ``Registry.search_versions``); versions of models outside the caller's roles are left out."""
         page = registry.search_versions(q, limit=limit, cursor=cursor)
-        items = [version_out(v, None) for v in page if member.can_view(v.model)]
-        return VersionPage(items=items, next_cursor=page.next_cursor)
+        return page_response([(v, None) for v in page if member.can_view(v.model)], page.next_cursor)
 
     @get("/diff", response_model=DiffOut, tags=["lineage"])
     def diff(
@@ -320,7 +328,7 @@ def create_app(
         need_admin(member)
         return VerifyOut.model_validate(registry.verify(captures=captures).to_dict())
 
-    @get("/public-key", response_model=PublicKeyOut, tags=["trust"])
+    @get("/public-key", quick=True, response_model=PublicKeyOut, tags=["trust"])
     def public_key(member: Caller) -> PublicKeyOut:
         """The registry's root public key (PEM): pin it to verify the ledger."""
         need_view(member, None)

@@ -153,7 +153,7 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
             return registry.datasets.get(name, int(ref))
         raise InvalidInput(f"a data set version is a number or 'latest', got {ref!r}")
 
-    @get("/datasets", response_model=DatasetPage, tags=["datasets"])
+    @get("/datasets", quick=True, response_model=DatasetPage, tags=["datasets"])
     def list_datasets(
         member: Caller, prefix: str | None = None, limit: Limit = 100, cursor: Cursor = None
     ) -> DatasetPage:
@@ -162,7 +162,7 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         page = registry.datasets.list(prefix=prefix, limit=limit, cursor=cursor)
         return DatasetPage.model_validate({"items": list(page), "next_cursor": page.next_cursor})
 
-    @get("/datasets/{name}/versions", response_model=DatasetVersionPage, tags=["datasets"])
+    @get("/datasets/{name}/versions", quick=True, response_model=DatasetVersionPage, tags=["datasets"])
     def list_dataset_versions(
         member: Caller, name: str, limit: Limit = 100, cursor: Cursor = None
     ) -> DatasetVersionPage:
@@ -173,7 +173,7 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
             {"items": [json_value(dv.to_dict()) for dv in page], "next_cursor": page.next_cursor}
         )
 
-    @get("/datasets/{name}/versions/{ref}", response_model=DatasetVersionOut, tags=["datasets"])
+    @get("/datasets/{name}/versions/{ref}", quick=True, response_model=DatasetVersionOut, tags=["datasets"])
     def get_dataset_version(member: Caller, name: str, ref: Ref) -> DatasetVersionOut:
         """One version (a number, or ``latest``): schema, statistics, source, processing steps,
         digests, size, rows, who registered it and when."""

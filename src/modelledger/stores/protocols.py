@@ -21,6 +21,7 @@ Rules every backend keeps (the tests check them):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -338,6 +339,16 @@ class MetadataStore(ModelStore, LedgerStore, DatasetStore, TokenStore, WebhookSt
     def referenced_paths(self) -> tuple[set[str], set[str]]:
         """Every version folder and every data set file the metadata refers to, read at one
         instant (what ``gc`` must never remove)."""
+        ...
+
+    @property
+    def reads_are_local(self) -> bool:
+        """True when a read is work in this process with no network round trip (SQLite)."""
+        ...
+
+    def shared_reads(self) -> AbstractContextManager[None]:
+        """A block in which the calling thread's reads share one connection (or, for a store
+        without connections, nothing changes)."""
         ...
 
     def close(self) -> None: ...

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -53,10 +54,15 @@ class SqlBase:
         self._sqlite_path: Path | Literal[False] | None = False  # False: not worked out yet
         self._roster_cache: Roster | None = None  # rebuilt when an enrolment event is appended
         self._first_kid: str | None = None  # the registry's first key id, once recorded
+        self._pinned = threading.local()  # .conn: this thread's shared read connection, if any
 
     @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
+
+    @property
+    def reads_are_local(self) -> bool:
+        return self.is_sqlite
 
     @property
     def engine(self) -> Engine:
@@ -85,7 +91,7 @@ class SqlBase:
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
-            return sa.create_engine(self.url, pool_pre_ping=True)
+            return sa.create_engine(self.url, pool_pre_ping=True, pool_size=20, max_overflow=20)
         path = self.sqlite_path
         if path is None:  # memory, or a URL with its own driver options: SQLAlchemy opens it as given
             engine = sa.create_engine(self.url, connect_args={"timeout": 120})
@@ -214,7 +220,11 @@ class SqlBase:
     @contextmanager
     def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
         """A connection for reading; ``snapshot`` makes several statements see one state."""
+        pinned: Connection | None = getattr(self._pinned, "conn", None)
         try:
+            if pinned is not None:
+                yield from self._on_pinned(pinned, snapshot)
+                return
             with self.engine.connect() as conn:
                 if snapshot and self.is_sqlite:
                     self.driver.execute_sql(conn, "BEGIN")
@@ -225,6 +235,42 @@ class SqlBase:
             raise self._failure(exc) from exc
         except OverflowError as exc:
             raise _too_large(exc) from exc
+
+    def _on_pinned(self, conn: Connection, snapshot: bool) -> Iterator[Connection]:
+        if not (snapshot and self.is_sqlite):
+            yield conn
+            return
+        self.driver.execute_sql(conn, "BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+
+    @contextmanager
+    def shared_reads(self) -> Iterator[None]:
+        """Within the block, this thread's reads share one pooled connection.
+
+        Each read otherwise checks a connection out of the pool on its own, and on PostgreSQL
+        each check-out costs round trips of its own (the pre-ping, the transaction's BEGIN and
+        the ROLLBACK on return), which cost more than a small read. The shared connection reads
+        in autocommit mode on PostgreSQL: at READ COMMITTED every statement sees the latest
+        committed state either way. Writes keep their own connection and transaction.
+        """
+        if getattr(self._pinned, "conn", None) is not None:
+            yield  # nested: the outer block's connection serves
+            return
+        try:
+            conn = self.engine.connect()
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.DBAPIError as exc:
+            raise self._failure(exc) from exc
+        self._pinned.conn = conn
+        try:
+            yield
+        finally:
+            self._pinned.conn = None
+            conn.close()
 
     def close(self) -> None:
         if self._engine is not None:

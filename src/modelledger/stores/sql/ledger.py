@@ -36,6 +36,7 @@ from .statements import (
     Q_STATE_INSERT,
     Q_STATE_UPDATE,
     Q_SUBJECT_EVENTS,
+    Q_VERSION_STATES,
     bp,
     like_escape,
 )
@@ -456,13 +457,10 @@ class SqlLedger(SqlBase):
 
     def version_states(self, model: str, versions: Sequence[int]) -> dict[int, VersionState]:
         """The state of several versions of one model, in one query (for listings)."""
-        st = t.version_state.c
         with self._read() as conn:
-            m = self._model_row(conn, model)
-            q = sa.select(
-                st.version, st.stage, st.registered_by, st.approved_by, st.decided_at, st.last_seq
-            ).where(st.model_id == m.id, st.version.in_(list(versions)))
-            rows = conn.execute(q).all() if versions else []
+            rows = conn.execute(Q_VERSION_STATES, {"model": model, "versions": list(versions)}).all()
+            if not rows:
+                self._model_row(conn, model)  # an unknown model is NotFound, not "no states"
         return {
             int(r[0]): VersionState(
                 model=model,

@@ -23,12 +23,11 @@ from .ledger import SqlLedger
 from .statements import (
     COMPACT,
     ESC,
-    Q_ALIASES_OF,
+    Q_ALIASES_AND_TAGS,
     Q_LIST_VERSIONS,
     Q_METRICS_INSERT,
     Q_MODEL_ALIASES,
     Q_NEXT_VERSION,
-    Q_ONE_VERSION_TAGS,
     Q_PAGE_VERSION_TAGS,
     Q_VERSION,
     Q_VERSION_BY_ALIAS,
@@ -303,8 +302,9 @@ class SqlModels(SqlLedger):
             if row is None:
                 self._model_row(conn, model)  # raises NotFound("model") when the model is unknown
                 raise NotFound("alias" if alias and alias != "latest" else "model version", label)
-            aliases = [a for (a,) in run.all(conn, Q_ALIASES_OF, {"model": model, "version": row[2]})]
-            tags = dict(run.all(conn, Q_ONE_VERSION_TAGS, {"vid": int(row[0])}))
+            named = run.all(conn, Q_ALIASES_AND_TAGS, {"model": model, "version": row[2], "vid": int(row[0])})
+        aliases = [name for kind, name, _value in named if kind == "a"]
+        tags = {key: value for kind, key, value in named if kind == "t"}
         return self._to_version(row, aliases, tags)
 
     def get_version_by_key(self, key: int) -> ModelVersion:

@@ -77,11 +77,6 @@ Q_MODEL_ALIASES = (
     .join(t.models, t.models.c.id == t.aliases.c.model_id)
     .where(t.models.c.name == bp("model"))
 )
-Q_ALIASES_OF = (
-    sa.select(t.aliases.c.alias)
-    .join(t.models, t.models.c.id == t.aliases.c.model_id)
-    .where(t.models.c.name == bp("model"), t.aliases.c.version == bp("version"))
-)
 Q_HEAD = sa.select(t.ledger_head.c.seq, t.ledger_head.c.hash).where(t.ledger_head.c.id == 1).with_for_update()
 Q_HEAD_UPDATE = (
     t.ledger_head.update().where(t.ledger_head.c.id == 1).values(seq=bp("new_seq"), hash=bp("new_hash"))
@@ -96,6 +91,22 @@ Q_MODEL_AND_VERSION = (
         sa.and_(t.versions.c.model_id == t.models.c.id, t.versions.c.version == bp("version")),
     )
     .where(t.models.c.name == bp("name"))
+)
+# The state of several versions of one model, named by the model's name: one round trip
+Q_VERSION_STATES = (
+    sa.select(
+        t.version_state.c.version,
+        t.version_state.c.stage,
+        t.version_state.c.registered_by,
+        t.version_state.c.approved_by,
+        t.version_state.c.decided_at,
+        t.version_state.c.last_seq,
+    )
+    .join(t.models, t.models.c.id == t.version_state.c.model_id)
+    .where(
+        t.models.c.name == bp("model"),
+        t.version_state.c.version.in_(sa.bindparam("versions", expanding=True)),
+    )
 )
 Q_STATE = sa.select(
     t.version_state.c.stage,
@@ -174,9 +185,15 @@ def metric_values(version_id: int, metrics: Any) -> list[dict[str, Any]]:
     return out
 
 
-# the tags of one version, on the hot path of get_version (prebuilt for the driver)
-Q_ONE_VERSION_TAGS = sa.select(t.version_tags.c.key, t.version_tags.c.value).where(
-    t.version_tags.c.version_id == bp("vid")
+# one version's aliases (rows "a", alias, NULL) and tags (rows "t", key, value), on the hot
+# path of get_version: prebuilt for the driver, one round trip for both
+Q_ALIASES_AND_TAGS = sa.union_all(
+    sa.select(sa.literal_column("'a'"), t.aliases.c.alias, sa.cast(sa.null(), sa.String))
+    .join_from(t.aliases, t.models, t.models.c.id == t.aliases.c.model_id)
+    .where(t.models.c.name == bp("model"), t.aliases.c.version == bp("version")),
+    sa.select(sa.literal_column("'t'"), t.version_tags.c.key, t.version_tags.c.value).where(
+        t.version_tags.c.version_id == bp("vid")
+    ),
 )
 
 # the tags of a page of one model's versions (the versions below ``before``, newest ``lim``):
