@@ -6,9 +6,9 @@ server` lets requests in flight finish on SIGTERM and shares metrics between its
 from __future__ import annotations
 
 import json
-import re
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys

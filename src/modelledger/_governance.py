@@ -430,13 +430,14 @@ class GovernanceVerbs:
         if not is_token(token):
             raise InvalidToken("the token is malformed (a token is mlt_ and 43 more characters)")
         self._ready()
-        record: ApiToken | None = self._meta.find_token(token_digest(token))
-        if record is None:
+        found = self._meta.token_holder(token_digest(token))
+        if found is None:
             raise InvalidToken("unknown token")
+        record, roster = found
         problem = record.problem(to_text(now()))
         if problem is not None:
             raise InvalidToken(problem)
-        member: Member | None = self._meta.roster().members.get(record.member)
+        member: Member | None = roster.members.get(record.member)
         if member is None or not member.has_live_key:
             raise InvalidToken(f"{record.member} holds no key that is not revoked")
         return member

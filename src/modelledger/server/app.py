@@ -35,7 +35,7 @@ from modelledger import (
 )
 
 from . import datasets, events, writes
-from .deps import API_PREFIX, Deps, Principal, need_admin, need_view, route
+from .deps import API_PREFIX, Deps, Principal, document_errors, need_admin, need_view, route
 from .errors import install_error_handlers
 from .oidc import OidcSettings
 from .ops import ServerOptions, install_ops, serve_app
@@ -110,6 +110,7 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    document_errors(app)
     install_ops(app, registry, options or ServerOptions())
 
     deps = Deps(registry, oidc=oidc)

@@ -36,7 +36,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import jwt
 
 from modelledger import InvalidConfig, InvalidInput, InvalidToken, Member, Registry
 
@@ -165,6 +164,8 @@ def _algorithms(jwk: Mapping[str, Any]) -> frozenset[str]:
 
 def parse_jwks(data: bytes) -> tuple[_Jwk, ...]:
     """The usable public signing keys of a JWKS document; keys it cannot use are left out."""
+    import jwt  # PyJWT: imported by a server configured for OIDC only, not at every start-up
+
     try:
         document = json.loads(data)
     except ValueError as exc:
@@ -351,6 +352,8 @@ class OidcVerifier:
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a token whose signature, issuer, audience and times check out."""
+        import jwt  # as in parse_jwks
+
         settings = self.settings
         try:
             header = jwt.get_unverified_header(token)

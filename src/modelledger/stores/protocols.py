@@ -270,8 +270,9 @@ class TokenStore(Protocol):
         was revoked already)."""
         ...
 
-    def find_token(self, digest: str) -> ApiToken | None:
-        """The token whose SHA-256 is ``digest`` (None: no such token)."""
+    def token_holder(self, digest: str) -> tuple[ApiToken, Roster] | None:
+        """The token whose SHA-256 is ``digest`` and the roster (whose member holds it), read
+        together (None: no such token)."""
         ...
 
     def list_tokens(self, *, member: str | None) -> list[ApiToken]:

@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -39,6 +40,35 @@ MAX_INTEGER = 2**63 - 1
 """The largest number a version, key or counter can be (a signed 64-bit column)."""
 MIGRATION_LOCK = 0x6D6F64656C6C6467
 """PostgreSQL advisory lock key that serialises concurrent migrations ("modelldg")."""
+
+
+IDLE_PING_SECONDS = 5.0
+"""A pooled PostgreSQL connection idle this long is checked with a ping before it is used."""
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it has been idle for a while.
+
+    A connection can die while it sits in the pool (the server restarted, a firewall dropped
+    it); SQLAlchemy's ``pool_pre_ping`` finds out with a round trip at every check-out, which
+    costs as much as a small read. A connection in steady use is proven by its last use; one
+    idle for :data:`IDLE_PING_SECONDS` is pinged, and a dead one is replaced before anyone sees it.
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # the pool closes this connection and checks out another (or opens a new one)
+            raise sa.exc.DisconnectionError(f"pooled connection lost while idle: {exc}") from exc
 
 
 class SqlBase:
@@ -91,7 +121,11 @@ class SqlBase:
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
-            return sa.create_engine(self.url, pool_pre_ping=True, pool_size=20, max_overflow=20)
+            # Enough pooled connections for a server's worker threads: a connection opened past
+            # the pool is closed again on return, and a new PostgreSQL connection is a process.
+            engine = sa.create_engine(self.url, pool_size=20, max_overflow=20)
+            _ping_when_idle(engine)
+            return engine
         path = self.sqlite_path
         if path is None:  # memory, or a URL with its own driver options: SQLAlchemy opens it as given
             engine = sa.create_engine(self.url, connect_args={"timeout": 120})

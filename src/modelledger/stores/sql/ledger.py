@@ -251,10 +251,13 @@ class SqlLedger(SqlBase):
             self._first_kid = row[0] if row else None
         return self._first_kid
 
-    def _roster(self, conn: Connection) -> Roster:
-        """The roster as of now; rebuilt only when an enrolment event was appended since."""
-        found = self.driver.first(conn, Q_MEMBER_LAST)
-        last = found[0] if found else None
+    def _roster(self, conn: Connection, *, member_last: int | None = None) -> Roster:
+        """The roster as of now; rebuilt only when an enrolment event was appended since
+        (``member_last``: the newest enrolment event's seq, when the caller read it already)."""
+        if member_last is None:
+            found = self.driver.first(conn, Q_MEMBER_LAST)
+            member_last = found[0] if found else None
+        last = member_last
         cached = self._roster_cache
         if cached is not None and cached.last_seq == (last or 0):
             return cached

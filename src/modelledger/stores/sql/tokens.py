@@ -9,11 +9,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..._lifecycle import EventDraft
+from ..._members import Roster
 from ..._tokens import ApiToken
 from ...errors import AlreadyExists, Conflict, NotFound
 from ..protocols import Signer
 from . import tables as t
 from .ledger import SqlLedger
+from .statements import Q_MEMBER_LAST
 
 __all__ = ["SqlTokens"]
 
@@ -70,14 +72,16 @@ class SqlTokens(SqlLedger):
             raise NotFound("token", token_id, hint="`modelledger tokens list` shows the ids")
         return _token(row)
 
-    def find_token(self, digest: str) -> ApiToken | None:
-        # every authenticated request runs this: a prebuilt statement on the driver's fast path
+    def token_holder(self, digest: str) -> tuple[ApiToken, Roster] | None:
+        # every authenticated request runs this: one prebuilt statement on the driver's fast
+        # path reads the token and whether the cached roster is still current
         with self._read() as conn:
             row = self.driver.first(conn, _Q_TOKEN_BY_HASH, {"digest": digest})
-        if row is None:
-            return None
-        token_id, member, created_at, created_by, expires_at, revoked_at = row
-        return ApiToken(token_id, member, created_at, created_by, expires_at, revoked_at)
+            if row is None:
+                return None
+            token_id, member, created_at, created_by, expires_at, revoked_at, member_last = row
+            roster = self._roster(conn, member_last=member_last or 0).copy()
+        return ApiToken(token_id, member, created_at, created_by, expires_at, revoked_at), roster
 
     def list_tokens(self, *, member: str | None) -> list[ApiToken]:
         c = t.api_tokens.c
@@ -90,9 +94,9 @@ class SqlTokens(SqlLedger):
 
 
 _TOKEN_COLUMNS = ("id", "member", "created_at", "created_by", "expires_at", "revoked_at")
-_Q_TOKEN_BY_HASH = sa.select(*(t.api_tokens.c[name] for name in _TOKEN_COLUMNS)).where(
-    t.api_tokens.c.token_hash == sa.bindparam("digest")
-)
+_Q_TOKEN_BY_HASH = sa.select(
+    *(t.api_tokens.c[name] for name in _TOKEN_COLUMNS), Q_MEMBER_LAST.scalar_subquery()
+).where(t.api_tokens.c.token_hash == sa.bindparam("digest"))
 
 
 def _token(row: Any) -> ApiToken:
