@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,12 +24,9 @@ from .ledger import SqlLedger
 from .statements import (
     COMPACT,
     ESC,
-    Q_ALIASES_AND_TAGS,
     Q_LIST_VERSIONS,
     Q_METRICS_INSERT,
-    Q_MODEL_ALIASES,
     Q_NEXT_VERSION,
-    Q_PAGE_VERSION_TAGS,
     Q_VERSION,
     Q_VERSION_BY_ALIAS,
     Q_VERSION_BY_KEY,
@@ -251,6 +249,14 @@ class SqlModels(SqlLedger):
                 out.setdefault(int(vid), {})[key] = value
         return out
 
+    @classmethod
+    def _named_version(cls, row: Sequence[Any]) -> ModelVersion:
+        """A row of ``NAMED_VERSIONS_Q``: the version's columns, then its aliases and tags as JSON."""
+        aliases, tags = row[-2], row[-1]
+        return cls._to_version(
+            row[:-2], json.loads(aliases) if aliases else (), json.loads(tags) if tags else None
+        )
+
     @staticmethod
     def _to_version(row: Any, aliases: Sequence[str], tags: Mapping[str, str] | None = None) -> ModelVersion:
         key, model, version, folder, digest, flavor, files, manifest, created_at, created_by = row
@@ -296,16 +302,12 @@ class SqlModels(SqlLedger):
         else:
             q, params = Q_VERSION, {"model": model, "version": version}
             label = f"models:/{model}/{version}"
-        run = self.driver
-        with self._read(snapshot=True) as conn:
-            row = run.first(conn, q, params)
+        with self._read() as conn:
+            row = self.driver.first(conn, q, params)
             if row is None:
                 self._model_row(conn, model)  # raises NotFound("model") when the model is unknown
                 raise NotFound("alias" if alias and alias != "latest" else "model version", label)
-            named = run.all(conn, Q_ALIASES_AND_TAGS, {"model": model, "version": row[2], "vid": int(row[0])})
-        aliases = [name for kind, name, _value in named if kind == "a"]
-        tags = {key: value for kind, key, value in named if kind == "t"}
-        return self._to_version(row, aliases, tags)
+        return self._named_version(row)
 
     def get_version_by_key(self, key: int) -> ModelVersion:
         with self._read() as conn:
@@ -318,20 +320,12 @@ class SqlModels(SqlLedger):
 
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]:
         params = {"model": model, "before": before if before is not None else 2**31 - 1, "lim": limit}
-        run = self.driver
-        with self._read(snapshot=True) as conn:
-            rows = run.all(conn, Q_LIST_VERSIONS, params)
+        with self._read() as conn:
+            rows = self.driver.all(conn, Q_LIST_VERSIONS, params)
             if not rows:
                 self._model_row(conn, model)  # NotFound for an unknown model
                 return []
-            alias_map: dict[int, list[str]] = {}
-            for alias, version in run.all(conn, Q_MODEL_ALIASES, {"model": model}):
-                alias_map.setdefault(version, []).append(alias)
-            tags: dict[int, dict[str, str]] = {}
-            page = {**params, "lowest": min(int(r[2]) for r in rows)}
-            for vid, key, value in run.all(conn, Q_PAGE_VERSION_TAGS, page):
-                tags.setdefault(int(vid), {})[key] = value
-        return [self._to_version(r, alias_map.get(r[2], ()), tags.get(int(r[0]))) for r in rows]
+        return [self._named_version(r) for r in rows]
 
     def search_versions(self, query: VersionQuery, *, limit: int, before: int | None) -> list[ModelVersion]:
         """Versions meeting every condition of ``query``, newest registered first (by key),

@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from ..._members import MEMBER_ACTIONS
 from . import tables as t
@@ -57,25 +59,71 @@ VERSION_COLS = (
     t.versions.c.created_by,
 )
 VERSIONS_Q = sa.select(*VERSION_COLS).join(t.models, t.models.c.id == t.versions.c.model_id)
+
+
+class json_list(FunctionElement[str]):
+    """An aggregate: the values as a JSON array text (NULL or ``[]`` when there are none)."""
+
+    type = sa.Text()
+    inherit_cache = True
+
+
+class json_map(FunctionElement[str]):
+    """An aggregate of (key, value) pairs as a JSON object text (NULL or ``{}`` when none)."""
+
+    type = sa.Text()
+    inherit_cache = True
+
+
+@compiles(json_list, "postgresql")
+def _json_list_pg(element: json_list, compiler: Any, **kw: Any) -> str:
+    return f"json_agg({compiler.process(element.clauses, **kw)})::text"
+
+
+@compiles(json_list, "sqlite")
+def _json_list_sqlite(element: json_list, compiler: Any, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(json_map, "postgresql")
+def _json_map_pg(element: json_map, compiler: Any, **kw: Any) -> str:
+    return f"json_object_agg({compiler.process(element.clauses, **kw)})::text"
+
+
+@compiles(json_map, "sqlite")
+def _json_map_sqlite(element: json_map, compiler: Any, **kw: Any) -> str:
+    return f"json_group_object({compiler.process(element.clauses, **kw)})"
+
+
+# A version with its aliases and tags (two more columns, JSON texts) in the same statement: one
+# round trip for a version or a page of them, where a query per kind took three.
+NAMED_VERSIONS_Q = sa.select(
+    *VERSION_COLS,
+    sa.select(json_list(t.aliases.c.alias))
+    .where(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version)
+    .correlate(t.versions)  # only the version: a query that also joins aliases keeps its own
+    .scalar_subquery()
+    .label("aliases"),
+    sa.select(json_map(t.version_tags.c.key, t.version_tags.c.value))
+    .where(t.version_tags.c.version_id == t.versions.c.id)
+    .correlate(t.versions)
+    .scalar_subquery()
+    .label("tags"),
+).join(t.models, t.models.c.id == t.versions.c.model_id)
 Q_MODEL = sa.select(t.models).where(t.models.c.name == bp("name"))
-Q_VERSION = VERSIONS_Q.where(t.models.c.name == bp("model"), t.versions.c.version == bp("version"))
+Q_VERSION = NAMED_VERSIONS_Q.where(t.models.c.name == bp("model"), t.versions.c.version == bp("version"))
 Q_VERSION_LATEST = (
-    VERSIONS_Q.where(t.models.c.name == bp("model")).order_by(t.versions.c.version.desc()).limit(1)
+    NAMED_VERSIONS_Q.where(t.models.c.name == bp("model")).order_by(t.versions.c.version.desc()).limit(1)
 )
-Q_VERSION_BY_ALIAS = VERSIONS_Q.join(
+Q_VERSION_BY_ALIAS = NAMED_VERSIONS_Q.join(
     t.aliases,
     sa.and_(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version),
 ).where(t.models.c.name == bp("model"), t.aliases.c.alias == bp("alias"))
 Q_VERSION_BY_KEY = VERSIONS_Q.where(t.versions.c.id == bp("key"))
 Q_LIST_VERSIONS = (
-    VERSIONS_Q.where(t.models.c.name == bp("model"), t.versions.c.version < bp("before"))
+    NAMED_VERSIONS_Q.where(t.models.c.name == bp("model"), t.versions.c.version < bp("before"))
     .order_by(t.versions.c.version.desc())
     .limit(bp("lim"))
-)
-Q_MODEL_ALIASES = (
-    sa.select(t.aliases.c.alias, t.aliases.c.version)
-    .join(t.models, t.models.c.id == t.aliases.c.model_id)
-    .where(t.models.c.name == bp("model"))
 )
 Q_HEAD = sa.select(t.ledger_head.c.seq, t.ledger_head.c.hash).where(t.ledger_head.c.id == 1).with_for_update()
 Q_HEAD_UPDATE = (
@@ -183,28 +231,3 @@ def metric_values(version_id: int, metrics: Any) -> list[dict[str, Any]]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             out.append({"version_id": version_id, "key": str(name), "value": float(value)})
     return out
-
-
-# one version's aliases (rows "a", alias, NULL) and tags (rows "t", key, value), on the hot
-# path of get_version: prebuilt for the driver, one round trip for both
-Q_ALIASES_AND_TAGS = sa.union_all(
-    sa.select(sa.literal_column("'a'"), t.aliases.c.alias, sa.cast(sa.null(), sa.String))
-    .join_from(t.aliases, t.models, t.models.c.id == t.aliases.c.model_id)
-    .where(t.models.c.name == bp("model"), t.aliases.c.version == bp("version")),
-    sa.select(sa.literal_column("'t'"), t.version_tags.c.key, t.version_tags.c.value).where(
-        t.version_tags.c.version_id == bp("vid")
-    ),
-)
-
-# the tags of a page of one model's versions (the versions below ``before``, newest ``lim``):
-# fixed parameters, so the driver runs it prebuilt
-Q_PAGE_VERSION_TAGS = (
-    sa.select(t.version_tags.c.version_id, t.version_tags.c.key, t.version_tags.c.value)
-    .join(t.versions, t.versions.c.id == t.version_tags.c.version_id)
-    .join(t.models, t.models.c.id == t.versions.c.model_id)
-    .where(
-        t.models.c.name == bp("model"),
-        t.versions.c.version < bp("before"),
-        t.versions.c.version >= bp("lowest"),
-    )
-)
