@@ -123,7 +123,9 @@ class SqlBase:
         if not self.is_sqlite:
             # Enough pooled connections for a server's worker threads: a connection opened past
             # the pool is closed again on return, and a new PostgreSQL connection is a process.
-            engine = sa.create_engine(self.url, pool_size=20, max_overflow=20)
+            # Last in, first out: the connections in use stay few and warm, the others idle
+            # (and are pinged before they serve again).
+            engine = sa.create_engine(self.url, pool_size=20, max_overflow=20, pool_use_lifo=True)
             _ping_when_idle(engine)
             return engine
         path = self.sqlite_path
