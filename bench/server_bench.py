@@ -1227,6 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
         "modelledger_git": git_state(REPO),
         "fastapi": dist_version("fastapi"),
         "uvicorn": dist_version("uvicorn"),
+        # uvicorn's C event loop and HTTP parser: both servers use them when installed
+        "uvloop": dist_version("uvloop"),
+        "httptools": dist_version("httptools"),
         "httpx": dist_version("httpx"),
         "scikit-learn": dist_version("scikit-learn"),
         "sqlalchemy": dist_version("sqlalchemy"),
