@@ -1,0 +1,67 @@
+"""The web UI: ``/ui/`` serves one HTML page and the plain ES modules next to it (no build
+step; the graph-layout libraries are vendored, pinned, with their licences, in
+``static/vendor``). ``/`` redirects to it.
+
+The page is only a client of the REST API: it calls ``/api/v1`` with the bearer token the user
+signs in with, so it can see and do exactly what that token allows, no more. Nothing here reads
+the registry; ``registry`` is taken for the shape every route module shares.
+
+The page is sent with a Content-Security-Policy that allows scripts from this origin only, so
+that text from the registry (names, reasons, tags), which the scripts only ever insert as text,
+could not run as script even through a mistake in them.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads annotations at run time.
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, RedirectResponse
+from starlette.staticfiles import StaticFiles
+
+from modelledger import Registry
+
+from .deps import Deps
+
+__all__ = ["STATIC", "UI_PATH", "add_routes"]
+
+UI_PATH = "/ui"
+STATIC = Path(__file__).resolve().parent / "static"
+"""The page, its scripts and style, and the vendored libraries (package data)."""
+
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; connect-src 'self'; img-src 'self' data: blob:; "
+        # cytoscape sets inline styles on the elements it creates
+        "style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # a new release's scripts must replace the old ones at once: revalidate every time
+    "Cache-Control": "no-cache",
+}
+
+
+class _Static(StaticFiles):
+    """Static files with the UI's security headers on every response."""
+
+    def file_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(_SECURITY_HEADERS)
+        return response
+
+
+def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
+    """``GET /`` (a redirect), ``GET /ui/`` (the page) and ``/ui/static/...`` (its files); none
+    of them is part of the API's OpenAPI document."""
+    del registry, deps  # the page reaches the registry only through the API, with the user's token
+
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=_SECURITY_HEADERS)
+
+    def to_ui() -> RedirectResponse:
+        return RedirectResponse(f"{UI_PATH}/", status_code=307)
+
+    app.add_api_route("/", to_ui, methods=["GET"], include_in_schema=False)
+    app.add_api_route(UI_PATH, to_ui, methods=["GET"], include_in_schema=False)
+    app.add_api_route(f"{UI_PATH}/", index, methods=["GET"], include_in_schema=False)
+    app.mount(f"{UI_PATH}/static", _Static(directory=STATIC), name="ui-static")
