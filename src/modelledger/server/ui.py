@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
+from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 
 from modelledger import Registry
@@ -55,13 +56,14 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
     of them is part of the API's OpenAPI document."""
     del registry, deps  # the page reaches the registry only through the API, with the user's token
 
-    def index() -> FileResponse:
+    def index(_request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=_SECURITY_HEADERS)
 
-    def to_ui() -> RedirectResponse:
+    def to_ui(_request: Request) -> RedirectResponse:
         return RedirectResponse(f"{UI_PATH}/", status_code=307)
 
-    app.add_api_route("/", to_ui, methods=["GET"], include_in_schema=False)
-    app.add_api_route(UI_PATH, to_ui, methods=["GET"], include_in_schema=False)
-    app.add_api_route(f"{UI_PATH}/", index, methods=["GET"], include_in_schema=False)
+    # plain Starlette routes, as /metrics is: pages, not API routes of the OpenAPI document
+    app.router.add_route("/", to_ui, methods=["GET"], include_in_schema=False)
+    app.router.add_route(UI_PATH, to_ui, methods=["GET"], include_in_schema=False)
+    app.router.add_route(f"{UI_PATH}/", index, methods=["GET"], include_in_schema=False)
     app.mount(f"{UI_PATH}/static", _Static(directory=STATIC), name="ui-static")
