@@ -468,7 +468,8 @@ def test_lineage_graph_of_a_version_and_of_a_data_set(page: Any, scenario: Scena
     assert text.count('<g class="edge"') == len(edges)
     assert 'data-id="datasets:/applications-train/1"' in text
 
-    # a click on a node opens its page
+    # a click on a node opens its page (after Fit, which brings every node into view)
+    page.get_by_role("button", name="Fit").click()
     box = page.locator("#graph").bounding_box()
     spot = page.evaluate(
         "() => window.modelledgerGraph.getElementById('datasets:/applications-train/1').renderedPosition()"
@@ -548,3 +549,42 @@ def test_a_viewer_sees_no_action_and_the_api_refuses_them(page: Any, scenario: S
     )
     assert answer[0] == 403 and answer[1]["error"] == "PermissionDenied"
     assert scenario.registry.state("models:/credit-risk/2").stage == "validated"
+
+
+def test_a_lineage_graph_of_fifty_nodes_is_laid_out_without_overlap(page: Any, scenario: Scenario) -> None:
+    reg = scenario.registry
+    frame = pd.DataFrame({"branch": range(3), "limit": [1.0, 2.0, 3.0]})
+    extracts = [
+        reg.datasets.register(
+            f"branch-{i:02d}",
+            frame.assign(branch=i),
+            source={"uri": f"s3://branches/{i:02d}.csv", "kind": "file"},
+        )
+        for i in range(25)
+    ]
+    merged = reg.datasets.register(
+        "branches",
+        frame,
+        steps=[{"name": "union", "kind": "concat", "inputs": [d.uri for d in extracts]}],
+    )
+    mv = reg.register("credit-limits", lambda rows: rows, datasets={"train": merged}, capture=False)
+    sign_in(page, scenario, SCIENTIST)
+    visit(page, scenario, f"models/credit-limits/versions/{mv.version}/lineage")
+    page.locator("#export-svg").wait_for()
+    assert page.evaluate("window.modelledgerGraph.zoom()") >= 0.7  # starts readable, not shrunk to fit
+    boxes = page.evaluate(
+        """() => window.modelledgerGraph.nodes().map((n) => {
+            const b = n.boundingBox({includeLabels: false});
+            return [n.id(), b.x1, b.y1, b.x2, b.y2];
+        })"""
+    )
+    assert len(boxes) >= 50
+    union = [b for b in boxes if b[0].startswith("datasets:/branches/") and "#step" in b[0]]
+    assert len(union) == 1  # the one step that read all 25 extracts is one node
+    for i, (a, *ra) in enumerate(boxes):
+        for b, *rb in boxes[i + 1 :]:
+            apart = ra[2] <= rb[0] or rb[2] <= ra[0] or ra[3] <= rb[1] or rb[3] <= ra[1]
+            assert apart, f"{a} overlaps {b}"
+    shot(page, "lineage-large")
+    page.get_by_role("button", name="Fit").click()
+    shot(page, "lineage-large-fit")

@@ -543,7 +543,7 @@ function timeline(events) {
 
 // ---------------------------------------------------------------------------- lineage
 
-async function lineagePage(view, graph, heading, crumbs) {
+async function lineagePage(view, graph, heading, crumbs, anchorRight) {
   const legend = h(
     "ul",
     { class: "legend", "aria-label": "Legend" },
@@ -561,26 +561,30 @@ async function lineagePage(view, graph, heading, crumbs) {
     container,
     selected,
     section(
-      "Nodes",
-      table(
-        [
-          ["Kind", (n) => n.kind],
-          ["Node", (n) => (parseUri(n.id) ? uriLink(n.id, n.label) : n.label)],
-        ],
-        graph.nodes,
-        { id: "lineage-nodes" },
-      ),
-    ),
-    section(
-      "Edges",
-      table(
-        [
-          ["From", (e) => e.from],
-          ["To", (e) => e.to],
-          ["Relation", (e) => e.label],
-        ],
-        graph.edges,
-        { id: "lineage-edges" },
+      "As a list",
+      h(
+        "details",
+        { open: graph.nodes.length <= 20 },
+        h("summary", null, `${graph.nodes.length} nodes and ${graph.edges.length} edges`),
+        h("h3", null, "Nodes"),
+        table(
+          [
+            ["Kind", (n) => n.kind],
+            ["Node", (n) => (parseUri(n.id) ? uriLink(n.id, n.label) : n.label)],
+          ],
+          graph.nodes,
+          { id: "lineage-nodes" },
+        ),
+        h("h3", null, "Edges"),
+        table(
+          [
+            ["From", (e) => e.from],
+            ["To", (e) => e.to],
+            ["Relation", (e) => e.label],
+          ],
+          graph.edges,
+          { id: "lineage-edges" },
+        ),
       ),
     ),
   );
@@ -602,6 +606,14 @@ async function lineagePage(view, graph, heading, crumbs) {
       },
     });
     cy.fit(undefined, 20);
+    if (cy.zoom() < 0.7) {
+      // a long chain fitted into the box would be too small to read: start readable, showing
+      // a version's end of the chain (it and its deployments), or a data set in the middle
+      cy.zoom(0.7);
+      const root = cy.getElementById(graph.root);
+      if (anchorRight) cy.pan({ x: cy.width() - 20 - cy.elements().boundingBox().x2 * 0.7, y: cy.height() / 2 - root.position().y * 0.7 });
+      else cy.center(root);
+    }
     window.modelledgerGraph = cy; // for whoever inspects the page (and the tests)
     controls.append(
       h("button", { type: "button", onclick: () => cy.fit(undefined, 20) }, "Fit"),
@@ -650,14 +662,14 @@ export async function versionLineage({ view, params: [name, ref] }) {
   const mv = await api(`/models/${seg(name)}/versions/${seg(ref)}`);
   const graph = await withDeployments(await api(`/models/${seg(mv.model)}/versions/${mv.version}/lineage`));
   const crumbs = h("p", { class: "crumbs" }, link(["models", mv.model], mv.model), " / ", link(["models", mv.model, "versions", mv.version], `v${mv.version}`), " / lineage");
-  return lineagePage(view, graph, `Lineage of ${mv.uri}`, crumbs);
+  return lineagePage(view, graph, `Lineage of ${mv.uri}`, crumbs, true);
 }
 
 export async function datasetLineage({ view, params: [name, ref] }) {
   const dv = await api(`/datasets/${seg(name)}/versions/${seg(ref)}`);
   const graph = await withDeployments(await api(`/datasets/${seg(dv.name)}/versions/${dv.version}/lineage`));
   const crumbs = h("p", { class: "crumbs" }, link(["datasets"], "Data sets"), " / ", link(["datasets", dv.name, "versions", dv.version], `${dv.name} v${dv.version}`), " / lineage");
-  return lineagePage(view, graph, `Lineage of ${dv.uri}`, crumbs);
+  return lineagePage(view, graph, `Lineage of ${dv.uri}`, crumbs, false);
 }
 
 // ---------------------------------------------------------------------------- diff
