@@ -12,12 +12,16 @@ could not run as script even through a mistake in them.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads annotations at run time.
+import os
+from os import PathLike
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from modelledger import Registry
 
@@ -45,8 +49,14 @@ _SECURITY_HEADERS = {
 class _Static(StaticFiles):
     """Static files with the UI's security headers on every response."""
 
-    def file_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        response = super().file_response(*args, **kwargs)
+    def file_response(
+        self,
+        full_path: PathLike[str] | str,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.update(_SECURITY_HEADERS)
         return response
 
