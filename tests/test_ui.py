@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from tests.helpers import serve_app
+from tests.helpers import free_port, serve_app
 
 from modelledger import Registry, create_identity
 from modelledger.server import API_PREFIX, create_app
@@ -30,6 +33,7 @@ from modelledger.server import API_PREFIX, create_app
 CHROMIUM = os.environ.get("MODELLEDGER_TEST_CHROMIUM", "/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "ui"
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
 
 SCIENTIST = "alice@example.com"  # an admin of every model (enrolled by conftest's enrol_cast)
 OFFICER = "officer@bank.example"
@@ -596,3 +600,100 @@ def test_a_lineage_graph_of_fifty_nodes_is_laid_out_without_overlap(page: Any, s
     shot(page, "lineage-large")
     page.get_by_role("button", name="Fit").click()
     shot(page, "lineage-large-fit")
+
+
+# ---------------------------------------------------------------------------- the front door
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    """``examples/demo.py --serve`` run for real: the whole story, then ``modelledger server``
+    over its registry. Yields what the demo printed under step 12 (label -> text) and its log."""
+    log = tmp_path / "demo.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELLEDGER_")}
+    env |= {"DEMO_DIR": str(tmp_path / "demo-output"), "PYTHONUNBUFFERED": "1"}
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(DEMO), "--serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the server it starts stops with it
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "Uvicorn running" not in log.read_text():
+            assert process.poll() is None, f"the demo stopped:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"the demo did not serve in time:\n{log.read_text()}"
+            time.sleep(0.2)
+        told = log.read_text().split("12. The web UI", 1)[1]
+        printed: dict[str, str] = {}
+        for line in told.splitlines():
+            label, _, text = line.strip().partition(" ")
+            if label in ("open", "token", "model", "lineage", "declined"):
+                printed.setdefault(label, text.strip().split()[0])
+        assert printed["open"] == f"http://127.0.0.1:{port}/ui/"
+        yield printed, log
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as its user stops it
+        process.wait(timeout=30)
+
+
+def test_the_demo_serves_its_story_in_the_ui(page: Any, demo: tuple[dict[str, str], Path]) -> None:
+    printed, log = demo
+    officer = "risk-officer@bank.example"
+    page.goto(printed["open"])
+    page.get_by_label("API token or OIDC token").fill(printed["token"])  # the first: the officer's
+    page.get_by_role("button", name="Sign in").click()
+    ready(page, "#/models")
+    assert officer in page.locator("#signed-in-as").inner_text()
+    assert [r[0] for r in rows(page, "#models")] == ["credit-risk"]
+
+    page.goto(printed["model"])
+    ready(page, "#/models/credit-risk", exact=True)
+    version = rows(page, "#versions")[0]
+    assert (version[0], version[1], version[2]) == ("v1", "deployed", "@production")
+    assert rows(page, "#aliases")[0][:3] == ["@production", "v1", officer]
+    shot(page, "demo-model")
+
+    page.goto(printed["lineage"])
+    ready(page, "#/models/credit-risk/versions/1/lineage")
+    page.locator("#export-svg").wait_for()
+    nodes, edges = _graph(page)
+    split = "datasets:/applications-holdout/1#step1"
+    model_steps = {n for n, kind in nodes if n.startswith("models:/credit-risk/1#") and kind == "step"}
+    assert len(model_steps) == 3  # the pipeline's impute, scale and one-hot encode
+    assert nodes - {(n, "step") for n in model_steps} == {
+        ("source:datasets:/applications-raw/1", "source"),
+        ("datasets:/applications-raw/1", "dataset"),
+        ("datasets:/applications-clean/1#step1", "step"),
+        ("datasets:/applications-clean/1", "dataset"),
+        (split, "step"),
+        ("datasets:/applications-train/1", "dataset"),
+        ("datasets:/applications-holdout/1", "dataset"),
+        ("models:/credit-risk/1", "model"),
+        ("alias:credit-risk@production", "deployment"),
+    }
+    assert (split, "datasets:/applications-train/1", "produced") in edges
+    assert (split, "datasets:/applications-holdout/1", "produced") in edges
+    assert ("models:/credit-risk/1", "alias:credit-risk@production", "deployed") in edges
+    shot(page, "demo-lineage")
+
+    # the declined application the demo traced (its output 1: predicted default)
+    declined = printed["declined"].split("id=")[1]
+    assert f"{declined}  age" in log.read_text() and "DECLINE" in log.read_text().split(declined)[1][:120]
+    page.goto(printed["declined"])
+    ready(page, "#/trace?id=")
+    assert page.locator("#receipt-validity").inner_text().startswith("The receipt is valid")
+    prediction = page.get_by_role("region", name="Prediction").inner_text()
+    assert declined in prediction and re.search(r"Output\s+1\b", prediction)
+    assert page.locator("#approved-by").inner_text() == officer
+    governance = page.get_by_role("region", name="Governance").inner_text()
+    assert f"{officer} at " in governance and "bias report MRM-2026-114" in governance
+    assert "@production by " in governance and "Q4 release" in governance
+    assert {r[1] for r in rows(page, "#trace-datasets")} == {
+        "datasets:/applications-train/1",
+        "datasets:/applications-holdout/1",
+    }
+    shot(page, "demo-trace")

@@ -84,6 +84,13 @@ export function show(value) {
   return String(value);
 }
 
+// A list of elements (one line per approval, say) is shown as they are, not as JSON.
+function cell(value) {
+  if (value instanceof Node) return value;
+  if (Array.isArray(value) && value.every((v) => v instanceof Node)) return value.length ? h("div", null, value) : show(null);
+  return show(value);
+}
+
 // A two-column table of a mapping.
 export function kv(rows, caption) {
   const entries = Array.isArray(rows) ? rows : Object.entries(rows ?? {});
@@ -96,7 +103,7 @@ export function kv(rows, caption) {
       h(
         "tbody",
         null,
-        entries.map(([key, value]) => h("tr", null, h("th", { scope: "row" }, key), h("td", null, value instanceof Node ? value : show(value)))),
+        entries.map(([key, value]) => h("tr", null, h("th", { scope: "row" }, key), h("td", null, cell(value)))),
       ),
     ),
   );
