@@ -522,18 +522,46 @@ def test_trace_of_a_prediction_and_a_receipt_file(page: Any, scenario: Scenario,
     assert "scale" in rows(page, ".steps")[0][0]
     shot(page, "trace")
 
+    # a receipt file, checked by the server (POST /receipts/verify)
     receipt = scenario.registry.prediction(scenario.prediction_id)["receipt"]
+    kid = receipt["key_id"]
+    signer = next(m.name for m in scenario.registry.members() for k in m.keys if k.key_id == kid)
     good = tmp_path / "receipt.json"
     good.write_text(json.dumps(receipt))
     page.locator("#receipt-file").set_input_files(str(good))
-    page.locator("#receipt-result").filter(has_text="matches the registry's record").wait_for()
+    result = page.locator("#receipt-result [role=status]")
+    result.wait_for()
+    assert result.get_attribute("data-valid") == "true"
+    assert "receipt.json: the receipt is valid" in result.inner_text()
+    assert f"Signed by\t{signer} (key {receipt['key_id']})" in result.inner_text()
+    shot(page, "receipt-valid")
+
+    # the same receipt with the decision flipped, on the receipt page
+    page.get_by_role("link", name="Verify a receipt").click()
+    ready(page, "#/receipt", exact=True)
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps({**receipt, "output": 1 - receipt["output"]}))
     page.locator("#receipt-file").set_input_files(str(forged))
-    result = page.locator("#receipt-result").filter(has_text="does NOT match")
+    result = page.locator("#receipt-result [role=status]")
     result.wait_for()
-    assert "Fields that differ: output" in result.inner_text()
-    shot(page, "receipt-check")
+    assert result.get_attribute("data-valid") == "false"
+    text = result.inner_text()
+    assert "forged.json: the receipt is NOT valid" in text and "a field was changed" in text
+    shot(page, "receipt-forged")
+    page.get_by_role("link", name="See the registry's trace of this prediction").click()
+    ready(page, "#/trace?id=")
+    assert page.locator("#receipt-validity").inner_text().startswith("The receipt is valid")
+
+    # a file that is no receipt, and a receipt signed by a key the registry never enrolled
+    headers = {"Authorization": f"Bearer {scenario.tokens[OFFICER]}"}
+    verify = f"{scenario.url}{API_PREFIX}/receipts/verify"
+    answer = httpx.post(verify, headers=headers, json={"model": "credit-risk", "hello": 1}).json()
+    assert answer["valid"] is False and answer["problem"].startswith("malformed")
+    answer = httpx.post(verify, headers=headers, json={**receipt, "key_id": "0" * 16}).json()
+    assert answer["valid"] is False and answer["signed_by"] is None and "0" * 16 in answer["problem"]
+    # a receipt of a model outside the officer's scope is refused, not checked
+    refused = httpx.post(verify, headers=headers, json={**receipt, "model": "fraud-score"})
+    assert refused.status_code == 403
 
 
 def test_a_viewer_sees_no_action_and_the_api_refuses_them(page: Any, scenario: Scenario) -> None:

@@ -19,6 +19,7 @@ const ROUTES = [
   [/^datasets\/([^/]+)\/versions\/([^/]+)\/lineage$/, pages.datasetLineage],
   [/^audit$/, pages.audit],
   [/^trace$/, pages.trace],
+  [/^receipt$/, pages.receipt],
   [/^at$/, pages.productionAt],
 ];
 
@@ -52,6 +53,7 @@ function renderHeader() {
     unscoped(me) ? ["#/datasets", "Data sets"] : null,
     ["#/audit", "Audit log"],
     ["#/trace", "Trace a prediction"],
+    ["#/receipt", "Verify a receipt"],
     ["#/at", "Production at a time"],
   ].filter(Boolean);
   nav.append(h("ul", null, items.map(([target, text]) => h("li", null, h("a", { href: target }, text)))));

@@ -891,30 +891,46 @@ export async function audit({ view, query, me }) {
 
 export async function trace({ view, query }) {
   const id = query.get("id");
-  const receiptInput = h("input", { id: "receipt-file", type: "file", accept: "application/json,.json" });
-  const receiptResult = h("div", { "aria-live": "polite", id: "receipt-result" });
+  append(view,
+    title("Trace a prediction"),
+    filterForm(["trace"], [["id", "Prediction id", { required: true, size: 30 }]], query, "Trace"),
+    receiptDrop(),
+  );
+  if (!id) return;
+  const t = await api(`/predictions/${seg(id)}/trace`);
+  append(view, ...traceReport(t));
+}
+
+export async function receipt({ view }) {
+  append(view,
+    title("Verify a receipt"),
+    h("p", null, "A receipt is the signed record a serving process gives for each decision. The server checks it against the registry's enrolled serving keys: genuine, signed by a key enrolled to serve its model and not revoked at its time, and every field as it was signed."),
+    receiptDrop(),
+  );
+}
+
+// Choose or drop a receipt file: the server answers whether it is valid (POST /receipts/verify).
+function receiptDrop() {
+  const input = h("input", { id: "receipt-file", type: "file", accept: "application/json,.json" });
+  const result = h("div", { "aria-live": "polite", id: "receipt-result" });
   const drop = h(
     "div",
     { class: "drop" },
-    h("label", { for: "receipt-file" }, "Check a receipt file (JSON): choose it or drop it here"),
-    receiptInput,
-    receiptResult,
+    h("label", { for: "receipt-file" }, "Verify a receipt file (JSON): choose it or drop it here"),
+    input,
+    result,
   );
-  const check = async (file) => receiptResult.replaceChildren(await checkReceipt(file));
-  receiptInput.addEventListener("change", () => receiptInput.files[0] && check(receiptInput.files[0]));
+  const check = async (file) => {
+    result.replaceChildren(h("p", { class: "muted" }, `Checking ${file.name}…`));
+    result.replaceChildren(await checkReceipt(file));
+  };
+  input.addEventListener("change", () => input.files[0] && check(input.files[0]));
   drop.addEventListener("dragover", (event) => event.preventDefault());
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     if (event.dataTransfer.files[0]) check(event.dataTransfer.files[0]);
   });
-  append(view, 
-    title("Trace a prediction"),
-    filterForm(["trace"], [["id", "Prediction id", { required: true, size: 30 }]], query, "Trace"),
-    drop,
-  );
-  if (!id) return;
-  const t = await api(`/predictions/${seg(id)}/trace`);
-  append(view, ...traceReport(t));
+  return drop;
 }
 
 function traceReport(t) {
@@ -998,8 +1014,7 @@ function traceReport(t) {
   ];
 }
 
-// A receipt file checked against the registry: the server's trace says whether the stored
-// receipt verifies; here the file's fields must equal the stored receipt's.
+// A receipt file checked by the server against the registry's trust bundle.
 async function checkReceipt(file) {
   let receipt;
   try {
@@ -1007,19 +1022,27 @@ async function checkReceipt(file) {
   } catch (err) {
     return explain(new ApiError(400, "InvalidInput", `${file.name} is not JSON: ${err.message}`));
   }
-  if (!receipt?.prediction_id) return explain(new ApiError(400, "InvalidInput", `${file.name} holds no prediction_id`));
+  if (receipt === null || typeof receipt !== "object" || Array.isArray(receipt)) {
+    return explain(new ApiError(400, "InvalidInput", `${file.name} does not hold a receipt (a JSON object)`));
+  }
   try {
-    const t = await api(`/predictions/${seg(receipt.prediction_id)}/trace`);
-    const stored = t.prediction.receipt ?? {};
-    const differing = Object.keys({ ...stored, ...receipt }).filter((k) => JSON.stringify(stored[k]) !== JSON.stringify(receipt[k]));
-    const ok = t.receipt.valid && differing.length === 0;
+    const r = await api("/receipts/verify", { method: "POST", body: receipt });
     return h(
       "div",
-      { class: ok ? "notice" : "error", role: "status" },
-      h("strong", null, ok ? "This receipt matches the registry's record, which verifies." : "This receipt does NOT match."),
-      differing.length ? h("p", null, `Fields that differ: ${differing.join(", ")}`) : null,
-      t.receipt.problem ? h("p", null, t.receipt.problem) : null,
-      h("p", null, link(["trace"], "See the full trace", { id: receipt.prediction_id })),
+      { class: r.valid ? "notice" : "error", role: "status", dataset: { valid: String(r.valid) } },
+      h("strong", null, r.valid ? `${file.name}: the receipt is valid` : `${file.name}: the receipt is NOT valid`),
+      r.problem ? h("p", null, r.problem) : null,
+      kv(
+        [
+          ["Prediction", h("code", null, show(r.prediction_id))],
+          ["Model", r.model && r.version ? uriLink(`models:/${r.model}/${r.version}`) : show(r.model)],
+          ["Output", show(r.output)],
+          ["Time", show(r.time)],
+          ["Signed by", r.signed_by ? `${r.signed_by} (key ${r.key_id})` : `key ${r.key_id ?? "—"}, enrolled to no member`],
+        ],
+        "receipt",
+      ),
+      r.captured ? h("p", null, link(["trace"], "See the registry's trace of this prediction", { id: r.prediction_id })) : null,
     );
   } catch (err) {
     return explain(err);
