@@ -13,7 +13,7 @@ LOCK_VENV   := .venv-lock
 # The pip every venv made here uses, so the resolver is a known one.
 PIP_VERSION := 26.3
 
-.PHONY: demo demo-ui test lint bench bench-server setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
+.PHONY: demo demo-ui bench-ui test lint bench bench-server setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
 
 # A venv (.venv/bin/python, .venv-bench/bin/python); an existing one is reused as it is.
 %/bin/python:
@@ -53,6 +53,10 @@ bench: setup-bench
 # modelledger's REST server against `mlflow server` over HTTP (SQLite, then PostgreSQL on 127.0.0.1:5432)
 bench-server: setup-bench
 	$(BENCH_BIN)/python bench/server_bench.py
+
+# The web UI's API calls on a model of 10,000 versions: server time per page (needs only the dev venv)
+bench-ui: setup-dev
+	$(BIN)/python bench/ui_bench.py
 
 # Regenerate the pins: resolve each extra afresh in a throwaway venv (newest releases that
 # fit pyproject.toml) and write `pip freeze` of it, sorted. Review the diff, then run `make test`.
