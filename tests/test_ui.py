@@ -725,3 +725,147 @@ def test_the_demo_serves_its_story_in_the_ui(page: Any, demo: tuple[dict[str, st
         "datasets:/applications-holdout/1",
     }
     shot(page, "demo-trace")
+
+
+# ---------------------------------------------------------------------------- OIDC sign-in
+
+
+class FakeProvider:
+    """An OIDC provider at the outer edge, on loopback: discovery, an authorization endpoint
+    that signs ``user`` in at once (no login form), a token endpoint that checks the PKCE
+    verifier against the challenge, and its key set. ``exchanges`` records each code exchange."""
+
+    def __init__(self, audience: str, user: str) -> None:
+        import base64
+        import hashlib
+        import secrets
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlencode, urlsplit
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "kid": "k1", "use": "sig"}
+        codes: dict[str, dict[str, str]] = {}
+        self.exchanges: list[dict[str, Any]] = []
+        outer = self
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self, status: int, body: dict[str, Any] | None, location: str | None = None) -> None:
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Access-Control-Allow-Origin", "*")  # the page calls from its origin
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if url.path == "/.well-known/openid-configuration":
+                    self.answer(
+                        200,
+                        {
+                            "issuer": outer.issuer,
+                            "authorization_endpoint": f"{outer.issuer}/authorize",
+                            "token_endpoint": f"{outer.issuer}/token",
+                            "jwks_uri": f"{outer.issuer}/jwks.json",
+                            "code_challenge_methods_supported": ["S256"],
+                        },
+                    )
+                elif url.path == "/jwks.json":
+                    self.answer(200, {"keys": [jwk]})
+                elif url.path == "/authorize":
+                    good = query.get("client_id") == audience and query.get("code_challenge_method") == "S256"
+                    if not good or query.get("response_type") != "code" or "code_challenge" not in query:
+                        self.answer(400, {"error": "invalid_request"})
+                        return
+                    code = secrets.token_urlsafe(16)
+                    codes[code] = query
+                    back = urlencode({"code": code, "state": query["state"]})
+                    self.answer(302, None, f"{query['redirect_uri']}?{back}")
+                else:
+                    self.answer(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:
+                form = {
+                    k: v[0]
+                    for k, v in parse_qs(
+                        self.rfile.read(int(self.headers["Content-Length"])).decode()
+                    ).items()
+                }
+                asked = codes.pop(form.get("code", ""), None)
+                verifier = form.get("code_verifier", "")
+                pkce = (
+                    asked is not None
+                    and b64(hashlib.sha256(verifier.encode()).digest()) == asked["code_challenge"]
+                )
+                outer.exchanges.append({"pkce": pkce, "form": form})
+                if asked is None or not pkce or form.get("redirect_uri") != asked["redirect_uri"]:
+                    self.answer(
+                        400, {"error": "invalid_grant", "error_description": "code or verifier wrong"}
+                    )
+                    return
+                now = int(time.time())
+                claims = {"iss": outer.issuer, "aud": audience, "iat": now, "exp": now + 300, "email": user}
+                token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+                self.answer(200, {"id_token": token, "access_token": "unused", "token_type": "Bearer"})
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.issuer = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(timeout=10)
+
+
+def test_sign_in_through_the_oidc_provider_with_pkce(page: Any, tmp_path: Path) -> None:
+    from modelledger.server import OidcSettings
+
+    alice, server, _tokens, _pid, _rev = build_scenario(tmp_path, f"sqlite:///{tmp_path / 'r.db'}")
+    provider = FakeProvider("modelledger-ui", OFFICER)
+    settings = OidcSettings(provider.issuer, "modelledger-ui", f"{provider.issuer}/jwks.json")
+    try:
+        with serve_app(create_app(server, oidc=settings)) as url:
+            page.goto(f"{url}/ui/#/signin")
+            ready(page, "#/signin")
+            page.get_by_role("button", name=f"Sign in with {provider.issuer.removeprefix('http://')}").click()
+            ready(page, "#/models")
+            assert OFFICER in page.locator("#signed-in-as").inner_text()
+            assert [r[0] for r in rows(page, "#models")] == ["credit-risk"]  # the officer's scope
+            assert page.evaluate("location.search") == ""  # the code is not left in the address bar
+            token = page.evaluate("sessionStorage.getItem('modelledger.token')")
+            assert token.count(".") == 2 and not token.startswith("mlt_")  # the provider's ID token
+            [exchange] = provider.exchanges
+            assert exchange["pkce"] and exchange["form"]["redirect_uri"] == f"{url}/ui/"
+            # the server checks that token as any JWT of the issuer: the officer may approve
+            whoami = httpx.get(f"{url}{API_PREFIX}/whoami", headers={"Authorization": f"Bearer {token}"})
+            assert whoami.json()["name"] == OFFICER
+            shot(page, "oidc-signed-in")
+
+            # a return this tab did not start (a forged or replayed link) is refused
+            page.evaluate("sessionStorage.clear()")
+            page.goto(f"{url}/ui/?code=stolen&state=guessed")
+            ready(page, "#/signin")
+            refusal = page.get_by_role("alert").inner_text()
+            assert "Sign-in through the identity provider failed" in refusal and "state mismatch" in refusal
+            shot(page, "oidc-refused")
+            assert len(provider.exchanges) == 1  # the code was never sent to the provider
+    finally:
+        provider.close()
+        server.close()
+        alice.close()

@@ -1,7 +1,8 @@
 // The router: hash routes (#/models/credit-risk/versions/3) to the pages of pages.js. Every page
 // gets the signed-in member (from /whoami) and reads everything else from the API itself.
 
-import { api, ApiError, clearToken, getToken } from "./api.js";
+import { api, ApiError, clearToken, getToken, setToken } from "./api.js";
+import { finishSignIn } from "./oidc.js";
 import { explain, h, href } from "./dom.js";
 import * as pages from "./pages.js";
 import { unscoped } from "./roles.js";
@@ -120,5 +121,17 @@ export function resetMember(member) {
   me = member;
 }
 
-window.addEventListener("hashchange", route);
-route();
+// back from the OIDC provider (/ui/?code=...): the ID token becomes the bearer, then the page
+async function start() {
+  try {
+    const token = await finishSignIn();
+    if (token) setToken(token);
+  } catch (err) {
+    setNotice(explain(new ApiError(0, "OIDC", err.message)));
+    history.replaceState(null, "", "/ui/#/signin"); // no hashchange: the one route() below shows it
+  }
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

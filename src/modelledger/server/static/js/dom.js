@@ -136,7 +136,8 @@ export function explain(err) {
   // A refusal the user can act on, in words, with the server's own message under it.
   const message = err?.message ?? String(err);
   let title = "Something went wrong";
-  if (err?.status === 401) title = "Your token was not accepted: sign in again";
+  if (err?.kind === "OIDC") title = "Sign-in through the identity provider failed";
+  else if (err?.status === 401) title = "Your token was not accepted: sign in again";
   else if (err?.status === 403 && /four-eyes/.test(message)) title = "Refused by the four-eyes rule";
   else if (err?.status === 403 && /is protected/.test(message)) title = "Refused: this alias is protected";
   else if (err?.status === 403) title = "Not allowed (403)";

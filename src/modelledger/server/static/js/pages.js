@@ -99,6 +99,14 @@ export async function signIn({ view }) {
     }
   });
   append(view, title("Sign in"), form);
+  const { serverConfig, startSignIn } = await import("./oidc.js");
+  const { oidc } = await serverConfig();
+  if (oidc) {
+    const provider = h("div", { "aria-live": "polite" });
+    const button = h("button", { type: "button", id: "oidc-signin" }, `Sign in with ${new URL(oidc.issuer).host}`);
+    button.addEventListener("click", () => startSignIn(oidc).catch((err) => provider.replaceChildren(explain(new ApiError(0, "OIDC", err.message)))));
+    append(view, h("section", { class: "signin", "aria-label": "Single sign-on" }, h("p", null, "Or through your organisation's identity provider:"), button, provider));
+  }
 }
 
 // ---------------------------------------------------------------------------- models
