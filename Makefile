@@ -1,7 +1,7 @@
 # One command to see it work, one command to test it. Both set themselves up.
 #
 # Installs are pinned: constraints.txt holds an exact version for every package that
-# `pip install -e '.[dev]'` or `pip install -e '.[sklearn]'` brings in; constraints-bench.txt
+# `pip install -e '.[dev]'` or `pip install -e '.[sklearn,server]'` brings in; constraints-bench.txt
 # does the same for the `bench` extra (MLflow's own caps clash with the dev pins, so the
 # benchmark gets its own venv and its own file). `make lock` regenerates both.
 PYTHON      ?= python3
@@ -13,7 +13,7 @@ LOCK_VENV   := .venv-lock
 # The pip every venv made here uses, so the resolver is a known one.
 PIP_VERSION := 26.3
 
-.PHONY: demo test lint bench bench-server setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
+.PHONY: demo demo-ui bench-ui test lint bench bench-server setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
 
 # A venv (.venv/bin/python, .venv-bench/bin/python); an existing one is reused as it is.
 %/bin/python:
@@ -21,7 +21,7 @@ PIP_VERSION := 26.3
 
 setup-demo: $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'pip==$(PIP_VERSION)'
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[sklearn]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[sklearn,server]'
 
 setup-dev: $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'pip==$(PIP_VERSION)'
@@ -33,6 +33,11 @@ setup-bench: $(BENCH_BIN)/python
 
 demo: setup-demo
 	$(BIN)/python examples/demo.py
+
+# The demo, then its registry served with the web UI on 127.0.0.1:$(PORT) until Ctrl-C
+PORT ?= 8000
+demo-ui: setup-demo
+	$(BIN)/python examples/demo.py --serve --port $(PORT)
 
 test: setup-dev
 	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider
@@ -48,6 +53,10 @@ bench: setup-bench
 # modelledger's REST server against `mlflow server` over HTTP (SQLite, then PostgreSQL on 127.0.0.1:5432)
 bench-server: setup-bench
 	$(BENCH_BIN)/python bench/server_bench.py
+
+# The web UI's API calls on a model of 10,000 versions: server time per page (needs only the dev venv)
+bench-ui: setup-dev
+	$(BIN)/python bench/ui_bench.py
 
 # Regenerate the pins: resolve each extra afresh in a throwaway venv (newest releases that
 # fit pyproject.toml) and write `pip freeze` of it, sorted. Review the diff, then run `make test`.

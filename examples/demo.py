@@ -7,13 +7,21 @@ traced back to the model, the code, the data and the approver. Each person (and 
 scoring service) acts with a key of their own, enrolled in the registry's ledger. Run with
 ``make demo``; everything lands in ./demo-output/ (the keys in demo-output/identities: on a
 real team each lives on its owner's machine).
+
+With ``--serve`` (``make demo-ui``) the story is followed by ``modelledger server`` over the
+demo's registry, on 127.0.0.1 (``--port``, default 8000), with the web UI at ``/ui/``: the
+demo enrols the server's own key with the gateway role, prints tokens to sign in with and the
+pages that show the story, and serves until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,7 @@ OUT = Path(os.environ.get("DEMO_DIR", "demo-output")).absolute()
 DATA_SCIENTIST = "data-scientist@bank.example"
 RISK_OFFICER = "risk-officer@bank.example"
 SCORER = "scoring-service"
+SERVER = "modelledger-server"
 
 
 def make_credit_applications(n: int = 6_000, seed: int = 42) -> pd.DataFrame:
@@ -97,7 +106,8 @@ def print_tree(graph: Any, node_id: str, indent: str = "   ", seen: set[str] | N
     walk(node_id, indent, indent)
 
 
-def main() -> None:
+def main() -> str:
+    """The story; returns the id of the declined application's prediction."""
     from modelledger import Registry, create_identity
 
     shutil.rmtree(OUT, ignore_errors=True)
@@ -344,7 +354,49 @@ def main() -> None:
     print(f"\nRegistry kept in {home}. Try:")
     print(f"  MODELLEDGER_HOME={home} modelledger lineage models:/credit-risk@production")
     print(f"  MODELLEDGER_HOME={home} modelledger trace {declined.prediction_id}")
+    return declined.prediction_id
+
+
+def serve(port: int, declined: str) -> int:
+    """Serve the demo's registry with ``modelledger server`` until Ctrl-C; returns its exit code."""
+    from modelledger import Registry, create_identity
+
+    print("\n12. The web UI: `modelledger server` over this registry, for people who do not write Python")
+    registry = Registry.open(actor=DATA_SCIENTIST)
+    # the server writes (approve, deploy...) on its callers' behalf with a key of its own
+    registry.enrol(SERVER, create_identity(SERVER)[2], roles="gateway", models="*")
+    tokens = {
+        member: registry.create_token(member, expires="1d", reason="demo web UI")[0]
+        for member in (RISK_OFFICER, DATA_SCIENTIST)
+    }
+    registry.close()
+    base = f"http://127.0.0.1:{port}/ui/"
+    print(f"   open       {base}")
+    print(f"   token      {tokens[RISK_OFFICER]}   ({RISK_OFFICER}: approver, deployer of credit-*)")
+    print(f"   token      {tokens[DATA_SCIENTIST]}   ({DATA_SCIENTIST}: admin)")
+    print("   (paste a token on the sign-in page; each is valid for a day)")
+    print(f"   model      {base}#/models/credit-risk")
+    print(f"   lineage    {base}#/models/credit-risk/versions/1/lineage")
+    print(f"   declined   {base}#/trace?id={declined}")
+    print("   Ctrl-C stops the server.", flush=True)
+    script = Path(sys.executable).with_name("modelledger")
+    command = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from modelledger.cli import main; main()"]
+    )
+    env = {**os.environ, "MODELLEDGER_IDENTITY": SERVER}
+    try:
+        return subprocess.run([*command, "server", "--port", str(port)], env=env, check=False).returncode
+    except KeyboardInterrupt:  # the server got the same Ctrl-C and has stopped
+        return 0
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description="The modelledger story, end to end.")
+    parser.add_argument("--serve", action="store_true", help="after the story, serve the web UI over it")
+    parser.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000)")
+    args = parser.parse_args()
+    declined_id = main()
+    if args.serve:
+        sys.exit(serve(args.port, declined_id))

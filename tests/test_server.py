@@ -363,6 +363,7 @@ def test_the_openapi_document_lists_every_route(served: Served) -> None:
                 "/models/{name}/alias-history",
                 "/models/{name}/predictions",
                 "/predictions/{prediction_id}",
+                "/receipts/verify",
                 "/models/{name}/archive",
                 "/models/{name}/unarchive",
                 "/models/{name}/rename",

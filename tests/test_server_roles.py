@@ -87,6 +87,7 @@ ROUTES: dict[tuple[str, str], tuple[Rule, dict[str, str], Any]] = {
     ("DELETE", "/models/{name}/aliases/{alias}"): (role("contributor"), {}, None),
     ("GET", "/models/{name}/predictions"): (view, {}, None),
     ("GET", "/predictions/{prediction_id}"): (view, {}, None),
+    ("POST", "/receipts/verify"): (view, {}, "receipt"),  # a credit-risk receipt: its model's viewers
     ("POST", "/models/{name}/archive"): (role("admin"), {"name": "fraud"}, {}),
     ("POST", "/models/{name}/unarchive"): (role("admin"), {"name": "fraud"}, {}),
     ("POST", "/models/{name}/rename"): (
@@ -206,6 +207,8 @@ def _call(setup: Setup, method: str, template: str, token: str) -> httpx.Respons
         path = path.replace("{" + key + "}", value)
     if "?" in given:
         path += "?" + given["?"]
+    if body == "receipt":
+        body = setup.registry.prediction(values["prediction_id"])["receipt"]
     if body == "enrol":
         body = {
             "name": f"new{time.monotonic_ns()}@example.com",

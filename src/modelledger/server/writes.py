@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -31,10 +31,13 @@ from starlette.concurrency import run_in_threadpool
 from modelledger import (
     DatasetVersion,
     InvalidInput,
+    InvalidReceipt,
     Member,
     ModelVersion,
+    NotFound,
     PermissionDenied,
     Registry,
+    check_receipt_with_bundle,
     parse_prediction_id,
 )
 from modelledger._delegation import SIGNATURE_HEADER, parse_signature_header
@@ -118,6 +121,19 @@ class AliasAtOut(BaseModel):
     alias: str
     time: str
     version: int | None = Field(description="the version the alias held then; null: none")
+
+
+class ReceiptCheckOut(BaseModel):
+    valid: bool
+    problem: str | None = Field(description="why the receipt is not valid; null when it is")
+    prediction_id: str | None
+    model: str | None
+    version: int | None
+    output: Any = None
+    time: str | None
+    key_id: str | None
+    signed_by: str | None = Field(description="the member whose enrolled key signed it")
+    captured: bool = Field(description="the registry holds this prediction, whose trace can be read")
 
 
 class AliasIn(_In):
@@ -542,6 +558,53 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         _when, key = parse_prediction_id(prediction_id)
         need_view(member, registry.get_version_by_key(key).model)
         return registry.prediction(prediction_id)
+
+    @route(app, "POST", "/receipts/verify", response_model=ReceiptCheckOut, tags=["trust"])
+    def verify_receipt(
+        member: Caller,
+        receipt: Annotated[dict[str, Any], Body(description="a receipt, as a serving process wrote it")],
+    ) -> ReceiptCheckOut:
+        """Whether a receipt is genuine: as ``check_receipt_with_bundle`` checks it against this
+        registry's trust bundle (a serving key enrolled for its model, not revoked at its time,
+        its fields hashing to the signed root) and, when the registry holds the version it
+        names, that version's digest. A receipt that is not valid is answered 200 with
+        ``valid: false`` and the reason. Needs a role on the receipt's model."""
+        model = receipt.get("model")
+        if isinstance(model, str):
+            need_view(member, model)
+        else:
+            need_view(member, None)
+        fields = {
+            "prediction_id": receipt.get("prediction_id"),
+            "model": model,
+            "version": receipt.get("version"),
+            "output": receipt.get("output"),
+            "time": receipt.get("time"),
+            "key_id": receipt.get("key_id"),
+        }
+        fields = {k: v if k == "output" or isinstance(v, str | int) else None for k, v in fields.items()}
+        problem = None
+        try:
+            parsed = check_receipt_with_bundle(
+                receipt, registry.trust_bundle(), root_public_key=registry.public_key()
+            )
+        except InvalidReceipt as exc:
+            problem = exc.reason
+        except InvalidInput as exc:  # not a receipt's shape at all
+            problem = f"malformed: {exc.message}"
+        else:
+            with contextlib.suppress(NotFound):  # an erased or renamed model: the signature stands
+                registered = registry.get_version(f"models:/{parsed.model}/{parsed.version}")
+                if registered.digest != parsed.digest:
+                    problem = "the receipt names another artefact digest than the registered version"
+        kid = fields["key_id"]
+        signer = next((m.name for m in registry.members() for k in m.keys if k.key_id == kid), None)
+        captured = False
+        with contextlib.suppress(NotFound, InvalidInput):  # a forged receipt's trace shows the real one
+            captured = member.can_view(registry.prediction(str(fields["prediction_id"]))["model"])
+        return ReceiptCheckOut(
+            valid=problem is None, problem=problem, signed_by=signer, captured=captured, **fields
+        )
 
     # ------------------------------------------------------------ aliases
 
