@@ -13,7 +13,7 @@ LOCK_VENV   := .venv-lock
 # The pip every venv made here uses, so the resolver is a known one.
 PIP_VERSION := 26.3
 
-.PHONY: demo demo-ui bench-ui test lint bench bench-server setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
+.PHONY: demo demo-story bench-ui test lint bench bench-server setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
 
 # A venv (.venv/bin/python, .venv-bench/bin/python); an existing one is reused as it is.
 %/bin/python:
@@ -31,13 +31,14 @@ setup-bench: $(BENCH_BIN)/python
 	$(BENCH_BIN)/python -m pip install --quiet 'pip==$(PIP_VERSION)'
 	$(BENCH_BIN)/python -m pip install --quiet -c constraints-bench.txt -e '.[bench]'
 
-demo: setup-demo
-	$(BIN)/python examples/demo.py
-
-# The demo, then its registry served with the web UI on 127.0.0.1:$(PORT) until Ctrl-C
+# The demo's story, then its registry served with the web UI on 127.0.0.1:$(PORT) until Ctrl-C
 PORT ?= 8000
-demo-ui: setup-demo
+demo: setup-demo
 	$(BIN)/python examples/demo.py --serve --port $(PORT)
+
+# The story alone: ends when it has been told (for scripts and a second look at the output)
+demo-story: setup-demo
+	$(BIN)/python examples/demo.py
 
 test: setup-dev
 	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider

@@ -5,10 +5,10 @@ trains a default-risk model, registers it with its manifest and data, gets it
 approved by someone else, deploys it, and serves decisions that can each be
 traced back to the model, the code, the data and the approver. Each person (and the
 scoring service) acts with a key of their own, enrolled in the registry's ledger. Run with
-``make demo``; everything lands in ./demo-output/ (the keys in demo-output/identities: on a
-real team each lives on its owner's machine).
+``make demo-story``; everything lands in ./demo-output/ (the keys in demo-output/identities:
+on a real team each lives on its owner's machine).
 
-With ``--serve`` (``make demo-ui``) the story is followed by ``modelledger server`` over the
+With ``--serve`` (``make demo``) the story is followed by ``modelledger server`` over the
 demo's registry, on 127.0.0.1 (``--port``, default 8000), with the web UI at ``/ui/``: the
 demo enrols the server's own key with the gateway role, prints tokens to sign in with and the
 pages that show the story, and serves until Ctrl-C.

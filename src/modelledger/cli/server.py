@@ -1,4 +1,4 @@
-"""``server``: serve a registry's read API over HTTP (the ``server`` extra)."""
+"""``server``: serve a registry's API and web UI over HTTP (the ``server`` extra)."""
 
 from __future__ import annotations
 
@@ -164,8 +164,9 @@ def server(
     tokens create`) or, with the --oidc-* options, a JWT of that OIDC issuer whose claim
     (default: email) names an enrolled member; /healthz, /readyz and /metrics (Prometheus) need
     none. Writes are made on the caller's behalf with this server's own key, which must be
-    enrolled with the gateway role (choose it with MODELLEDGER_IDENTITY). With --json, first
-    print where it serves as one JSON document.
+    enrolled with the gateway role (choose it with MODELLEDGER_IDENTITY). The web UI is at /ui/
+    (/ redirects there); it signs in with the same tokens. With --json, first print where it
+    serves as one JSON document.
 
     \b
     Example:
