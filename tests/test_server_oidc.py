@@ -12,12 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tests.conftest import enrol_cast
-from tests.helpers import free_port, serve_app
+from tests.helpers import LoopbackHTTP, free_port, serve_app
 from tests.test_server import _wait_up
 
 from modelledger import InvalidConfig, InvalidInput, Registry, create_identity, resolve_config, resolve_oidc
@@ -138,15 +137,11 @@ class JwksServer:
             def log_message(self, *_args: Any) -> None:  # quiet test output
                 pass
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/jwks.json"
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackHTTP(Handler)
+        self.url = f"{self._server.base}/jwks.json"
 
     def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=10)
+        self._server.close()
 
 
 @contextmanager

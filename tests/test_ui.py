@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from tests.helpers import free_port, serve_app
+from tests.helpers import LoopbackHTTP, free_port, serve_app
 
 from modelledger import Registry, create_identity
 from modelledger.server import API_PREFIX, create_app
@@ -739,8 +739,7 @@ class FakeProvider:
         import base64
         import hashlib
         import secrets
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         from urllib.parse import parse_qs, urlencode, urlsplit
 
         import jwt
@@ -822,15 +821,11 @@ class FakeProvider:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.issuer = f"http://127.0.0.1:{self._http.server_address[1]}"
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackHTTP(Handler)
+        self.issuer = self._server.base
 
     def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=10)
+        self._server.close()
 
 
 def test_sign_in_through_the_oidc_provider_with_pkce(page: Any, tmp_path: Path) -> None:

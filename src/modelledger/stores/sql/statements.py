@@ -75,24 +75,21 @@ class json_map(FunctionElement[str]):
     inherit_cache = True
 
 
-@compiles(json_list, "postgresql")
-def _json_list_pg(element: json_list, compiler: Any, **kw: Any) -> str:
-    return f"json_agg({compiler.process(element.clauses, **kw)})::text"
+_JSON_AGGREGATES: dict[type[FunctionElement[str]], dict[str, str]] = {
+    json_list: {"postgresql": "json_agg({})::text", "sqlite": "json_group_array({})"},
+    json_map: {"postgresql": "json_object_agg({})::text", "sqlite": "json_group_object({})"},
+}
 
 
-@compiles(json_list, "sqlite")
-def _json_list_sqlite(element: json_list, compiler: Any, **kw: Any) -> str:
-    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+def _compile_as(construct: type[FunctionElement[str]], dialect: str, template: str) -> None:
+    @compiles(construct, dialect)
+    def _compile(element: FunctionElement[str], compiler: Any, **kw: Any) -> str:
+        return template.format(compiler.process(element.clauses, **kw))
 
 
-@compiles(json_map, "postgresql")
-def _json_map_pg(element: json_map, compiler: Any, **kw: Any) -> str:
-    return f"json_object_agg({compiler.process(element.clauses, **kw)})::text"
-
-
-@compiles(json_map, "sqlite")
-def _json_map_sqlite(element: json_map, compiler: Any, **kw: Any) -> str:
-    return f"json_group_object({compiler.process(element.clauses, **kw)})"
+for _construct, _templates in _JSON_AGGREGATES.items():
+    for _dialect, _template in _templates.items():
+        _compile_as(_construct, _dialect, _template)
 
 
 # A version with its aliases and tags (two more columns, JSON texts) in the same statement: one
