@@ -287,8 +287,8 @@ class SqlBase:
         """Within the block, this thread's reads share one pooled connection.
 
         Each read otherwise checks a connection out of the pool on its own, and on PostgreSQL
-        each check-out costs round trips of its own (the pre-ping, the transaction's BEGIN and
-        the ROLLBACK on return), which cost more than a small read. The shared connection reads
+        each check-out costs round trips of its own (the transaction's BEGIN, the ROLLBACK on
+        return), which cost more than a small read. The shared connection reads
         in autocommit mode on PostgreSQL: at READ COMMITTED every statement sees the latest
         committed state either way. Writes keep their own connection and transaction.
         """

@@ -257,9 +257,9 @@ class SqlLedger(SqlBase):
         if member_last is None:
             found = self.driver.first(conn, Q_MEMBER_LAST)
             member_last = found[0] if found else None
-        last = member_last
+        last = member_last or 0
         cached = self._roster_cache
-        if cached is not None and cached.last_seq == (last or 0):
+        if cached is not None and cached.last_seq == last:
             return cached
         roster = Roster()
         q = (
@@ -274,7 +274,7 @@ class SqlLedger(SqlBase):
         )
         for seq, time, action, data in conn.execute(q):
             roster.apply(action, int(seq), time, json.loads(data))
-        roster.last_seq = int(last or 0)
+        roster.last_seq = int(last)
         self._roster_cache = roster
         return roster
 
