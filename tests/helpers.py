@@ -83,11 +83,13 @@ def serve_app(app: Any) -> Iterator[str]:
 
 class LoopbackHTTP:
     """A plain HTTP server on 127.0.0.1 (a free port) answering with ``handler`` in a thread of
-    its own: the outer edge a test fakes (an identity provider, a key set)."""
+    its own: the outer edge a test fakes (an identity provider, a key set, a webhook receiver).
+    ``port`` 0 takes a free one; a given port lets a test bring a receiver back where it was."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.base = f"http://127.0.0.1:{self._http.server_address[1]}"
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self._http = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.port = self._http.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
         self._thread.start()
 

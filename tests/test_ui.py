@@ -35,6 +35,19 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "ui"
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
 
+# The data side of credit-risk v1's lineage, in the tests' registry and in the demo's alike:
+# the source, the raw and clean data, one split step (drawn once) and the two sets it made.
+SPLIT = "datasets:/applications-holdout/1#step1"
+DATA_NODES = {
+    ("source:datasets:/applications-raw/1", "source"),
+    ("datasets:/applications-raw/1", "dataset"),
+    ("datasets:/applications-clean/1#step1", "step"),
+    ("datasets:/applications-clean/1", "dataset"),
+    (SPLIT, "step"),
+    ("datasets:/applications-train/1", "dataset"),
+    ("datasets:/applications-holdout/1", "dataset"),
+}
+
 SCIENTIST = "alice@example.com"  # an admin of every model (enrolled by conftest's enrol_cast)
 OFFICER = "officer@bank.example"
 VIEWER = "viewer@bank.example"
@@ -433,15 +446,7 @@ def test_lineage_graph_of_a_version_and_of_a_data_set(page: Any, scenario: Scena
     visit(page, scenario, "models/credit-risk/versions/1/lineage")
     page.locator("#export-svg").wait_for()
     nodes, edges = _graph(page)
-    split = "datasets:/applications-holdout/1#step1"
-    assert nodes == {
-        ("source:datasets:/applications-raw/1", "source"),
-        ("datasets:/applications-raw/1", "dataset"),
-        ("datasets:/applications-clean/1#step1", "step"),
-        ("datasets:/applications-clean/1", "dataset"),
-        (split, "step"),
-        ("datasets:/applications-train/1", "dataset"),
-        ("datasets:/applications-holdout/1", "dataset"),
+    assert nodes == DATA_NODES | {
         ("models:/credit-risk/1#step1", "step"),
         ("models:/credit-risk/1", "model"),
         ("alias:credit-risk@production", "deployment"),
@@ -450,9 +455,9 @@ def test_lineage_graph_of_a_version_and_of_a_data_set(page: Any, scenario: Scena
         ("source:datasets:/applications-raw/1", "datasets:/applications-raw/1", "extracted"),
         ("datasets:/applications-raw/1", "datasets:/applications-clean/1#step1", "input"),
         ("datasets:/applications-clean/1#step1", "datasets:/applications-clean/1", "produced"),
-        ("datasets:/applications-clean/1", split, "input"),
-        (split, "datasets:/applications-train/1", "produced"),  # one split step, drawn once,
-        (split, "datasets:/applications-holdout/1", "produced"),  # made both sets
+        ("datasets:/applications-clean/1", SPLIT, "input"),
+        (SPLIT, "datasets:/applications-train/1", "produced"),  # one split step, drawn once,
+        (SPLIT, "datasets:/applications-holdout/1", "produced"),  # made both sets
         ("datasets:/applications-train/1", "models:/credit-risk/1#step1", "train"),
         ("models:/credit-risk/1#step1", "models:/credit-risk/1", "fit"),
         ("datasets:/applications-holdout/1", "models:/credit-risk/1", "holdout"),
@@ -689,22 +694,14 @@ def test_the_demo_serves_its_story_in_the_ui(page: Any, demo: tuple[dict[str, st
     ready(page, "#/models/credit-risk/versions/1/lineage")
     page.locator("#export-svg").wait_for()
     nodes, edges = _graph(page)
-    split = "datasets:/applications-holdout/1#step1"
     model_steps = {n for n, kind in nodes if n.startswith("models:/credit-risk/1#") and kind == "step"}
     assert len(model_steps) == 3  # the pipeline's impute, scale and one-hot encode
-    assert nodes - {(n, "step") for n in model_steps} == {
-        ("source:datasets:/applications-raw/1", "source"),
-        ("datasets:/applications-raw/1", "dataset"),
-        ("datasets:/applications-clean/1#step1", "step"),
-        ("datasets:/applications-clean/1", "dataset"),
-        (split, "step"),
-        ("datasets:/applications-train/1", "dataset"),
-        ("datasets:/applications-holdout/1", "dataset"),
+    assert nodes - {(n, "step") for n in model_steps} == DATA_NODES | {
         ("models:/credit-risk/1", "model"),
         ("alias:credit-risk@production", "deployment"),
     }
-    assert (split, "datasets:/applications-train/1", "produced") in edges
-    assert (split, "datasets:/applications-holdout/1", "produced") in edges
+    assert (SPLIT, "datasets:/applications-train/1", "produced") in edges
+    assert (SPLIT, "datasets:/applications-holdout/1", "produced") in edges
     assert ("models:/credit-risk/1", "alias:credit-risk@production", "deployed") in edges
     shot(page, "demo-lineage")
 
