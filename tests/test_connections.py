@@ -96,3 +96,27 @@ def test_a_pooled_connection_lost_while_idle_is_replaced_unseen(
         assert pooled_backend() != lost
     finally:
         store.close()
+
+
+def test_the_read_stamp_moves_with_every_commit_and_only_then(registry: Registry, db_url: str) -> None:
+    other = Registry.open(db_url, artifacts="memory://stamp", actor="bob@example.com")
+    with registry.shared_reads():  # the server's reads: one pinned connection, autocommit
+        # the stamp is the cluster's, and another session of the test run may commit at any
+        # moment: retry until reads alone are seen leaving it where it was
+        for _ in range(50):
+            before = registry.read_stamp()
+            registry.list_models()
+            if registry.read_stamp() == before:
+                break
+        else:
+            pytest.fail("the stamp moved on every try although only reads ran here")
+        other.create_model("moved-the-stamp")  # a commit through another connection
+        assert registry.read_stamp() != before
+    other.close()
+
+
+def test_an_in_memory_registry_has_no_read_stamp() -> None:
+    memory = Registry.open("sqlite://", artifacts="memory://no-stamp", actor="alice@example.com")
+    memory.init()
+    assert memory.read_stamp() is None
+    memory.close()

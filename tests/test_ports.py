@@ -53,6 +53,7 @@ def test_the_whole_store_is_the_sum_of_its_concerns() -> None:
         "check_schema",
         "referenced_paths",
         "shared_reads",
+        "read_stamp",
         "close",
     }
 

@@ -427,6 +427,16 @@ class GovernanceVerbs:
         >>> registry.authenticate_token(request_token).roles  # doctest: +SKIP
         ('viewer',)
         """
+        return self.authenticated_token(token)[0]
+
+    def authenticated_token(self, token: str) -> tuple[Member, ApiToken]:
+        """:meth:`authenticate_token`, with the token's record (its id, and ``expires_at``:
+        until when the answer holds if nothing is revoked meanwhile).
+
+        >>> member, record = registry.authenticated_token(request_token)  # doctest: +SKIP
+        >>> record.expires_at  # doctest: +SKIP
+        '2027-03-01T00:00:00.000000Z'
+        """
         if not is_token(token):
             raise InvalidToken("the token is malformed (a token is mlt_ and 43 more characters)")
         self._ready()
@@ -440,7 +450,7 @@ class GovernanceVerbs:
         member: Member | None = roster.members.get(record.member)
         if member is None or not member.has_live_key:
             raise InvalidToken(f"{record.member} holds no key that is not revoked")
-        return member
+        return member, record
 
     # ------------------------------------------------------------------ history
 

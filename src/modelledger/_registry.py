@@ -452,6 +452,21 @@ class Registry(GovernanceVerbs, EventVerbs):
         wait on (SQLite); False for a database server."""
         return self._meta.reads_are_local
 
+    def read_stamp(self) -> str | None:
+        """A mark of the metadata's committed state, in one small read: two equal marks mean
+        that nothing was committed between them, so whatever was read between them is still
+        what a read would return now (PostgreSQL: its snapshot; SQLite: ``data_version``). None
+        where the backend cannot tell (an in-memory SQLite database).
+
+        A server uses it to answer a repeated read from memory, checking one mark instead of
+        running the read again.
+
+        >>> before = registry.read_stamp()  # doctest: +SKIP
+        >>> mv = registry.get_version("models:/credit-risk@production")  # doctest: +SKIP
+        >>> still_current = before is not None and registry.read_stamp() == before  # doctest: +SKIP
+        """
+        return self._meta.read_stamp()
+
     def shared_reads(self) -> AbstractContextManager[None]:
         """A block in which this thread's reads share one database connection.
 

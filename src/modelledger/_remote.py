@@ -250,6 +250,10 @@ class RemoteRegistry(Registry):
     def reads_are_local(self) -> bool:
         return False
 
+    def read_stamp(self) -> str | None:
+        """None: the server checks its own database's state; a client cannot."""
+        return None
+
     def shared_reads(self) -> AbstractContextManager[None]:
         """Nothing to share here: the server keeps its own connections."""
         return nullcontext()

@@ -137,6 +137,13 @@ def _environment(registry: Registry) -> dict[str, str]:
     help="Seconds requests in flight get to finish after SIGTERM or SIGINT.",
 )
 @click.option(
+    "--read-cache",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Answers of repeated quick reads kept while the database shows no commit since. 0: none.",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
@@ -156,6 +163,7 @@ def server(
     max_body: int,
     timeout: float,
     graceful_timeout: int,
+    read_cache: int,
     access_log: bool,
     as_json: bool,
 ) -> None:
@@ -182,6 +190,7 @@ def server(
         timeout=timeout or None,
         access_log=access_log,
         graceful_timeout=graceful_timeout,
+        read_cache=read_cache,
     )
     base = f"http://{host}:{port}"
     if as_json:

@@ -22,8 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from modelledger import InvalidToken, Member, PermissionDenied, Registry
 
+from .cache import cacheable_routes, token_until
 from .oidc import OidcSettings, OidcVerifier, looks_like_jwt
 from .schemas import ErrorOut
+from .scope import CACHE_UNTIL_SCOPE_KEY, MEMBER_SCOPE_KEY
 
 __all__ = [
     "API_PREFIX",
@@ -38,8 +40,6 @@ __all__ = [
 
 API_PREFIX = "/api/v1"
 
-MEMBER_SCOPE_KEY = "modelledger.member"
-"""Where a request's ASGI scope keeps the name of the member who proved it (for the access log)."""
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 # A reference, not ``"model": ErrorOut``: FastAPI builds a pydantic adapter for every model of
@@ -135,7 +135,13 @@ class Deps:
         request: Request,
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     ) -> Principal:
-        principal = self.authenticate(bearer_token(request))
+        token = bearer_token(request)
+        if looks_like_jwt(token):
+            principal = self.authenticate(token)
+        else:
+            member, record = self.registry.authenticated_token(token)
+            principal = Principal(member, "token")
+            request.scope[CACHE_UNTIL_SCOPE_KEY] = token_until(record.expires_at)
         request.scope[MEMBER_SCOPE_KEY] = principal.name
         return principal
 
@@ -167,6 +173,8 @@ def route(
     ``quick`` one (a read of a bounded size) runs on the event loop itself when the registry's
     reads wait on no network (see :func:`one_hop`)."""
     responses = {**ERRORS, **options.pop("responses", {})}
+    if quick and method == "GET":
+        cacheable_routes(app).add(API_PREFIX + path)
     add = app.api_route(API_PREFIX + path, methods=[method], responses=responses, **options)
 
     def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:

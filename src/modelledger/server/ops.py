@@ -59,7 +59,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelledger import InvalidInput, ModelLedgerError, Registry
 
-from .deps import MEMBER_SCOPE_KEY
+from .cache import ReadCache, cacheable_routes
 from .errors import (
     RequestTooLarge,
     ResponseTimeout,
@@ -67,6 +67,7 @@ from .errors import (
     refusal_response,
     unexpected_response,
 )
+from .scope import MEMBER_SCOPE_KEY, ROUTE_SCOPE_KEY
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -118,7 +119,9 @@ class ServerOptions:
     ``max_body``: bytes a request body may have (``None``: no limit); ``timeout``: seconds
     until the response must start (``None``: no limit); ``access_log``: one JSON line per
     request on :data:`ACCESS_LOGGER`; ``graceful_timeout``: seconds a stopping server waits
-    for requests in flight before it closes them.
+    for requests in flight before it closes them; ``read_cache``: how many answers of quick
+    reads to keep for repeated requests while the database shows no commit (0: none; see
+    :mod:`modelledger.server.cache`).
 
     >>> create_app(registry, options=ServerOptions(max_body=8 * MiB, timeout=30))  # doctest: +SKIP
     """
@@ -127,12 +130,15 @@ class ServerOptions:
     timeout: float | None = 60.0
     access_log: bool = True
     graceful_timeout: int = 30
+    read_cache: int = 4096
 
     def __post_init__(self) -> None:
         if self.max_body is not None and self.max_body < 0:
             raise ValueError(f"max_body must be at least 0 bytes, got {self.max_body}")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be more than 0 seconds, got {self.timeout}")
+        if self.read_cache < 0:
+            raise ValueError(f"read_cache must be at least 0 answers, got {self.read_cache}")
         if self.graceful_timeout < 0:
             raise ValueError(f"graceful_timeout must be at least 0 seconds, got {self.graceful_timeout}")
 
@@ -304,7 +310,7 @@ class OpsMiddleware:
         else:
             request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-        template = self._route(scope)
+        template = scope[ROUTE_SCOPE_KEY] = self._route(scope)
         limits = self.ops.limits(scope["method"], template)
         exchange = _Exchange()
         responded = anyio.Event()
@@ -441,6 +447,8 @@ def install_ops(app: FastAPI, registry: Registry, options: ServerOptions) -> Non
     app.state.ops = ops
     # a plain Starlette route: the text format is not JSON and not part of the API's document
     app.router.add_route(METRICS_PATH, _metrics_endpoint(ops), methods=["GET"], include_in_schema=False)
+    # added first, so it runs inside the operations middleware, which names the route
+    app.add_middleware(ReadCache, registry=registry, routes=cacheable_routes(app), size=options.read_cache)
     app.add_middleware(OpsMiddleware, ops=ops, routes=app.router.routes)
 
 

@@ -347,6 +347,11 @@ class MetadataStore(ModelStore, LedgerStore, DatasetStore, TokenStore, WebhookSt
         """True when a read is work in this process with no network round trip (SQLite)."""
         ...
 
+    def read_stamp(self) -> str | None:
+        """A mark of the committed state the store's reads see: two equal marks mean no
+        change was committed between them. None when the store cannot tell."""
+        ...
+
     def shared_reads(self) -> AbstractContextManager[None]:
         """A block in which the calling thread's reads share one connection (or, for a store
         without connections, nothing changes)."""

@@ -9,6 +9,7 @@ work and writes say why they cannot. Every driver failure leaves ``_read``/``_wr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -32,6 +33,9 @@ from ...errors import InvalidInput, ModelLedgerError, NotFound, PermissionDenied
 from . import tables as t
 from .driver import Driver
 from .statements import Q_ALIAS_MAP, Q_HEAD, Q_MODEL, Q_MODEL_INSERT, Q_POLICY, normalise_url
+
+# PostgreSQL's snapshot as text: equal texts mean equal committed data (see read_stamp)
+_STAMP_SQL = "SELECT pg_current_snapshot()::text"
 
 __all__ = ["HEAD_REVISION", "SqlBase"]
 
@@ -85,6 +89,9 @@ class SqlBase:
         self._roster_cache: Roster | None = None  # rebuilt when an enrolment event is appended
         self._first_kid: str | None = None  # the registry's first key id, once recorded
         self._pinned = threading.local()  # .conn: this thread's shared read connection, if any
+        # SQLite: a connection that only reads data_version, with the process that opened it
+        self._stamp_conn: tuple[int, Any] = (0, None)  # (pid, DB-API connection)
+        self._stamp_lock = threading.Lock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -282,6 +289,62 @@ class SqlBase:
         finally:
             conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
 
+    def read_stamp(self) -> str | None:
+        """A text that changes with every commit to the database, and only then.
+
+        PostgreSQL: the current snapshot (``xmin:xmax:in-progress ids``). What a statement
+        sees is decided by its snapshot alone, and every commit anywhere in the cluster moves
+        it; a read-only statement moves nothing. SQLite: ``PRAGMA data_version`` of a
+        connection kept for this alone, which never writes: it changes whenever any other
+        connection (this process's included) commits. None for an in-memory SQLite database.
+        """
+        if self.is_sqlite:
+            return self._sqlite_stamp()
+        with self._stamp_lock:
+            # a connection of its own, in autocommit: one round trip, where a pooled check-out
+            # would add its BEGIN and the ROLLBACK on return
+            for attempt in (1, 2):
+                pid, conn = self._stamp_conn
+                if conn is None or pid != os.getpid():  # a connection never crosses a fork
+                    try:
+                        raw = self.engine.raw_connection()
+                    except sa.exc.DBAPIError as exc:
+                        raise self._failure(exc) from exc
+                    raw.detach()  # out of the pool for good: the pool keeps its size
+                    conn = raw.dbapi_connection
+                    conn.autocommit = True  # type: ignore[union-attr]
+                    self._stamp_conn = (os.getpid(), conn)
+                try:
+                    cursor = conn.cursor()
+                    cursor.execute(_STAMP_SQL)
+                    return str(cursor.fetchone()[0])
+                except self.engine.dialect.loaded_dbapi.Error as exc:
+                    self._stamp_conn = (0, None)
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    if attempt == 2:  # a second new connection failing too is the server's answer
+                        raise StorageError(f"cannot read the metadata database: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _sqlite_stamp(self) -> str | None:
+        path = self.sqlite_path
+        if path is None:
+            return None
+        with self._stamp_lock:
+            pid, conn = self._stamp_conn
+            if conn is None or pid != os.getpid():  # a connection never crosses a fork
+                try:
+                    conn = sqlite3.connect(
+                        f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                    )
+                except sqlite3.Error as exc:
+                    raise StorageError(f"cannot open the registry database {path}: {exc}") from exc
+                self._stamp_conn = (os.getpid(), conn)
+            try:
+                return str(conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read the registry database {path}: {exc}") from exc
+
     @contextmanager
     def shared_reads(self) -> Iterator[None]:
         """Within the block, this thread's reads share one pooled connection.
@@ -309,6 +372,11 @@ class SqlBase:
             conn.close()
 
     def close(self) -> None:
+        with self._stamp_lock:
+            pid, conn = self._stamp_conn
+            if conn is not None and pid == os.getpid():
+                conn.close()
+            self._stamp_conn = (0, None)
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
