@@ -28,6 +28,7 @@ reports the sum over every worker.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -38,13 +39,12 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -313,7 +313,6 @@ class OpsMiddleware:
         template = scope[ROUTE_SCOPE_KEY] = self._route(scope)
         limits = self.ops.limits(scope["method"], template)
         exchange = _Exchange()
-        responded = anyio.Event()
 
         async def tracked_send(message: Message) -> None:
             if exchange.closed:
@@ -322,7 +321,6 @@ class OpsMiddleware:
                 exchange.status = int(message["status"])
                 exchange.started = True
                 MutableHeaders(scope=message).append("X-Request-ID", request_id)
-                responded.set()
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 exchange.finished_at = time.perf_counter()
             await send(message)
@@ -359,7 +357,7 @@ class OpsMiddleware:
                 await answer(refusal_response(_too_large(limit)))
                 return
             inner_receive = receive if limits.max_body is None else _limited(receive, limits.max_body)
-            failure = await self._run(scope, inner_receive, tracked_send, responded, limits.timeout, too_late)
+            failure = await self._run(scope, inner_receive, tracked_send, exchange, limits.timeout, too_late)
             if failure is not None:
                 if exchange.started:  # nothing left to say over HTTP: uvicorn closes the connection
                     raise failure
@@ -372,35 +370,38 @@ class OpsMiddleware:
         scope: Scope,
         receive: Receive,
         send: Send,
-        responded: anyio.Event,
+        exchange: _Exchange,
         timeout: float | None,
-        too_late: Callable[[], Awaitable[None]],
+        too_late: Callable[[], Coroutine[Any, Any, None]],
     ) -> Exception | None:
         """Run the app; return what it raised. With a timeout that passes before a response
-        starts, await ``too_late`` at once; the app goes on (Python cannot stop the thread a
-        route may be blocked in) and returns later, its output dropped."""
-        failure: Exception | None = None
+        starts, ``too_late`` runs at once in a task of its own; the app goes on (Python cannot
+        stop the thread a route may be blocked in) and returns later, its output dropped.
+        A timer rather than a task group per request: most requests never reach it, and a
+        group costs a task and a cancel scope each."""
+        timer: asyncio.TimerHandle | None = None
+        if timeout is not None:
+            loop = asyncio.get_running_loop()
 
-        async def app() -> None:
-            nonlocal failure
-            try:
-                await self.app(scope, receive, send)
-            except Exception as exc:  # a cancellation is a BaseException and passes
-                failure = exc
-            finally:
-                responded.set()
+            def fire() -> None:
+                if not exchange.started:
+                    late: asyncio.Task[None] = loop.create_task(too_late())
+                    _LATE.add(late)  # held until done: the loop keeps only a weak reference
+                    late.add_done_callback(_LATE.discard)
 
-        if timeout is None:
-            await app()
-            return failure
-        async with anyio.create_task_group() as group:
-            group.start_soon(app)
-            with anyio.move_on_after(timeout):
-                await responded.wait()
-            if not responded.is_set():
-                await too_late()
-                group.cancel_scope.cancel()
-        return failure
+            timer = loop.call_later(timeout, fire)
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:  # a cancellation is a BaseException and passes
+            return exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return None
+
+
+_LATE: set[asyncio.Task[None]] = set()
+"""The 503 answers sent for requests past their time limit, until each is sent."""
 
 
 def _too_large(limit: int) -> RequestTooLarge:
