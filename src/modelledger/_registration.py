@@ -35,7 +35,7 @@ from ._manifest import (
 )
 from ._signature import infer_signature
 from ._time import now
-from .errors import InvalidInput, MissingDependency, ModelLedgerError
+from .errors import InvalidInput, MissingDependency, ModelLedgerError, NotFound
 from .flavors import Flavor, flavor_for_object, get_flavor
 from .stores.artifacts import ArtifactStore, iter_file
 
@@ -333,8 +333,11 @@ def _prepare_source(
     # The algorithm's hyperparameters, as fitted; anything given explicitly wins.
     algorithm = source.steps[-1][1] if isinstance(getattr(source, "steps", None), list) else source
     get_params = getattr(algorithm, "get_params", None)
+    flavor_params = getattr(flavor, "params", None)  # optional: a framework's own objects (a Booster)
     if callable(get_params):
         doc = replace(doc, params={**_jsonable_params(get_params(deep=False)), **doc.params})
+    elif callable(flavor_params):
+        doc = replace(doc, params={**_jsonable_params(flavor_params(source)), **doc.params})
     if sample_input is not None:
         predict = getattr(source, "predict", None) or source
         try:
@@ -355,7 +358,7 @@ def _load_back(flavor: Flavor, folder: Path, files: list[Path], entry: str, what
 
     def read(rel: str) -> bytes:
         if rel not in staged:
-            raise InvalidInput(f"the {flavor.name} flavor needs {rel!r}, which is not in {folder}")
+            raise NotFound("file", f"{rel} in {folder}")
         return (folder / rel).read_bytes()
 
     try:

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InvalidInput
+from .catboost import CatBoostFlavor
+from .lightgbm import LightGBMFlavor
 from .python import PythonFlavor
 from .sklearn import SklearnFlavor
+from .xgboost import XGBoostFlavor
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -58,6 +61,10 @@ class Flavor(Protocol):
 
 
 BUILTIN: tuple[type[Flavor], ...] = (
+    # the frameworks' scikit-learn wrappers are scikit-learn estimators too: before sklearn
+    XGBoostFlavor,
+    LightGBMFlavor,
+    CatBoostFlavor,
     SklearnFlavor,
     PythonFlavor,  # last: it takes anything with predict, or any callable
 )
