@@ -91,17 +91,20 @@ def _folder(tmp_path: Path, name: str, files: dict[str, bytes]) -> Path:
     return folder
 
 
-# ---------------------------------------------------------------- XGBoost
+# Each framework's cases: (version, expected predict, expected predict_proba or None, the
+# class of `native`), checked in one fresh process per database (starting Python and importing
+# the three frameworks and scikit-learn is most of this file's time).
+Case = tuple[ModelVersion, Any, Any, str]
 
 
-def test_xgboost_models_come_back_as_the_same_kind(
-    registry: Registry, db_url: str, tmp_path: Path, data
-) -> None:
+def _xgboost_cases(registry: Registry, tmp_path: Path, data: Any) -> list[Case]:
     X, y, _labels = data
     clf = xgb.XGBClassifier(n_estimators=4, max_depth=2).fit(X, y)
     reg = xgb.XGBRegressor(n_estimators=4, max_depth=2).fit(X, X[:, 0])
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(X, label=y > 0), 3)
-    v_clf, v_reg, v_booster = (registry.register(n, m) for n, m in (("c", clf), ("r", reg), ("b", booster)))
+    v_clf, v_reg, v_booster = (
+        registry.register(f"xgb-{n}", m) for n, m in (("c", clf), ("r", reg), ("b", booster))
+    )
     for v in (v_clf, v_reg, v_booster):
         _manifest(v, "xgboost", xgb)
     assert v_clf.manifest["algorithm"] == "xgboost.sklearn.XGBClassifier"
@@ -110,47 +113,72 @@ def test_xgboost_models_come_back_as_the_same_kind(
     assert [f.path for f in v_clf.files] == ["model.ubj", "modelledger-flavor.json"]
     # a folder holding the JSON file XGBoost's scikit-learn wrapper writes, with no sidecar
     clf.save_model(tmp_path / "clf.json")
-    folder = _folder(tmp_path, "src", {"model.json": (tmp_path / "clf.json").read_bytes()})
-    v_json = registry.register("j", folder, manifest={"flavor": "xgboost", "entry": "model.json"})
+    folder = _folder(tmp_path, "xgb-src", {"model.json": (tmp_path / "clf.json").read_bytes()})
+    v_json = registry.register("xgb-j", folder, manifest={"flavor": "xgboost", "entry": "model.json"})
     assert v_json.manifest["runs_pickle"] is False
-
-    got = _fresh(db_url, tmp_path, X, [v_clf, v_reg, v_booster, v_json])
-    _same(got[v_clf.uri], clf.predict(X), clf.predict_proba(X))
-    _same(got[v_reg.uri], reg.predict(X))
-    _same(got[v_booster.uri], booster.predict(xgb.DMatrix(X)))
-    _same(got[v_json.uri], clf.predict(X), clf.predict_proba(X))
-    assert [got[v.uri]["native"] for v in (v_clf, v_reg, v_booster, v_json)] == [
-        "XGBClassifier",
-        "XGBRegressor",
-        "Booster",
-        "XGBClassifier",
+    return [
+        (v_clf, clf.predict(X), clf.predict_proba(X), "XGBClassifier"),
+        (v_reg, reg.predict(X), None, "XGBRegressor"),
+        (v_booster, booster.predict(xgb.DMatrix(X)), None, "Booster"),
+        (v_json, clf.predict(X), clf.predict_proba(X), "XGBClassifier"),  # the same kind, from the file
     ]
 
 
-# ---------------------------------------------------------------- LightGBM
-
-
-def test_lightgbm_models_predict_the_same(registry: Registry, db_url: str, tmp_path: Path, data) -> None:
+def _lightgbm_cases(registry: Registry, tmp_path: Path, data: Any) -> list[Case]:
     X, y, labels = data
     clf = lgb.LGBMClassifier(n_estimators=5, num_leaves=4, min_child_samples=5, verbose=-1).fit(X, labels)
     reg = lgb.LGBMRegressor(n_estimators=5, num_leaves=4, min_child_samples=5, verbose=-1).fit(X, X[:, 0])
     params = {"objective": "binary", "num_leaves": 4, "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(X, label=(y > 0).astype(int)), 3)
-    v_clf, v_reg, v_booster = (registry.register(n, m) for n, m in (("c", clf), ("r", reg), ("b", booster)))
+    v_clf, v_reg, v_booster = (
+        registry.register(f"lgb-{n}", m) for n, m in (("c", clf), ("r", reg), ("b", booster))
+    )
     for v in (v_clf, v_reg, v_booster):
         _manifest(v, "lightgbm", lgb)
     assert v_clf.manifest["params"]["num_leaves"] == 4
     assert v_booster.manifest["params"]["objective"] == "binary"
-    folder = _folder(tmp_path, "src", {"booster.txt": booster.model_to_string().encode()})
-    v_txt = registry.register("t", folder, manifest={"flavor": "lightgbm", "entry": "booster.txt"})
+    assert set(clf.predict(X)) == {"low", "mid", "high"}  # string labels come back as labels
+    folder = _folder(tmp_path, "lgb-src", {"booster.txt": booster.model_to_string().encode()})
+    v_txt = registry.register("lgb-t", folder, manifest={"flavor": "lightgbm", "entry": "booster.txt"})
+    return [
+        (v_clf, clf.predict(X), clf.predict_proba(X), "Booster"),
+        (v_reg, reg.predict(X), None, "Booster"),
+        (v_booster, booster.predict(X), None, "Booster"),
+        (v_txt, booster.predict(X), None, "Booster"),
+    ]
 
-    got = _fresh(db_url, tmp_path, X, [v_clf, v_reg, v_booster, v_txt])
-    _same(got[v_clf.uri], clf.predict(X), clf.predict_proba(X))
-    assert set(got[v_clf.uri]["predict"]) == {"low", "mid", "high"}  # the labels, not their codes
-    _same(got[v_reg.uri], reg.predict(X))
-    _same(got[v_booster.uri], booster.predict(X))
-    _same(got[v_txt.uri], booster.predict(X))
-    assert got[v_clf.uri]["native"] == "Booster"
+
+def _catboost_cases(registry: Registry, tmp_path: Path, data: Any) -> list[Case]:
+    X, _y, labels = data
+    opts = {"iterations": 5, "depth": 2, "verbose": False, "thread_count": 1, "allow_writing_files": False}
+    clf = cb.CatBoostClassifier(**opts).fit(X, labels)
+    reg = cb.CatBoostRegressor(**opts).fit(X, X[:, 0])
+    v_clf, v_reg = (registry.register(f"cb-{n}", m) for n, m in (("c", clf), ("r", reg)))
+    for v in (v_clf, v_reg):
+        _manifest(v, "catboost", cb)
+    assert v_clf.manifest["params"]["depth"] == 2
+    clf.save_model(str(tmp_path / "clf.cbm"))
+    folder = _folder(tmp_path, "cb-src", {"clf.cbm": (tmp_path / "clf.cbm").read_bytes()})
+    v_cbm = registry.register("cb-f", folder, manifest={"flavor": "catboost", "entry": "clf.cbm"})
+    return [
+        (v_clf, clf.predict(X), clf.predict_proba(X), "CatBoostClassifier"),
+        (v_reg, reg.predict(X), None, "CatBoostRegressor"),
+        (v_cbm, clf.predict(X), clf.predict_proba(X), "CatBoostClassifier"),  # a classifier by its loss
+    ]
+
+
+def test_models_load_in_a_fresh_process_with_the_same_predictions(
+    registry: Registry, db_url: str, tmp_path: Path, data
+) -> None:
+    cases = [
+        *_xgboost_cases(registry, tmp_path, data),
+        *_lightgbm_cases(registry, tmp_path, data),
+        *_catboost_cases(registry, tmp_path, data),
+    ]
+    got = _fresh(db_url, tmp_path, data[0], [v for v, *_ in cases])
+    for v, predict, proba, native in cases:
+        _same(got[v.uri], predict, proba)
+        assert got[v.uri]["native"] == native, v.uri
 
 
 def test_a_binary_lightgbm_classifier_keeps_its_labels(registry: Registry, data) -> None:
@@ -160,33 +188,6 @@ def test_a_binary_lightgbm_classifier_keeps_its_labels(registry: Registry, data)
     model = registry.load(registry.register("bin", clf).uri)
     np.testing.assert_array_equal(model.predict(X), clf.predict(X))
     np.testing.assert_array_equal(model.predict_proba(X), clf.predict_proba(X))
-
-
-# ---------------------------------------------------------------- CatBoost
-
-
-def test_catboost_models_predict_the_same(registry: Registry, db_url: str, tmp_path: Path, data) -> None:
-    X, _y, labels = data
-    opts = {"iterations": 5, "depth": 2, "verbose": False, "thread_count": 1, "allow_writing_files": False}
-    clf = cb.CatBoostClassifier(**opts).fit(X, labels)
-    reg = cb.CatBoostRegressor(**opts).fit(X, X[:, 0])
-    v_clf, v_reg = (registry.register(n, m) for n, m in (("c", clf), ("r", reg)))
-    for v in (v_clf, v_reg):
-        _manifest(v, "catboost", cb)
-    assert v_clf.manifest["params"]["depth"] == 2
-    clf.save_model(str(tmp_path / "clf.cbm"))
-    folder = _folder(tmp_path, "src", {"clf.cbm": (tmp_path / "clf.cbm").read_bytes()})
-    v_cbm = registry.register("f", folder, manifest={"flavor": "catboost", "entry": "clf.cbm"})
-
-    got = _fresh(db_url, tmp_path, X, [v_clf, v_reg, v_cbm])
-    _same(got[v_clf.uri], clf.predict(X), clf.predict_proba(X))
-    _same(got[v_reg.uri], reg.predict(X))
-    _same(got[v_cbm.uri], clf.predict(X), clf.predict_proba(X))  # rebuilt as a classifier from its loss
-    assert [got[v.uri]["native"] for v in (v_clf, v_reg, v_cbm)] == [
-        "CatBoostClassifier",
-        "CatBoostRegressor",
-        "CatBoostClassifier",
-    ]
 
 
 # ---------------------------------------------------------------- refusals
