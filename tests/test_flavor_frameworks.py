@@ -240,7 +240,7 @@ def test_a_truncated_model_file_is_refused_and_nothing_is_registered(
     ("old", "new", "problem"),
     [
         # each edit keeps the tree's length, so the header's tree_sizes still hold
-        ("leaf_value=", "leaf_valuX=", "has no leaf_value"),  # LightGBM itself would end the process
+        ("leaf_value=", "leaf_valux=", "has no leaf_value"),  # LightGBM itself would end the process
         ("left_child=-1 ", "left_child=-9 ", "points at node -9"),
         ("split_feature=0", "split_feature=7", "splits on feature 7, the model has 4"),
         ("decision_type=2", "decision_type=3", "categorical split"),

@@ -17,6 +17,7 @@ refused with :class:`~modelledger.errors.InvalidInput` before LightGBM sees it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,7 @@ _INTERNAL = (
     "internal_count",
 )
 _LEAF = ("leaf_value", "leaf_weight", "leaf_count")
+_FIELD = re.compile(r"[a-z_]+=[^=]*|Tree=\d+")
 _NEEDED_SPLIT = ("split_feature", "threshold", "decision_type", "left_child", "right_child")
 
 
@@ -195,6 +197,12 @@ def check_model_text(text: str, entry: str = "the model") -> None:
     else:  # an older file without tree_sizes: trees are separated by blank lines
         blocks = [b for b in text[first + 1 : end].split("\n\n") if b.strip()]
     for i, block in enumerate(blocks):
+        if "\n\n" in block.rstrip("\n"):  # LightGBM ends a tree at its first blank line
+            raise bad(f"tree {i} has a blank line inside it")
+        for line in block.splitlines():
+            # LightGBM aborts on a tree line that is not key=value
+            if line and not _FIELD.fullmatch(line):
+                raise bad(f"tree {i} has the line {line[:40]!r}, not 'name=value'")
         _check_tree(_fields(block), i, max_feature, bad)
     # LightGBM reads the parameters back when loading and crashes on an unterminated section
     opened = text.find("\nparameters:\n", end)
@@ -229,6 +237,17 @@ def _check_tree(tree: dict[str, str], i: int, max_feature: int, bad: Callable[[s
             # >= 0: an internal node; < 0: leaf ~child
             if child != int(child) or not -leaves <= child <= leaves - 2:
                 raise bad(f"tree {i} {key} points at node {child:g}, outside the tree")
+    if leaves > 1:
+        # each node is reached once, an internal child always after its parent: no cycle, which
+        # LightGBM would follow for ever when predicting
+        seen: list[int] = []
+        for parent, pair in enumerate(zip(arrays["left_child"], arrays["right_child"], strict=True)):
+            for child in pair:
+                if 0 <= child <= parent:
+                    raise bad(f"tree {i} node {parent} points back at node {child:g}")
+                seen.append(int(child))
+        if sorted(seen) != sorted([*range(1, leaves - 1), *range(-leaves, 0)]):
+            raise bad(f"tree {i} does not reach every node exactly once")
     for feature in arrays.get("split_feature", ()):
         if feature != int(feature) or not 0 <= feature <= max_feature:
             raise bad(f"tree {i} splits on feature {feature:g}, the model has {max_feature + 1}")
