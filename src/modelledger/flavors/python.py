@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, MissingDependency
 
 
 class CallableModel:
@@ -23,6 +23,8 @@ class CallableModel:
 class PythonFlavor:
     name = "python"
     entry = "model.pkl"
+    extra: str | None = None  # cloudpickle is a core dependency
+    runs_pickle = True
 
     def matches(self, obj: Any) -> bool:
         return callable(getattr(obj, "predict", None)) or callable(obj)
@@ -48,4 +50,13 @@ class PythonFlavor:
         }
 
     def load(self, read: Callable[[str], bytes], entry: str) -> Any:
-        return pickle.loads(read(entry))
+        try:
+            return pickle.loads(read(entry))
+        except ModuleNotFoundError as exc:
+            # the pickled object's classes live in a package this environment lacks
+            if not exc.name:
+                raise
+            package = exc.name.split(".")[0]
+            raise MissingDependency(
+                package=package, extra=None, purpose=f"loading this python model ({exc.name})"
+            ) from exc
