@@ -17,6 +17,7 @@ from tests import nn_models as nm
 
 from modelledger import InvalidInput, Registry, SchemaMismatch
 from modelledger.flavors import flavor_for_object, get_flavor
+from modelledger.flavors.onnx import graph_signature, probability_output
 
 
 def nothing_registered(registry: Registry, tmp_path: Path) -> None:
@@ -188,3 +189,43 @@ def test_a_model_proto_is_the_onnx_flavor() -> None:
     assert flavor_for_object(model).name == "onnx"
     flavor = get_flavor("onnx")
     assert (flavor.entry, flavor.extra, flavor.runs_pickle) == ("model.onnx", "onnx", False)
+
+
+class Arg:
+    """What onnxruntime's NodeArg gives: a name, an element type and a shape."""
+
+    def __init__(self, name: str, type: str, shape: list[int | str | None] | None) -> None:
+        self.name, self.type, self.shape = name, type, shape
+
+
+@pytest.mark.parametrize(
+    ("inputs", "columns"),
+    [
+        ([Arg("X", "tensor(double)", ["batch", 2])], [("0", "float"), ("1", "float")]),
+        ([Arg("ids", "tensor(int64)", [None])], [("ids", "integer")]),
+        (
+            [Arg("flag", "tensor(bool)", [None, 1]), Arg("city", "tensor(string)", [None, 1])],
+            [("flag", "boolean"), ("city", "string")],
+        ),
+        ([Arg("X", "tensor(float)", [None, None])], []),  # a free width: nothing to enforce
+        ([Arg("image", "tensor(float)", [None, 3, 32, 32])], []),
+        ([Arg("a", "tensor(float)", [None, 4]), Arg("b", "tensor(float)", [None, 1])], []),
+    ],
+)
+def test_graph_inputs_become_signature_columns(inputs: list[Arg], columns: list[tuple[str, str]]) -> None:
+    zipmap = "seq(map(int64,tensor(float)))"  # skl2onnx's probabilities, one map per row
+    outputs = [Arg("label", "tensor(int64)", [None]), Arg("output_probability", zipmap, [])]
+    signature = graph_signature(inputs, outputs)
+    assert [(c["name"], c["type"]) for c in signature["inputs"]] == columns
+    assert [(c["name"], c["type"]) for c in signature["outputs"]] == [
+        ("label", "integer"),
+        ("output_probability", "object"),
+    ]
+    assert probability_output(outputs) == "output_probability"
+
+
+def test_a_second_output_is_a_probability_only_after_a_label() -> None:
+    label, scores = Arg("label", "tensor(string)", [None]), Arg("scores", "tensor(float)", [None, 2])
+    assert probability_output([label, scores]) == "scores"
+    mean, std = Arg("mean", "tensor(float)", [None]), Arg("std", "tensor(float)", [None])
+    assert probability_output([mean, std]) is None

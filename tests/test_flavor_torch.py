@@ -9,6 +9,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import safetensors.torch
 import torch
@@ -16,7 +17,7 @@ from tests import nn_models as nm
 from tests.helpers import Tripwire
 from torch import nn
 
-from modelledger import InvalidInput, Registry
+from modelledger import InvalidInput, Registry, SchemaMismatch
 from modelledger.flavors import flavor_for_object, get_flavor
 
 # the tests script modules themselves; the flavor silences TorchScript's deprecation on save/load
@@ -221,3 +222,17 @@ def test_a_module_is_the_pytorch_flavor() -> None:
     assert flavor_for_object(nn.Linear(2, 1)).name == "pytorch"
     flavor = get_flavor("pytorch")
     assert (flavor.entry, flavor.extra, flavor.runs_pickle) == ("model.json", "torch", False)
+
+
+def test_a_sample_input_records_the_signature(registry: Registry) -> None:
+    model = nm.trained_scorer(steps=1)
+    x, _, _ = nm.data(n=4)
+    sample = pd.DataFrame(x, columns=["age", "income", "debt"])
+    mv = registry.register("sampled", model, sample_input=sample)
+    signature = mv.manifest["signature"]
+    assert [c["name"] for c in signature["inputs"]] == ["age", "income", "debt"]
+    assert signature["outputs"] == [{"name": "prediction", "type": "float", "nullable": False}]
+    loaded = registry.load(mv.uri)
+    assert loaded.predict(sample).tolist() == eager(model, x).ravel().tolist()
+    with pytest.raises(SchemaMismatch, match="debt"):
+        loaded.predict(sample[["age", "income"]])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
-from ._common import require
+from ._common import class_from, require
 
 __all__ = ["OnnxClassifier", "OnnxFlavor", "OnnxModel", "graph_signature"]
 
@@ -211,8 +211,7 @@ class OnnxFlavor:
     runs_pickle = False
 
     def matches(self, obj: Any) -> bool:
-        cls = type(obj)
-        return cls.__name__ == "ModelProto" and cls.__module__.split(".")[0] == "onnx"
+        return class_from(obj, "onnx", ("ModelProto",)) is not None
 
     def save(self, obj: Any, folder: Path) -> None:
         onnx = require("onnx", package="onnx", extra=_EXTRA, purpose="saving an onnx model")

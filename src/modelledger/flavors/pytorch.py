@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
-from ._common import require
+from ._common import class_from, require
 
 __all__ = ["TorchFlavor", "TorchModel"]
 
@@ -163,9 +163,7 @@ class TorchFlavor:
     runs_pickle = False
 
     def matches(self, obj: Any) -> bool:
-        return any(
-            c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module" for c in type(obj).__mro__
-        )
+        return class_from(obj, "torch", ("Module",)) is not None
 
     def save(self, obj: Any, folder: Path) -> None:
         torch = _torch("saving a pytorch model")
