@@ -123,6 +123,10 @@ def test_a_folder_with_an_onnx_file_registers_as_onnx(
     assert mv.flavor == "onnx"
     assert mv.manifest["runs_pickle"] is False
     assert [c["name"] for c in mv.manifest["signature"]["inputs"]] == ["0", "1", "2"]
+    # no object to describe: what onnxruntime reads from the file (it does not give the opset)
+    assert mv.manifest["algorithm"] == "linear_regression (modelledger-tests)"
+    assert mv.manifest["framework"] == "onnx"
+    assert mv.manifest["framework_version"] == f"{onnx.__version__} (onnxruntime {onnxruntime.__version__})"
     there = nm.load_elsewhere(db_url, registry.artifact_root, mv.uri, [[1.0, 1.0, 1.0]])
     assert there["predict"] == [[7.0]]
 

@@ -173,6 +173,8 @@ def test_a_saved_folder_registers_as_pytorch(registry: Registry, tmp_path: Path)
     get_flavor("pytorch").save(model, folder)
     mv = registry.register("from-folder", folder, manifest={"flavor": "pytorch"})
     assert (mv.flavor, mv.manifest["entry"], mv.manifest["runs_pickle"]) == ("pytorch", "model.json", False)
+    described = (mv.manifest["algorithm"], mv.manifest["framework"], mv.manifest["framework_version"])
+    assert described == ("tests.nn_models:Scorer", "pytorch", torch.__version__)  # from model.json
     x, _, _ = nm.data(n=3)
     assert registry.load(mv.uri).predict(x).tolist() == eager(model, x).ravel().tolist()
 

@@ -236,6 +236,10 @@ class OnnxFlavor:
             "framework_version": _version(onnx.__version__, opset, _installed("onnxruntime")),
         }
 
+    def loaded_facts(self, loaded: OnnxModel) -> dict[str, Any]:
+        """The graph's signature and what onnxruntime says of the file (for the manifest)."""
+        return {"signature": loaded.signature, **loaded.describe()}
+
     def load(self, read: Callable[[str], bytes], entry: str) -> Any:
         ort = require("onnxruntime", package="onnxruntime", extra=_EXTRA)
         data = read(entry)

@@ -70,8 +70,6 @@ class TorchModel:
     """A loaded ``torch.nn.Module`` in eval mode (``.native``), answering ``predict`` on
     tables and arrays; :func:`load` gives it ``predict_proba`` when the model has one."""
 
-    signature = None  # a module does not say which columns it takes
-
     def __init__(self, module: Any, spec: Mapping[str, Any]) -> None:
         self.native = module
         self.spec = dict(spec)
@@ -203,6 +201,10 @@ class TorchFlavor:
             "framework": "pytorch",
             "framework_version": torch.__version__,
         }
+
+    def loaded_facts(self, loaded: TorchModel) -> dict[str, Any]:
+        """What ``model.json`` records of the module (for a folder's manifest); no signature."""
+        return loaded.describe()
 
     def load(self, read: Callable[[str], bytes], entry: str) -> Any:
         torch = _torch()
