@@ -6,6 +6,10 @@ A model object is written as ``model.cbm`` with :data:`~._common.SIDECAR` naming
 ``predict`` and ``predict_proba``. A folder's ``.cbm`` entry without a sidecar is rebuilt
 from its loss function: a classification loss gives a ``CatBoostClassifier``, a ranking
 loss a ``CatBoostRanker``, anything else a ``CatBoostRegressor``.
+
+Before CatBoost sees a file, its header is checked (:func:`check_cbm`): CatBoost trusts the
+length it records, and a file cut short can then be read past its end (seen as a truncated
+file that loads in one process and is refused in another).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class CatBoostFlavor:
     def load(self, read: Callable[[str], bytes], entry: str) -> Any:
         cb = self._cb()
         data = read(entry)
+        check_cbm(data, entry)
         facts = read_sidecar(read, self.name)
         try:
             if facts is not None:
@@ -84,3 +89,20 @@ class CatBoostFlavor:
             return getattr(cb, kind)().load_model(blob=data)
         except cb.CatBoostError as exc:
             raise InvalidInput(f"CatBoost cannot read {entry}: {exc}") from exc
+
+
+def check_cbm(data: bytes, entry: str = "the model") -> None:
+    """Refuse what is not a whole ``.cbm`` file: the ``CBM1`` signature, then the length of the
+    model core (4 bytes, little-endian), which the file must hold in full.
+
+    >>> check_cbm(b"CBM1\\x10\\x00\\x00\\x00short")
+    Traceback (most recent call last):
+    ...
+    modelledger.errors.InvalidInput: the model is cut short: its header gives the model 16 bytes, 5 follow
+    """
+    if len(data) < 8 or not data.startswith(b"CBM1"):
+        raise InvalidInput(f"{entry} is not a CatBoost model (.cbm files start with CBM1)")
+    core = int.from_bytes(data[4:8], "little")
+    if len(data) - 8 < core:
+        follow = len(data) - 8
+        raise InvalidInput(f"{entry} is cut short: its header gives the model {core} bytes, {follow} follow")

@@ -196,6 +196,15 @@ def check_model_text(text: str, entry: str = "the model") -> None:
         blocks = [b for b in text[first + 1 : end].split("\n\n") if b.strip()]
     for i, block in enumerate(blocks):
         _check_tree(_fields(block), i, max_feature, bad)
+    # LightGBM reads the parameters back when loading and crashes on an unterminated section
+    opened = text.find("\nparameters:\n", end)
+    if opened >= 0:
+        closed = text.find("\nend of parameters\n", opened)
+        if closed < 0:
+            raise bad("its parameters section has no 'end of parameters'")
+        for line in text[opened + len("\nparameters:\n") : closed].splitlines():
+            if line and not (line.startswith("[") and line.endswith("]") and ": " in line):
+                raise bad(f"the parameter line {line[:40]!r} is not '[name: value]'")
 
 
 def _check_tree(tree: dict[str, str], i: int, max_feature: int, bad: Callable[[str], InvalidInput]) -> None:
@@ -219,10 +228,10 @@ def _check_tree(tree: dict[str, str], i: int, max_feature: int, bad: Callable[[s
         for child in arrays.get(key, ()):
             # >= 0: an internal node; < 0: leaf ~child
             if child != int(child) or not -leaves <= child <= leaves - 2:
-                raise bad(f"tree {i} {key} points at node {child}, outside the tree")
+                raise bad(f"tree {i} {key} points at node {child:g}, outside the tree")
     for feature in arrays.get("split_feature", ()):
         if feature != int(feature) or not 0 <= feature <= max_feature:
-            raise bad(f"tree {i} splits on feature {feature}, the model has {max_feature + 1}")
+            raise bad(f"tree {i} splits on feature {feature:g}, the model has {max_feature + 1}")
     cats = _int(tree.get("num_cat", "0"), f"tree {i} num_cat", bad)
     for kind, threshold in zip(arrays.get("decision_type", ()), arrays.get("threshold", ()), strict=False):
         # a categorical split's threshold is the index of its category set
