@@ -75,7 +75,10 @@ class TorchModel:
         self.spec = dict(spec)
         torch = _torch()
         self._torch = torch
-        self._input_dtype = getattr(torch, str(spec.get("input_dtype") or "float32"))
+        name = str(spec.get("input_dtype") or "float32")
+        self._input_dtype = getattr(torch, name, None)
+        if not isinstance(self._input_dtype, torch.dtype):
+            raise InvalidInput(f"model.json's input_dtype {name!r} is not a torch dtype")
         self._output = str(spec.get("output", "values"))
 
     def describe(self) -> dict[str, str | None]:
