@@ -325,7 +325,8 @@ def test_diff_between_two_versions(registry: Registry, story: Story) -> None:
         metrics={"auc": 0.84, "brier": 0.12},
         manifest={
             "source": {"repo_url": REPO, "path": "train.py", "revision": REVISION_2},
-            "dependencies": {"scikit-learn": "1.5.0", "numpy": "1.26.4", "lightgbm": "4.3.0"},
+            # v1 records this process's packages: v2 adds one that no environment has installed
+            "dependencies": {"scikit-learn": "1.5.0", "numpy": "1.26.4", "acme-features": "4.3.0"},
         },
     )
     diff = registry.diff(story.v1.uri, v2.uri)
@@ -333,7 +334,7 @@ def test_diff_between_two_versions(registry: Registry, story: Story) -> None:
     assert diff.params == {"C": (0.5, 1.0)}
     assert diff.metrics == {"auc": (0.81, 0.84), "brier": (None, 0.12)}
     assert diff.code == {"revision": (REVISION_1, REVISION_2)}
-    assert diff.dependencies == {"scikit-learn": ("1.4.2", "1.5.0"), "lightgbm": (None, "4.3.0")}
+    assert diff.dependencies == {"scikit-learn": ("1.4.2", "1.5.0"), "acme-features": (None, "4.3.0")}
     assert diff.framework == {}
     (train,) = diff.datasets  # the holdout set is the same: not a difference
     assert train == {
@@ -348,7 +349,7 @@ def test_diff_between_two_versions(registry: Registry, story: Story) -> None:
     assert not diff.empty
     doc = json.loads(json.dumps(diff.to_dict()))
     assert doc["params"] == {"C": {"old": 0.5, "new": 1.0}}
-    assert doc["dependencies"]["lightgbm"] == {"old": None, "new": "4.3.0"}
+    assert doc["dependencies"]["acme-features"] == {"old": None, "new": "4.3.0"}
 
     back = registry.diff(v2.uri, story.v1.uri)
     assert back.params == {"C": (1.0, 0.5)}
