@@ -84,6 +84,8 @@ def test_python_is_the_last_built_in_and_every_flavor_says_if_it_unpickles() -> 
         "xgboost": False,
         "lightgbm": False,
         "catboost": False,
+        "onnx": False,
+        "pytorch": False,
         "sklearn": True,
         "python": True,
     }
@@ -114,7 +116,9 @@ def test_an_unknown_flavor_is_refused_naming_the_known_ones(registry: Registry, 
     src = tmp_path / "src"
     src.mkdir()
     (src / "model.bin").write_bytes(b"x")
-    with pytest.raises(InvalidManifest, match=r"must be one of xgboost, lightgbm, catboost, sklearn"):
+    with pytest.raises(
+        InvalidManifest, match=r"must be one of xgboost, lightgbm, catboost, onnx, pytorch, sklearn"
+    ):
         registry.register("m", src, manifest={"flavor": "tensorflow", "entry": "model.bin"})
     with pytest.raises(InvalidInput, match="unknown flavor 'tensorflow'"):
         get_flavor("tensorflow")

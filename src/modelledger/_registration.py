@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from ._canonical import canonicalize, canonicalize_str
 from ._data import DatasetPlan, Datasets, sklearn_steps
-from ._domain import DatasetVersion, FileEntry, LazyJSON, UploadedVersion
+from ._domain import DatasetVersion, FileEntry, LazyJSON, Signature, UploadedVersion
 from ._identifiers import validate_execution_id, validate_folder_key, validate_name
 from ._integrity import version_digest
 from ._manifest import (
@@ -310,8 +310,9 @@ def _prepare_source(
             entry = entry or declared.entry
             if entry not in {p.as_posix() for p in files}:
                 raise InvalidInput(f"the manifest's entry file {entry!r} is not in {folder}")
-            _load_back(declared, folder, files, entry, f"{folder / entry}")
+            loaded = _load_back(declared, folder, files, entry, f"{folder / entry}")
             runs_pickle = declared.runs_pickle
+            doc = _described_by(declared, loaded, doc)
         if sample_input is not None:
             doc = replace(doc, signature=infer_signature(sample_input).to_dict())
         return folder, flavor_name, entry, replace(doc, runs_pickle=runs_pickle)
@@ -321,7 +322,7 @@ def _prepare_source(
     out = tmp / "artifacts"
     out.mkdir()
     flavor.save(source, out)
-    _load_back(flavor, out, _folder_files(out), flavor.entry, f"the saved {type(source).__name__}")
+    loaded = _load_back(flavor, out, _folder_files(out), flavor.entry, f"the saved {type(source).__name__}")
     described = flavor.describe(source)
     doc = replace(
         doc,
@@ -330,6 +331,7 @@ def _prepare_source(
         framework_version=doc.framework_version or described["framework_version"],
         runs_pickle=flavor.runs_pickle,
     )
+    doc = _described_by(flavor, loaded, doc)
     # The algorithm's hyperparameters, as fitted; anything given explicitly wins.
     algorithm = source.steps[-1][1] if isinstance(getattr(source, "steps", None), list) else source
     get_params = getattr(algorithm, "get_params", None)
@@ -339,7 +341,9 @@ def _prepare_source(
     elif callable(flavor_params):
         doc = replace(doc, params={**_jsonable_params(flavor_params(source)), **doc.params})
     if sample_input is not None:
-        predict = getattr(source, "predict", None) or source
+        # the model as it will be served: an ONNX graph has no predict of its own, and a torch
+        # module's own predict (if any) takes tensors
+        predict = getattr(loaded, "predict", None) or getattr(source, "predict", None) or source
         try:
             sample_output = predict(sample_input)
         except Exception as exc:  # the user's model may raise anything
@@ -348,7 +352,29 @@ def _prepare_source(
     return out, flavor.name, flavor.entry, doc
 
 
-def _load_back(flavor: Flavor, folder: Path, files: list[Path], entry: str, what: str) -> None:
+def _described_by(flavor: Flavor, loaded: Any, doc: Manifest) -> Manifest:
+    """What the flavor reads off the model as loaded back fills what the manifest leaves
+    empty. A flavor may define ``loaded_facts(loaded)`` (optional, like ``params``): a dict
+    with any of ``signature`` (a ``Signature.to_dict()``, e.g. an ONNX graph's inputs and
+    outputs), ``algorithm``, ``framework``, ``framework_version`` (what a folder registration
+    has no object to describe by). The flavor is asked, never the model: a user's object may
+    have a ``signature`` of its own that means something else."""
+    loaded_facts = getattr(flavor, "loaded_facts", None)
+    if not callable(loaded_facts):
+        return doc
+    facts = loaded_facts(loaded)
+    signature = facts.get("signature")
+    if not doc.signature and signature:
+        doc = replace(doc, signature=Signature.from_dict(signature).to_dict())
+    return replace(
+        doc,
+        algorithm=doc.algorithm or facts.get("algorithm"),
+        framework=doc.framework or facts.get("framework"),
+        framework_version=doc.framework_version or facts.get("framework_version"),
+    )
+
+
+def _load_back(flavor: Flavor, folder: Path, files: list[Path], entry: str, what: str) -> Any:
     """Load the staged files once through ``flavor``, as ``load`` will: refuse what fails.
 
     A framework that is not installed stays :class:`MissingDependency` (install it, then
@@ -362,7 +388,7 @@ def _load_back(flavor: Flavor, folder: Path, files: list[Path], entry: str, what
         return (folder / rel).read_bytes()
 
     try:
-        flavor.load(read, entry)
+        return flavor.load(read, entry)
     except MissingDependency:
         raise
     except Exception as exc:  # a framework's reader reports a bad file through any exception

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import InvalidInput
 from .catboost import CatBoostFlavor
 from .lightgbm import LightGBMFlavor
+from .onnx import OnnxFlavor
 from .python import PythonFlavor
+from .pytorch import TorchFlavor
 from .sklearn import SklearnFlavor
 from .xgboost import XGBoostFlavor
 
@@ -65,6 +67,8 @@ BUILTIN: tuple[type[Flavor], ...] = (
     XGBoostFlavor,
     LightGBMFlavor,
     CatBoostFlavor,
+    OnnxFlavor,
+    TorchFlavor,
     SklearnFlavor,
     PythonFlavor,  # last: it takes anything with predict, or any callable
 )
