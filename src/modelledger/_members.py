@@ -155,7 +155,8 @@ class Member:
         if model is None:
             # registry-wide actions (policy, enrolment) need an unscoped role
             return role not in ("admin",) or "*" in self.models
-        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+        # model names are unique without regard to case, so a scope matches in any case too
+        return any(fnmatch.fnmatchcase(model.lower(), pattern.lower()) for pattern in self.models)
 
     def can_view(self, model: str | None) -> bool:
         """Whether the member may read ``model``: any role on it counts, since every role reads

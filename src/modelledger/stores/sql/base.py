@@ -35,7 +35,7 @@ from .statements import Q_ALIAS_MAP, Q_HEAD, Q_MODEL, Q_MODEL_INSERT, Q_POLICY, 
 
 __all__ = ["HEAD_REVISION", "SqlBase"]
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 MAX_INTEGER = 2**63 - 1
 """The largest number a version, key or counter can be (a signed 64-bit column)."""
 MIGRATION_LOCK = 0x6D6F64656C6C6467
@@ -375,7 +375,8 @@ class SqlBase:
         stmt = self._upserts.get(name)
         if stmt is None:
             if name == "model_if_missing":
-                stmt = self._insert(t.models).on_conflict_do_nothing(index_elements=["name"])
+                # no conflict target: the name's unique index is on lower(name)
+                stmt = self._insert(t.models).on_conflict_do_nothing()
             elif name == "setting":
                 ins = self._insert(t.settings)
                 stmt = ins.on_conflict_do_update(index_elements=["key"], set_={"value": ins.excluded.value})
