@@ -523,6 +523,7 @@ def delegation_problem(
         if problem is not None:
             return problem, None
         path = str(request.get("path", "")).partition("?")[0]
-        if model is not None and quote(model, safe="") not in path.split("/"):
+        # a model name is the same in any case, so the request may spell it in another
+        if model is not None and quote(model, safe="").lower() not in path.lower().split("/"):
             return f"the signed request ({request.get('path')}) is not about {model}", None
     return None, member

@@ -353,7 +353,8 @@ class SqlLedger(SqlBase):
         taken = conn.execute(sa.select(t.models.c.id).where(named(new))).scalar()
         if taken is not None and int(taken) != mid:  # a change of case only is the same model
             raise AlreadyExists("model", new)
-        if fold_name(new) in {fold_name(n) for n in self._renames(conn)}:
+        former = {fold_name(n) for n, _current in self._renames(conn).items() if n != old}
+        if fold_name(new) in former:
             raise Conflict(f"{new} is a former name of a model (it still resolves to it): choose another")
         conn.execute(t.models.update().where(t.models.c.id == mid).values(name=new))
         model_ids.pop(old, None)
