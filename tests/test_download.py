@@ -124,14 +124,16 @@ def test_a_tampered_artefact_is_refused_and_leaves_no_file(api: Api, tmp_path: P
     assert [p.name for p in kept.iterdir()] == ["notes.txt"]  # not even the files that matched
 
 
-def test_a_version_row_edited_to_match_other_bytes_is_refused(db_url: str, tmp_path: Path) -> None:
-    """The version row is an index: the ledger's signed registration is the authority."""
-    reg = Registry.open(db_url, artifacts=str(tmp_path / "art"), actor="alice@example.com")
+def test_a_version_row_and_file_edited_together_are_refused_locally_and_through_a_server(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version row is an index: the ledger's signed registration is the authority. Here the
+    bytes match the edited row, so only the proof against the ledger can catch them."""
+    artifacts = str(tmp_path / "art")
+    reg = Registry.open(db_url, artifacts=artifacts, actor="alice@example.com")
     mv = reg.register("bert-onnx", str(_weights(tmp_path)), capture=False)
-    forged = tuple(
-        f if f.path != "config.json" else type(f)(f.path, 4, hashlib.sha256(b"evil").hexdigest())
-        for f in mv.files
-    )
+    evil = hashlib.sha256(b"evil").hexdigest()
+    forged = tuple(f if f.path != "config.json" else type(f)(f.path, 4, evil) for f in mv.files)
     with attacker(db_url) as conn:
         conn.execute(
             sa.text("UPDATE model_versions SET files = :f, digest = :d WHERE id = :k"),
@@ -141,10 +143,24 @@ def test_a_version_row_edited_to_match_other_bytes_is_refused(db_url: str, tmp_p
                 "k": mv.key,
             },
         )
-    fresh = Registry.open(db_url, artifacts=str(tmp_path / "art"), actor="alice@example.com")
+    stored = Path(artifacts) / mv.folder / "artifacts" / "config.json"
+    stored.chmod(0o644)
+    stored.write_bytes(b"evil")
+    fresh = Registry.open(db_url, artifacts=artifacts, actor="alice@example.com")
     with pytest.raises(IntegrityError, match="registered in the ledger"):
         fresh.download(mv.uri, tmp_path / "dest")
     assert not (tmp_path / "dest").exists()
+
+    server = Registry.open(db_url, artifacts=artifacts)
+    monkeypatch.setenv("MODELLEDGER_CACHE", str(tmp_path / "cache"))
+    with running(server) as base:
+        remote = Registry.open(base, token=reg.create_token("alice@example.com")[0])
+        assert remote.get_version(mv.uri).digest != mv.digest  # the server reads the edited row
+        with pytest.raises(IntegrityError, match="registered in the ledger"):
+            remote.download(mv.uri, tmp_path / "remote")
+        remote.close()
+    server.close()
+    assert not (tmp_path / "remote").exists()
 
 
 def test_download_on_the_command_line_locally_and_through_a_server(

@@ -92,7 +92,7 @@ from ._serving import (
 from ._signing import Identity, current_actor, ensure_root, identity_path, keyring, validate_member
 from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
-from ._trust import trust_bundle
+from ._trust import segment_to_dict, trust_bundle
 from ._verify import collect_garbage, unrecorded_records, verify_registry
 from .errors import (
     Conflict,
@@ -1103,6 +1103,21 @@ class Registry(GovernanceVerbs, EventVerbs):
             check_registration(self._meta, mv, keyring(self._meta), subjects=subjects)
             self._proven[mv.key] = mv.digest
         return mv
+
+    def registration_proof(self, identifier: str) -> dict[str, Any]:
+        """The signed ledger record of a version's registration: the chain segment from its
+        ``version.registered`` event to the checkpoint that signs it (JSON values). A client
+        of a server checks it with :meth:`trust_bundle`'s keys before trusting the version's
+        file list (``RemoteRegistry.download`` does).
+
+        >>> proof = registry.registration_proof("models:/credit-risk/3")  # doctest: +SKIP
+        """
+        mv = self.get_version(identifier)
+        for subject in self._version_subjects(mv):
+            segment = self._meta.segment_for(subject, "version.registered")
+            if segment is not None:
+                return segment_to_dict(segment)
+        raise IntegrityError(mv.uri, "has no registration event in the ledger")
 
     def download(
         self,

@@ -62,6 +62,7 @@ from ._registration import DATASET_ROLES, plan_registration, scratch
 from ._registry import Registry
 from ._signing import identity_path
 from ._trace import TraceReport
+from ._trust import check_registration_with_bundle
 from .errors import InvalidInput, ModelLedgerError, StorageError
 from .stores.artifacts import ArtifactStore
 
@@ -703,6 +704,10 @@ class RemoteRegistry(Registry):
         streamed from the server into a staging folder while its sha256 and size are checked
         against the version record, moved into place only when every one matched."""
         mv = self.get_version(identifier)
+        # the version row the server read is an index: its signed registration is the authority
+        check_registration_with_bundle(
+            self.registration_proof(mv.uri), mv.uri, mv.digest, self.trust_bundle()
+        )
         plan = plan_download(mv, dest, files=files, overwrite=overwrite, manifest=manifest)
 
         def chunks(entry: FileEntry) -> Iterator[bytes]:
@@ -716,6 +721,9 @@ class RemoteRegistry(Registry):
                 response.close()
 
         return download_planned(plan, chunks, progress=progress)
+
+    def registration_proof(self, identifier: str) -> dict[str, Any]:
+        return dict(self._call("GET", self._version_path(identifier) + "/registration"))
 
     def _download(self, path: str, sha256: str, size: int, what: str) -> Path:
         """The file at API ``path`` in the local cache, downloaded (resuming a partial download)
