@@ -704,6 +704,11 @@ class RemoteRegistry(Registry):
         streamed from the server into a staging folder while its sha256 and size are checked
         against the version record, moved into place only when every one matched."""
         mv = self.get_version(identifier)
+        if model_ref(identifier).alias == "latest" and self.state(mv.uri).stage == "retired":
+            raise _errors.Conflict(
+                f"{identifier} resolves to {mv.uri}, which is retired: a retired version is not "
+                f"downloaded by alias (download {mv.uri} by number to audit it)"
+            )
         # the version row the server read is an index: its signed registration is the authority
         check_registration_with_bundle(
             self.registration_proof(mv.uri), mv.uri, mv.digest, self.trust_bundle()
