@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,50 @@ def test_download_on_the_command_line_locally_and_through_a_server(
         refused = runner.invoke(main, [*args, "--registry", base])
         assert refused.exit_code == 1 and "overwrite" in refused.stderr
     server.close()
+
+
+DOWNLOAD_SCRIPT = r"""
+import json, sys
+from modelledger import Registry
+
+url, art, dest = sys.argv[1], sys.argv[2], sys.argv[3]
+# A child inherits its parent's peak RSS: reset the high-water mark, then read VmHWM.
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+calls = []
+got = Registry.open(url, artifacts=art).download(
+    "models:/big/latest", dest, progress=lambda done, total: calls.append((done, total))
+)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+rss_mb = int(hwm.split()[1]) / 1024
+print(json.dumps({"rss_mb": rss_mb, "files": got.files, "calls": len(calls), "last": calls[-1]}))
+"""
+
+
+def test_a_large_file_downloads_in_bounded_memory(tmp_path: Path) -> None:
+    src = tmp_path / "weights"
+    src.mkdir()
+    size = 512 * 1024**2
+    with (src / "weights.bin").open("wb") as fh:
+        fh.write(b"\x5a" * 1024 * 1024)  # real bytes at both ends, a sparse middle
+        fh.truncate(size - 1024 * 1024)
+        fh.seek(size - 1024 * 1024)
+        fh.write(b"\xa5" * 1024 * 1024)
+    url, art = f"sqlite:///{tmp_path / 'r.db'}", str(tmp_path / "art")
+    reg = Registry.open(url, artifacts=art, actor="alice@example.com")
+    reg.init()
+    reg.register("big", str(src), capture=False)
+    reg.close()
+    out = subprocess.run(
+        [sys.executable, "-c", DOWNLOAD_SCRIPT, url, art, str(tmp_path / "dest")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["files"] == ["weights.bin"] and result["last"] == [size, size]
+    assert result["calls"] >= 512  # reported chunk by chunk
+    assert result["rss_mb"] < 200, result  # the file is never held whole
+    assert (tmp_path / "dest" / "weights.bin").stat().st_size == size
