@@ -70,9 +70,7 @@ def test_search_by_prefix_and_tag(registry: Registry) -> None:
     assert list(registry.list_models(prefix="zzz")) == []
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "a/b", "../etc", "has space", "Upper", "-leading", "a..b", "x" * 129, "é"]
-)
+@pytest.mark.parametrize("bad", ["", "a/b", "../etc", "has space", "-leading", "a..b", "x" * 129, "é"])
 def test_bad_model_names_are_refused(registry: Registry, bad: str) -> None:
     with pytest.raises(InvalidInput):
         registry.create_model(bad)

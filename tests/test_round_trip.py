@@ -150,6 +150,7 @@ def world(db_url: str, tmp_path: Path, credit_data, fitted_pipeline) -> Iterator
     out["lineage"] = [alice.lineage(v1.uri), alice.lineage(v2.uri), alice.lineage(raw.uri)]
     out["diffs"] = [alice.diff(v1.uri, v2.uri), alice.diff(v1.uri, v1.uri)]
     out["models"] = [alice.get_model("credit-risk")]
+    out["downloads"] = [alice.download(v1.uri, tmp_path / "download", manifest=True)]
     out["versions"] = [v1, v2, alice.get_version(v1.uri), *alice.list_versions("credit-risk")]
     out["datasets"] = [
         raw,
@@ -203,6 +204,7 @@ def _story_is_full(world: dict[str, Any]) -> None:
     assert revoked.models == ("credit-*",)
     assert any(m.root for m in world["members"])
     assert world["erasures"][0].files
+    assert world["downloads"][0].downloaded and world["downloads"][0].manifest_file
     gc: GcReport = world["gc"]
     assert gc.items and all(i.modified is not None for i in gc.items)
     before: VerifyReport = world["verify_before"]

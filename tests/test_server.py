@@ -330,6 +330,7 @@ def test_the_openapi_document_lists_every_route(served: Served) -> None:
                 "/models/{name}/versions/{ref}",
                 "/models/{name}/versions/{ref}/state",
                 "/models/{name}/versions/{ref}/history",
+                "/models/{name}/versions/{ref}/registration",
                 "/models/{name}/versions/{ref}/lineage",
                 "/models/{name}/aliases",
                 "/versions",

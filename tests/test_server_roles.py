@@ -47,6 +47,7 @@ ROUTES: dict[tuple[str, str], tuple[Rule, dict[str, str], Any]] = {
     ("GET", "/models/{name}/versions/{ref}"): (view, {}, None),
     ("GET", "/models/{name}/versions/{ref}/state"): (view, {}, None),
     ("GET", "/models/{name}/versions/{ref}/history"): (view, {}, None),
+    ("GET", "/models/{name}/versions/{ref}/registration"): (view, {}, None),
     ("GET", "/models/{name}/versions/{ref}/lineage"): (view, {}, None),
     ("GET", "/models/{name}/versions/{ref}/files/{path}"): (view, {}, None),
     ("GET", "/models/{name}/aliases"): (view, {}, None),

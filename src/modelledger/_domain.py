@@ -18,6 +18,7 @@ __all__ = [
     "ColumnSpec",
     "DatasetSource",
     "DatasetVersion",
+    "DownloadedVersion",
     "Erasure",
     "FileEntry",
     "GcItem",
@@ -540,6 +541,44 @@ class UploadedVersion:
 
 StagedVersion = UploadedVersion
 """Deprecated name of :class:`UploadedVersion` (kept for one release)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadedVersion:
+    """What ``Registry.download`` left in ``dest``: the version, and every file asked for,
+    each checked against its recorded sha256 and size (``files``: their paths in ``dest``;
+    ``downloaded``: those this call wrote, the others were there already, byte for byte).
+    ``manifest_file`` is the version record written beside them, when one was asked for."""
+
+    version: ModelVersion
+    dest: str
+    files: tuple[str, ...]
+    downloaded: tuple[str, ...]
+    manifest_file: str | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        """The files' full paths, in the order of ``files``."""
+        return [f"{self.dest.rstrip('/')}/{f}" for f in self.files]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version.to_dict(),
+            "dest": self.dest,
+            "files": list(self.files),
+            "downloaded": list(self.downloaded),
+            "manifest_file": self.manifest_file,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DownloadedVersion:
+        return cls(
+            version=ModelVersion.from_dict(data["version"]),
+            dest=str(data["dest"]),
+            files=tuple(str(f) for f in data["files"]),
+            downloaded=tuple(str(f) for f in data["downloaded"]),
+            manifest_file=data.get("manifest_file"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._audit import AliasChange, StateDifference, state_differences, subject_history
 from ._domain import Model, ModelVersion, Page
-from ._identifiers import check_number, model_subjects, validate_alias, validate_name
+from ._identifiers import check_number, fold_name, model_subjects, validate_alias, validate_name
 from ._keys import key_id, read_public_pem
 from ._ledger import ChainReport, LedgerEvent, verify_chain
 from ._lifecycle import (
@@ -65,20 +65,33 @@ class GovernanceVerbs:
     # ------------------------------------------------------------------ names
 
     def _renamed(self, name: str) -> str | None:
-        """The name the model once called ``name`` has now, with a :class:`ModelRenamed`
-        warning; None when ``name`` was never renamed."""
-        new: str | None = self._meta.renamed_models().get(name)
+        """The name the model once called ``name`` (in any case) has now, with a
+        :class:`ModelRenamed` warning; None when ``name`` was never renamed."""
+        folded = {fold_name(old): new for old, new in self._meta.renamed_models().items()}
+        new: str | None = folded.get(fold_name(name))
         if new is not None:
             warnings.warn(ModelRenamed(name, new), stacklevel=4)
         return new
 
+    def _stored_name(self, name: str) -> str | None:
+        """The model's name as stored (``Credit-Risk`` for ``credit-risk``), None if no model
+        has that name in any case."""
+        try:
+            model: Model = self._meta.get_model(name)
+        except NotFound:
+            return None
+        return model.name
+
     def _model_names(self, name: str) -> tuple[str, list[str]]:
-        """(the model's current name, every name it has had: current first) for ``name``,
-        which may be a former name (then with a warning)."""
+        """(the model's current name as stored, every name it has had: current first) for
+        ``name``, in any case; it may be a former name (then with a warning)."""
         renames: dict[str, str] = self._meta.renamed_models()
-        current = renames.get(name, name)
-        if current != name:
-            warnings.warn(ModelRenamed(name, current), stacklevel=4)
+        current = self._stored_name(name)
+        if current is None:
+            folded = {fold_name(old): new for old, new in renames.items()}
+            current = folded.get(fold_name(name), name)
+            if current != name:
+                warnings.warn(ModelRenamed(name, current), stacklevel=4)
         return current, [current, *(old for old, new in renames.items() if new == current)]
 
     def _current_name(self, name: str) -> str:

@@ -19,12 +19,14 @@ __all__ = [
     "MAX_NUMBER",
     "ModelRef",
     "check_number",
+    "fold_name",
     "model_ref",
     "model_subjects",
     "parse_dataset_uri",
     "parse_model_uri",
     "revision_problem",
     "validate_alias",
+    "validate_dataset_name",
     "validate_execution_id",
     "validate_folder_key",
     "validate_name",
@@ -34,7 +36,10 @@ __all__ = [
 MAX_NUMBER = 2**63 - 1
 """The largest version number or key: the stores keep them in signed 64-bit columns."""
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+# Model names keep the case they were given (Credit-Risk) but are unique without regard to
+# it: the stores compare them case-folded. Data set names stay lower-case.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _EXECUTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Hex object names and ref-like text (v1.2.0, HEAD~3, main^2, 1.0+build): never '/', so a
@@ -45,22 +50,49 @@ _FOLDER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~^@-]{0,159}")
 
 
 def validate_name(name: object, *, what: str = "model name") -> str:
-    """Return ``name`` if it is a valid registry name, else raise :class:`InvalidInput`.
+    """Return ``name`` if it is a valid model name, else raise :class:`InvalidInput`.
 
-    Names are lower-case letters, digits, ``.``, ``_`` and ``-``, 1-128 characters,
-    starting with a letter or digit, and never ``..``-style path tricks.
+    Model names are letters (either case), digits, ``.``, ``_`` and ``-``, 1-128 characters,
+    starting with a letter or digit, and never ``..``-style path tricks. The case is kept as
+    given, but two names that differ only in case name the same model.
 
-    >>> validate_name("credit-risk")
-    'credit-risk'
+    >>> validate_name("Credit-Risk")
+    'Credit-Risk'
     """
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"{what} must be a non-empty string")
     if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidInput(
+            f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_dataset_name(name: object) -> str:
+    """Return ``name`` if it is a valid data set name (lower-case), else raise :class:`InvalidInput`.
+
+    >>> validate_dataset_name("credit-applications")
+    'credit-applications'
+    """
+    what = "data set name"
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"{what} must be a non-empty string")
+    if not _DATASET_NAME.fullmatch(name) or ".." in name:
+        raise InvalidInput(
             f"invalid {what} {name!r}: use 1-128 lower-case letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return name
+
+
+def fold_name(name: str) -> str:
+    """The form two model names are compared in: the same model whatever the case.
+
+    >>> fold_name("Credit-Risk")
+    'credit-risk'
+    """
+    return name.lower()  # names are ASCII, so lower() is the full case fold (and SQL's LOWER)
 
 
 def check_number(value: object, what: str = "version") -> int:
@@ -156,7 +188,8 @@ def validate_version_folder(folder: object, model: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    """A parsed ``models:/name/3`` or ``models:/name@alias`` identifier."""
+    """A parsed ``models:/name/3`` or ``models:/name@alias`` identifier (``models:/name/latest``
+    and ``models:/name@latest`` are both the alias ``latest``: the highest version number)."""
 
     name: str
     version: int | None = None
@@ -169,8 +202,11 @@ class ModelRef:
 
 
 def parse_model_uri(uri: str) -> ModelRef:
-    """Parse a model identifier.
+    """Parse a model identifier: ``models:/<name>/<version>``, ``models:/<name>@<alias>`` or
+    ``models:/<name>/latest`` (the same as ``@latest``: the model's highest version number).
 
+    >>> parse_model_uri("models:/credit-risk/latest").alias
+    'latest'
     >>> parse_model_uri("models:/credit-risk@production")
     ModelRef(name='credit-risk', version=None, alias='production')
     >>> parse_model_uri("models:/credit-risk/3").version
@@ -178,7 +214,8 @@ def parse_model_uri(uri: str) -> ModelRef:
     """
     if not isinstance(uri, str) or not uri.startswith("models:/"):
         raise InvalidInput(
-            f"invalid model identifier {uri!r}: expected models:/<name>/<version> or models:/<name>@<alias>"
+            f"invalid model identifier {uri!r}: expected models:/<name>/<version>, "
+            "models:/<name>/latest or models:/<name>@<alias>"
         )
     rest = uri[len("models:/") :]
     if "@" in rest:
@@ -189,11 +226,14 @@ def parse_model_uri(uri: str) -> ModelRef:
         return ModelRef(name=name, alias=alias)
     name, sep, version = rest.partition("/")
     validate_name(name)
+    if sep and version == "latest":  # MLflow's spelling of @latest
+        return ModelRef(name=name, alias="latest")
     number = _number(version, uri) if sep else None
     if not number:
         raise InvalidInput(
             f"invalid model identifier {uri!r}: the version must be a positive integer "
-            "(models:/<name>/<version>) or use an alias (models:/<name>@<alias>)"
+            "(models:/<name>/<version>), latest (models:/<name>/latest) or an alias "
+            "(models:/<name>@<alias>)"
         )
     return ModelRef(name=name, version=number)
 
@@ -208,9 +248,9 @@ def parse_dataset_uri(uri: str) -> tuple[str, int | None]:
         raise InvalidInput(f"invalid data set identifier {uri!r}: expected datasets:/<name>/<version>")
     rest = uri[len("datasets:/") :]
     if rest.endswith("@latest"):
-        return validate_name(rest[: -len("@latest")], what="data set name"), None
+        return validate_dataset_name(rest[: -len("@latest")]), None
     name, sep, version = rest.partition("/")
-    validate_name(name, what="data set name")
+    validate_dataset_name(name)
     number = _number(version, uri) if sep else None
     if not number:
         raise InvalidInput(f"invalid data set identifier {uri!r}: expected datasets:/<name>/<version>")

@@ -155,7 +155,8 @@ class Member:
         if model is None:
             # registry-wide actions (policy, enrolment) need an unscoped role
             return role not in ("admin",) or "*" in self.models
-        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+        # model names are unique without regard to case, so a scope matches in any case too
+        return any(fnmatch.fnmatchcase(model.lower(), pattern.lower()) for pattern in self.models)
 
     def can_view(self, model: str | None) -> bool:
         """Whether the member may read ``model``: any role on it counts, since every role reads
@@ -522,6 +523,7 @@ def delegation_problem(
         if problem is not None:
             return problem, None
         path = str(request.get("path", "")).partition("?")[0]
-        if model is not None and quote(model, safe="") not in path.split("/"):
+        # a model name is the same in any case, so the request may spell it in another
+        if model is not None and quote(model, safe="").lower() not in path.lower().split("/"):
             return f"the signed request ({request.get('path')}) is not about {model}", None
     return None, member

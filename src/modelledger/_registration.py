@@ -23,7 +23,7 @@ from typing import Any, Literal
 from ._canonical import canonicalize, canonicalize_str
 from ._data import DatasetPlan, Datasets, sklearn_steps
 from ._domain import DatasetVersion, FileEntry, LazyJSON, Signature, UploadedVersion
-from ._identifiers import validate_execution_id, validate_folder_key, validate_name
+from ._identifiers import fold_name, validate_execution_id, validate_folder_key, validate_name
 from ._integrity import version_digest
 from ._manifest import (
     DEFAULT_LIMITS,
@@ -136,7 +136,7 @@ def plan_registration(
     doc = replace(doc, flavor=flavor, entry=entry)
     code = {k: v for k, v in doc.source.to_dict().items() if v is not None} if capture else {}
     planned = tuple(
-        (role, datasets_service.plan(f"{name}-{role}", value, code=code)) for role, value in inline
+        (role, datasets_service.plan(f"{fold_name(name)}-{role}", value, code=code)) for role, value in inline
     )
     steps: tuple[Mapping[str, Any], ...] = ()
     if datasets and not doc.steps and not isinstance(source, (str, os.PathLike)) and _is_sklearn(source):

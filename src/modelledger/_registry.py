@@ -24,7 +24,18 @@ from ._audit import subject_history
 from ._config import resolve_config
 from ._data import Datasets
 from ._delegation import DelegatedSigner
-from ._domain import Erasure, FileEntry, GcReport, Model, ModelVersion, Page, UploadedVersion, VerifyReport
+from ._domain import (
+    DownloadedVersion,
+    Erasure,
+    FileEntry,
+    GcReport,
+    Model,
+    ModelVersion,
+    Page,
+    UploadedVersion,
+    VerifyReport,
+)
+from ._download import download_planned, plan_download
 from ._erasure import (
     erasure_from_event,
     find_erasure,
@@ -35,7 +46,14 @@ from ._erasure import (
 )
 from ._events import EventVerbs
 from ._governance import GovernanceVerbs
-from ._identifiers import check_number, model_ref, validate_alias, validate_name, validate_version_folder
+from ._identifiers import (
+    check_number,
+    fold_name,
+    model_ref,
+    validate_alias,
+    validate_name,
+    validate_version_folder,
+)
 from ._keys import read_public_pem
 from ._ledger import Checkpoint
 from ._lifecycle import (
@@ -74,11 +92,12 @@ from ._serving import (
 from ._signing import Identity, current_actor, ensure_root, identity_path, keyring, validate_member
 from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
-from ._trust import trust_bundle
+from ._trust import segment_to_dict, trust_bundle
 from ._verify import collect_garbage, unrecorded_records, verify_registry
 from .errors import (
     Conflict,
     Erased,
+    IntegrityError,
     InvalidInput,
     ModelLedgerError,
     NotFound,
@@ -86,7 +105,7 @@ from .errors import (
     SchemaOutdated,
 )
 from .stores import open_metadata_store
-from .stores.artifacts import ArtifactStore
+from .stores.artifacts import CHUNK, ArtifactStore
 from .stores.protocols import MetadataStore, Signer
 
 __all__ = ["FolderNaming", "Registry"]
@@ -728,7 +747,8 @@ class Registry(GovernanceVerbs, EventVerbs):
     ) -> Any:
         """Plan (every check, in a scratch folder), then write through ``commit``."""
         self._ready(write=True)
-        self._check_open_for_versions(name)
+        # the stored spelling names the folder: models/Credit-Risk/... whatever case the caller used
+        name = self._check_open_for_versions(name)
         with scratch() as tmp:
             plan = plan_registration(
                 name,
@@ -743,22 +763,27 @@ class Registry(GovernanceVerbs, EventVerbs):
                 plan, artifacts=self._art, datasets_service=self.datasets, commit=commit, progress=progress
             )
 
-    def _check_open_for_versions(self, name: str) -> None:
-        """Refuse up front, before any byte is written, a new version of an archived model or
-        under a former name (the store checks both again under its write lock)."""
+    def _check_open_for_versions(self, name: str) -> str:
+        """The model's name as stored (or ``name`` for a new model), after refusing up front,
+        before any byte is written, a new version of an archived model or under a former name
+        (the store checks both again under its write lock)."""
         validate_name(name)
         try:
             model = self._meta.get_model(name)
         except NotFound:
-            new = self._meta.renamed_models().get(name)
+            renames = {fold_name(old): new for old, new in self._meta.renamed_models().items()}
+            new = renames.get(fold_name(name))
             if new is not None:
                 raise Conflict(
                     f"{name} was renamed to {new}: register new versions as {new} "
                     "(a former name is never reused)"
                 ) from None
-            return
+            return name
         if model.archived:
-            raise Conflict(f"models:/{name} is archived: it cannot take new versions (unarchive it first)")
+            raise Conflict(
+                f"models:/{model.name} is archived: it cannot take new versions (unarchive it first)"
+            )
+        return model.name
 
     def stage(self, name: str, source: Any, **options: Any) -> UploadedVersion:
         """Deprecated: the old name of :meth:`upload` ("stage" now means only a lifecycle stage)."""
@@ -1045,20 +1070,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         >>> with registry.load("models:/credit-risk@production", capture=True) as served:  # doctest: +SKIP
         ...     predictions, receipts = served.predict(applications)
         """
-        ref = model_ref(identifier)
-        mv = self.get_version(identifier)
-        # Named aliases never point at a retired version (retiring removes them, and moving one
-        # onto it is refused); only @latest, the newest number, can resolve to one.
-        if ref.alias == "latest" and self._meta.version_state(mv.model, mv.version).stage == "retired":
-            raise Conflict(
-                f"models:/{ref.name}@{ref.alias} resolves to {mv.uri}, which is retired: a retired version "
-                f"is not loaded by alias (load {mv.uri} by number to audit it)"
-            )
-        if self._proven.get(mv.key) != mv.digest:  # proven once per process and version
-            subjects = self._version_subjects(mv)
-            self._raise_if_erased(mv, subjects)
-            check_registration(self._meta, mv, keyring(self._meta), subjects=subjects)
-            self._proven[mv.key] = mv.digest
+        mv = self._proven_version(identifier, "load")
         try:
             loaded = load_verified(self._art, mv)
         except NotFound:
@@ -1087,6 +1099,83 @@ class Registry(GovernanceVerbs, EventVerbs):
             max_pending=DEFAULT_MAX_PENDING if max_pending is None else max_pending,
             record=self._capture_recorder(mv),
         )
+
+    def _proven_version(self, identifier: str, verb: str) -> ModelVersion:
+        """The version ``identifier`` names, its digest proven against its signed
+        ``version.registered`` ledger record (once per process and version)."""
+        ref = model_ref(identifier)
+        mv = self.get_version(identifier)
+        # Named aliases never point at a retired version (retiring removes them, and moving one
+        # onto it is refused); only @latest, the newest number, can resolve to one.
+        if ref.alias == "latest" and self._meta.version_state(mv.model, mv.version).stage == "retired":
+            raise Conflict(
+                f"models:/{ref.name}@{ref.alias} resolves to {mv.uri}, which is retired: a retired version "
+                f"is not {verb}ed by alias ({verb} {mv.uri} by number to audit it)"
+            )
+        if self._proven.get(mv.key) != mv.digest:  # proven once per process and version
+            subjects = self._version_subjects(mv)
+            self._raise_if_erased(mv, subjects)
+            check_registration(self._meta, mv, keyring(self._meta), subjects=subjects)
+            self._proven[mv.key] = mv.digest
+        return mv
+
+    def registration_proof(self, identifier: str) -> dict[str, Any]:
+        """The signed ledger record of a version's registration: the chain segment from its
+        ``version.registered`` event to the checkpoint that signs it (JSON values). A client
+        of a server checks it with :meth:`trust_bundle`'s keys before trusting the version's
+        file list (``RemoteRegistry.download`` does).
+
+        >>> proof = registry.registration_proof("models:/credit-risk/3")  # doctest: +SKIP
+        """
+        mv = self.get_version(identifier)
+        for subject in self._version_subjects(mv):
+            segment = self._meta.segment_for(subject, "version.registered")
+            if segment is not None:
+                return segment_to_dict(segment)
+        raise IntegrityError(mv.uri, "has no registration event in the ledger")
+
+    def download(
+        self,
+        identifier: str,
+        dest: str | os.PathLike[str],
+        *,
+        files: Sequence[str] | None = None,
+        overwrite: bool = False,
+        manifest: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> DownloadedVersion:
+        """Fetch a version's files (any flavor; the only way back for a ``files`` version)
+        into the folder ``dest`` (created if missing), laid out by their paths in the version.
+
+        The version's digest is first proven against its signed registration in the ledger,
+        then every file is streamed (never held whole in memory) into a staging folder inside
+        ``dest`` while its sha256 and size are checked; files take their names only once all
+        of them have matched, so a mismatch raises :class:`IntegrityError` and leaves no
+        partial file. A file already in ``dest`` with the same bytes is kept (a second
+        download writes nothing); one with other bytes is refused with :class:`AlreadyExists`
+        unless ``overwrite``. ``files`` picks some of the version's files by path.
+        ``manifest=True`` also writes ``modelledger-version.json``: the version record (every
+        file's sha256 and size, the manifest), to check the folder again later.
+        ``progress(bytes_done, bytes_total)`` is called as bytes arrive.
+
+        >>> got = registry.download("models:/bert-onnx/latest", "./bert")  # doctest: +SKIP
+        >>> got.files  # doctest: +SKIP
+        ('model.onnx', 'tokenizer.json')
+        """
+        mv = self._proven_version(identifier, "download")
+        plan = plan_download(mv, dest, files=files, overwrite=overwrite, manifest=manifest)
+
+        def chunks(entry: FileEntry) -> Iterator[bytes]:
+            with self._art.open(f"{mv.folder}/artifacts/{entry.path}") as fh:
+                while block := fh.read(CHUNK):
+                    yield block
+
+        try:
+            return download_planned(plan, chunks, progress=progress)
+        except IntegrityError:
+            # erased since this process proved it: say so rather than "file missing"
+            self._raise_if_erased(mv, self._version_subjects(mv))
+            raise
 
     def _raise_if_erased(self, mv: ModelVersion, subjects: list[str]) -> None:
         erased = find_erasure(self._meta, subjects, "version.erased")

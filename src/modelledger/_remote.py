@@ -38,6 +38,7 @@ from ._delegation import SIGNATURE_HEADER, sign_request
 from ._domain import (
     DatasetSource,
     DatasetVersion,
+    DownloadedVersion,
     Erasure,
     FileEntry,
     Model,
@@ -46,6 +47,7 @@ from ._domain import (
     ProcessingStep,
     VerifyReport,
 )
+from ._download import download_planned, plan_download
 from ._identifiers import model_ref, parse_dataset_uri
 from ._keys import load_private_key
 from ._ledger import LedgerEvent
@@ -60,6 +62,7 @@ from ._registration import DATASET_ROLES, plan_registration, scratch
 from ._registry import Registry
 from ._signing import identity_path
 from ._trace import TraceReport
+from ._trust import check_registration_with_bundle
 from .errors import InvalidInput, ModelLedgerError, StorageError
 from .stores.artifacts import ArtifactStore
 
@@ -690,6 +693,46 @@ class RemoteRegistry(Registry):
         mv = self.get_version(identifier)
         root = self._materialise(mv)
         return load_verified(ArtifactStore(root.as_uri()), mv)
+
+    def download(
+        self,
+        identifier: str,
+        dest: str | os.PathLike[str],
+        *,
+        files: Sequence[str] | None = None,
+        overwrite: bool = False,
+        manifest: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> DownloadedVersion:
+        """The version's files in ``dest``, as :meth:`Registry.download` leaves them: each file
+        streamed from the server into a staging folder while its sha256 and size are checked
+        against the version record, moved into place only when every one matched."""
+        mv = self.get_version(identifier)
+        if model_ref(identifier).alias == "latest" and self.state(mv.uri).stage == "retired":
+            raise _errors.Conflict(
+                f"{identifier} resolves to {mv.uri}, which is retired: a retired version is not "
+                f"downloaded by alias (download {mv.uri} by number to audit it)"
+            )
+        # the version row the server read is an index: its signed registration is the authority
+        check_registration_with_bundle(
+            self.registration_proof(mv.uri), mv.uri, mv.digest, self.trust_bundle()
+        )
+        plan = plan_download(mv, dest, files=files, overwrite=overwrite, manifest=manifest)
+
+        def chunks(entry: FileEntry) -> Iterator[bytes]:
+            path = self._version_path(mv.uri) + "/files/" + "/".join(_q(p) for p in entry.path.split("/"))
+            response = self._request("GET", path)
+            try:
+                for block in response.iter_bytes(UPLOAD_CHUNK):
+                    self.bytes_downloaded += len(block)
+                    yield block
+            finally:
+                response.close()
+
+        return download_planned(plan, chunks, progress=progress)
+
+    def registration_proof(self, identifier: str) -> dict[str, Any]:
+        return dict(self._call("GET", self._version_path(identifier) + "/registration"))
 
     def _download(self, path: str, sha256: str, size: int, what: str) -> Path:
         """The file at API ``path`` in the local cache, downloaded (resuming a partial download)

@@ -31,7 +31,14 @@ from .stores.protocols import LedgerStore
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["BUNDLE_TYPE", "check_receipt_with_bundle", "roster_from_bundle", "trust_bundle"]
+__all__ = [
+    "BUNDLE_TYPE",
+    "check_receipt_with_bundle",
+    "check_registration_with_bundle",
+    "roster_from_bundle",
+    "segment_to_dict",
+    "trust_bundle",
+]
 
 BUNDLE_TYPE = "modelledger-trust-bundle/v1"
 
@@ -53,6 +60,55 @@ def trust_bundle(store: LedgerStore) -> dict[str, Any]:
             for seg in store.member_segments()
         ],
     }
+
+
+def segment_to_dict(seg: ChainSegment) -> dict[str, Any]:
+    """A chain segment as JSON values (the form a trust bundle holds its segments in)."""
+    return {
+        "previous_hash": seg.previous_hash,
+        "events": [{"event": e.to_dict(), "hash": h} for e, h in seg.events],
+        "checkpoint": seg.checkpoint.to_dict(),
+    }
+
+
+def _segment_from_dict(data: Mapping[str, Any]) -> ChainSegment:
+    return ChainSegment(
+        previous_hash=str(data["previous_hash"]),
+        events=tuple((LedgerEvent.from_dict(e["event"]), str(e["hash"])) for e in data["events"]),
+        checkpoint=Checkpoint.from_dict(data["checkpoint"]),
+    )
+
+
+def check_registration_with_bundle(
+    proof: Mapping[str, Any], uri: str, digest: str, bundle: Mapping[str, Any]
+) -> None:
+    """Raise :class:`IntegrityError` unless ``proof`` (the chain segment holding a version's
+    ``version.registered`` event, as ``Registry.registration_proof`` gives it) hashes to a
+    checkpoint signed by a key the trust bundle proves, and that event records ``digest`` for
+    version ``uri``. What a client of a server checks before trusting a version's file list."""
+    roster, root_kid = roster_from_bundle(bundle)
+    root = load_public_key(str(bundle["root"]["public_key"]).encode())
+
+    def ring(kid: str) -> Ed25519PublicKey | None:
+        pem = roster.public_pem(kid)
+        if pem is not None:
+            return load_public_key(pem)
+        return root if kid == root_kid else None
+
+    try:
+        segment = _segment_from_dict(proof)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(uri, f"its registration proof is malformed: {exc!r}") from exc
+    if not segment.events:
+        raise IntegrityError(uri, "its registration proof holds no event")
+    check_segment(segment, ring)
+    event = segment.events[0][0]
+    number = uri.rsplit("/", 1)[-1]
+    if event.action != "version.registered" or not event.subject.endswith(f"/{number}"):
+        raise IntegrityError(uri, f"its registration proof is about {event.subject} ({event.action})")
+    recorded = event.data.get("digest")
+    if recorded != digest:
+        raise IntegrityError(uri, f"digest {digest} is not the one registered in the ledger ({recorded})")
 
 
 def roster_from_bundle(bundle: Mapping[str, Any], root_public_key: bytes | None = None) -> tuple[Roster, str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from .._domain import DatasetSource, DatasetVersion, Erasure, Page, ProcessingStep
-from .._identifiers import check_number, parse_dataset_uri, validate_name
+from .._identifiers import check_number, parse_dataset_uri, validate_dataset_name
 from .._manifest import (
     DEFAULT_LIMITS,
     ManifestLimits,
@@ -177,7 +177,7 @@ class Datasets:
         names none. Unknown step inputs fail here; a name or ``name@latest`` is
         pinned to the version it means now.
         """
-        validate_name(name, what="data set name")
+        validate_dataset_name(name)
         src = coerce_source(source, data)
         step_list = [_step(s, self._limits) for s in steps]
         self._ready(write=True)  # planning is the first half of a write: the embedded default may be created
@@ -292,7 +292,7 @@ class Datasets:
         if uri_or_name.startswith("datasets:/"):
             name, number = parse_dataset_uri(uri_or_name)
         else:
-            name = validate_name(uri_or_name, what="data set name")
+            name = validate_dataset_name(uri_or_name)
             number = None if version is None else check_number(version)
         self._ready()
         return self._meta.get_dataset_version(name, number)
@@ -309,7 +309,7 @@ class Datasets:
 
     def versions(self, name: str, *, limit: int = 100, cursor: str | None = None) -> Page[DatasetVersion]:
         """One page of a data set's versions, newest first."""
-        validate_name(name, what="data set name")
+        validate_dataset_name(name)
         check_limit(limit)
         before = decode_cursor(cursor, int)
         self._ready()

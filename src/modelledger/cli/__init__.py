@@ -11,7 +11,7 @@ One module per noun; this one holds the ``main`` group (the ``modelledger`` cons
 script) and registers theirs:
 
 - :mod:`.models`: ``models list|show|create``
-- :mod:`.versions`: ``versions list|show``, ``register``, ``predict``
+- :mod:`.versions`: ``versions list|show``, ``register``, ``download``, ``predict``
 - :mod:`.aliases`: ``alias list|set|rm``
 - :mod:`.governance`: ``state``, ``stage``, ``validate``, ``approve``, ``reject``, ``deploy``,
   ``rollback``, ``policy show|set``
@@ -109,6 +109,7 @@ for _command in (
     models.models,
     versions.versions,
     versions.register,
+    versions.download,
     versions.predict,
     aliases.alias,
     governance.state,

@@ -1,4 +1,5 @@
-"""``versions list|show``, ``register`` (a new version) and ``predict`` (score a file with one).
+"""``versions list|show``, ``register`` (a new version), ``download`` (a version's files) and
+``predict`` (score a file with one).
 
 ``predict`` serves a version as a deployed model would: when the acting identity may serve
 the model (or with ``--capture``), every row gets a signed receipt, written as JSON lines
@@ -390,6 +391,70 @@ def register(
             click.secho(problem, fg="red", err=True)
     if problems:
         raise click.exceptions.Exit(EXIT_NOT_PROMOTED)
+
+
+@click.command()
+@click.argument("identifier")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=str))
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    help="Download only this file of the version (its path in the version; repeatable).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace files in DEST that hold other bytes.")
+@click.option(
+    "--manifest",
+    "with_manifest",
+    is_flag=True,
+    help="Also write modelledger-version.json: the version record (every file's sha256 and size).",
+)
+@json_option
+@registry_options
+def download(
+    registry: Registry,
+    identifier: str,
+    dest: str,
+    files: tuple[str, ...],
+    overwrite: bool,
+    with_manifest: bool,
+    as_json: bool,
+) -> None:
+    """Fetch a version's files (any flavor) into the folder DEST, each checked against its
+    recorded sha256 and size while it streams; prints the paths written.
+
+    The version's registration is proven against the signed ledger first. Nothing takes its
+    name in DEST until every file has matched; a mismatch is an error and leaves no file.
+    A file already in DEST with the same bytes is kept; other bytes are refused without
+    --overwrite. Works against a server too (--registry http://...).
+
+    \b
+    Example:
+        modelledger download models:/bert-onnx/latest ./bert
+        modelledger download models:/credit-risk@production ./model --file model.pkl
+        modelledger download models:/credit-risk/3 ./v3 --manifest --registry http://models:8080
+    """
+    bar = TransferBar(f"Downloading {identifier}")
+    try:
+        got = registry.download(
+            identifier,
+            dest,
+            files=list(files) or None,
+            overwrite=overwrite,
+            manifest=with_manifest,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    if as_json:
+        echo_json(got.to_dict())
+        return
+    new = set(got.downloaded)
+    for path, rel in zip(got.paths, got.files, strict=True):
+        click.echo(path if rel in new else f"{path} (already there)")
+    if got.manifest_file is not None:
+        click.echo(str(Path(got.dest) / got.manifest_file))
+    click.echo(f"{got.version.uri}: {len(got.files)} file(s) verified in {got.dest}", err=True)
 
 
 def _with_predictions(frame: Any, predictions: Any) -> Any:

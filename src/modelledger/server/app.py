@@ -51,6 +51,7 @@ from .schemas import (
     ModelPage,
     PublicKeyOut,
     ReadyOut,
+    RegistrationProofOut,
     StateOut,
     TraceOut,
     TrustBundleOut,
@@ -223,6 +224,13 @@ def create_app(
         """Stage and approval of a version."""
         mv = viewed(member, name, ref)
         return StateOut.model_validate(registry.state(mv.uri).to_dict())
+
+    @get("/models/{name}/versions/{ref}/registration", response_model=RegistrationProofOut, tags=["versions"])
+    def get_registration(member: Caller, name: str, ref: str) -> dict[str, Any]:
+        """The signed ledger record of the version's registration (checked by clients against
+        the trust bundle before they trust its file list)."""
+        mv = viewed(member, name, ref)
+        return registry.registration_proof(mv.uri)
 
     @get("/models/{name}/versions/{ref}/history", response_model=list[EventOut], tags=["versions"])
     def get_history(member: Caller, name: str, ref: str) -> list[EventOut]:

@@ -32,6 +32,7 @@ __all__ = [
     "ModelPage",
     "PublicKeyOut",
     "ReadyOut",
+    "RegistrationProofOut",
     "StateOut",
     "TraceOut",
     "TrustBundleOut",
@@ -237,6 +238,18 @@ class TrustBundleOut(BaseModel):
     type: str
     root: dict[str, str]
     segments: list[dict[str, Any]]
+
+
+class RegistrationProofOut(BaseModel):
+    """The chain segment from a version's ``version.registered`` event to the checkpoint that
+    signs it, exactly as ``Registry.registration_proof()`` makes it (signed chain data, so
+    nothing in it is reshaped)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    previous_hash: str
+    events: list[dict[str, Any]]
+    checkpoint: dict[str, Any]
 
 
 class KeyOut(_Out):

@@ -39,7 +39,7 @@ _STAMP_SQL = "SELECT pg_current_snapshot()::text"
 
 __all__ = ["HEAD_REVISION", "SqlBase"]
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 MAX_INTEGER = 2**63 - 1
 """The largest number a version, key or counter can be (a signed 64-bit column)."""
 MIGRATION_LOCK = 0x6D6F64656C6C6467
@@ -443,7 +443,8 @@ class SqlBase:
         stmt = self._upserts.get(name)
         if stmt is None:
             if name == "model_if_missing":
-                stmt = self._insert(t.models).on_conflict_do_nothing(index_elements=["name"])
+                # no conflict target: the name's unique index is on lower(name)
+                stmt = self._insert(t.models).on_conflict_do_nothing()
             elif name == "setting":
                 ins = self._insert(t.settings)
                 stmt = ins.on_conflict_do_update(index_elements=["key"], set_={"value": ins.excluded.value})

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from ..._canonical import canonicalize_str
 from ..._delegation import DelegatedSigner
+from ..._identifiers import fold_name
 from ..._ledger import GENESIS, ChainBuilder, ChainSegment, Checkpoint, LedgerEvent
 from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
 from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
@@ -39,6 +40,7 @@ from .statements import (
     Q_VERSION_STATES,
     bp,
     like_escape,
+    named,
 )
 
 __all__ = ["ALIAS_SLOTS", "SqlLedger"]
@@ -142,6 +144,7 @@ class SqlLedger(SqlBase):
                 if m is None:
                     raise NotFound("model", model)
                 model_id, version_id, archived = int(m[0]), m[1], m[2] is not None
+                model = str(m[3])  # the stored spelling: subjects never depend on the caller's case
                 model_ids[model] = model_id
                 aliases = self._alias_map(conn, model_id)
                 if version is not None:
@@ -346,11 +349,13 @@ class SqlLedger(SqlBase):
     def _rename_model(self, conn: Connection, old: str, new: str, model_ids: dict[str, int]) -> None:
         """Give the model its new name; refused when the name is taken now or was ever a model's
         name (former names keep resolving, so they are never reused)."""
-        if conn.execute(sa.select(t.models.c.id).where(t.models.c.name == new)).first() is not None:
-            raise AlreadyExists("model", new)
-        if new in self._renames(conn):
-            raise Conflict(f"{new} is a former name of a model (it still resolves to it): choose another")
         mid = self._model_id(conn, old, model_ids)
+        taken = conn.execute(sa.select(t.models.c.id).where(named(new))).scalar()
+        if taken is not None and int(taken) != mid:  # a change of case only is the same model
+            raise AlreadyExists("model", new)
+        former = {fold_name(n) for n, _current in self._renames(conn).items() if n != old}
+        if fold_name(new) in former:
+            raise Conflict(f"{new} is a former name of a model (it still resolves to it): choose another")
         conn.execute(t.models.update().where(t.models.c.id == mid).values(name=new))
         model_ids.pop(old, None)
         model_ids[new] = mid
@@ -453,9 +458,9 @@ class SqlLedger(SqlBase):
     def version_state(self, model: str, version: int) -> VersionState:
         with self._read() as conn:
             m = self._model_row(conn, model)
-            state = self._state(conn, m.id, model, version)
+            state = self._state(conn, m.id, m.name, version)
         if state is None:
-            raise NotFound("model version", f"models:/{model}/{version}")
+            raise NotFound("model version", f"models:/{m.name}/{version}")
         return state
 
     def version_states(self, model: str, versions: Sequence[int]) -> dict[int, VersionState]:
@@ -466,7 +471,7 @@ class SqlLedger(SqlBase):
                 self._model_row(conn, model)  # an unknown model is NotFound, not "no states"
         return {
             int(r[0]): VersionState(
-                model=model,
+                model=r[6],  # the stored spelling
                 version=int(r[0]),
                 stage=r[1],
                 registered_by=r[2],
@@ -555,7 +560,7 @@ class SqlLedger(SqlBase):
         return [
             {
                 "seq": r.seq // ALIAS_SLOTS,
-                "model": model,
+                "model": m.name,
                 "alias": r.alias,
                 "version": r.version,
                 "time": r.time,

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from ..._canonical import canonicalize_str
 from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
-from ..._identifiers import parse_dataset_uri
+from ..._identifiers import fold_name, parse_dataset_uri
 from ..._lifecycle import EventDraft, GovContext, record_dataset
 from ..._policy import Policy
 from ..._search import Condition, VersionQuery
@@ -36,6 +36,7 @@ from .statements import (
     VERSION_COLS,
     like_escape,
     metric_values,
+    named,
 )
 
 __all__ = ["SqlModels"]
@@ -47,7 +48,7 @@ class SqlModels(SqlLedger):
     def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model:
         try:
             with self._write() as conn:
-                renamed = self._renames(conn).get(name)
+                renamed = _folded(self._renames(conn)).get(fold_name(name))
                 if renamed is not None:
                     raise Conflict(
                         f"{name} is a former name of {renamed} (it still resolves to it): choose another"
@@ -85,8 +86,8 @@ class SqlModels(SqlLedger):
             st = t.version_state.c
             latest = sa.select(st.model_id, st.version).where(st.stage == stage)
             q = q.where(sa.tuple_(t.models.c.id, t.models.c.last_version).in_(latest))
-        if prefix:
-            q = q.where(t.models.c.name.like(like_escape(prefix) + "%", escape=ESC))
+        if prefix:  # a prefix matches names in any case, as names do
+            q = q.where(sa.func.lower(t.models.c.name).like(like_escape(fold_name(prefix)) + "%", escape=ESC))
         if after is not None:
             q = q.where(t.models.c.name > after)
         for key, value in tags.items():
@@ -113,6 +114,7 @@ class SqlModels(SqlLedger):
         with self._write() as conn:
             head = self._lock_head(conn)
             row = self._model_row(conn, name)
+            name = row.name  # the stored spelling, whatever case the caller used
             data: dict[str, Any] = {"model": name}
             if description is not None:
                 data["description"] = description
@@ -164,7 +166,7 @@ class SqlModels(SqlLedger):
                 run = self.driver
                 row = run.first(conn, Q_NEXT_VERSION, {"model_name": model})
                 if row is None and create_model:
-                    renamed = self._renames(conn).get(model)
+                    renamed = _folded(self._renames(conn)).get(fold_name(model))
                     if renamed is not None:
                         raise Conflict(
                             f"{model} was renamed to {renamed}: register new versions as {renamed} "
@@ -175,6 +177,10 @@ class SqlModels(SqlLedger):
                 if row is None:
                     raise NotFound("model", model)
                 model_id, number, archived = int(row[0]), int(row[1]), row[2]
+                if row[3] != model:
+                    # the model exists under another spelling (created concurrently since the
+                    # caller looked): its folder was named after the caller's spelling
+                    raise Conflict(f"model {model} is stored as {row[3]}: register the version as {row[3]}")
                 dataset_drafts: list[EventDraft] = []
                 inserted = run.first(
                     conn,
@@ -282,7 +288,7 @@ class SqlModels(SqlLedger):
         q = (
             sa.select(t.aliases.c.alias, t.aliases.c.version)
             .join(t.models, t.models.c.id == t.aliases.c.model_id)
-            .where(t.models.c.name == model, t.aliases.c.version.in_(versions))
+            .where(named(model), t.aliases.c.version.in_(versions))
         )
         for r in conn.execute(q):
             out[r.version].append(r.alias)
@@ -394,8 +400,8 @@ def _condition(c: Condition) -> Any:
     if base == "tags":
         vt = t.version_tags.c
         return v.id.in_(sa.select(vt.version_id).where(vt.key == sub, vt.value == c.value))
-    if base == "model":
-        return _compare(t.models.c.name, c.op, c.value)
+    if base == "model":  # names are compared without regard to case
+        return _compare(sa.func.lower(t.models.c.name), c.op, fold_name(str(c.value)))
     if base == "version":
         return _compare(v.version, c.op, c.value)
     if base == "created":
@@ -410,3 +416,8 @@ def _condition(c: Condition) -> Any:
         pairs = sa.select(a.model_id, a.version).where(a.alias == c.value)
         return sa.tuple_(v.model_id, v.version).in_(pairs)
     raise InvalidInput(f"unknown search field {c.field!r}")  # pragma: no cover - parse_query checks
+
+
+def _folded(renames: Mapping[str, str]) -> dict[str, str]:
+    """The rename map keyed by case-folded former name: a former name matches in any case."""
+    return {fold_name(old): new for old, new in renames.items()}

@@ -18,6 +18,7 @@ __all__ = [
     "ESC",
     "bp",
     "like_escape",
+    "named",
     "normalise_url",
 ]
 
@@ -43,6 +44,12 @@ COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 def bp(name: str) -> Any:
     return sa.bindparam(name)
+
+
+def named(value: Any) -> Any:
+    """The models row named ``value`` (a bound parameter or a string) in any case: names are
+    unique without regard to case (the unique index on ``lower(name)`` answers this)."""
+    return sa.func.lower(t.models.c.name) == sa.func.lower(value)
 
 
 VERSION_COLS = (
@@ -107,18 +114,16 @@ NAMED_VERSIONS_Q = sa.select(
     .scalar_subquery()
     .label("tags"),
 ).join(t.models, t.models.c.id == t.versions.c.model_id)
-Q_MODEL = sa.select(t.models).where(t.models.c.name == bp("name"))
-Q_VERSION = NAMED_VERSIONS_Q.where(t.models.c.name == bp("model"), t.versions.c.version == bp("version"))
-Q_VERSION_LATEST = (
-    NAMED_VERSIONS_Q.where(t.models.c.name == bp("model")).order_by(t.versions.c.version.desc()).limit(1)
-)
+Q_MODEL = sa.select(t.models).where(named(bp("name")))
+Q_VERSION = NAMED_VERSIONS_Q.where(named(bp("model")), t.versions.c.version == bp("version"))
+Q_VERSION_LATEST = NAMED_VERSIONS_Q.where(named(bp("model"))).order_by(t.versions.c.version.desc()).limit(1)
 Q_VERSION_BY_ALIAS = NAMED_VERSIONS_Q.join(
     t.aliases,
     sa.and_(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version),
-).where(t.models.c.name == bp("model"), t.aliases.c.alias == bp("alias"))
+).where(named(bp("model")), t.aliases.c.alias == bp("alias"))
 Q_VERSION_BY_KEY = VERSIONS_Q.where(t.versions.c.id == bp("key"))
 Q_LIST_VERSIONS = (
-    NAMED_VERSIONS_Q.where(t.models.c.name == bp("model"), t.versions.c.version < bp("before"))
+    NAMED_VERSIONS_Q.where(named(bp("model")), t.versions.c.version < bp("before"))
     .order_by(t.versions.c.version.desc())
     .limit(bp("lim"))
 )
@@ -129,13 +134,13 @@ Q_HEAD_UPDATE = (
 Q_POLICY = sa.select(t.settings.c.value).where(t.settings.c.key == "policy")
 Q_ALIAS_MAP = sa.select(t.aliases.c.alias, t.aliases.c.version).where(t.aliases.c.model_id == bp("mid"))
 Q_MODEL_AND_VERSION = (
-    sa.select(t.models.c.id, t.versions.c.id.label("version_id"), t.models.c.archived_at)
+    sa.select(t.models.c.id, t.versions.c.id.label("version_id"), t.models.c.archived_at, t.models.c.name)
     .select_from(t.models)
     .outerjoin(
         t.versions,
         sa.and_(t.versions.c.model_id == t.models.c.id, t.versions.c.version == bp("version")),
     )
-    .where(t.models.c.name == bp("name"))
+    .where(named(bp("name")))
 )
 # The state of several versions of one model, named by the model's name: one round trip
 Q_VERSION_STATES = (
@@ -146,10 +151,11 @@ Q_VERSION_STATES = (
         t.version_state.c.approved_by,
         t.version_state.c.decided_at,
         t.version_state.c.last_seq,
+        t.models.c.name,
     )
     .join(t.models, t.models.c.id == t.version_state.c.model_id)
     .where(
-        t.models.c.name == bp("model"),
+        named(bp("model")),
         t.version_state.c.version.in_(sa.bindparam("versions", expanding=True)),
     )
 )
@@ -168,9 +174,9 @@ Q_EVENTS_INSERT = t.ledger_events.insert()
 Q_CHECKPOINT_INSERT = t.ledger_checkpoints.insert()
 Q_NEXT_VERSION = (
     t.models.update()
-    .where(t.models.c.name == bp("model_name"))
+    .where(named(bp("model_name")))
     .values(last_version=t.models.c.last_version + 1)
-    .returning(t.models.c.id, t.models.c.last_version, t.models.c.archived_at)
+    .returning(t.models.c.id, t.models.c.last_version, t.models.c.archived_at, t.models.c.name)
 )
 Q_VERSION_INSERT = t.versions.insert().returning(t.versions.c.id)
 Q_MODEL_INSERT = t.models.insert()

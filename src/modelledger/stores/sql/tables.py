@@ -20,6 +20,9 @@ models = sa.Table(
     sa.Column("last_version", sa.Integer, nullable=False, server_default="0"),
     sa.Column("archived_at", sa.String(40), nullable=True),  # 0006: state from the ledger
 )
+# 0009: a name is kept as given (Credit-Risk) but unique without regard to case, and every
+# lookup by name compares lower(name), which this index answers.
+sa.Index("uq_models_name_folded", sa.func.lower(models.c.name), unique=True)
 
 model_tags = sa.Table(
     "model_tags",
