@@ -34,6 +34,7 @@ from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from ._loaded import LoadedModel
 from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_manifest_file, load_steps_file
 from ._members import ROLES, Member, MemberKey
+from ._mlflow_import import ImportOutcome, MlflowImport, import_mlflow
 from ._policy import Policy
 from ._registry import Registry
 from ._search import Condition, VersionQuery, parse_query
@@ -61,6 +62,7 @@ from .errors import (
     AlreadyExists,
     Conflict,
     Erased,
+    ImportInterrupted,
     IntegrityError,
     InvalidConfig,
     InvalidInput,
@@ -98,6 +100,8 @@ __all__ = [
     "FileEntry",
     "GcItem",
     "GcReport",
+    "ImportInterrupted",
+    "ImportOutcome",
     "InclusionProof",
     "IntegrityError",
     "InvalidConfig",
@@ -115,6 +119,7 @@ __all__ = [
     "ManifestLimits",
     "Member",
     "MemberKey",
+    "MlflowImport",
     "Model",
     "ModelLedgerError",
     "ModelRef",
@@ -159,6 +164,7 @@ __all__ = [
     "event_models",
     "identities_dir",
     "identity_path",
+    "import_mlflow",
     "input_digest",
     "load_manifest_file",
     "load_steps_file",

@@ -1,0 +1,176 @@
+"""Importing a real MLflow registry: from its database and from a live ``mlflow server``.
+
+The MLflow side is built with the mlflow library (runs with params, metrics and a git
+commit, registered models with versions, aliases, tags, a legacy stage), once per module;
+the server is a real ``mlflow server`` on loopback, which the interrupted-import test kills
+between two versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelledger import ImportInterrupted, MlflowImport, Registry, StorageError, import_mlflow
+from tests.helpers import free_port
+
+mlflow = pytest.importorskip("mlflow")
+
+pytestmark = [
+    # MLflow warns about its own deprecations (stages), pip and serialisation choices
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
+]
+
+X = np.random.RandomState(0).rand(40, 3)
+Y = (X[:, 0] + X[:, 1] > 1).astype(int)
+COMMITS = ["a1" * 20, "b2" * 20, "c3" * 20]
+
+
+def _fit(c: float) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c).fit(X, Y)
+
+
+def _log_sklearn(name: str, c: float, commit: str | None, *, cloudpickle: bool = True) -> str:
+    """One run that logs a fitted model and registers it as a new version of ``name``."""
+    with mlflow.start_run(run_name=f"{name}-{c}") as run:
+        mlflow.log_params({"C": c, "solver": "lbfgs"})
+        mlflow.log_metric("auc", 0.8 + c / 100)
+        tags = {"mlflow.source.name": "train.py", "mlflow.project.entryPoint": "main", "team": "risk"}
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        mlflow.set_tags(tags)
+        mlflow.sklearn.log_model(
+            _fit(c),
+            name="model",
+            registered_model_name=name,
+            serialization_format="cloudpickle" if cloudpickle else "skops",
+            pip_requirements=["scikit-learn"],
+        )
+        return str(run.info.run_id)
+
+
+def _log_pyfunc(name: str) -> None:
+    class Summer(mlflow.pyfunc.PythonModel):  # local: cloudpickled by value
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return np.asarray(model_input).sum(axis=1)
+
+    with mlflow.start_run(run_name="summer"):
+        mlflow.log_param("kind", "sum")
+        mlflow.pyfunc.log_model(
+            name="model", python_model=Summer(), registered_model_name=name, pip_requirements=["numpy"]
+        )
+
+
+@pytest.fixture(scope="module")
+def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An MLflow registry in a SQLite file: churn (3 sklearn versions, aliases, a stage),
+    summer (python_function only), Fraud-Score (upper case) and broken (a corrupt pickle)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = mlflow.MlflowClient(uri)
+        experiment = client.create_experiment("churn-training", artifact_location=(folder / "art").as_uri())
+        mlflow.set_experiment(experiment_id=experiment)
+        for c, commit in zip((0.1, 1.0, 10.0), COMMITS, strict=True):
+            _log_sklearn("churn", c, commit)
+        client.update_registered_model("churn", description="Who leaves next month")
+        client.set_registered_model_tag("churn", "owner", "retention-team")
+        client.update_model_version("churn", "2", description="the tuned one")
+        client.set_model_version_tag("churn", "2", "reviewed", "yes")
+        client.transition_model_version_stage("churn", "2", "Production")
+        client.transition_model_version_stage("churn", "1", "Archived")
+        client.set_registered_model_alias("churn", "Champion", "2")
+        client.set_registered_model_alias("churn", "challenger", "3")
+        client.set_registered_model_alias("churn", "production", "2")  # protected in modelledger
+        client.set_registered_model_alias("churn", "9lives", "1")  # no modelledger alias starts with a digit
+        _log_pyfunc("summer")
+        _log_sklearn("Fraud-Score", 1.0, COMMITS[0])
+        _log_sklearn("broken", 1.0, None)
+        where = client.get_model_version_download_uri("broken", "1")
+        pickled = Path(where.removeprefix("file://")) / "model.pkl"
+        pickled.write_bytes(b"\x00" * pickled.stat().st_size)  # same size, not a pickle
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _by_source(summary: MlflowImport) -> dict[str, Any]:
+    return {o.source: o for o in summary.outcomes}
+
+
+def test_import_from_the_database_copies_models_runs_and_aliases(registry: Registry, mlflow_db: str) -> None:
+    summary = import_mlflow(registry, mlflow_db)
+    got = _by_source(summary)
+    assert summary.counts() == {
+        "model": {"imported": 3, "skipped": 0, "failed": 1},
+        "version": {"imported": 4, "skipped": 0, "failed": 2},
+        "alias": {"imported": 2, "skipped": 2, "failed": 0},
+    }
+    assert not summary.ok
+    # the upper-case name is refused per model, with what to do about it
+    assert got["Fraud-Score"].status == "failed" and "rename" in got["Fraud-Score"].reason
+    assert got["models:/Fraud-Score/1"].status == "failed"
+    # a model that does not load back is reported and not registered
+    assert got["models:/broken/1"].status == "failed"
+    assert "does not load as a sklearn model" in got["models:/broken/1"].reason
+    assert [v.version for v in registry.iter_versions("broken")] == []
+
+    v2 = registry.get_version("models:/churn/2")
+    origin = v2.manifest["settings"]["mlflow"]
+    run = mlflow.MlflowClient(mlflow_db).get_run(origin["run_id"])
+    assert origin["model_uri"] == "models:/churn/2"
+    assert origin["experiment_id"] == run.info.experiment_id
+    assert origin["source"].startswith("models:/m-") and origin["model_id"] == origin["source"][len("models:/") :]
+    assert origin["stage"] == "Production" and origin["entry_point"] == "main"
+    assert v2.manifest["params"] == {"C": "1.0", "solver": "lbfgs"}
+    assert v2.manifest["metrics"] == {"auc": pytest.approx(0.81)}
+    assert v2.manifest["source"]["revision"] == COMMITS[1]
+    assert v2.manifest["source"]["path"] == "train.py"
+    assert v2.manifest["training_job"]["id"] == origin["run_id"]
+    assert v2.manifest["description"] == "the tuned one"
+    assert v2.manifest["framework"] == "scikit-learn"
+    assert v2.manifest["dependencies"]["scikit-learn"]
+    assert v2.flavor == "sklearn" and v2.manifest["entry"] == "model.pkl"
+    assert {"MLmodel", "model.pkl", "requirements.txt"} <= {f.path for f in v2.files}
+    assert v2.tags["reviewed"] == "yes" and v2.tags["mlflow.stage"] == "Production"
+    assert v2.tags["mlflow.aliases"] == "Champion,production"
+    assert registry.get_version("models:/churn/1").tags["mlflow.stage"] == "Archived"
+
+    # governance is the registry's: a Production version is recorded, not approved or deployed
+    assert registry.state("models:/churn/2").stage == "validated"
+    assert got["churn@production"].status == "skipped" and "protected" in got["churn@production"].reason
+    assert got["churn@9lives"].status == "skipped" and "invalid alias" in got["churn@9lives"].reason
+    assert got["churn@Champion"].target == "churn@champion"
+    assert registry.get_version("models:/churn@champion").version == 2
+    assert registry.get_version("models:/churn@challenger").version == 3
+
+    model = registry.get_model("churn")
+    assert model.description == "Who leaves next month" and model.tags["owner"] == "retention-team"
+
+    # the model loads back from the registry and predicts as MLflow's does
+    np.testing.assert_array_equal(registry.load("models:/churn/2").predict(X), _fit(1.0).predict(X))
+
+    # a second import finds everything and adds nothing
+    before = registry.ledger_head()
+    again = import_mlflow(registry, mlflow_db)
+    assert again.counts()["version"] == {"imported": 0, "skipped": 4, "failed": 2}
+    assert again.counts()["alias"]["imported"] == 0
+    assert registry.ledger_head() == before
