@@ -24,6 +24,8 @@ def _flip_byte(path: Path, offset: int = 0) -> None:
 def test_flipped_byte_is_caught_before_unpickling(registry: Registry, tmp_path: Path) -> None:
     mark = tmp_path / "unpickled.txt"
     v = registry.register("m", Tripwire(str(mark)))
+    assert mark.read_text() == "unpickled\n"  # registration loaded the saved file back once
+    mark.unlink()
     registry.load(v.uri)
     assert mark.read_text() == "unpickled\n"  # the tripwire works
     mark.unlink()

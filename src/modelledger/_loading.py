@@ -65,18 +65,25 @@ def check_registration(
 
 def load_verified(artifacts: ArtifactStore, mv: ModelVersion) -> LoadedModel:
     """``mv`` loaded from ``artifacts``, or :class:`IntegrityError` naming the first byte that
-    does not match (the entry file is read once: hashed and then handed to the flavor)."""
+    does not match.
+
+    Every file is hashed against the version's file list first; then the flavor loads,
+    reading files through ``read(relpath)``, which hashes each file again as it is read, so
+    the bytes a flavor deserialises are the bytes that were verified (the entry file is read
+    once: hashed, kept and handed over).
+    """
     if version_digest(mv.files, mv.manifest) != mv.digest:
         raise IntegrityError(f"{mv.uri} (manifest or file list)", "does not match the recorded digest")
     entry = mv.manifest.get("entry")
-    verified: dict[str, bytes] = {}
+    recorded = {f.path: f for f in mv.files}
+    kept: dict[str, bytes] = {}
     for f in mv.files:
         rel = f"{mv.folder}/artifacts/{f.path}"
         try:
             if f.path == entry:
                 data = artifacts.read_bytes(rel)
                 size, sha = len(data), hashlib.sha256(data).hexdigest()
-                verified[f.path] = data
+                kept[f.path] = data
             else:
                 size, sha = artifacts.hash_file(rel)
         except NotFound as exc:
@@ -85,5 +92,24 @@ def load_verified(artifacts: ArtifactStore, mv: ModelVersion) -> LoadedModel:
             raise IntegrityError(rel, f"sha256 is {sha}, expected {f.sha256}")
     if mv.flavor == "files":
         return LoadedModel(_FolderOnly(mv), mv)
+
+    def read(path: str) -> bytes:
+        if path in kept:
+            return kept.pop(path)  # a flavor reads a file once; a second read hashes again
+        f = recorded.get(path)
+        if f is None:
+            raise NotFound(
+                "file", f"{path} in {mv.uri}", hint="the flavor asked for a file the version lacks"
+            )
+        rel = f"{mv.folder}/artifacts/{path}"
+        try:
+            data = artifacts.read_bytes(rel)
+        except NotFound as exc:
+            raise IntegrityError(rel, "is missing") from exc
+        sha = hashlib.sha256(data).hexdigest()
+        if sha != f.sha256 or len(data) != f.size:
+            raise IntegrityError(rel, f"sha256 is {sha}, expected {f.sha256}")
+        return data
+
     flavor = get_flavor(mv.flavor)
-    return LoadedModel(flavor.load(verified.__getitem__, entry or flavor.entry), mv)
+    return LoadedModel(flavor.load(read, entry or flavor.entry), mv)

@@ -42,6 +42,7 @@ from urllib.parse import unquote_plus
 from ._identifiers import revision_problem, validate_alias
 from ._lifecycle import parse_gates
 from .errors import InvalidInput, InvalidManifest
+from .flavors import flavor_names, is_flavor_name
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -200,6 +201,7 @@ class Manifest:
     training_job: TrainingJob = field(default_factory=TrainingJob)
     flavor: str | None = None
     entry: str | None = None  # the file a flavor loads, for folder registrations
+    runs_pickle: bool | None = None  # whether loading unpickles (runs code from the files)
     description: str = ""
     signature: Mapping[str, Any] | None = None
     stages: Mapping[str, str] = field(default_factory=dict)  # stage -> "auto" | "manual"
@@ -225,6 +227,7 @@ class Manifest:
             "training_job": self.training_job.to_dict(),
             "flavor": self.flavor,
             "entry": self.entry,
+            "runs_pickle": self.runs_pickle,
             "description": self.description,
             "signature": dict(self.signature) if self.signature else None,
             "stages": dict(self.stages),
@@ -337,6 +340,7 @@ _TOP = {
     "training_job": (dict,),
     "flavor": (str,),
     "entry": (str,),
+    "runs_pickle": (bool,),
     "description": (str,),
     "signature": (dict,),
     "stages": (dict,),
@@ -359,7 +363,6 @@ _SOURCE = {
 _ENVIRONMENT = {"origin": (str,), "from": (str,)}
 _ORIGINS = ("training", "registering-machine")
 _JOB = {"id": (str, int), "started_at": (str, datetime), "ended_at": (str, datetime), "host": (str,)}
-_FLAVORS = {"sklearn", "python", "files"}
 _STAGE_MODES = ("data_prepared", "trained", "validated", "approved", "deployed")
 
 
@@ -559,8 +562,9 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
         if not isinstance(value, str):
             raise InvalidManifest(f"dependencies.{key}", "must be a version string", source=source)
     flavor = data.get("flavor")
-    if flavor is not None and flavor not in _FLAVORS:
-        raise InvalidManifest("flavor", f"must be one of {', '.join(sorted(_FLAVORS))}", source=source)
+    if flavor is not None and flavor != "files" and not is_flavor_name(flavor):
+        names = ", ".join((*flavor_names(), "files"))
+        raise InvalidManifest("flavor", f"must be one of {names}", source=source)
     stages = data.get("stages") or {}
     for key, mode in stages.items():
         if key not in _STAGE_MODES:
@@ -616,6 +620,7 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
         training_job=TrainingJob(**{k: _s(job.get(k)) for k in _JOB}),
         flavor=flavor,
         entry=data.get("entry"),
+        runs_pickle=data.get("runs_pickle"),
         description=data.get("description") or "",
         signature=data.get("signature"),
         stages=dict(stages),

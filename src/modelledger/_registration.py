@@ -35,8 +35,8 @@ from ._manifest import (
 )
 from ._signature import infer_signature
 from ._time import now
-from .errors import InvalidInput
-from .flavors import flavor_for_object, get_flavor
+from .errors import InvalidInput, MissingDependency, ModelLedgerError
+from .flavors import Flavor, flavor_for_object, get_flavor
 from .stores.artifacts import ArtifactStore, iter_file
 
 __all__ = [
@@ -289,6 +289,12 @@ def _dataset_roles(
 def _prepare_source(
     source: Any, tmp: Path, doc: Manifest, sample_input: Any
 ) -> tuple[Path, str, str | None, Manifest]:
+    """(folder holding the files, flavor name, entry file, manifest with what the flavor says).
+
+    Whatever a flavor is to load later is loaded back once here, from the staged files,
+    before anything is written: a file the flavor cannot read is refused now, not at the
+    first ``load``.
+    """
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
         if not folder.is_dir():
@@ -298,26 +304,31 @@ def _prepare_source(
             raise InvalidInput(f"artefact folder is empty: {folder}")
         flavor_name = doc.flavor or "files"
         entry = doc.entry
+        runs_pickle = False
         if flavor_name != "files":
-            get_flavor(flavor_name)
-            entry = entry or "model.pkl"
+            declared = get_flavor(flavor_name)
+            entry = entry or declared.entry
             if entry not in {p.as_posix() for p in files}:
                 raise InvalidInput(f"the manifest's entry file {entry!r} is not in {folder}")
+            _load_back(declared, folder, files, entry, f"{folder / entry}")
+            runs_pickle = declared.runs_pickle
         if sample_input is not None:
             doc = replace(doc, signature=infer_signature(sample_input).to_dict())
-        return folder, flavor_name, entry, doc
+        return folder, flavor_name, entry, replace(doc, runs_pickle=runs_pickle)
     if source is None:
         raise InvalidInput("nothing to register: source is None")
     flavor = flavor_for_object(source)
     out = tmp / "artifacts"
     out.mkdir()
     flavor.save(source, out)
+    _load_back(flavor, out, _folder_files(out), flavor.entry, f"the saved {type(source).__name__}")
     described = flavor.describe(source)
     doc = replace(
         doc,
         algorithm=doc.algorithm or described["algorithm"],
         framework=doc.framework or described["framework"],
         framework_version=doc.framework_version or described["framework_version"],
+        runs_pickle=flavor.runs_pickle,
     )
     # The algorithm's hyperparameters, as fitted; anything given explicitly wins.
     algorithm = source.steps[-1][1] if isinstance(getattr(source, "steps", None), list) else source
@@ -332,6 +343,29 @@ def _prepare_source(
             raise InvalidInput(f"the model failed to predict on sample_input: {exc}") from exc
         doc = replace(doc, signature=infer_signature(sample_input, sample_output).to_dict())
     return out, flavor.name, flavor.entry, doc
+
+
+def _load_back(flavor: Flavor, folder: Path, files: list[Path], entry: str, what: str) -> None:
+    """Load the staged files once through ``flavor``, as ``load`` will: refuse what fails.
+
+    A framework that is not installed stays :class:`MissingDependency` (install it, then
+    register); anything else the framework raises means the files are not such a model.
+    """
+    staged = {p.as_posix() for p in files}
+
+    def read(rel: str) -> bytes:
+        if rel not in staged:
+            raise InvalidInput(f"the {flavor.name} flavor needs {rel!r}, which is not in {folder}")
+        return (folder / rel).read_bytes()
+
+    try:
+        flavor.load(read, entry)
+    except MissingDependency:
+        raise
+    except Exception as exc:  # a framework's reader reports a bad file through any exception
+        reason = exc.message if isinstance(exc, ModelLedgerError) else f"{type(exc).__name__}: {exc}"
+        reason = " ".join(reason.split())[:500]  # framework errors can run to many lines
+        raise InvalidInput(f"{what} does not load as a {flavor.name} model: {reason}") from exc
 
 
 def _folder_key(naming: FolderNaming, doc: Manifest, execution_id: str | None) -> str:

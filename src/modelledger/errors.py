@@ -14,6 +14,7 @@
     │   └── SchemaMismatch    predict input that does not match the signature
     ├── IntegrityError        a stored byte does not match its recorded digest
     │   └── InvalidReceipt    a prediction receipt that does not verify
+    ├── MissingDependency     a model's framework is not installed (names the pip extra)
     ├── PermissionDenied      the actor may not do this
     │   ├── KeyFileExposed    a private key file that others may read
     │   └── InvalidToken      an API token that is missing, malformed, unknown, expired or revoked
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidReceipt",
     "InvalidToken",
     "KeyFileExposed",
+    "MissingDependency",
     "ModelLedgerError",
     "ModelRenamed",
     "NotFound",
@@ -154,6 +156,27 @@ class InvalidReceipt(IntegrityError):
         super().__init__(f"receipt {prediction_id}", reason)
         self.prediction_id = prediction_id
         self.reason = reason
+
+
+class MissingDependency(ModelLedgerError):
+    """``package`` must be installed for this: loading or saving a model of a framework that
+    is not installed here. ``extra`` is modelledger's pip extra that installs it (``None`` when
+    there is none: install ``package`` itself).
+
+    >>> str(MissingDependency(package="xgboost", extra="xgboost"))
+    "loading a xgboost model needs the xgboost package: pip install 'modelledger[xgboost]'"
+    """
+
+    # class-level defaults: a remote client rebuilds this error from its name and message only
+    package: str | None = None
+    extra: str | None = None
+
+    def __init__(self, *, package: str, extra: str | None, purpose: str | None = None) -> None:
+        how = f"pip install 'modelledger[{extra}]'" if extra else f"pip install {package}"
+        what = purpose or f"loading a {extra or package} model"
+        super().__init__(f"{what} needs the {package} package: {how}")
+        self.package = package
+        self.extra = extra
 
 
 class PermissionDenied(ModelLedgerError):

@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import stat
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -38,7 +39,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from modelledger import InvalidInput, ModelLedgerError, Page, Registry, resolve_config
+from modelledger import InvalidInput, MissingDependency, ModelLedgerError, Page, Registry, resolve_config
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -227,7 +228,10 @@ def fail(exc: BaseException, *, show_traceback: bool) -> NoReturn:
     """Report an error as one red line on stderr (after the traceback, if asked) and exit."""
     if show_traceback:
         click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
-    if isinstance(exc, ModelLedgerError):
+    if isinstance(exc, MissingDependency):
+        # the CLI may live in its own environment (pipx, a tool venv): say which one needs it
+        message, code = f"{exc.message} (in the Python environment at {sys.prefix})", exc.exit_code
+    elif isinstance(exc, ModelLedgerError):
         message, code = exc.message, exc.exit_code
     else:
         message = f"unexpected {type(exc).__name__}: {exc}"

@@ -23,6 +23,8 @@ class CallableModel:
 class PythonFlavor:
     name = "python"
     entry = "model.pkl"
+    extra: str | None = None  # cloudpickle is a core dependency
+    runs_pickle = True
 
     def matches(self, obj: Any) -> bool:
         return callable(getattr(obj, "predict", None)) or callable(obj)

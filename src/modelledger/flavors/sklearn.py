@@ -13,6 +13,8 @@ from ..errors import InvalidInput
 class SklearnFlavor:
     name = "sklearn"
     entry = "model.pkl"
+    extra: str | None = "sklearn"
+    runs_pickle = True
 
     def matches(self, obj: Any) -> bool:
         module = type(obj).__module__

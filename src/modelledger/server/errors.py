@@ -25,6 +25,7 @@ from modelledger import (
     Conflict,
     InvalidInput,
     InvalidToken,
+    MissingDependency,
     ModelLedgerError,
     NotFound,
     PermissionDenied,
@@ -51,6 +52,8 @@ STATUS: tuple[tuple[type[ModelLedgerError], int], ...] = (
     (PermissionDenied, 403),
     (AlreadyExists, 409),
     (Conflict, 409),
+    # the server lacks a model's framework: the request was fine, this server cannot serve it
+    (MissingDependency, 501),
 )
 """Library error class -> HTTP status, most specific first; any other error is 500."""
 
