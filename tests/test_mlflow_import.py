@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from tests.helpers import free_port
 
 from modelledger import ImportInterrupted, MlflowImport, Registry, StorageError, import_mlflow
-from tests.helpers import free_port
+from modelledger.cli import main
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -67,7 +69,7 @@ def _log_sklearn(name: str, c: float, commit: str | None, *, cloudpickle: bool =
 
 def _log_pyfunc(name: str) -> None:
     class Summer(mlflow.pyfunc.PythonModel):  # local: cloudpickled by value
-        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # MLflow reads hints
             return np.asarray(model_input).sum(axis=1)
 
     with mlflow.start_run(run_name="summer"):
@@ -138,7 +140,7 @@ def test_import_from_the_database_copies_models_runs_and_aliases(registry: Regis
     run = mlflow.MlflowClient(mlflow_db).get_run(origin["run_id"])
     assert origin["model_uri"] == "models:/churn/2"
     assert origin["experiment_id"] == run.info.experiment_id
-    assert origin["source"].startswith("models:/m-") and origin["model_id"] == origin["source"][len("models:/") :]
+    assert origin["source"] == f"models:/{origin['model_id']}" and origin["model_id"].startswith("m-")
     assert origin["stage"] == "Production" and origin["entry_point"] == "main"
     assert v2.manifest["params"] == {"C": "1.0", "solver": "lbfgs"}
     assert v2.manifest["metrics"] == {"auc": pytest.approx(0.81)}
@@ -147,7 +149,7 @@ def test_import_from_the_database_copies_models_runs_and_aliases(registry: Regis
     assert v2.manifest["training_job"]["id"] == origin["run_id"]
     assert v2.manifest["description"] == "the tuned one"
     assert v2.manifest["framework"] == "scikit-learn"
-    assert v2.manifest["dependencies"]["scikit-learn"]
+    assert v2.manifest["dependencies"]["mlflow"] == mlflow.__version__  # MLflow's requirements.txt
     assert v2.flavor == "sklearn" and v2.manifest["entry"] == "model.pkl"
     assert {"MLmodel", "model.pkl", "requirements.txt"} <= {f.path for f in v2.files}
     assert v2.tags["reviewed"] == "yes" and v2.tags["mlflow.stage"] == "Production"
@@ -168,9 +170,158 @@ def test_import_from_the_database_copies_models_runs_and_aliases(registry: Regis
     # the model loads back from the registry and predicts as MLflow's does
     np.testing.assert_array_equal(registry.load("models:/churn/2").predict(X), _fit(1.0).predict(X))
 
+    # a model with only python_function becomes flavor mlflow, loaded through mlflow.pyfunc
+    summer = registry.get_version("models:/summer/1")
+    assert summer.flavor == "mlflow" and summer.manifest["entry"] == "mlflow-files.json"
+    assert summer.manifest["runs_pickle"] is True
+    np.testing.assert_allclose(registry.load("models:/summer/1").predict(X[:4]), X[:4].sum(axis=1))
+
     # a second import finds everything and adds nothing
     before = registry.ledger_head()
     again = import_mlflow(registry, mlflow_db)
     assert again.counts()["version"] == {"imported": 0, "skipped": 4, "failed": 2}
     assert again.counts()["alias"]["imported"] == 0
     assert registry.ledger_head() == before
+
+
+def test_the_cli_imports_and_says_what_it_did(mlflow_db: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    Registry.open(url, artifacts=str(tmp_path / "art")).init()
+    args = ["import", "mlflow", "--tracking-uri", mlflow_db, "--model", "churn", "--json"]
+    where = ["--registry", url, "--artifacts", str(tmp_path / "art")]
+    done = _cli(*args, *where)
+    assert done.returncode == 0, done.stderr
+    summary = MlflowImport.from_dict(json.loads(done.stdout))
+    assert summary.counts()["version"] == {"imported": 3, "skipped": 0, "failed": 0}
+    assert summary.tracking_uri == mlflow_db
+    # the table for people (in-process): counts, and each alias not imported with the reason
+    table = CliRunner().invoke(
+        main, ["import", "mlflow", "--tracking-uri", mlflow_db, "--model", "churn", *where]
+    )
+    assert table.exit_code == 0, table.output
+    assert "versions" in table.output and "@production is protected" in table.output
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).parent / "modelledger"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on loopback, over one SQLite file and one artefact folder,
+    that a test can kill (the whole process group, as a crash would) and start again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        port = free_port()
+        command = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.folder / 'server.db'}",
+            "--artifacts-destination",
+            str(self.folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        log = (self.folder / "server.log").open("ab")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.2)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A live server holding model ``served``: three sklearn versions logged through it (so
+    their artefacts are ``mlflow-artifacts:/`` URIs that only the server can serve)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    previous = mlflow.get_tracking_uri()
+    try:
+        mlflow.set_tracking_uri(server.url)
+        mlflow.set_experiment("served-training")
+        for c, commit in zip((0.1, 1.0, 10.0), COMMITS, strict=True):
+            _log_sklearn("served", c, commit)
+        mlflow.MlflowClient(server.url).set_registered_model_alias("served", "champion", "3")
+        yield server
+    finally:
+        mlflow.set_tracking_uri(previous)
+        server.kill()
+
+
+def _fresh_registry(folder: Path) -> Registry:
+    reg = Registry.open(f"sqlite:///{folder / 'registry.db'}", artifacts=str(folder / "artifacts"))
+    reg.init()
+    return reg
+
+
+def test_an_unreachable_tracking_server_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    reg = _fresh_registry(tmp_path)
+    gone = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(StorageError, match=r"cannot read the MLflow registry at .*nothing was imported"):
+        import_mlflow(reg, gone, retries=0, timeout=2)
+    assert list(reg.iter_models()) == []
+    where = [
+        "--registry",
+        f"sqlite:///{tmp_path / 'registry.db'}",
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+    ]
+    done = CliRunner().invoke(main, ["import", "mlflow", "--tracking-uri", gone, "--retries", "0", *where])
+    assert done.exit_code == 1 and "cannot read the MLflow registry" in done.output
+
+
+def test_mlflow_going_away_mid_import_leaves_whole_versions_and_a_rerun_finishes(
+    mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    reg = _fresh_registry(tmp_path)
+    seen: list[tuple[int, int]] = []
+
+    def kill_after_the_first(done: int, total: int, what: str) -> None:
+        seen.append((done, total))
+        if done == 1:
+            mlflow_server.kill()
+
+    with pytest.raises(ImportInterrupted, match=r"MLflow stopped answering.*1 of 3 versions") as caught:
+        import_mlflow(reg, mlflow_server.url, progress=kill_after_the_first, retries=0, timeout=5)
+    partial = caught.value.summary
+    assert isinstance(partial, MlflowImport) and partial.interrupted
+    assert partial.count("version", "imported") == 1
+    assert seen[:2] == [(0, 3), (1, 3)]
+    assert [v.version for v in reg.iter_versions("served")] == [1]
+    assert reg.verify().ok  # no half-written folder, no orphan
+
+    mlflow_server.start()
+    finished = import_mlflow(reg, mlflow_server.url)
+    assert finished.ok
+    assert finished.counts()["version"] == {"imported": 2, "skipped": 1, "failed": 0}
+    versions = sorted(reg.iter_versions("served"), key=lambda v: v.version)
+    assert [v.manifest["settings"]["mlflow"]["version"] for v in versions] == ["1", "2", "3"]
+    assert all(
+        v.manifest["settings"]["mlflow"]["artifact_uri"].startswith("mlflow-artifacts:") for v in versions
+    )
+    assert reg.get_version("models:/served@champion").version == 3
+    np.testing.assert_array_equal(reg.load("models:/served/3").predict(X), _fit(10.0).predict(X))
+    assert reg.verify().ok

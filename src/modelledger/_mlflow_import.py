@@ -51,13 +51,14 @@ from ._manifest import redact_url
 from .errors import (
     ImportInterrupted,
     InvalidInput,
+    MissingDependency,
     ModelLedgerError,
     NotFound,
     PermissionDenied,
     StorageError,
 )
 from .flavors import get_flavor
-from .flavors.mlflow import INDEX, MlflowPyfuncFlavor, write_index
+from .flavors.mlflow import INDEX, write_index
 
 if TYPE_CHECKING:
     from ._registry import Registry
@@ -268,9 +269,7 @@ def import_mlflow(
         # optional and heavy: only an import from MLflow needs it
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
-        raise InvalidInput(
-            "importing from MLflow needs the mlflow package: pip install 'modelledger[mlflow]'"
-        ) from exc
+        raise MissingDependency(package="mlflow", extra="mlflow", purpose="importing from MLflow") from exc
     shown = redact_url(tracking_uri)
     renamed = dict(rename or {})
     wanted = set(models) if models is not None else None
@@ -632,7 +631,7 @@ def _load_back(flavor: str, entry: str, folder: Path) -> Any:
             raise InvalidInput(f"unsafe path {rel!r}")
         return (folder / rel).read_bytes()
 
-    impl = MlflowPyfuncFlavor() if flavor == "mlflow" else get_flavor(flavor)
+    impl = get_flavor(flavor)
     try:
         return impl.load(read, entry)
     except ModelLedgerError:

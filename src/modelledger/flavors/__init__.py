@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import InvalidInput
+from .mlflow import MlflowPyfuncFlavor
 from .python import PythonFlavor
 from .sklearn import SklearnFlavor
 
@@ -58,6 +59,7 @@ class Flavor(Protocol):
 
 
 BUILTIN: tuple[type[Flavor], ...] = (
+    MlflowPyfuncFlavor,
     SklearnFlavor,
     PythonFlavor,  # last: it takes anything with predict, or any callable
 )

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InvalidInput
+from ._common import require
 
 __all__ = ["INDEX", "MlflowPyfuncFlavor", "write_index"]
 
@@ -89,12 +90,7 @@ class MlflowPyfuncFlavor:
         }
 
     def load(self, read: Callable[[str], bytes], entry: str) -> Any:
-        try:
-            import mlflow.pyfunc  # optional extra: only MLflow pyfunc models need it
-        except ImportError as exc:
-            raise InvalidInput(
-                "loading an MLflow model needs the mlflow package: pip install 'modelledger[mlflow]'"
-            ) from exc
+        pyfunc = require("mlflow.pyfunc", package="mlflow", extra="mlflow")
         files = _listed(read(entry))
         folder = Path(tempfile.mkdtemp(prefix="modelledger-mlflow-"))
         try:
@@ -102,7 +98,7 @@ class MlflowPyfuncFlavor:
                 target = folder / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(read(rel))
-            native = mlflow.pyfunc.load_model(str(folder))
+            native = pyfunc.load_model(str(folder))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
