@@ -194,12 +194,12 @@ def test_the_cli_imports_and_says_what_it_did(mlflow_db: str, tmp_path: Path) ->
     summary = MlflowImport.from_dict(json.loads(done.stdout))
     assert summary.counts()["version"] == {"imported": 3, "skipped": 0, "failed": 0}
     assert summary.tracking_uri == mlflow_db
-    # the table for people (in-process): counts, and each alias not imported with the reason
-    table = CliRunner().invoke(
-        main, ["import", "mlflow", "--tracking-uri", mlflow_db, "--model", "churn", *where]
-    )
-    assert table.exit_code == 0, table.output
+    # the table for people (in-process): counts, what was not imported and why; exit 1 on a failure
+    args = ["import", "mlflow", "--tracking-uri", mlflow_db, "--model", "churn", "--model", "nope", *where]
+    table = CliRunner().invoke(main, args)
+    assert table.exit_code == 1, table.output
     assert "versions" in table.output and "@production is protected" in table.output
+    assert "MLflow has no registered model 'nope'" in table.output
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -283,6 +283,10 @@ def test_an_unreachable_tracking_server_is_a_clear_error_and_writes_nothing(tmp_
     with pytest.raises(StorageError, match=r"cannot read the MLflow registry at .*nothing was imported"):
         import_mlflow(reg, gone, retries=0, timeout=2)
     assert list(reg.iter_models()) == []
+    # a database path that is not there is not created (MLflow would make an empty one)
+    with pytest.raises(StorageError, match="no MLflow database at"):
+        import_mlflow(reg, f"sqlite:///{tmp_path / 'nope.db'}")
+    assert not (tmp_path / "nope.db").exists()
     where = [
         "--registry",
         f"sqlite:///{tmp_path / 'registry.db'}",

@@ -61,6 +61,7 @@ from .flavors import get_flavor
 from .flavors.mlflow import INDEX, write_index
 
 if TYPE_CHECKING:
+    from ._domain import ModelVersion
     from ._registry import Registry
 
 __all__ = [
@@ -271,6 +272,10 @@ def import_mlflow(
     except ImportError as exc:
         raise MissingDependency(package="mlflow", extra="mlflow", purpose="importing from MLflow") from exc
     shown = redact_url(tracking_uri)
+    for uri in (tracking_uri, registry_uri):
+        if uri and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            # MLflow would create an empty database there and find nothing to import
+            raise StorageError(f"no MLflow database at {uri}: check the path; nothing was imported")
     renamed = dict(rename or {})
     wanted = set(models) if models is not None else None
     with _http_limits(timeout, retries):
@@ -284,6 +289,8 @@ def import_mlflow(
                 "(is the tracking server running and the URI right?); nothing was imported"
             ) from exc
         run.total = sum(len(versions) for _, versions in listing)
+        for missing in sorted((wanted or set()) - {rm.name for rm, _ in listing}):
+            run.add("model", missing, "failed", None, f"MLflow has no registered model {missing!r}")
         try:
             for rm, versions in listing:
                 _import_model(run, rm, versions, renamed.get(rm.name, rm.name))
@@ -404,15 +411,15 @@ def _import_model(run: _Run, rm: Any, versions: list[Any], target: str) -> None:
     _import_aliases(run, rm, target, numbers)
 
 
-def _imported_versions(registry: Registry, target: str) -> dict[tuple[str, str, str], int]:
-    """(MLflow name, version, run id) -> modelledger version, for what was imported before."""
-    found: dict[tuple[str, str, str], int] = {}
+def _imported_versions(registry: Registry, target: str) -> dict[tuple[str, str, str], ModelVersion]:
+    """(MLflow name, version, run id) -> the version it became, for what was imported before."""
+    found: dict[tuple[str, str, str], ModelVersion] = {}
     for v in registry.iter_versions(target):
         settings = v.manifest.get("settings")
         origin = settings.get("mlflow") if isinstance(settings, Mapping) else None
         if isinstance(origin, Mapping):
             key = (str(origin.get("name")), str(origin.get("version")), str(origin.get("run_id") or ""))
-            found[key] = v.version
+            found[key] = v
     return found
 
 
@@ -431,19 +438,18 @@ def _import_version(
     name: str,
     target: str,
     mv: Any,
-    imported: Mapping[tuple[str, str, str], int],
+    imported: Mapping[tuple[str, str, str], ModelVersion],
     aliases: list[str],
 ) -> int | None:
     """Import one version whole (or not at all); its modelledger number, None if not imported."""
     source = f"models:/{name}/{mv.version}"
     registry = run.registry
     tags = _version_tags(mv, aliases)
-    number = imported.get((name, str(mv.version), str(mv.run_id or "")))
-    if number is not None:
-        uri = f"models:/{target}/{number}"
+    before = imported.get((name, str(mv.version), str(mv.run_id or "")))
+    if before is not None:
+        uri = before.uri
         try:
-            current = registry.get_version(uri).tags
-            changes: dict[str, str | None] = {k: v for k, v in tags.items() if current.get(k) != v}
+            changes: dict[str, str | None] = {k: v for k, v in tags.items() if before.tags.get(k) != v}
             if changes:
                 registry.set_version_tags(uri, changes, reason=f"imported from MLflow {source}")
                 run.add("version", source, "skipped", uri, "already imported: tags brought up to date")
@@ -451,7 +457,7 @@ def _import_version(
                 run.add("version", source, "skipped", uri, "already imported")
         except ModelLedgerError as exc:
             run.add("version", source, "failed", uri, f"already imported, but its tags: {exc.message}")
-        return number
+        return before.version
     status = getattr(mv, "status", "READY")
     if status != "READY":
         run.add("version", source, "skipped", None, f"MLflow status is {status}, not READY")
