@@ -254,17 +254,25 @@ class MlflowServer:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """A live server holding model ``served``: three sklearn versions logged through it (so
-    their artefacts are ``mlflow-artifacts:/`` URIs that only the server can serve)."""
+    """A live server holding model ``served``: a sklearn model logged through it (so its
+    artefacts are ``mlflow-artifacts:/`` URIs that only the server can serve), registered as
+    version 1 and again, from two later runs, as versions 2 and 3."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     server.start()
     previous = mlflow.get_tracking_uri()
     try:
         mlflow.set_tracking_uri(server.url)
-        mlflow.set_experiment("served-training")
-        for c, commit in zip((0.1, 1.0, 10.0), COMMITS, strict=True):
-            _log_sklearn("served", c, commit)
-        mlflow.MlflowClient(server.url).set_registered_model_alias("served", "champion", "3")
+        experiment = mlflow.set_experiment("served-training").experiment_id
+        _log_sklearn("served", 1.0, COMMITS[0])
+        client = mlflow.MlflowClient(server.url)
+        first = client.get_model_version("served", "1")
+        for commit in COMMITS[1:]:
+            run = client.create_run(experiment)
+            client.log_param(run.info.run_id, "C", "1.0")
+            client.set_tag(run.info.run_id, "mlflow.source.git.commit", commit)
+            model_id = first.source.removeprefix("models:/")
+            client.create_model_version("served", first.source, run_id=run.info.run_id, model_id=model_id)
+        client.set_registered_model_alias("served", "champion", "3")
         yield server
     finally:
         mlflow.set_tracking_uri(previous)
@@ -327,5 +335,6 @@ def test_mlflow_going_away_mid_import_leaves_whole_versions_and_a_rerun_finishes
         v.manifest["settings"]["mlflow"]["artifact_uri"].startswith("mlflow-artifacts:") for v in versions
     )
     assert reg.get_version("models:/served@champion").version == 3
-    np.testing.assert_array_equal(reg.load("models:/served/3").predict(X), _fit(10.0).predict(X))
+    assert [v.manifest["source"]["revision"] for v in versions] == COMMITS
+    np.testing.assert_array_equal(reg.load("models:/served/3").predict(X), _fit(1.0).predict(X))
     assert reg.verify().ok
