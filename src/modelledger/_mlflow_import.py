@@ -519,7 +519,7 @@ def _prepare(run: _Run, name: str, mv: Any, tmp: Path) -> tuple[Path, dict[str, 
     client = run.client
     what = f"reading models:/{name}/{mv.version}"
     mlflow_run = run.mlflow_call(what, lambda: client.get_run(mv.run_id)) if mv.run_id else None
-    artifact_uri = run.mlflow_call(what, lambda: client.get_model_version_download_uri(name, str(mv.version)))
+    artifact_uri = run.mlflow_call(what, functools.partial(_artifact_uri, client, name, mv))
     repo = get_artifact_repository(artifact_uri, tracking_uri=run.tracking_uri)
     folder = tmp / "model"
     folder.mkdir()
@@ -533,6 +533,20 @@ def _prepare(run: _Run, name: str, mv: Any, tmp: Path) -> tuple[Path, dict[str, 
     loaded = _load_back(flavor, entry, folder)
     manifest = _manifest(run, name, mv, mlflow_run, mlmodel, flavor, entry, artifact_uri, folder, loaded)
     return folder, manifest, note
+
+
+def _artifact_uri(client: Any, name: str, mv: Any) -> str:
+    """Where the version's files are. A version of an MLflow 3 logged model (source
+    ``models:/m-...``) is read from the logged model's location directly: MlflowClient's
+    ``get_model_version_download_uri`` first reads the whole registered model (to refuse
+    prompts), a cost that grows with its number of versions."""
+    source = str(mv.source or "")
+    model_id = getattr(mv, "model_id", None) or (
+        source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    )
+    if model_id:
+        return str(client.get_logged_model(model_id).artifact_location)
+    return str(client.get_model_version_download_uri(name, str(mv.version)))
 
 
 def _download_verified(run: _Run, repo: Any, folder: Path, what: str) -> list[str]:
