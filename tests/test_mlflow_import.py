@@ -82,7 +82,8 @@ def _log_pyfunc(name: str) -> None:
 @pytest.fixture(scope="module")
 def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An MLflow registry in a SQLite file: churn (3 sklearn versions, aliases, a stage),
-    summer (python_function only), Fraud-Score (upper case) and broken (a corrupt pickle)."""
+    summer (python_function only), churn-skops (sklearn saved as skops), Fraud-Score (upper
+    case) and broken (a corrupt pickle)."""
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
@@ -104,6 +105,7 @@ def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         client.set_registered_model_alias("churn", "production", "2")  # protected in modelledger
         client.set_registered_model_alias("churn", "9lives", "1")  # no modelledger alias starts with a digit
         _log_pyfunc("summer")
+        _log_sklearn("churn-skops", 1.0, COMMITS[2], cloudpickle=False)  # MLflow 3's default format
         _log_sklearn("Fraud-Score", 1.0, COMMITS[0])
         _log_sklearn("broken", 1.0, None)
         where = client.get_model_version_download_uri("broken", "1")
@@ -122,8 +124,8 @@ def test_import_from_the_database_copies_models_runs_and_aliases(registry: Regis
     summary = import_mlflow(registry, mlflow_db)
     got = _by_source(summary)
     assert summary.counts() == {
-        "model": {"imported": 3, "skipped": 0, "failed": 1},
-        "version": {"imported": 4, "skipped": 0, "failed": 2},
+        "model": {"imported": 4, "skipped": 0, "failed": 1},
+        "version": {"imported": 5, "skipped": 0, "failed": 2},
         "alias": {"imported": 2, "skipped": 2, "failed": 0},
     }
     assert not summary.ok
@@ -175,11 +177,15 @@ def test_import_from_the_database_copies_models_runs_and_aliases(registry: Regis
     assert summer.flavor == "mlflow" and summer.manifest["entry"] == "mlflow-files.json"
     assert summer.manifest["runs_pickle"] is True
     np.testing.assert_allclose(registry.load("models:/summer/1").predict(X[:4]), X[:4].sum(axis=1))
+    # scikit-learn saved as skops (no pickle for modelledger's sklearn flavor): MLflow loads it
+    skops = registry.get_version("models:/churn-skops/1")
+    assert skops.flavor == "mlflow" and "skops" in got["models:/churn-skops/1"].reason
+    np.testing.assert_array_equal(registry.load(skops.uri).predict(X), _fit(1.0).predict(X))
 
     # a second import finds everything and adds nothing
     before = registry.ledger_head()
     again = import_mlflow(registry, mlflow_db)
-    assert again.counts()["version"] == {"imported": 0, "skipped": 4, "failed": 2}
+    assert again.counts()["version"] == {"imported": 0, "skipped": 5, "failed": 2}
     assert again.counts()["alias"]["imported"] == 0
     assert registry.ledger_head() == before
 

@@ -497,7 +497,9 @@ class _Unusable(Exception):
 
 
 def _message(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, ModelLedgerError) else str(exc)
+    if isinstance(exc, ModelLedgerError):
+        return exc.message
+    return str(exc) if isinstance(exc, _Unusable) else _short(exc)
 
 
 def _short(exc: BaseException) -> str:
@@ -530,7 +532,20 @@ def _prepare(run: _Run, name: str, mv: Any, tmp: Path) -> tuple[Path, dict[str, 
     flavor, entry, note = _choose_flavor(mlmodel, files)
     if flavor == "mlflow":
         write_index(folder, files)
-    loaded = _load_back(flavor, entry, folder)
+    try:
+        loaded = _load_back(flavor, entry, folder)
+    except _Unusable as exc:
+        if flavor == "mlflow" or "python_function" not in mlmodel["flavors"]:
+            raise
+        # MLflow's own loader may read what the native flavor cannot (say, a whole pickled
+        # torch module where modelledger's pytorch flavor reads its own format)
+        write_index(folder, files)
+        try:
+            loaded = _load_back("mlflow", INDEX, folder)
+        except _Unusable as again:
+            raise _Unusable(f"{exc}; {again}") from again
+        note = "; ".join(n for n in (note, f"{exc}: loaded by mlflow.pyfunc instead") if n)
+        flavor, entry = "mlflow", INDEX
     manifest = _manifest(run, name, mv, mlflow_run, mlmodel, flavor, entry, artifact_uri, folder, loaded)
     return folder, manifest, note
 
@@ -649,15 +664,17 @@ def _load_back(flavor: str, entry: str, folder: Path) -> Any:
         p = PurePosixPath(rel)
         if p.is_absolute() or ".." in p.parts:
             raise InvalidInput(f"unsafe path {rel!r}")
-        return (folder / rel).read_bytes()
+        try:
+            return (folder / rel).read_bytes()
+        except FileNotFoundError as exc:  # flavors ask for optional files and expect NotFound
+            raise NotFound("file", f"{rel} in the MLflow model") from exc
 
-    impl = get_flavor(flavor)
     try:
-        return impl.load(read, entry)
-    except ModelLedgerError:
+        return get_flavor(flavor).load(read, entry)
+    except MissingDependency:
         raise
     except Exception as exc:  # a framework reports bad bytes in its own way
-        raise _Unusable(f"does not load as a {flavor} model: {_short(exc)}") from exc
+        raise _Unusable(f"does not load as a {flavor} model: {_message(exc)}") from exc
 
 
 def _iso(ms: Any) -> str | None:
