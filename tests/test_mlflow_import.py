@@ -37,6 +37,16 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
 ]
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_telemetry() -> Iterator[None]:
+    """MLflow (client and server) sends usage telemetry unless told not to: never from tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.setenv("DO_NOT_TRACK", "true")
+        yield
+
+
 X = np.random.RandomState(0).rand(40, 3)
 Y = (X[:, 0] + X[:, 1] > 1).astype(int)
 COMMITS = ["a1" * 20, "b2" * 20, "c3" * 20]
