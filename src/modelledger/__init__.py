@@ -35,6 +35,7 @@ from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from ._loaded import LoadedModel
 from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_manifest_file, load_steps_file
 from ._members import ROLES, Member, MemberKey
+from ._mlflow_import import ImportOutcome, MlflowImport, import_mlflow
 from ._policy import Policy
 from ._registry import Registry
 from ._search import Condition, VersionQuery, parse_query
@@ -62,6 +63,7 @@ from .errors import (
     AlreadyExists,
     Conflict,
     Erased,
+    ImportInterrupted,
     IntegrityError,
     InvalidConfig,
     InvalidInput,
@@ -101,6 +103,8 @@ __all__ = [
     "FileEntry",
     "GcItem",
     "GcReport",
+    "ImportInterrupted",
+    "ImportOutcome",
     "InclusionProof",
     "IntegrityError",
     "InvalidConfig",
@@ -119,6 +123,7 @@ __all__ = [
     "Member",
     "MemberKey",
     "MissingDependency",
+    "MlflowImport",
     "Model",
     "ModelLedgerError",
     "ModelRef",
@@ -163,6 +168,7 @@ __all__ = [
     "event_models",
     "identities_dir",
     "identity_path",
+    "import_mlflow",
     "input_digest",
     "load_manifest_file",
     "load_steps_file",

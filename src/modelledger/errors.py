@@ -19,6 +19,7 @@
     │   ├── KeyFileExposed    a private key file that others may read
     │   └── InvalidToken      an API token that is missing, malformed, unknown, expired or revoked
     └── StorageError          the metadata or artefact store failed
+        └── ImportInterrupted the source of an import (MLflow) went away part-way
 
 Context travels as keyword-only attributes, so callers and the CLI can report
 precisely without parsing messages.
@@ -30,6 +31,7 @@ __all__ = [
     "AlreadyExists",
     "Conflict",
     "Erased",
+    "ImportInterrupted",
     "IntegrityError",
     "InvalidConfig",
     "InvalidInput",
@@ -203,6 +205,19 @@ class InvalidToken(PermissionDenied):
 
 class StorageError(ModelLedgerError):
     pass
+
+
+class ImportInterrupted(StorageError):
+    """An import's source stopped answering part-way. What was imported is complete (each
+    version is registered whole or not at all); running the import again finishes it.
+    ``summary`` is what was done before it stopped (an ``MlflowImport``; ``None`` when the
+    error was rebuilt from a message)."""
+
+    summary: object = None
+
+    def __init__(self, message: str, *, summary: object = None) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class ModelRenamed(UserWarning):

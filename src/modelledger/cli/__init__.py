@@ -27,6 +27,7 @@ script) and registers theirs:
 - :mod:`.search`: ``search versions|models``
 - :mod:`.tokens`: ``tokens create|list|revoke``
 - :mod:`.webhooks`: ``webhooks list|add|rm|deliveries|deliver``
+- :mod:`.importer`: ``import mlflow``
 - :mod:`.server`: ``server`` (the read API; imports :mod:`modelledger.server` only when run)
 """
 
@@ -44,6 +45,7 @@ from . import (
     erasure,
     governance,
     history,
+    importer,
     keys,
     lineage,
     members,
@@ -137,6 +139,7 @@ for _command in (
     tokens.tokens,
     webhooks.webhooks,
     server.server,
+    importer.import_group,
 ):
     main.add_command(_command)
 del _command

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..errors import InvalidInput
 from .catboost import CatBoostFlavor
 from .lightgbm import LightGBMFlavor
+from .mlflow import MlflowPyfuncFlavor
 from .onnx import OnnxFlavor
 from .python import PythonFlavor
 from .pytorch import TorchFlavor
@@ -63,6 +64,7 @@ class Flavor(Protocol):
 
 
 BUILTIN: tuple[type[Flavor], ...] = (
+    MlflowPyfuncFlavor,
     # the frameworks' scikit-learn wrappers are scikit-learn estimators too: before sklearn
     XGBoostFlavor,
     LightGBMFlavor,
