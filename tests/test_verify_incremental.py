@@ -216,3 +216,22 @@ def test_since_last_checks_new_data_sets_only(registry: Registry, tmp_path: Path
     # the record moved past it: only a full verify re-hashes it now
     assert registry.verify(since_last=True).datasets_checked == 0
     assert [p.path for p in registry.verify().problems] == [new.path]
+
+
+def test_an_edited_new_event_is_caught(registry: Registry, db_url: str, tmp_path: Path) -> None:
+    _register(registry, tmp_path, "m", 0)
+    full = registry.verify()
+    assert full.ok and full.recorded is not None
+    registry.set_version_tags("models:/m/1", {"owner": "team-a"})
+    # a new event edited in place (its stored hash left alone)
+    with attacker(db_url) as conn:
+        seq = conn.execute(sa.text("SELECT max(seq) FROM ledger_events")).scalar()
+        assert seq > full.recorded.seq
+        conn.execute(
+            sa.text("UPDATE ledger_events SET actor = 'mallory@example.com' WHERE seq = :s"), {"s": seq}
+        )
+    report = registry.verify(since_last=True)
+    assert report.mode == "since_last"
+    found = [(p.kind, p.path) for p in report.problems]
+    assert ("edited_event", f"ledger event {seq}") in found  # the chain
+    assert ("unauthorized", f"ledger event {seq}") in found  # and mallory holds no key

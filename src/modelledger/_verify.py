@@ -41,7 +41,7 @@ from ._lifecycle import (
 from ._members import MEMBER_ACTIONS, Roster, authorize_event, receipt_key_problem
 from ._serving import CaptureFile, check_receipt, parse_part_name, predictions_folder, receipts_from_table
 from ._time import now, now_text
-from .errors import InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
+from .errors import IntegrityError, InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore
 
@@ -410,7 +410,12 @@ def _seed(run: _Run, upto: int) -> None:
     """The roster and the policy as they were after event ``upto``: what authorising the
     events after it starts from (through the action index, not a walk of the ledger)."""
     meta = run.meta
-    for segment in meta.member_segments():
+    try:
+        segments = meta.member_segments()
+    except IntegrityError as exc:  # an enrolment write no checkpoint covers
+        run.problems.append(Problem("unauthorized", exc.path, exc.problem))
+        segments = []
+    for segment in segments:
         for event, _hash in segment.events:
             if event.seq <= upto and event.action in MEMBER_ACTIONS:
                 run.roster.apply(event.action, event.seq, event.time, event.data)
