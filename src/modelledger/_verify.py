@@ -378,6 +378,7 @@ def _since(
     _seed(run, prev.seq)
     _verify_chain(run, start=start)
     run.chain_problems()
+    run.root_problem()
     ring = _ring(run.roster, run.trusted_pem)
     run.problems.extend(_check_tip(meta, run.tip, trusted_checkpoint, ring if run.trusted_pem else None))
     names = meta.renamed_models()
