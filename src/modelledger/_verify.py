@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import hashlib
 import io
 import json
@@ -334,9 +335,12 @@ def _full(
     """Everything: the whole chain, state, every version and data set file, orphans."""
     meta, art = run.meta, run.art
     run.checkpoints = meta.checkpoints()
-    # the versions' files are read and hashed while the ledger pass runs: nothing in that
-    # part depends on it (a version with an erased file is checked again after)
-    with _Ahead(partial(_scan_version, art), meta.iter_versions(), run.workers) as scanned:
+    # with several workers the versions' files are read and hashed while the ledger pass
+    # runs: nothing in that part depends on it (a version with an erased file is checked
+    # again after); one worker keeps everything on this thread, in sequence
+    scan = partial(_scan_version, art)
+    ahead = _Ahead(scan, meta.iter_versions(), run.workers) if run.workers > 1 else None
+    with ahead if ahead is not None else contextlib.nullcontext():
         _verify_chain(run, start=None)
         run.chain_problems()
         run.root_problem()
@@ -344,6 +348,7 @@ def _full(
         run.problems.extend(_check_tip(meta, run.tip, trusted_checkpoint, ring if run.trusted_pem else None))
         for diff in state_differences(meta, run.rebuilt, replayed_to=run.tip[0]):
             run.problems.append(Problem("state", diff.what, f"does not match the ledger: {diff}"))
+        scanned = ahead if ahead is not None else _in_order(scan, meta.iter_versions(), 1)
         folders = run.versions(scanned, run.rebuilt.names, progress)
     dataset_paths = run.data_sets(0)
     cutoff = now() - grace
