@@ -25,6 +25,8 @@ from ._domain import (
     Signature,
     StagedVersion,
     UploadedVersion,
+    VerifyRange,
+    VerifyRecord,
     VerifyReport,
 )
 from ._events import can_view_event, event_models
@@ -152,6 +154,8 @@ __all__ = [
     "TraceReport",
     "TrainingJob",
     "UploadedVersion",
+    "VerifyRange",
+    "VerifyRecord",
     "VerifyReport",
     "VersionDiff",
     "VersionQuery",

@@ -31,6 +31,8 @@ __all__ = [
     "Signature",
     "StagedVersion",
     "UploadedVersion",
+    "VerifyRange",
+    "VerifyRecord",
     "VerifyReport",
 ]
 
@@ -440,6 +442,95 @@ class Erasure:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifyRecord:
+    """What a clean ``verify`` proved, signed by the verifier's own key, so that
+    ``verify(since_last=True)`` can start from it.
+
+    ``seq`` and ``head_hash`` are the last signed checkpoint the run proved (the chain up to
+    it is intact and every write up to it authorised); ``version_key`` and ``dataset_key``
+    the highest version and data set version keys whose files it re-hashed (keys only
+    grow, so what came after is a range). ``full_time`` is when the last full verify in the
+    line of records ran (carried forward by ``since_last`` runs), ``time`` when this one
+    did. ``signature`` is base64 Ed25519 by ``key_id`` over :meth:`payload_dict`.
+    """
+
+    seq: int
+    head_hash: str
+    version_key: int
+    dataset_key: int
+    time: str
+    full_time: str
+    full: bool
+    key_id: str
+    signature: str = ""
+
+    def payload_dict(self) -> dict[str, Any]:
+        """Everything but the signature: what is signed (canonical JSON, with a type tag)."""
+        return {
+            "seq": self.seq,
+            "head_hash": self.head_hash,
+            "version_key": self.version_key,
+            "dataset_key": self.dataset_key,
+            "time": self.time,
+            "full_time": self.full_time,
+            "full": self.full,
+            "key_id": self.key_id,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.payload_dict(), "signature": self.signature}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerifyRecord:
+        return cls(
+            seq=int(data["seq"]),
+            head_hash=str(data["head_hash"]),
+            version_key=int(data["version_key"]),
+            dataset_key=int(data["dataset_key"]),
+            time=str(data["time"]),
+            full_time=str(data["full_time"]),
+            full=bool(data["full"]),
+            key_id=str(data["key_id"]),
+            signature=str(data.get("signature", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRange:
+    """What one ``verify`` run covered: ledger events ``after_seq + 1 .. to_seq``, version
+    keys ``after_version_key + 1 .. to_version_key`` and data set version keys
+    ``after_dataset_key + 1 .. to_dataset_key`` (a full run starts every range at 0)."""
+
+    after_seq: int = 0
+    to_seq: int = 0
+    after_version_key: int = 0
+    to_version_key: int = 0
+    after_dataset_key: int = 0
+    to_dataset_key: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "after_seq": self.after_seq,
+            "to_seq": self.to_seq,
+            "after_version_key": self.after_version_key,
+            "to_version_key": self.to_version_key,
+            "after_dataset_key": self.after_dataset_key,
+            "to_dataset_key": self.to_dataset_key,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerifyRange:
+        return cls(**{k: int(data.get(k, 0)) for k in cls.__slots__})
+
+    def __str__(self) -> str:
+        return (
+            f"events {self.after_seq + 1}..{self.to_seq}, version keys "
+            f"{self.after_version_key + 1}..{self.to_version_key}, data set keys "
+            f"{self.after_dataset_key + 1}..{self.to_dataset_key}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     """What ``Registry.verify`` found: artefacts, data sets, manifests, the ledger and the state tables.
 
@@ -459,6 +550,12 @@ class VerifyReport:
     # events a registry server wrote for a member, by how the member proved who they were:
     # "key" (the member signed the request) or "token" / "oidc" (the server attests it)
     delegated: Mapping[str, int] = field(default_factory=dict)
+    # "full", or "since_last" (only what came after ``since``, plus continuity with it)
+    mode: str = "full"
+    covered: VerifyRange = field(default_factory=VerifyRange)
+    since: VerifyRecord | None = None  # the earlier record a since_last run continued from
+    recorded: VerifyRecord | None = None  # what this run recorded (None: nothing, see notes)
+    notes: tuple[str, ...] = ()  # e.g. why a since_last run was full, why nothing was recorded
 
     @property
     def ok(self) -> bool:
@@ -478,6 +575,11 @@ class VerifyReport:
             "unrecorded": [p.to_dict() for p in self.unrecorded],
             "erased": [e.to_dict() for e in self.erased],
             "delegated": dict(self.delegated),
+            "mode": self.mode,
+            "covered": self.covered.to_dict(),
+            "since": None if self.since is None else self.since.to_dict(),
+            "recorded": None if self.recorded is None else self.recorded.to_dict(),
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -498,6 +600,11 @@ class VerifyReport:
             unrecorded=problems("unrecorded"),
             erased=tuple(Erasure.from_dict(e) for e in data.get("erased", ())),
             delegated={str(k): int(v) for k, v in (data.get("delegated") or {}).items()},
+            mode=str(data.get("mode", "full")),
+            covered=VerifyRange.from_dict(data.get("covered") or {}),
+            since=None if data.get("since") is None else VerifyRecord.from_dict(data["since"]),
+            recorded=None if data.get("recorded") is None else VerifyRecord.from_dict(data["recorded"]),
+            notes=tuple(str(n) for n in data.get("notes", ())),
         )
 
 

@@ -451,7 +451,36 @@ def check_segment(segment: ChainSegment, public: Ed25519PublicKey | KeyRing) -> 
         raise IntegrityError(f"ledger checkpoint {cp.seq}", f"{problem}: not signed by an enrolled key")
 
 
+_CHECKPOINT_TAIL: Final = ',"type":' + _json_string(CHECKPOINT_DOMAIN) + "}"
+
+
 def _checkpoint_payload(seq: int, head_hash: str, time: str, kid: str) -> bytes:
+    # verify builds one per checkpoint: plain values take the direct RFC 8785 text (members
+    # in code-unit order: head_hash, key_id, seq, time, type), anything else the general path
+    if (
+        type(seq) is int
+        and 0 <= seq <= MAX_SAFE_INTEGER
+        and type(head_hash) is str
+        and type(time) is str
+        and type(kid) is str
+    ):
+        text = "".join(
+            (
+                '{"head_hash":',
+                _json_string(head_hash),
+                ',"key_id":',
+                _json_string(kid),
+                ',"seq":',
+                _int_repr(seq),
+                ',"time":',
+                _json_string(time),
+                _CHECKPOINT_TAIL,
+            )
+        )
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let canonicalize() raise its precise error
     return canonicalize(
         {"type": CHECKPOINT_DOMAIN, "seq": seq, "head_hash": head_hash, "time": time, "key_id": kid}
     )

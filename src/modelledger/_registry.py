@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import json
@@ -1310,6 +1311,9 @@ class Registry(GovernanceVerbs, EventVerbs):
         public_key: bytes | str | os.PathLike[str] | None = None,
         trusted_checkpoint: Checkpoint | Mapping[str, Any] | str | os.PathLike[str] | None = None,
         captures: bool = False,
+        since_last: bool = False,
+        record: bool = True,
+        workers: int | None = None,
     ) -> VerifyReport:
         """Check everything the registry vouches for, and name what does not match.
 
@@ -1328,13 +1332,30 @@ class Registry(GovernanceVerbs, EventVerbs):
         ``captures=True`` also re-checks every captured prediction against the signed root of
         its call (one receipt check per row: it takes a while on a busy model).
 
+        A clean run records what it proved (``report.recorded``: the last checkpoint, the
+        highest version and data set keys, the time), signed with this process's own key
+        and kept in the metadata store; ``record=False`` skips that, and nothing is recorded
+        without a key file. ``since_last=True`` checks that record (signature, and the event
+        and checkpoint at its seq still there unchanged, no event missing up to it), then only
+        what came after: new events, new versions and data sets and their files (see
+        ``docs/verify.md`` for what it does not re-check). Without a usable record it is a full
+        verify, and ``report.notes`` says so. Files are hashed by ``workers`` threads.
+
         >>> report = registry.verify(public_key="pub.pem", trusted_checkpoint="cp.json")  # doctest: +SKIP
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
+        >>> registry.verify(since_last=True).covered  # doctest: +SKIP
         """
         window = parse_duration(grace, what="grace")
         pinned = read_public_pem(public_key) if public_key is not None else None
         trusted = _read_checkpoint(trusted_checkpoint) if trusted_checkpoint is not None else None
         self._ready()
+        identity = self._identity()
+        verifier = None
+        # a verify never creates a key: without one (or with one it may not use) it checks,
+        # but records nothing and has no record to start from
+        if identity.exists and (record or since_last):
+            with contextlib.suppress(PermissionDenied):
+                verifier = identity.private()
         return verify_registry(
             self._meta,
             self._art,
@@ -1343,6 +1364,10 @@ class Registry(GovernanceVerbs, EventVerbs):
             public_key=pinned,
             trusted_checkpoint=trusted,
             captures=captures,
+            since_last=since_last,
+            verifier=verifier,
+            record=record,
+            workers=workers,
         )
 
     def latest_checkpoint(self) -> Checkpoint:

@@ -413,7 +413,18 @@ class RemoteRegistry(Registry):
         return Page([LedgerEvent.from_dict(e) for e in body["items"]], body["next_cursor"])
 
     # the server verifies with what it trusts; pin keys by checking a trust bundle locally
-    def verify(self, *, captures: bool = False) -> VerifyReport:  # type: ignore[override]
+    def verify(  # type: ignore[override]
+        self,
+        *,
+        captures: bool = False,
+        since_last: bool = False,
+        record: bool = False,
+        workers: int | None = None,
+    ) -> VerifyReport:
+        if since_last:
+            raise _errors.InvalidInput(
+                "verify --since-last needs the stores: run it where the database and artefacts are"
+            )
         return VerifyReport.from_dict(self._call("GET", "/verify", params={"captures": captures}))
 
     def public_key(self, key_id: str | None = None) -> bytes:

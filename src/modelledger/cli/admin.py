@@ -66,6 +66,13 @@ def migrate(registry: Registry, create_bucket: bool, as_json: bool) -> None:
 
 
 def _render_report(report: VerifyReport, root: str) -> None:
+    for note in report.notes:
+        click.secho(note, fg="yellow", err=True)
+    if report.mode == "since_last" and report.since is not None:
+        click.echo(
+            f"Since the verify of {report.since.time} (last full verify {report.since.full_time}): "
+            f"{report.covered}"
+        )
     click.echo(
         f"Checked {report.versions_checked} versions, {report.datasets_checked} data sets, "
         f"{report.files_checked} files under {root}, "
@@ -78,6 +85,12 @@ def _render_report(report: VerifyReport, root: str) -> None:
         click.secho(f"{finding} (not counted as a problem)", fg="yellow")
     for erasure in report.erased:
         click.echo(f"erased: {erasure} (recorded, not a problem)")
+    if report.recorded is not None:
+        click.echo(
+            f"Recorded: proved up to ledger event {report.recorded.seq}, version key "
+            f"{report.recorded.version_key}, data set key {report.recorded.dataset_key} "
+            f"(signed by key {report.recorded.key_id})"
+        )
 
 
 @click.command()
@@ -101,6 +114,25 @@ def _render_report(report: VerifyReport, root: str) -> None:
     help="Also re-check every captured prediction against the signed root of its call (slower).",
 )
 @click.option(
+    "--since-last",
+    "since_last",
+    is_flag=True,
+    help="Check only what came after the last clean verify this key recorded, and that it still "
+    "holds (a full verify when there is none). Old files are not re-hashed: run a full verify too.",
+)
+@click.option(
+    "--no-record",
+    "no_record",
+    is_flag=True,
+    help="Do not record what this run proved (a clean run records it, signed with your key).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads hashing files (default: twice the cores, at most 16).",
+)
+@click.option(
     "--grace",
     default="1h",
     show_default=True,
@@ -113,6 +145,9 @@ def verify(
     public_key: str | None,
     trusted_checkpoint: str | None,
     captures: bool,
+    since_last: bool,
+    no_record: bool,
+    workers: int | None,
     grace: str,
     as_json: bool,
 ) -> None:
@@ -125,11 +160,17 @@ def verify(
     files are all reported. Pin the key and a checkpoint kept elsewhere to detect a
     rewritten or truncated ledger.
 
+    A clean run records what it proved, signed with your key. --since-last checks that
+    record still holds and then only what came after it: new ledger events, new versions
+    and data sets and their files. It does not re-hash older files nor compare the state
+    tables: keep a full verify on a schedule (e.g. nightly --since-last, weekly full).
+
     \b
     Example:
         modelledger verify --registry postgresql://ml@db/registry --artifacts s3://ml-models
         modelledger verify --public-key registry.pub.pem --trusted-checkpoint cp.json
         modelledger verify --captures
+        modelledger verify --since-last     # only what is new since the last clean verify
     """
     status = make_console(stderr=True).status("Verifying artefacts...")
     checked = 0
@@ -146,6 +187,9 @@ def verify(
             public_key=public_key,
             trusted_checkpoint=trusted_checkpoint,
             captures=captures,
+            since_last=since_last,
+            record=not no_record,
+            workers=workers,
         )
     if as_json:
         echo_json(report.to_dict())

@@ -223,6 +223,13 @@ class VerifyOut(_Out):
         description="events a server wrote for a member, by how the member proved who they were: "
         "key (the member signed the request), token or oidc (the server attests it)"
     )
+    mode: str = Field(description="full, or since_last (only what came after an earlier record)")
+    covered: dict[str, int] = Field(description="the ledger seq and version / data set key ranges checked")
+    since: dict[str, Any] | None = Field(
+        description="the earlier verify record a since_last run started from"
+    )
+    recorded: dict[str, Any] | None = Field(description="the signed record of what this run proved")
+    notes: list[str]
 
 
 class PublicKeyOut(_Out):

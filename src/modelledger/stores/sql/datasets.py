@@ -232,8 +232,13 @@ class SqlDatasets(SqlLedger):
 
     def iter_dataset_files(self, batch: int = 500) -> Iterator[tuple[str, str, str, int]]:
         """(uri, path, sha256, size) of every data set version's stored file, in pages (for verify)."""
+        for _key, uri, path, sha, size in self.dataset_files_after(0, batch):
+            yield uri, path, sha, size
+
+    def dataset_files_after(self, after: int, batch: int = 500) -> Iterator[tuple[int, str, str, str, int]]:
+        """(key, uri, path, sha256, size) of each data set version with a key above ``after``, in pages."""
         dv, ds = t.dataset_versions.c, t.datasets.c
-        last = 0
+        last = after
         while True:
             q = (
                 sa.select(dv.id, ds.name, dv.version, dv.path, dv.file_sha256, dv.size_bytes)
@@ -246,8 +251,8 @@ class SqlDatasets(SqlLedger):
                 rows = conn.execute(q).all()
             if not rows:
                 return
-            for _key, name, version, path, sha, size in rows:
-                yield f"datasets:/{name}/{version}", path, sha, int(size)
+            for key, name, version, path, sha, size in rows:
+                yield int(key), f"datasets:/{name}/{version}", path, sha, int(size)
             last = int(rows[-1][0])
 
     def model_datasets(self, version_key: int) -> list[tuple[str, DatasetVersion]]:

@@ -45,6 +45,8 @@ from .statements import (
 
 __all__ = ["ALIAS_SLOTS", "SqlLedger"]
 
+_VERIFY_RECORD = "verify:"  # registry_settings key prefix of each verifier key's record
+
 ALIAS_SLOTS = 100  # alias_history.seq = ledger seq * ALIAS_SLOTS + position in the event
 
 
@@ -423,10 +425,33 @@ class SqlLedger(SqlBase):
             seq=int(r.seq), head_hash=r.head_hash, time=r.time, key_id=r.key_id, signature=r.signature
         )
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self, *, after: int | None = None) -> list[Checkpoint]:
+        k = t.ledger_checkpoints.c
+        q = sa.select(t.ledger_checkpoints).order_by(k.seq)
+        if after is not None:
+            q = q.where(k.seq > after)  # the primary key: a range read, not a scan
         with self._read() as conn:
-            rows = conn.execute(sa.select(t.ledger_checkpoints).order_by(t.ledger_checkpoints.c.seq)).all()
+            rows = conn.execute(q).all()
         return [self._checkpoint(r) for r in rows]
+
+    def count_events(self, *, upto: int) -> int:
+        c = t.ledger_events.c
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(c.seq <= upto)).scalar() or 0)
+
+    def verify_record(self, key_id: str) -> str | None:
+        s = t.settings.c
+        with self._read() as conn:
+            row = conn.execute(sa.select(s.value).where(s.key == _VERIFY_RECORD + key_id)).first()
+        return None if row is None else str(row[0])
+
+    def save_verify_record(self, key_id: str, text: str) -> None:
+        # Not a ledger event: a verifier may hold no role and the database may be read-only
+        # to it. The record is signed by the verifier's key, which the next run checks.
+        with self._write() as conn:
+            self.driver.execute(
+                conn, self._upsert("setting"), {"key": _VERIFY_RECORD + key_id, "value": text}
+            )
 
     def public_key(self) -> tuple[str, bytes] | None:
         with self._read() as conn:

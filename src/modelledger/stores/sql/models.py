@@ -352,9 +352,9 @@ class SqlModels(SqlLedger):
             aliases = {m: self._aliases(conn, m, vs) for m, vs in by_model.items()}
         return [self._to_version(r, aliases[r[1]].get(r[2], ())) for r in rows]
 
-    def iter_versions(self, batch: int = 500) -> Iterator[ModelVersion]:
-        """Every version of every model, fetched in pages (for verify)."""
-        last = 0
+    def iter_versions(self, batch: int = 500, *, after: int = 0) -> Iterator[ModelVersion]:
+        """Every version of every model with a key above ``after``, fetched in pages (for verify)."""
+        last = after
         while True:
             q = (
                 sa.select(*VERSION_COLS)
