@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.conftest import Api
 from tests.helpers import Tripwire
 
 from modelledger import IntegrityError, Registry
@@ -111,3 +112,21 @@ def test_manifest_changed_in_the_database_is_caught(registry: Registry, fitted_p
         registry.load(v.uri)
     kinds = {(p.kind, p.path) for p in registry.verify().problems}
     assert ("mismatch", v.folder) in kinds
+
+
+@pytest.mark.parametrize("api", ["remote"], indirect=True)
+def test_a_server_never_unpickles_an_uploaded_folder(api: Api, tmp_path: Path) -> None:
+    """Over HTTP the client loads a folder back (or is told not to); the server, which holds a
+    gateway key, never deserialises what a caller sent, and needs no framework to accept it."""
+    import pickle
+
+    mark = tmp_path / "mark"
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "model.pkl").write_bytes(pickle.dumps(Tripwire(str(mark))))
+    manifest = {"flavor": "python", "entry": "model.pkl"}
+    v = api.open("alice@example.com").register("m", folder, manifest=manifest, load_check=False)
+    assert v.flavor == "python" and v.manifest["runs_pickle"] is True
+    assert not mark.exists()  # neither the client (told not to) nor the server unpickled it
+    api.open("alice@example.com").register("m", folder, manifest=manifest)
+    assert mark.read_text() == "unpickled\n"  # the client's own check: the tripwire works

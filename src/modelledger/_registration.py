@@ -101,12 +101,14 @@ def plan_registration(
     code_path: str | os.PathLike[str] | None = None,
     datasets: Mapping[str, Any] | None = None,
     limits: ManifestLimits = DEFAULT_LIMITS,
+    load_check: bool = True,
 ) -> RegistrationPlan:
     """Check everything and gather every fact a registration needs; writes nothing.
 
     A model object is saved by its flavor into ``scratch_dir`` (a private temporary folder,
     not the registry); a folder source is used where it is. The manifest, ``params`` and
-    ``metrics`` are held to ``limits`` (:class:`ManifestLimits`).
+    ``metrics`` are held to ``limits`` (:class:`ManifestLimits`). ``load_check=False`` does not
+    load a folder's files back through its declared flavor (see ``Registry.register``).
     """
     validate_name(name)
     if execution_id is not None:
@@ -123,7 +125,7 @@ def plan_registration(
         doc = replace(doc, training_job=replace(doc.training_job, id=execution_id))
     known, named, inline = _dataset_roles(datasets or {})
     known += [(role, datasets_service.get(uri)) for role, uri in named]
-    folder, flavor, entry, doc = _prepare_source(source, scratch_dir, doc, sample_input)
+    folder, flavor, entry, doc = _prepare_source(source, scratch_dir, doc, sample_input, load_check)
     if capture:
         # Provenance is read once and shared: the model's and every inline data set's code.
         # A folder was saved by some other process, so its environment is the one it
@@ -287,7 +289,7 @@ def _dataset_roles(
 
 
 def _prepare_source(
-    source: Any, tmp: Path, doc: Manifest, sample_input: Any
+    source: Any, tmp: Path, doc: Manifest, sample_input: Any, load_check: bool = True
 ) -> tuple[Path, str, str | None, Manifest]:
     """(folder holding the files, flavor name, entry file, manifest with what the flavor says).
 
@@ -310,9 +312,10 @@ def _prepare_source(
             entry = entry or declared.entry
             if entry not in {p.as_posix() for p in files}:
                 raise InvalidInput(f"the manifest's entry file {entry!r} is not in {folder}")
-            loaded = _load_back(declared, folder, files, entry, f"{folder / entry}")
+            if load_check:
+                loaded = _load_back(declared, folder, files, entry, f"{folder / entry}")
+                doc = _described_by(declared, loaded, doc)
             runs_pickle = declared.runs_pickle
-            doc = _described_by(declared, loaded, doc)
         if sample_input is not None:
             doc = replace(doc, signature=infer_signature(sample_input).to_dict())
         return folder, flavor_name, entry, replace(doc, runs_pickle=runs_pickle)

@@ -659,6 +659,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         code_path: str | os.PathLike[str] | None = None,
         datasets: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        load_check: bool = True,
     ) -> ModelVersion:
         """Register a new version: write and seal its artefacts, then commit its row.
 
@@ -673,6 +674,10 @@ class Registry(GovernanceVerbs, EventVerbs):
         git source of ``code_path`` (a script or folder; default: the running script)
         unless the manifest gives its own ``source``; data sets registered here share it.
         ``capture=False`` records no git or environment facts at all.
+        ``load_check=False`` does not load a folder's files back through its declared flavor
+        before registering them: for a server taking uploads, which would otherwise need every
+        framework installed and would unpickle what a caller sent (the client that saved the
+        files loaded them back before uploading). An object is always loaded back.
 
         >>> v = registry.register("credit-risk", pipe, sample_input=X[:5],
         ...                       params={"max_depth": 3}, metrics={"auc": 0.91})  # doctest: +SKIP
@@ -692,6 +697,7 @@ class Registry(GovernanceVerbs, EventVerbs):
             capture=capture,
             code_path=code_path,
             datasets=datasets,
+            load_check=load_check,
         )
         return version
 
@@ -709,6 +715,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         code_path: str | os.PathLike[str] | None = None,
         datasets: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        load_check: bool = True,
     ) -> UploadedVersion:
         """Write and seal a version's artefacts in a new folder, without registering it.
 
@@ -734,6 +741,7 @@ class Registry(GovernanceVerbs, EventVerbs):
             capture=capture,
             code_path=code_path,
             datasets=datasets,
+            load_check=load_check,
         )
         return uploaded
 

@@ -616,12 +616,14 @@ class RemoteRegistry(Registry):
         code_path: str | os.PathLike[str] | None = None,
         datasets: Mapping[str, Any] | None = None,
         progress: Any = None,
+        load_check: bool = True,
     ) -> ModelVersion:
         """Save the model here (its flavor, its manifest and this machine's provenance), then
         stream the files to the server, which checks every digest and registers the version.
         ``datasets`` maps roles to data set versions (``datasets:/x/3``) or to data, which is
         registered first as ``<name>-<role>`` (over a server that is its own write: a failed model
-        registration keeps the data set version)."""
+        registration keeps the data set version). ``load_check`` as for ``Registry.register``:
+        the loading back, when done, is done here."""
         unknown = sorted(set(datasets or {}) - set(DATASET_ROLES))
         if unknown:
             raise InvalidInput(f"unknown data set role {unknown[0]!r}: use one of {', '.join(DATASET_ROLES)}")
@@ -648,6 +650,7 @@ class RemoteRegistry(Registry):
                 capture=capture,
                 code_path=code_path,
                 limits=DEFAULT_LIMITS,
+                load_check=load_check,
             )
             header = _upload_header(
                 plan.source_dir,

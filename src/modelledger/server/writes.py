@@ -760,6 +760,8 @@ def _register_upload(reg: Registry, name: str, spool: Any) -> ModelVersion:
             execution_id=header.get("execution_id"),
             capture=False,  # the client captured its own provenance into the manifest
             datasets=datasets,
+            # never unpickle what a caller sent, nor need every framework: the client loaded it back
+            load_check=False,
         )
 
 
