@@ -81,6 +81,7 @@ def test_python_is_the_last_built_in_and_every_flavor_says_if_it_unpickles() -> 
     assert names.index("xgboost") < names.index("sklearn")
     assert flavor_names()[: len(names)] == tuple(names)
     assert {cls.name: cls.runs_pickle for cls in BUILTIN} == {
+        "mlflow": True,
         "xgboost": False,
         "lightgbm": False,
         "catboost": False,
@@ -117,7 +118,7 @@ def test_an_unknown_flavor_is_refused_naming_the_known_ones(registry: Registry, 
     src.mkdir()
     (src / "model.bin").write_bytes(b"x")
     with pytest.raises(
-        InvalidManifest, match=r"must be one of xgboost, lightgbm, catboost, onnx, pytorch, sklearn"
+        InvalidManifest, match=r"must be one of mlflow, xgboost, lightgbm, catboost, onnx, pytorch, sklearn, python"
     ):
         registry.register("m", src, manifest={"flavor": "tensorflow", "entry": "model.bin"})
     with pytest.raises(InvalidInput, match="unknown flavor 'tensorflow'"):

@@ -92,7 +92,7 @@ def _log_pyfunc(name: str) -> None:
 @pytest.fixture(scope="module")
 def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An MLflow registry in a SQLite file: churn (3 sklearn versions, aliases, a stage),
-    summer (python_function only), churn-skops (sklearn saved as skops), Fraud-Score (upper
+    summer (python_function only), churn-skops (sklearn saved as skops), Fraud-Score (mixed
     case) and broken (a corrupt pickle)."""
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -134,14 +134,14 @@ def test_import_from_the_database_copies_models_runs_and_aliases(registry: Regis
     summary = import_mlflow(registry, mlflow_db)
     got = _by_source(summary)
     assert summary.counts() == {
-        "model": {"imported": 4, "skipped": 0, "failed": 1},
-        "version": {"imported": 5, "skipped": 0, "failed": 2},
+        "model": {"imported": 5, "skipped": 0, "failed": 0},
+        "version": {"imported": 6, "skipped": 0, "failed": 1},
         "alias": {"imported": 2, "skipped": 2, "failed": 0},
     }
     assert not summary.ok
-    # the upper-case name is refused per model, with what to do about it
-    assert got["Fraud-Score"].status == "failed" and "rename" in got["Fraud-Score"].reason
-    assert got["models:/Fraud-Score/1"].status == "failed"
+    # a mixed-case name keeps its spelling and is found by any
+    assert got["Fraud-Score"].status == "imported" and got["models:/Fraud-Score/1"].status == "imported"
+    assert registry.get_version("models:/fraud-score/1").model == "Fraud-Score"
     # a model that does not load back is reported and not registered
     assert got["models:/broken/1"].status == "failed"
     assert "does not load as a sklearn model" in got["models:/broken/1"].reason
@@ -195,7 +195,7 @@ def test_import_from_the_database_copies_models_runs_and_aliases(registry: Regis
     # a second import finds everything and adds nothing
     before = registry.ledger_head()
     again = import_mlflow(registry, mlflow_db)
-    assert again.counts()["version"] == {"imported": 0, "skipped": 5, "failed": 2}
+    assert again.counts()["version"] == {"imported": 0, "skipped": 6, "failed": 1}
     assert again.counts()["alias"]["imported"] == 0
     assert registry.ledger_head() == before
 
