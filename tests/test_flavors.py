@@ -118,7 +118,8 @@ def test_an_unknown_flavor_is_refused_naming_the_known_ones(registry: Registry, 
     src.mkdir()
     (src / "model.bin").write_bytes(b"x")
     with pytest.raises(
-        InvalidManifest, match=r"must be one of mlflow, xgboost, lightgbm, catboost, onnx, pytorch, sklearn, python"
+        InvalidManifest,
+        match=r"must be one of mlflow, xgboost, lightgbm, catboost, onnx, pytorch, sklearn, python",
     ):
         registry.register("m", src, manifest={"flavor": "tensorflow", "entry": "model.bin"})
     with pytest.raises(InvalidInput, match="unknown flavor 'tensorflow'"):

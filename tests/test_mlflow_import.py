@@ -354,3 +354,44 @@ def test_mlflow_going_away_mid_import_leaves_whole_versions_and_a_rerun_finishes
     assert [v.manifest["source"]["revision"] for v in versions] == COMMITS
     np.testing.assert_array_equal(reg.load("models:/served/3").predict(X), _fit(1.0).predict(X))
     assert reg.verify().ok
+
+
+def test_xgboost_and_onnx_models_logged_to_mlflow_become_native_flavors(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """MLflow's MLmodel names the framework: an XGBoost classifier and an ONNX graph are
+    imported as modelledger's own xgboost and onnx flavors (no pickle, no MLflow to load) and
+    predict as the originals do."""
+    import xgboost
+    from tests import nn_models as nm
+
+    uri = f"sqlite:///{tmp_path / 'native.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = mlflow.MlflowClient(uri)
+        experiment = client.create_experiment("native", artifact_location=(tmp_path / "art").as_uri())
+        mlflow.set_experiment(experiment_id=experiment)
+        booster = xgboost.XGBClassifier(n_estimators=5, max_depth=2).fit(X, Y)
+        with mlflow.start_run():
+            mlflow.xgboost.log_model(booster, name="model", registered_model_name="churn-xgb")
+        x, y, _ = nm.data()
+        weights, intercept = nm.fitted_linear(x, y)
+        graph = nm.onnx_regressor(weights, intercept)
+        with mlflow.start_run():
+            mlflow.onnx.log_model(graph, name="model", registered_model_name="demand-onnx")
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+    summary = import_mlflow(registry, uri)
+    assert summary.counts()["version"] == {"imported": 2, "skipped": 0, "failed": 0}, summary.outcomes
+
+    xgb = registry.get_version("models:/churn-xgb/1")
+    assert xgb.flavor == "xgboost" and xgb.manifest["runs_pickle"] is False
+    loaded = registry.load(xgb.uri)
+    np.testing.assert_array_equal(np.asarray(loaded.predict(X)), booster.predict(X))
+
+    onnx_version = registry.get_version("models:/demand-onnx/1")
+    assert onnx_version.flavor == "onnx" and onnx_version.manifest["runs_pickle"] is False
+    predicted = np.asarray(registry.load(onnx_version.uri).predict(x[:5])).ravel()
+    np.testing.assert_allclose(predicted, x[:5] @ weights + intercept, rtol=1e-5)
