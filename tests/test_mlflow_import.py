@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,19 +90,29 @@ def _log_pyfunc(name: str) -> None:
         )
 
 
+@contextmanager
+def _logging_to(db: Path, experiment_name: str) -> Iterator[tuple[str, Any]]:
+    """MLflow logging into the SQLite registry ``db`` (artefacts beside it), in an experiment of
+    its own; yields the tracking URI and a client. The previous tracking URI comes back after."""
+    uri = f"sqlite:///{db}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = mlflow.MlflowClient(uri)
+        experiment = client.create_experiment(experiment_name, artifact_location=(db.parent / "art").as_uri())
+        mlflow.set_experiment(experiment_id=experiment)
+        yield uri, client
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 @pytest.fixture(scope="module")
 def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An MLflow registry in a SQLite file: churn (3 sklearn versions, aliases, a stage),
     summer (python_function only), churn-skops (sklearn saved as skops), Fraud-Score (mixed
     case) and broken (a corrupt pickle)."""
     folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        client = mlflow.MlflowClient(uri)
-        experiment = client.create_experiment("churn-training", artifact_location=(folder / "art").as_uri())
-        mlflow.set_experiment(experiment_id=experiment)
+    with _logging_to(folder / "mlflow.db", "churn-training") as (uri, client):
         for c, commit in zip((0.1, 1.0, 10.0), COMMITS, strict=True):
             _log_sklearn("churn", c, commit)
         client.update_registered_model("churn", description="Who leaves next month")
@@ -122,8 +133,6 @@ def mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pickled = Path(where.removeprefix("file://")) / "model.pkl"
         pickled.write_bytes(b"\x00" * pickled.stat().st_size)  # same size, not a pickle
         yield uri
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def _by_source(summary: MlflowImport) -> dict[str, Any]:
@@ -365,13 +374,7 @@ def test_xgboost_and_onnx_models_logged_to_mlflow_become_native_flavors(
     import xgboost
     from tests import nn_models as nm
 
-    uri = f"sqlite:///{tmp_path / 'native.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        client = mlflow.MlflowClient(uri)
-        experiment = client.create_experiment("native", artifact_location=(tmp_path / "art").as_uri())
-        mlflow.set_experiment(experiment_id=experiment)
+    with _logging_to(tmp_path / "native.db", "native") as (uri, _client):
         booster = xgboost.XGBClassifier(n_estimators=5, max_depth=2).fit(X, Y)
         with mlflow.start_run():
             mlflow.xgboost.log_model(booster, name="model", registered_model_name="churn-xgb")
@@ -380,8 +383,6 @@ def test_xgboost_and_onnx_models_logged_to_mlflow_become_native_flavors(
         graph = nm.onnx_regressor(weights, intercept)
         with mlflow.start_run():
             mlflow.onnx.log_model(graph, name="model", registered_model_name="demand-onnx")
-    finally:
-        mlflow.set_tracking_uri(previous)
 
     summary = import_mlflow(registry, uri)
     assert summary.counts()["version"] == {"imported": 2, "skipped": 0, "failed": 0}, summary.outcomes
