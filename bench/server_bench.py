@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _machine import cpu_model, dist_version, fs_type, git_state
+from _machine import compile_bytecode, cpu_model, dist_version, fs_type, git_state
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -1169,6 +1169,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     started = _dt.datetime.now(_dt.timezone.utc)
+    bytecode = compile_bytecode()
     backends = [b.strip() for b in cfg.backends.split(",") if b.strip()]
     results: dict[str, Any] = {
         "registry": {
@@ -1215,6 +1216,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     results["machine"] = {
+        "bytecode": bytecode,
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
         "platform": platform.platform(),

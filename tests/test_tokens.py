@@ -158,3 +158,14 @@ def test_the_command_line_does_not_load_the_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_server_loads_no_client_and_no_jwt_library_unless_it_needs_them() -> None:
+    # a server with API tokens only (no OIDC) starts without the HTTP client or PyJWT: start-up
+    # time is imports, and these are a tenth of it
+    code = (
+        "import sys, modelledger.server; "
+        "print(','.join(m for m in ('httpx', 'jwt', 'modelledger._remote') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -63,16 +63,12 @@ from ._registry import Registry
 from ._signing import identity_path
 from ._trace import TraceReport
 from ._trust import check_registration_with_bundle
+from ._upload import MANIFEST_MEMBER, UPLOAD_CHUNK
 from .errors import InvalidInput, ModelLedgerError, StorageError
 from .stores.artifacts import ArtifactStore
 
 __all__ = ["MANIFEST_MEMBER", "UPLOAD_CHUNK", "RemoteRegistry", "cache_dir", "is_remote_url", "tar_stream"]
 
-MANIFEST_MEMBER = ".modelledger-upload.json"
-"""The first member of a registration upload (a tar stream): the manifest, the expected sha256
-of every file, and the registration's options."""
-
-UPLOAD_CHUNK = 1 << 20
 API = "/api/v1"
 
 

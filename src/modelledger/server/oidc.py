@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from modelledger import InvalidConfig, InvalidInput, InvalidToken, Member, Registry
 
 __all__ = ["ALGORITHMS", "OidcSettings", "OidcVerifier", "looks_like_jwt"]
@@ -223,7 +221,7 @@ class _KeySet:
         with self._lock:
             try:
                 keys = parse_jwks(self._read())
-            except (_Unusable, httpx.HTTPError, OSError) as exc:
+            except (_Unusable, OSError) as exc:
                 problem = f"is not a usable OIDC key set: {exc}"
                 raise InvalidConfig(self._settings.jwks, None, problem) from None
             now = time.monotonic()
@@ -276,7 +274,7 @@ class _KeySet:
         source = self._settings.jwks
         try:
             keys = parse_jwks(self._read())
-        except (_Unusable, httpx.HTTPError, OSError) as exc:
+        except (_Unusable, OSError) as exc:
             log.warning("cannot read the OIDC key set %s: %s", source, exc)
             self._state = _Loaded(self._state.keys, self._state.loaded_at, now, failed=True)
             return
@@ -286,7 +284,14 @@ class _KeySet:
         url = self._settings.jwks_url
         if url is None:
             return Path(self._settings.jwks).read_bytes()
-        response = httpx.get(url, timeout=self._settings.timeout, headers={"Accept": "application/json"})
+        # httpx only for a key set read over HTTP: a server without OIDC, or with a key set in a
+        # file, starts without importing it
+        import httpx
+
+        try:
+            response = httpx.get(url, timeout=self._settings.timeout, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise _Unusable(str(exc)) from exc
         if response.status_code != 200:
             raise _Unusable(f"answered HTTP {response.status_code}")
         if len(response.content) > MAX_JWKS_BYTES:

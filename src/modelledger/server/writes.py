@@ -42,7 +42,7 @@ from modelledger import (
 )
 from modelledger._delegation import SIGNATURE_HEADER, parse_signature_header
 from modelledger._members import REQUEST_WINDOW
-from modelledger._remote import MANIFEST_MEMBER, UPLOAD_CHUNK
+from modelledger._upload import MANIFEST_MEMBER, UPLOAD_CHUNK
 
 from .deps import API_PREFIX, Deps, Principal, need_view, route
 from .ops import set_route_limits
