@@ -779,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.keep:
             print(f"kept {', '.join(map(str, folders))}")
         else:
+            print("removing the temporary folders (a version folder is 4 inodes)", flush=True)
             t0 = time.perf_counter()
             for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
