@@ -69,6 +69,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -463,7 +464,7 @@ def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str,
             if len(samples) >= MIN_REPS and start > deadline:
                 break
         out[verb] = samples
-        return cfg.warmup + len(samples)
+        return int(cfg.warmup) + len(samples)
 
     def draw(verb: str, pool: Sequence[Any], k: int = n, *, distinct: bool = False) -> list[Any]:
         rng = _rng(cfg.seed, size, verb)
@@ -472,10 +473,10 @@ def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str,
     with_alias = [*b.with_versions]
     run(
         "get_by_alias",
-        [lambda m=m: reg.get_version(f"models:/{m}@champion") for m in draw("alias", with_alias)],
+        [partial(reg.get_version, f"models:/{m}@champion") for m in draw("alias", with_alias)],
     )
-    run("get_by_number", [lambda p=p: reg.get_version(p[0], p[1]) for p in draw("number", b.pairs)])
-    run("list_first_page", [lambda: reg.list_versions(HOT, limit=100) for _ in range(n)])
+    run("get_by_number", [partial(reg.get_version, m, v) for m, v in draw("number", b.pairs)])
+    run("list_first_page", [partial(reg.list_versions, HOT, limit=100) for _ in range(n)])
 
     rng = _rng(cfg.seed, size, "register")
     targets = [rng.choice(b.models) for _ in range(n)]
@@ -485,36 +486,34 @@ def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str,
         pending.append((m, mv.version))
 
     pending: list[tuple[str, int]] = []
-    run("register", [lambda m=m: register(m) for m in targets])
+    run("register", [partial(register, m) for m in targets])
     for m, v in pending:
         bld._count(m, v, ordinary=True)
         b.pairs.append((m, v))
 
     fresh = [p for p in b.pairs if p not in b.approved and p[0] != HOT]
     chosen = draw("approve", fresh, min(n, len(fresh)), distinct=True)
-    made = run(
-        "approve", [lambda p=p: officer.approve(f"models:/{p[0]}/{p[1]}", reason="bench") for p in chosen]
-    )
+    made = run("approve", [partial(officer.approve, f"models:/{m}/{v}", reason="bench") for m, v in chosen])
     chosen = chosen[:made]
     b.approved.update(chosen)
     rng = _rng(cfg.seed, size, "deploy")
     rng.shuffle(chosen)
-    run("deploy", [lambda p=p: officer.deploy(f"models:/{p[0]}/{p[1]}", reason="bench") for p in chosen])
+    run("deploy", [partial(officer.deploy, f"models:/{m}/{v}", reason="bench") for m, v in chosen])
 
-    run("set_alias", [lambda p=p: reg.set_alias(p[0], "bench", p[1]) for p in draw("set_alias", b.pairs)])
+    run("set_alias", [partial(reg.set_alias, m, "bench", v) for m, v in draw("set_alias", b.pairs)])
 
     times = b.alias_times
     middle = times[len(times) // 4 : max(len(times) // 4 + 1, 3 * len(times) // 4)]
-    run("alias_at", [lambda w=w: reg.alias_at(ALIASED, "champion", w[1]) for w in draw("alias_at", middle)])
+    run("alias_at", [partial(reg.alias_at, ALIASED, "champion", w) for _, w in draw("alias_at", middle)])
 
     refs = [f"ref-{r:02d}" for r in range(REF_MODELS)]
-    run("history", [lambda m=m: reg.history(m) for m in draw("history", refs)])
-    run("audit_version", [lambda p=p: reg.audit(model=p[0], version=p[1]) for p in draw("audit", b.pairs)])
-    run("trace", [lambda pid=pid: reg.trace(pid) for pid in draw("trace", b.predictions)])
+    run("history", [partial(reg.history, m) for m in draw("history", refs)])
+    run("audit_version", [partial(reg.audit, model=m, version=v) for m, v in draw("audit", b.pairs)])
+    run("trace", [partial(reg.trace, pid) for pid in draw("trace", b.predictions)])
     prefixes = [f"m-{i:02d}" for i in range(min(100, max(1, cfg.models // 10)))]
-    run("search_prefix", [lambda p=p: reg.list_models(prefix=p) for p in draw("prefix", prefixes)])
+    run("search_prefix", [partial(reg.list_models, prefix=p) for p in draw("prefix", prefixes)])
     teams = [f"t{i}" for i in range(10)]
-    run("search_tag", [lambda t=t: reg.list_models(tags={"team": t}) for t in draw("tag", teams)])
+    run("search_tag", [partial(reg.list_models, tags={"team": t}) for t in draw("tag", teams)])
     return out
 
 
