@@ -13,7 +13,7 @@ LOCK_VENV   := .venv-lock
 # The pip every venv made here uses, so the resolver is a known one.
 PIP_VERSION := 26.3
 
-.PHONY: demo demo-story bench-ui test lint bench bench-server setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
+.PHONY: demo demo-story bench-ui bench-scale test lint bench bench-server setup-dev setup-demo setup-bench lock lock-dev lock-bench clean
 
 # A venv (.venv/bin/python, .venv-bench/bin/python); an existing one is reused as it is.
 %/bin/python:
@@ -58,6 +58,10 @@ bench-server: setup-bench
 # The web UI's API calls on a model of 10,000 versions: server time per page (needs only the dev venv)
 bench-ui: setup-dev
 	$(BIN)/python bench/ui_bench.py
+
+# Each verb's cost at 1,000, 10,000 and 100,000 versions, SQLite then PostgreSQL (the dev venv is enough)
+bench-scale: setup-dev
+	$(BIN)/python bench/scale_bench.py
 
 # Regenerate the pins: resolve each extra afresh in a throwaway venv (newest releases that
 # fit pyproject.toml) and write `pip freeze` of it, sorted. Review the diff, then run `make test`.

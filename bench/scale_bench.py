@@ -1,0 +1,849 @@
+"""Registry verbs at scale: does the cost of one call stay flat as the registry grows?
+
+Grows one registry per backend through ``--sizes`` (default 1,000 -> 10,000 -> 100,000
+versions) and measures the same verbs at each size: SQLite (the embedded default, a temporary
+``$MODELLEDGER_HOME``) and PostgreSQL (a database of its own on 127.0.0.1:5432, created and
+dropped by the run; artefacts in a temporary folder). At each size the registry holds:
+
+* versions spread over ``--models`` models (1,000) plus one hot model that takes
+  ``--hot-share`` of them (a quarter), 10 reference models of 5 versions each that never grow
+  (for history: one model's history, whatever the registry around it holds), a model whose
+  alias has moved ``--alias-moves`` times at the largest size (default: as many as versions,
+  100,000) and a ledger of ``--events`` events at the largest size (default: ten per version,
+  1,000,000); both grow in proportion to the versions at the smaller sizes;
+* each ordinary model's ``@champion`` on its latest version; tags ``team=t0..t9`` on the models.
+
+How it is built (``build.path`` in the JSON says the same): every version is written by the
+public ``Registry.create_version`` of an ``UploadedVersion`` whose folder holds real files (the
+pickled model of the first hot version, registered with ``Registry.register``, and a
+``manifest.json`` written as an upload writes it, with its own params and metrics), so the
+rows, the registration events and one signed checkpoint per version are exactly those of a
+registration. Only the durable commit is shared: ``--batch`` versions run in one database
+transaction, and the artefact files are written without fsync. The alias moves and the extra
+ledger events go through the store's govern path, 1,000 ``alias.set`` events per call and
+checkpoint, as ``bench/ledger_bench.py`` appends them. On the shared 2-core machine this was
+written on, a registration through the public API took 5 to 30 ms (its upload is most of it:
+pickling, loading back, five fsyncs), hours for both backends at 100,000 versions; this path
+took 1.5 to 2.5 ms a version on SQLite and about 10 ms on PostgreSQL (round trips).
+
+Verbs, each ``--reps`` timed calls (200; fewer, but at least 20, when a verb's calls pass
+``--verb-budget`` seconds) after ``--warmup`` untimed ones (10), on objects
+drawn with a seeded generator (the same draws on both backends): get version by alias, by
+number, the first page (100) of the hot model's versions, register one version (public API,
+``capture=False``), approve, deploy (a second member, as four-eyes asks), set alias,
+``alias_at`` (times in the middle half of the alias history), history of a reference model,
+audit of one version, trace of a captured prediction (predictions captured on the hot model
+with ``Registry.load(..., capture=True)``), search models by name prefix and by tag (a page
+of 100). Growth is the largest size's median over the smallest's; target <= 1.5x.
+
+Verify, at the largest size: a full ``registry.verify()``, then 1,000 new versions through
+``Registry.register``, then ``registry.verify(since_last=True)``; target: under 5% of the full.
+
+Results go to ``bench/results/scale.json``: ``{"<backend>": {"<verb>": {"<size>": median_ms,
+..., "p95": {...}, "growth": ratio}}, "verify": ..., "build": ..., "machine": ...}``.
+
+Example:
+    .venv/bin/python bench/scale_bench.py                                  # full run, both backends
+    .venv/bin/python bench/scale_bench.py --quick                          # small sizes, a smoke run
+    .venv/bin/python bench/scale_bench.py --sizes 1000,10000 --backends sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from _machine import cpu_model, dist_version, fs_type, git_state
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_OUT = HERE / "results" / "scale.json"
+PG_ADMIN = os.environ.get("MODELLEDGER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+GROWTH_TARGET = 1.5  # largest size's median over the smallest's, per verb
+SINCE_LAST_TARGET = 0.05  # verify(since_last=True) over a full verify
+ADMIN = "admin@bench.example"
+OFFICER = "officer@bench.example"  # approves and deploys: four-eyes refuses the registrant
+SERVING = "serving@bench.example"  # signs the receipts of captured predictions
+HOT = "hot"
+ALIASED = "aliased"  # the model whose @champion moves --alias-moves times
+FILLER = "ledger-filler"  # the alias moves that bring the ledger to --events
+REF_MODELS, REF_VERSIONS = 10, 5  # reference models: a history of fixed size
+MOVES_PER_CALL = 1_000  # events per govern call (and checkpoint) for the alias moves and filler
+FILLER_ALIASES = 50
+MIN_REPS = 20  # timed calls of a verb, at least, however slow it is
+
+VERBS: list[tuple[str, str]] = [
+    ("get_by_alias", "get version by alias"),
+    ("get_by_number", "get version by number"),
+    ("list_first_page", "list versions, first page (100), hot model"),
+    ("register", "register one version (public API)"),
+    ("approve", "approve"),
+    ("deploy", "deploy"),
+    ("set_alias", "set alias"),
+    ("alias_at", "alias_at, middle of the history"),
+    ("history", "history of one model (5 versions)"),
+    ("audit_version", "audit of one version"),
+    ("trace", "trace a captured prediction"),
+    ("search_prefix", "search models by name prefix"),
+    ("search_tag", "search models by tag"),
+]
+
+
+class Score:
+    """The model every version holds: twice its input column."""
+
+    def predict(self, frame: Any) -> Any:
+        return [float(v) * 2 for v in frame["x"]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _pct(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _fsync_floor_ms(folder: Path, n: int = 50) -> float:
+    """Median time of one 4 KB write + fsync in ``folder``: the price of a durable commit
+    (the write verbs here pay one or more; on a shared machine it moves a lot)."""
+    path = folder / "fsync-probe"
+    samples = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            os.pwrite(fd, b"x" * 4096, 0)
+            os.fsync(fd)
+            samples.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(samples) * 1000
+
+
+def _rng(seed: int, *parts: object) -> random.Random:
+    # a str seed is hashed with sha512: the same draws in every process and on both backends
+    return random.Random(":".join(str(p) for p in (seed, *parts)))
+
+
+@contextlib.contextmanager
+def one_transaction(meta: Any) -> Iterator[None]:
+    """Every write of ``meta`` inside runs in one database transaction: each governed write
+    makes its own statements, events and signed checkpoint as when called alone, and the
+    durable commit is made once at the end."""
+    outer = meta._write
+    with outer() as conn:
+        meta._write = lambda: contextlib.nullcontext(conn)
+        try:
+            yield
+        finally:
+            del meta._write  # the class's own _write again
+
+
+@dataclass
+class Built:
+    """What the run knows about the registry it grows."""
+
+    versions: int = 0  # every version of every model
+    models: list[str] = field(default_factory=list)  # the ordinary models
+    with_versions: list[str] = field(default_factory=list)  # ordinary models holding a version
+    last: dict[str, int] = field(default_factory=dict)  # model -> highest version
+    pairs: list[tuple[str, int]] = field(default_factory=list)  # (model, version), ordinary + hot
+    approved: set[tuple[str, int]] = field(default_factory=set)
+    alias_moves: int = 0
+    alias_times: list[tuple[int, str]] = field(default_factory=list)  # (moves so far, ledger time)
+    filler_events: int = 0
+    predictions: list[str] = field(default_factory=list)
+    template: Any = None  # the first hot version: its files are every built version's files
+    next_folder: int = 0
+
+
+# --------------------------------------------------------------------------- the backends
+
+
+@contextlib.contextmanager
+def backend_registry(backend: str, base: Path) -> Iterator[tuple[str | None, str | None]]:
+    """``(url, artifacts)`` for ``Registry.open``: None, None for the embedded default."""
+    os.environ["MODELLEDGER_IDENTITIES"] = str(base / "identities")  # never the user's own keys
+    os.environ.pop("MODELLEDGER_KEY", None)
+    if backend == "sqlite":
+        os.environ["MODELLEDGER_HOME"] = str(base / "home")
+        yield None, None
+        return
+    import psycopg  # the postgres extra: only this backend needs it
+
+    db = f"modelledger_scale_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        yield f"{PG_ADMIN.rsplit('/', 1)[0]}/{db}", str(base / "artifacts")
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def pg_version() -> str | None:
+    try:
+        import psycopg  # the postgres extra: only this backend needs it
+
+        with psycopg.connect(PG_ADMIN, connect_timeout=3) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            return str(row[0]) if row else None
+    except Exception:  # only a label for the results
+        return None
+
+
+# --------------------------------------------------------------------------- building
+
+
+class Builder:
+    def __init__(self, registry: Any, officer: Any, serving: Any, cfg: argparse.Namespace) -> None:
+        self.registry, self.officer, self.serving, self.cfg = registry, officer, serving, cfg
+        self.meta = registry._meta  # the store: its transaction is shared by a batch
+        self.art = registry._art  # the artefact store: built folders are written through it
+        self.b = Built()
+        self.rng = _rng(cfg.seed, "build")
+        # folders are written on threads while the main thread makes the metadata writes
+        self.pool = ThreadPoolExecutor(max_workers=4)
+        self.writes: list[Future[None]] = []
+        self.files: list[tuple[str, bytes]] = []  # the template's files: (path, bytes)
+
+    # ---- once, at the start
+
+    def start(self) -> None:
+        from modelledger import create_identity
+
+        reg = self.registry
+        reg.init()
+        reg.enrol(OFFICER, create_identity(OFFICER)[2], roles=["approver", "deployer"], models="*")
+        reg.enrol(SERVING, create_identity(SERVING)[2], roles=["serving"], models="*")
+        first = reg.register(HOT, Score(), capture=False, params={"i": 0}, metrics={"auc": 0.5})
+        self.b.template = first
+        self.files = [
+            (f.path, Path(self.art.full(f"{first.folder}/artifacts/{f.path}")).read_bytes())
+            for f in first.files
+        ]
+        self._count(HOT, 1, ordinary=False)
+        self.b.pairs.append((HOT, 1))
+        with self.batch():
+            for i in range(self.cfg.models):
+                name = f"m-{i:04d}"
+                reg.create_model(name, description="bench", tags={"team": f"t{i % 10}"})
+                self.b.models.append(name)
+            for r in range(REF_MODELS):
+                for _ in range(REF_VERSIONS):
+                    self._create(f"ref-{r:02d}", ordinary=False)
+            for name in (ALIASED, FILLER):
+                for _ in range(2):
+                    self._create(name, ordinary=False)
+        # history of a reference model: its registrations, one approval, one alias
+        for r in range(REF_MODELS):
+            self.officer.approve(f"models:/ref-{r:02d}/1", reason="bench")
+            reg.set_alias(f"ref-{r:02d}", "champion", REF_VERSIONS)
+
+    def _count(self, model: str, version: int, *, ordinary: bool) -> None:
+        self.b.versions += 1
+        self.b.last[model] = version
+        if ordinary and version == 1:
+            self.b.with_versions.append(model)
+
+    def _create(self, model: str, *, ordinary: bool) -> None:
+        """One version of ``model``: its folder written, then ``Registry.create_version``."""
+        from modelledger import UploadedVersion
+        from modelledger._canonical import canonicalize_str
+        from modelledger._domain import LazyJSON
+        from modelledger._integrity import version_digest
+
+        tpl = self.b.template
+        self.b.next_folder += 1
+        i = self.b.next_folder
+        folder = f"models/{model}/b{i:07d}"
+        manifest = {
+            **dict(tpl.manifest),
+            "params": {"i": i},
+            "metrics": {"auc": round(0.5 + (i % 499) / 1000, 3)},
+        }
+        text = canonicalize_str(manifest)
+        sealed = LazyJSON(text, manifest)
+        digest = version_digest(tpl.files, sealed)
+        record = {
+            "model": model,
+            "digest": digest,
+            "files": [f.to_dict() for f in tpl.files],
+            "manifest": manifest,
+        }
+        # written as an upload writes it (verify compares it with the registered manifest)
+        record_json = json.dumps(record, indent=2, sort_keys=True)
+        self.writes.append(self.pool.submit(self._write_folder, self.art.full(folder), record_json))
+        mv = self.registry.create_version(
+            UploadedVersion(
+                model=model, folder=folder, digest=digest, flavor=tpl.flavor, files=tpl.files, manifest=sealed
+            )
+        )
+        self._count(model, mv.version, ordinary=ordinary)
+        if ordinary or model == HOT:
+            self.b.pairs.append((model, mv.version))
+
+    def _write_folder(self, root: str, manifest_json: str) -> None:
+        os.makedirs(f"{root}/artifacts")
+        for rel, data in self.files:
+            with open(f"{root}/artifacts/{rel}", "wb") as fh:
+                fh.write(data)
+        with open(f"{root}/manifest.json", "w") as fh:
+            fh.write(manifest_json)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One database transaction, committed once every folder written in it is complete."""
+        with one_transaction(self.meta):
+            yield
+            writes, self.writes = self.writes, []
+            for w in writes:
+                w.result()
+
+    # ---- growing to a size
+
+    def grow(self, size: int) -> dict[str, float]:
+        cfg, b = self.cfg, self.b
+        phases: dict[str, float] = {}
+        t0 = time.perf_counter()
+        todo = size - b.versions
+        done = 0
+        while done < todo:
+            n = min(cfg.batch, todo - done)
+            with self.batch():
+                for _ in range(n):
+                    if self.rng.random() < cfg.hot_share:
+                        self._create(HOT, ordinary=False)
+                    else:
+                        self._create(self.rng.choice(b.models), ordinary=True)
+            done += n
+            if done % (cfg.batch * 20) == 0 or done == todo:
+                el = time.perf_counter() - t0
+                print(f"      {b.versions:>9,} versions  {el:7.1f} s  ({done / el:,.0f}/s)", flush=True)
+        phases["versions_s"] = time.perf_counter() - t0
+        phases["versions_added"] = max(todo, 0)
+
+        # every ordinary model's @champion on its latest version (get by alias reads it)
+        t0 = time.perf_counter()
+        with one_transaction(self.meta):
+            for name in b.with_versions:
+                self.registry.set_alias(name, "champion", b.last[name])
+        phases["champions_s"] = time.perf_counter() - t0
+
+        largest = max(cfg.size_list)
+        t0 = time.perf_counter()
+        want = round(cfg.alias_moves * size / largest)
+        self._alias_moves(want - b.alias_moves)
+        phases["alias_moves_s"] = time.perf_counter() - t0
+        phases["alias_moves"] = b.alias_moves
+
+        t0 = time.perf_counter()
+        want = round(cfg.events * size / largest)
+        head = self.registry.ledger_head()[0]
+        self._filler(want - head)
+        phases["filler_s"] = time.perf_counter() - t0
+        phases["ledger_events"] = self.registry.ledger_head()[0]
+
+        # a few predictions captured on the hot model's latest version, to trace
+        t0 = time.perf_counter()
+        self._capture()
+        phases["capture_s"] = time.perf_counter() - t0
+        return phases
+
+    def _alias_moves(self, n: int) -> None:
+        from modelledger._lifecycle import EventDraft
+
+        signer = self.registry._signer()  # the facade's checkpoint signer, as governed writes use it
+        b = self.b
+        while n > 0:
+            k = min(MOVES_PER_CALL, n)
+            start = b.alias_moves
+
+            def decide(ctx: Any, start: int = start, k: int = k) -> list[Any]:
+                out = []
+                for i in range(start, start + k):
+                    version, previous = 1 + i % 2, (None if i == 0 else 1 + (i - 1) % 2)
+                    data = {
+                        "model": ALIASED,
+                        "alias": "champion",
+                        "version": version,
+                        "previous": previous,
+                        "aliases": {"champion": version},
+                    }
+                    out.append(EventDraft("alias.set", f"models:/{ALIASED}@champion", data))
+                return out
+
+            events = self.meta.govern(ALIASED, None, decide, actor=self.registry.actor, signer=signer)
+            b.alias_moves += k
+            b.alias_times.append((b.alias_moves, events[-1].time))
+            n -= k
+
+    def _filler(self, n: int) -> None:
+        from modelledger._lifecycle import EventDraft
+
+        signer = self.registry._signer()
+        b = self.b
+        while n > 0:
+            k = min(MOVES_PER_CALL, n)
+            start = b.filler_events
+
+            def decide(ctx: Any, start: int = start, k: int = k) -> list[Any]:
+                out = []
+                for i in range(start, start + k):
+                    alias = f"a{i % FILLER_ALIASES}"
+                    version = 1 + i % 2
+                    previous = None if i < FILLER_ALIASES else 1 + (i - FILLER_ALIASES) % 2
+                    data = {
+                        "model": FILLER,
+                        "alias": alias,
+                        "version": version,
+                        "previous": previous,
+                        "aliases": {alias: version},
+                    }
+                    out.append(EventDraft("alias.set", f"models:/{FILLER}@{alias}", data))
+                return out
+
+            self.meta.govern(FILLER, None, decide, actor=self.registry.actor, signer=signer)
+            b.filler_events += k
+            n -= k
+
+    def _capture(self) -> None:
+        import pandas as pd  # a Predictor takes frames: pandas comes with the dev and bench extras
+
+        uri = f"models:/{HOT}/{self.b.last[HOT]}"
+        served = self.serving.load(uri, capture=True)
+        try:
+            receipts = served.predict(pd.DataFrame({"x": [float(i) for i in range(20)]})).receipts
+            self.b.predictions.extend(receipts.ids)
+        finally:
+            served.close()
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str, list[float]]:
+    reg, officer, b = bld.registry, bld.officer, bld.b
+    n = cfg.reps + cfg.warmup
+    out: dict[str, list[float]] = {}
+
+    def run(verb: str, calls: Sequence[Callable[[], Any]]) -> int:
+        """Time ``calls`` after the warm-up ones; a slow verb stops after ``--verb-budget``
+        seconds (with at least ``MIN_REPS`` timed calls). Returns how many calls were made."""
+        for call in calls[: cfg.warmup]:
+            call()
+        samples: list[float] = []
+        deadline = time.perf_counter() + cfg.verb_budget
+        for call in calls[cfg.warmup :]:
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+            if len(samples) >= MIN_REPS and start > deadline:
+                break
+        out[verb] = samples
+        return int(cfg.warmup) + len(samples)
+
+    def draw(verb: str, pool: Sequence[Any], k: int = n, *, distinct: bool = False) -> list[Any]:
+        rng = _rng(cfg.seed, size, verb)
+        return rng.sample(list(pool), k) if distinct else [rng.choice(pool) for _ in range(k)]
+
+    with_alias = [*b.with_versions]
+    run(
+        "get_by_alias",
+        [partial(reg.get_version, f"models:/{m}@champion") for m in draw("alias", with_alias)],
+    )
+    run("get_by_number", [partial(reg.get_version, m, v) for m, v in draw("number", b.pairs)])
+    run("list_first_page", [partial(reg.list_versions, HOT, limit=100) for _ in range(n)])
+
+    rng = _rng(cfg.seed, size, "register")
+    targets = [rng.choice(b.models) for _ in range(n)]
+
+    def register(m: str) -> None:
+        mv = reg.register(m, Score(), capture=False, params={"C": 1.0}, metrics={"auc": 0.9})
+        pending.append((m, mv.version))
+
+    pending: list[tuple[str, int]] = []
+    run("register", [partial(register, m) for m in targets])
+    for m, v in pending:
+        bld._count(m, v, ordinary=True)
+        b.pairs.append((m, v))
+
+    fresh = [p for p in b.pairs if p not in b.approved and p[0] != HOT]
+    chosen = draw("approve", fresh, min(n, len(fresh)), distinct=True)
+    made = run("approve", [partial(officer.approve, f"models:/{m}/{v}", reason="bench") for m, v in chosen])
+    chosen = chosen[:made]
+    b.approved.update(chosen)
+    rng = _rng(cfg.seed, size, "deploy")
+    rng.shuffle(chosen)
+    run("deploy", [partial(officer.deploy, f"models:/{m}/{v}", reason="bench") for m, v in chosen])
+
+    run("set_alias", [partial(reg.set_alias, m, "bench", v) for m, v in draw("set_alias", b.pairs)])
+
+    times = b.alias_times
+    middle = times[len(times) // 4 : max(len(times) // 4 + 1, 3 * len(times) // 4)]
+    run("alias_at", [partial(reg.alias_at, ALIASED, "champion", w) for _, w in draw("alias_at", middle)])
+
+    refs = [f"ref-{r:02d}" for r in range(REF_MODELS)]
+    run("history", [partial(reg.history, m) for m in draw("history", refs)])
+    run("audit_version", [partial(reg.audit, model=m, version=v) for m, v in draw("audit", b.pairs)])
+    run("trace", [partial(reg.trace, pid) for pid in draw("trace", b.predictions)])
+    prefixes = [f"m-{i:02d}" for i in range(min(100, max(1, cfg.models // 10)))]
+    run("search_prefix", [partial(reg.list_models, prefix=p) for p in draw("prefix", prefixes)])
+    teams = [f"t{i}" for i in range(10)]
+    run("search_tag", [partial(reg.list_models, tags={"team": t}) for t in draw("tag", teams)])
+    return out
+
+
+def measure_verify(bld: Builder, cfg: argparse.Namespace) -> dict[str, Any]:
+    reg = bld.registry
+    start = time.perf_counter()
+    full = reg.verify()
+    full_s = time.perf_counter() - start
+    if not full.ok:
+        raise RuntimeError(f"verify found problems: {[str(p) for p in full.problems[:5]]}")
+    print(
+        f"      full verify: {full_s:.1f} s ({full.events_checked:,} events, "
+        f"{full.versions_checked:,} versions, {full.files_checked:,} files)",
+        flush=True,
+    )
+    rng = _rng(cfg.seed, "verify")
+    start = time.perf_counter()
+    for i in range(cfg.verify_versions):
+        reg.register(
+            rng.choice(bld.b.models), Score(), capture=False, params={"after": i}, metrics={"auc": 0.7}
+        )
+    register_s = time.perf_counter() - start
+    start = time.perf_counter()
+    since = reg.verify(since_last=True)
+    since_s = time.perf_counter() - start
+    if not since.ok:
+        raise RuntimeError(f"verify(since_last=True) found problems: {[str(p) for p in since.problems[:5]]}")
+    ratio = since_s / full_s
+    print(
+        f"      {cfg.verify_versions:,} versions registered in {register_s:.1f} s; "
+        f"verify(since_last=True): {since_s:.2f} s ({since.events_checked:,} events, "
+        f"{since.versions_checked:,} versions) = {ratio:.1%} of the full verify",
+        flush=True,
+    )
+    return {
+        "full_s": round(full_s, 3),
+        "full": {
+            "events_checked": full.events_checked,
+            "versions_checked": full.versions_checked,
+            "files_checked": full.files_checked,
+        },
+        "registered_after": cfg.verify_versions,
+        "register_s": round(register_s, 2),
+        "since_last_s": round(since_s, 3),
+        "since_last": {
+            "events_checked": since.events_checked,
+            "versions_checked": since.versions_checked,
+            "files_checked": since.files_checked,
+            "notes": list(getattr(since, "notes", ()) or ()),
+        },
+        "ratio": round(ratio, 4),
+        "target": f"since_last < {SINCE_LAST_TARGET:.0%} of full",
+        "pass": ratio < SINCE_LAST_TARGET,
+    }
+
+
+def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> dict[str, Any]:
+    """Build and measure one backend. Its temporary folder is added to ``folders`` and left
+    for the caller to remove once the results are out (100,000 version folders take minutes)."""
+    from modelledger import Registry
+
+    base = Path(tempfile.mkdtemp(prefix=f"modelledger-scale-{backend}-", dir=cfg.dir))
+    folders.append(base)
+    samples: dict[str, dict[int, list[float]]] = {verb: {} for verb, _ in VERBS}
+    build: dict[str, Any] = {"steps": {}}
+    verify: dict[str, Any] | None = None
+    started = time.perf_counter()
+    try:
+        with backend_registry(backend, base) as (url, artifacts):
+            opened = [
+                Registry.open(url, artifacts=artifacts, actor=who) if url else Registry.open(actor=who)
+                for who in (ADMIN, OFFICER, SERVING)
+            ]
+            reg, officer, serving = opened
+            bld = None
+            try:
+                bld = Builder(reg, officer, serving, cfg)
+                build["fsync_floor_ms_before"] = round(_fsync_floor_ms(base), 3)
+                t0 = time.perf_counter()
+                bld.start()
+                build["start_s"] = round(time.perf_counter() - t0, 2)
+                fixed = bld.b.versions
+                for size in cfg.size_list:
+                    if size < bld.b.versions:
+                        print(
+                            f"   [{backend}] {size:,}: the registry already holds {bld.b.versions:,} versions"
+                        )
+                    print(f"   [{backend}] growing to {size:,} versions", flush=True)
+                    phases = bld.grow(size)
+                    print(
+                        f"   [{backend}] {bld.b.versions:,} versions, {phases['alias_moves']:,} alias moves, "
+                        f"{phases['ledger_events']:,} events; built in "
+                        f"{sum(v for k, v in phases.items() if k.endswith('_s')):.1f} s; measuring",
+                        flush=True,
+                    )
+                    gc.collect()
+                    t0 = time.perf_counter()
+                    measured = measure_verbs(bld, size, cfg)
+                    phases["measure_s"] = time.perf_counter() - t0
+                    for verb, values in measured.items():
+                        samples[verb][size] = values
+                    build["steps"][str(size)] = {
+                        k: (round(v, 2) if isinstance(v, float) else v) for k, v in phases.items()
+                    }
+                    print(f"   [{backend}] measured in {phases['measure_s']:.1f} s", flush=True)
+                build["fsync_floor_ms_after"] = round(_fsync_floor_ms(base), 3)
+                build["fixed_versions"] = fixed
+                build["versions_at_end"] = bld.b.versions
+                if not cfg.no_verify:
+                    print(f"   [{backend}] verify at {bld.b.versions:,} versions", flush=True)
+                    t0 = time.perf_counter()
+                    verify = measure_verify(bld, cfg)
+                    build["verify_phase_s"] = round(time.perf_counter() - t0, 1)
+            finally:
+                if bld is not None:
+                    bld.pool.shutdown()
+                for r in opened:
+                    r.close()
+    finally:
+        build["total_s"] = round(time.perf_counter() - started, 1)
+    build["total_s"] = round(time.perf_counter() - started, 1)
+    verbs: dict[str, Any] = {}
+    for verb, label in VERBS:
+        by_size = samples[verb]
+        medians = {s: statistics.median(v) * 1000 for s, v in by_size.items() if v}
+        if not medians:
+            continue
+        lo, hi = min(medians), max(medians)
+        growth = medians[hi] / medians[lo] if medians[lo] > 0 else float("inf")
+        verbs[verb] = {
+            **{str(s): round(ms, 4) for s, ms in medians.items()},
+            "p95": {str(s): round(_pct(v, 0.95) * 1000, 4) for s, v in by_size.items() if v},
+            "reps": {str(s): len(v) for s, v in by_size.items()},
+            "growth": round(growth, 3),
+            "label": label,
+            "pass": growth <= GROWTH_TARGET,
+        }
+    return {"verbs": verbs, "verify": verify, "build": build}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def print_table(backend: str, result: dict[str, Any], sizes: Sequence[int]) -> None:
+    verbs = result["verbs"]
+    head = "".join(f"{f'{s:,}':>20}" for s in sizes)
+    print()
+    print(f"{backend}: median / p95 ms at each size (versions); growth = largest/smallest median")
+    print(f"{'verb':<44}{head}{'growth':>9}  target <= {GROWTH_TARGET}x")
+    print("-" * (44 + 20 * len(sizes) + 24))
+    for verb, label in VERBS:
+        row = verbs.get(verb)
+        if row is None:
+            continue
+        cells = ""
+        for s in sizes:
+            key = str(s)
+            cells += f"{row[key]:>10.3f} {row['p95'][key]:>9.3f}" if key in row else f"{'-':>20}"
+        print(f"{label:<44}{cells}{row['growth']:>8.2f}x  {'PASS' if row['pass'] else 'FAIL'}")
+    v = result.get("verify")
+    if v:
+        print(
+            f"verify: full {v['full_s']:.2f} s; after {v['registered_after']:,} new versions, "
+            f"since_last {v['since_last_s']:.3f} s = {v['ratio']:.1%} of the full "
+            f"(target < {SINCE_LAST_TARGET:.0%}): {'PASS' if v['pass'] else 'FAIL'}"
+        )
+    b = result["build"]
+    print(
+        f"fsync floor (4 KB + fsync, median of 50): {b.get('fsync_floor_ms_before')} ms before, "
+        f"{b.get('fsync_floor_ms_after')} ms after; backend run {b['total_s']:.0f} s"
+    )
+
+
+def machine(cfg: argparse.Namespace, load_before: float, backends: Sequence[str]) -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": pg_version() if "postgres" in backends else None,
+        "filesystem": fs_type(Path(cfg.dir or tempfile.gettempdir())),
+        "sqlalchemy": dist_version("sqlalchemy"),
+        "psycopg": dist_version("psycopg"),
+        "modelledger": dist_version("modelledger"),
+        "modelledger_git": git_state(REPO),
+        "loadavg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default=None, help="versions at each step (default 1000,10000,100000)")
+    p.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    p.add_argument("--quick", action="store_true", help="small sizes and fewer repetitions: a smoke run")
+    p.add_argument("--models", type=int, default=None, help="ordinary models (default 1,000)")
+    p.add_argument("--hot-share", type=float, default=0.25, help="share of the versions the hot model takes")
+    p.add_argument(
+        "--alias-moves", type=int, default=None, help="alias moves at the largest size (default: that size)"
+    )
+    p.add_argument(
+        "--events", type=int, default=None, help="ledger events at the largest size (default: 10 x that size)"
+    )
+    p.add_argument("--reps", type=int, default=None, help="timed calls per verb and size (default 200)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 10)")
+    p.add_argument(
+        "--verb-budget",
+        type=float,
+        default=30.0,
+        help="seconds of timed calls per verb and size, at most (30)",
+    )
+    p.add_argument("--batch", type=int, default=500, help="versions per build transaction (default 500)")
+    p.add_argument(
+        "--verify-versions", type=int, default=None, help="versions between the two verifies (1,000)"
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip the verify section")
+    p.add_argument("--seed", type=int, default=1, help="seed of every draw (default 1)")
+    p.add_argument("--dir", default=None, help="parent of the temporary folders")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default %(default)s)")
+    p.add_argument("--no-write", action="store_true", help="do not write the results JSON")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    cfg = p.parse_args(argv)
+    quick = cfg.quick
+    defaults = {
+        "sizes": "200,2000" if quick else "1000,10000,100000",
+        "models": 100 if quick else 1_000,
+        "reps": 30 if quick else 200,
+        "warmup": 3 if quick else 10,
+        "verify_versions": 100 if quick else 1_000,
+    }
+    for key, value in defaults.items():
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, value)
+    try:
+        cfg.size_list = sorted({int(s) for s in cfg.sizes.split(",") if s.strip()})
+    except ValueError:
+        p.error("--sizes takes numbers separated by commas")
+    if cfg.size_list and cfg.alias_moves is None:
+        cfg.alias_moves = cfg.size_list[-1]  # one move per version: 100,000 at 100,000 versions
+    if cfg.size_list and cfg.events is None:
+        cfg.events = 10 * cfg.size_list[-1]  # ten events per version: 1,000,000 at 100,000
+    backends = [b.strip() for b in cfg.backends.split(",") if b.strip()]
+    unknown = set(backends) - {"sqlite", "postgres"}
+    if unknown or not backends:
+        p.error(f"unknown backend(s): {', '.join(sorted(unknown))} (sqlite, postgres)")
+    fixed = 1 + REF_MODELS * REF_VERSIONS + 4
+    if not cfg.size_list or cfg.size_list[0] <= fixed + cfg.reps + cfg.warmup:
+        p.error(
+            f"the smallest size must exceed {fixed + cfg.reps + cfg.warmup} (fixed content plus one draw of approvals)"
+        )
+    if cfg.models < 10 or not 0 <= cfg.hot_share < 1 or cfg.reps < 1 or cfg.warmup < 0 or cfg.batch < 1:
+        p.error("--models >= 10, 0 <= --hot-share < 1, --reps >= 1, --warmup >= 0, --batch >= 1")
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    load_before = os.getloadavg()[0]
+    results: dict[str, Any] = {}
+    builds: dict[str, Any] = {}
+    folders: list[Path] = []
+    try:
+        report(cfg, backends, results, builds, folders, started, load_before)
+    finally:
+        if cfg.keep:
+            print(f"kept {', '.join(map(str, folders))}")
+        else:
+            print("removing the temporary folders (a version folder is 4 inodes)", flush=True)
+            t0 = time.perf_counter()
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            print(f"removed the temporary folders in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def report(
+    cfg: argparse.Namespace,
+    backends: list[str],
+    results: dict[str, Any],
+    builds: dict[str, Any],
+    folders: list[Path],
+    started: _dt.datetime,
+    load_before: float,
+) -> None:
+    """Run every backend, print its table, write the results JSON."""
+    quick = cfg.quick
+    for backend in backends:
+        print(f"== {backend}", flush=True)
+        out = run_backend(backend, cfg, folders)
+        results[backend] = {**out["verbs"], "verify": out["verify"]}
+        builds[backend] = out["build"]
+        print_table(backend, out, cfg.size_list)
+        gc.collect()
+    results["build"] = {
+        "path": (
+            "each version: its folder written directly (the first hot version's pickled model, "
+            "manifest.json as an upload writes it, no fsync), then Registry.create_version, "
+            f"{cfg.batch} per database transaction (one commit; each version's own events and "
+            "signed checkpoint); alias moves and extra ledger events: the store's govern, "
+            f"{MOVES_PER_CALL} alias.set events per call and checkpoint"
+        ),
+        "sizes": cfg.size_list,
+        "models": cfg.models,
+        "hot_share": cfg.hot_share,
+        "reference_models": f"{REF_MODELS} x {REF_VERSIONS} versions",
+        "alias_moves_at_largest": cfg.alias_moves,
+        "ledger_events_at_largest": cfg.events,
+        "reps": cfg.reps,
+        "warmup": cfg.warmup,
+        "verb_budget_s": cfg.verb_budget,
+        "seed": cfg.seed,
+        "backends": builds,
+    }
+    results["machine"] = machine(cfg, load_before, backends)
+    results["run"] = {
+        "date": started.isoformat(timespec="seconds"),
+        "wall_s": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1),
+        "quick": quick,
+        "growth_target": GROWTH_TARGET,
+        "since_last_target": SINCE_LAST_TARGET,
+    }
+    m = results["machine"]
+    print()
+    print(
+        f"{m['cpu_count']} x {m['cpu_model']}, python {m['python']}, sqlite {m['sqlite']}, "
+        f"postgresql {m['postgresql']}, {m['filesystem']}; load {m['loadavg_1min']['before']:.2f} before, "
+        f"{m['loadavg_1min']['after']:.2f} after; {results['run']['wall_s']:.0f} s in all"
+    )
+    if not cfg.no_write:
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        cfg.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {cfg.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
