@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from tests.helpers import Doubler
 
 from modelledger import Registry
+from modelledger.stores.sql.statements import prefix_range
 
 # The tables whose size grows with the registry: a plan may search them, never scan them.
 LARGE = ("ledger_events", "alias_history", "model_versions", "models", "model_tags")
@@ -169,6 +170,24 @@ def crowded(registry: Registry) -> Registry:
 
 
 # ------------------------------------------------------------------ answers
+
+
+WORDS = ["", "a", "credit", "credit/", "credit/1", "credit0", "credit-risk", "credit_x", "creditx", "Credit/"]
+WORDS += ["\ud7ff", "\ud7ffz", "\ue000", "z\U0010ffff", "z\U0010ffffa", "{", "z"]
+
+
+@pytest.mark.parametrize(
+    "prefix", ["credit/", "credit", "c", "credit_", "%", "\ud7ff", "z\U0010ffff", "\U0010ffff"]
+)
+def test_a_prefix_range_holds_exactly_the_strings_with_the_prefix(prefix: str) -> None:
+    words = sa.table("words", sa.column("w", sa.Text))
+    engine = sa.create_engine("sqlite://")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE words (w TEXT)")
+        conn.execute(words.insert(), [{"w": w} for w in WORDS])
+        found = conn.execute(sa.select(words.c.w).where(prefix_range(words.c.w, prefix))).scalars()
+        assert sorted(found) == sorted(w for w in WORDS if w.startswith(prefix))
+    engine.dispose()
 
 
 def test_alias_at_and_aliases_at_follow_every_move(crowded: Registry) -> None:
@@ -324,7 +343,7 @@ def test_alias_reads_are_one_probe_of_the_alias_index(crowded: Registry, db_url:
 
 def test_history_and_audit_read_one_subject_range(crowded: Registry, db_url: str) -> None:
     reg = crowded
-    wanted = "ix_ledger_events_subject" + ("" if db_url.startswith("sqlite") else "_c")
+    wanted = "ix_ledger_events_subject_" + ("action" if db_url.startswith("sqlite") else "c")
     with captured(reg) as statements:
         assert reg.history("credit")
     assert wanted in _only_index(db_url, statements, "ledger_events")
@@ -362,3 +381,16 @@ def test_model_search_starts_from_an_index(crowded: Registry, db_url: str) -> No
     with captured(reg) as statements:
         assert reg.list_models(tags={"team": "risk"}, limit=10).items
     assert "ix_model_tags_key_value" in _only_index(db_url, statements, "model_tags")
+
+
+def test_a_load_finds_the_registration_event_by_one_probe(crowded: Registry, db_url: str) -> None:
+    """Every load checks the version against its ``version.registered`` event: found by subject
+    and action together, not by walking every registration in the registry."""
+    reg = crowded
+    with captured(reg) as statements:
+        reg.load("models:/credit/2")
+    first = [s for s in _reads(statements, "ledger_events") if "version.registered" in str(s.params or s.sql)]
+    assert first, "the registration event was not read"
+    for s in first:
+        assert "ix_ledger_events_subject_action" in indexes_used(db_url, s)
+    _only_index(db_url, statements, "ledger_events")  # and no other read of the ledger scans it

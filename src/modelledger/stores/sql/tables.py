@@ -80,7 +80,9 @@ ledger_events = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("hash", sa.String(64), nullable=False),
-    sa.Index("ix_ledger_events_subject", "subject"),
+    # 0010: (subject, action, seq) in place of (subject): "the first <action> about <subject>"
+    # (what every load reads) is one probe; by subject alone, SQLite walked the action index
+    sa.Index("ix_ledger_events_subject_action", "subject", "action", "seq"),
     sa.Index("ix_ledger_events_time", "time"),
     sa.Index("ix_ledger_events_action", "action", "seq"),
 )
