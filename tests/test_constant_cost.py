@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from tests.conftest import Api
 from tests.helpers import Doubler
 
 from modelledger import Registry
@@ -239,6 +240,31 @@ def test_aliases_at_agrees_with_the_alias_history(crowded: Registry) -> None:
             assert store.aliases_at("credit", version, change.time) == wanted
 
 
+def test_the_latest_move_of_each_alias_is_the_folded_history(api: Api) -> None:
+    """What ``alias list`` and the server's aliases route show, on SQLite, PostgreSQL and
+    through a server: the move that set each alias now held, as replaying every move says."""
+    reg = api.open("alice@example.com")
+    for name in ("credit", "credit-risk"):
+        _model(reg, name, 3)
+    reg.set_alias("credit-risk", "champion", 3)
+    for version in (1, 2, 1):  # away and back
+        reg.set_alias("credit", "champion", version)
+    reg.set_alias("credit", "shadow", 2)
+    reg.set_alias("credit", "gone", 3)
+    reg.delete_alias("credit", "gone")
+    reg.set_alias("credit", "canary", 3, reason="try it")
+    folded = {c.alias: c for c in reg.alias_history("credit")}
+    latest = reg.alias_history("credit", latest=True)
+    assert [c.alias for c in latest] == ["canary", "champion", "shadow"]
+    assert latest == [folded[c.alias] for c in latest]
+    assert [(c.alias, c.version) for c in latest] == [("canary", 3), ("champion", 1), ("shadow", 2)]
+    assert reg.alias_history("CREDIT", "shadow", latest=True) == [folded["shadow"]]
+    assert reg.alias_history("credit", "gone", latest=True) == []
+    assert [(c.model, c.version) for c in reg.alias_history("credit-risk", latest=True)] == [
+        ("credit-risk", 3)
+    ]
+
+
 def test_trace_names_the_aliases_held_when_the_prediction_was_made(crowded: Registry) -> None:
     reg = crowded
     reg.set_alias("credit", "champion", 2)
@@ -338,6 +364,9 @@ def test_alias_reads_are_one_probe_of_the_alias_index(crowded: Registry, db_url:
     assert "ix_alias_history_at" in _only_index(db_url, statements, "alias_history")
     with captured(reg) as statements:
         assert store.aliases_at("credit", 1, now) == ["champion"]
+    assert "ix_alias_history_at" in _only_index(db_url, statements, "alias_history")
+    with captured(reg) as statements:
+        assert [c.version for c in reg.alias_history("credit", latest=True)] == [1]
     assert "ix_alias_history_at" in _only_index(db_url, statements, "alias_history")
 
 

@@ -228,6 +228,11 @@ class LedgerStore(Protocol):
         latest move at or before ``time``, as ``alias_at`` reads it)."""
         ...
 
+    def current_alias_moves(self, model: str) -> list[dict[str, Any]]:
+        """The move that set each alias ``model`` has now, by alias name (rows shaped as
+        ``alias_history``'s; an alias whose latest move removed it is left out)."""
+        ...
+
 
 class DatasetStore(Protocol):
     """Data set versions, their processing steps and which model versions used them."""

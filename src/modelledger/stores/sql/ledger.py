@@ -27,6 +27,8 @@ from .statements import (
     Q_ALIAS_AT,
     Q_ALIAS_DELETE,
     Q_ALIAS_HISTORY_INSERT,
+    Q_ALIAS_LATEST_SEQS,
+    Q_ALIAS_MOVES,
     Q_ALIASES_AT,
     Q_CHECKPOINT_INSERT,
     Q_EVENTS_INSERT,
@@ -585,18 +587,14 @@ class SqlLedger(SqlBase):
             if alias is not None:
                 q = q.where(h.alias == alias)
             rows = conn.execute(q.order_by(h.seq)).all()
-        return [
-            {
-                "seq": r.seq // ALIAS_SLOTS,
-                "model": m.name,
-                "alias": r.alias,
-                "version": r.version,
-                "time": r.time,
-                "actor": r.actor,
-                "action": r.action,
-            }
-            for r in rows
-        ]
+        return [_alias_change(r, m.name) for r in rows]
+
+    def current_alias_moves(self, model: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            seqs = [seq for (seq,) in conn.execute(Q_ALIAS_LATEST_SEQS, {"mid": m.id}) if seq is not None]
+            rows = conn.execute(Q_ALIAS_MOVES, {"seqs": seqs}).all() if seqs else []
+        return [_alias_change(r, m.name) for r in rows]
 
     def audit(
         self,
@@ -725,3 +723,16 @@ class SqlLedger(SqlBase):
             ]
             if tag_rows:
                 conn.execute(t.version_tags.insert(), tag_rows)
+
+
+def _alias_change(r: Any, model: str) -> dict[str, Any]:
+    """A row of ``alias_history`` as ``alias_history`` returns it (the ledger's seq)."""
+    return {
+        "seq": r.seq // ALIAS_SLOTS,
+        "model": model,
+        "alias": r.alias,
+        "version": r.version,
+        "time": r.time,
+        "actor": r.actor,
+        "action": r.action,
+    }

@@ -325,3 +325,27 @@ Q_ALIASES_AT = sa.select(_names.c.alias).where(
     _held_at(t.alias_history.alias("held"), _names.c.alias).correlate(_names).scalar_subquery()
     == bp("version"),
 )
+
+# The move that set each alias the model has now: per alias name (the loose scan above), its
+# latest move, kept when it set a version (a removal leaves the alias out). The cost follows
+# the number of alias names, where folding the whole history followed the moves.
+_last = t.alias_history.alias("last")
+_last_seq = (
+    sa.select(_last.c.seq)
+    .where(_last.c.model_id == bp("mid"), _last.c.alias == _names.c.alias)
+    .order_by(_last.c.time.desc(), _last.c.seq.desc())
+    .limit(1)
+    .correlate(_names)
+    .scalar_subquery()
+)
+# The seq of each alias name's latest move, then those rows by primary key: two statements,
+# each plainly an index read (joined in one, PostgreSQL may merge-join along the whole key).
+Q_ALIAS_LATEST_SEQS = sa.select(_last_seq).select_from(_names).where(_names.c.alias.is_not(None))
+Q_ALIAS_MOVES = (
+    sa.select(t.alias_history)
+    .where(
+        t.alias_history.c.seq.in_(sa.bindparam("seqs", expanding=True)),
+        t.alias_history.c.version.is_not(None),
+    )
+    .order_by(t.alias_history.c.alias)
+)
