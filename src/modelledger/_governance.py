@@ -478,11 +478,23 @@ class GovernanceVerbs:
         version: int | None = self._meta.alias_at(name, alias, _when(when, "when"))
         return version
 
-    def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
-        """Every move of the model's aliases (or of one alias), oldest first."""
+    def alias_history(
+        self, name: str, alias: str | None = None, *, latest: bool = False
+    ) -> list[AliasChange]:
+        """Every move of the model's aliases (or of one alias), oldest first; with ``latest``, only
+        the move that set each alias the model has now, by alias name (what ``alias list`` shows:
+        its cost follows the number of aliases, not of moves).
+
+        >>> registry.alias_history("credit-risk", latest=True)[0].actor  # doctest: +SKIP
+        'bob@bank.example'
+        """
         validate_name(name)
         self._ready()
-        return [AliasChange(**row) for row in self._meta.alias_history(name, alias)]
+        if latest:
+            rows = [r for r in self._meta.current_alias_moves(name) if alias is None or r["alias"] == alias]
+        else:
+            rows = self._meta.alias_history(name, alias)
+        return [AliasChange(**row) for row in rows]
 
     def audit(
         self,

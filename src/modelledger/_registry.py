@@ -572,8 +572,9 @@ class Registry(GovernanceVerbs, EventVerbs):
         cursor: str | None = None,
         include_archived: bool = False,
     ) -> Page[Model]:
-        """One page of models, by name; search by name prefix, by tags (all must match) and by
-        the stage of their latest version. Archived models are left out unless ``include_archived``.
+        """One page of models, by name (without regard to case, as names compare); search by name
+        prefix (in any case), by tags (all must match) and by the stage of their latest version.
+        Archived models are left out unless ``include_archived``.
 
         >>> page = registry.list_models(prefix="credit", tags={"team": "risk"})  # doctest: +SKIP
         >>> registry.list_models(stage="approved")  # doctest: +SKIP

@@ -367,8 +367,12 @@ class RemoteRegistry(Registry):
             LedgerEvent.from_dict(e) for e in self._call("GET", "/history", params={"subject": uri_or_name})
         ]
 
-    def alias_history(self, name: str, alias: str | None = None) -> list[AliasChange]:
-        params = {"alias": alias} if alias else None
+    def alias_history(
+        self, name: str, alias: str | None = None, *, latest: bool = False
+    ) -> list[AliasChange]:
+        params: dict[str, str] = {"alias": alias} if alias else {}
+        if latest:
+            params["latest"] = "true"
         return [
             AliasChange.from_dict(c)
             for c in self._call("GET", f"/models/{_q(name)}/alias-history", params=params)

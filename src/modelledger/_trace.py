@@ -67,16 +67,6 @@ class TraceReport:
         )
 
 
-def _aliases_at(store: MetadataStore, model: str, version: int, when: str) -> list[str]:
-    """The aliases that pointed at ``version`` at time ``when``."""
-    held: dict[str, int | None] = {}
-    for change in store.alias_history(model, None):
-        if change["time"] > when:
-            break
-        held[change["alias"]] = change["version"]
-    return sorted(a for a, v in held.items() if v == version)
-
-
 def _dataset_entry(
     store: MetadataStore, dv: DatasetVersion, role: str | None, seen: set[str]
 ) -> dict[str, Any]:
@@ -164,7 +154,7 @@ def trace_prediction(
             "approved_by": state.approved_by,
             "approvals": approvals,
             "deployments": deployments,
-            "aliases_at_prediction": _aliases_at(store, mv.model, mv.version, time),
+            "aliases_at_prediction": store.aliases_at(mv.model, mv.version, time),
             "events": [
                 {"seq": e.seq, "time": e.time, "actor": e.actor, "action": e.action, "reason": e.reason}
                 for e in events

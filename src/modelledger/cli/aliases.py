@@ -35,8 +35,8 @@ def alias_list(registry: Registry, name: str, as_json: bool) -> None:
         modelledger alias list credit-risk --json
     """
     registry.get_model(name)  # an unknown model is an error, not an empty list
-    # the ledger's moves, oldest first: the last move of each alias is where it stands
-    current = {change.alias: change for change in registry.alias_history(name)}
+    # the move that set each alias the model has now, by alias name
+    current = registry.alias_history(name, latest=True)
     items: list[dict[str, str | int]] = [
         {
             "alias": c.alias,
@@ -46,8 +46,8 @@ def alias_list(registry: Registry, name: str, as_json: bool) -> None:
             "moved_at": c.time,
             "moved_by": c.actor,
         }
-        for c in sorted(current.values(), key=lambda c: c.alias)
-        if c.version is not None
+        for c in current
+        if c.version is not None  # never None with latest=True; narrows the type
     ]
     if as_json:
         echo_json({"model": name, "aliases": items})

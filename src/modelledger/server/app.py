@@ -250,8 +250,8 @@ def create_app(
         need_view(member, name)
         model = registry.get_model(name)  # an unknown model is a 404, not an empty list
         need_view(member, model.name)
-        # the ledger's moves, oldest first: the last move of each alias is where it stands
-        current = {change.alias: change for change in registry.alias_history(model.name)}
+        # the move that set each alias the model has now, by alias name
+        current = registry.alias_history(model.name, latest=True)
         aliases = [
             {
                 "alias": c.alias,
@@ -261,8 +261,7 @@ def create_app(
                 "moved_at": c.time,
                 "moved_by": c.actor,
             }
-            for c in sorted(current.values(), key=lambda c: c.alias)
-            if c.version is not None
+            for c in current
         ]
         return AliasesOut.model_validate({"model": model.name, "aliases": aliases})
 

@@ -629,10 +629,14 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
         return [EventOut.model_validate(e.to_dict()) for e in registry.history(subject)]
 
     @route(app, "GET", "/models/{name}/alias-history", response_model=list[AliasChangeOut], tags=["models"])
-    def alias_history(member: Caller, name: str, alias: str | None = None) -> list[AliasChangeOut]:
-        """Every move of the model's aliases (or of one), oldest first, from the ledger."""
+    def alias_history(
+        member: Caller, name: str, alias: str | None = None, latest: bool = False
+    ) -> list[AliasChangeOut]:
+        """Every move of the model's aliases (or of one), oldest first, from the ledger; with
+        ``latest``, only the move that set each alias the model has now."""
         need_view(member, name)
-        return [AliasChangeOut.model_validate(c.to_dict()) for c in registry.alias_history(name, alias)]
+        changes = registry.alias_history(name, alias, latest=latest)
+        return [AliasChangeOut.model_validate(c.to_dict()) for c in changes]
 
     @route(app, "GET", "/models/{name}/aliases/{alias}/at", response_model=AliasAtOut, tags=["models"])
     def alias_at(member: Caller, name: str, alias: str, time: str) -> AliasAtOut:

@@ -24,8 +24,12 @@ from . import tables as t
 from .base import SqlBase
 from .statements import (
     ESC,
+    Q_ALIAS_AT,
     Q_ALIAS_DELETE,
     Q_ALIAS_HISTORY_INSERT,
+    Q_ALIAS_LATEST_SEQS,
+    Q_ALIAS_MOVES,
+    Q_ALIASES_AT,
     Q_CHECKPOINT_INSERT,
     Q_EVENTS_INSERT,
     Q_HEAD_UPDATE,
@@ -41,6 +45,7 @@ from .statements import (
     bp,
     like_escape,
     named,
+    prefix_range,
 )
 
 __all__ = ["ALIAS_SLOTS", "SqlLedger"]
@@ -563,16 +568,16 @@ class SqlLedger(SqlBase):
         )
 
     def alias_at(self, model: str, alias: str, time: str) -> int | None:
-        h = t.alias_history.c
         with self._read() as conn:
             m = self._model_row(conn, model)
-            row = conn.execute(
-                sa.select(h.version)
-                .where(h.model_id == m.id, h.alias == alias, h.time <= time)
-                .order_by(h.seq.desc())
-                .limit(1)
-            ).first()
-        return None if row is None else row.version
+            row = self.driver.first(conn, Q_ALIAS_AT, {"mid": m.id, "alias": alias, "time": time})
+        return None if row is None else row[0]
+
+    def aliases_at(self, model: str, version: int, time: str) -> list[str]:
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            rows = self.driver.all(conn, Q_ALIASES_AT, {"mid": m.id, "version": version, "time": time})
+        return sorted(str(r[0]) for r in rows)
 
     def alias_history(self, model: str, alias: str | None) -> list[dict[str, Any]]:
         h = t.alias_history.c
@@ -582,18 +587,14 @@ class SqlLedger(SqlBase):
             if alias is not None:
                 q = q.where(h.alias == alias)
             rows = conn.execute(q.order_by(h.seq)).all()
-        return [
-            {
-                "seq": r.seq // ALIAS_SLOTS,
-                "model": m.name,
-                "alias": r.alias,
-                "version": r.version,
-                "time": r.time,
-                "actor": r.actor,
-                "action": r.action,
-            }
-            for r in rows
-        ]
+        return [_alias_change(r, m.name) for r in rows]
+
+    def current_alias_moves(self, model: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            m = self._model_row(conn, model)
+            seqs = [seq for (seq,) in conn.execute(Q_ALIAS_LATEST_SEQS, {"mid": m.id}) if seq is not None]
+            rows = conn.execute(Q_ALIAS_MOVES, {"seqs": seqs}).all() if seqs else []
+        return [_alias_change(r, m.name) for r in rows]
 
     def audit(
         self,
@@ -608,11 +609,17 @@ class SqlLedger(SqlBase):
         limit: int,
     ) -> list[tuple[LedgerEvent, str]]:
         c = t.ledger_events.c
-        q = sa.select(t.ledger_events).where(c.seq > after).order_by(c.seq).limit(limit)
         conds = [c.subject == x for x in subjects]
-        conds.extend(c.subject.like(like_escape(p) + "%", escape=ESC) for p in subject_prefixes)
+        # a range of the subject index each (ix_ledger_events_subject_c on PostgreSQL), so a
+        # model's history reads that model's events, not the ledger's
+        conds.extend(prefix_range(c.subject, p) for p in subject_prefixes)
         if conds:
-            q = q.where(sa.or_(*conds))
+            # seq + 0: no index has that order, so the planner cannot choose to walk the whole
+            # ledger in seq order, filtering subjects, to spare the sort of the few it wants
+            order = c.seq + 0
+            q = sa.select(t.ledger_events).where(sa.or_(*conds), order > after).order_by(order).limit(limit)
+        else:
+            q = sa.select(t.ledger_events).where(c.seq > after).order_by(c.seq).limit(limit)
         if actor:
             q = q.where(c.actor == actor)
         if action:
@@ -716,3 +723,16 @@ class SqlLedger(SqlBase):
             ]
             if tag_rows:
                 conn.execute(t.version_tags.insert(), tag_rows)
+
+
+def _alias_change(r: Any, model: str) -> dict[str, Any]:
+    """A row of ``alias_history`` as ``alias_history`` returns it (the ledger's seq)."""
+    return {
+        "seq": r.seq // ALIAS_SLOTS,
+        "model": model,
+        "alias": r.alias,
+        "version": r.version,
+        "time": r.time,
+        "actor": r.actor,
+        "action": r.action,
+    }

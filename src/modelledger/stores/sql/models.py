@@ -23,7 +23,6 @@ from . import tables as t
 from .ledger import SqlLedger
 from .statements import (
     COMPACT,
-    ESC,
     Q_LIST_VERSIONS,
     Q_METRICS_INSERT,
     Q_NEXT_VERSION,
@@ -34,9 +33,10 @@ from .statements import (
     Q_VERSION_LATEST,
     Q_VERSION_TAGS,
     VERSION_COLS,
-    like_escape,
+    byte_order,
     metric_values,
     named,
+    prefix_range,
 )
 
 __all__ = ["SqlModels"]
@@ -79,7 +79,10 @@ class SqlModels(SqlLedger):
         stage: str | None = None,
         include_archived: bool = False,
     ) -> list[Model]:
-        q = sa.select(t.models).order_by(t.models.c.name).limit(limit)
+        # In folded-name order: the order of the index on lower(name) (in the "C" collation on
+        # PostgreSQL), so a page, a prefix and a cursor are one range of it read up to ``limit``
+        folded = sa.func.lower(t.models.c.name)
+        q = sa.select(t.models).order_by(byte_order(folded)).limit(limit)
         if not include_archived:
             q = q.where(t.models.c.archived_at.is_(None))
         if stage is not None:
@@ -87,11 +90,18 @@ class SqlModels(SqlLedger):
             latest = sa.select(st.model_id, st.version).where(st.stage == stage)
             q = q.where(sa.tuple_(t.models.c.id, t.models.c.last_version).in_(latest))
         if prefix:  # a prefix matches names in any case, as names do
-            q = q.where(sa.func.lower(t.models.c.name).like(like_escape(fold_name(prefix)) + "%", escape=ESC))
+            q = q.where(prefix_range(folded, fold_name(prefix)))
         if after is not None:
-            q = q.where(t.models.c.name > after)
-        for key, value in tags.items():
-            # a semi-join the (key, value) index answers, rather than a probe per model
+            q = q.where(byte_order(folded) > byte_order(sa.func.lower(after)))
+        pairs = list(tags.items())
+        if pairs:
+            # the first tag drives the query from the (key, value) index: the models that carry
+            # it, sorted, rather than a walk of every model probing for the tag
+            tag = t.model_tags.alias("tag")
+            q = q.select_from(tag.join(t.models, t.models.c.id == tag.c.model_id)).where(
+                tag.c.key == pairs[0][0], tag.c.value == pairs[0][1]
+            )
+        for key, value in pairs[1:]:
             tagged = sa.select(t.model_tags.c.model_id).where(
                 t.model_tags.c.key == key, t.model_tags.c.value == value
             )

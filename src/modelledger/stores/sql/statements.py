@@ -17,9 +17,11 @@ __all__ = [
     "COMPACT",
     "ESC",
     "bp",
+    "byte_order",
     "like_escape",
     "named",
     "normalise_url",
+    "prefix_range",
 ]
 
 
@@ -40,6 +42,43 @@ def like_escape(text: str) -> str:
 
 
 COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+class byte_order(FunctionElement[str]):
+    """A text expression compared in code point order, whatever the database's collation:
+    ``expr COLLATE "C"`` on PostgreSQL (a linguistic collation such as en_US does not keep
+    the strings that start with a prefix together), ``expr`` on SQLite (BINARY already is).
+    A range on it is answered by an index built with the same collation (migration 0010)."""
+
+    type = sa.Text()
+    inherit_cache = True
+
+
+@compiles(byte_order)
+def _byte_order_default(element: byte_order, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(byte_order, "postgresql")
+def _byte_order_postgresql(element: byte_order, compiler: Any, **kw: Any) -> str:
+    return f'({compiler.process(element.clauses, **kw)}) COLLATE "C"'
+
+
+_MAX_CHAR = chr(0x10FFFF)
+
+
+def prefix_range(column: Any, prefix: str) -> Any:
+    """``column`` starts with ``prefix``, as an index range rather than a LIKE: ``prefix <=
+    column < successor``, where the successor is the first string past every string that
+    starts with ``prefix`` in code point order. LIKE needs escaping, is case-insensitive on
+    SQLite and, with an ESCAPE clause or a bound pattern, is read as a filter, not a range."""
+    col = byte_order(column)
+    stem = prefix.rstrip(_MAX_CHAR)
+    if not stem:  # empty, or only the last code point: no upper bound
+        return col >= prefix
+    after = ord(stem[-1]) + 1
+    upper = stem[:-1] + chr(0xE000 if 0xD800 <= after <= 0xDFFF else after)  # no lone surrogate
+    return sa.and_(col >= prefix, col < upper)
 
 
 def bp(name: str) -> Any:
@@ -116,14 +155,20 @@ NAMED_VERSIONS_Q = sa.select(
 ).join(t.models, t.models.c.id == t.versions.c.model_id)
 Q_MODEL = sa.select(t.models).where(named(bp("name")))
 Q_VERSION = NAMED_VERSIONS_Q.where(named(bp("model")), t.versions.c.version == bp("version"))
-Q_VERSION_LATEST = NAMED_VERSIONS_Q.where(named(bp("model"))).order_by(t.versions.c.version.desc()).limit(1)
+# The model's id as a value computed first: the versions are then one range of the unique
+# (model_id, version) index, read from its end up to the page's size. Joined by name instead,
+# PostgreSQL reads and sorts every version of the model.
+_MODEL_ID = sa.select(t.models.c.id).where(named(bp("model"))).scalar_subquery()
+Q_VERSION_LATEST = (
+    NAMED_VERSIONS_Q.where(t.versions.c.model_id == _MODEL_ID).order_by(t.versions.c.version.desc()).limit(1)
+)
 Q_VERSION_BY_ALIAS = NAMED_VERSIONS_Q.join(
     t.aliases,
     sa.and_(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version),
 ).where(named(bp("model")), t.aliases.c.alias == bp("alias"))
 Q_VERSION_BY_KEY = VERSIONS_Q.where(t.versions.c.id == bp("key"))
 Q_LIST_VERSIONS = (
-    NAMED_VERSIONS_Q.where(named(bp("model")), t.versions.c.version < bp("before"))
+    NAMED_VERSIONS_Q.where(t.versions.c.model_id == _MODEL_ID, t.versions.c.version < bp("before"))
     .order_by(t.versions.c.version.desc())
     .limit(bp("lim"))
 )
@@ -234,3 +279,73 @@ def metric_values(version_id: int, metrics: Any) -> list[dict[str, Any]]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             out.append({"version_id": version_id, "key": str(name), "value": float(value)})
     return out
+
+
+# ---------------------------------------------------------------- aliases back in time
+# Both read ix_alias_history_at (model_id, alias, time, seq). "At time T" is the move with the
+# latest time at or before T, the later seq first among moves of the same instant (the moves of
+# one append share its time). Every append stamps its time under the ledger lock, so times
+# follow seq unless the writer's clock steps back; then the stamps decide, as they do for any
+# reader who asks "at T". Ordering by seq alone would read every move after T to find it.
+_H = t.alias_history.c
+
+
+def _held_at(history: Any, alias: Any) -> Any:
+    """The version ``alias`` of model ``:mid`` named at ``:time`` (NULL: removed or not yet
+    set): one probe of the index, from its end."""
+    h = history.c
+    return (
+        sa.select(h.version)
+        .where(h.model_id == bp("mid"), h.alias == alias, h.time <= bp("time"))
+        .order_by(h.time.desc(), h.seq.desc())
+        .limit(1)
+    )
+
+
+Q_ALIAS_AT = _held_at(t.alias_history, bp("alias"))
+
+# The model's alias names by a loose index scan (each the least name after the previous, one
+# probe each), then the version each held at :time: the cost follows the number of alias names,
+# not the number of moves.
+_names = (
+    sa.select(sa.func.min(_H.alias).label("alias"))
+    .where(_H.model_id == bp("mid"))
+    .cte("names", recursive=True)
+)
+_later = t.alias_history.alias("later")
+_names = _names.union_all(
+    sa.select(
+        sa.select(sa.func.min(_later.c.alias))
+        .where(_later.c.model_id == bp("mid"), _later.c.alias > _names.c.alias)
+        .scalar_subquery()
+    ).where(_names.c.alias.is_not(None))
+)
+Q_ALIASES_AT = sa.select(_names.c.alias).where(
+    _names.c.alias.is_not(None),
+    _held_at(t.alias_history.alias("held"), _names.c.alias).correlate(_names).scalar_subquery()
+    == bp("version"),
+)
+
+# The move that set each alias the model has now: per alias name (the loose scan above), its
+# latest move, kept when it set a version (a removal leaves the alias out). The cost follows
+# the number of alias names, where folding the whole history followed the moves.
+_last = t.alias_history.alias("last")
+_last_seq = (
+    sa.select(_last.c.seq)
+    .where(_last.c.model_id == bp("mid"), _last.c.alias == _names.c.alias)
+    .order_by(_last.c.time.desc(), _last.c.seq.desc())
+    .limit(1)
+    .correlate(_names)
+    .scalar_subquery()
+)
+# The seq of each alias name's latest move, then those rows by primary key: two statements,
+# each plainly an index read (joined in one, PostgreSQL may merge-join along the whole key).
+Q_ALIAS_LATEST_SEQS = sa.select(_last_seq).select_from(_names).where(_names.c.alias.is_not(None))
+Q_ALIAS_MOVES = (
+    sa.select(t.alias_history)
+    .where(
+        t.alias_history.c.seq.in_(sa.bindparam("seqs", expanding=True)),
+        t.alias_history.c.version.is_not(None),
+    )
+    .order_by(t.alias_history.c.alias)
+)
