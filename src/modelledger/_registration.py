@@ -252,13 +252,7 @@ def _upload(
             entries.append(FileEntry(path=rel, size=size, sha256=sha))
         sealed = LazyJSON(text, manifest)
         digest = version_digest(entries, sealed)
-        record = {
-            "model": plan.name,
-            "digest": digest,
-            "files": [e.to_dict() for e in entries],
-            "manifest": manifest,
-        }
-        artifacts.put_bytes(f"{folder}/manifest.json", json.dumps(record, indent=2, sort_keys=True).encode())
+        artifacts.put_bytes(f"{folder}/manifest.json", _folder_record(plan.name, digest, entries, text))
         artifacts.sync_folder(folder)
     except BaseException as exc:
         artifacts.remove_tree(folder)
@@ -273,6 +267,20 @@ def _upload(
         files=tuple(entries),
         manifest=sealed,
     )
+
+
+def _folder_record(model: str, digest: str, entries: list[FileEntry], text: str) -> bytes:
+    """``manifest.json``: ``{"digest", "files", "manifest", "model"}``, one field a line.
+
+    It is only ever read as JSON (``verify`` compares it by value), so the manifest goes in as
+    the canonical text already made for the digest and the metadata row, not encoded a second
+    time, and the rest with the C encoder (``indent`` would fall back to the pure-Python one).
+    """
+    files = json.dumps([e.to_dict() for e in entries])
+    return (
+        f'{{"digest": {json.dumps(digest)},\n"files": {files},\n'
+        f'"manifest": {text},\n"model": {json.dumps(model)}}}\n'
+    ).encode()
 
 
 # ---------------------------------------------------------------------- checks, all side-effect free
