@@ -530,6 +530,34 @@ def test_a_capture_is_reused_until_a_tracked_file_or_head_changes(
     reg.close()
 
 
+def test_an_untracked_script_is_dirty_at_every_capture_until_it_is_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelledger._manifest import capture_source
+
+    repo = _repo(tmp_path / "code")
+    script = repo / "train_v2.py"
+    script.write_text("print('new')\n")
+    _age(repo)
+    listed: list[Any] = []
+    real = subprocess.run
+
+    def run(args: Any, *rest: Any, **kwargs: Any) -> Any:
+        if isinstance(args, list) and args[:2] == ["git", "ls-files"]:
+            listed.append(args)
+        return real(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    for _ in range(4):
+        assert capture_source(script=str(script)).dirty_paths == ("train_v2.py",)
+    assert len(listed) == 1  # found unwatchable once, not listed again while nothing changed
+    monkeypatch.undo()
+    _git(repo, "add", "train_v2.py")
+    _git(repo, "commit", "-q", "-m", "v2")
+    _age(repo)
+    assert [capture_source(script=str(script)).dirty for _ in range(4)] == [False] * 4
+
+
 def test_dirty_paths_are_bounded_and_counted(tmp_path: Path, registry: Registry) -> None:
     repo = _repo(tmp_path / "code")
     for i in range(70):

@@ -920,28 +920,33 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
             rel = None
     key = (where, rel)
     with _captures_lock:
-        kept = _captures.get(key, _UNSEEN)
+        kept = _captures.get(key)
     if isinstance(kept, _Capture) and _stamp(kept.git, kept.files) == kept.stamp:
         return kept.found
+    git = (git_dir, common_dir)
+    refs = _stamp(git, ())  # HEAD, refs, config, index: what can make a checkout watchable
     # Watching a checkout costs a `git ls-files` on top of the status: worth it only from the
-    # second capture in a process (a script that registers once pays for one git process).
-    watch = _watched(top, git_dir, common_dir, rel) if kept is not _UNSEEN else None
+    # second capture in a process (a script that registers once pays for one git process),
+    # and not again for one found unwatchable until its refs or index change.
+    watch = None
+    if kept is not None and not (isinstance(kept, _Unwatched) and kept.refs == refs):
+        watch = _watched(top, git_dir, common_dir, rel)
     before = _stamp(*watch) if watch is not None else None
     started = time.time_ns()
     found = _capture_status(where, top, remote, rel)
-    capture: _Capture | None = None
-    if (
-        watch is not None
-        and before is not None
-        and found.revision is not None
-        and before[-1] < started - _RACY_NS
-        and _stamp(*watch) == before
-    ):
-        capture = _Capture(git=watch[0], files=watch[1], stamp=before, found=found)
+    now_kept: _Capture | _Unwatched
+    if kept is None:
+        now_kept = _Unwatched(refs=None)  # seen once: watch from the next capture on
+    elif watch is None or before is None or found.revision is None:
+        now_kept = _Unwatched(refs=refs)  # an untracked script, a submodule...: until refs change
+    elif before[-1] >= started - _RACY_NS or _stamp(*watch) != before:
+        now_kept = _Unwatched(refs=None)  # a file too young, or changed while git ran: next time
+    else:
+        now_kept = _Capture(git=watch[0], files=watch[1], stamp=before, found=found)
     with _captures_lock:
         if len(_captures) >= _CAPTURES_KEPT and key not in _captures:
             _captures.clear()
-        _captures[key] = capture
+        _captures[key] = now_kept
     return found
 
 
@@ -991,7 +996,11 @@ def _capture_status(where: str, top: str, remote: str | None, rel: str | None) -
 _RACY_NS = 2_000_000_000  # the coarsest common mtime resolution (FAT: 2 s)
 _WATCHED_FILES = 20_000  # beyond this, stat-ing every file costs about what git status does
 _CAPTURES_KEPT = 64
-_UNSEEN = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Unwatched:
+    refs: tuple[Any, ...] | None  # the refs' stamp when found unwatchable; None: try again
 
 
 @dataclass(frozen=True, slots=True)
@@ -1002,7 +1011,7 @@ class _Capture:
     found: SourceInfo
 
 
-_captures: dict[tuple[str, str | None], _Capture | None] = {}
+_captures: dict[tuple[str, str | None], _Capture | _Unwatched] = {}
 _captures_lock = threading.Lock()
 
 
