@@ -378,11 +378,196 @@ def run_side(side_name: str, cfg: argparse.Namespace, workdir: Path) -> dict[str
     ops["load_predict"] = measure(lambda i: side.load_predict(), cfg.load_reps, warm)
     ops["predict_only"] = measure(lambda i: side.predict_only(), cfg.load_reps, warm)
 
+    if isinstance(side, LedgerSide) and cfg.phase_reps:
+        out["phases"] = registration_phases(side, cfg.phase_reps)
+
     floor_after = fsync_floor(side.fsync_dir, cfg.fsync_reps)
     out["fsync_ms"] = floor_before + floor_after
     out["fsync_before_median"] = statistics.median(floor_before)
     out["fsync_after_median"] = statistics.median(floor_after)
     out["info"] = side.versions_info()
+    return out
+
+
+# --------------------------------------------------------------------------- phases of a registration
+
+# (phase, where its time is spent): functions wrapped with timers, in the bench process only,
+# after every other measurement. Names are looked up where the registration calls them.
+PHASES = (
+    ("git capture", "capture_source"),
+    ("model save (flavor)", "flavor.save"),
+    ("load-back check", "_load_back"),
+    ("signature inference", "infer_signature"),
+    ("trial predict, describe, params", "_prepare_source minus the three above"),
+    ("manifest encoding", "canonicalize_str, _folder_record"),
+    ("artefact write", "claim_folder, put_stream, put_bytes, sync_folder"),
+    ("metadata commit", "Registry.create_version"),
+)
+
+
+def registration_phases(side: LedgerSide, reps: int) -> dict[str, Any]:
+    """Where a steady-state registration's time goes: ms per phase (median over ``reps``).
+
+    Each phase's functions are wrapped with ``perf_counter`` timers (the library has none);
+    "other" is the rest of ``Registry.register`` (planning checks, the scratch folder, data
+    set handling, argument checks).
+    """
+    import modelledger._manifest as manifest_mod
+    import modelledger._registration as registration_mod
+    from modelledger import Registry
+    from modelledger.flavors import flavor_for_object
+    from modelledger.stores.artifacts import ArtifactStore
+
+    spent: dict[str, float] = {}
+
+    def timed(owner: Any, name: str, phase: str) -> None:
+        real = getattr(owner, name)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - t
+
+        setattr(owner, name, run)
+
+    timed(manifest_mod, "capture_source", "git capture")
+    timed(type(flavor_for_object(side.model)), "save", "model save (flavor)")
+    timed(registration_mod, "_load_back", "load-back check")
+    timed(registration_mod, "infer_signature", "signature inference")
+    timed(registration_mod, "_prepare_source", "_prepare_source")
+    timed(registration_mod, "canonicalize_str", "manifest encoding")
+    timed(registration_mod, "_folder_record", "manifest encoding")
+    for name in ("claim_folder", "put_stream", "put_bytes", "sync_folder"):
+        timed(ArtifactStore, name, "artefact write")
+    timed(Registry, "create_version", "metadata commit")
+    timed(Registry, "register", "total")
+
+    rows: list[dict[str, float]] = []
+    for i in range(reps + 1):
+        spent.clear()
+        side.log_register(i)
+        if i:  # the first call also pays for the wrappers' first use
+            rows.append({k: v * 1000 for k, v in spent.items()})
+    per: dict[str, list[float]] = {}
+    for row in rows:
+        row["trial predict, describe, params"] = row.pop("_prepare_source") - sum(
+            row.get(k, 0.0) for k in ("model save (flavor)", "load-back check", "signature inference")
+        )
+        row["other"] = row["total"] - sum(row.get(k, 0.0) for k, _ in PHASES)
+        for k, v in row.items():
+            per.setdefault(k, []).append(v)
+    return {k: round(statistics.median(v), 4) for k, v in per.items()}
+
+
+# --------------------------------------------------------------------------- first registration in a fresh process
+
+# A script that registers once: it has trained its model (scikit-learn imported, model in
+# memory: unpickled here, untimed as registry work), then imports the registry, opens it and
+# registers. Times are seconds since the epoch, so the parent's spawn time is comparable.
+FIRST_LEDGER = """
+import json, os, pickle, sys, time
+marks = {"start": float(os.environ["BENCH_SPAWNED"]), "python": time.time()}
+import sklearn.pipeline
+with open(os.environ["BENCH_MODEL"], "rb") as fh:
+    model, sample, params, metrics = pickle.load(fh)
+marks["model_ready"] = time.time()
+from modelledger import Registry
+registry = Registry.open()
+marks["opened"] = time.time()
+registry.register("first", model, sample_input=sample, params=params, metrics=metrics)
+marks["registered"] = time.time()
+with open(os.environ["BENCH_OUT"], "w") as fh:
+    json.dump(marks, fh)
+"""
+
+FIRST_MLFLOW = """
+import json, os, pickle, sys, time
+marks = {"start": float(os.environ["BENCH_SPAWNED"]), "python": time.time()}
+import sklearn.pipeline
+with open(os.environ["BENCH_MODEL"], "rb") as fh:
+    model, sample, params, metrics = pickle.load(fh)
+marks["model_ready"] = time.time()
+import logging
+import mlflow
+import mlflow.sklearn
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
+mlflow.set_experiment("bench")
+marks["opened"] = time.time()
+with mlflow.start_run():
+    mlflow.log_params(params)
+    mlflow.log_metrics(metrics)
+    mlflow.sklearn.log_model(model, name="model", registered_model_name="first", input_example=sample)
+marks["registered"] = time.time()
+with open(os.environ["BENCH_OUT"], "w") as fh:
+    json.dump(marks, fh)
+"""
+
+FIRST_MEASURES = {
+    "from_start": ("start", "registered"),
+    "registry_part": ("model_ready", "registered"),
+    "register_call": ("opened", "registered"),
+}
+FIRST_LABELS = {
+    "from_start": "8. first registration, fresh process: from spawn",
+    "registry_part": "8b. ... import + open + register",
+    "register_call": "8c. ... the register call alone",
+}
+
+
+def first_registrations(cfg: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    """ms of the first registration in fresh processes, both sides alternately, ``cfg.first_runs``
+    each (after one untimed run per side that creates the registry and warms the page cache).
+
+    Each script lives in a git checkout of its own, committed, as training code does: both
+    registries record the commit.
+    """
+    import pickle
+
+    out: dict[str, dict[str, list[float]]] = {
+        s: {m: [] for m in FIRST_MEASURES} for s in ("modelledger", "mlflow")
+    }
+    with tempfile.TemporaryDirectory(prefix="registry-bench-first-", dir=cfg.dir) as tmp:
+        root = Path(tmp)
+        model, X, _y, params, metrics = _training_data()
+        model_file = root / "model.pkl"
+        model_file.write_bytes(pickle.dumps((model, X[:5], params, metrics)))
+        code = root / "code"
+        code.mkdir()
+        (code / "register_ledger.py").write_text(FIRST_LEDGER)
+        (code / "register_mlflow.py").write_text(FIRST_MLFLOW)
+        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+        for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "training code"]):
+            subprocess.run([*git, *args], cwd=code, check=True, capture_output=True)
+        env = {k: v for k, v in os.environ.items() if k != "MODELLEDGER_HOME"}
+        env.update(MLFLOW_ENV)
+        env.update(
+            {
+                "BENCH_MODEL": str(model_file),
+                "MODELLEDGER_HOME": str(root / "home"),
+                "MODELLEDGER_IDENTITIES": str(root / "identities"),
+                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            }
+        )
+        for i in range(cfg.first_runs + 1):
+            for side, script in (("modelledger", "register_ledger.py"), ("mlflow", "register_mlflow.py")):
+                marks_file = root / "marks.json"
+                spawned = time.time()
+                env["BENCH_SPAWNED"] = repr(spawned)
+                env["BENCH_OUT"] = str(marks_file)
+                res = subprocess.run(
+                    [sys.executable, script], cwd=code, env=env, capture_output=True, text=True
+                )
+                if res.returncode != 0:
+                    sys.stderr.write(res.stdout[-5000:] + res.stderr[-5000:])
+                    raise SystemExit(f"the first {side} registration failed (exit {res.returncode})")
+                marks = json.loads(marks_file.read_text())
+                if i:  # the first run creates the registry (schema, experiment): not counted
+                    for measure, (a, b) in FIRST_MEASURES.items():
+                        out[side][measure].append((marks[b] - marks[a]) * 1000)
     return out
 
 
@@ -471,6 +656,8 @@ def run_child(side: str, cfg: argparse.Namespace) -> dict[str, Any]:
             str(cfg.fsync_reps),
             "--versions",
             str(cfg.versions),
+            "--phase-reps",
+            str(cfg.phase_reps),
         ]
         env = {**os.environ}
         env.pop("MODELLEDGER_HOME", None)
@@ -532,6 +719,10 @@ def report(cfg: argparse.Namespace) -> int:
             runs[side].append(run_child(side, cfg))
             print(f"    done in {runs[side][-1]['wall_s']:.0f} s", flush=True)
     led, mlf = _merge_rounds(runs["modelledger"]), _merge_rounds(runs["mlflow"])
+    first: dict[str, dict[str, list[float]]] = {}
+    if cfg.first_runs:
+        print(f"  first registration in {cfg.first_runs} fresh processes per side ...", flush=True)
+        first = first_registrations(cfg)
 
     load_after = os.getloadavg()
     floor_stats = _stats(led["fsync_ms"])
@@ -553,6 +744,18 @@ def report(cfg: argparse.Namespace) -> int:
         if op in WRITE_OPS:
             results[op]["modelledger_excess_over_fsync_ms"] = round(a["median"] - floor, 4)
             results[op]["mlflow_excess_over_fsync_ms"] = round(b["median"] - floor, 4)
+        rows.append((label, a, b, ratio))
+    for measure, label in FIRST_LABELS.items() if first else ():
+        a, b = _stats(first["modelledger"][measure]), _stats(first["mlflow"][measure])
+        ratio = b["median"] / a["median"]
+        results[f"first_{measure}"] = {
+            "modelledger_ms": round(a["median"], 4),
+            "mlflow_ms": round(b["median"], 4),
+            "ratio": round(ratio, 3),
+            "modelledger_p95_ms": round(a["p95"], 4),
+            "mlflow_p95_ms": round(b["p95"], 4),
+            "reps": a["n"],
+        }
         rows.append((label, a, b, ratio))
     # scikit-learn's predict alone (no registry), timed in each child: what "load + predict"
     # spends identically on both sides, which bounds that row's ratio whatever a load costs.
@@ -619,6 +822,21 @@ def report(cfg: argparse.Namespace) -> int:
         f"import (fresh interpreter, median of {cfg.import_runs}): modelledger {imp:.0f} ms, "
         f"mlflow {statistics.median(imp_mf):.0f} ms"
     )
+    if first:
+        print(
+            "first registration: a script in a committed git checkout, its model in memory, "
+            "imports the registry, opens it (MLflow: tracking URI and experiment) and registers "
+            "once (MLflow: start_run, log_params, log_metrics, log_model with registered_model_name)"
+        )
+    phases = led.get("phases")
+    if phases:
+        total = phases["total"]
+        print(f"modelledger log + register, by phase (median of {cfg.phase_reps}, timers in the bench):")
+        for name, where in [*PHASES, ("other", "the rest of Registry.register")]:
+            ms = phases.get(name, 0.0)
+            print(f"  {name:<34} {ms:8.3f} ms {100 * ms / total:5.1f}%   {where}")
+        print(f"  {'total':<34} {total:8.3f} ms")
+        results["log_register_phases_ms"] = phases
     print(f"durability: modelledger {led['durability']}; mlflow {mlf['durability']}")
     print(
         f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
@@ -660,6 +878,8 @@ def report(cfg: argparse.Namespace) -> int:
         "load_reps": cfg.load_reps,
         "versions": cfg.versions,
         "rounds": cfg.rounds,
+        "first_runs": cfg.first_runs,
+        "phase_reps": cfg.phase_reps,
         "round_medians_ms": {"modelledger": led["round_medians"], "mlflow": mlf["round_medians"]},
         "modelledger_manifest_json_bytes": led["info"].get("manifest_json_bytes"),
         "wall_s": {"modelledger": round(led["wall_s"], 1), "mlflow": round(mlf["wall_s"], 1)},
@@ -691,6 +911,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with the lowest median (default 2, quick 1)",
     )
     p.add_argument("--import-runs", type=int, help="fresh interpreters per import timing (default 5)")
+    p.add_argument(
+        "--first-runs",
+        type=int,
+        help="fresh processes per side that register once (default 5, quick 2; 0 skips them)",
+    )
+    p.add_argument(
+        "--phase-reps",
+        type=int,
+        help="registrations timed phase by phase in the modelledger child (default 10, quick 3; 0 skips)",
+    )
     p.add_argument("--dir", help="parent of the temporary folders (default: the system temp dir)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT})")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
@@ -708,6 +938,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "load_reps": (50, 10),
         "import_runs": (5, 3),
         "rounds": (2, 1),
+        "first_runs": (5, 2),
+        "phase_reps": (10, 3),
     }
     for key, (full, quick) in defaults.items():
         if getattr(cfg, key) is None:

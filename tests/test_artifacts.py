@@ -33,6 +33,31 @@ def test_claimed_folders_are_never_reused(artifact_backend) -> None:
     assert (first, second, third) == ("models/m/git-abc", "models/m/git-abc.2", "models/m/git-abc.3")
 
 
+def test_a_claim_starts_after_the_numbers_the_caller_knows_are_taken(artifact_backend) -> None:
+    store = _store(artifact_backend)
+    assert store.claim_folder("models/m", "run-1", after=3) == "models/m/run-1.4"
+    assert store.claim_folder("models/m", "run-1", after=3) == "models/m/run-1.5"  # .4 exists: stepped over
+    assert store.claim_folder("models/m", "run-1") == "models/m/run-1"
+
+
+def test_claims_racing_in_threads_each_get_their_own_folder(tmp_path: Path) -> None:
+    import threading
+
+    store = ArtifactStore((tmp_path / "store").as_uri())
+    claimed: list[str] = []
+
+    def claim() -> None:
+        for _ in range(5):
+            claimed.append(store.claim_folder("models/m", "git-abc"))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(["models/m/git-abc", *(f"models/m/git-abc.{n}" for n in range(2, 31))])
+
+
 def test_put_atomic_publishes_a_file_once_and_keeps_the_first(artifact_backend) -> None:
     import pyarrow as pa
 
@@ -234,7 +259,8 @@ def test_a_file_written_meanwhile_by_another_process_is_never_overwritten(s3_art
 
 def test_a_folder_claimed_by_another_process_is_not_claimed_again(s3_artifacts, monkeypatch) -> None:
     ours, theirs = _store(s3_artifacts), _other_process(s3_artifacts)
-    assert ours.claim_folder("models/m", "git-abc") == "models/m/git-abc"  # lists models/m
+    assert ours.claim_folder("models/m", "git-abc") == "models/m/git-abc"
+    assert ours.list_names("models/m") == ["git-abc"]  # fsspec now holds a listing of models/m
     assert theirs.claim_folder("models/m", "git-def") == "models/m/git-def"
     # our listing of models/m predates git-def: the claim must look again
     assert ours.claim_folder("models/m", "git-def") == "models/m/git-def.2"

@@ -130,3 +130,18 @@ def test_a_server_never_unpickles_an_uploaded_folder(api: Api, tmp_path: Path) -
     assert not mark.exists()  # neither the client (told not to) nor the server unpickled it
     api.open("alice@example.com").register("m", folder, manifest=manifest)
     assert mark.read_text() == "unpickled\n"  # the client's own check: the tripwire works
+
+
+def test_the_folder_record_holds_the_version_as_registered(registry: Registry, tmp_path: Path) -> None:
+    src = tmp_path / "weights"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"\x00" * 10)
+    v = registry.register("Credit-Risk", src, manifest={"description": "naïve ✓", "metrics": {"auc": 0.5}})
+    raw = _stored(tmp_path, v.folder, "manifest.json").read_bytes()
+    assert json.loads(raw) == {
+        "model": "Credit-Risk",
+        "digest": v.digest,
+        "files": [f.to_dict() for f in v.files],
+        "manifest": dict(v.manifest),
+    }
+    assert len(raw.splitlines()) == 4  # one field a line: readable with head, diffable

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -465,6 +468,94 @@ def test_untracked_modified_and_clean_scripts(tmp_path: Path) -> None:
     assert modified.dirty_paths == ("features.py",)  # the untracked .gitignore is not code either
     (repo / "train.py").write_text("print('changed')\n")
     assert capture_source(script=str(repo / "train.py")).dirty_paths == ("train.py", "features.py")
+
+
+def _age(repo: Path) -> None:
+    """Make the tracked files an hour old, as in a checkout not edited lately."""
+    hour_ago = time.time() - 3600
+    for path in _git(repo, "ls-files").splitlines():
+        os.utime(repo / path, (hour_ago, hour_ago))
+
+
+def _git_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every `git status` run from now on."""
+    runs: list[list[str]] = []
+    real = subprocess.run
+
+    def run(args: Any, *rest: Any, **kwargs: Any) -> Any:
+        if isinstance(args, list) and args[:2] == ["git", "status"]:
+            runs.append(args)
+        return real(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return runs
+
+
+def test_a_capture_is_reused_until_a_tracked_file_or_head_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = _repo(tmp_path / "code")
+    _age(repo)
+    reg = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "art"))
+    reg.init()
+    script = repo / "train.py"
+    runs = _git_runs(monkeypatch)
+    first = [reg.register("m", lambda d: d, code_path=script).manifest["source"] for _ in range(3)]
+    assert [s["dirty"] for s in first] == [False, False, False]
+    assert len({s["revision"] for s in first}) == 1
+    calls = len(runs)
+    assert reg.register("m", lambda d: d, code_path=script).manifest["source"] == first[0]
+    assert len(runs) == calls  # nothing changed: git did not run again
+
+    (repo / "features.py").write_text("FEATURES = ['AGE']\n")  # same size, new content
+    edited = reg.register("m", lambda d: d, code_path=script).manifest["source"]
+    assert edited["dirty"] is True and edited["dirty_paths"] == ["features.py"]
+
+    _git(repo, "commit", "-q", "-am", "upper case")
+    _age(repo)
+    committed = reg.register("m", lambda d: d, code_path=script).manifest["source"]
+    assert committed["dirty"] is False
+    assert committed["revision"] == _git(repo, "rev-parse", "HEAD") != first[0]["revision"]
+    for _ in range(2):
+        reg.register("m", lambda d: d, code_path=script)
+    calls = len(runs)
+    reg.register("m", lambda d: d, code_path=script)
+    assert len(runs) == calls  # reused again
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "no file changed")  # only the ref moves
+    moved = reg.register("m", lambda d: d, code_path=script).manifest["source"]
+    assert len(runs) == calls + 1
+    assert moved["revision"] == _git(repo, "rev-parse", "HEAD") != committed["revision"]
+    _git(repo, "checkout", "-q", "-b", "feature")
+    assert reg.register("m", lambda d: d, code_path=script).manifest["source"]["branch"] == "feature"
+    reg.close()
+
+
+def test_an_untracked_script_is_dirty_at_every_capture_until_it_is_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelledger._manifest import capture_source
+
+    repo = _repo(tmp_path / "code")
+    script = repo / "train_v2.py"
+    script.write_text("print('new')\n")
+    _age(repo)
+    listed: list[Any] = []
+    real = subprocess.run
+
+    def run(args: Any, *rest: Any, **kwargs: Any) -> Any:
+        if isinstance(args, list) and args[:2] == ["git", "ls-files"]:
+            listed.append(args)
+        return real(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    for _ in range(4):
+        assert capture_source(script=str(script)).dirty_paths == ("train_v2.py",)
+    assert len(listed) == 1  # found unwatchable once, not listed again while nothing changed
+    monkeypatch.undo()
+    _git(repo, "add", "train_v2.py")
+    _git(repo, "commit", "-q", "-m", "v2")
+    _age(repo)
+    assert [capture_source(script=str(script)).dirty for _ in range(4)] == [False] * 4
 
 
 def test_dirty_paths_are_bounded_and_counted(tmp_path: Path, registry: Registry) -> None:

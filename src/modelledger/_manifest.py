@@ -31,6 +31,8 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -907,17 +909,7 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
     checkout = _checkout(where)
     if checkout is None:
         return SourceInfo()
-    top, remote = checkout
-    # One call per registration for what changes between commits: HEAD, branch, changed
-    # files, and whether the script is untracked or ignored. Listing untracked and ignored
-    # paths (folders collapsed) costs a directory walk, yet less than a second git process
-    # in the small repositories training code lives in; -z keeps paths unquoted.
-    status = _git(
-        ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--ignored=matching"],
-        where,
-    )
-    if status is None:
-        return SourceInfo()
+    top, remote, git_dir, common_dir = checkout
     rel: str | None = None
     if script:
         try:
@@ -926,6 +918,50 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
             rel = None
         if rel == ".":
             rel = None
+    key = (where, rel)
+    with _captures_lock:
+        kept = _captures.get(key)
+    if isinstance(kept, _Capture) and _stamp(kept.git, kept.files) == kept.stamp:
+        return kept.found
+    git = (git_dir, common_dir)
+    refs = _stamp(git, ())  # HEAD, refs, config, index: what can make a checkout watchable
+    # Watching a checkout costs a `git ls-files` on top of the status: worth it only from the
+    # second capture in a process (a script that registers once pays for one git process),
+    # and not again for one found unwatchable until its refs or index change.
+    watch = None
+    if kept is not None and not (isinstance(kept, _Unwatched) and kept.refs == refs):
+        watch = _watched(top, git_dir, common_dir, rel)
+    before = _stamp(*watch) if watch is not None else None
+    started = time.time_ns()
+    found = _capture_status(where, top, remote, rel)
+    now_kept: _Capture | _Unwatched
+    if kept is None:
+        now_kept = _Unwatched(refs=None)  # seen once: watch from the next capture on
+    elif watch is None or before is None or found.revision is None:
+        now_kept = _Unwatched(refs=refs)  # an untracked script, a submodule...: until refs change
+    elif before[-1] >= started - _RACY_NS or _stamp(*watch) != before:
+        now_kept = _Unwatched(refs=None)  # a file too young, or changed while git ran: next time
+    else:
+        now_kept = _Capture(git=watch[0], files=watch[1], stamp=before, found=found)
+    with _captures_lock:
+        if len(_captures) >= _CAPTURES_KEPT and key not in _captures:
+            _captures.clear()
+        _captures[key] = now_kept
+    return found
+
+
+def _capture_status(where: str, top: str, remote: str | None, rel: str | None) -> SourceInfo:
+    """The source as one ``git status`` describes it (see :func:`capture_source`)."""
+    # One call per capture for what changes between commits: HEAD, branch, changed files,
+    # and whether the script is untracked or ignored. Listing untracked and ignored paths
+    # (folders collapsed) costs a directory walk, yet less than a second git process in the
+    # small repositories training code lives in; -z keeps paths unquoted.
+    status = _git(
+        ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--ignored=matching"],
+        where,
+    )
+    if status is None:
+        return SourceInfo()
     revision, branch, dirty_paths = _parse_status(status, rel)
     repo_url = remote or Path(top).as_uri()
     shown = tuple(dirty_paths[:_DIRTY_PATHS_SHOWN])
@@ -942,6 +978,93 @@ def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | N
         dirty_paths=shown,
         dirty_count=len(dirty_paths),
     )
+
+
+# ---------------------------------------------------------------- reusing a capture
+#
+# A registration loop captures the same checkout again and again. What ``git status`` said is
+# kept per (folder, script) with a stamp of everything its answer depends on: HEAD (its text),
+# the ref it names, packed-refs, the config and the index (their stat), and the stat of every
+# tracked file, which is what git itself compares to find changed files. Any difference runs
+# git again. Kept only when it is safe: the script is tracked (whether an untracked file is
+# ignored depends on files that are not stamped), no submodule (its own checkout is not
+# stamped), nothing stamped changed while git ran, and nothing stamped is younger than
+# _RACY_NS (a file written within the file system's timestamp resolution of the stamp could
+# change again without its stat changing: git's "racy clean" problem; git writes its own
+# files by renaming a new one into place, so their inode changes with every write).
+
+_RACY_NS = 2_000_000_000  # the coarsest common mtime resolution (FAT: 2 s)
+_WATCHED_FILES = 20_000  # beyond this, stat-ing every file costs about what git status does
+_CAPTURES_KEPT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Unwatched:
+    refs: tuple[Any, ...] | None  # the refs' stamp when found unwatchable; None: try again
+
+
+@dataclass(frozen=True, slots=True)
+class _Capture:
+    git: tuple[str, str]  # the git folder and the common git folder (shared by worktrees)
+    files: tuple[str, ...]  # every tracked file, absolute
+    stamp: tuple[Any, ...]
+    found: SourceInfo
+
+
+_captures: dict[tuple[str, str | None], _Capture | _Unwatched] = {}
+_captures_lock = threading.Lock()
+
+
+def _watched(
+    top: str, git_dir: str, common_dir: str, rel: str | None
+) -> tuple[tuple[str, str], tuple[str, ...]] | None:
+    """(git folders, tracked files) to stamp, or None when a capture must not be reused."""
+    listing = _git(["ls-files", "-z", "--stage"], top)
+    if listing is None or "\ufffd" in listing:  # a path that is not UTF-8 cannot be stat-ed back
+        return None
+    paths: list[str] = []
+    for entry in listing.split("\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition("\t")
+        if meta.startswith("160000"):  # a submodule: its changes are not in our stamp
+            return None
+        paths.append(path)
+    if len(paths) > _WATCHED_FILES:
+        return None
+    if rel is not None and rel not in paths and not any(p.startswith(f"{rel}/") for p in paths):
+        return None  # an untracked script: ignored or not depends on files not stamped
+    return (git_dir, common_dir), tuple(os.path.join(top, p) for p in dict.fromkeys(paths))
+
+
+def _stamp(git: tuple[str, str], files: tuple[str, ...]) -> tuple[Any, ...]:
+    """What a capture depends on, as stat results; the last item is the newest tracked file's mtime."""
+    git_dir, common_dir = git
+    try:
+        head = Path(git_dir, "HEAD").read_text(errors="replace").strip()
+    except OSError:
+        head = ""
+    watched = [
+        os.path.join(git_dir, "index"),
+        os.path.join(common_dir, "packed-refs"),
+        os.path.join(common_dir, "config"),
+        os.path.join(common_dir, "reftable", "tables.list"),
+    ]
+    if head.startswith("ref: "):
+        watched.append(os.path.join(common_dir, head[5:]))
+        watched.append(os.path.join(git_dir, head[5:]))  # a worktree's own refs
+    stats: list[tuple[int, int, int, int, int] | None] = []
+    newest = 0
+    for n, path in enumerate((*watched, *files)):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            stats.append(None)
+            continue
+        stats.append((st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_mode))
+        if n >= len(watched):  # git replaces its own files (a new inode each time): never racy
+            newest = max(newest, st.st_mtime_ns)
+    return (head, *stats, newest)
 
 
 def _parse_status(status: str, script: str | None) -> tuple[str | None, str | None, list[str]]:
@@ -1036,14 +1159,18 @@ def _install_roots() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=64)
-def _checkout(where: str) -> tuple[str, str | None] | None:
-    """(top-level folder, origin URL without credentials) of the checkout holding ``where``;
-    these rarely change."""
-    top = _git(["rev-parse", "--show-toplevel"], where)
-    if not top:
+def _checkout(where: str) -> tuple[str, str | None, str, str] | None:
+    """(top-level folder, origin URL without credentials, git folder, common git folder) of
+    the checkout holding ``where``; these rarely change."""
+    found = _git(["rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"], where)
+    lines = found.splitlines() if found else []
+    if len(lines) != 3 or not lines[0]:
         return None
+    top, git_dir, common_dir = lines
     remote = _git(["config", "--get", "remote.origin.url"], where)
-    return top, redact_url(remote) if remote else remote
+    # --git-common-dir is relative to ``where`` unless it is elsewhere
+    common_dir = os.path.normpath(os.path.join(where, common_dir))
+    return top, redact_url(remote) if remote else remote, git_dir, common_dir
 
 
 @lru_cache(maxsize=1)

@@ -179,10 +179,14 @@ def write_registration(
     datasets_service: Datasets,
     commit: Callable[[UploadedVersion], Any],
     progress: ProgressCallback | None = None,
+    taken: Callable[[str], int] | None = None,
 ) -> Any:
     """Carry out ``plan``: inline data sets, the sealed folder, then ``commit`` (one transaction).
 
-    Whatever fails, what this call wrote is removed again before the error propagates.
+    ``taken(folder)`` says how far the registered folders ``folder``, ``folder.2``... go
+    (``MetadataStore.highest_folder_suffix``), so the folder is claimed without listing the
+    model's folders. Whatever fails, what this call wrote is removed again before the error
+    propagates.
     """
     created: list[DatasetVersion] = []
     uploaded: UploadedVersion | None = None
@@ -194,7 +198,7 @@ def write_registration(
                 created.append(dv)
             given[role] = dv
         refs = [(role, given[role]) for role in plan.roles]
-        uploaded = _upload(plan, artifacts, refs=refs, progress=progress)
+        uploaded = _upload(plan, artifacts, refs=refs, progress=progress, taken=taken)
         return commit(uploaded)
     except BaseException:
         if uploaded is not None:
@@ -210,6 +214,7 @@ def _upload(
     *,
     refs: list[tuple[str, DatasetVersion]] | None = None,
     progress: ProgressCallback | None = None,
+    taken: Callable[[str], int] | None = None,
 ) -> UploadedVersion:
     """Write and seal the plan's version folder; a failure removes the folder again."""
     doc, text = plan.manifest, plan.manifest_text
@@ -225,7 +230,11 @@ def _upload(
     # the digest, the metadata row and the ledger all use this one text
     text = text or canonicalize_str(manifest)
     total = sum(size for _rel, size in plan.files)
-    folder = artifacts.claim_folder(f"models/{plan.name}", plan.folder_key)
+    parent = f"models/{plan.name}"
+    # The metadata says which numbers are registered (also those whose files are gone); the
+    # exclusive create then steps over folders claimed but not registered (yet).
+    after = taken(f"{parent}/{plan.folder_key}") if taken is not None else 0
+    folder = artifacts.claim_folder(parent, plan.folder_key, after=after)
     try:
         done = 0
         entries = []
@@ -243,13 +252,7 @@ def _upload(
             entries.append(FileEntry(path=rel, size=size, sha256=sha))
         sealed = LazyJSON(text, manifest)
         digest = version_digest(entries, sealed)
-        record = {
-            "model": plan.name,
-            "digest": digest,
-            "files": [e.to_dict() for e in entries],
-            "manifest": manifest,
-        }
-        artifacts.put_bytes(f"{folder}/manifest.json", json.dumps(record, indent=2, sort_keys=True).encode())
+        artifacts.put_bytes(f"{folder}/manifest.json", _folder_record(plan.name, digest, entries, text))
         artifacts.sync_folder(folder)
     except BaseException as exc:
         artifacts.remove_tree(folder)
@@ -264,6 +267,20 @@ def _upload(
         files=tuple(entries),
         manifest=sealed,
     )
+
+
+def _folder_record(model: str, digest: str, entries: list[FileEntry], text: str) -> bytes:
+    """``manifest.json``: ``{"digest", "files", "manifest", "model"}``, one field a line.
+
+    It is only ever read as JSON (``verify`` compares it by value), so the manifest goes in as
+    the canonical text already made for the digest and the metadata row, not encoded a second
+    time, and the rest with the C encoder (``indent`` would fall back to the pure-Python one).
+    """
+    files = json.dumps([e.to_dict() for e in entries])
+    return (
+        f'{{"digest": {json.dumps(digest)},\n"files": {files},\n'
+        f'"manifest": {text},\n"model": {json.dumps(model)}}}\n'
+    ).encode()
 
 
 # ---------------------------------------------------------------------- checks, all side-effect free

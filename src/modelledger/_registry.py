@@ -770,7 +770,12 @@ class Registry(GovernanceVerbs, EventVerbs):
                 **options,
             )
             return write_registration(
-                plan, artifacts=self._art, datasets_service=self.datasets, commit=commit, progress=progress
+                plan,
+                artifacts=self._art,
+                datasets_service=self.datasets,
+                commit=commit,
+                progress=progress,
+                taken=self._meta.highest_folder_suffix,
             )
 
     def _check_open_for_versions(self, name: str) -> str:

@@ -51,9 +51,12 @@ def _as_frame(data: Any) -> Any:
 
 
 def _columns(frame: Any) -> tuple[ColumnSpec, ...]:
+    # One null check over the frame, not a Series built per column (most of the cost on the
+    # few rows of a sample)
+    nulls = frame.isna().to_numpy().any(axis=0)
     return tuple(
-        ColumnSpec(name=str(col), type=_kind_of(frame[col].dtype), nullable=bool(frame[col].isna().any()))
-        for col in frame.columns
+        ColumnSpec(name=str(col), type=_kind_of(dtype), nullable=bool(null))
+        for col, dtype, null in zip(frame.columns, frame.dtypes, nulls, strict=True)
     )
 
 

@@ -259,31 +259,26 @@ class ArtifactStore:
     # ------------------------------------------------------------ folders
 
     @_translated("create a folder in")
-    def claim_folder(self, parent: str, key: str) -> str:
+    def claim_folder(self, parent: str, key: str, *, after: int = 0) -> str:
         """Create and return a new folder ``parent/key`` (or ``key.2``, ``key.3``...).
 
         A folder that exists is never reused: two writers racing for the same key
-        each end up with their own folder. ``key`` is one path segment.
+        each end up with their own folder. ``key`` is one path segment. ``after`` is the
+        number (``key`` itself is 1) after which to start looking, for a caller that knows
+        which ones are taken (the registry asks its metadata); without it the claim starts at
+        ``key`` and steps over each folder that exists.
         """
         if not isinstance(key, str) or "/" in key:
             raise InvalidInput(f"unsafe artefact folder name {key!r}: it must be one path segment")
         self._key(f"{parent}/{key}")
-        self._forget(parent)
-        try:
-            existing = {
-                posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self._key(parent), detail=False)
-            }
-        except FileNotFoundError:
-            existing = set()
-        n = 1
+        # No listing of ``parent``: it grows with every version (on S3 a LIST call per page of
+        # 1,000); each try is one exclusive create, and only a collision costs another.
+        n = max(after, 0) + 1
         while True:
-            name = key if n == 1 else f"{key}.{n}"
-            n += 1
-            if name in existing:
-                continue
-            rel = f"{parent}/{name}"
+            rel = f"{parent}/{key}" if n == 1 else f"{parent}/{key}.{n}"
             if self._make_dir_exclusive(rel):
                 return rel
+            n += 1
 
     def _make_dir_exclusive(self, rel: str) -> bool:
         path = self._key(rel)

@@ -134,6 +134,13 @@ class ModelStore(Protocol):
         """Every version whose key is above ``after``, in key order, fetched in pages."""
         ...
 
+    def highest_folder_suffix(self, folder: str) -> int:
+        """How far the registered folders ``folder``, ``folder.2``, ``folder.3``... go: an ``n``
+        whose folder is registered while ``n + 1``'s is not (``folder`` itself is 1; 0 when it is
+        not registered), found in O(log n) index lookups; the highest when there is no gap.
+        Folders from ``n + 1`` on are then claimed on the store (``ArtifactStore.claim_folder``)."""
+        ...
+
 
 class LedgerStore(Protocol):
     """The hash-chained ledger, its checkpoints and the governance state indexed from it."""

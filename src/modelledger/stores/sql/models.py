@@ -23,6 +23,7 @@ from . import tables as t
 from .ledger import SqlLedger
 from .statements import (
     COMPACT,
+    Q_HIGHEST_FOLDER_SUFFIX,
     Q_LIST_VERSIONS,
     Q_METRICS_INSERT,
     Q_NEXT_VERSION,
@@ -380,6 +381,11 @@ class SqlModels(SqlLedger):
             for r in rows:
                 yield self._to_version(r, ())
             last = rows[-1].key
+
+    def highest_folder_suffix(self, folder: str) -> int:
+        with self._read() as conn:
+            found = conn.execute(Q_HIGHEST_FOLDER_SUFFIX, {"base": folder, "dotted": f"{folder}."}).scalar()
+        return int(found or 0)
 
     def referenced_paths(self) -> tuple[set[str], set[str]]:
         """Every version folder and every data set file path the metadata refers to (for gc)."""

@@ -349,3 +349,35 @@ Q_ALIAS_MOVES = (
     )
     .order_by(t.alias_history.c.alias)
 )
+
+
+def _folder_taken(n: str) -> str:
+    """SQL: the version folder numbered ``n`` (``:base``, ``:base.2``...) is registered."""
+    dotted = f"CAST(:dotted AS VARCHAR(512)) || CAST({n} AS VARCHAR(20))"
+    name = f"CASE WHEN {n} = 1 THEN CAST(:base AS VARCHAR(512)) ELSE {dotted} END"
+    return f"EXISTS (SELECT 1 FROM {t.versions.name} WHERE folder = {name})"
+
+
+# Folder suffixes do not sort as strings ("key.10" < "key.9"), so the highest cannot be read off
+# the end of a range of the unique folder index. Instead: double n while folder n is registered,
+# then bisect between the last registered and the first missing one, every probe one lookup in
+# that index, all in one statement (one round trip): about 2*log2(n) lookups, whatever the number
+# of versions or of folders sharing the key. A gap (a claim whose registration failed) may stop
+# the search below the highest; what it returns is still a number whose successor is free.
+Q_HIGHEST_FOLDER_SUFFIX = sa.text(
+    f"""
+WITH RECURSIVE gallop(n) AS (
+    SELECT 1
+    UNION ALL
+    SELECT n * 2 FROM gallop WHERE n < 1073741824 AND {_folder_taken("n")}
+), bisect(lo, hi) AS (
+    SELECT max(n) / 2, max(n) FROM gallop
+    UNION ALL
+    SELECT
+        CASE WHEN {_folder_taken("(lo + hi) / 2")} THEN (lo + hi) / 2 ELSE lo END,
+        CASE WHEN {_folder_taken("(lo + hi) / 2")} THEN hi ELSE (lo + hi) / 2 END
+    FROM bisect WHERE hi - lo > 1
+)
+SELECT max(lo) FROM bisect
+"""
+)
