@@ -683,8 +683,17 @@ def _walk_local(base: str) -> list[str]:
     it is, it is not a file of the folder, and a listing that skipped it would hide it."""
     if os.path.isfile(base):
         return ["."]
+    if not os.path.isdir(base):
+        return []
+
+    def unreadable(exc: OSError) -> None:
+        # a folder that cannot be read must not vanish from the listing (verify would miss
+        # what it holds); one removed while walking (a gc, a failed write) is simply gone
+        if not isinstance(exc, FileNotFoundError):
+            raise exc
+
     out: list[str] = []
-    for dirpath, dirs, files in os.walk(base):
+    for dirpath, dirs, files in os.walk(base, onerror=unreadable):
         sub = os.path.relpath(dirpath, base)
         prefix = "" if sub == "." else sub.replace(os.sep, "/") + "/"
         out.extend(prefix + name for name in files)
