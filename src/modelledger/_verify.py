@@ -1077,11 +1077,15 @@ def _verify_version(
         )
     try:
         record = json.loads(art.read_bytes(f"{mv.folder}/manifest.json"))
-        # a stored manifest keeps its canonical text (the digest is computed over it): no
-        # need to encode it again
+        # a stored manifest keeps its text, canonical except in a 0.1.0 registry (which spelled
+        # some floats `1.0`, `1e21`): compared with that text first, encoded again only when
+        # it differs
         held = getattr(mv.manifest, "canonical_text", None)
-        mine = held.encode("utf-8") if isinstance(held, str) else canonicalize(dict(mv.manifest))
-        if record.get("digest") != mv.digest or canonicalize(record.get("manifest")) != mine:
+        theirs = canonicalize(record.get("manifest"))
+        if record.get("digest") != mv.digest or (
+            (not isinstance(held, str) or theirs != held.encode("utf-8"))
+            and theirs != canonicalize(dict(mv.manifest))
+        ):
             out.append(
                 Problem("mismatch", f"{mv.folder}/manifest.json", "differs from the registered manifest", uri)
             )
