@@ -102,6 +102,39 @@ def test_list_names_lists_one_folder_level(artifact_backend) -> None:
     assert store.list_names(folder) == ["model.pkl"]  # the claim marker is not listed
 
 
+def test_list_files_and_dirs_list_every_level_alike_on_every_backend(artifact_backend) -> None:
+    store = _store(artifact_backend)
+    assert store.list_files("nothing/here") == [] and store.list_dirs("nothing/here") == []
+    store.put_bytes("f/b.txt", b"1")
+    store.put_bytes("f/sub/deeper.txt", b"3")
+    store.put_bytes("f/sub/x/y.txt", b"4")
+    assert store.list_files("f") == ["b.txt", "sub/deeper.txt", "sub/x/y.txt"]
+    assert store.list_dirs("f") == ["sub"]
+    folder = store.claim_folder("models/m", "run")
+    store.put_bytes(f"{folder}/artifacts/model.pkl", b"x")
+    assert store.list_files(folder) == ["artifacts/model.pkl"]  # the claim marker is not listed
+    with store.open("f/sub/deeper.txt") as fh:
+        assert fh.read() == b"3"
+    with pytest.raises(NotFound):
+        store.open("f/missing.txt")
+
+
+def test_a_linked_folder_in_a_version_is_one_orphan_and_is_not_followed(tmp_path: Path) -> None:
+    registry = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "art"))
+    registry.init()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("v1\n")
+    v = registry.register("m", src, capture=False, load_check=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "payload.bin").write_bytes(b"planted")
+    (tmp_path / "art" / v.folder / "artifacts" / "extra").symlink_to(outside, target_is_directory=True)
+    found = [(p.kind, p.path) for p in registry.verify(record=False).problems]
+    assert found == [("orphan", f"{v.folder}/artifacts/extra")]
+    registry.close()
+
+
 def test_open_input_reads_parquet_with_random_access(artifact_backend) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -4,18 +4,23 @@ connection (tests/helpers.py ``attacker``)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import sqlalchemy as sa
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.helpers import Doubler, attacker
 
 from modelledger import ModelVersion, Registry
 from modelledger._canonical import canonicalize_str
+from modelledger._keys import key_id, sign
+from modelledger._verify import record_payload
 from modelledger.cli import main
 
 
@@ -235,3 +240,56 @@ def test_an_edited_new_event_is_caught(registry: Registry, db_url: str, tmp_path
     found = [(p.kind, p.path) for p in report.problems]
     assert ("edited_event", f"ledger event {seq}") in found  # the chain
     assert ("unauthorized", f"ledger event {seq}") in found  # and mallory holds no key
+
+
+def test_deleting_the_last_proved_writes_breaks_continuity(
+    registry: Registry, db_url: str, tmp_path: Path
+) -> None:
+    _register(registry, tmp_path, "m", 0)
+    before = registry.ledger_head()[0]  # what is left once the attacker is done
+    _register(registry, tmp_path, "m", 1)
+    full = registry.verify()
+    assert full.ok and full.recorded is not None and full.recorded.seq > before
+    _register(registry, tmp_path, "m", 2)
+    # Cut the ledger back to before the last proved write: its events and checkpoint, and
+    # everything after, gone; the head row set back so the chain and the head agree again.
+    with attacker(db_url) as conn:
+        conn.execute(sa.text("DELETE FROM ledger_events WHERE seq > :s"), {"s": before})
+        conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq > :s"), {"s": before})
+        head = conn.execute(sa.text("SELECT hash FROM ledger_events WHERE seq = :s"), {"s": before}).scalar()
+        conn.execute(
+            sa.text("UPDATE ledger_head SET seq = :s, hash = :h WHERE id = 1"), {"s": before, "h": head}
+        )
+    report = registry.verify(since_last=True)
+    assert not report.ok and report.mode == "full"
+    first = report.problems[0]
+    assert (first.kind, first.path) == ("continuity", f"ledger event {full.recorded.seq}")
+    assert "gone" in first.detail
+
+
+def test_a_record_signed_by_another_key_is_not_used(registry: Registry, db_url: str, tmp_path: Path) -> None:
+    _register(registry, tmp_path, "m", 0)
+    full = registry.verify()
+    assert full.ok and full.recorded is not None
+    v = _register(registry, tmp_path, "m", 1)
+    _flip(tmp_path / "artifacts" / v.folder / "artifacts" / "notes.txt")
+    # The attacker holds a key of their own, enrolled nowhere, and writes the verifier's row:
+    # a record that says everything up to the head, and past the tampered version, was proved.
+    mallory = Ed25519PrivateKey.generate()
+    head_seq, head_hash = registry.ledger_head()
+    key = _record_key(registry)
+    for claimed in (key_id(mallory), full.recorded.key_id):  # its own key id, then the verifier's
+        forged = replace(
+            full.recorded, seq=head_seq, head_hash=head_hash, version_key=v.key, key_id=claimed, signature=""
+        )
+        forged = replace(forged, signature=base64.b64encode(sign(mallory, record_payload(forged))).decode())
+        with attacker(db_url) as conn:
+            conn.execute(
+                sa.text("UPDATE registry_settings SET value = :v WHERE key = :k"),
+                {"v": json.dumps(forged.to_dict()), "k": key},
+            )
+        report = registry.verify(since_last=True, record=False)
+        kinds = [p.kind for p in report.problems]
+        assert kinds[0] == "verify_record", kinds
+        assert report.mode == "full" and report.since is None
+        assert ("mismatch", f"{v.folder}/artifacts/notes.txt") in [(p.kind, p.path) for p in report.problems]

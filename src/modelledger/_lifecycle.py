@@ -325,7 +325,17 @@ class ReplayedState:
             prev = self.versions.get(key)
             if prev is None or delta.new_version:
                 prev = VersionState(model, delta.version, "candidate", delta.actor)
-            self.versions[key] = replace(prev, **delta.fields)
+            f = delta.fields
+            # built directly: dataclasses.replace's checks cost more than the rest of a replay
+            self.versions[key] = VersionState(
+                model=prev.model,
+                version=prev.version,
+                stage=f.get("stage", prev.stage),
+                registered_by=f.get("registered_by", prev.registered_by),
+                approved_by=f.get("approved_by", prev.approved_by),
+                decided_at=f.get("decided_at", prev.decided_at),
+                last_seq=f.get("last_seq", prev.last_seq),
+            )
         if model is not None:
             for alias, version in delta.aliases.items():
                 if version is None:

@@ -155,6 +155,8 @@ class Member:
         if model is None:
             # registry-wide actions (policy, enrolment) need an unscoped role
             return role not in ("admin",) or "*" in self.models
+        if "*" in self.models:
+            return True  # the usual unscoped member: no pattern to match
         # model names are unique without regard to case, so a scope matches in any case too
         return any(fnmatch.fnmatchcase(model.lower(), pattern.lower()) for pattern in self.models)
 

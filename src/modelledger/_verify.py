@@ -212,6 +212,34 @@ class _Run:
             fp = chain.first_problem
             self.problems.append(Problem(fp.kind, f"ledger event {fp.seq}", fp.detail))
 
+    def unsigned_tail(self) -> None:
+        """Events after the last signed checkpoint: every governed write signs its own
+        checkpoint in the transaction that appends its events, so a clean chain has no such
+        tail; one there was appended without a key (or its checkpoint deleted), and nothing
+        says who wrote it. Events a write committed during this run, whose checkpoint the run
+        read too early, are left to the next run."""
+        chain = self.chain
+        if chain is None or chain.first_problem is not None:
+            return
+        signed = chain.last_checkpoint_seq or 0
+        last = self.tip[0]
+        if last <= signed:
+            return
+        if any(cp.seq >= last for cp in self.meta.checkpoints(after=signed)):
+            self.notes.append(
+                f"events {signed + 1}..{last} were written during this run: the next verify checks them"
+            )
+            return
+        span = f"event {last}" if last == signed + 1 else f"events {signed + 1}..{last}"
+        self.problems.append(
+            Problem(
+                "unsigned_tail",
+                f"ledger {span}",
+                f"{last - signed} event(s) after the last signed checkpoint (seq {signed}): every write "
+                "signs its own, so these were added without a key or their checkpoint was deleted",
+            )
+        )
+
     def root_problem(self) -> None:
         root = next((m for m in self.roster.members.values() if m.root), None)
         trusted_kid = key_id(self.public_key) if self.public_key is not None else self.legacy_kid
@@ -343,6 +371,7 @@ def _full(
     with ahead if ahead is not None else contextlib.nullcontext():
         _verify_chain(run, start=None)
         run.chain_problems()
+        run.unsigned_tail()
         run.root_problem()
         ring = _ring(run.roster, run.trusted_pem)
         run.problems.extend(_check_tip(meta, run.tip, trusted_checkpoint, ring if run.trusted_pem else None))
@@ -383,6 +412,7 @@ def _since(
     _seed(run, prev.seq)
     _verify_chain(run, start=start)
     run.chain_problems()
+    run.unsigned_tail()
     run.root_problem()
     ring = _ring(run.roster, run.trusted_pem)
     run.problems.extend(_check_tip(meta, run.tip, trusted_checkpoint, ring if run.trusted_pem else None))
@@ -846,8 +876,13 @@ def _verify_chain(run: _Run, *, start: Checkpoint | None) -> None:
 
     keys = _ring(roster, run.trusted_pem)
 
+    # the stored data text of each event handed to the chain check and not yet hashed (one
+    # at a time, a few more when it looks ahead to name a problem)
+    texts: dict[int, str] = {}
+
     def events() -> Iterator[tuple[LedgerEvent, str]]:
-        for event, digest in run.meta.iter_events(after=after):
+        for event, digest, text in run.meta.iter_event_texts(after=after):
+            texts[event.seq] = text
             founding = event.action in ("registry.initialized", "member.enrolled")
             kid = signer_of(event.seq)
             if kid is not None and (not roster.empty or founding):
@@ -881,7 +916,11 @@ def _verify_chain(run: _Run, *, start: Checkpoint | None) -> None:
             yield event, digest
 
     stream = events()
-    run.chain = verify_chain(stream, checkpoints, keys, start=start) if run.trusted_pem else None
+    run.chain = (
+        verify_chain(stream, checkpoints, keys, start=start, data_text=lambda e: texts.pop(e.seq, None))
+        if run.trusted_pem
+        else None
+    )
     for _rest in stream:
         pass  # the replay needs every event, also after the chain check stopped at a problem
 
@@ -1038,8 +1077,14 @@ def _verify_version(
         )
     try:
         record = json.loads(art.read_bytes(f"{mv.folder}/manifest.json"))
-        if record.get("digest") != mv.digest or canonicalize(record.get("manifest")) != canonicalize(
-            dict(mv.manifest)
+        # a stored manifest keeps its text, canonical except in a 0.1.0 registry (which spelled
+        # some floats `1.0`, `1e21`): compared with that text first, encoded again only when
+        # it differs
+        held = getattr(mv.manifest, "canonical_text", None)
+        theirs = canonicalize(record.get("manifest"))
+        if record.get("digest") != mv.digest or (
+            (not isinstance(held, str) or theirs != held.encode("utf-8"))
+            and theirs != canonicalize(dict(mv.manifest))
         ):
             out.append(
                 Problem("mismatch", f"{mv.folder}/manifest.json", "differs from the registered manifest", uri)

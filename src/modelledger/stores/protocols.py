@@ -240,6 +240,13 @@ class LedgerStore(Protocol):
         ``alias_history``'s; an alias whose latest move removed it is left out)."""
         ...
 
+    def iter_event_texts(
+        self, *, after: int = 0, batch: int = 20000
+    ) -> Iterator[tuple[LedgerEvent, str, str]]:
+        """Every event after seq ``after`` with its stored hash and the stored text of its
+        data, in seq order, in large pages (a pass over the whole ledger)."""
+        ...
+
 
 class DatasetStore(Protocol):
     """Data set versions, their processing steps and which model versions used them."""

@@ -31,6 +31,7 @@ from .statements import (
     Q_ALIAS_MOVES,
     Q_ALIASES_AT,
     Q_CHECKPOINT_INSERT,
+    Q_EVENT_ROWS,
     Q_EVENTS_INSERT,
     Q_HEAD_UPDATE,
     Q_MEMBER_LAST,
@@ -423,6 +424,33 @@ class SqlLedger(SqlBase):
             for r in rows:
                 yield self._event(r), r.hash
             last = int(rows[-1].seq)
+
+    def iter_event_texts(
+        self, *, after: int = 0, batch: int = 20000
+    ) -> Iterator[tuple[LedgerEvent, str, str]]:
+        """Every ledger event after seq ``after`` with its stored hash and the stored text of
+        its data, in seq order: plain rows in large pages, for a pass over the whole ledger
+        (``verify``), where per-row overhead is what a large ledger pays for."""
+        last = after
+        while True:
+            with self._read() as conn:
+                rows = self.driver.all(conn, Q_EVENT_ROWS, {"after": last, "limit": batch})
+            if not rows:
+                return
+            for seq, time, actor, action, subject, data, reason, digest in rows:
+                event = LedgerEvent(
+                    seq=int(seq),
+                    time=time,
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    data=json.loads(data),
+                    reason=reason,
+                )
+                yield event, digest, data
+            if len(rows) < batch:
+                return
+            last = int(rows[-1][0])
 
     @staticmethod
     def _checkpoint(r: Any) -> Checkpoint:

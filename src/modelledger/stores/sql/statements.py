@@ -263,6 +263,21 @@ Q_VERSION_TAGS = sa.select(t.version_tags.c.version_id, t.version_tags.c.key, t.
 )
 
 # The newest enrolment event: the roster is rebuilt only when it changes (index on action, seq).
+Q_EVENT_ROWS = (
+    sa.select(
+        t.ledger_events.c.seq,
+        t.ledger_events.c.time,
+        t.ledger_events.c.actor,
+        t.ledger_events.c.action,
+        t.ledger_events.c.subject,
+        t.ledger_events.c.data,
+        t.ledger_events.c.reason,
+        t.ledger_events.c.hash,
+    )
+    .where(t.ledger_events.c.seq > bp("after"))
+    .order_by(t.ledger_events.c.seq)
+    .limit(bp("limit"))
+)
 Q_MEMBER_LAST = sa.select(sa.func.max(t.ledger_events.c.seq)).where(
     sa.or_(*(t.ledger_events.c.action == action for action in MEMBER_ACTIONS))
 )
