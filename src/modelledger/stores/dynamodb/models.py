@@ -1,0 +1,306 @@
+"""The DynamoDB store's models and versions.
+
+A model is the item ``N#<folded name>`` (its id, spelling, description, tags and
+``last_version``); its versions, their state, aliases and tags live under ``M#<id>``, so a
+listing is one Query. A version number is allocated by a conditional update of
+``last_version`` inside the registration's transaction: two registrations that read the same
+number cannot both commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..._canonical import canonicalize_str
+from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
+from ..._identifiers import fold_name
+from ..._lifecycle import GovContext
+from ..._policy import Policy
+from ..._time import from_stored
+from ...errors import AlreadyExists, Conflict, NotFound, StorageError
+from ..protocols import Decide, Signer
+from .base import BUCKET, chunks, seq_key
+from .ledger import DynamoLedger, TxItems
+
+__all__ = ["BODY_LIMIT", "DynamoModels"]
+
+BODY_LIMIT = 350_000
+"""Bytes of file list and manifest kept on the version item itself; a larger body is split into
+chunk items (an item is at most 400 KB, its keys and other attributes included)."""
+
+
+def _vkey(version: int) -> str:
+    return f"V#{seq_key(version, 10)}"
+
+
+class DynamoModels(DynamoLedger):
+    """Models and versions; registering a version is a governed write, hence the ledger base."""
+
+    def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model:
+        former = {fold_name(old): new for old, new in self._renames().items()}
+        if fold_name(name) in former:
+            current = former[fold_name(name)]
+            raise Conflict(f"{name} is a former name of {current} (it still resolves to it): choose another")
+        mid = self.counter("model_id")
+        tx = TxItems()
+        self._put(
+            tx,
+            self.state_table,
+            self._model_row(mid, name, description, dict(tags), now, 0),
+            fail=AlreadyExists("model", name),
+        )
+        self._put(tx, self.state_table, {"pk": f"M#{mid}", "sk": "#NAME", "name": name})
+        self._send(tx)
+        return Model(name=name, description=description, tags=dict(tags), created_at=now, latest_version=0)
+
+    @staticmethod
+    def _model_row(
+        mid: int, name: str, description: str, tags: dict[str, str], now: datetime, last: int
+    ) -> dict[str, Any]:
+        folded = fold_name(name)
+        return {
+            "pk": f"N#{folded}",
+            "sk": "MODEL",
+            "id": mid,
+            "name": name,
+            "description": description,
+            "tags": tags,
+            "created_at": now.isoformat(),
+            "last_version": last,
+            "gk": "M",  # the sparse listing index: models by folded name
+            "nf": folded,
+        }
+
+    @staticmethod
+    def _to_model(item: Mapping[str, Any]) -> Model:
+        return Model(
+            name=item["name"],
+            description=item.get("description", ""),
+            tags=dict(item.get("tags") or {}),
+            created_at=from_stored(item["created_at"]),
+            latest_version=int(item["last_version"]),
+            archived=item.get("archived_at") is not None,
+        )
+
+    def get_model(self, name: str) -> Model:
+        item = self._model_item(name)
+        if item is None:
+            raise NotFound("model", name)
+        return self._to_model(item)
+
+    # ------------------------------------------------------------ versions
+
+    def create_version(
+        self,
+        model: str,
+        *,
+        folder: str,
+        digest: str,
+        flavor: str,
+        files: Sequence[FileEntry],
+        manifest: Mapping[str, Any],
+        created_by: str,
+        now: datetime,
+        create_model: bool,
+        walk: Decide,
+        signer: Signer,
+        links: Sequence[tuple[str, str]] = (),
+        needs_context: bool = True,
+    ) -> ModelVersion:
+        """Allocate the next number and register the version with ``walk``'s events, in one
+        transaction conditional on the head and on the model's ``last_version``."""
+        if links:
+            raise StorageError("data set links are not built yet in the DynamoDB backend")
+        # compact, as the SQL store keeps it
+        files_json = json.dumps([f.to_dict() for f in files], separators=(",", ":"), ensure_ascii=False)
+        text = getattr(manifest, "canonical_text", None)
+        manifest_json = text if isinstance(text, str) else canonicalize_str(dict(manifest))
+        key = self.counter("version_key")  # unique; a lost race leaves a gap, as a sequence does
+        body = (files_json + "\n" + manifest_json).encode()
+        st = self.state_table
+
+        def attempt(head: tuple[int, str]) -> tuple[TxItems, tuple[str, int]]:
+            tx = TxItems()
+            m = self._model_item(model)
+            if m is None:
+                if not create_model:
+                    raise NotFound("model", model)
+                former = {fold_name(old): new for old, new in self._renames().items()}
+                if fold_name(model) in former:
+                    raise Conflict(
+                        f"{model} was renamed to {former[fold_name(model)]}: register new versions as "
+                        f"{former[fold_name(model)]} (a former name is never reused)"
+                    )
+                mid = self.counter("model_id")
+                m = self._model_row(mid, model, "", {}, now, 0)
+                number = 1
+                # a concurrent first registration created it: read again (Retry)
+                self._put(tx, st, {**m, "last_version": 1})
+                self._put(tx, st, {"pk": f"M#{mid}", "sk": "#NAME", "name": model})
+            else:
+                if m["name"] != model:
+                    raise Conflict(
+                        f"model {model} is stored as {m['name']}: register the version as {m['name']}"
+                    )
+                mid, number = int(m["id"]), int(m["last_version"]) + 1
+                tx.add(
+                    "Update",
+                    {
+                        "TableName": st,
+                        "Key": self.item({"pk": m["pk"], "sk": "MODEL"}),
+                        "UpdateExpression": "SET last_version = :n",
+                        "ConditionExpression": "last_version = :prev",
+                        "ExpressionAttributeValues": {
+                            ":n": self.value(number),
+                            ":prev": self.value(number - 1),
+                        },
+                    },
+                    key=(st, m["pk"], "MODEL"),
+                )
+            row: dict[str, Any] = {
+                "pk": f"M#{mid}",
+                "sk": _vkey(number),
+                "key": key,
+                "version": number,
+                "folder": folder,
+                "digest": digest,
+                "flavor": flavor,
+                "created_at": now.isoformat(),
+                "created_by": created_by,
+            }
+            if len(body) <= BODY_LIMIT:
+                row["files"], row["manifest"] = files_json, manifest_json
+                self._put(tx, st, row)
+            else:
+                parts = list(chunks(body, BODY_LIMIT))
+                self._put(tx, st, {**row, "chunks": len(parts)})
+                for i, part in enumerate(parts):
+                    self._put(
+                        tx, st, {"pk": f"M#{mid}", "sk": f"B#{seq_key(number, 10)}#{i:04d}", "part": part}
+                    )
+            self._put(tx, st, {"pk": f"K#{key // BUCKET}", "sk": seq_key(key), "mid": mid, "version": number})
+            self._put(
+                tx,
+                st,
+                {"pk": f"F#{folder}", "sk": "F", "key": key},
+                fail=AlreadyExists("version folder", folder),
+            )
+            ctx = GovContext(
+                model=model,
+                version=number,
+                state=None,
+                aliases=self._alias_map(mid) if needs_context else {},
+                policy=self._ledger_policy() if needs_context else Policy(),
+                actor=created_by,
+                archived=m.get("archived_at") is not None,
+            )
+            self._append(tx, head, walk(ctx), actor=created_by, signer=signer, models={model: m})
+            return tx, (model, number)
+
+        name, number = self._governed(attempt)
+        return ModelVersion(
+            model=name,
+            version=number,
+            folder=folder,
+            digest=digest,
+            flavor=flavor,
+            files=tuple(files),
+            manifest=dict(manifest),
+            created_at=now,
+            created_by=created_by,
+            key=key,
+        )
+
+    def _to_version(self, name: str, mid: int, item: Mapping[str, Any]) -> ModelVersion:
+        version = int(item["version"])
+        if "chunks" in item:
+            parts = self.query(self.state_table, f"M#{mid}", begins=f"B#{seq_key(version, 10)}#")
+            files_json, _, manifest_json = b"".join(p["part"] for p in parts).decode().partition("\n")
+        else:
+            files_json, manifest_json = item["files"], item["manifest"]
+        aliases = sorted(
+            r["alias"]
+            for r in self.query(self.state_table, f"M#{mid}", begins="A#")
+            if int(r["version"]) == version
+        )
+        tags = {
+            r["key"]: r["value"]
+            for r in self.query(self.state_table, f"M#{mid}", begins=f"G#{seq_key(version, 10)}#")
+        }
+        return ModelVersion(
+            name,
+            version,
+            item["folder"],
+            item["digest"],
+            item["flavor"],
+            LazyFiles(files_json),
+            LazyJSON(manifest_json),
+            from_stored(item["created_at"]),
+            item["created_by"],
+            tuple(aliases),
+            int(item["key"]),
+            tags,
+        )
+
+    def get_version(
+        self, model: str, version: int | None = None, *, alias: str | None = None
+    ) -> ModelVersion:
+        m = self._model_item(model)
+        if m is None:
+            raise NotFound("model", model)
+        name, mid = str(m["name"]), int(m["id"])
+        item: dict[str, Any] | None
+        if alias == "latest":
+            found = list(self.query(self.state_table, f"M#{mid}", begins="V#", newest_first=True, limit=1))
+            item, label = (found[0] if found else None), f"models:/{model}@latest"
+        elif alias is not None:
+            pointer = self.get(self.state_table, f"M#{mid}", f"A#{alias}")
+            if pointer is None:
+                raise NotFound("alias", f"models:/{model}@{alias}")
+            item = self.get(self.state_table, f"M#{mid}", _vkey(int(pointer["version"])))
+            label = f"models:/{model}@{alias}"
+        else:
+            item = None if version is None else self.get(self.state_table, f"M#{mid}", _vkey(version))
+            label = f"models:/{model}/{version}"
+        if item is None:
+            raise NotFound("alias" if alias and alias != "latest" else "model version", label)
+        return self._to_version(name, mid, item)
+
+    def get_version_by_key(self, key: int) -> ModelVersion:
+        pointer = self.get(self.state_table, f"K#{key // BUCKET}", seq_key(key))
+        if pointer is None:
+            raise NotFound("model version", f"key {key}")
+        mid = int(pointer["mid"])
+        named = self.get(self.state_table, f"M#{mid}", "#NAME")
+        item = self.get(self.state_table, f"M#{mid}", _vkey(int(pointer["version"])))
+        if named is None or item is None:
+            raise NotFound("model version", f"key {key}")
+        return self._to_version(str(named["name"]), mid, item)
+
+    def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]:
+        """Versions newest first, numbers below ``before``: one Query on the model's partition."""
+        m = self._model_item(model)
+        if m is None:
+            raise NotFound("model", model)
+        top = (before if before is not None else 10**10) - 1
+        if top < 1 or limit <= 0:
+            return []
+        rows = self.query(
+            self.state_table, f"M#{m['id']}", between=(_vkey(1), _vkey(top)), newest_first=True, limit=limit
+        )
+        return [self._to_version(str(m["name"]), int(m["id"]), r) for r in rows]
+
+    def iter_versions(self, batch: int = 500, *, after: int = 0) -> Iterator[ModelVersion]:
+        """Every version whose key is above ``after``, in key order (the ``K#`` buckets)."""
+        top = self.counter_value("version_key")
+        if after >= top:
+            return
+        for pointer in self._range(self.state_table, "K", after + 1, top):
+            yield self.get_version_by_key(int(pointer["sk"]))
+
+    def counter_value(self, name: str) -> int:
+        found = self.get(self.state_table, "COUNTER", name)
+        return 0 if found is None else int(found["n"])

@@ -1,0 +1,423 @@
+"""The DynamoDB metadata store (the part built so far) against a DynamoDB-protocol server.
+
+The server is moto's, on loopback, serving one request at a time: DynamoDB runs each
+transaction atomically, and moto does so only when requests do not interleave (its
+TransactWriteItems checks conditions and writes items in separate steps). Client threads
+still race for the head exactly as they would against DynamoDB.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelledger._domain import FileEntry
+from modelledger._keys import key_id
+from modelledger._ledger import verify_chain
+from modelledger._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
+from modelledger._signing import Identity, ensure_root, keyring
+from modelledger.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
+from modelledger.stores.dynamodb import DynamoStore, parse_url
+from modelledger.stores.sql import SqlMetadataStore
+
+ROOT = "root@example.com"
+ALICE = "alice@example.com"
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def dynamodb_server() -> Iterator[str]:
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class Quiet(MotoRequestHandler):
+        def log(self, *_args: Any) -> None:
+            pass  # a line per request would bury a failure's report
+
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", 0, app, threaded=False, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+class Actors:
+    """The signing identities of a test: the root, and alice enrolled by the root as admin."""
+
+    def __init__(self, folder: Path) -> None:
+        self.root = Identity(folder / "root.key", create=True)
+        self.alice = Identity(folder / "alice.key", create=True)
+
+    def setup(self, store: Any) -> None:
+        """Initialise ``store``'s ledger and enrol alice, as ``enrol_cast`` does for SQL."""
+        ensure_root(store, self.root, ROOT)
+        pem = self.alice.public_pem()
+        data = {
+            "member": ALICE,
+            "key_id": key_id(pem),
+            "public_key": pem.decode(),
+            "roles": ["admin", "serving"],
+            "models": ["*"],
+        }
+        drafts = [EventDraft("member.enrolled", f"members:/{ALICE}", data)]
+        store.govern(
+            "",
+            None,
+            lambda _ctx: drafts,
+            actor=ROOT,
+            signer=self.root.signer(),
+            needs_state=False,
+            needs_policy=False,
+        )
+
+
+@pytest.fixture
+def actors(tmp_path: Path) -> Actors:
+    return Actors(tmp_path / "keys")
+
+
+@pytest.fixture
+def store(dynamodb_server: str, monkeypatch: pytest.MonkeyPatch, actors: Actors) -> Iterator[DynamoStore]:
+    """A DynamoDB registry of its own (fresh tables under a unique prefix), root and alice set up."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    s = DynamoStore(f"dynamodb://{prefix}?region=us-east-1&endpoint_url={dynamodb_server}")
+    s.migrate()
+    actors.setup(s)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sql_store(tmp_path: Path, actors: Actors) -> Iterator[SqlMetadataStore]:
+    s = SqlMetadataStore(f"sqlite:///{tmp_path / 'registry.db'}")
+    s.migrate()
+    actors.setup(s)
+    yield s
+    s.close()
+
+
+def _files(n: int = 2) -> list[FileEntry]:
+    return [FileEntry(f"artifacts/part-{i}.bin", 100 + i, f"{i:064x}") for i in range(n)]
+
+
+def register(
+    store: Any,
+    signer: Any,
+    model: str,
+    *,
+    folder: str | None = None,
+    manifest: dict[str, Any] | None = None,
+    files: list[FileEntry] | None = None,
+) -> Any:
+    """Register a version the way the registry does: ``decide_registration`` walks it."""
+    files = _files() if files is None else files
+    manifest = {"flavor": "sklearn", "metrics": {"auc": 0.91}} if manifest is None else manifest
+    folder = folder or f"models/{model}/{uuid.uuid4().hex}"
+    record = {
+        "digest": "sha256:" + "ab" * 32,
+        "folder": folder,
+        "flavor": "sklearn",
+        "files": [f.to_dict() for f in files],
+    }
+
+    def walk(ctx: GovContext) -> list[EventDraft]:
+        return decide_registration(ctx, manifest, record)
+
+    return store.create_version(
+        model,
+        folder=folder,
+        digest=record["digest"],
+        flavor="sklearn",
+        files=files,
+        manifest=manifest,
+        created_by=ALICE,
+        now=NOW,
+        create_model=True,
+        walk=walk,
+        signer=signer,
+    )
+
+
+def set_alias(store: Any, signer: Any, model: str, alias: str, version: int) -> Any:
+    return store.govern(
+        model,
+        version,
+        lambda ctx: decide_alias(ctx, alias, version, reason="test"),
+        actor=ALICE,
+        signer=signer,
+    )
+
+
+def chain_ok(store: Any, actors: Actors) -> Any:
+    kid, _pem = store.public_key()
+    assert kid == actors.root.key_id
+    # every member's key, from the roster the store rebuilt from its ledger, as verify does
+    return verify_chain(store.iter_events(batch=7), store.checkpoints(), keyring(store))
+
+
+# ---------------------------------------------------------------- URL and tables
+
+
+def test_url_names_prefix_region_and_endpoint() -> None:
+    assert parse_url("dynamodb://acme-?region=eu-west-1") == ("acme-", "eu-west-1", None)
+    assert parse_url("dynamodb://acme?endpoint_url=http://127.0.0.1:9") == (
+        "acme",
+        None,
+        "http://127.0.0.1:9",
+    )
+    for bad in ("dynamodb://", "dynamodb://a b", "sqlite:///x.db", "dynamodb://acme?colour=red"):
+        with pytest.raises(InvalidInput):
+            parse_url(bad)
+
+
+def test_init_is_idempotent_and_keeps_the_ledger(store: DynamoStore, actors: Actors) -> None:
+    head = store.ledger_head()
+    assert head[0] == 2  # registry.initialized, then alice's enrolment
+    assert store.migrate() == "d1"
+    assert store.ledger_head() == head
+    assert store.schema_revision() == "d1"
+
+
+def test_reading_before_init_says_to_run_init(dynamodb_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    s = DynamoStore(f"dynamodb://none{uuid.uuid4().hex[:8]}-?region=us-east-1&endpoint_url={dynamodb_server}")
+    assert s.schema_revision() is None
+    with pytest.raises(Exception, match="modelledger init"):
+        s.ledger_head()
+
+
+# ---------------------------------------------------------------- the ledger
+
+
+def test_appends_chain_and_verify(store: DynamoStore, actors: Actors) -> None:
+    signer = actors.alice.signer()
+    register(store, signer, "fraud")
+    set_alias(store, signer, "fraud", "champion", 1)
+    report = chain_ok(store, actors)
+    assert report.ok, report.first_problem
+    seqs = [e.seq for e, _h in store.iter_events()]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert store.ledger_head()[0] == seqs[-1]
+    assert [cp.seq for cp in store.checkpoints()][-1] == seqs[-1]
+    assert store.count_events(upto=seqs[-1]) == len(seqs)
+    assert store.count_events(upto=2) == 2
+    assert [cp.seq for cp in store.checkpoints(after=2)] == [
+        cp.seq for cp in store.checkpoints() if cp.seq > 2
+    ]
+
+
+def test_an_edited_event_fails_verification(store: DynamoStore, actors: Actors) -> None:
+    register(store, actors.alice.signer(), "fraud")
+    # someone with table access rewrites an event's data: verify finds it
+    store.client.update_item(
+        TableName=store.ledger_table,
+        Key=store.item({"pk": "E#0", "sk": "00000000000000000003"}),
+        UpdateExpression="SET #d = :d",
+        ExpressionAttributeNames={"#d": "data"},
+        ExpressionAttributeValues={":d": store.value('{"model":"fraud","version":2}')},
+    )
+    report = chain_ok(store, actors)
+    assert not report.ok
+    assert report.first_problem is not None and report.first_problem.seq == 3
+
+
+def test_a_refused_write_leaves_nothing(store: DynamoStore, actors: Actors, tmp_path: Path) -> None:
+    register(store, actors.alice.signer(), "fraud")
+    head = store.ledger_head()
+    stranger = Identity(tmp_path / "stranger.key", create=True)
+    with pytest.raises(PermissionDenied):
+        set_alias(store, stranger.signer(), "fraud", "champion", 1)
+    with pytest.raises(AlreadyExists):
+        register(store, actors.alice.signer(), "fraud", folder=store.get_version("fraud", 1).folder)
+    assert store.ledger_head() == head
+    # the number the failed registration read was not used up
+    assert register(store, actors.alice.signer(), "fraud").version == 2
+
+
+def test_concurrent_appends_make_one_unforked_chain(store: DynamoStore, actors: Actors) -> None:
+    register(store, actors.alice.signer(), "fraud")
+    start = store.ledger_head()[0]
+    threads, each = 6, 4
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        signer = actors.alice.signer()
+        try:
+            for i in range(each):
+                set_alias(store, signer, "fraud", f"a{t}-{i}", 1)
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    _run(threads, work)
+    assert not errors, errors
+    events = list(store.iter_events())
+    assert [e.seq for e, _ in events] == list(range(1, start + threads * each + 1))
+    assert store.ledger_head()[0] == start + threads * each
+    report = chain_ok(store, actors)
+    assert report.ok, report.first_problem
+    assert len({e.subject for e, _ in events[start:]}) == threads * each  # every write landed once
+    assert len(store.checkpoints()) == len(store.checkpoints(after=0))
+
+
+def test_concurrent_registrations_get_distinct_consecutive_numbers(
+    store: DynamoStore, actors: Actors
+) -> None:
+    threads, each = 5, 3
+    numbers: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(_t: int) -> None:
+        signer = actors.alice.signer()
+        try:
+            for _ in range(each):
+                v = register(store, signer, "fraud")
+                with lock:
+                    numbers.append(v.version)
+        except BaseException as exc:
+            errors.append(exc)
+
+    _run(threads, work)
+    assert not errors, errors
+    assert sorted(numbers) == list(range(1, threads * each + 1))
+    assert store.get_model("fraud").latest_version == threads * each
+    listed = store.list_versions("fraud", limit=100, before=None)
+    assert [v.version for v in listed] == list(range(threads * each, 0, -1))
+    assert len({v.key for v in listed}) == threads * each
+    assert chain_ok(store, actors).ok
+
+
+def _run(n: int, work: Callable[[int], None]) -> None:
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(n)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join(timeout=300)
+    assert not any(th.is_alive() for th in pool)
+
+
+# ---------------------------------------------------------------- models and versions
+
+
+def test_models_and_versions_round_trip(store: DynamoStore, actors: Actors) -> None:
+    model = store.create_model("Fraud", "card fraud", {"team": "risk"}, NOW)
+    assert store.get_model("fraud") == model  # names in any case
+    with pytest.raises(AlreadyExists):
+        store.create_model("FRAUD", "", {}, NOW)
+    with pytest.raises(NotFound):
+        store.get_model("nope")
+    signer = actors.alice.signer()
+    with pytest.raises(Exception, match="stored as Fraud"):
+        register(store, signer, "fraud")
+    v1 = register(store, signer, "Fraud")
+    v2 = register(store, signer, "Fraud", manifest={"flavor": "sklearn", "note": "second"})
+    set_alias(store, signer, "Fraud", "champion", 1)
+    got = store.get_version("fraud", 1)
+    assert (got.model, got.version, got.folder, got.key) == ("Fraud", 1, v1.folder, v1.key)
+    assert list(got.files) == list(v1.files) and dict(got.manifest) == dict(v1.manifest)
+    assert got.aliases == ("champion",)
+    assert store.get_version("Fraud", alias="champion").version == 1
+    assert store.get_version("Fraud", alias="latest").version == 2
+    assert store.get_version_by_key(v2.key).manifest["note"] == "second"
+    with pytest.raises(NotFound):
+        store.get_version("Fraud", 3)
+    with pytest.raises(NotFound):
+        store.get_version("Fraud", alias="nobody")
+    assert [v.version for v in store.list_versions("Fraud", limit=1, before=None)] == [2]
+    assert [v.version for v in store.list_versions("Fraud", limit=5, before=2)] == [1]
+    assert [v.key for v in store.iter_versions(batch=1)] == [v1.key, v2.key]
+    assert [v.key for v in store.iter_versions(after=v1.key)] == [v2.key]
+    state = store.version_state("fraud", 1)
+    # the default stage modes walk a registration up to validated
+    assert (state.stage, state.registered_by) == ("validated", ALICE)
+    assert set(store.version_states("Fraud", [1, 2, 9])) == {1, 2}
+
+
+def test_a_body_over_the_item_limit_is_chunked(store: DynamoStore, actors: Actors) -> None:
+    files = [FileEntry(f"artifacts/shard-{i:06d}.bin", i, f"{i:064x}") for i in range(5000)]  # ~560 KB
+    v = register(store, actors.alice.signer(), "big", files=files)
+    got = store.get_version("big", v.version)
+    assert list(got.files) == files
+    assert dict(got.manifest) == dict(v.manifest)
+
+
+def test_results_equal_the_sql_stores(
+    store: DynamoStore, sql_store: SqlMetadataStore, actors: Actors
+) -> None:
+    """The same writes on both backends give the same versions, state and ledger (up to times)."""
+    for s in (store, sql_store):
+        s.create_model("churn", "who leaves", {"team": "growth"}, NOW)
+        signer = actors.alice.signer()
+        register(s, signer, "churn", folder="models/churn/1")
+        auto = {"flavor": "sklearn", "stages": {"data_prepared": "auto", "trained": "auto"}}
+        register(s, signer, "churn", folder="models/churn/2", manifest=auto)
+        register(s, signer, "fresh", folder="models/fresh/1")
+        set_alias(s, signer, "churn", "champion", 2)
+        set_alias(s, signer, "churn", "champion", 1)
+
+    def shape(s: Any) -> Any:
+        versions = [
+            (v.model, v.version, v.folder, v.digest, list(v.files), dict(v.manifest), v.created_by, v.aliases)
+            for m in ("churn", "fresh")
+            for v in reversed(s.list_versions(m, limit=10, before=None))
+        ]
+        events = [(e.seq, e.actor, e.action, e.subject, dict(e.data), e.reason) for e, _h in s.iter_events()]
+        states = s.version_states("churn", [1, 2])
+        return {
+            "model": s.get_model("churn").to_dict(),
+            "versions": versions,
+            "events": events,
+            "states": {k: v.to_dict() for k, v in states.items()},
+            "by_alias": s.get_version("churn", alias="champion").version,
+            "policy": s.policy().to_dict(),
+            "members": sorted(s.roster().members),
+            "head": s.ledger_head()[0],
+            "checkpoints": [cp.seq for cp in s.checkpoints()],
+        }
+
+    assert shape(store) == shape(sql_store)
+    assert chain_ok(store, actors).ok and chain_ok(sql_store, actors).ok
+
+
+# ---------------------------------------------------------------- no Scan on the hot path
+
+
+def test_no_scan_is_issued(store: DynamoStore, actors: Actors) -> None:
+    calls: list[str] = []
+    store.client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    signer = actors.alice.signer()
+    store.create_model("fraud", "", {}, NOW)
+    v = register(store, signer, "fraud")
+    set_alias(store, signer, "fraud", "champion", 1)
+    store.get_model("fraud")
+    store.get_version("fraud", 1)
+    store.get_version("fraud", alias="champion")
+    store.get_version("fraud", alias="latest")
+    store.get_version_by_key(v.key)
+    store.list_versions("fraud", limit=10, before=None)
+    list(store.iter_versions())
+    list(store.iter_events())
+    store.checkpoints()
+    store.count_events(upto=3)
+    store.version_states("fraud", [1])
+    store.roster()
+    store.policy()
+    assert {"TransactWriteItems", "Query", "GetItem", "BatchGetItem"} <= set(calls)  # the hook sees
+    assert "Scan" not in calls
