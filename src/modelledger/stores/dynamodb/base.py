@@ -94,7 +94,7 @@ class DynamoBase:
             with self._client_lock:
                 if self._client is None:
                     import boto3  # only a DynamoDB registry needs it
-                    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+                    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer  # likewise
 
                     self._ser, self._de = TypeSerializer(), TypeDeserializer()
                     self._client = boto3.client(
