@@ -19,7 +19,7 @@ import pytest
 
 from modelledger._domain import FileEntry
 from modelledger._keys import key_id
-from modelledger._ledger import verify_chain
+from modelledger._ledger import check_segment, verify_chain
 from modelledger._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from modelledger._signing import Identity, ensure_root, keyring
 from modelledger.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
@@ -371,6 +371,12 @@ def test_results_equal_the_sql_stores(
         register(s, signer, "fresh", folder="models/fresh/1")
         set_alias(s, signer, "churn", "champion", 2)
         set_alias(s, signer, "churn", "champion", 1)
+        s.create_model("chai", "", {"team": "tea"}, NOW)
+        s.create_model("zeta", "", {"team": "growth"}, NOW)
+        s.update_model(
+            "zeta", description="last", tags={"team": None, "tier": "1"}, actor=ALICE, signer=signer
+        )
+        s.save_verify_record("k1", "proved 12")
 
     def shape(s: Any) -> Any:
         versions = [
@@ -390,10 +396,60 @@ def test_results_equal_the_sql_stores(
             "members": sorted(s.roster().members),
             "head": s.ledger_head()[0],
             "checkpoints": [cp.seq for cp in s.checkpoints()],
+            "models": [
+                [m.name for m in s.list_models(prefix=p, tags=t, limit=n, after=a, stage=st)]
+                for p, t, n, a, st in [
+                    (None, {}, 10, None, None),
+                    ("ch", {}, 10, None, None),
+                    (None, {"team": "growth"}, 10, None, None),
+                    (None, {}, 1, "chai", None),
+                    (None, {}, 10, None, "validated"),
+                    ("zz", {}, 10, None, None),
+                ]
+            ],
+            "zeta": {k: v for k, v in s.get_model("zeta").to_dict().items() if k != "created_at"},
+            "history": [{k: v for k, v in h.items() if k != "time"} for h in s.alias_history("churn", None)],
+            "alias_at": [s.alias_at("churn", "champion", t) for t in ("2000-01-01T00:00:00Z", "9999")],
+            "audit": [
+                [(e.seq, e.action) for e, _h in s.audit(after=a, limit=n, **{**_FILTERS, **f})]
+                for a, n, f in [
+                    (0, 100, {"subjects": ["models:/churn/2"]}),
+                    (0, 100, {"subject_prefixes": ["models:/churn/", "models:/churn@"]}),
+                    (3, 2, {"subject_prefixes": ["models:/churn/"]}),
+                    (0, 100, {"actor": ROOT}),
+                    (0, 100, {"action": "alias.set"}),
+                    (0, 100, {"action": "stage.*"}),
+                    (0, 100, {"subject_prefixes": ["members:/"]}),
+                    (0, 100, {"since": "9999"}),
+                ]
+            ],
+            "segment": _segment(s.segment_for("models:/churn/2", "version.registered")),
+            "no segment": s.segment_for("models:/churn/9", "version.registered"),
+            "member segments": [_segment(g) for g in s.member_segments()],
+            "verify record": (s.verify_record("k1"), s.verify_record("k2")),
         }
 
     assert shape(store) == shape(sql_store)
     assert chain_ok(store, actors).ok and chain_ok(sql_store, actors).ok
+    for segment in (store.segment_for("models:/churn/2", "version.registered"), *store.member_segments()):
+        assert segment is not None
+        check_segment(segment, keyring(store))  # each proves its events with the keys alone
+
+
+def _segment(segment: Any) -> Any:
+    if segment is None:
+        return None
+    return [e.seq for e, _h in segment.events], segment.checkpoint.seq
+
+
+_FILTERS = {
+    "subjects": (),
+    "subject_prefixes": (),
+    "actor": None,
+    "action": None,
+    "since": None,
+    "until": None,
+}
 
 
 # ---------------------------------------------------------------- no Scan on the hot path
@@ -419,5 +475,18 @@ def test_no_scan_is_issued(store: DynamoStore, actors: Actors) -> None:
     store.version_states("fraud", [1])
     store.roster()
     store.policy()
+    store.update_model("fraud", description="d", tags={"a": "b"}, actor=ALICE, signer=signer)
+    store.list_models(prefix="fr", tags={"a": "b"}, limit=5, after=None, stage="validated")
+    store.alias_history("fraud", "champion")
+    store.alias_at("fraud", "champion", "9999")
+    store.segment_for("models:/fraud/1", "version.registered")
+    store.member_segments()
+    for filters in (
+        {"subjects": ["models:/fraud/1"]},
+        {"subject_prefixes": ["models:/fraud/"]},
+        {"actor": ALICE},
+    ):
+        store.audit(after=0, limit=10, **{**_FILTERS, **filters})
+    store.audit(after=0, limit=10, **{**_FILTERS, "action": "stage.*"})
     assert {"TransactWriteItems", "Query", "GetItem", "BatchGetItem"} <= set(calls)  # the hook sees
     assert "Scan" not in calls

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..._ledger import GENESIS
-from ...errors import InvalidInput, StorageError
+from ...errors import InvalidInput, SchemaOutdated, StorageError
 
 __all__ = [
     "BUCKET",
@@ -154,16 +154,20 @@ class DynamoBase:
         limit: int | None = None,
         index: str | None = None,
         key_name: str = "pk",
+        sort_name: str = "sk",
     ) -> Iterator[dict[str, Any]]:
-        """Query one partition (strongly consistent on the base table), paged, in key order."""
+        """Query one partition (strongly consistent on the base table; an index is eventually
+        consistent), paged, in key order."""
         names = {"#p": key_name}
         values: dict[str, Any] = {":p": self.value(pk)}
         cond = "#p = :p"
         if between is not None:
-            cond += " AND sk BETWEEN :lo AND :hi"
+            cond += " AND #s BETWEEN :lo AND :hi"
+            names["#s"] = sort_name
             values[":lo"], values[":hi"] = self.value(between[0]), self.value(between[1])
         elif begins is not None:
-            cond += " AND begins_with(sk, :b)"
+            cond += " AND begins_with(#s, :b)"
+            names["#s"] = sort_name
             values[":b"] = self.value(begins)
         args: dict[str, Any] = {
             "TableName": table,
@@ -290,6 +294,20 @@ class DynamoBase:
             Item=self.item({"pk": "SET", "sk": "schema", "value": SCHEMA_REVISION}),
         )
         return SCHEMA_REVISION
+
+    def check_schema(self) -> None:
+        rev = self.schema_revision()
+        if rev != SCHEMA_REVISION:
+            raise SchemaOutdated(current=rev, head=SCHEMA_REVISION)
+
+    def read_stamp(self) -> str | None:
+        # Not every write moves the ledger head (creating a model does not), so the head
+        # cannot stand for "nothing changed": None until every write moves a stamp item.
+        return None
+
+    @contextlib.contextmanager
+    def shared_reads(self) -> Iterator[None]:
+        yield  # no connections: every request is its own HTTP call on the client's pool
 
     def schema_revision(self) -> str | None:
         try:

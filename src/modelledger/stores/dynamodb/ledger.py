@@ -9,8 +9,10 @@ another has written nothing; it reads again and decides again. The chain never f
 
 from __future__ import annotations
 
+import heapq
 import json
 import random
+import re
 import time as _time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +21,12 @@ from typing import Any
 from ..._canonical import canonicalize_str
 from ..._delegation import DelegatedSigner
 from ..._identifiers import fold_name
-from ..._ledger import ChainBuilder, Checkpoint, LedgerEvent
+from ..._ledger import GENESIS, ChainBuilder, ChainSegment, Checkpoint, LedgerEvent
 from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
 from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
 from ..._policy import Policy
 from ..._time import now_text
-from ...errors import InvalidInput, NotFound, PermissionDenied, StorageError
+from ...errors import IntegrityError, InvalidInput, NotFound, PermissionDenied, StorageError
 from ..protocols import Decide, Signer
 from .base import BUCKET, TX_BYTES, TX_LIMIT, DynamoBase, chunks, seq_key
 
@@ -37,6 +39,7 @@ MAX_ATTEMPTS = 60
 """Governed writes retried after losing the head to another writer, before giving up."""
 
 _POLICY_ACTIONS = ("policy.changed", "registry.initialized")
+_VERIFY_RECORD = "verify:"  # settings sort key prefix of each verifier key's record
 
 
 class Retry(Exception):
@@ -633,6 +636,143 @@ class DynamoLedger(DynamoBase):
         return {
             int(sk[2:]): self._state(str(m["name"]), int(sk[2:]), item) for (_pk, sk), item in found.items()
         }
+
+    def verify_record(self, key_id: str) -> str | None:
+        found = self.get(self.state_table, "SET", _VERIFY_RECORD + key_id)
+        return None if found is None else str(found["value"])
+
+    def save_verify_record(self, key_id: str, text: str) -> None:
+        # Not a ledger event: a verifier may hold no role. The record is signed by the
+        # verifier's key, which the next run checks.
+        row = {"pk": "SET", "sk": _VERIFY_RECORD + key_id, "value": text}
+        self.client.put_item(TableName=self.state_table, Item=self.item(row))
+
+    def audit(
+        self,
+        *,
+        subjects: Sequence[str],
+        subject_prefixes: Sequence[str],
+        actor: str | None,
+        action: str | None,
+        since: str | None,
+        until: str | None,
+        after: int,
+        limit: int,
+    ) -> list[tuple[LedgerEvent, str]]:
+        """Events matching every filter, in seq order, seqs above ``after``. The most selective
+        filter picks an index (subject, scope, actor, action) or the seq range; the others are
+        checked per event. Indexes are eventually consistent: an event a moment old may be
+        missing from a page (never from ``iter_events``)."""
+        start = seq_key(after + 1)
+        end = seq_key(10**20 - 1)
+
+        def on(index: str, key: str, value: str) -> Iterator[dict[str, Any]]:
+            return self.query(self.ledger_table, value, between=(start, end), index=index, key_name=key)
+
+        streams: list[Iterator[dict[str, Any]]]
+        if subjects or subject_prefixes:
+            streams = [on("by_subject", "subject", x) for x in subjects]
+            for p in subject_prefixes:
+                if p.startswith("models:/") and scope_of(p) != "models:":
+                    streams.append(on("by_scope", "scope", scope_of(p)))
+                else:  # no index holds this prefix: the seq range, filtered
+                    streams = [self._range(self.ledger_table, "E", after + 1, self._head()[0])]
+                    break
+        elif actor:
+            streams = [on("by_actor", "actor", actor)]
+        elif action and "*" not in action:
+            streams = [on("by_action", "action", action)]
+        else:
+            streams = [self._range(self.ledger_table, "E", after + 1, self._head()[0])]
+        pattern = None
+        if action and "*" in action:
+            pattern = re.compile(".*".join(re.escape(part) for part in action.split("*")), re.DOTALL)
+        out: list[tuple[LedgerEvent, str]] = []
+        last = after
+        for item in heapq.merge(*streams, key=lambda i: int(i["seq"])):
+            seq = int(item["seq"])
+            if seq <= last:
+                continue  # the same event from two streams
+            subject, time = str(item["subject"]), str(item["time"])
+            if (subjects or subject_prefixes) and not (
+                subject in subjects or any(subject.startswith(p) for p in subject_prefixes)
+            ):
+                continue
+            if actor and item["actor"] != actor:
+                continue
+            if action and (
+                pattern.fullmatch(item["action"]) is None if pattern else item["action"] != action
+            ):
+                continue
+            if (since and time < since) or (until and time > until):
+                continue
+            last = seq
+            out.append((self._event(self._whole(dict(item))), str(item["hash"])))
+            if len(out) >= limit:
+                break
+        return out
+
+    def segment_for(self, subject: str, action: str) -> ChainSegment | None:
+        for pointer in self.query(self.ledger_table, f"S#{subject}"):
+            if pointer.get("act") == action:
+                return self._segment(int(pointer["sk"]))
+        return None
+
+    def member_segments(self) -> list[ChainSegment]:
+        """A chain segment for each write holding enrolment events, in ledger order."""
+        out: list[ChainSegment] = []
+        for seq in self._pointed("G#members"):
+            if out and out[-1].checkpoint.seq >= seq:
+                continue  # in the write the previous segment already covers
+            out.append(self._segment(seq))
+        return out
+
+    def _segment(self, seq: int) -> ChainSegment:
+        """Event ``seq`` and the events after it up to the checkpoint that signs them."""
+        top = self._head()[0]
+        found = list(self._range(self.ledger_table, "C", seq, top, limit=1))
+        if not found:
+            raise IntegrityError(f"ledger event {seq}", "no signed checkpoint covers it (truncated?)")
+        cp = self._checkpoint(found[0])
+        events = tuple(
+            (self._event(self._whole(i)), str(i["hash"]))
+            for i in self._range(self.ledger_table, "E", seq, cp.seq)
+        )
+        before = self._events_at([seq - 1]) if seq > 1 else []
+        return ChainSegment(
+            previous_hash=str(before[0]["hash"]) if before else GENESIS.hex(),
+            events=events,
+            checkpoint=cp,
+        )
+
+    def _history(self, model: str) -> tuple[str, list[dict[str, Any]]]:
+        m = self._model_item(model)
+        if m is None:
+            raise NotFound("model", model)
+        return str(m["name"]), list(self.query(self.state_table, f"M#{m['id']}", begins="H#"))
+
+    def alias_at(self, model: str, alias: str, time: str) -> int | None:
+        _name, rows = self._history(model)
+        for r in reversed(rows):
+            if r["alias"] == alias and r["time"] <= time:
+                return None if r.get("version") is None else int(r["version"])
+        return None
+
+    def alias_history(self, model: str, alias: str | None) -> list[dict[str, Any]]:
+        name, rows = self._history(model)
+        return [
+            {
+                "seq": int(r["sk"][2:]) // ALIAS_SLOTS,
+                "model": name,
+                "alias": r["alias"],
+                "version": r.get("version"),
+                "time": r["time"],
+                "actor": r["actor"],
+                "action": r["action"],
+            }
+            for r in rows
+            if alias is None or r["alias"] == alias
+        ]
 
     @staticmethod
     def _state(model: str, version: int, item: Mapping[str, Any]) -> VersionState:

@@ -17,7 +17,7 @@ from typing import Any
 from ..._canonical import canonicalize_str
 from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
 from ..._identifiers import fold_name
-from ..._lifecycle import GovContext
+from ..._lifecycle import EventDraft, GovContext
 from ..._policy import Policy
 from ..._time import from_stored
 from ...errors import AlreadyExists, Conflict, NotFound, StorageError
@@ -90,6 +90,112 @@ class DynamoModels(DynamoLedger):
         if item is None:
             raise NotFound("model", name)
         return self._to_model(item)
+
+    def list_models(
+        self,
+        *,
+        prefix: str | None,
+        tags: Mapping[str, str],
+        limit: int,
+        after: str | None,
+        stage: str | None = None,
+        include_archived: bool = False,
+    ) -> list[Model]:
+        """Models by folded name from the ``listing`` index (eventually consistent: a model
+        created a moment ago may be missing); the other conditions are checked per item."""
+        lo = fold_name(prefix or "")
+        hi = lo + "\U0010ffff"
+        if after is not None:
+            lo = max(lo, fold_name(after) + "\x00")
+        out: list[Model] = []
+        if limit <= 0 or lo > hi:
+            return out
+        rows = self.query(
+            self.state_table,
+            "M",
+            between=(lo, hi) if lo else None,
+            index="listing",
+            key_name="gk",
+            sort_name="nf",
+        )
+        for item in rows:
+            if item.get("archived_at") is not None and not include_archived:
+                continue
+            held = item.get("tags") or {}
+            if any(held.get(k) != v for k, v in tags.items()):
+                continue
+            if stage is not None:
+                last = int(item["last_version"])
+                state = (
+                    self.get(self.state_table, f"M#{item['id']}", f"T#{seq_key(last, 10)}") if last else None
+                )
+                if state is None or state["stage"] != stage:
+                    continue
+            out.append(self._to_model(item))
+            if len(out) == limit:
+                break
+        return out
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None,
+        tags: Mapping[str, str | None] | None,
+        actor: str,
+        signer: Signer,
+    ) -> Model:
+        """Change a model's description or tags, recorded (``model.updated``) in the same write."""
+        st = self.state_table
+
+        def attempt(head: tuple[int, str]) -> tuple[TxItems, str]:
+            m = self._model_item(name)
+            if m is None:
+                raise NotFound("model", name)
+            stored = str(m["name"])
+            data: dict[str, Any] = {"model": stored}
+            if description is not None:
+                data["description"] = description
+            if tags:
+                data["tags"] = dict(tags)
+            tx = TxItems()
+            draft = EventDraft("model.updated", f"models:/{stored}", data)
+            self._append(tx, head, [draft], actor=actor, signer=signer, models={stored: m})
+            sets, removes = [], []
+            names: dict[str, str] = {}
+            values: dict[str, Any] = {}
+            if description is not None:
+                sets.append("description = :d")
+                values[":d"] = self.value(description)
+            for i, (k, v) in enumerate((tags or {}).items()):
+                names[f"#t{i}"] = k
+                if v is None:
+                    removes.append(f"tags.#t{i}")
+                else:
+                    sets.append(f"tags.#t{i} = :t{i}")
+                    values[f":t{i}"] = self.value(v)
+            if sets or removes:
+                expr = " ".join(
+                    part
+                    for part in (
+                        "SET " + ", ".join(sets) if sets else "",
+                        "REMOVE " + ", ".join(removes) if removes else "",
+                    )
+                    if part
+                )
+                update: dict[str, Any] = {
+                    "TableName": st,
+                    "Key": self.item({"pk": m["pk"], "sk": "MODEL"}),
+                    "UpdateExpression": expr,
+                }
+                if names:
+                    update["ExpressionAttributeNames"] = names
+                if values:
+                    update["ExpressionAttributeValues"] = values
+                tx.add("Update", update, key=(st, m["pk"], "MODEL"))
+            return tx, stored
+
+        return self.get_model(self._governed(attempt))
 
     # ------------------------------------------------------------ versions
 
