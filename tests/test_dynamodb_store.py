@@ -22,7 +22,7 @@ from modelledger._keys import key_id
 from modelledger._ledger import check_segment, verify_chain
 from modelledger._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from modelledger._signing import Identity, ensure_root, keyring
-from modelledger.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
+from modelledger.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PermissionDenied
 from modelledger.stores.dynamodb import DynamoStore, parse_url
 from modelledger.stores.sql import SqlMetadataStore
 
@@ -490,3 +490,44 @@ def test_no_scan_is_issued(store: DynamoStore, actors: Actors) -> None:
     store.audit(after=0, limit=10, **{**_FILTERS, "action": "stage.*"})
     assert {"TransactWriteItems", "Query", "GetItem", "BatchGetItem"} <= set(calls)  # the hook sees
     assert "Scan" not in calls
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def test_tokens_equal_the_sql_stores(
+    store: DynamoStore, sql_store: SqlMetadataStore, actors: Actors, tmp_path: Path
+) -> None:
+    stranger = Identity(tmp_path / "stranger.key", create=True)
+
+    def shape(s: Any) -> Any:
+        signer = actors.alice.signer()
+        s.create_token("t1", ALICE, "d1" * 32, None, actor=ALICE, signer=signer, reason=None)
+        s.create_token("t2", ROOT, "d2" * 32, "2999-01-01T00:00:00Z", actor=ALICE, signer=signer, reason="ci")
+        s.create_token("t3", ALICE, "d3" * 32, None, actor=ALICE, signer=signer, reason=None)
+        revoked = s.revoke_token("t3", actor=ALICE, signer=signer, reason="leaked")
+        with pytest.raises(Conflict):
+            s.revoke_token("t3", actor=ALICE, signer=signer, reason=None)
+        with pytest.raises(NotFound):
+            s.revoke_token("nope", actor=ALICE, signer=signer, reason=None)
+        head = s.ledger_head()
+        with pytest.raises(PermissionDenied):
+            s.create_token("t4", ALICE, "d4" * 32, None, actor=ALICE, signer=stranger.signer(), reason=None)
+        assert s.ledger_head() == head  # refused: nothing written
+        holder = s.token_holder("d1" * 32)
+        assert holder is not None and holder[1].members[ALICE].name == ALICE
+        assert s.token_holder("d4" * 32) is None
+
+        def plain(t: Any) -> Any:
+            return (t.id, t.member, t.created_by, t.expires_at, t.revoked_at is not None)
+
+        return {
+            "all": [plain(t) for t in s.list_tokens(member=None)],
+            "alice": [plain(t) for t in s.list_tokens(member=ALICE)],
+            "holder": plain(holder[0]),
+            "revoked": plain(revoked),
+            "events": [(e.action, e.subject, dict(e.data), e.reason) for e, _h in s.iter_events(after=2)],
+        }
+
+    assert shape(store) == shape(sql_store)
+    assert chain_ok(store, actors).ok

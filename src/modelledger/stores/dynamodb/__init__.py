@@ -1,8 +1,8 @@
 """The DynamoDB metadata store (work in progress): metadata in DynamoDB, artefacts in S3.
 
-The design, with the access pattern of every Protocol method, is docs/dynamodb.md. Built so
-far: the tables, the ledger core (governed writes conditional on the head, checkpoints, events,
-roster, policy, version state) and models and versions. It does not yet implement the whole
+The design, with the access pattern of every Protocol method, is docs/dynamodb.md; its
+"Status" lists what is built (the ledger core, models and versions, API tokens) and what is
+not. It does not yet implement the whole
 :class:`~modelledger.stores.protocols.MetadataStore`, so it is not in
 :data:`modelledger.stores.BACKENDS`: ``Registry.open`` does not offer it until it does.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from .base import SCHEMA_REVISION, parse_url
 from .models import DynamoModels
+from .tokens import DynamoTokens
 
 __all__ = ["SCHEMA_REVISION", "DynamoStore", "parse_url"]
 
 
-class DynamoStore(DynamoModels):
+class DynamoStore(DynamoModels, DynamoTokens):
     """The DynamoDB store for ``dynamodb://<table-prefix>?region=...`` URLs (part of the ports)."""

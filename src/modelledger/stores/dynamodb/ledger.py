@@ -14,6 +14,7 @@ import json
 import random
 import re
 import time as _time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,7 +114,10 @@ class DynamoLedger(DynamoBase):
             )
         client = self.client
         try:
-            client.transact_write_items(TransactItems=tx.items)
+            # One token per attempt: botocore resends this very request when a response is
+            # lost, and DynamoDB applies a token's transaction once; a new attempt is a new
+            # decision, with a new token.
+            client.transact_write_items(TransactItems=tx.items, ClientRequestToken=uuid.uuid4().hex)
         except client.exceptions.TransactionCanceledException as exc:
             reasons = exc.response.get("CancellationReasons") or []
             for i, reason in enumerate(reasons):
