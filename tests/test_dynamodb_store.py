@@ -22,6 +22,7 @@ from modelledger._keys import key_id
 from modelledger._ledger import check_segment, verify_chain
 from modelledger._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
 from modelledger._signing import Identity, ensure_root, keyring
+from modelledger._webhooks import Webhook, WebhookDelivery
 from modelledger.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PermissionDenied
 from modelledger.stores.dynamodb import DynamoStore, parse_url
 from modelledger.stores.sql import SqlMetadataStore
@@ -531,3 +532,59 @@ def test_tokens_equal_the_sql_stores(
 
     assert shape(store) == shape(sql_store)
     assert chain_ok(store, actors).ok
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+def test_webhooks_equal_the_sql_stores(store: DynamoStore, sql_store: SqlMetadataStore) -> None:
+    def shape(s: Any) -> Any:
+        out: dict[str, Any] = {}
+        for i, actions in enumerate([None, ("version.*",)]):
+            hook = Webhook(f"w{i}", f"https://hooks.example/{i}", actions, f"2026-11-01T00:00:0{i}Z", ALICE)
+            s.add_webhook(hook, f"secret-{i}")
+        with pytest.raises(AlreadyExists):
+            s.add_webhook(Webhook("w0", "https://x.example", None, "2026-11-01T00:00:00Z", ALICE), "s")
+        now, until = "2026-11-01T01:00:00Z", "2026-11-01T01:05:00Z"
+        first = s.claim_webhook(after="", now=now, until=until, claim="round-a")
+        second = s.claim_webhook(after="", now=now, until=until, claim="round-b")  # w0 is held
+        nothing = s.claim_webhook(after="w1", now=now, until=until, claim="round-c")
+        delivery = WebhookDelivery("w0", 1, "registry.initialized", 1, now, status_code=500, error="boom")
+        lost = s.webhook_progress(
+            "w0", "round-b", last_seq=1, failures=0, next_attempt_at=None, delivery=None, held_until=None
+        )
+        kept = s.webhook_progress(
+            "w0",
+            "round-a",
+            last_seq=0,
+            failures=1,
+            next_attempt_at="2026-11-01T01:01:00Z",
+            delivery=delivery,
+            held_until=None,
+        )
+        ok = WebhookDelivery("w0", 1, "registry.initialized", 2, "2026-11-01T01:02:00Z", status_code=200)
+        later = s.claim_webhook(after="", now="2026-11-01T01:02:00Z", until=until, claim="round-d")
+        s.webhook_progress(
+            "w0", "round-d", last_seq=1, failures=0, next_attempt_at=None, delivery=ok, held_until=until
+        )
+        removed = s.remove_webhook("w1")
+        with pytest.raises(Conflict):
+            s.remove_webhook("w1")
+        with pytest.raises(NotFound):
+            s.remove_webhook("w9")
+        with pytest.raises(NotFound):
+            s.webhook_deliveries("w9", limit=5)
+        out["claims"] = [
+            None if c is None else (c.webhook.id, c.secret, c.claim) for c in (first, second, nothing, later)
+        ]
+        out["progress"] = (lost, kept)
+        out["removed"] = removed.to_dict()
+        out["listed"] = [w.to_dict() for w in s.list_webhooks(include_removed=False)]
+        out["all"] = [w.to_dict() for w in s.list_webhooks(include_removed=True)]
+        out["log"] = [d.to_dict() for d in s.webhook_deliveries("w0", limit=5)]
+        out["last"] = [d.to_dict() for d in s.webhook_deliveries("w0", limit=1)]
+        return out
+
+    got = shape(store)
+    assert got == shape(sql_store)
+    assert got["claims"][0] == ("w0", "secret-0", "round-a") and got["progress"] == (False, True)

@@ -1,7 +1,7 @@
 """The DynamoDB metadata store (work in progress): metadata in DynamoDB, artefacts in S3.
 
 The design, with the access pattern of every Protocol method, is docs/dynamodb.md; its
-"Status" lists what is built (the ledger core, models and versions, API tokens) and what is
+"Status" lists what is built (the ledger core, models and versions, API tokens, webhooks) and what is
 not. It does not yet implement the whole
 :class:`~modelledger.stores.protocols.MetadataStore`, so it is not in
 :data:`modelledger.stores.BACKENDS`: ``Registry.open`` does not offer it until it does.
@@ -12,9 +12,10 @@ from __future__ import annotations
 from .base import SCHEMA_REVISION, parse_url
 from .models import DynamoModels
 from .tokens import DynamoTokens
+from .webhooks import DynamoWebhooks
 
 __all__ = ["SCHEMA_REVISION", "DynamoStore", "parse_url"]
 
 
-class DynamoStore(DynamoModels, DynamoTokens):
+class DynamoStore(DynamoModels, DynamoTokens, DynamoWebhooks):
     """The DynamoDB store for ``dynamodb://<table-prefix>?region=...`` URLs (part of the ports)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +24,8 @@ __all__ = [
     "TX_BYTES",
     "TX_LIMIT",
     "DynamoBase",
+    "Retry",
+    "TxItems",
     "chunks",
     "parse_url",
     "seq_key",
@@ -68,6 +72,31 @@ def parse_url(url: str) -> tuple[str, str | None, str | None]:
 def seq_key(n: int, width: int = 20) -> str:
     """A number as a sort key whose string order is number order."""
     return f"{n:0{width}d}"
+
+
+class Retry(Exception):
+    """The transaction was cancelled by a concurrent write: read again and decide again."""
+
+
+@dataclass
+class TxItems:
+    """The items of one TransactWriteItems, and which of them a cancellation may blame."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    # position in ``items`` -> the error to raise when that item's condition failed (None: retry)
+    on_fail: dict[int, Exception | None] = field(default_factory=dict)
+    keys: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def add(
+        self, op: str, body: dict[str, Any], *, key: tuple[str, str, str], fail: Exception | None = None
+    ) -> None:
+        if key in self.keys:
+            # DynamoDB refuses two operations on one item in a transaction
+            raise StorageError(f"one write changes the item {key[1]}/{key[2]} twice (a store bug)")
+        self.keys.add(key)
+        if fail is not None:
+            self.on_fail[len(self.items)] = fail
+        self.items.append({op: body})
 
 
 class DynamoBase:
@@ -228,6 +257,35 @@ class DynamoBase:
         )
         return int(answer["Attributes"]["n"]["N"])
 
+    def _send(self, tx: TxItems) -> None:
+        """TransactWriteItems: all or nothing. A cancellation raises the error of the item whose
+        condition failed, or :class:`Retry` when another writer got there first."""
+        if len(tx.items) > TX_LIMIT:
+            raise InvalidInput(
+                f"this write needs {len(tx.items)} items and DynamoDB writes at most {TX_LIMIT} at once: "
+                "split it into smaller writes"
+            )
+        size = _size(tx.items)
+        if size > TX_BYTES:
+            raise InvalidInput(
+                f"this write is {size} bytes and DynamoDB writes at most {TX_BYTES} at once "
+                "(a version with a very large file list or manifest)"
+            )
+        client = self.client
+        try:
+            # One token per attempt: botocore resends this very request when a response is
+            # lost, and DynamoDB applies a token's transaction once; a new attempt is a new
+            # decision, with a new token.
+            client.transact_write_items(TransactItems=tx.items, ClientRequestToken=uuid.uuid4().hex)
+        except client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            for i, reason in enumerate(reasons):
+                if reason.get("Code") == "ConditionalCheckFailed" and tx.on_fail.get(i) is not None:
+                    raise tx.on_fail[i] from exc  # type: ignore[misc]
+            raise Retry from exc
+        except client.exceptions.ResourceNotFoundException as exc:
+            raise self._no_tables() from exc
+
     def _no_tables(self) -> StorageError:
         return StorageError(
             f"the DynamoDB tables {self.ledger_table} and {self.state_table} do not exist: "
@@ -320,3 +378,14 @@ class DynamoBase:
 def chunks(data: bytes, size: int) -> Iterable[bytes]:
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+def _size(value: Any) -> int:
+    """Bytes of the strings and binaries in a request (near enough to DynamoDB's item sizes)."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(len(k) + _size(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_size(v) for v in value)
+    return 8

@@ -14,7 +14,6 @@ import json
 import random
 import re
 import time as _time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +26,11 @@ from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, s
 from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
 from ..._policy import Policy
 from ..._time import now_text
-from ...errors import IntegrityError, InvalidInput, NotFound, PermissionDenied, StorageError
+from ...errors import IntegrityError, NotFound, PermissionDenied, StorageError
 from ..protocols import Decide, Signer
-from .base import BUCKET, TX_BYTES, TX_LIMIT, DynamoBase, chunks, seq_key
+from .base import BUCKET, DynamoBase, Retry, TxItems, chunks, seq_key
 
-__all__ = ["ALIAS_SLOTS", "DynamoLedger", "Retry", "TxItems"]
+__all__ = ["ALIAS_SLOTS", "DynamoLedger"]
 
 ALIAS_SLOTS = 100  # alias history sort key = ledger seq * ALIAS_SLOTS + position in the event
 DATA_LIMIT = 350_000
@@ -41,31 +40,6 @@ MAX_ATTEMPTS = 60
 
 _POLICY_ACTIONS = ("policy.changed", "registry.initialized")
 _VERIFY_RECORD = "verify:"  # settings sort key prefix of each verifier key's record
-
-
-class Retry(Exception):
-    """The transaction was cancelled by a concurrent write: read again and decide again."""
-
-
-@dataclass
-class TxItems:
-    """The items of one TransactWriteItems, and which of them a cancellation may blame."""
-
-    items: list[dict[str, Any]] = field(default_factory=list)
-    # position in ``items`` -> the error to raise when that item's condition failed (None: retry)
-    on_fail: dict[int, Exception | None] = field(default_factory=dict)
-    keys: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def add(
-        self, op: str, body: dict[str, Any], *, key: tuple[str, str, str], fail: Exception | None = None
-    ) -> None:
-        if key in self.keys:
-            # DynamoDB refuses two operations on one item in a transaction
-            raise StorageError(f"one write changes the item {key[1]}/{key[2]} twice (a store bug)")
-        self.keys.add(key)
-        if fail is not None:
-            self.on_fail[len(self.items)] = fail
-        self.items.append({op: body})
 
 
 def scope_of(subject: str) -> str:
@@ -97,35 +71,6 @@ class DynamoLedger(DynamoBase):
         if row is None:
             raise StorageError("the ledger head item is missing: run `modelledger init` (or it was deleted)")
         return int(row["seq"]), str(row["hash"])
-
-    def _send(self, tx: TxItems) -> None:
-        """TransactWriteItems: all or nothing. A cancellation raises the error of the item whose
-        condition failed, or :class:`Retry` when another writer got there first."""
-        if len(tx.items) > TX_LIMIT:
-            raise InvalidInput(
-                f"this write needs {len(tx.items)} items and DynamoDB writes at most {TX_LIMIT} at once: "
-                "split it into smaller writes"
-            )
-        size = _size(tx.items)
-        if size > TX_BYTES:
-            raise InvalidInput(
-                f"this write is {size} bytes and DynamoDB writes at most {TX_BYTES} at once "
-                "(a version with a very large file list or manifest)"
-            )
-        client = self.client
-        try:
-            # One token per attempt: botocore resends this very request when a response is
-            # lost, and DynamoDB applies a token's transaction once; a new attempt is a new
-            # decision, with a new token.
-            client.transact_write_items(TransactItems=tx.items, ClientRequestToken=uuid.uuid4().hex)
-        except client.exceptions.TransactionCanceledException as exc:
-            reasons = exc.response.get("CancellationReasons") or []
-            for i, reason in enumerate(reasons):
-                if reason.get("Code") == "ConditionalCheckFailed" and tx.on_fail.get(i) is not None:
-                    raise tx.on_fail[i] from exc  # type: ignore[misc]
-            raise Retry from exc
-        except client.exceptions.ResourceNotFoundException as exc:
-            raise self._no_tables() from exc
 
     def _governed(self, attempt: Callable[[tuple[int, str]], tuple[TxItems, Any]]) -> Any:
         """Run ``attempt`` (head -> items and result) until its transaction commits."""
@@ -789,14 +734,3 @@ class DynamoLedger(DynamoBase):
             decided_at=item.get("decided_at"),
             last_seq=int(item.get("last_seq", 0)),
         )
-
-
-def _size(value: Any) -> int:
-    """Bytes of the strings and binaries in a request (near enough to DynamoDB's item sizes)."""
-    if isinstance(value, (str, bytes)):
-        return len(value)
-    if isinstance(value, Mapping):
-        return sum(len(k) + _size(v) for k, v in value.items())
-    if isinstance(value, list):
-        return sum(_size(v) for v in value)
-    return 8

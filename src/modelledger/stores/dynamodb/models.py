@@ -22,8 +22,8 @@ from ..._policy import Policy
 from ..._time import from_stored
 from ...errors import AlreadyExists, Conflict, NotFound, StorageError
 from ..protocols import Decide, Signer
-from .base import BUCKET, chunks, seq_key
-from .ledger import DynamoLedger, TxItems
+from .base import BUCKET, TxItems, chunks, seq_key
+from .ledger import DynamoLedger
 
 __all__ = ["BODY_LIMIT", "DynamoModels"]
 

@@ -15,7 +15,8 @@ from ..._members import Roster
 from ..._tokens import ApiToken
 from ...errors import AlreadyExists, Conflict, NotFound
 from ..protocols import Signer
-from .ledger import DynamoLedger, TxItems
+from .base import TxItems
+from .ledger import DynamoLedger
 
 __all__ = ["DynamoTokens"]
 
