@@ -20,7 +20,16 @@ import pytest
 from modelledger._domain import FileEntry
 from modelledger._keys import key_id
 from modelledger._ledger import check_segment, verify_chain
-from modelledger._lifecycle import EventDraft, GovContext, decide_alias, decide_registration
+from modelledger._lifecycle import (
+    EventDraft,
+    GovContext,
+    decide_alias,
+    decide_archive,
+    decide_registration,
+    decide_rename,
+    decide_version_tags,
+    replay,
+)
 from modelledger._signing import Identity, ensure_root, keyring
 from modelledger._webhooks import Webhook, WebhookDelivery
 from modelledger.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PermissionDenied
@@ -489,6 +498,8 @@ def test_no_scan_is_issued(store: DynamoStore, actors: Actors) -> None:
     ):
         store.audit(after=0, limit=10, **{**_FILTERS, **filters})
     store.audit(after=0, limit=10, **{**_FILTERS, "action": "stage.*"})
+    store.current_state()  # whole-registry reads too: by key and per model, never a Scan
+    store.referenced_paths()
     assert {"TransactWriteItems", "Query", "GetItem", "BatchGetItem"} <= set(calls)  # the hook sees
     assert "Scan" not in calls
 
@@ -588,3 +599,60 @@ def test_webhooks_equal_the_sql_stores(store: DynamoStore, sql_store: SqlMetadat
     got = shape(store)
     assert got == shape(sql_store)
     assert got["claims"][0] == ("w0", "secret-0", "round-a") and got["progress"] == (False, True)
+
+
+# ---------------------------------------------------------------- renames, archives, tags, state
+
+
+def test_renames_archives_tags_and_state_equal_the_sql_stores(
+    store: DynamoStore, sql_store: SqlMetadataStore, actors: Actors
+) -> None:
+    def gov(s: Any, model: str, version: int | None, decide: Callable[[GovContext], Any]) -> None:
+        s.govern(model, version, decide, actor=ALICE, signer=actors.alice.signer())
+
+    def shape(s: Any) -> Any:
+        signer = actors.alice.signer()
+        for folder in ("models/churn/1", "models/churn/2"):
+            register(s, signer, "churn", folder=folder)
+        register(s, signer, "other", folder="models/other/1")
+        set_alias(s, signer, "churn", "champion", 2)
+        gov(s, "churn", 1, lambda c: decide_version_tags(c, {"owner": "ana", "tier": "gold"}, reason=None))
+        gov(s, "churn", 1, lambda c: decide_version_tags(c, {"tier": None}, reason="demoted"))
+        gov(s, "other", None, lambda c: decide_archive(c, archive=True, reason="old"))
+        with pytest.raises(AlreadyExists):
+            gov(s, "churn", None, lambda c: decide_rename(c, "OTHER", reason="clash"))
+        gov(s, "churn", None, lambda c: decide_rename(c, "attrition", reason="clearer"))
+        gov(s, "attrition", None, lambda c: decide_rename(c, "Attrition", reason="case"))
+        with pytest.raises(NotFound):
+            s.get_model("churn")
+        with pytest.raises(Conflict):
+            register(s, signer, "churn", folder="models/churn/3")
+        with pytest.raises(Conflict):
+            s.create_model("CHURN", "", {}, NOW)
+        register(s, signer, "Attrition", folder="models/attrition/3")
+        state = s.current_state()
+        replayed = replay(e for e, _h in s.iter_events())
+        for part in ("versions", "aliases", "policy", "tags"):
+            assert getattr(state, part) == getattr(replayed, part), part
+        assert set(state.archived) == set(replayed.archived) == {"other"}
+        v1 = s.get_version("attrition", 1)
+        return {
+            "model": {k: v for k, v in s.get_model("ATTRITION").to_dict().items() if k != "created_at"},
+            "v1": (v1.model, v1.version, dict(v1.tags), v1.aliases),
+            "champion": s.get_version("Attrition", alias="champion").version,
+            "renamed": s.renamed_models(),
+            "states": sorted((m, v, st.stage) for (m, v), st in state.versions.items()),
+            "aliases": state.aliases,
+            "tags": state.tags,
+            "listed": [m.name for m in s.list_models(prefix=None, tags={}, limit=9, after=None)],
+            "all": [
+                m.name
+                for m in s.list_models(prefix=None, tags={}, limit=9, after=None, include_archived=True)
+            ],
+            "paths": s.referenced_paths()[0],
+        }
+
+    got = shape(store)
+    assert got == shape(sql_store)
+    assert got["v1"] == ("Attrition", 1, {"owner": "ana"}, ())
+    assert chain_ok(store, actors).ok

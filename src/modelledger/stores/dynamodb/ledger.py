@@ -26,7 +26,7 @@ from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, s
 from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
 from ..._policy import Policy
 from ..._time import now_text
-from ...errors import IntegrityError, NotFound, PermissionDenied, StorageError
+from ...errors import AlreadyExists, Conflict, IntegrityError, NotFound, PermissionDenied, StorageError
 from ..protocols import Decide, Signer
 from .base import BUCKET, DynamoBase, Retry, TxItems, chunks, seq_key
 
@@ -59,6 +59,7 @@ class _Moves:
     tags: dict[tuple[int, int, str], str | None] = field(default_factory=dict)
     archived: dict[str, str | None] = field(default_factory=dict)  # folded name -> time or None
     policy: Mapping[str, Any] | None = None
+    renames: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (model item, new name)
 
 
 class DynamoLedger(DynamoBase):
@@ -226,8 +227,6 @@ class DynamoLedger(DynamoBase):
     def _apply(self, event: LedgerEvent, known: dict[str, dict[str, Any]], moves: _Moves) -> None:
         """Collect the state one event changes, by the same rule a rebuild uses."""
         eff = state_delta(event.action, event.actor, event.time, event.seq, event.data)
-        if eff.model is not None and eff.renamed_to is not None:
-            raise StorageError("renaming a model is not built yet in the DynamoDB backend")
         if eff.fields and eff.model is not None and eff.version is not None:
             mid = int(self._known(eff.model, known)["id"])
             key = (mid, eff.version)
@@ -255,6 +254,22 @@ class DynamoLedger(DynamoBase):
             mid = int(self._known(eff.model, known)["id"])
             for k, v in eff.tags.items():
                 moves.tags[(mid, eff.version, k)] = v
+        if eff.model is not None and eff.renamed_to is not None:
+            self._rename(eff.model, eff.renamed_to, known, moves)
+
+    def _rename(self, old: str, new: str, known: dict[str, dict[str, Any]], moves: _Moves) -> None:
+        """Give the model its new name; refused when the name is taken now or was ever a model's
+        name (former names keep resolving, so they are never reused)."""
+        item = self._known(old, known)
+        taken = self._model_item(new)
+        if taken is not None and int(taken["id"]) != int(item["id"]):  # a change of case is the same model
+            raise AlreadyExists("model", new)
+        former = {fold_name(n) for n in self._renames() if n != old}
+        if fold_name(new) in former:
+            raise Conflict(f"{new} is a former name of a model (it still resolves to it): choose another")
+        moves.renames.append((dict(item), new))
+        known.pop(old, None)
+        known[new] = {**item, "name": new, "pk": f"N#{fold_name(new)}", "nf": fold_name(new)}
 
     def _write_moves(self, tx: TxItems, moves: _Moves, known: Mapping[str, Mapping[str, Any]]) -> None:
         st = self.state_table
@@ -304,6 +319,8 @@ class DynamoLedger(DynamoBase):
                 {"TableName": st, "Item": self.item({"pk": "SET", "sk": "policy", "value": value})},
                 key=(st, "SET", "policy"),
             )
+        for item, new_name in moves.renames:
+            self._write_rename(tx, item, new_name)
         for name, when in moves.archived.items():
             pk = f"N#{fold_name(str(known[name]['name']))}"
             if when is None:
@@ -318,6 +335,31 @@ class DynamoLedger(DynamoBase):
                 {"TableName": st, "Key": self.item({"pk": pk, "sk": "MODEL"}), **update},
                 key=(st, pk, "MODEL"),
             )
+
+    def _write_rename(self, tx: TxItems, item: Mapping[str, Any], new: str) -> None:
+        """Move the model's name item to the new name (its id, and so its versions, stay)."""
+        st = self.state_table
+        old_pk, new_pk = str(item["pk"]), f"N#{fold_name(new)}"
+        name_set = {"UpdateExpression": "SET #n = :n", "ExpressionAttributeNames": {"#n": "name"}}
+        value = {":n": self.value(new)}
+        if old_pk == new_pk:  # a change of case only
+            body = {"TableName": st, "Key": self.item({"pk": old_pk, "sk": "MODEL"}), **name_set}
+            tx.add("Update", {**body, "ExpressionAttributeValues": value}, key=(st, old_pk, "MODEL"))
+        else:
+            tx.add(
+                "Delete",
+                {
+                    "TableName": st,
+                    "Key": self.item({"pk": old_pk, "sk": "MODEL"}),
+                    "ConditionExpression": "attribute_exists(pk)",
+                },
+                key=(st, old_pk, "MODEL"),
+            )
+            row = {**item, "pk": new_pk, "name": new, "nf": fold_name(new)}
+            self._put(tx, st, row, fail=AlreadyExists("model", new))
+        mid = f"M#{item['id']}"
+        body = {"TableName": st, "Key": self.item({"pk": mid, "sk": "#NAME"}), **name_set}
+        tx.add("Update", {**body, "ExpressionAttributeValues": value}, key=(st, mid, "#NAME"))
 
     # ------------------------------------------------------------ reading the ledger
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..._canonical import canonicalize_str
 from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
 from ..._identifiers import fold_name
-from ..._lifecycle import EventDraft, GovContext
+from ..._lifecycle import EventDraft, GovContext, ReplayedState
 from ..._policy import Policy
 from ..._time import from_stored
 from ...errors import AlreadyExists, Conflict, NotFound, StorageError
@@ -410,3 +410,44 @@ class DynamoModels(DynamoLedger):
     def counter_value(self, name: str) -> int:
         found = self.get(self.state_table, "COUNTER", name)
         return 0 if found is None else int(found["n"])
+
+    # ------------------------------------------------------------ whole-registry reads
+
+    def _models(self) -> list[tuple[int, str]]:
+        """(id, name) of every model: ids come from one counter, so they are read by key in
+        batches (strongly consistent, no Scan); ids of cancelled creations are gaps."""
+        top = self.counter_value("model_id")
+        found = self.batch_get(self.state_table, [(f"M#{i}", "#NAME") for i in range(1, top + 1)])
+        return sorted((int(pk[2:]), str(item["name"])) for (pk, _sk), item in found.items())
+
+    def current_state(self) -> ReplayedState:
+        """The state items as they are (to compare with a replay of the ledger): every model's
+        partition, one Query each, and its name item."""
+        out = ReplayedState()
+        models = self._models()
+        items = self.batch_get(self.state_table, [(f"N#{fold_name(n)}", "MODEL") for _i, n in models])
+        for mid, name in models:
+            named = items.get((f"N#{fold_name(name)}", "MODEL"))
+            if named is not None and named.get("archived_at") is not None:
+                out.archived[name] = str(named["archived_at"])
+            for r in self.query(self.state_table, f"M#{mid}", between=("A#", "T#~")):
+                kind, _, rest = str(r["sk"]).partition("#")
+                if kind == "T":
+                    out.versions[(name, int(rest))] = self._state(name, int(rest), r)
+                elif kind == "A":
+                    out.aliases[(name, r["alias"])] = int(r["version"])
+                elif kind == "G":
+                    version = int(rest.partition("#")[0])
+                    out.tags.setdefault((name, version), {})[r["key"]] = r["value"]
+        policy = self.get(self.state_table, "SET", "policy")
+        out.policy = Policy.from_dict(json.loads(policy["value"])) if policy else Policy()
+        return out
+
+    def referenced_paths(self) -> tuple[set[str], set[str]]:
+        """Every version folder (and data set file: none until data sets are built) the
+        metadata refers to, from the folder claims of every model's versions."""
+        folders: set[str] = set()
+        for mid, _name in self._models():
+            for r in self.query(self.state_table, f"M#{mid}", begins="V#"):
+                folders.add(str(r["folder"]))
+        return folders, set()
