@@ -656,3 +656,28 @@ def test_renames_archives_tags_and_state_equal_the_sql_stores(
     assert got == shape(sql_store)
     assert got["v1"] == ("Attrition", 1, {"owner": "ana"}, ())
     assert chain_ok(store, actors).ok
+
+
+def test_rewrite_state_repairs_edited_state_items(store: DynamoStore, actors: Actors) -> None:
+    signer = actors.alice.signer()
+    register(store, signer, "fraud")
+    register(store, signer, "fraud")
+    set_alias(store, signer, "fraud", "champion", 2)
+    replayed = replay(e for e, _h in store.iter_events())
+    mid = store.get(store.state_table, "N#fraud", "MODEL")["id"]  # type: ignore[index]
+    # someone with table access promotes version 1 and drops the alias
+    store.client.update_item(
+        TableName=store.state_table,
+        Key=store.item({"pk": f"M#{mid}", "sk": "T#0000000001"}),
+        UpdateExpression="SET stage = :s, approved_by = :a",
+        ExpressionAttributeValues={":s": store.value("deployed"), ":a": store.value("mallory")},
+    )
+    store.client.delete_item(
+        TableName=store.state_table, Key=store.item({"pk": f"M#{mid}", "sk": "A#champion"})
+    )
+    broken = store.current_state()
+    assert broken.versions[("fraud", 1)].stage == "deployed" and ("fraud", "champion") not in broken.aliases
+    store.rewrite_state(replayed)
+    repaired = store.current_state()
+    assert repaired.versions == replayed.versions and repaired.aliases == replayed.aliases
+    assert store.version_state("fraud", 1).approved_by is None

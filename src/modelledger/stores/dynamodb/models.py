@@ -19,7 +19,7 @@ from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
 from ..._identifiers import fold_name
 from ..._lifecycle import EventDraft, GovContext, ReplayedState
 from ..._policy import Policy
-from ..._time import from_stored
+from ..._time import from_stored, now_text
 from ...errors import AlreadyExists, Conflict, NotFound, StorageError
 from ..protocols import Decide, Signer
 from .base import BUCKET, TxItems, chunks, seq_key
@@ -451,3 +451,65 @@ class DynamoModels(DynamoLedger):
             for r in self.query(self.state_table, f"M#{mid}", begins="V#"):
                 folders.add(str(r["folder"]))
         return folders, set()
+
+    def rewrite_state(self, state: ReplayedState) -> None:
+        """Replace the state items with ``state`` (rebuilt from the ledger). Not one
+        transaction (a registry's state can pass 100 items): when a governed write lands
+        meanwhile (the head moved), the rewrite is refused and should be run again."""
+        head = self._head()
+        st = self.state_table
+        names = dict(self._models())
+        puts: list[dict[str, Any]] = []
+        deletes: list[tuple[str, str]] = []
+        for mid, name in names.items():
+            want: dict[str, dict[str, Any]] = {}
+            for (m, v), vs in state.versions.items():
+                if m == name:
+                    fields = {k: x for k, x in vs.to_dict().items() if k not in ("model", "version")}
+                    want[f"T#{seq_key(v, 10)}"] = fields
+            for (m, alias), v in state.aliases.items():
+                if m == name:
+                    want[f"A#{alias}"] = {"alias": alias, "version": v}
+            for (m, v), tags in state.tags.items():
+                if m == name:
+                    for k, x in tags.items():
+                        want[f"G#{seq_key(v, 10)}#{k}"] = {"key": k, "value": x}
+            have = {
+                str(r["sk"]): r
+                for r in self.query(st, f"M#{mid}", between=("A#", "T#~"))
+                if str(r["sk"])[:2] in ("A#", "G#", "T#")
+            }
+            for sk in have.keys() - want.keys():
+                deletes.append((f"M#{mid}", sk))
+            for sk, fields in want.items():
+                old = {k: x for k, x in have.get(sk, {}).items() if k not in ("pk", "sk", "updated_at")}
+                if old != {k: x for k, x in fields.items() if x is not None}:
+                    extra = {"updated_at": now_text()} if sk.startswith("A#") else {}
+                    puts.append({"pk": f"M#{mid}", "sk": sk, **fields, **extra})
+        self._batch_write(puts, deletes)
+        policy = json.dumps(state.policy.to_dict(), sort_keys=True)
+        self.client.put_item(TableName=st, Item=self.item({"pk": "SET", "sk": "policy", "value": policy}))
+        for name in names.values():
+            when = state.archived.get(name)
+            update: dict[str, Any] = (
+                {"UpdateExpression": "REMOVE archived_at"}
+                if when is None
+                else {
+                    "UpdateExpression": "SET archived_at = :w",
+                    "ExpressionAttributeValues": {":w": self.value(when)},
+                }
+            )
+            key = self.item({"pk": f"N#{fold_name(name)}", "sk": "MODEL"})
+            self.client.update_item(TableName=st, Key=key, **update)
+        if self._head() != head:
+            raise Conflict("the ledger moved while the state was rewritten: run the rebuild again")
+
+    def _batch_write(self, puts: Sequence[Mapping[str, Any]], deletes: Sequence[tuple[str, str]]) -> None:
+        """BatchWriteItem on the state table, 25 a request, unprocessed items sent again."""
+        requests = [{"PutRequest": {"Item": self.item(p)}} for p in puts]
+        requests += [{"DeleteRequest": {"Key": self.item({"pk": pk, "sk": sk})}} for pk, sk in deletes]
+        for i in range(0, len(requests), 25):
+            pending: dict[str, Any] = {self.state_table: requests[i : i + 25]}
+            while pending:
+                answer = self.client.batch_write_item(RequestItems=pending)
+                pending = answer.get("UnprocessedItems") or {}
