@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from modelledger._domain import FileEntry
+from modelledger._domain import ColumnSpec, DatasetSource, FileEntry, ProcessingStep
 from modelledger._keys import key_id
 from modelledger._ledger import check_segment, verify_chain
 from modelledger._lifecycle import (
@@ -681,3 +681,104 @@ def test_rewrite_state_repairs_edited_state_items(store: DynamoStore, actors: Ac
     repaired = store.current_state()
     assert repaired.versions == replayed.versions and repaired.aliases == replayed.aliases
     assert store.version_state("fraud", 1).approved_by is None
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def test_datasets_equal_the_sql_stores(
+    store: DynamoStore, sql_store: SqlMetadataStore, actors: Actors
+) -> None:
+    def add(
+        s: Any, name: str, digest: str, path: str, steps: tuple[ProcessingStep, ...] = (), signed: bool = True
+    ) -> Any:
+        return s.create_dataset_version(
+            name,
+            digest=digest,
+            path=path,
+            file_sha256=digest[-64:],
+            size_bytes=1234,
+            row_count=10,
+            schema=(ColumnSpec("age", "integer"), ColumnSpec("name", "string", nullable=True)),
+            stats={"age": {"min": 1, "max": 9}},
+            source=DatasetSource(uri="s3://raw/x.csv", kind="file"),
+            steps=steps,
+            created_by=ALICE,
+            now=NOW,
+            signer=actors.alice.signer() if signed else None,
+        )
+
+    def shape(s: Any) -> Any:
+        raw, new1 = add(s, "raw", "sha256:" + "1" * 64, "data/1.parquet")
+        again, new2 = add(s, "raw", "sha256:" + "1" * 64, "data/1.parquet")
+        raw2, _ = add(s, "raw", "sha256:" + "2" * 64, "data/2.parquet", signed=False)
+        step = ProcessingStep(
+            "clean", "filter", {"min_age": 18}, ("age",), ("datasets:/raw/1", "datasets:/raw/2")
+        )
+        clean, _ = add(s, "clean", "sha256:" + "3" * 64, "data/3.parquet", steps=(step,))
+        spare, _ = add(s, "spare", "sha256:" + "4" * 64, "data/1.parquet")
+        with pytest.raises(NotFound):
+            add(
+                s,
+                "bad",
+                "sha256:" + "5" * 64,
+                "data/5.parquet",
+                steps=(ProcessingStep("x", inputs=("datasets:/nope/1",)),),
+            )
+        v = s.create_version(
+            "churn",
+            folder="models/churn/1",
+            digest="sha256:" + "ab" * 32,
+            flavor="sklearn",
+            files=_files(),
+            manifest={"flavor": "sklearn"},
+            created_by=ALICE,
+            now=NOW,
+            create_model=True,
+            walk=lambda ctx: decide_registration(
+                ctx,
+                {"flavor": "sklearn"},
+                {
+                    "digest": "sha256:" + "ab" * 32,
+                    "folder": "models/churn/1",
+                    "flavor": "sklearn",
+                    "files": [],
+                },
+            ),
+            signer=actors.alice.signer(),
+            links=[("datasets:/clean/1", "train"), ("datasets:/raw/2", "test")],
+        )
+        removed: list[str] = []
+        kept = s.discard_dataset_version(clean.key, removed.append)  # used by a model version
+        gone = s.discard_dataset_version(spare.key, removed.append)  # its file is raw/1's too
+        folders, paths = s.referenced_paths()
+
+        def dv(d: Any) -> Any:
+            return {k: x for k, x in d.to_dict().items() if k not in ("created_at", "key")}
+
+        return {
+            "new": (new1, new2, again.version == raw.version),
+            "clean": dv(s.get_dataset_version("clean", None)),
+            "raw": [dv(d) for d in s.list_dataset_versions("raw", limit=5, before=None)],
+            "raw before 2": [d.version for d in s.list_dataset_versions("raw", limit=5, before=2)],
+            "found": dv(s.find_dataset_version("raw", "sha256:" + "2" * 64)),
+            "missing": s.find_dataset_version("raw", "sha256:" + "9" * 64),
+            "by key": dv(s.get_dataset_version_by_key(raw2.key)),
+            "listed": s.list_datasets(prefix=None, limit=10, after=None),
+            "prefix": [d["name"] for d in s.list_datasets(prefix="r", limit=10, after=None)],
+            "after": [d["name"] for d in s.list_datasets(prefix=None, limit=1, after="clean")],
+            "files": [(u, p, n) for u, p, _h, n in s.iter_dataset_files(batch=1)],
+            "model": [(r, d.uri) for r, d in s.model_datasets(v.key)],
+            "users": s.dataset_users(clean.key),
+            "children": [s.get_dataset_version_by_key(k).uri for k in s.dataset_children(raw.key)],
+            "discard": (kept, gone, removed),
+            "paths": (folders, paths),
+            "events": [(e.action, e.subject) for e, _h in s.iter_events(after=2)],
+        }
+
+    got = shape(store)
+    assert got == shape(sql_store)
+    assert got["model"] == [("test", "datasets:/raw/2"), ("train", "datasets:/clean/1")]
+    assert chain_ok(store, actors).ok
+    with pytest.raises(NotFound):
+        store.list_dataset_versions("spare", limit=5, before=None)  # its only version was discarded

@@ -1,7 +1,7 @@
 """The DynamoDB metadata store (work in progress): metadata in DynamoDB, artefacts in S3.
 
 The design, with the access pattern of every Protocol method, is docs/dynamodb.md; its
-"Status" lists what is built (the ledger core, models and versions, API tokens, webhooks) and what is
+"Status" lists what is built (all but version search) and what is
 not. It does not yet implement the whole
 :class:`~modelledger.stores.protocols.MetadataStore`, so it is not in
 :data:`modelledger.stores.BACKENDS`: ``Registry.open`` does not offer it until it does.

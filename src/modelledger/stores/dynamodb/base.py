@@ -286,6 +286,11 @@ class DynamoBase:
         except client.exceptions.ResourceNotFoundException as exc:
             raise self._no_tables() from exc
 
+    def counter_value(self, name: str) -> int:
+        """The counter's current value (0: never used)."""
+        found = self.get(self.state_table, "COUNTER", name)
+        return 0 if found is None else int(found["n"])
+
     def _no_tables(self) -> StorageError:
         return StorageError(
             f"the DynamoDB tables {self.ledger_table} and {self.state_table} do not exist: "

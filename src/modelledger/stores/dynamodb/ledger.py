@@ -467,6 +467,10 @@ class DynamoLedger(DynamoBase):
             self._first_kid = None if found is None else str(found["key_id"])
         return self._first_kid
 
+    def _recorded(self, subject: str, action: str) -> bool:
+        """Whether the ledger holds an ``action`` event about ``subject``."""
+        return any(p.get("act") == action for p in self.query(self.ledger_table, f"S#{subject}"))
+
     def _alias_map(self, mid: int) -> dict[str, int]:
         return {r["alias"]: int(r["version"]) for r in self.query(self.state_table, f"M#{mid}", begins="A#")}
 

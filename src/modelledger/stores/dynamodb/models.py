@@ -16,14 +16,14 @@ from typing import Any
 
 from ..._canonical import canonicalize_str
 from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
-from ..._identifiers import fold_name
-from ..._lifecycle import EventDraft, GovContext, ReplayedState
+from ..._identifiers import fold_name, parse_dataset_uri
+from ..._lifecycle import EventDraft, GovContext, ReplayedState, record_dataset
 from ..._policy import Policy
 from ..._time import from_stored, now_text
-from ...errors import AlreadyExists, Conflict, NotFound, StorageError
+from ...errors import AlreadyExists, Conflict, NotFound
 from ..protocols import Decide, Signer
 from .base import BUCKET, TxItems, chunks, seq_key
-from .ledger import DynamoLedger
+from .datasets import DynamoDatasets
 
 __all__ = ["BODY_LIMIT", "DynamoModels"]
 
@@ -36,7 +36,7 @@ def _vkey(version: int) -> str:
     return f"V#{seq_key(version, 10)}"
 
 
-class DynamoModels(DynamoLedger):
+class DynamoModels(DynamoDatasets):
     """Models and versions; registering a version is a governed write, hence the ledger base."""
 
     def create_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime) -> Model:
@@ -218,8 +218,6 @@ class DynamoModels(DynamoLedger):
     ) -> ModelVersion:
         """Allocate the next number and register the version with ``walk``'s events, in one
         transaction conditional on the head and on the model's ``last_version``."""
-        if links:
-            raise StorageError("data set links are not built yet in the DynamoDB backend")
         # compact, as the SQL store keeps it
         files_json = json.dumps([f.to_dict() for f in files], separators=(",", ":"), ensure_ascii=False)
         text = getattr(manifest, "canonical_text", None)
@@ -294,6 +292,28 @@ class DynamoModels(DynamoLedger):
                 {"pk": f"F#{folder}", "sk": "F", "key": key},
                 fail=AlreadyExists("version folder", folder),
             )
+            dataset_drafts: list[EventDraft] = []
+            unrecorded: list[str] = []
+            for uri, role in links:
+                dname, dver = parse_dataset_uri(uri)
+                dv = self._dv_item(dname, dver)
+                dkey = int(dv["key"])
+                link = {"pk": f"L#{key}", "sk": f"{role}#{dname}#{dkey}", "role": role, "dataset_key": dkey}
+                self._put(tx, st, link)
+                self._put(
+                    tx,
+                    st,
+                    {"pk": f"U#{dkey}", "sk": f"{key}#{role}", "mid": mid, "version": number, "role": role},
+                )
+                exact = f"datasets:/{dname}/{dv['version']}"
+                if exact not in unrecorded and not self._recorded(exact, "dataset.registered"):
+                    # registered with this version (or before data sets were recorded): record it
+                    # now, so verify holds its file to the ledger from here on
+                    unrecorded.append(exact)
+                    draft = record_dataset(
+                        exact, dv["digest"], dv["file_sha256"], int(dv["size_bytes"]), dv["path"]
+                    )
+                    dataset_drafts.append(draft)
             ctx = GovContext(
                 model=model,
                 version=number,
@@ -303,7 +323,9 @@ class DynamoModels(DynamoLedger):
                 actor=created_by,
                 archived=m.get("archived_at") is not None,
             )
-            self._append(tx, head, walk(ctx), actor=created_by, signer=signer, models={model: m})
+            self._append(
+                tx, head, [*dataset_drafts, *walk(ctx)], actor=created_by, signer=signer, models={model: m}
+            )
             return tx, (model, number)
 
         name, number = self._governed(attempt)
@@ -407,10 +429,6 @@ class DynamoModels(DynamoLedger):
         for pointer in self._range(self.state_table, "K", after + 1, top):
             yield self.get_version_by_key(int(pointer["sk"]))
 
-    def counter_value(self, name: str) -> int:
-        found = self.get(self.state_table, "COUNTER", name)
-        return 0 if found is None else int(found["n"])
-
     # ------------------------------------------------------------ whole-registry reads
 
     def _models(self) -> list[tuple[int, str]]:
@@ -444,13 +462,14 @@ class DynamoModels(DynamoLedger):
         return out
 
     def referenced_paths(self) -> tuple[set[str], set[str]]:
-        """Every version folder (and data set file: none until data sets are built) the
-        metadata refers to, from the folder claims of every model's versions."""
+        """Every version folder and data set file the metadata refers to: every model's
+        versions, one Query each, and the data set versions by key."""
         folders: set[str] = set()
         for mid, _name in self._models():
             for r in self.query(self.state_table, f"M#{mid}", begins="V#"):
                 folders.add(str(r["folder"]))
-        return folders, set()
+        paths = {path for _key, _uri, path, _sha, _size in self.dataset_files_after(0)}
+        return folders, paths
 
     def rewrite_state(self, state: ReplayedState) -> None:
         """Replace the state items with ``state`` (rebuilt from the ledger). Not one
