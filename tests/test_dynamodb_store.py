@@ -30,6 +30,7 @@ from modelledger._lifecycle import (
     decide_version_tags,
     replay,
 )
+from modelledger._search import parse_query
 from modelledger._signing import Identity, ensure_root, keyring
 from modelledger._webhooks import Webhook, WebhookDelivery
 from modelledger.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PermissionDenied
@@ -498,6 +499,8 @@ def test_no_scan_is_issued(store: DynamoStore, actors: Actors) -> None:
     ):
         store.audit(after=0, limit=10, **{**_FILTERS, **filters})
     store.audit(after=0, limit=10, **{**_FILTERS, "action": "stage.*"})
+    for text in ("model = fraud and stage = validated", "metrics.auc > 0.5", "alias = champion"):
+        store.search_versions(parse_query(text), limit=5, before=None)
     store.current_state()  # whole-registry reads too: by key and per model, never a Scan
     store.referenced_paths()
     assert {"TransactWriteItems", "Query", "GetItem", "BatchGetItem"} <= set(calls)  # the hook sees
@@ -782,3 +785,58 @@ def test_datasets_equal_the_sql_stores(
     assert chain_ok(store, actors).ok
     with pytest.raises(NotFound):
         store.list_dataset_versions("spare", limit=5, before=None)  # its only version was discarded
+
+
+# ---------------------------------------------------------------- search
+
+
+def test_search_equals_the_sql_stores(
+    store: DynamoStore, sql_store: SqlMetadataStore, actors: Actors
+) -> None:
+    queries = [
+        "",
+        "model = churn",
+        "model = CHURN and version >= 2",
+        "metrics.auc > 0.8",
+        "metrics.auc <= 0.8 and model != churn",
+        "stage = validated",
+        "registered_by = alice@example.com and version = 1",
+        "alias = champion",
+        "tags.owner = ana",
+        "model != FRAUD",
+        "created >= 2026-01-01",
+        "metrics.missing > 0",
+    ]
+
+    def shape(s: Any) -> Any:
+        signer = actors.alice.signer()
+        for i, (model, auc) in enumerate([("churn", 0.9), ("fraud", 0.7), ("churn", 0.75), ("fraud", 0.95)]):
+            register(
+                s,
+                signer,
+                model,
+                folder=f"models/{model}/{i}",
+                manifest={"flavor": "sklearn", "metrics": {"auc": auc}},
+            )
+        set_alias(s, signer, "fraud", "champion", 2)
+        s.govern(
+            "churn",
+            1,
+            lambda c: decide_version_tags(c, {"owner": "ana"}, reason=None),
+            actor=ALICE,
+            signer=signer,
+        )
+        out = {}
+        for text in queries:
+            found = s.search_versions(parse_query(text), limit=10, before=None)
+            out[text] = [(v.model, v.version, v.aliases) for v in found]
+        newest = s.search_versions(parse_query(""), limit=2, before=None)
+        out["page 2"] = [
+            (v.model, v.version) for v in s.search_versions(parse_query(""), limit=2, before=newest[-1].key)
+        ]
+        return out
+
+    got = shape(store)
+    assert got == shape(sql_store)
+    assert got["metrics.auc > 0.8"] == [("fraud", 2, ("champion",)), ("churn", 1, ())]
+    assert got["alias = champion"] == [("fraud", 2, ("champion",))]

@@ -10,6 +10,7 @@ number cannot both commit.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -19,8 +20,9 @@ from ..._domain import FileEntry, LazyFiles, LazyJSON, Model, ModelVersion
 from ..._identifiers import fold_name, parse_dataset_uri
 from ..._lifecycle import EventDraft, GovContext, ReplayedState, record_dataset
 from ..._policy import Policy
+from ..._search import Condition, VersionQuery
 from ..._time import from_stored, now_text
-from ...errors import AlreadyExists, Conflict, NotFound
+from ...errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from ..protocols import Decide, Signer
 from .base import BUCKET, TxItems, chunks, seq_key
 from .datasets import DynamoDatasets
@@ -342,13 +344,17 @@ class DynamoModels(DynamoDatasets):
             key=key,
         )
 
+    def _body(self, mid: int, item: Mapping[str, Any]) -> tuple[str, str]:
+        """A version's files and manifest texts, joined from its chunk items when it has them."""
+        if "chunks" not in item:
+            return str(item["files"]), str(item["manifest"])
+        parts = self.query(self.state_table, f"M#{mid}", begins=f"B#{seq_key(int(item['version']), 10)}#")
+        files_json, _, manifest_json = b"".join(p["part"] for p in parts).decode().partition("\n")
+        return files_json, manifest_json
+
     def _to_version(self, name: str, mid: int, item: Mapping[str, Any]) -> ModelVersion:
         version = int(item["version"])
-        if "chunks" in item:
-            parts = self.query(self.state_table, f"M#{mid}", begins=f"B#{seq_key(version, 10)}#")
-            files_json, _, manifest_json = b"".join(p["part"] for p in parts).decode().partition("\n")
-        else:
-            files_json, manifest_json = item["files"], item["manifest"]
+        files_json, manifest_json = self._body(mid, item)
         aliases = sorted(
             r["alias"]
             for r in self.query(self.state_table, f"M#{mid}", begins="A#")
@@ -420,6 +426,76 @@ class DynamoModels(DynamoDatasets):
             self.state_table, f"M#{m['id']}", between=(_vkey(1), _vkey(top)), newest_first=True, limit=limit
         )
         return [self._to_version(str(m["name"]), int(m["id"]), r) for r in rows]
+
+    def search_versions(self, query: VersionQuery, *, limit: int, before: int | None) -> list[ModelVersion]:
+        """Versions meeting every condition, newest registered (by key) first, keys below
+        ``before``. A ``model =`` condition reads that model's partition only; otherwise the
+        versions are read newest first by key (``K#`` buckets) and each is checked, reading its
+        state, aliases or tags only when a condition asks. The index items that let a selective
+        tag, metric or stage condition start from its own key are still to build."""
+        out: list[ModelVersion] = []
+        if limit <= 0:
+            return out
+        top = (before if before is not None else 2**63) - 1
+        for mid, name, item in self._candidates(query, top):
+            if all(self._meets(c, mid, name, item) for c in query.conditions):
+                out.append(self._to_version(name, mid, item))
+                if len(out) == limit:
+                    break
+        return out
+
+    def _candidates(self, query: VersionQuery, top: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        model = next((c for c in query.conditions if c.field == "model" and c.op == "="), None)
+        if model is not None:
+            m = self._model_item(str(model.value))
+            if m is None:
+                return
+            rows = [
+                r for r in self.query(self.state_table, f"M#{m['id']}", begins="V#") if int(r["key"]) <= top
+            ]
+            for r in sorted(rows, key=lambda r: -int(r["key"])):
+                yield int(m["id"]), str(m["name"]), r
+            return
+        top = min(top, self.counter_value("version_key"))
+        names: dict[int, str] = {}
+        for b in range(top // BUCKET, -1, -1):
+            span = (seq_key(b * BUCKET), seq_key(min(top, b * BUCKET + BUCKET - 1)))
+            pointers = list(self.query(self.state_table, f"K#{b}", between=span, newest_first=True))
+            for i in range(0, len(pointers), 100):
+                page = pointers[i : i + 100]
+                for mid in {int(p["mid"]) for p in page} - names.keys():
+                    named = self.get(self.state_table, f"M#{mid}", "#NAME")
+                    names[mid] = "" if named is None else str(named["name"])
+                keys = [(f"M#{p['mid']}", _vkey(int(p["version"]))) for p in page]
+                found = self.batch_get(self.state_table, keys)
+                for p, k in zip(page, keys, strict=True):
+                    if k in found:
+                        yield int(p["mid"]), names[int(p["mid"])], found[k]
+
+    def _meets(self, c: Condition, mid: int, name: str, item: Mapping[str, Any]) -> bool:
+        base, _, sub = c.field.partition(".")
+        version = int(item["version"])
+        if base == "metrics":
+            value = (json.loads(self._body(mid, item)[1]).get("metrics") or {}).get(sub)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                return False  # as the SQL store's metric index: finite numbers only
+            return _compare(float(value), c.op, c.value)
+        if base == "tags":
+            tag = self.get(self.state_table, f"M#{mid}", f"G#{seq_key(version, 10)}#{sub}")
+            return tag is not None and tag["value"] == c.value
+        if base == "model":
+            return _compare(fold_name(name), c.op, fold_name(str(c.value)))
+        if base == "version":
+            return _compare(version, c.op, c.value)
+        if base == "created":
+            return _compare(from_stored(item["created_at"]), c.op, c.value)
+        if base in ("stage", "registered_by"):
+            state = self.get(self.state_table, f"M#{mid}", f"T#{seq_key(version, 10)}")
+            return state is not None and _compare(state[base], c.op, c.value)
+        if base == "alias":
+            found = self.get(self.state_table, f"M#{mid}", f"A#{c.value}")
+            return found is not None and int(found["version"]) == version
+        raise InvalidInput(f"unknown search field {c.field!r}")  # pragma: no cover - parse_query checks
 
     def iter_versions(self, batch: int = 500, *, after: int = 0) -> Iterator[ModelVersion]:
         """Every version whose key is above ``after``, in key order (the ``K#`` buckets)."""
@@ -532,3 +608,16 @@ class DynamoModels(DynamoDatasets):
             while pending:
                 answer = self.client.batch_write_item(RequestItems=pending)
                 pending = answer.get("UnprocessedItems") or {}
+
+
+def _compare(left: Any, op: str, right: Any) -> bool:
+    return bool(
+        {
+            "=": lambda: left == right,
+            "!=": lambda: left != right,
+            "<": lambda: left < right,
+            "<=": lambda: left <= right,
+            ">": lambda: left > right,
+            ">=": lambda: left >= right,
+        }[op]()
+    )
