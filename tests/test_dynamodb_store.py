@@ -369,6 +369,16 @@ def test_a_body_over_the_item_limit_is_chunked(store: DynamoStore, actors: Actor
     assert dict(got.manifest) == dict(v.manifest)
 
 
+def test_a_write_over_the_transaction_limit_is_refused_whole(store: DynamoStore, actors: Actors) -> None:
+    files = [FileEntry(f"artifacts/shard-{i:06d}.bin", i, f"{i:064x}") for i in range(20000)]  # ~2.2 MB
+    head = store.ledger_head()
+    with pytest.raises(InvalidInput, match="at most 4000000"):
+        register(store, actors.alice.signer(), "huge", files=files)
+    assert store.ledger_head() == head
+    with pytest.raises(NotFound):
+        store.get_model("huge")
+
+
 def test_results_equal_the_sql_stores(
     store: DynamoStore, sql_store: SqlMetadataStore, actors: Actors
 ) -> None:
