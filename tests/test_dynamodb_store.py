@@ -35,6 +35,7 @@ from modelledger._signing import Identity, ensure_root, keyring
 from modelledger._webhooks import Webhook, WebhookDelivery
 from modelledger.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PermissionDenied
 from modelledger.stores.dynamodb import DynamoStore, parse_url
+from modelledger.stores.dynamodb.base import LEDGER_DENIED, WRITER_ACTIONS
 from modelledger.stores.sql import SqlMetadataStore
 
 ROOT = "root@example.com"
@@ -195,6 +196,42 @@ def test_url_names_prefix_region_and_endpoint() -> None:
     for bad in ("dynamodb://", "dynamodb://a b", "sqlite:///x.db", "dynamodb://acme?colour=red"):
         with pytest.raises(InvalidInput):
             parse_url(bad)
+
+
+def test_the_writer_policy_keeps_the_ledger_append_only() -> None:
+    policy = DynamoStore("dynamodb://acme-?region=eu-west-1").writer_policy(region="eu-west-1", account="1")
+    allow, deny = policy["Statement"]
+    assert allow["Effect"] == "Allow" and deny["Effect"] == "Deny"
+    assert deny["Resource"] == ["arn:aws:dynamodb:eu-west-1:1:table/acme-ledger"]
+    assert {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"} <= set(deny["Action"])
+    assert "dynamodb:PutItem" not in deny["Action"]  # appending is how the ledger grows
+    assert "arn:aws:dynamodb:eu-west-1:1:table/acme-state" in allow["Resource"]
+
+
+def test_the_store_calls_only_what_the_writer_policy_allows(store: DynamoStore, actors: Actors) -> None:
+    calls: list[tuple[str, set[str]]] = []
+
+    def seen(model: Any, params: dict[str, Any], **_: Any) -> None:
+        tables = {params.get("TableName", "")} | set(params.get("RequestItems", {}))
+        for entry in params.get("TransactItems", []):
+            ((op, body),) = entry.items()
+            action = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}[op]
+            calls.append((action, {body["TableName"]}))
+        calls.append((model.name, tables))
+
+    store.client.meta.events.register("provide-client-params.dynamodb.*", seen)
+    signer = actors.alice.signer()
+    register(store, signer, "fraud")
+    set_alias(store, signer, "fraud", "champion", 1)
+    set_alias(store, signer, "fraud", "champion", None)  # removes the alias item
+    store.create_token("t1", ALICE, "d" * 64, None, actor=ALICE, signer=signer, reason=None)
+    store.revoke_token("t1", actor=ALICE, signer=signer, reason=None)
+    store.rewrite_state(replay(e for e, _h in store.iter_events()))
+    allowed = {"TransactWriteItems"} | {a for a in WRITER_ACTIONS}
+    assert {name for name, _t in calls} <= allowed
+    on_ledger = {name for name, tables in calls if store.ledger_table in tables}
+    assert "PutItem" in on_ledger  # the hook sees the transaction's parts
+    assert not on_ledger & set(LEDGER_DENIED)
 
 
 def test_init_is_idempotent_and_keeps_the_ledger(store: DynamoStore, actors: Actors) -> None:

@@ -42,6 +42,21 @@ TX_LIMIT = 100
 TX_BYTES = 4_000_000
 """Bytes one TransactWriteItems may carry (DynamoDB's limit is 4 MB of items)."""
 
+WRITER_ACTIONS = (
+    "GetItem",
+    "BatchGetItem",
+    "Query",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "ConditionCheckItem",
+    "DescribeTable",
+)
+"""What the store calls on its tables in normal use (``init`` also needs CreateTable)."""
+LEDGER_DENIED = ("UpdateItem", "DeleteItem", "BatchWriteItem", "DeleteTable", "UpdateTable")
+"""What a writer may never do to the ledger table: it only ever puts new items there."""
+
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -357,6 +372,34 @@ class DynamoBase:
             Item=self.item({"pk": "SET", "sk": "schema", "value": SCHEMA_REVISION}),
         )
         return SCHEMA_REVISION
+
+    def writer_policy(self, *, region: str = "*", account: str = "*") -> dict[str, Any]:
+        """The IAM policy for a process that writes this registry: everything its verbs call on
+        both tables, but never an update or delete of a ledger item. (IAM cannot require a
+        condition expression, so a Put over an event stays possible: ``verify`` catches it.)
+
+        >>> DynamoBase("dynamodb://acme-").writer_policy()["Statement"][1]["Effect"]
+        'Deny'
+        """
+        arn = f"arn:aws:dynamodb:{region}:{account}:table/"
+        tables = [self.ledger_table, self.state_table]
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ReadWrite",
+                    "Effect": "Allow",
+                    "Action": [f"dynamodb:{a}" for a in WRITER_ACTIONS],
+                    "Resource": [r for t in tables for r in (arn + t, f"{arn}{t}/index/*")],
+                },
+                {
+                    "Sid": "LedgerIsAppendOnly",
+                    "Effect": "Deny",
+                    "Action": [f"dynamodb:{a}" for a in LEDGER_DENIED],
+                    "Resource": [arn + self.ledger_table],
+                },
+            ],
+        }
 
     def check_schema(self) -> None:
         rev = self.schema_revision()
