@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _machine import cpu_model, dist_version, fs_type, git_state
+from _machine import compile_bytecode, cpu_model, dist_version, fs_type, git_state
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -697,7 +697,7 @@ def _fmt(x: float) -> str:
     return f"{x:9.2f}" if x < 1000 else f"{x:9.0f}"
 
 
-def report(cfg: argparse.Namespace) -> int:
+def report(cfg: argparse.Namespace, bytecode: dict[str, object]) -> int:
     started = _dt.datetime.now(_dt.timezone.utc).astimezone()
     print(
         f"registry benchmark: {'quick' if cfg.quick else 'full'} run, "
@@ -857,6 +857,7 @@ def report(cfg: argparse.Namespace) -> int:
     results["targets"] = [{"target": n_, "value": v, "pass": ok} for n_, v, ok in targets]
     results["durability"] = {"modelledger": led["durability"], "mlflow": mlf["durability"]}
     results["machine"] = {
+        "bytecode": bytecode,
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
         "platform": platform.platform(),
@@ -957,7 +958,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="registry-bench-profile-", dir=cfg.dir) as tmp:
             profile_op(cfg.profile, cfg, Path(tmp))
         return 0
-    return report(cfg)
+    bytecode = compile_bytecode()  # as an installed package has it: time imports, not the compiler
+    return report(cfg, bytecode)
 
 
 if __name__ == "__main__":
