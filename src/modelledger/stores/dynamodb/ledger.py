@@ -573,6 +573,21 @@ class DynamoLedger(DynamoBase):
                 yield self._event(self._whole(item)), str(item["hash"])
             last = hi
 
+    def iter_event_texts(
+        self, *, after: int = 0, batch: int = 5000
+    ) -> Iterator[tuple[LedgerEvent, str, str]]:
+        """Every event after ``after`` with its stored hash and its stored data text."""
+        last = after
+        while True:
+            top = self._head()[0]
+            if last >= top:
+                return
+            hi = min(top, last + batch)
+            for item in self._range(self.ledger_table, "E", last + 1, hi):
+                whole = self._whole(item)
+                yield self._event(whole), str(whole["hash"]), str(whole["data"])
+            last = hi
+
     @staticmethod
     def _checkpoint(item: Mapping[str, Any]) -> Checkpoint:
         return Checkpoint(
@@ -768,6 +783,23 @@ class DynamoLedger(DynamoBase):
             for r in rows
             if alias is None or r["alias"] == alias
         ]
+
+    def aliases_at(self, model: str, version: int, time: str) -> list[str]:
+        # one Query of the model's moves (not yet an index per alias name: docs/dynamodb.md)
+        _name, rows = self._history(model)
+        held: dict[str, tuple[str, int | None]] = {}
+        for r in rows:
+            if r["time"] <= time and (r["alias"] not in held or r["time"] >= held[r["alias"]][0]):
+                held[r["alias"]] = (r["time"], None if r.get("version") is None else int(r["version"]))
+        return sorted(a for a, (_t, v) in held.items() if v == version)
+
+    def current_alias_moves(self, model: str) -> list[dict[str, Any]]:
+        latest: dict[str, dict[str, Any]] = {}
+        for move in self.alias_history(model, None):
+            held = latest.get(move["alias"])
+            if held is None or move["time"] >= held["time"]:
+                latest[move["alias"]] = move
+        return [latest[a] for a in sorted(latest) if latest[a]["version"] is not None]
 
     @staticmethod
     def _state(model: str, version: int, item: Mapping[str, Any]) -> VersionState:

@@ -537,6 +537,25 @@ class DynamoModels(DynamoDatasets):
         out.policy = Policy.from_dict(json.loads(policy["value"])) if policy else Policy()
         return out
 
+    def highest_folder_suffix(self, folder: str) -> int:
+        """A number n whose folder (``folder``, ``folder.2``...) is registered and whose
+        successor is not (0 when ``folder`` itself is free): double, then bisect, one GetItem
+        of the folder's uniqueness item per probe, so about 2*log2(n) reads."""
+
+        def taken(n: int) -> bool:
+            name = folder if n == 1 else f"{folder}.{n}"
+            return self.get(self.state_table, f"F#{name}", "F") is not None
+
+        if not taken(1):
+            return 0
+        lo, hi = 1, 2
+        while taken(hi):
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if taken(mid) else (lo, mid)
+        return lo
+
     def referenced_paths(self) -> tuple[set[str], set[str]]:
         """Every version folder and data set file the metadata refers to: every model's
         versions, one Query each, and the data set versions by key."""
