@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -290,6 +288,11 @@ class Manifest:
             return replace(
                 self, source=src, dependencies=deps, environment={"origin": origin, "from": read_from}
             )
+        # platform and socket only here, where a registration captures its machine: `import
+        # modelledger` is on every inference process's start-up path, and they are a tenth of it
+        import platform
+        import socket
+
         deps = {**capture_dependencies(), **self.dependencies}
         job = self.training_job
         if job.host is None:

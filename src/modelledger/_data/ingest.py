@@ -18,8 +18,8 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,7 +334,7 @@ def ingest(
         raise InvalidInput("every column needs a unique, non-empty name")
     # A file of its own right under datasets/, no folder: a failed ingest, once this file is
     # removed, leaves nothing behind, and no cleanup ever races another writer for a folder.
-    staging = f"datasets/.staging-{uuid.uuid4().hex}.parquet"
+    staging = f"datasets/.staging-{secrets.token_hex(16)}.parquet"
     digest = hashlib.sha256(
         b"modelledger.dataset.v1\x00"
         + json.dumps([[f.name, str(f.type)] for f in schema], separators=(",", ":")).encode()

@@ -26,7 +26,7 @@ import hashlib
 import os
 import posixpath
 import re
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -552,7 +552,7 @@ class ArtifactStore:
             os.makedirs(folder, exist_ok=True)
             if os.path.exists(path):
                 return False
-            tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+            tmp = os.path.join(folder, f".tmp-{secrets.token_hex(16)}")
             try:
                 with open(tmp, "wb") as fh:
                     fh.write(memoryview(data))
