@@ -123,7 +123,7 @@ def indexes_used(db_url: str, s: Statement) -> set[str]:
         used = set()
         for detail in _sqlite_plan(db_url, s):
             words = detail.split()
-            if words[0] == "SCAN" and words[1] not in ("names", "CONSTANT"):
+            if words[0] == "SCAN" and words[1] not in ("names", "member_lasts", "CONSTANT"):
                 raise AssertionError(f"{detail!r} in the plan of {s.sql}")
             if "INDEX" in words:
                 used.add(words[words.index("INDEX") + 1])
@@ -423,3 +423,18 @@ def test_a_load_finds_the_registration_event_by_one_probe(crowded: Registry, db_
     for s in first:
         assert "ix_ledger_events_subject_action" in indexes_used(db_url, s)
     _only_index(db_url, statements, "ledger_events")  # and no other read of the ledger scans it
+
+
+def test_a_governed_write_finds_the_latest_membership_event_by_probes(crowded: Registry, db_url: str) -> None:
+    """Every governed write asks whether its cached roster is current (the seq of the latest
+    membership event): one backward probe of the action index per membership action, never a
+    walk back from the ledger's head past every registration to the enrolments near its start."""
+    reg = crowded
+    with captured(reg) as statements:
+        reg.set_alias("credit", "champion", 2)
+    member = [s for s in _reads(statements, "ledger_events") if "member.enrolled" in str(s.params or s.sql)]
+    assert member, "the roster's currency was not read"
+    for s in member:
+        used = indexes_used(db_url, s)
+        assert "ix_ledger_events_action" in used
+        assert not {"ledger_events_pkey", "pk"} & used
