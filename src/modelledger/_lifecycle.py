@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._ledger import LedgerEvent
+from ._canonical import canonicalize_str
+from ._ledger import ChainBuilder, LedgerEvent
 from ._policy import Policy
 from .errors import Conflict, InvalidInput, InvalidManifest, PermissionDenied
 
@@ -703,3 +704,34 @@ def record_erasure(
     if not reason or not reason.strip():
         raise InvalidInput("an erasure needs a reason (the legal ground, a ticket)")
     return EventDraft(action, subject, {**data, "files": [dict(f) for f in files]}, reason)
+
+
+def chain_drafts(
+    builder: ChainBuilder,
+    drafts: Sequence[EventDraft],
+    *,
+    actor: str,
+    via: Mapping[str, Any] | None,
+    time: str,
+) -> tuple[list[LedgerEvent], list[str], list[str]]:
+    """The drafted events as ledger events appended to ``builder``: (events, the canonical
+    text of each one's data, each one's hash). Every store appends through this, so the chain
+    hashes the same events the same way on every backend. ``via`` (a server writing for a
+    member: for whom, and how they proved it) goes into each event's data."""
+    first = builder.next_seq
+    events = [
+        LedgerEvent(
+            seq=first + i,
+            time=time,
+            actor=d.actor or actor,
+            action=d.action,
+            subject=d.subject,
+            data=d.data if via is None else {**d.data, "via": dict(via)},
+            reason=d.reason,
+        )
+        for i, d in enumerate(drafts)
+    ]
+    # The canonical text is both what the chain hashes and what a store keeps (any JSON reader
+    # reads it back to the same value), so it is encoded once.
+    texts = [canonicalize_str(e.data) for e in events]
+    return events, texts, builder.extend(events, data_texts=texts)

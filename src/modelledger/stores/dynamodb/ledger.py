@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._canonical import canonicalize_str
 from ..._delegation import DelegatedSigner
 from ..._identifiers import fold_name
 from ..._ledger import GENESIS, ChainBuilder, ChainSegment, Checkpoint, LedgerEvent
-from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
+from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, chain_drafts, state_delta
 from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
 from ..._policy import Policy
 from ..._time import now_text
@@ -104,23 +103,9 @@ class DynamoLedger(DynamoBase):
             return []
         builder = ChainBuilder(head=head[1], next_seq=head[0] + 1)
         time = now_text()
-        first = builder.next_seq
-        via = dict(signer.via) if isinstance(signer, DelegatedSigner) else None
-        events = [
-            LedgerEvent(
-                seq=first + i,
-                time=time,
-                actor=d.actor or actor,
-                action=d.action,
-                subject=d.subject,
-                data=d.data if via is None else {**d.data, "via": via},
-                reason=d.reason,
-            )
-            for i, d in enumerate(drafts)
-        ]
-        # the same canonical text the SQL store keeps: hashes are identical across backends
-        texts = [canonicalize_str(e.data) for e in events]
-        hashes = builder.extend(events, data_texts=texts)
+        # a server writing for a member: each event says for whom, and how they proved it
+        via = signer.via if isinstance(signer, DelegatedSigner) else None
+        events, texts, hashes = chain_drafts(builder, drafts, actor=actor, via=via, time=time)
         self._authorize(events, signer.key_id)
         led, st = self.ledger_table, self.state_table
         tx.add(

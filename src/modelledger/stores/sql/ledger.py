@@ -10,11 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..._canonical import canonicalize_str
 from ..._delegation import DelegatedSigner
 from ..._identifiers import fold_name
 from ..._ledger import GENESIS, ChainBuilder, ChainSegment, Checkpoint, LedgerEvent
-from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, state_delta
+from ..._lifecycle import EventDraft, GovContext, ReplayedState, VersionState, chain_drafts, state_delta
 from ..._members import AUTOMATED_PREFIX, MEMBER_ACTIONS, Roster, authorize_event
 from ..._policy import Policy
 from ..._time import now, now_text
@@ -189,25 +188,9 @@ class SqlLedger(SqlBase):
             return []
         builder = ChainBuilder(head=head[1], next_seq=head[0] + 1)
         time = now_text()
-        first = builder.next_seq
         # a server writing for a member: each event says for whom, and how they proved it
-        via = dict(signer.via) if isinstance(signer, DelegatedSigner) else None
-        events = [
-            LedgerEvent(
-                seq=first + i,
-                time=time,
-                actor=d.actor or actor,
-                action=d.action,
-                subject=d.subject,
-                data=d.data if via is None else {**d.data, "via": via},
-                reason=d.reason,
-            )
-            for i, d in enumerate(drafts)
-        ]
-        # The canonical text is both what the chain hashes and what the data column keeps
-        # (any JSON reader reads it back to the same value), so it is encoded once.
-        texts = [canonicalize_str(e.data) for e in events]
-        hashes = builder.extend(events, data_texts=texts)
+        via = signer.via if isinstance(signer, DelegatedSigner) else None
+        events, texts, hashes = chain_drafts(builder, drafts, actor=actor, via=via, time=time)
         rows = [
             {
                 "seq": e.seq,
