@@ -288,10 +288,10 @@ class Manifest:
             return replace(
                 self, source=src, dependencies=deps, environment={"origin": origin, "from": read_from}
             )
-        # platform and socket only here, where a registration captures its machine: `import
-        # modelledger` is on every inference process's start-up path, and they are a tenth of it
+        # platform and socket only here, where a registration describes its machine: every
+        # inference process imports modelledger and needs neither
         import platform
-        import socket
+        import socket  # as platform: only a registration asks for the host name
 
         deps = {**capture_dependencies(), **self.dependencies}
         job = self.training_job
