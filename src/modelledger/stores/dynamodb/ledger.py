@@ -548,20 +548,14 @@ class DynamoLedger(DynamoBase):
 
     def iter_events(self, *, after: int = 0, batch: int = 5000) -> Iterator[tuple[LedgerEvent, str]]:
         """Every event with its stored hash, in seq order, read in pages up to the moving head."""
-        last = after
-        while True:
-            top = self._head()[0]
-            if last >= top:
-                return
-            hi = min(top, last + batch)
-            for item in self._range(self.ledger_table, "E", last + 1, hi):
-                yield self._event(self._whole(item)), str(item["hash"])
-            last = hi
+        for event, digest, _text in self.iter_event_texts(after=after, batch=batch):
+            yield event, digest
 
     def iter_event_texts(
         self, *, after: int = 0, batch: int = 5000
     ) -> Iterator[tuple[LedgerEvent, str, str]]:
-        """Every event after ``after`` with its stored hash and its stored data text."""
+        """Every event after ``after`` with its stored hash and its stored data text, in seq
+        order, read in pages up to the moving head."""
         last = after
         while True:
             top = self._head()[0]
