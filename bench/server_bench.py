@@ -55,6 +55,7 @@ from _machine import compile_bytecode, cpu_model, dist_version, fs_type, git_sta
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_OUT = HERE / "results" / "server.json"
+DEFAULT_STARTUP_OUT = HERE / "results" / "server_startup.json"
 BIN = Path(sys.executable).parent  # the venv's console scripts: modelledger, mlflow
 
 PG_ADMIN = os.environ.get("MODELLEDGER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -260,6 +261,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     healthy_s: float | None = None
+    healthy_cpu_s: float | None = None
     extra_cleanup: list[Path] = field(default_factory=list)
 
     @property
@@ -267,8 +269,15 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0) -> float:
-        """Start the process; return the seconds from ``Popen`` to the first 200 of the health probe."""
+        """Start the process; return the seconds from ``Popen`` to the first 200 of the health probe
+        (and keep the CPU time the server's process tree had spent by then in ``healthy_cpu_s``).
+
+        The probe goes through one client made before the clock starts: ``httpx.get`` makes a
+        client, and with it a TLS context, per call (about 19 ms of CPU), so polling every 5 ms
+        with it kept most of a core busy in this process while the server, on the same 2 cores,
+        was trying to start."""
         logfile = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed in stop()
+        probe = httpx.Client(timeout=1.0)
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(
             self.argv,
@@ -281,16 +290,20 @@ class Server:
         )
         logfile.close()
         url = self.base + self.health
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.argv[0]} exited with {self.proc.returncode}; see {self.log_path}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url, timeout=1.0).status_code == 200:
-                    break
-            if time.perf_counter() - self.started_at > timeout:
-                raise RuntimeError(f"{url} not healthy after {timeout} s; see {self.log_path}")
-            time.sleep(0.005)
-        self.healthy_s = time.perf_counter() - self.started_at
+        with probe:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.argv[0]} exited with {self.proc.returncode}; see {self.log_path}"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if probe.get(url).status_code == 200:
+                        break
+                if time.perf_counter() - self.started_at > timeout:
+                    raise RuntimeError(f"{url} not healthy after {timeout} s; see {self.log_path}")
+                time.sleep(0.005)
+            self.healthy_s = time.perf_counter() - self.started_at
+            self.healthy_cpu_s = cpu_seconds(self.pids())
         return self.healthy_s
 
     def pids(self) -> list[int]:
@@ -808,6 +821,75 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+def measure_starts(sides: tuple[Side, ...], out: dict[str, dict[str, Any]]) -> None:
+    """Start each side ``cfg.starts`` times, alternating: time to healthy (wall, and the server
+    tree's CPU by then), then the first calls (cold). The last start of each side stays up."""
+    cfg = sides[0].cfg
+    starts: dict[str, list[dict[str, Any]]] = {side.name: [] for side in sides}
+    for k in range(cfg.starts):
+        for side in sides:
+            healthy = side.start()
+            assert side.server is not None and side.server.healthy_cpu_s is not None
+            cold = {}
+            with httpx.Client(headers=side.headers, timeout=60) as client:
+                for op in READ_OPS:
+                    cold[op], body = timed_request(client, side.request(op, k))
+                    side.check(op, body)
+            starts[side.name].append(
+                {
+                    "healthy_s": round(healthy, 3),
+                    "healthy_cpu_s": round(side.server.healthy_cpu_s, 3),
+                    **{f"first_{op}_ms": round(ms, 2) for op, ms in cold.items()},
+                }
+            )
+            if k < cfg.starts - 1:
+                side.stop()
+    for side in sides:
+        res = out[side.name]
+        res["starts"] = starts[side.name]
+        res["healthy_s_median"] = _median([s["healthy_s"] for s in res["starts"]])
+        res["healthy_cpu_s_median"] = _median([s["healthy_cpu_s"] for s in res["starts"]])
+        for op in READ_OPS:
+            res[f"first_{op}_ms_median"] = _median([s[f"first_{op}_ms"] for s in res["starts"]])
+        log(
+            f"  {side.name}: healthy after {[s['healthy_s'] for s in res['starts']]} s "
+            f"(server CPU by then {[s['healthy_cpu_s'] for s in res['starts']]} s)"
+        )
+
+
+def measure_startup_only(sides: tuple[Side, ...]) -> dict[str, dict[str, Any]]:
+    """``--startup-only``: fill each side, then only the starts of :func:`measure_starts`."""
+    out: dict[str, dict[str, Any]] = {side.name: {"loadavg_before": loadavg()} for side in sides}
+    for side in sides:
+        if isinstance(side, MlflowSide):
+            side.start()
+            side.populate()
+            side.stop()
+        else:
+            side.populate()
+    try:
+        measure_starts(sides, out)
+    finally:
+        for side in sides:
+            side.stop()
+    for side in sides:
+        out[side.name]["loadavg_after"] = loadavg()
+    return out
+
+
+def print_startup_report(results: dict[str, Any]) -> None:
+    print(
+        f"\n{'backend':12} {'server':12} {'healthy s (median)':>19} {'CPU s (median)':>15}  each start: wall / CPU s"
+    )
+    for backend, res in results["backends"].items():
+        for who, r in res.items():
+            each = ", ".join(f"{s['healthy_s']:.3f}/{s['healthy_cpu_s']:.3f}" for s in r["starts"])
+            print(
+                f"{backend:12} {who:12} {r['healthy_s_median']:>19.3f} {r['healthy_cpu_s_median']:>15.3f}  {each}"
+            )
+            print(f"{'':25} load average before {r['loadavg_before']}, after {r['loadavg_after']}")
+
+
 def measure_backend(sides: tuple[Side, ...]) -> dict[str, dict[str, Any]]:
     """Both sides on one backend. Everything after population alternates between the sides
     (start, start, ...; then each load run on one side right after the same run on the other),
@@ -826,31 +908,7 @@ def measure_backend(sides: tuple[Side, ...]) -> dict[str, dict[str, Any]]:
         out[side.name]["populate_s"] = round(time.perf_counter() - t0, 1)
         log(f"  {side.name}: populated in {out[side.name]['populate_s']} s")
 
-    # starts: time to healthy, then the first calls (cold); the last servers stay up for the rest
-    starts: dict[str, list[dict[str, Any]]] = {side.name: [] for side in sides}
-    for k in range(cfg.starts):
-        for side in sides:
-            healthy = side.start()
-            cold = {}
-            with httpx.Client(headers=side.headers, timeout=60) as client:
-                for op in READ_OPS:
-                    cold[op], body = timed_request(client, side.request(op, k))
-                    side.check(op, body)
-            starts[side.name].append(
-                {
-                    "healthy_s": round(healthy, 3),
-                    **{f"first_{op}_ms": round(ms, 2) for op, ms in cold.items()},
-                }
-            )
-            if k < cfg.starts - 1:
-                side.stop()
-    for side in sides:
-        res = out[side.name]
-        res["starts"] = starts[side.name]
-        res["healthy_s_median"] = _median([s["healthy_s"] for s in res["starts"]])
-        for op in READ_OPS:
-            res[f"first_{op}_ms_median"] = _median([s[f"first_{op}_ms"] for s in res["starts"]])
-        log(f"  {side.name}: healthy after {[s['healthy_s'] for s in res['starts']]} s")
+    measure_starts(sides, out)  # the last servers stay up for the rest
 
     def load(side: Side, op: str, concurrency: int, count: int, seconds: float) -> dict[str, Any]:
         assert side.server is not None
@@ -1019,6 +1077,8 @@ def rows(res: dict[str, Any]) -> list[tuple[str, Any, Any, float | None, bool]]:
             False,
         )
     )
+    a, b = led.get("healthy_cpu_s_median"), mlf.get("healthy_cpu_s_median")
+    out.append(("server CPU spent by healthy, s (median)", a, b, _ratio(a, b, False), False))
     for op in READ_OPS:
         a, b = led[f"first_{op}_ms_median"], mlf[f"first_{op}_ms_median"]
         out.append((f"first call after start: {OP_LABELS[op]}, ms", a, b, _ratio(a, b, False), False))
@@ -1151,13 +1211,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the extra start of MLflow with its own defaults",
     )
+    p.add_argument(
+        "--startup-only",
+        action="store_true",
+        help="only start to healthy (wall and server CPU) and the first calls: a small registry "
+        "(2 x 3 versions unless given), 5 starts per side unless given; results in "
+        f"{DEFAULT_STARTUP_OUT.relative_to(REPO)} unless --out",
+    )
+    p.add_argument("--sides", default="modelledger,mlflow", help="comma-separated: modelledger, mlflow")
     p.add_argument("--dir", default=None, help="where the temporary folders go")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--out", default=None, help=f"results file (default {DEFAULT_OUT.relative_to(REPO)})")
     cfg = p.parse_args(argv)
     full = not cfg.quick
+    if cfg.startup_only:
+        cfg.models = cfg.models or 2
+        cfg.versions = cfg.versions or 3
+        cfg.starts = cfg.starts or 5
     cfg.models = cfg.models or (20 if full else 5)
     cfg.versions = cfg.versions or (50 if full else 10)
     cfg.starts = cfg.starts or (3 if full else 1)
+    cfg.sides = [x.strip() for x in cfg.sides.split(",") if x.strip()]
+    if not set(cfg.sides) <= {"modelledger", "mlflow"} or not cfg.sides:
+        p.error("--sides takes modelledger, mlflow or both")
+    if not cfg.startup_only and cfg.sides != ["modelledger", "mlflow"]:
+        p.error("a full run compares both sides; --sides goes with --startup-only")
+    cfg.out = cfg.out or str(DEFAULT_STARTUP_OUT if cfg.startup_only else DEFAULT_OUT)
     cfg.warmup = 200 if full else 50
     cfg.c1_requests, cfg.c1_seconds = (500, 4.0) if full else (150, 2.0)
     cfg.c16_requests, cfg.c16_seconds = (3000, 5.0) if full else (800, 2.5)
@@ -1194,6 +1272,11 @@ def main(argv: list[str] | None = None) -> int:
             with databases(backend, work) as urls:
                 led = LedgerSide(cfg, backend, work / "modelledger", urls["modelledger"])
                 mlf = MlflowSide(cfg, backend, work / "mlflow", urls["mlflow"])
+                if cfg.startup_only:
+                    chosen = tuple(side for side in (led, mlf) if side.name in cfg.sides)
+                    with contextlib.redirect_stdout(sys.stderr):
+                        results["backends"][backend] = measure_startup_only(chosen)
+                    continue
                 res: dict[str, Any] = {"loadavg_before": loadavg()}
                 # MLflow prints links to its UI on stdout: keep stdout for the table
                 try:
@@ -1240,7 +1323,8 @@ def main(argv: list[str] | None = None) -> int:
     results["run"] = {
         "date": started.isoformat(timespec="seconds"),
         "wall_s": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1),
-        "mode": "quick" if cfg.quick else "full",
+        "mode": "startup-only" if cfg.startup_only else "quick" if cfg.quick else "full",
+        "sides": cfg.sides,
         "backends": backends,
         "mlflow_workers": cfg.mlflow_workers,
         "starts": cfg.starts,
@@ -1251,7 +1335,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_reps": cfg.load_reps,
         "client": "httpx, one keep-alive connection per thread, in the benchmark process on the same 2 cores",
     }
-    print_report(results)
+    if cfg.startup_only:
+        print_startup_report(results)
+    else:
+        print_report(results)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
