@@ -1,5 +1,6 @@
 """Small model classes used by the tests (importable, so pickles can find them), the
-attacker's raw database connection, and an ASGI app served on a free loopback port."""
+attacker's raw database connection, an ASGI app served on a free loopback port, and the
+subcommands of a click group."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import click
 import numpy as np
 import sqlalchemy as sa
 
@@ -97,3 +99,12 @@ class LoopbackHTTP:
         self._http.shutdown()
         self._http.server_close()
         self._thread.join(timeout=10)
+
+
+def subcommands(group: click.Group) -> list[tuple[str, click.Command]]:
+    """``group``'s commands by name, through click's own look-up (``list_commands`` and
+    ``get_command``): the ``modelledger`` group imports a command's module only then, so its
+    ``commands`` dict holds only those looked up so far."""
+    ctx = click.Context(group)
+    found = [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
+    return [(name, command) for name, command in found if command is not None]

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from tests.helpers import subcommands
 
 from modelledger.cli import main
 
@@ -137,7 +138,7 @@ def _assert_one_line_error(result: Result, fragment: str) -> None:
 def _walk(cmd: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, cmd
     if isinstance(cmd, click.Group):
-        for name, sub in sorted(cmd.commands.items()):
+        for name, sub in subcommands(cmd):
             yield from _walk(sub, (*path, name))
 
 
@@ -172,8 +173,9 @@ def _parse_example(argv: list[str]) -> None:
     args = list(argv)
     while isinstance(cmd, click.Group):
         name = args.pop(0)
-        assert name in cmd.commands, f"unknown command {name!r} in example {argv}"
-        cmd = cmd.commands[name]
+        sub = cmd.get_command(click.Context(cmd), name)
+        assert sub is not None, f"unknown command {name!r} in example {argv}"
+        cmd = sub
     cmd.make_context(cmd.name, args)
 
 

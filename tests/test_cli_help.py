@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import click
 import pytest
 from click.testing import CliRunner
+from tests.helpers import subcommands
 
 from modelledger.cli import main
 
@@ -20,8 +21,8 @@ def _walk(
 ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, command
     if isinstance(command, click.Group):
-        for name in sorted(command.commands):
-            yield from _walk(command.commands[name], (*path, name))
+        for name, sub in subcommands(command):
+            yield from _walk(sub, (*path, name))
 
 
 COMMANDS = list(_walk(main))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
+from tests.helpers import subcommands
 
 from modelledger import Registry
 from modelledger.cli import main
@@ -14,7 +15,7 @@ from modelledger.cli import main
 
 def _commands(cmd: click.Command, path: list[str]) -> list[tuple[str, click.Command]]:
     if isinstance(cmd, click.Group):
-        return [c for name, sub in cmd.commands.items() for c in _commands(sub, [*path, name])]
+        return [c for name, sub in subcommands(cmd) for c in _commands(sub, [*path, name])]
     return [(" ".join(path), cmd)]
 
 

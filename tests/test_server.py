@@ -4,6 +4,7 @@ what they see; errors keep their library class and message."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -17,9 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from tests.helpers import free_port, serve_app
 
 from modelledger import Registry, create_identity
+from modelledger.cli import main
 from modelledger.server import API_PREFIX, create_app
 
 _free_port = free_port
@@ -430,6 +433,64 @@ def test_the_command_serves_a_registry(registry: Registry, db_url: str) -> None:
         assert response.status_code == 200
         assert [m["name"] for m in response.json()["items"]] == ["credit-risk"]
         assert httpx.get(url + "/readyz").status_code == 200
+
+
+# What `modelledger server` imports before it can answer, as a module prefix each: the rest
+# of the command line and its renderer, the HTTP client, PyJWT (OIDC only), the data stack
+# (pandas, numpy, pyarrow: loading and capture), Alembic (migrations), SQLAlchemy's ORM
+# (the stores are Core) and the pickler of models. None is needed to serve the API.
+NOT_FOR_SERVING = (
+    "modelledger.cli.admin",
+    "modelledger.cli.versions",
+    "modelledger._remote",
+    "rich",
+    "httpx",
+    "jwt",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "alembic",
+    "sqlalchemy.orm",
+    "cloudpickle",
+)
+
+
+def test_the_server_command_imports_only_what_serving_needs(registry: Registry, db_url: str) -> None:
+    # the steps of `modelledger server` up to its first answer: its command looked up, the
+    # registry opened, the app built, each store read once (the app's start-up)
+    code = (
+        "import sys, click\n"
+        "from modelledger import Registry\n"
+        "from modelledger.cli import main\n"
+        "main.get_command(click.Context(main), 'server')\n"
+        "from modelledger.server import create_app\n"
+        "registry = Registry.open(sys.argv[1], artifacts=sys.argv[2])\n"
+        "create_app(registry)\n"
+        "assert registry.readiness() == {'metadata': None, 'artifacts': None}, registry.readiness()\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, db_url, registry.artifact_root],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = out.stdout.split()
+    assert {"fastapi", "uvicorn", "modelledger.cli.server", "modelledger.server.app"} <= set(loaded)
+    assert [m for m in loaded if m.startswith(NOT_FOR_SERVING)] == []
+    assert [m for m in loaded if m.startswith("modelledger.cli.")] == [
+        "modelledger.cli._common",
+        "modelledger.cli.server",
+    ]
+
+
+def test_a_server_command_that_fails_leaves_garbage_collection_on() -> None:
+    # `server` pauses the collector while it starts; an error before serving must not leave it off
+    assert gc.isenabled()
+    result = CliRunner().invoke(main, ["server", "--oidc-issuer", "https://id.example.com"])
+    gc.unfreeze()  # what start-up froze: here, the test process's objects
+    assert result.exit_code == 1 and "OIDC needs an issuer, an audience and a JWKS" in result.stderr
+    assert gc.isenabled()
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:

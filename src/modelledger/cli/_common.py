@@ -23,23 +23,15 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from modelledger import InvalidInput, MissingDependency, ModelLedgerError, Page, Registry, resolve_config
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -69,10 +61,20 @@ def make_console(*, stderr: bool = False) -> Console:
     Output that is not a terminal gets a wide page, so piped tables do not fold
     digests and paths.
     """
+    # rich is loaded by the commands that render, not by every command (`server` prints nothing)
+    from rich.console import Console
+
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal:
         console.width = 240
     return console
+
+
+def escape(text: str) -> str:
+    """``text`` with rich's markup escaped, so that data is never read as markup."""
+    from rich.markup import escape as escape_markup  # rich: loaded by the commands that render
+
+    return escape_markup(text)
 
 
 def echo_json(document: Any) -> None:
@@ -464,6 +466,16 @@ class TransferBar:
         if self._progress is None:
             if total <= self.threshold:
                 return
+            # rich's progress bars: loaded for a big transfer only
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -491,6 +503,9 @@ class RowBar:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         if total > threshold:
+            # rich's progress bars: loaded for a long run only
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),

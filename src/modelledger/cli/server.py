@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import re
@@ -26,6 +27,39 @@ def _server_module() -> Any:
         return importlib.import_module(SERVER_MODULE)
     except ImportError as exc:
         raise InvalidInput(f"the server needs its extra: pip install 'modelledger[server]' ({exc})") from exc
+
+
+_COLLECTING = "modelledger.server.collecting"
+"""Key of ``ctx.meta``: whether the garbage collector ran before :class:`ServerCommand` paused it."""
+
+
+class ServerCommand(click.Command):
+    """The ``server`` command: Python's cyclic garbage collector is paused from the command's
+    start (before the registry opens) until the app is built, then what start-up made is frozen
+    (:func:`_started`).
+
+    Start-up makes some hundred thousand objects that live as long as the process (modules,
+    SQLAlchemy tables, FastAPI routes, pydantic schemas) and next to no garbage; each full
+    collection meanwhile walks all of them to free nothing, which was about a tenth of the time
+    to healthy. ``gc.freeze()`` then leaves them out of the collections made while serving."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.meta[_COLLECTING] = gc.isenabled()
+        gc.disable()
+        try:
+            return super().invoke(ctx)
+        finally:
+            _started(ctx)  # a command that failed before serving
+
+
+def _started(ctx: click.Context) -> None:
+    """Start-up is over: freeze its objects and let the collector run again (if it ran before)."""
+    collecting = ctx.meta.pop(_COLLECTING, None)
+    if collecting is None:
+        return
+    gc.freeze()
+    if collecting:
+        gc.enable()
 
 
 _OIDC_HOME = "else `{key}` in the [oidc] table of modelledger.toml or the user config"
@@ -81,7 +115,7 @@ def _environment(registry: Registry) -> dict[str, str]:
     return env
 
 
-@click.command("server")
+@click.command("server", cls=ServerCommand)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port.")
 @click.option(
@@ -204,8 +238,11 @@ def server(
             )
         )
     if workers == 1:
-        module.serve(registry, host=host, port=port, oidc=oidc, options=options)
+        app = module.create_app(registry, oidc=oidc, options=options)
+        _started(click.get_current_context())
+        module.serve_app(app, host=host, port=port, options=options)
     else:
+        _started(click.get_current_context())  # each worker process builds its own app
         # each worker resolves the OIDC settings again, from the environment given here
         environment = _environment(registry)
         environment.update(

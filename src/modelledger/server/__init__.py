@@ -13,7 +13,7 @@ from __future__ import annotations
 from .app import API_PREFIX, create_app, serve
 from .errors import STATUS, status_for
 from .oidc import OidcSettings, OidcVerifier
-from .ops import ServerOptions, serve_workers, set_route_limits
+from .ops import ServerOptions, serve_app, serve_workers, set_route_limits
 
 __all__ = [
     "API_PREFIX",
@@ -23,6 +23,7 @@ __all__ = [
     "ServerOptions",
     "create_app",
     "serve",
+    "serve_app",
     "serve_workers",
     "set_route_limits",
     "status_for",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 
@@ -28,4 +29,13 @@ def worker_app() -> FastAPI:
         if values
         else None
     )
-    return create_app(Registry.open(), oidc=oidc, options=options)
+    # as `modelledger server` does (ServerCommand): no garbage collection while the app is
+    # built, whose objects live as long as the process, then those objects frozen out of it
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return create_app(Registry.open(), oidc=oidc, options=options)
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
