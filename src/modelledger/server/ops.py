@@ -481,6 +481,8 @@ def _uvicorn_options(options: ServerOptions) -> dict[str, Any]:
         "log_level": "info",
         "access_log": not options.access_log,  # ours replaces uvicorn's
         "timeout_graceful_shutdown": options.graceful_timeout,
+        # no route is a WebSocket: uvicorn need not import a WebSocket library when one is installed
+        "ws": "none",
     }
 
 
