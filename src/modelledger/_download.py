@@ -22,8 +22,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -150,6 +148,9 @@ def download_planned(
 ) -> DownloadedVersion:
     """Carry out ``plan``: stream, check, then move into place (see the module text).
     ``progress(bytes_done, bytes_total)`` is called as bytes arrive."""
+    import shutil  # with bz2 and lzma: loaded by a download, not by `import modelledger`
+    import tempfile  # the same: only a download makes a staging folder
+
     mv, dest = plan.version, plan.dest
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".modelledger-download-", dir=dest))

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import site
-import subprocess
 import sys
 import sysconfig
 import threading
@@ -863,6 +862,9 @@ _DIRTY_PATHS_SHOWN = 50  # dirty_paths lists at most this many; dirty_count coun
 
 
 def _git(args: list[str], cwd: str) -> str | None:
+    # subprocess (with locale, selectors, signal): only asking git needs it, not `import modelledger`
+    import subprocess
+
     try:
         out = subprocess.run(
             ["git", *args],

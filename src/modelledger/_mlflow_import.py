@@ -38,8 +38,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -462,6 +460,8 @@ def _import_version(
     if status != "READY":
         run.add("version", source, "skipped", None, f"MLflow status is {status}, not READY")
         return None
+    import tempfile  # tempfile (with shutil, bz2, lzma): loaded by an import run, not by `import modelledger`
+
     with tempfile.TemporaryDirectory(prefix="modelledger-mlflow-") as tmp:
         try:
             folder, manifest, note = _prepare(run, name, mv, Path(tmp))
@@ -566,6 +566,8 @@ def _artifact_uri(client: Any, name: str, mv: Any) -> str:
 
 def _download_verified(run: _Run, repo: Any, folder: Path, what: str) -> list[str]:
     """Every listed file, downloaded, size-checked against the listing and read to its end."""
+    import shutil  # shutil (with bz2, lzma): loaded by an import run, not by `import modelledger`
+
     listed: list[tuple[str, int | None]] = []
 
     def walk(path: str | None) -> None:

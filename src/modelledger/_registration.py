@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -81,6 +80,8 @@ class RegistrationPlan:
 @contextmanager
 def scratch() -> Iterator[Path]:
     """A private temporary folder for a flavor to save a model into before upload."""
+    import tempfile  # tempfile (with shutil, bz2, lzma): loaded by registration, not by `import modelledger`
+
     with tempfile.TemporaryDirectory(prefix="modelledger-") as tmp:
         yield Path(tmp)
 

@@ -19,7 +19,6 @@ import contextlib
 import getpass
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +62,9 @@ def current_actor() -> str:
     env = os.environ.get("MODELLEDGER_USER")
     if env:
         return env
+    # subprocess (with locale, selectors, signal): only asking git needs it, not `import modelledger`
+    import subprocess
+
     try:
         out = subprocess.run(
             ["git", "config", "--get", "user.email"], capture_output=True, text=True, timeout=5, check=False

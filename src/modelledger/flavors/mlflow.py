@@ -11,8 +11,6 @@ folder out again (every byte verified by the registry) and hand it to
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -56,6 +54,8 @@ class MlflowPyfunc:
     """
 
     def __init__(self, native: Any, folder: Path) -> None:
+        import shutil  # shutil (with bz2, lzma): loaded with an MLflow model, not by `import modelledger`
+
         self.native = native
         self.folder = folder
         self._cleanup = weakref.finalize(self, shutil.rmtree, folder, True)
@@ -92,6 +92,9 @@ class MlflowPyfuncFlavor:
     def load(self, read: Callable[[str], bytes], entry: str) -> Any:
         pyfunc = require("mlflow.pyfunc", package="mlflow", extra="mlflow")
         files = _listed(read(entry))
+        import shutil  # with bz2 and lzma: loaded with an MLflow model, not by `import modelledger`
+        import tempfile  # the same: only loading an MLflow model makes a folder for it
+
         folder = Path(tempfile.mkdtemp(prefix="modelledger-mlflow-"))
         try:
             for rel in files:
