@@ -266,3 +266,25 @@ def test_cli_creates_a_bucket_with_object_lock_and_lists_retention(
 
     listed = {r["path"]: r for r in json.loads(out.stdout)["retention"]}
     assert listed[f"{mv.folder}/manifest.json"]["mode"] == "governance"
+
+
+def test_erasing_again_once_the_retention_is_over_removes_every_version(
+    s3: Any, locked_bucket: str, options: dict[str, object], db: str
+) -> None:
+    import time
+
+    with _open(db, locked_bucket, options, "compliance:2s") as reg:
+        mv = reg.register("credit-risk", Scorer(), sample_input=_frame(5), capture=False)
+        try:
+            reg.erase(mv.uri, reason="consent withdrawn")
+        except ObjectRetained as kept:  # the usual case: erased within the 2 s
+            until = max(r.retain_until for r in kept.objects if r.retain_until is not None)
+            time.sleep(max(0.0, (until - datetime.now(timezone.utc)).total_seconds()) + 0.3)
+            erasure = reg.erase(mv.uri, reason="consent withdrawn")  # finishes; records nothing new
+            assert erasure.target == mv.uri
+        assert [e.target for e in reg.verify().erased] == [mv.uri]
+    for f in mv.files:
+        key = _key(mv.folder, f"artifacts/{f.path}")
+        left = s3.list_object_versions(Bucket=locked_bucket, Prefix=key)
+        assert not left.get("Versions") and not left.get("DeleteMarkers")
+    assert _key(mv.folder, "manifest.json") in _keys(s3, locked_bucket)  # erasure keeps the manifest
