@@ -288,3 +288,21 @@ def test_erasing_again_once_the_retention_is_over_removes_every_version(
         left = s3.list_object_versions(Bucket=locked_bucket, Prefix=key)
         assert not left.get("Versions") and not left.get("DeleteMarkers")
     assert _key(mv.folder, "manifest.json") in _keys(s3, locked_bucket)  # erasure keeps the manifest
+
+
+def test_a_file_uploaded_in_parts_keeps_its_retention(
+    s3: Any, locked_bucket: str, options: dict[str, object]
+) -> None:
+    from modelledger.stores.artifacts import ArtifactStore
+
+    # 5 MiB parts (S3's smallest), so a 6 MiB file goes up as a multipart upload
+    store = ArtifactStore(
+        f"s3://{locked_bucket}/registry",
+        object_lock=ObjectLock.parse("governance:1d"),
+        default_block_size=5 * 1024 * 1024,
+        **options,
+    )
+    size, _sha = store.put_stream("models/big/1/artifacts/weights.bin", iter([b"\0" * (1 << 20)] * 6))
+    head = s3.head_object(Bucket=locked_bucket, Key="registry/models/big/1/artifacts/weights.bin")
+    assert head["ContentLength"] == size == 6 << 20
+    assert head["ObjectLockMode"] == "GOVERNANCE"

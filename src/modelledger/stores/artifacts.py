@@ -62,6 +62,8 @@ _NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError"}
 _NO_LOCK = {"ObjectLockConfigurationNotFoundError"}
 # requests sent at once when reading the retention of many objects (HEAD each)
 _HEADS_AT_ONCE = 64
+# S3's smallest multipart part: an upload this large or larger may have gone in parts
+_MULTIPART_FLOOR = 5 * 1024 * 1024
 
 
 def local_root(url: str) -> str | None:
@@ -330,6 +332,16 @@ class ArtifactStore:
         )
         if "ObjectLockLegalHoldStatus" in lock:
             self.fs.call_s3("put_object_legal_hold", Bucket=bucket, Key=key, LegalHold={"Status": "ON"})
+
+    def _retain_again(self, rel: str) -> None:
+        """Set the retention of an object that may have been uploaded in parts, once more.
+
+        S3 takes the Object Lock parameters on CreateMultipartUpload, and s3fs sends them, but
+        not every S3-compatible server keeps them (moto drops them); setting them after the
+        upload costs one or two requests per large file and only ever extends the retention.
+        """
+        if self.object_lock is not None:
+            self._retain(self._key(rel))
 
     def _rel_of(self, bucket: str, key: str) -> str:
         return posixpath.relpath(f"{bucket}/{key}", self.root)
@@ -733,6 +745,8 @@ class ArtifactStore:
                     progress(len(chunk))
         finally:
             self.finish(fh, rel)
+        if size >= _MULTIPART_FLOOR:
+            self._retain_again(rel)
         return size, digest.hexdigest()
 
     @_translated("write")
@@ -769,6 +783,8 @@ class ArtifactStore:
         if self.fs.exists(path):
             return False
         self.fs.pipe_file(path, bytes(memoryview(data)), **self._lock())
+        if memoryview(data).nbytes >= _MULTIPART_FLOOR:
+            self._retain_again(rel)
         return True
 
     @_translated("write")
