@@ -52,7 +52,8 @@ class ObjectLock:
         if self.mode not in _MODES:
             raise InvalidInput(f"object_lock mode must be governance or compliance, got {self.mode!r}")
         if not isinstance(self.period, timedelta) or self.period <= timedelta(0):
-            raise InvalidInput(f"object_lock needs a retention period longer than 0, got {self.period!r}")
+            shown = _period_text(self.period) if isinstance(self.period, timedelta) else repr(self.period)
+            raise InvalidInput(f"object_lock needs a retention period longer than 0, got {shown}")
         if not isinstance(self.legal_hold, bool):
             raise InvalidInput(f"object_lock legal_hold must be true or false, got {self.legal_hold!r}")
 
@@ -117,7 +118,7 @@ def _period_text(period: timedelta) -> str:
     """``period`` in the largest unit that divides it: ``30d``, ``52w``, ``90s``."""
     seconds = int(period.total_seconds())
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
+        if seconds > 0 and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
