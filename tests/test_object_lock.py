@@ -210,7 +210,7 @@ def test_erasure_under_compliance_hides_the_bytes_and_says_until_when_they_stay(
         assert key not in _keys(s3, locked_bucket)
 
 
-def test_a_bucket_without_object_lock_is_a_clear_error_before_anything_is_written(
+def test_a_bucket_without_object_lock_is_a_clear_error_before_any_file_is_uploaded(
     s3: Any, options: dict[str, object], db: str
 ) -> None:
     bucket = f"plain-{uuid.uuid4().hex[:10]}"
