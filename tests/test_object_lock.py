@@ -306,3 +306,10 @@ def test_a_file_uploaded_in_parts_keeps_its_retention(
     head = s3.head_object(Bucket=locked_bucket, Key="registry/models/big/1/artifacts/weights.bin")
     assert head["ContentLength"] == size == 6 << 20
     assert head["ObjectLockMode"] == "GOVERNANCE"
+
+
+def test_a_registry_server_client_takes_the_retention_flag_and_says_where_to_run_it() -> None:
+    # the CLI passes retention= to every verify, a server's client included
+    remote = Registry.open("http://127.0.0.1:9/", token="mlt_unused")
+    with pytest.raises(InvalidInput, match="verify --retention needs the artefact store"):
+        remote.verify(retention=True)
