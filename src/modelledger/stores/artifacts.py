@@ -287,7 +287,7 @@ class ArtifactStore:
             # s3fs's mkdir passes no extra create_bucket parameters: ask S3 directly
             params: dict[str, Any] = {"Bucket": bucket, "ObjectLockEnabledForBucket": True}
             region = (getattr(self.fs, "client_kwargs", None) or {}).get("region_name")
-            if region:
+            if region and region != "us-east-1":  # S3 refuses us-east-1 as a location constraint
                 params["CreateBucketConfiguration"] = {"LocationConstraint": region}
             self.fs.call_s3("create_bucket", **params)
         self.fs.invalidate_cache()
