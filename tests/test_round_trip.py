@@ -42,6 +42,7 @@ from modelledger._ledger import ChainProblem, ChainReport
 from modelledger._lifecycle import GateResult, VersionState
 from modelledger._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
 from modelledger._members import Member, MemberKey
+from modelledger._object_lock import ObjectLock, ObjectRetention
 from modelledger._trace import TraceReport
 
 REPO = "https://git.example.com/risk/credit.git"
@@ -325,6 +326,16 @@ WHEN = datetime(2026, 11, 1, 9, 30, tzinfo=timezone.utc)
         GcItem("models/x/abc", "model folder", 10, WHEN + timedelta(microseconds=7)),
         GcReport((), deleted=False),
         GcReport((GcItem("p", "k", 3, None), GcItem("q", "k", 4, WHEN)), deleted=True, recent=2),
+        GcReport(
+            (), deleted=True, retained=(ObjectRetention("models/x/a/manifest.json", "compliance", WHEN),)
+        ),
+        ObjectRetention("p", None, None),
+        ObjectRetention(
+            "p", "governance", WHEN + timedelta(microseconds=3), legal_hold=True, version_id="v1"
+        ),
+        VerifyReport(0, 0, (), retention=(ObjectRetention("p", None, None, legal_hold=True),)),
+        ObjectLock("compliance", timedelta(weeks=52), legal_hold=True),
+        ObjectLock("governance", timedelta(seconds=90)),
         DatasetSource(),
         DatasetSource("s3://b/k.csv", "file", None, "2026-11-01", {"dirty": True}),
         ProcessingStep("s"),

@@ -38,6 +38,7 @@ from ._loaded import LoadedModel
 from ._manifest import Manifest, ManifestLimits, SourceInfo, TrainingJob, load_manifest_file, load_steps_file
 from ._members import ROLES, Member, MemberKey
 from ._mlflow_import import ImportOutcome, MlflowImport, import_mlflow
+from ._object_lock import ObjectLock, ObjectRetention
 from ._policy import Policy
 from ._registry import Registry
 from ._search import Condition, VersionQuery, parse_query
@@ -77,6 +78,7 @@ from .errors import (
     ModelLedgerError,
     ModelRenamed,
     NotFound,
+    ObjectRetained,
     PermissionDenied,
     SchemaMismatch,
     SchemaOutdated,
@@ -132,6 +134,9 @@ __all__ = [
     "ModelRenamed",
     "ModelVersion",
     "NotFound",
+    "ObjectLock",
+    "ObjectRetained",
+    "ObjectRetention",
     "Page",
     "PermissionDenied",
     "Policy",

@@ -5,7 +5,7 @@ Each setting is taken from the first layer that sets it:
 1. an explicit argument (``Registry.open(url, artifacts=...)``, ``--registry``, ...);
 2. an environment variable: ``MODELLEDGER_URL``, ``MODELLEDGER_ARTIFACTS``,
    ``MODELLEDGER_STORAGE_OPTIONS`` (a JSON object), ``MODELLEDGER_HOME``,
-   ``MODELLEDGER_IDENTITY`` (an empty variable counts as unset);
+   ``MODELLEDGER_IDENTITY``, ``MODELLEDGER_OBJECT_LOCK`` (an empty variable counts as unset);
 3. the project file: ``modelledger.toml`` in the current folder or the nearest parent,
    looking no further than the filesystem root or a folder that holds ``.git``;
 4. the user file: ``$MODELLEDGER_CONFIG`` if set, else
@@ -15,8 +15,10 @@ Each setting is taken from the first layer that sets it:
 ``storage_options`` is taken whole from the highest layer that sets it; tables from
 different layers are never merged, so what a layer says is exactly what fsspec gets.
 
-Both files hold the keys ``registry``, ``artifacts``, ``home``, ``identity`` (strings) and
-a ``[storage_options]`` table, and may hold an ``[oidc]`` table for ``modelledger server``
+Both files hold the keys ``registry``, ``artifacts``, ``home``, ``identity`` (strings), a
+``[storage_options]`` table and ``object_lock`` (``"governance:30d"`` or a table: ``mode``,
+``period`` or ``days``, ``legal_hold``; see :class:`~modelledger.ObjectLock`), and may
+hold an ``[oidc]`` table for ``modelledger server``
 (``issuer``, ``audience``, ``jwks``, ``claim``; see :func:`resolve_oidc`). A relative path
 in a file (a folder, a ``sqlite:///`` URL, an identity key file) is relative to the folder
 of that file; ``~`` is expanded. Reading configuration never creates anything.
@@ -38,7 +40,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar, get_args
 
-from .errors import InvalidConfig
+from ._object_lock import ObjectLock, object_lock_from
+from .errors import InvalidConfig, InvalidInput
 
 __all__ = [
     "DEFAULT_HOME",
@@ -64,6 +67,7 @@ ENVIRONMENT = {
     "storage_options": "MODELLEDGER_STORAGE_OPTIONS",
     "home": "MODELLEDGER_HOME",
     "identity": "MODELLEDGER_IDENTITY",
+    "object_lock": "MODELLEDGER_OBJECT_LOCK",
 }
 """Setting name -> the environment variable that sets it."""
 
@@ -153,6 +157,8 @@ class ResolvedConfig:
     storage_options: Setting[Mapping[str, Any]]
     home: Setting[Path]
     identity: Setting[str | None]
+    # S3 Object Lock for every object written, as text ("governance:30d"); None or "off": none
+    object_lock: Setting[str | None] = Setting(None, "default")
     project_file: Path | None = None
     user_file: Path | None = None
 
@@ -164,6 +170,7 @@ class ResolvedConfig:
             "storage_options": self.storage_options,
             "home": self.home,
             "identity": self.identity,
+            "object_lock": self.object_lock,
         }
 
     def to_dict(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
@@ -191,6 +198,9 @@ class ResolvedConfig:
             storage_options=Setting(MappingProxyType(dict(options.value)), options.kind, options.origin),
             home=Setting(Path(home.value), home.kind, home.origin),
             identity=Setting.from_dict(data["identity"]),
+            object_lock=Setting.from_dict(data["object_lock"])
+            if "object_lock" in data
+            else Setting(None, "default"),
             project_file=Path(files["project"]) if files.get("project") else None,
             user_file=Path(files["user"]) if files.get("user") else None,
         )
@@ -237,6 +247,7 @@ def resolve_config(
     storage_options: Mapping[str, Any] | None = None,
     home: str | os.PathLike[str] | None = None,
     identity: str | None = None,
+    object_lock: ObjectLock | Mapping[str, Any] | str | None = None,
     cwd: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ResolvedConfig:
@@ -260,6 +271,8 @@ def resolve_config(
         "storage_options": storage_options,
         "home": os.fspath(home) if home is not None else None,
         "identity": identity,
+        # a bad argument is the caller's InvalidInput, not a configuration problem
+        "object_lock": None if object_lock is None else _lock_text(object_lock_from(object_lock)),
     }
     layers: list[dict[str, Setting[Any]]] = [
         {
@@ -282,6 +295,7 @@ def resolve_config(
             "storage_options": Setting({}, "default"),
             "home": Setting(base / DEFAULT_HOME, "default"),
             "identity": Setting(None, "default"),
+            "object_lock": Setting(None, "default"),
         }
     )
 
@@ -294,6 +308,7 @@ def resolve_config(
         storage_options=Setting(MappingProxyType(dict(options.value)), options.kind, options.origin),
         home=chosen["home"],
         identity=chosen["identity"],
+        object_lock=chosen["object_lock"],
         project_file=project_file,
         user_file=user_file,
     )
@@ -341,6 +356,8 @@ def _environment_layer(env: Mapping[str, str], base: Path) -> dict[str, Setting[
                 raise InvalidConfig(variable, None, f"is not valid JSON: {exc}") from None
             if not isinstance(value, dict):
                 raise InvalidConfig(variable, None, f"must be a JSON object, got {_type_name(value)}")
+        elif name == "object_lock":
+            value = _object_lock_text(variable, None, text)
         layer[name] = Setting(_normalise(name, value, base, expand_user=False), "environment", variable)
     return layer
 
@@ -374,6 +391,8 @@ def _file_layer(path: Path, kind: SourceKind) -> dict[str, Setting[Any]]:
         if name == "storage_options":
             if not isinstance(value, dict):
                 raise InvalidConfig(str(path), name, f"must be a table, got {_type_name(value)}")
+        elif name == "object_lock":
+            value = _object_lock_text(str(path), name, value)
         elif not isinstance(value, str):
             raise InvalidConfig(str(path), name, f"must be a string, got {_type_name(value)}")
         elif not value:
@@ -498,6 +517,22 @@ def _sqlite_absolute(url: str, base: Path, *, expand_user: bool) -> str:
     if target.is_absolute():
         return f"{prefix}{target}{rest}"
     return f"{prefix}{base / target}{rest}"
+
+
+def _object_lock_text(source: str, key: str | None, value: Any) -> str:
+    """The object_lock setting, checked, as its text form (``governance:30d``, or ``off``)."""
+    if not isinstance(value, (str, Mapping)):
+        raise InvalidConfig(
+            source, key, f"must be text such as governance:30d or a table, got {_type_name(value)}"
+        )
+    try:
+        return _lock_text(object_lock_from(value))
+    except InvalidInput as exc:
+        raise InvalidConfig(source, key, str(exc)) from None
+
+
+def _lock_text(lock: ObjectLock | None) -> str:
+    return "off" if lock is None else str(lock)
 
 
 def _type_name(value: Any) -> str:

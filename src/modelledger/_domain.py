@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from ._object_lock import ObjectRetention
 from ._time import from_stored, now, to_iso
 
 __all__ = [
@@ -365,12 +366,15 @@ class GcReport:
 
     ``items`` are the unreferenced folders and files older than the grace period;
     ``recent`` counts those left alone because they are younger (a registration may still
-    be writing them).
+    be writing them). ``retained`` are objects of unreferenced folders and files that S3
+    Object Lock would refuse to delete yet (retention not over, or a legal hold): their
+    folder or file is left whole, not in ``items``, for a later ``gc`` to collect.
     """
 
     items: tuple[GcItem, ...]
     deleted: bool
     recent: int = 0
+    retained: tuple[ObjectRetention, ...] = ()
 
     @property
     def size_bytes(self) -> int:
@@ -382,6 +386,7 @@ class GcReport:
             "size_bytes": self.size_bytes,
             "recent": self.recent,
             "items": [i.to_dict() for i in self.items],
+            "retained": [r.to_dict() for r in self.retained],
         }
 
     @classmethod
@@ -391,6 +396,7 @@ class GcReport:
             items=tuple(GcItem.from_dict(i) for i in data.get("items", ())),
             deleted=bool(data["deleted"]),
             recent=int(data.get("recent", 0)),
+            retained=tuple(ObjectRetention.from_dict(r) for r in data.get("retained", ())),
         )
 
 
@@ -556,6 +562,8 @@ class VerifyReport:
     since: VerifyRecord | None = None  # the earlier record a since_last run continued from
     recorded: VerifyRecord | None = None  # what this run recorded (None: nothing, see notes)
     notes: tuple[str, ...] = ()  # e.g. why a since_last run was full, why nothing was recorded
+    # verify(retention=True): S3 Object Lock retention of each object under the artefact root
+    retention: tuple[ObjectRetention, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -580,6 +588,7 @@ class VerifyReport:
             "since": None if self.since is None else self.since.to_dict(),
             "recorded": None if self.recorded is None else self.recorded.to_dict(),
             "notes": list(self.notes),
+            "retention": [r.to_dict() for r in self.retention],
         }
 
     @classmethod
@@ -605,6 +614,7 @@ class VerifyReport:
             since=None if data.get("since") is None else VerifyRecord.from_dict(data["since"]),
             recorded=None if data.get("recorded") is None else VerifyRecord.from_dict(data["recorded"]),
             notes=tuple(str(n) for n in data.get("notes", ())),
+            retention=tuple(ObjectRetention.from_dict(r) for r in data.get("retention", ())),
         )
 
 

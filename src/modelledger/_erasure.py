@@ -14,6 +14,14 @@ What each target removes:
   (erase ``predictions:/x/3`` for those);
 * ``datasets:/d/2``: the data set version's Parquet file;
 * ``predictions:/x/3``: every capture file of the version written so far.
+
+Under S3 Object Lock (``object_lock``), removing means deleting every version of each object
+(a plain delete only adds a delete marker). S3 refuses to delete a version before its
+retain-until date (compliance mode: nobody can; governance mode: only a request that
+bypasses governance retention, which modelledger does not send) or while it is under a
+legal hold. Those objects are hidden behind a delete marker, so reads and ``verify`` treat
+them as erased, and :class:`~modelledger.errors.ObjectRetained` says until when their bytes
+stay: erasing again after that date removes them.
 """
 
 from __future__ import annotations
@@ -24,8 +32,9 @@ from typing import Any
 
 from ._domain import DatasetVersion, Erasure, ModelVersion
 from ._lifecycle import ERASURE_ACTIONS, EventDraft, record_erasure
+from ._object_lock import ObjectRetention
 from ._serving import parse_part_name, predictions_folder
-from .errors import Conflict
+from .errors import Conflict, ObjectRetained
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import LedgerStore
 
@@ -139,8 +148,12 @@ def plan_predictions_erasure(
     return _plan(target, "predictions.erased", None, data, files, reason)
 
 
-def remove_erased(art: ArtifactStore, files: Sequence[Mapping[str, Any]]) -> None:
-    """Remove the files an erasure names (already gone: nothing to do)."""
+def remove_erased(art: ArtifactStore, files: Sequence[Mapping[str, Any]], *, target: str = "erasure") -> None:
+    """Remove the files an erasure names (already gone: nothing to do). Raises
+    :class:`ObjectRetained` after trying every file when S3 Object Lock kept some of them."""
+    kept: list[ObjectRetention] = []
     for f in files:
-        art.remove(str(f["path"]))
+        kept.extend(art.remove(str(f["path"])))
     art.refresh()
+    if kept:
+        raise ObjectRetained(f"the erasure of {target} is recorded, but not complete", kept)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib
 import json
 import os
@@ -71,6 +72,7 @@ from ._loaded import LoadedModel
 from ._loading import check_registration, load_verified
 from ._manifest import DEFAULT_LIMITS, Manifest, ManifestLimits
 from ._members import METHODS
+from ._object_lock import ObjectLock, ObjectRetention, object_lock_from
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
 from ._registration import (
     FolderNaming,
@@ -160,6 +162,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         identity: str | os.PathLike[str] | None = None,
         manifest_limits: ManifestLimits | None = None,
         token: str | None = None,
+        object_lock: ObjectLock | Mapping[str, Any] | str | None = None,
     ) -> Registry:
         """Open a registry.
 
@@ -186,6 +189,11 @@ class Registry(GovernanceVerbs, EventVerbs):
         (:meth:`enrol`). ``actor`` only selects which of your own keys to use.
         ``manifest_limits`` bounds manifests, ``params``, ``metrics`` and model tags
         (default: :class:`ManifestLimits` ``()``: 1 MiB files, 64 KiB strings, 32 levels).
+        ``object_lock`` (an :class:`ObjectLock`, ``"governance:30d"``,
+        ``"compliance:52w:legal-hold"``, a mapping, or ``"off"``; else
+        ``MODELLEDGER_OBJECT_LOCK`` or ``object_lock`` in a config file) writes every artefact,
+        manifest, data set file and capture file with S3 Object Lock retention: an ``s3://``
+        root in a bucket with Object Lock enabled only (see ``docs/object-lock.md``).
 
         An ``http://`` or ``https://`` URL is a registry server (``modelledger server``): the
         result is a :class:`RemoteRegistry` with the same verbs, authenticated by ``token``
@@ -202,6 +210,7 @@ class Registry(GovernanceVerbs, EventVerbs):
             artifacts=artifacts,
             storage_options=storage_options,
             identity=None if identity is None else os.fspath(identity),
+            object_lock=object_lock,
         )
         url, artifacts, storage_options = (
             config.registry.value,
@@ -234,7 +243,11 @@ class Registry(GovernanceVerbs, EventVerbs):
         key_path = Path(chosen).expanduser().absolute() if chosen is not None else None
         registry = cls(
             metadata,
-            ArtifactStore(artifacts, **dict(storage_options or {})),
+            ArtifactStore(
+                artifacts,
+                object_lock=object_lock_from(config.object_lock.value),
+                **dict(storage_options or {}),
+            ),
             auto_migrate=home is not None,
             folder_naming=folder_naming,
             actor=actor,
@@ -1244,7 +1257,9 @@ class Registry(GovernanceVerbs, EventVerbs):
         it is written before any byte is removed. Rows, digests and events stay: ``verify``
         lists the erasure (``VerifyReport.erased``) instead of missing files, and ``load`` or
         ``datasets.read`` of what was erased raises :class:`Erased`. Erasing again finishes a
-        removal that failed half-way and records nothing new.
+        removal that failed half-way and records nothing new. Under S3 Object Lock, what S3
+        refuses to delete yet (retention, legal hold) is hidden and :class:`ObjectRetained` says
+        until when its bytes stay (see ``docs/object-lock.md``).
 
         >>> registry.erase("datasets:/applications/3", reason="GDPR art. 17 request #812")  # doctest: +SKIP
         """
@@ -1282,7 +1297,7 @@ class Registry(GovernanceVerbs, EventVerbs):
                 needs_policy=False,
             )
             erasure = erasure_from_event(events[0])
-        remove_erased(self._art, plan.files)
+        remove_erased(self._art, plan.files, target=plan.target)
         assert erasure is not None
         return erasure
 
@@ -1328,6 +1343,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         since_last: bool = False,
         record: bool = True,
         workers: int | None = None,
+        retention: bool = False,
     ) -> VerifyReport:
         """Check everything the registry vouches for, and name what does not match.
 
@@ -1355,6 +1371,10 @@ class Registry(GovernanceVerbs, EventVerbs):
         ``docs/verify.md`` for what it does not re-check). Without a usable record it is a full
         verify, and ``report.notes`` says so. Files are hashed by ``workers`` threads.
 
+        ``retention=True`` also reads what S3 Object Lock holds on every object under an
+        ``s3://`` artefact root (one HEAD request each) into ``report.retention`` (mode,
+        retain-until, legal hold per object); ``report.notes`` counts objects with none.
+
         >>> report = registry.verify(public_key="pub.pem", trusted_checkpoint="cp.json")  # doctest: +SKIP
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
         >>> registry.verify(since_last=True).covered  # doctest: +SKIP
@@ -1370,7 +1390,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         if identity.exists and (record or since_last):
             with contextlib.suppress(PermissionDenied):
                 verifier = identity.private()
-        return verify_registry(
+        report = verify_registry(
             self._meta,
             self._art,
             progress=progress,
@@ -1383,6 +1403,10 @@ class Registry(GovernanceVerbs, EventVerbs):
             record=record,
             workers=workers,
         )
+        if not retention:
+            return report
+        held, note = _retention_report(self._art)
+        return dataclasses.replace(report, retention=held, notes=(*report.notes, note))
 
     def latest_checkpoint(self) -> Checkpoint:
         """The newest signed checkpoint: keep it outside the registry (``to_dict()`` as JSON) and
@@ -1416,6 +1440,23 @@ class Registry(GovernanceVerbs, EventVerbs):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _retention_report(art: ArtifactStore) -> tuple[tuple[ObjectRetention, ...], str]:
+    """What S3 Object Lock holds on each object under the artefact root, and a note saying how
+    many objects have no retention. Folder-claim markers and ingest staging files are left
+    out: they are written without retention on purpose."""
+    if not art.is_s3:
+        return (), f"retention: the artefact root {art.url} is not on S3, so it has no Object Lock"
+    art.refresh()
+    paths = [
+        p
+        for p in art.list_files("")
+        if p.rsplit("/", 1)[-1] != ".claimed" and not p.rsplit("/", 1)[-1].startswith((".staging-", ".tmp-"))
+    ]
+    held = tuple(sorted(art.retention(paths), key=lambda r: r.path))
+    bare = sum(1 for r in held if r.mode is None and not r.legal_hold)
+    return held, f"retention: {len(held)} objects read, {bare} without Object Lock retention or legal hold"
 
 
 def _sqlite_url(path: Path) -> str:

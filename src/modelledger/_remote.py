@@ -420,10 +420,15 @@ class RemoteRegistry(Registry):
         since_last: bool = False,
         record: bool = False,
         workers: int | None = None,
+        retention: bool = False,
     ) -> VerifyReport:
         if since_last:
             raise _errors.InvalidInput(
                 "verify --since-last needs the stores: run it where the database and artefacts are"
+            )
+        if retention:
+            raise _errors.InvalidInput(
+                "verify --retention needs the artefact store: run it where the S3 bucket is reachable"
             )
         return VerifyReport.from_dict(self._call("GET", "/verify", params={"captures": captures}))
 

@@ -40,6 +40,7 @@ from ._lifecycle import (
     state_delta,
 )
 from ._members import MEMBER_ACTIONS, Roster, authorize_event, receipt_key_problem
+from ._object_lock import ObjectRetention
 from ._serving import CaptureFile, check_receipt, parse_part_name, predictions_folder, receipts_from_table
 from ._time import now, now_text
 from .errors import IntegrityError, InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
@@ -822,11 +823,16 @@ def collect_garbage(
     cutoff = now() - older_than
     items: list[GcItem] = []
     recent = 0
+    retained: list[ObjectRetention] = []
     folders, paths = _referenced(meta)
     for kind, path, _detail in _orphans(art, folders, paths):
         size, modified = art.usage(path)
         if modified is None or modified > cutoff:
             recent += 1  # no time known, or too young: leave it
+            continue
+        held = art.retained(path)  # S3 Object Lock would refuse: left whole for a later gc
+        if held:
+            retained.extend(held)
             continue
         items.append(GcItem(path=path, kind=kind, size_bytes=size, modified=modified))
     if delete and items:
@@ -836,8 +842,8 @@ def collect_garbage(
         recent += len(items) - len(still)
         items = still
         for item in items:
-            art.remove(item.path)
-    return GcReport(items=tuple(items), deleted=delete, recent=recent)
+            retained.extend(art.remove(item.path))
+    return GcReport(items=tuple(items), deleted=delete, recent=recent, retained=tuple(retained))
 
 
 def _check_file(art: ArtifactStore, rel: str, sha256: str, size: int, uri: str) -> Problem | None:

@@ -7,7 +7,8 @@
     │   └── Erased            bytes removed on purpose by a recorded erasure
     ├── AlreadyExists         a name or folder that is taken
     ├── Conflict              the registry is not in a state that allows the call
-    │   └── SchemaOutdated    the metadata schema needs ``modelledger migrate``
+    │   ├── SchemaOutdated    the metadata schema needs ``modelledger migrate``
+    │   └── ObjectRetained    S3 Object Lock refused to delete object versions (retention, legal hold)
     ├── InvalidInput          bad names, identifiers, manifests, objects, input rows
     │   ├── InvalidManifest   a manifest field is missing or of the wrong type
     │   ├── InvalidConfig     a config file or variable that cannot be read or has a bad key
@@ -27,6 +28,9 @@ precisely without parsing messages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "AlreadyExists",
     "Conflict",
@@ -43,6 +47,7 @@ __all__ = [
     "ModelLedgerError",
     "ModelRenamed",
     "NotFound",
+    "ObjectRetained",
     "PermissionDenied",
     "SchemaMismatch",
     "SchemaOutdated",
@@ -97,6 +102,29 @@ class AlreadyExists(ModelLedgerError):
 
 class Conflict(ModelLedgerError):
     pass
+
+
+class ObjectRetained(Conflict):
+    """S3 Object Lock refused to delete ``objects`` (:class:`ObjectRetention` each: path, mode,
+    retain-until, legal hold) while doing ``what``; each object is hidden behind a delete
+    marker, but its bytes stay in the bucket until its retention ends (or its legal hold is
+    lifted)."""
+
+    def __init__(self, what: str, objects: Sequence[Any]) -> None:
+        dates = [o.retain_until for o in objects if o.retain_until is not None]
+        modes = sorted({str(o.mode) for o in objects if o.mode})
+        held = sum(1 for o in objects if o.legal_hold)
+        until = f" until {max(dates).isoformat()}" if dates else ""
+        why = f"{'/'.join(modes)} retention{until}" if modes else "retention"
+        if held:
+            why += f", {held} under legal hold"
+        super().__init__(
+            f"{what}: S3 Object Lock keeps {len(objects)} object version(s) ({why}); they are hidden "
+            "but their bytes stay in the bucket until then: run it again after that date"
+            + (" (or once the legal hold is lifted)" if held else "")
+        )
+        self.what = what
+        self.objects = tuple(objects)
 
 
 class SchemaOutdated(Conflict):

@@ -367,7 +367,8 @@ def ingest(
                 f"a later part of the data does not fit the schema of the first: {exc}"
             ) from exc
 
-    raw = store.open_new(staging)
+    # no Object Lock retention on the staging file: it is moved to its final name, which gets it
+    raw = store.open_new(staging, retain=False)
     out = _HashingWriter(raw, store.sync)
     try:
         try:

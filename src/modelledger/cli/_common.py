@@ -291,6 +291,14 @@ _WHERE_OPTIONS = [
         "[storage_options] table of lower layers "
         "[env: MODELLEDGER_STORAGE_OPTIONS as a JSON object; else modelledger.toml or the user config]",
     ),
+    click.option(
+        "--object-lock",
+        "object_lock",
+        metavar="MODE:PERIOD[:legal-hold]",
+        help="Write every artefact, manifest, data set and capture file with S3 Object Lock "
+        "retention, e.g. governance:30d or compliance:52w:legal-hold; off turns it off "
+        "[env: MODELLEDGER_OBJECT_LOCK; else `object_lock` in modelledger.toml or the user config]",
+    ),
 ]
 
 _TRACEBACK_OPTION = click.option(
@@ -316,7 +324,8 @@ def _reported(show_traceback: bool, call: Callable[[], Any]) -> Any:
 
 
 def registry_options(fn: F) -> F:
-    """Add ``--registry``, ``--artifacts``, ``--storage-option``, ``--as`` and ``--traceback``;
+    """Add ``--registry``, ``--artifacts``, ``--storage-option``, ``--object-lock``, ``--as`` and
+    ``--traceback``;
     open the registry; map errors.
 
     The command receives the open :class:`Registry` as its first argument. Options not given
@@ -332,13 +341,18 @@ def registry_options(fn: F) -> F:
         registry_url: str | None,
         artifacts_url: str | None,
         storage_options: dict[str, Any] | None,
+        object_lock: str | None,
         as_actor: str | None,
         show_traceback: bool,
         **kwargs: Any,
     ) -> Any:
         def run() -> Any:
             with Registry.open(
-                registry_url, artifacts=artifacts_url, storage_options=storage_options, actor=as_actor
+                registry_url,
+                artifacts=artifacts_url,
+                storage_options=storage_options,
+                actor=as_actor,
+                object_lock=object_lock,
             ) as registry:
                 return fn(registry, *args, **kwargs)
 
@@ -365,12 +379,16 @@ def config_options(fn: F) -> F:
         registry_url: str | None,
         artifacts_url: str | None,
         storage_options: dict[str, Any] | None,
+        object_lock: str | None,
         show_traceback: bool,
         **kwargs: Any,
     ) -> Any:
         def run() -> Any:
             config = resolve_config(
-                registry=registry_url, artifacts=artifacts_url, storage_options=storage_options
+                registry=registry_url,
+                artifacts=artifacts_url,
+                storage_options=storage_options,
+                object_lock=object_lock,
             )
             return fn(config, *args, **kwargs)
 

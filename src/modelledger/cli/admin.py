@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from modelledger import ModelVersion, Registry, StateDifference, VerifyReport
+from modelledger import ModelVersion, ObjectRetention, Registry, StateDifference, VerifyReport
 
 from ._common import as_text, echo_json, human_size, json_option, make_console, registry_options
 
@@ -85,12 +85,22 @@ def _render_report(report: VerifyReport, root: str) -> None:
         click.secho(f"{finding} (not counted as a problem)", fg="yellow")
     for erasure in report.erased:
         click.echo(f"erased: {erasure} (recorded, not a problem)")
+    if report.retention:
+        _render_retention(report.retention)
     if report.recorded is not None:
         click.echo(
             f"Recorded: proved up to ledger event {report.recorded.seq}, version key "
             f"{report.recorded.version_key}, data set key {report.recorded.dataset_key} "
             f"(signed by key {report.recorded.key_id})"
         )
+
+
+def _render_retention(objects: Sequence[ObjectRetention]) -> None:
+    table = Table("Object", "Mode", "Retain until", "Legal hold")
+    for held in objects:
+        until = held.retain_until.isoformat(timespec="seconds") if held.retain_until else "-"
+        table.add_row(as_text(held.path), held.mode or "-", until, "on" if held.legal_hold else "-")
+    make_console().print(table)
 
 
 @click.command()
@@ -138,6 +148,11 @@ def _render_report(report: VerifyReport, root: str) -> None:
     show_default=True,
     help="Unreferenced files younger than this are reported as in flight, not as problems.",
 )
+@click.option(
+    "--retention",
+    is_flag=True,
+    help="Also list the S3 Object Lock retention of every object (mode, retain-until, legal hold).",
+)
 @json_option
 @registry_options
 def verify(
@@ -149,6 +164,7 @@ def verify(
     no_record: bool,
     workers: int | None,
     grace: str,
+    retention: bool,
     as_json: bool,
 ) -> None:
     """Check everything the registry vouches for; exit code 1 on any problem.
@@ -171,6 +187,7 @@ def verify(
         modelledger verify --public-key registry.pub.pem --trusted-checkpoint cp.json
         modelledger verify --captures
         modelledger verify --since-last     # only what is new since the last clean verify
+        modelledger verify --retention      # and each S3 object's Object Lock retention
     """
     status = make_console(stderr=True).status("Verifying artefacts...")
     checked = 0
@@ -190,6 +207,7 @@ def verify(
             since_last=since_last,
             record=not no_record,
             workers=workers,
+            retention=retention,
         )
     if as_json:
         echo_json(report.to_dict())
@@ -237,6 +255,13 @@ def gc(registry: Registry, older_than: str, delete: bool, as_json: bool) -> None
     click.echo(f"{done} {len(report.items)} unreferenced items, {human_size(report.size_bytes)}")
     if report.recent:
         click.echo(f"left {report.recent} younger than {older_than} (or of unknown age) alone")
+    if report.retained:
+        click.secho(
+            f"left {len(report.retained)} objects S3 Object Lock still retains (and the folders or "
+            "files holding them) for a later gc:",
+            fg="yellow",
+        )
+        _render_retention(report.retained)
     if report.items and not delete:
         click.echo("dry run: run again with --delete to remove them")
 

@@ -230,6 +230,9 @@ class VerifyOut(_Out):
     )
     recorded: dict[str, Any] | None = Field(description="the signed record of what this run proved")
     notes: list[str]
+    retention: list[dict[str, Any]] = Field(
+        default_factory=list, description="S3 Object Lock retention per object (verify with retention only)"
+    )
 
 
 class PublicKeyOut(_Out):

@@ -15,6 +15,12 @@ error from S3) leaves a public method as a :class:`~modelledger.errors.ModelLedg
 that says what to do (:meth:`ArtifactStore.error`): a read-only or full store and a missing
 bucket are a :class:`StorageError`, refused access and missing credentials a
 :class:`PermissionDenied`. ``file://`` roots are RFC 8089 URIs: ``%XX`` escapes are decoded.
+
+With an :class:`~modelledger.ObjectLock` (``s3://`` roots only) every artefact, manifest,
+data set file and capture file is written with S3 Object Lock retention (and a legal hold
+if asked); folder-claim markers and ingest staging files are not, since nothing vouches for
+them and they must stay removable. :meth:`ArtifactStore.remove` then deletes object
+*versions* (a plain delete only adds a delete marker) and returns those S3 refused.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ import os
 import posixpath
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 from urllib.parse import unquote
 
+from .._object_lock import ObjectLock, ObjectRetention
+from .._time import now
 from ..errors import AlreadyExists, InvalidInput, ModelLedgerError, NotFound, PermissionDenied, StorageError
 
 __all__ = ["CHUNK", "ArtifactStore", "Progress", "local_root"]
@@ -51,6 +59,11 @@ _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM}
 _S3_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 _NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError"}
+_NO_LOCK = {"ObjectLockConfigurationNotFoundError"}
+# requests sent at once when reading the retention of many objects (HEAD each)
+_HEADS_AT_ONCE = 64
+# S3's smallest multipart part: an upload this large or larger may have gone in parts
+_MULTIPART_FLOOR = 5 * 1024 * 1024
 
 
 def local_root(url: str) -> str | None:
@@ -124,12 +137,19 @@ def _translated(action: str) -> Callable[[F], F]:
 class ArtifactStore:
     """Artefacts under one root URL (``file:///...``, ``s3://bucket/prefix``, ``memory://...``)."""
 
-    def __init__(self, url: str, **storage_options: Any) -> None:
+    def __init__(self, url: str, *, object_lock: ObjectLock | None = None, **storage_options: Any) -> None:
         self.url = url
         self._storage_options = storage_options
         self._fs: Any = None
         self._root: str | None = None
         self._local: bool | None = None
+        self.object_lock = object_lock
+        self._lock_checked = False
+        if object_lock is not None and not self._is_s3_url:
+            raise InvalidInput(
+                f"object_lock needs an s3:// artefact root (S3 Object Lock), not {url}: "
+                "use an S3 bucket with Object Lock enabled, or turn object_lock off"
+            )
 
     # Constructing an fsspec filesystem may import heavy backends (s3fs, boto):
     # do it on first use, not in the constructor.
@@ -197,6 +217,8 @@ class ArtifactStore:
             )
         if code == "NoSuchBucket" or (self._is_s3_url and "bucket does not exist" in str(exc)):
             return self._no_bucket()
+        if code in _NO_LOCK or "missing ObjectLockConfiguration" in str(exc):
+            return self._no_lock()
         if code in _S3_DENIED or isinstance(exc, PermissionError) or number in _DENIED:
             return PermissionDenied(
                 f"cannot {action} {where}: permission denied; give this user access to "
@@ -218,6 +240,11 @@ class ArtifactStore:
     def _is_s3_url(self) -> bool:
         return self.url.lower().startswith(("s3://", "s3a://"))
 
+    @property
+    def is_s3(self) -> bool:
+        """Whether the root is an ``s3://`` URL (the only kind with Object Lock)."""
+        return self._is_s3_url
+
     def _where(self, rel: str) -> str:
         """``rel`` as people read it: a local path, or the store's URL."""
         try:
@@ -235,17 +262,178 @@ class ArtifactStore:
             f"(or `aws s3 mb s3://{bucket}`), or fix the artefact root {self.url}"
         )
 
+    def _no_lock(self) -> StorageError:
+        bucket = self._bucket()
+        return StorageError(
+            f"the S3 bucket {bucket!r} does not have Object Lock enabled, so it cannot keep "
+            f"objects with object_lock {self.object_lock}: use a bucket created with Object Lock "
+            "(`modelledger init --create-bucket` with object_lock set, or `aws s3api create-bucket "
+            "--object-lock-enabled-for-bucket`), enable it on this one (`aws s3api "
+            "put-object-lock-configuration`), or turn object_lock off"
+        )
+
     @_translated("create the bucket of")
     def create_bucket(self) -> bool:
-        """Create the S3 bucket the artefact root lives in; False when it exists already."""
+        """Create the S3 bucket the artefact root lives in (with Object Lock enabled when the
+        store has an ``object_lock``); False when it exists already."""
         if not self._is_s3_url:
             raise InvalidInput(f"only an s3:// artefact root has a bucket to create, not {self.url}")
         bucket = self._bucket()
         if self.fs.exists(bucket):
             return False
-        self.fs.mkdir(bucket)
+        if self.object_lock is None:
+            self.fs.mkdir(bucket)
+        else:
+            # s3fs's mkdir passes no extra create_bucket parameters: ask S3 directly
+            params: dict[str, Any] = {"Bucket": bucket, "ObjectLockEnabledForBucket": True}
+            region = (getattr(self.fs, "client_kwargs", None) or {}).get("region_name")
+            if region and region != "us-east-1":  # S3 refuses us-east-1 as a location constraint
+                params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            self.fs.call_s3("create_bucket", **params)
         self.fs.invalidate_cache()
         return True
+
+    # ------------------------------------------------------------ object lock
+
+    def _lock(self) -> dict[str, Any]:
+        """The Object Lock parameters of an object written now; {} without ``object_lock``.
+
+        The first call checks that the bucket has Object Lock enabled, so that a bucket without
+        it is a clear error before anything is written, not S3's InvalidRequest mid-upload.
+        """
+        if self.object_lock is None:
+            return {}
+        if not self._lock_checked:
+            try:
+                answer = self.fs.call_s3("get_object_lock_configuration", Bucket=self._bucket())
+            except Exception as exc:
+                if _s3_code(exc) not in _NO_LOCK:
+                    raise
+                answer = {}
+            config = answer.get("ObjectLockConfiguration") or {}
+            if config.get("ObjectLockEnabled") != "Enabled":
+                raise self._no_lock()
+            self._lock_checked = True
+        return self.object_lock.headers(now())
+
+    def _retain(self, path: str) -> None:
+        """Give an object that was written without them (a copy) the retention and legal hold."""
+        lock = self._lock()
+        if not lock:
+            return
+        bucket, key, _ = self.fs.split_path(path)
+        # Set after the copy rather than sent with it: S3 takes them on CopyObject, but the
+        # S3 servers used for testing (moto) ask a copy for a body checksum it cannot have.
+        self.fs.call_s3(
+            "put_object_retention",
+            Bucket=bucket,
+            Key=key,
+            Retention={"Mode": lock["ObjectLockMode"], "RetainUntilDate": lock["ObjectLockRetainUntilDate"]},
+        )
+        if "ObjectLockLegalHoldStatus" in lock:
+            self.fs.call_s3("put_object_legal_hold", Bucket=bucket, Key=key, LegalHold={"Status": "ON"})
+
+    def _retain_again(self, rel: str) -> None:
+        """Set the retention of an object that may have been uploaded in parts, once more.
+
+        S3 takes the Object Lock parameters on CreateMultipartUpload, and s3fs sends them, but
+        not every S3-compatible server keeps them (moto drops them); setting them after the
+        upload costs one or two requests per large file and only ever extends the retention.
+        """
+        if self.object_lock is not None:
+            self._retain(self._key(rel))
+
+    def _rel_of(self, bucket: str, key: str) -> str:
+        return posixpath.relpath(f"{bucket}/{key}", self.root)
+
+    @_translated("read the retention of")
+    def retention(self, rels: Iterable[str]) -> list[ObjectRetention]:
+        """What S3 Object Lock holds on the current version of each object ``rels`` names (one
+        HEAD request each, a few dozen at a time); objects that are gone are left out. Empty
+        on a store that is not S3."""
+        if not self._is_s3_url:
+            return []
+        from concurrent.futures import ThreadPoolExecutor  # only a retention report needs threads
+
+        fs = self.fs
+        wanted = [(rel, fs.split_path(self._key(rel))) for rel in rels]
+
+        def head(item: tuple[str, tuple[str, str, str | None]]) -> ObjectRetention | None:
+            rel, (bucket, key, _version) = item
+            try:
+                return _retention_of(rel, fs.call_s3("head_object", Bucket=bucket, Key=key))
+            except FileNotFoundError:  # removed meanwhile: nothing to report
+                return None
+
+        # one HEAD per object is one round trip each: a few dozen in flight at once
+        with ThreadPoolExecutor(max_workers=min(_HEADS_AT_ONCE, max(len(wanted), 1))) as pool:
+            out = [r for r in pool.map(head, wanted) if r is not None]
+        return out
+
+    @_translated("read the retention of")
+    def retained(self, rel: str) -> list[ObjectRetention]:
+        """The objects at or below ``rel`` that S3 would refuse to delete now (retention not
+        yet over, or a legal hold). Empty without ``object_lock``: nothing is asked of S3."""
+        if self.object_lock is None:
+            return []
+        path = self.full(rel)
+        self._forget(rel)
+        try:
+            found = self.fs.find(path)
+        except FileNotFoundError:
+            return []
+        at = now()
+        rels = [self._rel_of(*self.fs.split_path(p)[:2]) for p in found]
+        return [r for r in self.retention(rels) if r.active(at)]
+
+    def _remove_versions(self, rel: str) -> tuple[ObjectRetention, ...]:
+        """Delete every version of every object at or below ``rel``; returns those S3 refused
+        (Object Lock), which stay hidden behind a delete marker.
+
+        In a bucket with Object Lock (so with versioning) a plain delete only adds a delete
+        marker and the bytes stay; retention protects the versions. So: hide the objects
+        first (the delete markers), then delete the versions one by one, then the delete
+        markers of every object no version is left of.
+        """
+        path = self._key(rel)
+        bucket, key, _ = self.fs.split_path(path)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path, recursive=True)
+
+        def listing() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+            versions: list[tuple[str, str]] = []
+            markers: list[tuple[str, str]] = []
+            params: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+            while True:
+                page = self.fs.call_s3("list_object_versions", **params)
+                for into, entries in ((versions, page.get("Versions")), (markers, page.get("DeleteMarkers"))):
+                    for entry in entries or ():
+                        name = str(entry["Key"])
+                        # the prefix "models/m/1" also matches "models/m/10/..."
+                        if name == key or name.startswith(key + "/"):
+                            into.append((name, str(entry["VersionId"])))
+                if not page.get("IsTruncated"):
+                    return versions, markers
+                params["KeyMarker"] = page["NextKeyMarker"]
+                params["VersionIdMarker"] = page["NextVersionIdMarker"]
+
+        def delete(entries: list[tuple[str, str]]) -> None:
+            for start in range(0, len(entries), 1000):  # DeleteObjects takes at most 1,000
+                objects = [{"Key": k, "VersionId": v} for k, v in entries[start : start + 1000]]
+                # refusals come back per object in the answer's Errors: the listing that
+                # follows is what says what is left
+                self.fs.call_s3("delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+
+        versions, _markers = listing()
+        delete(versions)
+        left, markers = listing()
+        kept_keys = {k for k, _v in left}
+        delete([(k, v) for k, v in markers if k not in kept_keys])
+        kept = []
+        for k, v in left:
+            head = self.fs.call_s3("head_object", Bucket=bucket, Key=k, VersionId=v)
+            kept.append(_retention_of(self._rel_of(bucket, k), head))
+        return tuple(kept)
 
     def _missing(self, rel: str, exc: BaseException) -> ModelLedgerError:
         """A file that is not there, or (on S3) a bucket that is not."""
@@ -322,22 +510,28 @@ class ArtifactStore:
         if not self.is_local:
             self.fs.invalidate_cache()
 
-    def _open_exclusive(self, path: str) -> IO[bytes]:
+    def _open_exclusive(self, path: str, **extra: Any) -> IO[bytes]:
         """Open ``path`` for writing such that the write fails if the object exists by then.
 
         With "x" modes (s3fs sends If-None-Match: *, memory checks on open) the store itself
         refuses to replace an object another writer created after our own check; a
-        filesystem without them gets the check alone.
+        filesystem without them gets the check alone. ``extra`` are parameters of the upload
+        (the Object Lock ones).
         """
         try:
-            return self.fs.open(path, "xb")  # type: ignore[no-any-return]
+            return self.fs.open(path, "xb", **extra)  # type: ignore[no-any-return]
         except (ValueError, NotImplementedError):
             if self.fs.exists(path):
                 raise FileExistsError(path) from None
-            return self.fs.open(path, "wb")  # type: ignore[no-any-return]
+            return self.fs.open(path, "wb", **extra)  # type: ignore[no-any-return]
 
     @_translated("remove")
     def remove_tree(self, rel: str) -> None:
+        """Remove a file or folder (cleaning up after a failed write). With ``object_lock``,
+        versions too; those Object Lock keeps stay hidden behind a delete marker."""
+        if self.object_lock is not None:
+            self._remove_versions(rel)
+            return
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._key(rel), recursive=True)
 
@@ -430,8 +624,17 @@ class ArtifactStore:
         return size, newest
 
     @_translated("remove")
-    def remove(self, rel: str) -> None:
-        """Remove a file or folder, then any folders it leaves empty (local stores) up to the root."""
+    def remove(self, rel: str) -> tuple[ObjectRetention, ...]:
+        """Remove a file or folder, then any folders it leaves empty (local stores) up to the root.
+
+        With ``object_lock``, every version of its objects is deleted (a plain delete would
+        only add a delete marker); returned are the versions S3 Object Lock refused to
+        delete, which are hidden but keep their bytes until their retention ends.
+        """
+        if self.object_lock is not None:
+            kept = self._remove_versions(rel)
+            self._forget(rel)
+            return kept
         self.remove_tree(rel)
         if self.is_local:
             parent = os.path.dirname(self._key(rel))
@@ -442,10 +645,11 @@ class ArtifactStore:
                     break
                 parent = os.path.dirname(parent)
         self._forget(rel)
+        return ()
 
     # ------------------------------------------------------------ write-once files
 
-    def _open_new(self, rel: str) -> IO[bytes]:
+    def _open_new(self, rel: str, *, retain: bool = True) -> IO[bytes]:
         path = self._key(rel)
         if self.is_local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -458,19 +662,21 @@ class ArtifactStore:
         if self.fs.exists(path):
             raise AlreadyExists("artefact file", rel)
         try:
-            return self._open_exclusive(path)
+            return self._open_exclusive(path, **(self._lock() if retain else {}))
         except FileExistsError as exc:
             raise AlreadyExists("artefact file", rel) from exc
 
     @_translated("write")
-    def open_new(self, rel: str) -> IO[bytes]:
+    def open_new(self, rel: str, *, retain: bool = True) -> IO[bytes]:
         """A new write-once file; end it with :meth:`finish` (or :meth:`sync`, then close).
 
         On an object store the object appears when the file is closed, and only if no one
         else created it meanwhile: closing raises ``FileExistsError`` otherwise, which
-        :meth:`finish` reports as :class:`AlreadyExists`.
+        :meth:`finish` reports as :class:`AlreadyExists`. ``retain=False`` writes it without
+        Object Lock retention: for a staging file that :meth:`move` gives its final name
+        (and the retention).
         """
-        return self._open_new(rel)
+        return self._open_new(rel, retain=retain)
 
     @_translated("write")
     def sync(self, fh: IO[bytes]) -> None:
@@ -493,7 +699,13 @@ class ArtifactStore:
         self._forget(dst)
         if self.fs.exists(target):
             raise AlreadyExists("artefact file", dst)
-        self.fs.mv(source, target)
+        if self.object_lock is None:
+            self.fs.mv(source, target)
+            return
+        self.fs.copy(source, target)
+        self._retain(target)
+        # the source's version too, not just a delete marker over it
+        self._remove_versions(src)
 
     @_translated("write")
     def finish(self, fh: IO[bytes], rel: str) -> None:
@@ -533,6 +745,8 @@ class ArtifactStore:
                     progress(len(chunk))
         finally:
             self.finish(fh, rel)
+        if size >= _MULTIPART_FLOOR:
+            self._retain_again(rel)
         return size, digest.hexdigest()
 
     @_translated("write")
@@ -568,7 +782,9 @@ class ArtifactStore:
         self._forget(rel)
         if self.fs.exists(path):
             return False
-        self.fs.pipe_file(path, bytes(memoryview(data)))
+        self.fs.pipe_file(path, bytes(memoryview(data)), **self._lock())
+        if memoryview(data).nbytes >= _MULTIPART_FLOOR:
+            self._retain_again(rel)
         return True
 
     @_translated("write")
@@ -627,6 +843,21 @@ class ArtifactStore:
                 digest.update(chunk)
                 size += len(chunk)
         return size, digest.hexdigest()
+
+
+def _retention_of(rel: str, head: Mapping[str, Any]) -> ObjectRetention:
+    """The retention a HEAD answer (boto3's names) shows."""
+    mode = head.get("ObjectLockMode")
+    until = head.get("ObjectLockRetainUntilDate")
+    if isinstance(until, str):
+        until = datetime.fromisoformat(until.replace("Z", "+00:00"))
+    return ObjectRetention(
+        path=rel,
+        mode=str(mode).lower() if mode else None,
+        retain_until=until.astimezone(timezone.utc) if isinstance(until, datetime) else None,
+        legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+        version_id=head.get("VersionId"),
+    )
 
 
 def _key_problem(rel: object, *, root_ok: bool) -> str | None:
