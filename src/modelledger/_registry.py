@@ -1328,6 +1328,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         since_last: bool = False,
         record: bool = True,
         workers: int | None = None,
+        jobs: int | None = None,
     ) -> VerifyReport:
         """Check everything the registry vouches for, and name what does not match.
 
@@ -1354,6 +1355,12 @@ class Registry(GovernanceVerbs, EventVerbs):
         what came after: new events, new versions and data sets and their files (see
         ``docs/verify.md`` for what it does not re-check). Without a usable record it is a full
         verify, and ``report.notes`` says so. Files are hashed by ``workers`` threads.
+
+        ``jobs`` worker processes check the checkpoint signatures and the version folders
+        while this process makes the one pass over the ledger: by default one per core once
+        the ledger holds 2,000 checkpoints or more (fewer: all in this process, where starting
+        them costs more than they save); ``jobs=1`` starts none, ``jobs=N`` starts N. The
+        report is the same whatever ``jobs`` is.
 
         >>> report = registry.verify(public_key="pub.pem", trusted_checkpoint="cp.json")  # doctest: +SKIP
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
@@ -1382,6 +1389,7 @@ class Registry(GovernanceVerbs, EventVerbs):
             verifier=verifier,
             record=record,
             workers=workers,
+            jobs=jobs,
         )
 
     def latest_checkpoint(self) -> Checkpoint:

@@ -420,6 +420,7 @@ class RemoteRegistry(Registry):
         since_last: bool = False,
         record: bool = False,
         workers: int | None = None,
+        jobs: int | None = None,
     ) -> VerifyReport:
         if since_last:
             raise _errors.InvalidInput(

@@ -133,6 +133,13 @@ def _render_report(report: VerifyReport, root: str) -> None:
     help="Threads hashing files (default: twice the cores, at most 16).",
 )
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes checking signatures and version folders beside the ledger pass "
+    "(default: one per core on a ledger of 2,000 writes or more; 1: none).",
+)
+@click.option(
     "--grace",
     default="1h",
     show_default=True,
@@ -148,6 +155,7 @@ def verify(
     since_last: bool,
     no_record: bool,
     workers: int | None,
+    jobs: int | None,
     grace: str,
     as_json: bool,
 ) -> None:
@@ -190,6 +198,7 @@ def verify(
             since_last=since_last,
             record=not no_record,
             workers=workers,
+            jobs=jobs,
         )
     if as_json:
         echo_json(report.to_dict())

@@ -628,6 +628,13 @@ class ArtifactStore:
                 size += len(chunk)
         return size, digest.hexdigest()
 
+    def reopen_spec(self) -> tuple[str, dict[str, Any]] | None:
+        """``(url, storage options)`` that open this same store in another process (a
+        verify's worker processes); None for ``memory://``, which lives in this process only."""
+        if self.url.startswith("memory://"):
+            return None
+        return self.url, dict(self._storage_options)
+
 
 def _key_problem(rel: object, *, root_ok: bool) -> str | None:
     """Why ``rel`` is not a safe path relative to a store's root, or ``None``."""
