@@ -95,6 +95,7 @@ from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
 from ._trust import segment_to_dict, trust_bundle
 from ._verify import collect_garbage, unrecorded_records, verify_registry
+from ._witness import CheckpointWitness, witnessed_checkpoint
 from .errors import (
     Conflict,
     Erased,
@@ -144,6 +145,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         self._id: Identity | None = None
         self._limits = manifest_limits or DEFAULT_LIMITS
         self._via: Mapping[str, Any] | None = None  # set on a view made by on_behalf_of
+        self._witness: CheckpointWitness | None = None  # set by witness_checkpoints
 
     # ------------------------------------------------------------------ opening
 
@@ -377,6 +379,9 @@ class Registry(GovernanceVerbs, EventVerbs):
         }
 
     def _signer(self) -> Signer:
+        if self._witness is not None:
+            # a governed write starts: the policy may copy the newest committed checkpoint
+            self._witness.offer(self._meta)
         signer = self._identity().signer()
         return signer if self._via is None else DelegatedSigner(signer, self._via)
 
@@ -463,7 +468,38 @@ class Registry(GovernanceVerbs, EventVerbs):
     def artifact_root(self) -> str:
         return self._art.url
 
+    def witness_checkpoints(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        every_events: int | None = 1000,
+        every_seconds: float | None = 300.0,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> CheckpointWitness:
+        """Keep copies of the newest checkpoint in ``folder`` (a path or an fsspec URL,
+        outside the database), on a density policy: when a governed write of this registry
+        starts and ``every_events`` events or more came after the last copy, or
+        ``every_seconds`` seconds or more passed since it; and when this registry closes
+        (the end of the session), whatever the policy. ``verify(trusted_checkpoint=folder)``
+        (``verify --trusted-checkpoint FOLDER``) then holds the ledger to the newest copy: a
+        ledger cut back past it is reported ``truncated``. The events after the newest copy
+        are the gap a cut at the tail can hide in (``docs/verify.md``).
+
+        >>> registry.witness_checkpoints("/mnt/worm/ledger", every_events=1000)  # doctest: +SKIP
+        """
+        witness = CheckpointWitness(
+            os.fspath(folder),
+            every_events=every_events,
+            every_seconds=every_seconds,
+            storage_options=dict(storage_options or {}),
+        )
+        self._witness = witness
+        return witness
+
     def close(self) -> None:
+        if self._witness is not None:
+            witness, self._witness = self._witness, None
+            witness.offer(self._meta, closing=True)  # the end of the session is always kept
         self._meta.close()
 
     @property
@@ -1485,6 +1521,11 @@ def _read_checkpoint(value: Checkpoint | Mapping[str, Any] | str | os.PathLike[s
         return value
     if isinstance(value, Mapping):
         return Checkpoint.from_dict(value)
+    if Path(value).is_dir():  # a witness's folder: the newest checkpoint kept there
+        kept = witnessed_checkpoint(Path(value))
+        if kept is None:
+            raise InvalidInput(f"the folder {value} holds no checkpoint a witness kept")
+        return kept
     try:
         raw = json.loads(Path(value).read_text(encoding="utf-8"))
     except OSError as exc:
