@@ -123,6 +123,7 @@ def test_a_tampered_ledger_is_reported_the_same_with_worker_processes(
     pooled = registry.verify(record=False, jobs=2)
     assert serial.problems and serial.problems[0].path == where
     assert _summary(pooled) == _summary(serial)
+    assert not [n for n in pooled.notes if "worker" in n]  # the workers did the work, not this process
 
 
 def test_changed_files_are_reported_the_same_with_worker_processes(
@@ -138,6 +139,7 @@ def test_changed_files_are_reported_the_same_with_worker_processes(
     kinds = {p.kind for p in serial.problems}
     assert {"mismatch", "missing", "orphan"} <= kinds and where in {p.path for p in serial.problems}
     assert _summary(pooled) == _summary(serial)
+    assert not [n for n in pooled.notes if "worker" in n]  # the workers did the work, not this process
 
 
 def test_the_pool_checks_signatures_in_its_own_processes(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import IO, TYPE_CHECKING, Any
 
@@ -42,7 +42,11 @@ starting the children (an interpreter and an import each, 0.2-0.4 s) costs more 
 SIGNATURE_CHUNK = 1000  # checkpoints per task: ~0.1 s of work, a few KB to send
 SCAN_CHUNK = 64  # versions per task
 
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from modelledger._verify_pool import serve; serve()"
+_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from modelledger._verify import scan_version; from modelledger._verify_pool import serve; "
+    "serve(scan_version)"
+)
 
 _SignatureTask = tuple[int, bytes, int, str, str, str, str]
 """A checkpoint to check: its index in the chain, the raw key found for it, its fields."""
@@ -268,10 +272,14 @@ def _version_of(payload: tuple[Any, ...]) -> ModelVersion:
     )
 
 
-def scan_versions(art: ArtifactStore, payloads: Iterable[tuple[Any, ...]]) -> list[Scanned]:
-    """Each version's folder scanned, as the serial verify scans it."""
-    from ._verify import scan_version  # the verify module imports this one
+Scan = Callable[[ArtifactStore, ModelVersion], tuple[list[Problem], list[str]]]
+"""What scans one version folder (``_verify.scan_version``, which imports this module)."""
 
+
+def scan_versions(
+    art: ArtifactStore, payloads: Iterable[tuple[Any, ...]], scan_version: Scan
+) -> list[Scanned]:
+    """Each version's folder scanned, as the serial verify scans it."""
     out: list[Scanned] = []
     for payload in payloads:
         mv = _version_of(payload)
@@ -282,7 +290,7 @@ def scan_versions(art: ArtifactStore, payloads: Iterable[tuple[Any, ...]]) -> li
     return out
 
 
-def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> None:
+def serve(scan_version: Scan, stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> None:
     """A child's loop: tasks from standard input, answers to standard output, until the end
     of its input."""
     source = stdin or sys.stdin.buffer
@@ -299,7 +307,7 @@ def serve(stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None) -> No
             elif kind == "signatures":
                 result = _check_signatures(payload, keys)
             elif kind == "scan" and art is not None:
-                result = scan_versions(art, payload)
+                result = scan_versions(art, payload, scan_version)
             else:
                 raise ValueError(f"unknown task {kind!r}")
             answer = (task_id, True, result)
