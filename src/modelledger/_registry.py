@@ -1394,7 +1394,7 @@ class Registry(GovernanceVerbs, EventVerbs):
 
         ``jobs`` worker processes check the checkpoint signatures and the version folders
         while this process makes the one pass over the ledger: by default one per core once
-        the ledger holds 2,000 checkpoints or more (fewer: all in this process, where starting
+        the ledger holds 10,000 checkpoints or more (fewer: all in this process, where starting
         them costs more than they save); ``jobs=1`` starts none, ``jobs=N`` starts N. The
         report is the same whatever ``jobs`` is.
 

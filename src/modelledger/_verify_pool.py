@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["POOL_MIN_WRITES", "PooledSignatures", "VerifyPool", "scan_payload"]
 
-POOL_MIN_WRITES = 2000
+POOL_MIN_WRITES = 10_000
 """Below this many checkpoints (governed writes) a verify runs in one process by default:
 starting the children (an interpreter and an import each, 0.2-0.4 s) costs more than they save."""
 

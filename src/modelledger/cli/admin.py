@@ -137,7 +137,7 @@ def _render_report(report: VerifyReport, root: str) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Worker processes checking signatures and version folders beside the ledger pass "
-    "(default: one per core on a ledger of 2,000 writes or more; 1: none).",
+    "(default: one per core on a ledger of 10,000 writes or more; 1: none).",
 )
 @click.option(
     "--grace",
