@@ -71,7 +71,8 @@ class _Child:
             stderr=subprocess.DEVNULL,  # the library never prints; a failure shows as a note
             close_fds=True,
         )
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards pending and alive, never held while writing
+        self.writing = threading.Lock()  # one task at a time on the child's input
         self.pending: dict[int, Future[Any]] = {}
         self.alive = True
         self.reader = threading.Thread(
@@ -109,12 +110,16 @@ class _Child:
             if not self.alive or stdin is None:
                 return False
             self.pending[task_id] = future
+        # a task may be larger than the pipe: the write waits for the child to read it, and
+        # the reading thread must meanwhile be free to take answers (so no lock it needs)
+        with self.writing:
             try:
                 pickle.dump((task_id, kind, payload), stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 stdin.flush()
             except (OSError, ValueError, pickle.PicklingError):
-                self.pending.pop(task_id, None)
-                self.alive = False
+                with self.lock:
+                    self.pending.pop(task_id, None)
+                    self.alive = False
                 return False
         return True
 
