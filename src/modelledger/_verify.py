@@ -729,6 +729,8 @@ class _PoolScan:
         self._pool, self._meta, self._art = pool, meta, art
         self._scans: dict[int, tuple[str, Future[list[_Scan]], int]] = {}
         self._stop = threading.Event()
+        # chunks handed over and not yet scanned, at most: what waits in the pipes stays small
+        self._room = threading.Semaphore(8 * pool.jobs)
         self._feeder = threading.Thread(target=self._feed, name="modelledger-verify-feed", daemon=True)
         self._feeder.start()
 
@@ -749,7 +751,11 @@ class _PoolScan:
     def _send(self, chunk: list[ModelVersion]) -> None:
         if not chunk:
             return
+        while not self._room.acquire(timeout=0.05):
+            if self._stop.is_set():
+                return
         future = self._pool.submit("scan", [scan_payload(mv) for mv in chunk])
+        future.add_done_callback(lambda _f: self._room.release())
         for i, mv in enumerate(chunk):
             self._scans[mv.key] = (mv.folder, future, i)
 

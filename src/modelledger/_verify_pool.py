@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
@@ -60,7 +61,9 @@ class WorkerGone(Exception):
 
 
 class _Child:
-    """One child process, its pending tasks, and the thread reading its answers."""
+    """One child process, its pending tasks, a thread writing its tasks and one reading its
+    answers: a task larger than the pipe waits for the child to read it, and that wait must
+    not hold up the ledger pass that handed the task over."""
 
     def __init__(self, index: int) -> None:
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,14 +74,30 @@ class _Child:
             stderr=subprocess.DEVNULL,  # the library never prints; a failure shows as a note
             close_fds=True,
         )
-        self.lock = threading.Lock()  # guards pending and alive, never held while writing
-        self.writing = threading.Lock()  # one task at a time on the child's input
+        self.lock = threading.Lock()  # guards pending and alive
         self.pending: dict[int, Future[Any]] = {}
         self.alive = True
+        self.tasks: queue.SimpleQueue[tuple[int, str, Any] | None] = queue.SimpleQueue()
         self.reader = threading.Thread(
-            target=self._read, name=f"modelledger-verify-pool-{index}", daemon=True
+            target=self._read, name=f"modelledger-verify-pool-{index}-read", daemon=True
+        )
+        self.writer = threading.Thread(
+            target=self._write, name=f"modelledger-verify-pool-{index}-write", daemon=True
         )
         self.reader.start()
+        self.writer.start()
+
+    def _write(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            while (task := self.tasks.get()) is not None:
+                pickle.dump(task, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                stdin.flush()
+        except (OSError, ValueError, pickle.PicklingError):
+            self._fail()
+        with contextlib.suppress(OSError, ValueError):
+            stdin.close()  # the child's loop ends at the end of its input
 
     def _read(self) -> None:
         out = self.proc.stdout
@@ -105,28 +124,16 @@ class _Child:
                 future.set_exception(WorkerGone("the worker process ended"))
 
     def send(self, task_id: int, kind: str, payload: Any, future: Future[Any]) -> bool:
-        stdin = self.proc.stdin
         with self.lock:
-            if not self.alive or stdin is None:
+            if not self.alive:
                 return False
             self.pending[task_id] = future
-        # a task may be larger than the pipe: the write waits for the child to read it, and
-        # the reading thread must meanwhile be free to take answers (so no lock it needs)
-        with self.writing:
-            try:
-                pickle.dump((task_id, kind, payload), stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                stdin.flush()
-            except (OSError, ValueError, pickle.PicklingError):
-                with self.lock:
-                    self.pending.pop(task_id, None)
-                    self.alive = False
-                return False
+        self.tasks.put((task_id, kind, payload))
         return True
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()  # the child's loop ends at end of input
+        self.tasks.put(None)
+        self.writer.join(timeout=5)
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -146,6 +153,7 @@ class VerifyPool:
         self._next_id = 0
         self._ids = threading.Lock()
         self.failures = 0
+        self.jobs = jobs
         spec = art.reopen_spec()
         try:
             pickle.dumps(spec)
