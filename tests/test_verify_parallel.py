@@ -4,6 +4,7 @@ through a real attacker connection (tests/helpers.py ``attacker``), SQLite and P
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,23 @@ def test_the_pool_checks_signatures_in_its_own_processes(tmp_path: Path) -> None
 def test_jobs_must_be_positive(registry: Registry) -> None:
     with pytest.raises(InvalidInput):
         registry.verify(record=False, jobs=0)
+
+
+@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
+def test_workers_that_fail_or_cannot_start_leave_the_work_to_this_process(
+    registry: Registry, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executable: str
+) -> None:
+    _grow(registry, tmp_path, 2)
+    where = _files_changed_one(tmp_path / "artifacts")
+    serial = registry.verify(record=False, jobs=1)
+    monkeypatch.setattr(sys, "executable", executable)  # a child that exits at once, or none
+    pooled = registry.verify(record=False, jobs=2)
+    assert where in {p.path for p in serial.problems}
+    assert _summary(pooled) == _summary(serial)
+    assert [n for n in pooled.notes if "worker process" in n]  # and the report says so
+
+
+def _files_changed_one(art: Path) -> str:
+    folder = sorted(p for p in (art / "models" / "m").iterdir() if p.is_dir())[0]
+    (folder / "artifacts" / "weights.bin").write_bytes(b"changed")
+    return f"models/m/{folder.name}/artifacts/weights.bin"
