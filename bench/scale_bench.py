@@ -36,7 +36,9 @@ audit of one version, trace of a captured prediction (predictions captured on th
 with ``Registry.load(..., capture=True)``), search models by name prefix and by tag (a page
 of 100). Growth is the largest size's median over the smallest's; target <= 1.5x.
 
-Verify, at the largest size: a full ``registry.verify()``, then 1,000 new versions through
+Verify, at the largest size: a full verify in one process (``jobs=1, workers=1``), then the
+default full ``registry.verify()`` (worker processes beside the ledger pass), wall and CPU
+time of each (CPU: this process and its worker processes); then 1,000 new versions through
 ``Registry.register``, then ``registry.verify(since_last=True)``; target: under 5% of the full.
 
 Results go to ``bench/results/scale.json``: ``{"<backend>": {"<verb>": {"<size>": median_ms,
@@ -517,16 +519,33 @@ def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str,
     return out
 
 
+def _timed_verify(reg: Any, **kwargs: Any) -> tuple[Any, float, float]:
+    """``reg.verify(**kwargs)`` with its wall time and its CPU time: this process's (every
+    thread) plus that of the worker processes it started and waited for."""
+    before = os.times()
+    start = time.perf_counter()
+    report = reg.verify(**kwargs)
+    wall = time.perf_counter() - start
+    after = os.times()
+    cpu = sum(
+        getattr(after, f) - getattr(before, f) for f in ("user", "system", "children_user", "children_system")
+    )
+    if not report.ok:
+        raise RuntimeError(f"verify({kwargs}) found problems: {[str(p) for p in report.problems[:5]]}")
+    return report, wall, cpu
+
+
 def measure_verify(bld: Builder, cfg: argparse.Namespace) -> dict[str, Any]:
     reg = bld.registry
-    start = time.perf_counter()
-    full = reg.verify()
-    full_s = time.perf_counter() - start
-    if not full.ok:
-        raise RuntimeError(f"verify found problems: {[str(p) for p in full.problems[:5]]}")
+    # the same registry, one after the other: the one-process verify (jobs=1, workers=1: every
+    # part in turn on one thread, as verify ran before worker processes) and the default
+    # (worker processes checking signatures and version folders beside the ledger pass)
+    _serial, serial_s, serial_cpu = _timed_verify(reg, jobs=1, workers=1, record=False)
+    full, full_s, full_cpu = _timed_verify(reg)
     print(
-        f"      full verify: {full_s:.1f} s ({full.events_checked:,} events, "
-        f"{full.versions_checked:,} versions, {full.files_checked:,} files)",
+        f"      full verify: {full_s:.1f} s, {full_cpu:.1f} s CPU ({full.events_checked:,} events, "
+        f"{full.versions_checked:,} versions, {full.files_checked:,} files); in one process: "
+        f"{serial_s:.1f} s, {serial_cpu:.1f} s CPU = {serial_s / full_s:.2f}x the wall time",
         flush=True,
     )
     rng = _rng(cfg.seed, "verify")
@@ -550,6 +569,11 @@ def measure_verify(bld: Builder, cfg: argparse.Namespace) -> dict[str, Any]:
     )
     return {
         "full_s": round(full_s, 3),
+        "full_cpu_s": round(full_cpu, 3),
+        "one_process_s": round(serial_s, 3),
+        "one_process_cpu_s": round(serial_cpu, 3),
+        "speedup": round(serial_s / full_s, 3),
+        "jobs": os.cpu_count(),
         "full": {
             "events_checked": full.events_checked,
             "versions_checked": full.versions_checked,
@@ -676,7 +700,8 @@ def print_table(backend: str, result: dict[str, Any], sizes: Sequence[int]) -> N
     v = result.get("verify")
     if v:
         print(
-            f"verify: full {v['full_s']:.2f} s; after {v['registered_after']:,} new versions, "
+            f"verify: full {v['full_s']:.2f} s ({v['one_process_s']:.2f} s in one process: "
+            f"{v['speedup']:.2f}x); after {v['registered_after']:,} new versions, "
             f"since_last {v['since_last_s']:.3f} s = {v['ratio']:.1%} of the full "
             f"(target < {SINCE_LAST_TARGET:.0%}): {'PASS' if v['pass'] else 'FAIL'}"
         )

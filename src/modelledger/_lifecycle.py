@@ -16,7 +16,7 @@ import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from ._canonical import canonicalize_str
 from ._ledger import ChainBuilder, LedgerEvent
@@ -275,6 +275,9 @@ class StateDelta:
     tags: Mapping[str, str | None] | None = None  # version.tagged: None removes a key
 
 
+_ARCHIVED: Final = {"model.archived": True, "model.unarchived": False}
+
+
 def state_delta(action: str, actor: str, time: str, seq: int, data: Mapping[str, Any]) -> StateDelta:
     """The state change the event ``action`` (by ``actor`` at ``time``, number ``seq``) records."""
     model, version, stage = data.get("model"), data.get("version"), data.get("stage")
@@ -298,7 +301,7 @@ def state_delta(action: str, actor: str, time: str, seq: int, data: Mapping[str,
         new_version=new_version and bool(fields),
         aliases=dict(data.get("aliases") or {}) if model is not None else {},
         policy=data.get("policy") if action == "policy.changed" else None,
-        archived={"model.archived": True, "model.unarchived": False}.get(action),
+        archived=_ARCHIVED.get(action),
         renamed_to=str(data["new_name"]) if action == "model.renamed" else None,
         tags=dict(data.get("tags") or {}) if action == "version.tagged" and version is not None else None,
     )

@@ -97,6 +97,7 @@ from ._time import now, parse_duration
 from ._trace import TraceReport, trace_prediction
 from ._trust import segment_to_dict, trust_bundle
 from ._verify import collect_garbage, unrecorded_records, verify_registry
+from ._witness import CheckpointWitness, witnessed_checkpoint
 from .errors import (
     Conflict,
     Erased,
@@ -146,6 +147,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         self._id: Identity | None = None
         self._limits = manifest_limits or DEFAULT_LIMITS
         self._via: Mapping[str, Any] | None = None  # set on a view made by on_behalf_of
+        self._witness: CheckpointWitness | None = None  # set by witness_checkpoints
 
     # ------------------------------------------------------------------ opening
 
@@ -390,6 +392,9 @@ class Registry(GovernanceVerbs, EventVerbs):
         }
 
     def _signer(self) -> Signer:
+        if self._witness is not None:
+            # a governed write starts: the policy may copy the newest committed checkpoint
+            self._witness.offer(self._meta)
         signer = self._identity().signer()
         return signer if self._via is None else DelegatedSigner(signer, self._via)
 
@@ -476,7 +481,38 @@ class Registry(GovernanceVerbs, EventVerbs):
     def artifact_root(self) -> str:
         return self._art.url
 
+    def witness_checkpoints(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        every_events: int | None = 1000,
+        every_seconds: float | None = 300.0,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> CheckpointWitness:
+        """Keep copies of the newest checkpoint in ``folder`` (a path or an fsspec URL,
+        outside the database), on a density policy: when a governed write of this registry
+        starts and ``every_events`` events or more came after the last copy, or
+        ``every_seconds`` seconds or more passed since it; and when this registry closes
+        (the end of the session), whatever the policy. ``verify(trusted_checkpoint=folder)``
+        (``verify --trusted-checkpoint FOLDER``) then holds the ledger to the newest copy: a
+        ledger cut back past it is reported ``truncated``. The events after the newest copy
+        are the gap a cut at the tail can hide in (``docs/verify.md``).
+
+        >>> registry.witness_checkpoints("/mnt/worm/ledger", every_events=1000)  # doctest: +SKIP
+        """
+        witness = CheckpointWitness(
+            os.fspath(folder),
+            every_events=every_events,
+            every_seconds=every_seconds,
+            storage_options=dict(storage_options or {}),
+        )
+        self._witness = witness
+        return witness
+
     def close(self) -> None:
+        if self._witness is not None:
+            witness, self._witness = self._witness, None
+            witness.offer(self._meta, closing=True)  # the end of the session is always kept
         self._meta.close()
 
     @property
@@ -1344,6 +1380,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         record: bool = True,
         workers: int | None = None,
         retention: bool = False,
+        jobs: int | None = None,
     ) -> VerifyReport:
         """Check everything the registry vouches for, and name what does not match.
 
@@ -1375,6 +1412,12 @@ class Registry(GovernanceVerbs, EventVerbs):
         ``s3://`` artefact root (one HEAD request each) into ``report.retention`` (mode,
         retain-until, legal hold per object); ``report.notes`` counts objects with none.
 
+        ``jobs`` worker processes check the checkpoint signatures and the version folders
+        while this process makes the one pass over the ledger: by default one per core once
+        the ledger holds 10,000 checkpoints or more (fewer: all in this process, where starting
+        them costs more than they save); ``jobs=1`` starts none, ``jobs=N`` starts N. The
+        report is the same whatever ``jobs`` is.
+
         >>> report = registry.verify(public_key="pub.pem", trusted_checkpoint="cp.json")  # doctest: +SKIP
         >>> report.ok, [str(p) for p in report.problems]  # doctest: +SKIP
         >>> registry.verify(since_last=True).covered  # doctest: +SKIP
@@ -1402,6 +1445,7 @@ class Registry(GovernanceVerbs, EventVerbs):
             verifier=verifier,
             record=record,
             workers=workers,
+            jobs=jobs,
         )
         if not retention:
             return report
@@ -1518,6 +1562,11 @@ def _read_checkpoint(value: Checkpoint | Mapping[str, Any] | str | os.PathLike[s
         return value
     if isinstance(value, Mapping):
         return Checkpoint.from_dict(value)
+    if Path(value).is_dir():  # a witness's folder: the newest checkpoint kept there
+        kept = witnessed_checkpoint(Path(value))
+        if kept is None:
+            raise InvalidInput(f"the folder {value} holds no checkpoint a witness kept")
+        return kept
     try:
         raw = json.loads(Path(value).read_text(encoding="utf-8"))
     except OSError as exc:

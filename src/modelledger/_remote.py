@@ -421,6 +421,7 @@ class RemoteRegistry(Registry):
         record: bool = False,
         workers: int | None = None,
         retention: bool = False,
+        jobs: int | None = None,
     ) -> VerifyReport:
         if since_last:
             raise _errors.InvalidInput(

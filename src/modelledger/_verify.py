@@ -14,6 +14,7 @@ import io
 import json
 import os
 import queue
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,6 +44,7 @@ from ._members import MEMBER_ACTIONS, Roster, authorize_event, receipt_key_probl
 from ._object_lock import ObjectRetention
 from ._serving import CaptureFile, check_receipt, parse_part_name, predictions_folder, receipts_from_table
 from ._time import now, now_text
+from ._verify_pool import POOL_MIN_WRITES, SCAN_CHUNK, PooledSignatures, VerifyPool, WorkerGone, scan_payload
 from .errors import IntegrityError, InvalidInput, InvalidReceipt, NotFound, PermissionDenied, StorageError
 from .stores.artifacts import ArtifactStore
 from .stores.protocols import MetadataStore
@@ -66,6 +68,7 @@ def verify_registry(
     verifier: Ed25519PrivateKey | None = None,
     record: bool = True,
     workers: int | None = None,
+    jobs: int | None = None,
 ) -> VerifyReport:
     """What :meth:`Registry.verify <modelledger.Registry.verify>` reports: the ledger chain and
     checkpoints (against ``public_key`` and ``trusted_checkpoint`` when pinned), the head row,
@@ -80,9 +83,15 @@ def verify_registry(
     ``since_last`` starts from the record this key stored last, checked first (its
     signature, the event and checkpoint at its seq, no event missing up to it), and checks
     only what came after it; without a usable record it is a full verify. Files are hashed
-    by ``workers`` threads (default: twice the cores, at most 16)."""
+    by ``workers`` threads (default: twice the cores, at most 16).
+
+    ``jobs`` worker processes take the checkpoint signature checks and the version folders
+    off the ledger pass (see :mod:`modelledger._verify_pool`): None (the default) starts one
+    per core when the ledger holds at least ``POOL_MIN_WRITES`` checkpoints, 1 never starts
+    any, N starts N whatever the size. The report is the same either way."""
     art.refresh()  # report what the store holds now, not what this process listed before
     run = _Run(meta, art, public_key=public_key, captures=captures, workers=_workers(workers))
+    run.jobs = _jobs(jobs)
     kid = key_id(verifier) if verifier is not None else None
     prev: VerifyRecord | None = None
     if since_last:
@@ -149,6 +158,12 @@ def record_payload(rec: VerifyRecord) -> bytes:
     return canonicalize({"type": RECORD_DOMAIN, **rec.payload_dict()})
 
 
+def _jobs(jobs: int | None) -> int | None:
+    if jobs is not None and jobs < 1:
+        raise InvalidInput(f"jobs must be at least 1, got {jobs}")
+    return jobs
+
+
 def _workers(workers: int | None) -> int:
     if workers is None:
         return min(16, 2 * (os.cpu_count() or 1))
@@ -170,6 +185,8 @@ class _Run:
         workers: int,
     ) -> None:
         self.meta, self.art, self.captures, self.workers = meta, art, captures, workers
+        self.jobs: int | None = None  # worker processes asked for (None: one per core on a large ledger)
+        self.pool: VerifyPool | None = None
         self.problems: list[Problem] = []
         self.notes: list[str] = []
         self.registered: dict[tuple[str, int], str] = {}
@@ -285,7 +302,9 @@ class _Run:
             return out, unrecorded
 
         folders: set[str] = set()
-        for (mv, _scan), (found, unrecorded) in _in_order(check, scanned, self.workers):
+        # with worker processes the scans are done: what is left here is light
+        threads = 1 if self.pool is not None else self.workers
+        for (mv, _scan), (found, unrecorded) in _in_order(check, scanned, threads):
             self.n_versions += 1
             self.to_version_key = max(self.to_version_key, mv.key)
             folders.add(mv.folder)
@@ -364,12 +383,20 @@ def _full(
     """Everything: the whole chain, state, every version and data set file, orphans."""
     meta, art = run.meta, run.art
     run.checkpoints = meta.checkpoints()
-    # with several workers the versions' files are read and hashed while the ledger pass
-    # runs: nothing in that part depends on it (a version with an erased file is checked
-    # again after); one worker keeps everything on this thread, in sequence
-    scan = partial(_scan_version, art)
-    ahead = _Ahead(scan, meta.iter_versions(), run.workers) if run.workers > 1 else None
-    with ahead if ahead is not None else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        run.pool = _open_pool(run, len(run.checkpoints))
+        if run.pool is not None:
+            stack.callback(_close_pool, run)
+        # the versions' files are read and hashed while the ledger pass runs: nothing in
+        # that part depends on it (a version with an erased file is checked again after),
+        # by the worker processes, else by threads; one worker thread and no process keeps
+        # everything on this thread, in sequence
+        scan = partial(scan_version, art)
+        ahead: Iterable[tuple[ModelVersion, _Scan]] | None = None
+        if run.pool is not None and run.pool.scans:
+            ahead = stack.enter_context(_PoolScan(run.pool, meta, art))
+        elif run.workers > 1:
+            ahead = stack.enter_context(_Ahead(scan, meta.iter_versions(), run.workers))
         _verify_chain(run, start=None)
         run.chain_problems()
         run.unsigned_tail()
@@ -418,7 +445,7 @@ def _since(
     ring = _ring(run.roster, run.trusted_pem)
     run.problems.extend(_check_tip(meta, run.tip, trusted_checkpoint, ring if run.trusted_pem else None))
     names = meta.renamed_models()
-    scanned = _in_order(partial(_scan_version, art), meta.iter_versions(after=prev.version_key), run.workers)
+    scanned = _in_order(partial(scan_version, art), meta.iter_versions(after=prev.version_key), run.workers)
     folders = run.versions(scanned, names, progress)
     paths = run.data_sets(prev.dataset_key)
     erased = run.erased
@@ -615,7 +642,7 @@ _Scan = tuple[list[Problem], list[str]]
 """A version's problems found without the ledger (no erasure known), and its folder's files."""
 
 
-def _scan_version(art: ArtifactStore, mv: ModelVersion) -> _Scan:
+def scan_version(art: ArtifactStore, mv: ModelVersion) -> _Scan:
     return _verify_version(art, mv, set())
 
 
@@ -664,6 +691,93 @@ class _Ahead(Generic[T, R]):
             item, future = got
             self._room.release()
             yield item, future.result()
+
+
+def _open_pool(run: _Run, writes: int) -> VerifyPool | None:
+    """The worker processes this run asked for, or None: one process (``jobs=1``), the
+    default on a ledger too small to gain from them or on one core, or when none start."""
+    jobs = run.jobs
+    if jobs is None:
+        cores = os.cpu_count() or 1
+        jobs = cores if writes >= POOL_MIN_WRITES else 1
+    if jobs <= 1:
+        return None
+    try:
+        return VerifyPool(jobs, run.art)
+    except OSError as exc:
+        run.notes.append(f"no worker process could start ({exc}): verified in this process")
+        return None
+
+
+def _close_pool(run: _Run) -> None:
+    pool, run.pool = run.pool, None
+    if pool is None:
+        return
+    pool.close()
+    if pool.failures:
+        run.notes.append(
+            f"{pool.failures} task(s) of the worker processes failed: this process checked them instead"
+        )
+
+
+class _PoolScan:
+    """``(version, scan)`` of every version, the scans made by the worker processes from the
+    moment it is made (a feeder thread reads the versions and hands them over in chunks).
+    Iterating reads the versions again, in order, and takes each one's scan; a version the
+    feeder did not see (registered meanwhile) or whose worker failed is scanned here."""
+
+    def __init__(self, pool: VerifyPool, meta: MetadataStore, art: ArtifactStore) -> None:
+        self._pool, self._meta, self._art = pool, meta, art
+        self._scans: dict[int, tuple[str, Future[list[_Scan]], int]] = {}
+        self._stop = threading.Event()
+        # chunks handed over and not yet scanned, at most: what waits in the pipes stays small
+        self._room = threading.Semaphore(8 * pool.jobs)
+        self._feeder = threading.Thread(target=self._feed, name="modelledger-verify-feed", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        chunk: list[ModelVersion] = []
+        try:
+            for mv in self._meta.iter_versions():
+                if self._stop.is_set():
+                    return
+                chunk.append(mv)
+                if len(chunk) >= SCAN_CHUNK:
+                    self._send(chunk)
+                    chunk = []
+            self._send(chunk)
+        except Exception:  # the second read, in order, meets it again and raises it
+            return
+
+    def _send(self, chunk: list[ModelVersion]) -> None:
+        if not chunk:
+            return
+        while not self._room.acquire(timeout=0.05):
+            if self._stop.is_set():
+                return
+        future = self._pool.submit("scan", [scan_payload(mv) for mv in chunk])
+        future.add_done_callback(lambda _f: self._room.release())
+        for i, mv in enumerate(chunk):
+            self._scans[mv.key] = (mv.folder, future, i)
+
+    def __enter__(self) -> _PoolScan:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._feeder.join()
+
+    def __iter__(self) -> Iterator[tuple[ModelVersion, _Scan]]:
+        self._feeder.join()
+        for mv in self._meta.iter_versions():
+            got = self._scans.pop(mv.key, None)
+            if got is not None and got[0] == mv.folder:
+                try:
+                    yield mv, got[1].result()[got[2]]
+                    continue
+                except WorkerGone:
+                    self._pool.failures += 1
+            yield mv, scan_version(self._art, mv)
 
 
 def _registration_digest(meta: MetadataStore, mv: ModelVersion, names: Mapping[str, str]) -> str | None:
@@ -876,9 +990,16 @@ def _verify_chain(run: _Run, *, start: Checkpoint | None) -> None:
     registered, datasets, captured, delegated = run.registered, run.datasets, run.captured, run.delegated
     refused = run.problems
 
+    n_cps = len(cp_seqs)
+    at = 0  # the checkpoint found last: events come in order, so it is mostly the next one's
+
     def signer_of(seq: int) -> str | None:
-        i = bisect.bisect_left(cp_seqs, seq)
-        return checkpoints[i].key_id if i < len(checkpoints) else None
+        """The key id of the first checkpoint at or after ``seq`` (the one closing its write)."""
+        nonlocal at
+        i = at
+        if not (i < n_cps and cp_seqs[i] >= seq and (i == 0 or cp_seqs[i - 1] < seq)):
+            i = at = bisect.bisect_left(cp_seqs, seq)
+        return checkpoints[i].key_id if i < n_cps else None
 
     keys = _ring(roster, run.trusted_pem)
 
@@ -902,7 +1023,7 @@ def _verify_chain(run: _Run, *, start: Checkpoint | None) -> None:
                     refused.append(Problem("unauthorized", f"ledger event {event.seq}", problem))
             roster.apply(event.action, event.seq, event.time, event.data)
             via = event.data.get("via")
-            if isinstance(via, Mapping):
+            if via is not None and isinstance(via, Mapping):
                 method = str(via.get("method"))
                 delegated[method] = delegated.get(method, 0) + 1
             if event.action == "version.registered":
@@ -922,8 +1043,16 @@ def _verify_chain(run: _Run, *, start: Checkpoint | None) -> None:
             yield event, digest
 
     stream = events()
+    signatures = PooledSignatures(run.pool) if run.pool is not None else None
     run.chain = (
-        verify_chain(stream, checkpoints, keys, start=start, data_text=lambda e: texts.pop(e.seq, None))
+        verify_chain(
+            stream,
+            checkpoints,
+            keys,
+            start=start,
+            data_text=lambda e: texts.pop(e.seq, None),
+            signatures=signatures,
+        )
         if run.trusted_pem
         else None
     )
@@ -1071,6 +1200,36 @@ def _verify_captures(
     return out
 
 
+_LONG_NUMBER = re.compile(r"\d{16}")
+
+
+def _same_text(value: Any, held: Any) -> bool:
+    """True when the standard JSON encoder writes ``value`` as exactly the stored canonical
+    ``held``: then ``value`` is the very value ``held`` encodes. Only for ASCII text with no
+    NaN or Infinity and no integer too long for the canonical form, where the two encoders
+    agree on what they accept, on key order and on escapes; anything else takes the full
+    canonical encoding (the C encoder is several times faster)."""
+    if (
+        not isinstance(held, str)
+        or not held.isascii()
+        or "NaN" in held
+        or "Infinity" in held
+        or _LONG_NUMBER.search(held)
+    ):
+        return False
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":")) == held
+    except (TypeError, ValueError):
+        return False
+
+
+def _same_value(value: Any, held: Any, mv: ModelVersion) -> bool:
+    theirs = canonicalize(value)
+    return (isinstance(held, str) and theirs == held.encode("utf-8")) or theirs == canonicalize(
+        dict(mv.manifest)
+    )
+
+
 def _verify_version(
     art: ArtifactStore, mv: ModelVersion, erased: set[str]
 ) -> tuple[list[Problem], list[str]]:
@@ -1087,11 +1246,8 @@ def _verify_version(
         # some floats `1.0`, `1e21`): compared with that text first, encoded again only when
         # it differs
         held = getattr(mv.manifest, "canonical_text", None)
-        theirs = canonicalize(record.get("manifest"))
-        if record.get("digest") != mv.digest or (
-            (not isinstance(held, str) or theirs != held.encode("utf-8"))
-            and theirs != canonicalize(dict(mv.manifest))
-        ):
+        same = _same_text(record.get("manifest"), held) or _same_value(record.get("manifest"), held, mv)
+        if record.get("digest") != mv.digest or not same:
             out.append(
                 Problem("mismatch", f"{mv.folder}/manifest.json", "differs from the registered manifest", uri)
             )

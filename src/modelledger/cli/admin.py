@@ -143,6 +143,13 @@ def _render_retention(objects: Sequence[ObjectRetention]) -> None:
     help="Threads hashing files (default: twice the cores, at most 16).",
 )
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes checking signatures and version folders beside the ledger pass "
+    "(default: one per core on a ledger of 10,000 writes or more; 1: none).",
+)
+@click.option(
     "--grace",
     default="1h",
     show_default=True,
@@ -163,6 +170,7 @@ def verify(
     since_last: bool,
     no_record: bool,
     workers: int | None,
+    jobs: int | None,
     grace: str,
     retention: bool,
     as_json: bool,
@@ -208,6 +216,7 @@ def verify(
             record=not no_record,
             workers=workers,
             retention=retention,
+            jobs=jobs,
         )
     if as_json:
         echo_json(report.to_dict())
