@@ -19,7 +19,6 @@ import contextlib
 import os
 import pickle
 import queue
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -66,6 +65,10 @@ class _Child:
     not hold up the ledger pass that handed the task over."""
 
     def __init__(self, index: int) -> None:
+        # subprocess is imported here, not at the top: `import modelledger` leaves it to the
+        # verbs that start a process (tests/test_architecture.py holds that boundary)
+        import subprocess
+
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _BOOT, package_parent],
@@ -134,6 +137,8 @@ class _Child:
     def close(self) -> None:
         self.tasks.put(None)
         self.writer.join(timeout=5)
+        import subprocess  # lazily, as in __init__
+
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
