@@ -298,12 +298,12 @@ class DynamoLedger(DynamoBase):
             else:
                 row = {"pk": pk, "sk": sk, "alias": alias, "version": int(version), "updated_at": updated}
                 tx.add("Put", {"TableName": st, "Item": self.item(row)}, key=(st, pk, sk))
-        names: dict[int, set[str]] = {}
-        for mid, n, row in moves.history:
-            key = _move_key(row["alias"], row["time"], n)
-            self._put(tx, st, {"pk": f"M#{mid}", "sk": key, "move": n, **row})
-            names.setdefault(mid, set()).add(str(row["alias"]))
-        for mid, added in names.items():
+        alias_names: dict[int, set[str]] = {}
+        for mid, n, move in moves.history:
+            sk = _move_key(str(move["alias"]), str(move["time"]), n)
+            self._put(tx, st, {"pk": f"M#{mid}", "sk": sk, "move": n, **move})
+            alias_names.setdefault(mid, set()).add(str(move["alias"]))
+        for mid, added in alias_names.items():
             # every name the model's aliases ever had (a set: adding one twice is a no-op), so
             # the reads "at a time" know which aliases to ask about, removed ones included
             tx.add(
