@@ -162,6 +162,10 @@ class DynamoLedger(DynamoBase):
             group = self._group(e)
             if group is not None:
                 self._put(tx, led, {"pk": f"G#{group}", "sk": sk, "act": e.action})
+            if e.action == "registry.initialized":
+                # the first policy too: a decision finds the policy in force with one Query,
+                # not by reading every enrolment when the policy never changed
+                self._put(tx, led, {"pk": "G#policy", "sk": sk, "act": e.action})
         cp = signer(builder.last_seq, builder.head, time)
         self._put(tx, led, {"pk": f"C#{cp.seq // BUCKET}", "sk": seq_key(cp.seq), **cp.to_dict()})
         moves = _Moves()
@@ -433,6 +437,7 @@ class DynamoLedger(DynamoBase):
 
     def _ledger_policy(self) -> Policy:
         """The policy as the ledger last recorded it (policy.changed, or the initialisation)."""
+        # "members": a ledger written before the initialisation had its policy pointer
         for group in ("policy", "members"):
             seqs = self._pointed(f"G#{group}", newest_first=True, limit=1 if group == "policy" else None)
             for item in self._events_at(seqs[:1] if group == "policy" else seqs)[::-1]:
