@@ -185,6 +185,25 @@ def test_a_page_of_versions_costs_the_same_whatever_its_length(scene: Scene) -> 
     assert (five[0].requests, five[0].operations) == (two[0].requests, two[0].operations)
 
 
+def test_a_name_prefix_search_reads_one_page_however_many_models_match(scene: Scene) -> None:
+    reg = scene.registry
+
+    def search() -> tuple[Usage, list[str]]:
+        with RequestMeter(scene.store) as meter:
+            found = [m.name for m in reg.list_models(prefix="team-", limit=2)]
+            return meter.take(), found
+
+    for i in range(3):
+        reg.create_model(f"team-{i:02d}")
+    search()  # first use: not counted
+    few = search()
+    for i in range(3, 40):
+        reg.create_model(f"team-{i:02d}")
+    many = search()
+    assert few[1] == many[1] == ["team-00", "team-01"]
+    assert (many[0].requests, many[0].read_units) == (few[0].requests, few[0].read_units)
+
+
 def test_the_meter_counts_each_request_and_its_capacity(scene: Scene) -> None:
     with RequestMeter(scene.store) as meter:
         scene.store.get(scene.store.state_table, "HEAD", "HEAD")

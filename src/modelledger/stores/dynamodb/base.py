@@ -199,9 +199,11 @@ class DynamoBase:
         index: str | None = None,
         key_name: str = "pk",
         sort_name: str = "sk",
+        per_request: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Query one partition (strongly consistent on the base table; an index is eventually
-        consistent), paged, in key order."""
+        consistent), paged, in key order. ``limit`` bounds the answer; ``per_request`` only what
+        one request reads (for a caller that filters the items and stops when it has enough)."""
         names = {"#p": key_name}
         values: dict[str, Any] = {":p": self.value(pk)}
         cond = "#p = :p"
@@ -226,8 +228,8 @@ class DynamoBase:
             args["IndexName"] = index
         left = limit
         while True:
-            if left is not None:
-                args["Limit"] = left
+            if left is not None or per_request is not None:
+                args["Limit"] = min(n for n in (left, per_request) if n is not None)
             try:
                 page = self.client.query(**args)
             except self.client.exceptions.ResourceNotFoundException as exc:

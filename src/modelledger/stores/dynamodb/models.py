@@ -119,6 +119,8 @@ class DynamoModels(DynamoDatasets):
             index="listing",
             key_name="gk",
             sort_name="nf",
+            # a page at a time: a name prefix matching thousands of models reads one page
+            per_request=limit,
         )
         for item in rows:
             if item.get("archived_at") is not None and not include_archived:
