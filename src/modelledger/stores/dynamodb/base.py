@@ -353,6 +353,17 @@ class DynamoBase:
             },
         ]
 
+    def index_keys(self) -> dict[str, list[tuple[str, ...]]]:
+        """The key attributes of each global secondary index, by table: an item that carries
+        all of an index's keys is copied into it (and a write pays for each copy)."""
+        return {
+            spec["TableName"]: [
+                tuple(k["AttributeName"] for k in g["KeySchema"])
+                for g in spec.get("GlobalSecondaryIndexes", [])
+            ]
+            for spec in self._table_specs()
+        }
+
     def migrate(self) -> str:
         """Create the tables (on-demand capacity) and the empty ledger's head, once; safe to
         run again or from several processes at once. Returns the layout revision."""

@@ -127,14 +127,7 @@ class RequestMeter:
         self._lock = threading.Lock()
         self._client: Any = None
         self._id = f"modelledger-meter-{id(self)}"
-        # table -> the key attributes of each of its global secondary indexes
-        self._indexes: dict[str, list[tuple[str, ...]]] = {
-            spec["TableName"]: [
-                tuple(k["AttributeName"] for k in g["KeySchema"])
-                for g in spec.get("GlobalSecondaryIndexes", [])
-            ]
-            for spec in store._table_specs()
-        }
+        self._indexes = store.index_keys()  # table -> the key attributes of each of its indexes
         self._reset()
 
     def _reset(self) -> None:
