@@ -1,5 +1,5 @@
 """What a DynamoDB registry's verbs cost does not grow with its alias history: requests and
-capacity units counted at the client (``RequestMeter``), at 2 alias moves and at 200.
+capacity units counted at the client (``RequestMeter``), at 2 alias moves and at 100.
 
 A counting test, not a timed one: the figures are the requests the store sends and the units
 DynamoDB's rules charge for the items read, which no load on the machine can change.
@@ -100,7 +100,7 @@ def _grow(scene: Scene, moves: int) -> None:
         events = scene.store.govern(MODEL, None, decide, actor=scene.registry.actor, signer=signer)
         scene.moves += k
         moves -= k
-        if scene.moves - k < 100 <= scene.moves:
+        if scene.moves - k < 50 <= scene.moves:
             # the moves of one write share its time: the last of them is in force then
             scene.middle, scene.middle_version = events[-1].time, 1 + (scene.moves - 1) % 2
 
@@ -131,15 +131,15 @@ def _set_alias(scene: Scene, version: int) -> Usage:
         return meter.take()
 
 
-def test_key_verbs_cost_the_same_at_2_and_200_alias_moves(scene: Scene) -> None:
+def test_key_verbs_cost_the_same_at_2_and_100_alias_moves(scene: Scene) -> None:
     small = _costs(scene)
     _set_alias(scene, 1)  # first use of the registry's signer and caches: not counted
     small_write = _set_alias(scene, 2)
-    _grow(scene, 196)
+    _grow(scene, 96)
     large = _costs(scene)
     large_write = _set_alias(scene, 1 + scene.moves % 2)
-    assert scene.moves == 201
-    assert len(scene.registry.alias_history(MODEL, "champion")) == 201  # the moves are all there
+    assert scene.moves == 101
+    assert len(scene.registry.alias_history(MODEL, "champion")) == 101  # the moves are all there
     for verb in small:
         (before, _), (after, _) = small[verb], large[verb]
         assert before.requests > 0, verb

@@ -119,8 +119,10 @@ class DynamoModels(DynamoDatasets):
             index="listing",
             key_name="gk",
             sort_name="nf",
-            # a page at a time: a name prefix matching thousands of models reads one page
-            per_request=limit,
+            # a page at a time when every item read is likely kept: a name prefix matching
+            # thousands of models reads one page; a tag or stage filter drops most items, and
+            # reading them a megabyte a request costs fewer units than a page a request
+            per_request=None if tags or stage is not None else limit,
         )
         for item in rows:
             if item.get("archived_at") is not None and not include_archived:
