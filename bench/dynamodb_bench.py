@@ -46,8 +46,8 @@ Results: ``bench/results/dynamodb.json``: ``{"verbs": {"<verb>": {"label", "by_s
 ...}``.
 
 Example:
-    .venv-bench/bin/python bench/dynamodb_bench.py                     # 50 and 1,000 versions
-    .venv-bench/bin/python bench/dynamodb_bench.py --sizes 20,200 --moves 500 --no-write
+    .venv/bin/python bench/dynamodb_bench.py                     # 50 and 1,000 versions
+    .venv/bin/python bench/dynamodb_bench.py --sizes 20,200 --moves 500 --no-write
 """
 
 from __future__ import annotations
