@@ -127,7 +127,7 @@ class DynamoBase:
         self._ser: Any = None
         self._de: Any = None
         self._roster_cache: Any = None
-        self._first_kid: str | None = None
+        self._public_key: tuple[str, bytes] | None = None  # (key id, PEM) once read: never changes
 
     # ------------------------------------------------------------ client
 

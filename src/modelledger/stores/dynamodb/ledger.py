@@ -479,10 +479,8 @@ class DynamoLedger(DynamoBase):
         return self._roster().copy()
 
     def _legacy_kid(self) -> str | None:
-        if self._first_kid is None:
-            found = self.get(self.state_table, "KEY", "KEY")
-            self._first_kid = None if found is None else str(found["key_id"])
-        return self._first_kid
+        stored = self.public_key()
+        return None if stored is None else stored[0]
 
     def _recorded(self, subject: str, action: str) -> bool:
         """Whether the ledger holds an ``action`` event about ``subject``."""
@@ -572,8 +570,13 @@ class DynamoLedger(DynamoBase):
         return done
 
     def public_key(self) -> tuple[str, bytes] | None:
-        found = self.get(self.state_table, "KEY", "KEY")
-        return None if found is None else (str(found["key_id"]), str(found["public_pem"]).encode())
+        # The KEY item is written once (a conditional put) and never changed: once read, it is
+        # kept, and the verbs that check a signature (trace, verify) stop asking for it.
+        if self._public_key is None:
+            found = self.get(self.state_table, "KEY", "KEY")
+            if found is not None:
+                self._public_key = (str(found["key_id"]), str(found["public_pem"]).encode())
+        return self._public_key
 
     def ledger_head(self) -> tuple[int, str]:
         return self._head()
