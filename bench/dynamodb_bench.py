@@ -38,8 +38,10 @@ not read it; the metadata is exactly a registration's).
 
 Each verb is called once unmetered (the first call of a process reads the schema, the key,
 the roster), then ``--reps`` times metered; the first metered call is reported, ``steady``
-says whether every repetition cost the same and ``requests_each`` lists them (a registration
-whose folder name, by the second, was taken by the one before probes for a free one).
+says whether every repetition cost the same and ``requests_each`` lists them. Each
+registration is of a model of its own: a registration whose folder name (``models/<name>/``
+and the time to the second) was taken by one a moment before probes for the next free name
+(a GetItem each), which back-to-back calls on one model would measure instead.
 
 Results: ``bench/results/dynamodb.json``: ``{"verbs": {"<verb>": {"label", "by_size":
 {"<versions>": usage}, "constant"}}, "sizes": [...], "build": ..., "server": ..., "machine":
@@ -75,7 +77,7 @@ DEFAULT_OUT = HERE / "results" / "dynamodb.json"
 ADMIN = "admin@bench.example"
 OFFICER = "officer@bench.example"  # approves and deploys: four-eyes refuses the registrant
 SERVING = "serving@bench.example"  # signs the receipts of captured predictions
-HOT, REF, ALIASED = "hot", "ref", "aliased"
+HOT, REF, ALIASED, REGISTER = "hot", "ref", "aliased", "reg"
 PAGE = 20  # versions on a listed page
 VERSIONS_PER_MODEL = 10
 MOVES_PER_WRITE = 20  # alias moves per governed write (a transaction holds at most 100 items)
@@ -214,7 +216,7 @@ class Builder:
         self.create_identity = create_identity
         self.b = Built()
 
-    def start(self) -> None:
+    def start(self, reps: int) -> None:
         import pandas as pd  # a Predictor takes frames: pandas comes with the dev and bench extras
 
         reg, b = self.admin, self.b
@@ -232,6 +234,10 @@ class Builder:
         reg.set_alias(REF, "champion", 1)
         for _ in range(2):
             self._create(ALIASED)
+        # the models the register verb writes to, one per call: registrations of one model
+        # in the same second would share a folder name and probe for the next (module doc)
+        for i in range(reps + 1):
+            reg.create_model(f"{REGISTER}-{i}", description="bench")
         served = self.serving.load(f"models:/{HOT}/1", capture=True)
         try:
             b.predictions = list(served.predict(pd.DataFrame({"x": [1.0, 2.0, 3.0]})).receipts.ids)
@@ -329,6 +335,7 @@ def measure(bld: Builder, reps: int) -> dict[str, dict[str, Any]]:
 
     reg, officer, b = bld.admin, bld.officer, bld.b
     fresh = iter(list(b.fresh))
+    targets = iter(f"{REGISTER}-{i}" for i in range(reps + 1))
     approved: list[tuple[str, int]] = []
     flip = [1]
 
@@ -347,7 +354,7 @@ def measure(bld: Builder, reps: int) -> dict[str, dict[str, Any]]:
         reg.set_alias(HOT, "bench", flip[0])
 
     calls: dict[str, Callable[[], Any]] = {
-        "register": lambda: reg.register(b.models[0], Score(), capture=False, params={"C": 1.0}),
+        "register": lambda: reg.register(next(targets), Score(), capture=False, params={"C": 1.0}),
         "get_by_alias": lambda: reg.get_version(f"models:/{HOT}@champion"),
         "get_by_number": lambda: reg.get_version(f"models:/{HOT}/1"),
         "list_page": lambda: reg.list_versions(HOT, limit=PAGE),
@@ -477,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         store.migrate()
         bld = Builder(store, Path(tmp))
-        bld.start()
+        bld.start(cfg.reps)
         results["build"]["start_s"] = round(time.perf_counter() - t0, 1)
         for size in sizes:
             moves = max(10, round(cfg.moves * size / sizes[-1]))
@@ -485,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             results["build"][str(size)] = bld.grow(size, moves, cfg.reps + 1)
             fact = {
                 "versions": bld.b.versions,
-                "models": len(bld.b.models) + 3,
+                "models": len(bld.b.models) + 4 + cfg.reps,
                 "alias_moves": bld.b.alias_moves,
                 "ledger_events": store.ledger_head()[0],
             }
