@@ -127,7 +127,7 @@ class DynamoBase:
         self._ser: Any = None
         self._de: Any = None
         self._roster_cache: Any = None
-        self._first_kid: str | None = None
+        self._public_key: tuple[str, bytes] | None = None  # (key id, PEM) once read: never changes
 
     # ------------------------------------------------------------ client
 
@@ -199,9 +199,11 @@ class DynamoBase:
         index: str | None = None,
         key_name: str = "pk",
         sort_name: str = "sk",
+        per_request: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Query one partition (strongly consistent on the base table; an index is eventually
-        consistent), paged, in key order."""
+        consistent), paged, in key order. ``limit`` bounds the answer; ``per_request`` only what
+        one request reads (for a caller that filters the items and stops when it has enough)."""
         names = {"#p": key_name}
         values: dict[str, Any] = {":p": self.value(pk)}
         cond = "#p = :p"
@@ -226,8 +228,8 @@ class DynamoBase:
             args["IndexName"] = index
         left = limit
         while True:
-            if left is not None:
-                args["Limit"] = left
+            if left is not None or per_request is not None:
+                args["Limit"] = min(n for n in (left, per_request) if n is not None)
             try:
                 page = self.client.query(**args)
             except self.client.exceptions.ResourceNotFoundException as exc:
@@ -350,6 +352,17 @@ class DynamoBase:
                 "BillingMode": "PAY_PER_REQUEST",
             },
         ]
+
+    def index_keys(self) -> dict[str, list[tuple[str, ...]]]:
+        """The key attributes of each global secondary index, by table: an item that carries
+        all of an index's keys is copied into it (and a write pays for each copy)."""
+        return {
+            spec["TableName"]: [
+                tuple(k["AttributeName"] for k in g["KeySchema"])
+                for g in spec.get("GlobalSecondaryIndexes", [])
+            ]
+            for spec in self._table_specs()
+        }
 
     def migrate(self) -> str:
         """Create the tables (on-demand capacity) and the empty ledger's head, once; safe to

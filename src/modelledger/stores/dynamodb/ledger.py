@@ -31,7 +31,10 @@ from .base import BUCKET, DynamoBase, Retry, TxItems, chunks, seq_key
 
 __all__ = ["ALIAS_SLOTS", "DynamoLedger"]
 
-ALIAS_SLOTS = 100  # alias history sort key = ledger seq * ALIAS_SLOTS + position in the event
+ALIAS_SLOTS = 100  # an alias move's number = ledger seq * ALIAS_SLOTS + position in the event
+ALIAS_NAMES = "#ALIASES"
+"""Sort key (under ``M#<model id>``) of the set of every alias name the model ever had."""
+_END_OF_TIME = "~"  # above every time text: the latest move of all
 DATA_LIMIT = 350_000
 """Bytes of an event's data text kept on its item; more goes to chunk items (400 KB an item)."""
 MAX_ATTEMPTS = 60
@@ -39,6 +42,13 @@ MAX_ATTEMPTS = 60
 
 _POLICY_ACTIONS = ("policy.changed", "registry.initialized")
 _VERIFY_RECORD = "verify:"  # settings sort key prefix of each verifier key's record
+
+
+def _move_key(alias: str, time: str, move: int) -> str:
+    """Sort key of an alias move: by alias, then time, then ledger order, so "the move in force
+    at T" is the first item of one Query read backwards from ``W#<alias>#<T>#~``. ``#`` sorts
+    below every character an alias name may hold, so one alias's range holds no other's."""
+    return f"W#{alias}#{time}#{seq_key(move)}"
 
 
 def scope_of(subject: str) -> str:
@@ -152,6 +162,10 @@ class DynamoLedger(DynamoBase):
             group = self._group(e)
             if group is not None:
                 self._put(tx, led, {"pk": f"G#{group}", "sk": sk, "act": e.action})
+            if e.action == "registry.initialized":
+                # the first policy too: a decision finds the policy in force with one Query,
+                # not by reading every enrolment when the policy never changed
+                self._put(tx, led, {"pk": "G#policy", "sk": sk, "act": e.action})
         cp = signer(builder.last_seq, builder.head, time)
         self._put(tx, led, {"pk": f"C#{cp.seq // BUCKET}", "sk": seq_key(cp.seq), **cp.to_dict()})
         moves = _Moves()
@@ -288,8 +302,25 @@ class DynamoLedger(DynamoBase):
             else:
                 row = {"pk": pk, "sk": sk, "alias": alias, "version": int(version), "updated_at": updated}
                 tx.add("Put", {"TableName": st, "Item": self.item(row)}, key=(st, pk, sk))
-        for mid, n, row in moves.history:
-            self._put(tx, st, {"pk": f"M#{mid}", "sk": f"H#{seq_key(n)}", **row})
+        alias_names: dict[int, set[str]] = {}
+        for mid, n, move in moves.history:
+            sk = _move_key(str(move["alias"]), str(move["time"]), n)
+            self._put(tx, st, {"pk": f"M#{mid}", "sk": sk, "move": n, **move})
+            alias_names.setdefault(mid, set()).add(str(move["alias"]))
+        for mid, added in alias_names.items():
+            # every name the model's aliases ever had (a set: adding one twice is a no-op), so
+            # the reads "at a time" know which aliases to ask about, removed ones included
+            tx.add(
+                "Update",
+                {
+                    "TableName": st,
+                    "Key": self.item({"pk": f"M#{mid}", "sk": ALIAS_NAMES}),
+                    "UpdateExpression": "ADD #n :n",
+                    "ExpressionAttributeNames": {"#n": "names"},
+                    "ExpressionAttributeValues": {":n": self.value(added)},
+                },
+                key=(st, f"M#{mid}", ALIAS_NAMES),
+            )
         for (mid, number, k), v in moves.tags.items():
             pk, sk = f"M#{mid}", f"G#{seq_key(number, 10)}#{k}"
             if v is None:
@@ -406,6 +437,7 @@ class DynamoLedger(DynamoBase):
 
     def _ledger_policy(self) -> Policy:
         """The policy as the ledger last recorded it (policy.changed, or the initialisation)."""
+        # "members": a ledger written before the initialisation had its policy pointer
         for group in ("policy", "members"):
             seqs = self._pointed(f"G#{group}", newest_first=True, limit=1 if group == "policy" else None)
             for item in self._events_at(seqs[:1] if group == "policy" else seqs)[::-1]:
@@ -447,10 +479,8 @@ class DynamoLedger(DynamoBase):
         return self._roster().copy()
 
     def _legacy_kid(self) -> str | None:
-        if self._first_kid is None:
-            found = self.get(self.state_table, "KEY", "KEY")
-            self._first_kid = None if found is None else str(found["key_id"])
-        return self._first_kid
+        stored = self.public_key()
+        return None if stored is None else stored[0]
 
     def _recorded(self, subject: str, action: str) -> bool:
         """Whether the ledger holds an ``action`` event about ``subject``."""
@@ -540,8 +570,13 @@ class DynamoLedger(DynamoBase):
         return done
 
     def public_key(self) -> tuple[str, bytes] | None:
-        found = self.get(self.state_table, "KEY", "KEY")
-        return None if found is None else (str(found["key_id"]), str(found["public_pem"]).encode())
+        # The KEY item is written once (a conditional put) and never changed: once read, it is
+        # kept, and the verbs that check a signature (trace, verify) stop asking for it.
+        if self._public_key is None:
+            found = self.get(self.state_table, "KEY", "KEY")
+            if found is not None:
+                self._public_key = (str(found["key_id"]), str(found["public_pem"]).encode())
+        return self._public_key
 
     def ledger_head(self) -> tuple[int, str]:
         return self._head()
@@ -734,51 +769,71 @@ class DynamoLedger(DynamoBase):
             checkpoint=cp,
         )
 
-    def _history(self, model: str) -> tuple[str, list[dict[str, Any]]]:
+    def _model_id(self, model: str) -> tuple[str, int]:
         m = self._model_item(model)
         if m is None:
             raise NotFound("model", model)
-        return str(m["name"]), list(self.query(self.state_table, f"M#{m['id']}", begins="H#"))
+        return str(m["name"]), int(m["id"])
+
+    def _move_at(self, mid: int, alias: str, time: str) -> dict[str, Any] | None:
+        """The move of ``alias`` in force at ``time``: one Query, from the end of the alias's
+        moves up to ``time`` (latest time first, the later in the ledger first at a tie)."""
+        rows = self.query(
+            self.state_table,
+            f"M#{mid}",
+            between=(f"W#{alias}#", f"W#{alias}#{time}#~"),
+            newest_first=True,
+            limit=1,
+        )
+        return next(iter(rows), None)
+
+    def _alias_names(self, mid: int) -> list[str]:
+        found = self.get(self.state_table, f"M#{mid}", ALIAS_NAMES)
+        return sorted(found["names"]) if found else []
+
+    @staticmethod
+    def _change(name: str, r: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "seq": int(r["move"]) // ALIAS_SLOTS,
+            "model": name,
+            "alias": r["alias"],
+            "version": None if r.get("version") is None else int(r["version"]),
+            "time": r["time"],
+            "actor": r["actor"],
+            "action": r["action"],
+        }
 
     def alias_at(self, model: str, alias: str, time: str) -> int | None:
-        _name, rows = self._history(model)
-        for r in reversed(rows):
-            if r["alias"] == alias and r["time"] <= time:
-                return None if r.get("version") is None else int(r["version"])
-        return None
+        _name, mid = self._model_id(model)
+        move = self._move_at(mid, alias, time)
+        return None if move is None or move.get("version") is None else int(move["version"])
 
     def alias_history(self, model: str, alias: str | None) -> list[dict[str, Any]]:
-        name, rows = self._history(model)
-        return [
-            {
-                "seq": int(r["sk"][2:]) // ALIAS_SLOTS,
-                "model": name,
-                "alias": r["alias"],
-                "version": r.get("version"),
-                "time": r["time"],
-                "actor": r["actor"],
-                "action": r["action"],
-            }
-            for r in rows
-            if alias is None or r["alias"] == alias
-        ]
+        # the whole history is what was asked for: one Query (paged), put in ledger order
+        name, mid = self._model_id(model)
+        rows = self.query(self.state_table, f"M#{mid}", begins="W#" if alias is None else f"W#{alias}#")
+        return [self._change(name, r) for r in sorted(rows, key=lambda r: int(r["move"]))]
 
     def aliases_at(self, model: str, version: int, time: str) -> list[str]:
-        # one Query of the model's moves (not yet an index per alias name: docs/dynamodb.md)
-        _name, rows = self._history(model)
-        held: dict[str, tuple[str, int | None]] = {}
-        for r in rows:
-            if r["time"] <= time and (r["alias"] not in held or r["time"] >= held[r["alias"]][0]):
-                held[r["alias"]] = (r["time"], None if r.get("version") is None else int(r["version"]))
-        return sorted(a for a, (_t, v) in held.items() if v == version)
+        # one Query per alias name the model ever had, however many times each moved
+        _name, mid = self._model_id(model)
+        out = []
+        for alias in self._alias_names(mid):
+            move = self._move_at(mid, alias, time)
+            if move is not None and move.get("version") is not None and int(move["version"]) == version:
+                out.append(alias)
+        return out
 
     def current_alias_moves(self, model: str) -> list[dict[str, Any]]:
-        latest: dict[str, dict[str, Any]] = {}
-        for move in self.alias_history(model, None):
-            held = latest.get(move["alias"])
-            if held is None or move["time"] >= held["time"]:
-                latest[move["alias"]] = move
-        return [latest[a] for a in sorted(latest) if latest[a]["version"] is not None]
+        # read from the moves, as the SQL store does (not from the alias items, which a
+        # rebuild rewrites): the latest move of each name, kept when it set a version
+        name, mid = self._model_id(model)
+        out = []
+        for alias in self._alias_names(mid):
+            move = self._move_at(mid, alias, _END_OF_TIME)
+            if move is not None and move.get("version") is not None:
+                out.append(self._change(name, move))
+        return out
 
     @staticmethod
     def _state(model: str, version: int, item: Mapping[str, Any]) -> VersionState:

@@ -119,6 +119,10 @@ class DynamoModels(DynamoDatasets):
             index="listing",
             key_name="gk",
             sort_name="nf",
+            # a page at a time when every item read is likely kept: a name prefix matching
+            # thousands of models reads one page; a tag or stage filter drops most items, and
+            # reading them a megabyte a request costs fewer units than a page a request
+            per_request=None if tags or stage is not None else limit,
         )
         for item in rows:
             if item.get("archived_at") is not None and not include_archived:
@@ -352,18 +356,22 @@ class DynamoModels(DynamoDatasets):
         files_json, _, manifest_json = b"".join(p["part"] for p in parts).decode().partition("\n")
         return files_json, manifest_json
 
-    def _to_version(self, name: str, mid: int, item: Mapping[str, Any]) -> ModelVersion:
+    def _to_version(
+        self,
+        name: str,
+        mid: int,
+        item: Mapping[str, Any],
+        *,
+        aliases: Mapping[str, int] | None = None,
+        tags: Mapping[int, dict[str, str]] | None = None,
+    ) -> ModelVersion:
+        """The version of ``item``; a page of versions passes the model's aliases and the page's
+        tags, read once for the page, where one version reads its own."""
         version = int(item["version"])
         files_json, manifest_json = self._body(mid, item)
-        aliases = sorted(
-            r["alias"]
-            for r in self.query(self.state_table, f"M#{mid}", begins="A#")
-            if int(r["version"]) == version
-        )
-        tags = {
-            r["key"]: r["value"]
-            for r in self.query(self.state_table, f"M#{mid}", begins=f"G#{seq_key(version, 10)}#")
-        }
+        held = self._alias_map(mid) if aliases is None else aliases
+        names = sorted(a for a, v in held.items() if v == version)
+        found = self._tags(mid, version, version) if tags is None else tags
         return ModelVersion(
             name,
             version,
@@ -374,10 +382,18 @@ class DynamoModels(DynamoDatasets):
             LazyJSON(manifest_json),
             from_stored(item["created_at"]),
             item["created_by"],
-            tuple(aliases),
+            tuple(names),
             int(item["key"]),
-            tags,
+            dict(found.get(version, {})),
         )
+
+    def _tags(self, mid: int, lo: int, hi: int) -> dict[int, dict[str, str]]:
+        """The tags of versions ``lo`` to ``hi``: one Query (tag items sort by version, then key)."""
+        out: dict[int, dict[str, str]] = {}
+        span = (f"G#{seq_key(lo, 10)}#", f"G#{seq_key(hi, 10)}#\U0010ffff")
+        for r in self.query(self.state_table, f"M#{mid}", between=span):
+            out.setdefault(int(str(r["sk"])[2:12]), {})[r["key"]] = r["value"]
+        return out
 
     def get_version(
         self, model: str, version: int | None = None, *, alias: str | None = None
@@ -422,10 +438,15 @@ class DynamoModels(DynamoDatasets):
         top = (before if before is not None else 10**10) - 1
         if top < 1 or limit <= 0:
             return []
-        rows = self.query(
-            self.state_table, f"M#{m['id']}", between=(_vkey(1), _vkey(top)), newest_first=True, limit=limit
-        )
-        return [self._to_version(str(m["name"]), int(m["id"]), r) for r in rows]
+        mid = int(m["id"])
+        span = (_vkey(1), _vkey(top))
+        rows = list(self.query(self.state_table, f"M#{mid}", between=span, newest_first=True, limit=limit))
+        if not rows:
+            return []
+        # the page's aliases and tags in two Queries, not two per version
+        aliases = self._alias_map(mid)
+        tags = self._tags(mid, int(rows[-1]["version"]), int(rows[0]["version"]))
+        return [self._to_version(str(m["name"]), mid, r, aliases=aliases, tags=tags) for r in rows]
 
     def search_versions(self, query: VersionQuery, *, limit: int, before: int | None) -> list[ModelVersion]:
         """Versions meeting every condition, newest registered (by key) first, keys below
