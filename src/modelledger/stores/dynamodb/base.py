@@ -8,6 +8,7 @@ layout and every access pattern are in docs/dynamodb.md.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -165,6 +166,7 @@ class DynamoBase:
                     try:
                         import boto3  # only a DynamoDB registry needs it
                         from boto3.dynamodb.types import TypeDeserializer, TypeSerializer  # likewise
+                        from botocore.config import Config  # likewise
                         from botocore.exceptions import NoRegionError  # likewise
                     except ImportError as exc:
                         raise MissingDependency(
@@ -173,7 +175,13 @@ class DynamoBase:
                     self._ser, self._de = TypeSerializer(), TypeDeserializer()
                     try:
                         made = boto3.client(
-                            "dynamodb", region_name=self.region, endpoint_url=self.endpoint_url
+                            "dynamodb",
+                            region_name=self.region,
+                            endpoint_url=self.endpoint_url,
+                            # AWS's recommended retries (3 attempts, capped backoff) unless the
+                            # user's AWS config says otherwise; botocore's legacy default spends
+                            # some 25 s retrying an endpoint that refuses connections
+                            config=None if _retry_configured() else Config(retries={"mode": "standard"}),
                         )
                     except NoRegionError:
                         raise InvalidInput(
@@ -455,11 +463,29 @@ class DynamoBase:
         yield  # no connections: every request is its own HTTP call on the client's pool
 
     def schema_revision(self) -> str | None:
+        client = self.client
         try:
-            found = self.get(self.state_table, "SET", "schema")
-        except StorageError:
-            return None  # no tables yet
-        return None if found is None else str(found["value"])
+            found = client.get_item(
+                TableName=self.state_table, Key=self.item({"pk": "SET", "sk": "schema"}), ConsistentRead=True
+            )
+        except client.exceptions.ResourceNotFoundException:
+            return None  # no tables yet (an unreachable endpoint is a StorageError, not this)
+        raw = found.get("Item")
+        return None if raw is None else str(self.plain(raw)["value"])
+
+
+def _retry_configured() -> bool:
+    """Whether the user chose botocore's retries (environment or the active profile)."""
+    import botocore.session  # loaded with boto3 already
+    from botocore.exceptions import ProfileNotFound  # likewise
+
+    if os.environ.get("AWS_RETRY_MODE") or os.environ.get("AWS_MAX_ATTEMPTS"):
+        return True
+    try:
+        profile = botocore.session.Session().get_scoped_config()
+    except ProfileNotFound:  # boto3 reports it when the client is made
+        return False
+    return "retry_mode" in profile or "max_attempts" in profile
 
 
 class _Translating:
