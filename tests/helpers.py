@@ -137,9 +137,7 @@ class DynamoAttacker:
         from modelledger._identifiers import fold_name
 
         name = next(i for i in self._items(self.state, f"N#{fold_name(model)}") if i["sk"] == "MODEL")
-        return next(
-            v for v in self._items(self.state, f"M#{name['id']}") if v["sk"] == f"V#{version:010d}"
-        )
+        return next(v for v in self._items(self.state, f"M#{name['id']}") if v["sk"] == f"V#{version:010d}")
 
     def put_state(self, item: dict[str, Any]) -> None:
         self._put(self.state, item)
@@ -163,7 +161,9 @@ class SqlEditor:
         self.conn = conn
 
     def events(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.exec_driver_sql("SELECT * FROM ledger_events ORDER BY seq").mappings()]
+        return [
+            dict(r) for r in self.conn.exec_driver_sql("SELECT * FROM ledger_events ORDER BY seq").mappings()
+        ]
 
     def checkpoints(self) -> list[dict[str, Any]]:
         rows = self.conn.exec_driver_sql("SELECT * FROM ledger_checkpoints ORDER BY seq").mappings()

@@ -56,7 +56,8 @@ GOVERNOR = r"""
 import json, sys, time
 from modelledger import Registry
 
-url, artifacts, start, actor, versions = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+url, artifacts, start, actor, versions = sys.argv[1:6]
+start = float(start)
 reg = Registry.open(url, artifacts=artifacts, actor=actor)
 while time.time() < start:
     time.sleep(0.001)
@@ -101,7 +102,10 @@ def test_concurrent_governance_keeps_one_chain(db_url: str, tmp_path: Path) -> N
     assert [m.seq for m in moves] == sorted(m.seq for m in moves)
     assert reg.get_version("models:/credit-risk@production").version == moves[-1].version
     assert sorted(m.version for m in moves) == list(range(1, 9))
-    assert reg.get_version("models:/credit-risk@champion").version == reg.alias_history("credit-risk", "champion")[-1].version
+    assert (
+        reg.get_version("models:/credit-risk@champion").version
+        == reg.alias_history("credit-risk", "champion")[-1].version
+    )
     report = reg.verify()
     assert report.ok, report.problems
     reg.close()

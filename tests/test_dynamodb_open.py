@@ -14,12 +14,12 @@ from pathlib import Path
 import boto3
 import pytest
 from click.testing import CliRunner
+from tests.conftest import _aws_test_credentials, _free_port
+from tests.helpers import Doubler
 
 from modelledger import Registry
 from modelledger.cli import main
 from modelledger.errors import InvalidInput, MissingDependency, StorageError
-from tests.conftest import _aws_test_credentials, _free_port
-from tests.helpers import Doubler
 
 
 @pytest.fixture
