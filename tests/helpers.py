@@ -132,12 +132,14 @@ class DynamoAttacker:
     def set_head(self, seq: int, hash_hex: str) -> None:
         self._put(self.state, {"pk": "HEAD", "sk": "HEAD", "seq": seq, "hash": hash_hex})
 
-    def version_item(self, model: str, version: int) -> dict[str, Any]:
-        """The state table's item of a model's version (its ``manifest``, ``files``, ``digest``)."""
+    def version_item(self, model: str, version: int, kind: str = "V") -> dict[str, Any]:
+        """The state table's item of a model's version: ``V`` its record (``manifest``, ``files``,
+        ``digest``), ``T`` its governance state (``stage``, ``approved_by``...)."""
         from modelledger._identifiers import fold_name
 
         name = next(i for i in self._items(self.state, f"N#{fold_name(model)}") if i["sk"] == "MODEL")
-        return next(v for v in self._items(self.state, f"M#{name['id']}") if v["sk"] == f"V#{version:010d}")
+        key = f"{kind}#{version:010d}"
+        return next(v for v in self._items(self.state, f"M#{name['id']}") if v["sk"] == key)
 
     def put_state(self, item: dict[str, Any]) -> None:
         self._put(self.state, item)
