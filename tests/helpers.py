@@ -149,6 +149,9 @@ class DynamoAttacker:
     def update_event(self, seq: int, **changes: Any) -> None:
         self.put_event({**self.event(seq), **changes})
 
+    def insert_event(self, row: dict[str, Any]) -> None:
+        self.put_event(row)
+
     def update_checkpoint(self, seq: int, **changes: Any) -> None:
         self.put_checkpoint({**next(c for c in self.checkpoints() if c["seq"] == seq), **changes})
 
@@ -183,6 +186,28 @@ class SqlEditor:
 
     def update_checkpoint(self, seq: int, **changes: Any) -> None:
         self._update("ledger_checkpoints", "seq = :where_seq", {"where_seq": seq}, changes)
+
+    def insert_event(self, row: dict[str, Any]) -> None:
+        cols = ("seq", "time", "actor", "action", "subject", "data", "reason", "hash")
+        values = {c: row.get(c) for c in cols}
+        self.conn.execute(
+            sa.text(
+                f"INSERT INTO ledger_events ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"
+            ),
+            values,
+        )
+
+    def delete_checkpoint(self, seq: int) -> None:
+        self.conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq = :s"), {"s": seq})
+
+    def head(self) -> tuple[int, str]:
+        seq, hash_hex = self.conn.execute(sa.text("SELECT seq, hash FROM ledger_head WHERE id = 1")).one()
+        return int(seq), str(hash_hex)
+
+    def set_head(self, seq: int, hash_hex: str) -> None:
+        self.conn.execute(
+            sa.text("UPDATE ledger_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": hash_hex}
+        )
 
     def update_version(self, model: str, version: int, **changes: Any) -> None:
         where = "version = :where_v AND model_id = (SELECT id FROM models WHERE name = :where_m)"
