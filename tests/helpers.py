@@ -144,6 +144,16 @@ class DynamoAttacker:
     def put_state(self, item: dict[str, Any]) -> None:
         self._put(self.state, item)
 
+    def model_items(self, model: str) -> list[dict[str, Any]]:
+        """Every state item of a model's partition (versions ``V#``, states ``T#``, aliases ``A#``...)."""
+        from modelledger._identifiers import fold_name
+
+        name = next(i for i in self._items(self.state, f"N#{fold_name(model)}") if i["sk"] == "MODEL")
+        return self._items(self.state, f"M#{name['id']}")
+
+    def delete_state(self, item: dict[str, Any]) -> None:
+        self._delete(self.state, item["pk"], item["sk"])
+
     # the edits of LedgerEditor, for tests that read the same on every backend
 
     def update_event(self, seq: int, **changes: Any) -> None:
