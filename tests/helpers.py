@@ -144,6 +144,12 @@ class DynamoAttacker:
     def put_state(self, item: dict[str, Any]) -> None:
         self._put(self.state, item)
 
+    def model_record(self, model: str) -> dict[str, Any]:
+        """The model's name item (``id``, ``description``, ``tags``, ``archived_at``...)."""
+        from modelledger._identifiers import fold_name
+
+        return next(i for i in self._items(self.state, f"N#{fold_name(model)}") if i["sk"] == "MODEL")
+
     def model_items(self, model: str) -> list[dict[str, Any]]:
         """Every state item of a model's partition (versions ``V#``, states ``T#``, aliases ``A#``...)."""
         from modelledger._identifiers import fold_name
