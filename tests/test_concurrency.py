@@ -75,7 +75,7 @@ def test_concurrent_governance_keeps_one_chain(db_url: str, tmp_path: Path) -> N
     doc = {"gates": ["auc >= 0.80 on holdout"], "metrics": {"auc_holdout": 0.86}}
     for _ in range(8):
         reg.register("credit-risk", lambda rows: rows, manifest=doc, capture=False)
-    head = reg.events_after(0, limit=10_000)[-1].seq
+    head = reg.ledger_head()[0]
     # four other members than the registrant (four-eyes), two versions each, all at once
     workers = {"bob@example.com": [1, 2], "carol@example.com": [3, 4], "ops@example.com": [5, 6]}
     workers["officer@example.com"] = [7, 8]
@@ -92,7 +92,7 @@ def test_concurrent_governance_keeps_one_chain(db_url: str, tmp_path: Path) -> N
     for p in procs:
         _out, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
-    events = reg.events_after(head, limit=10_000)
+    events = reg.events_after(head, limit=1000)
     assert [e.seq for e in events] == list(range(head + 1, head + 1 + len(events)))  # no gap, no fork
     approvals = [e for e in events if e.action == "version.approved"]
     assert sorted(e.subject for e in approvals) == sorted(f"models:/credit-risk/{n}" for n in range(1, 9))
