@@ -157,6 +157,19 @@ class DynamoAttacker:
         name = next(i for i in self._items(self.state, f"N#{fold_name(model)}") if i["sk"] == "MODEL")
         return self._items(self.state, f"M#{name['id']}")
 
+    def everything(self) -> list[dict[str, Any]]:
+        """Every item of both tables (a Scan: the attacker's, never the store's)."""
+        out: list[dict[str, Any]] = []
+        for table in (self.ledger, self.state):
+            args: dict[str, Any] = {"TableName": table}
+            while True:
+                page = self.client.scan(**args)
+                out.extend(self._plain(raw) for raw in page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    break
+                args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return out
+
     def delete_state(self, item: dict[str, Any]) -> None:
         self._delete(self.state, item["pk"], item["sk"])
 
