@@ -12,6 +12,7 @@ import pickle
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -103,6 +104,7 @@ def test_an_old_file_is_re_hashed_only_by_a_full_verify(registry: Registry, tmp_
     assert [p.kind for p in full.problems] == ["mismatch"]
 
 
+@pytest.mark.sql_tamper("old events rewritten with the chain recomputed")
 def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: str, tmp_path: Path) -> None:
     v = _register(registry, tmp_path, "m", 0)
     assert registry.verify().ok
@@ -156,6 +158,7 @@ def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: st
     assert any(p.kind in ("checkpoint_mismatch", "edited_event") for p in report.problems[1:])
 
 
+@pytest.mark.sql_tamper("old events deleted")
 def test_deleted_old_events_break_continuity(registry: Registry, db_url: str, tmp_path: Path) -> None:
     _register(registry, tmp_path, "m", 0)
     _register(registry, tmp_path, "m", 1)
@@ -170,6 +173,7 @@ def test_deleted_old_events_break_continuity(registry: Registry, db_url: str, tm
     assert report.problems[0].kind == "continuity" and "deleted" in report.problems[0].detail
 
 
+@pytest.mark.sql_tamper("an edited verify record in the settings")
 def test_a_tampered_record_is_caught(registry: Registry, db_url: str, tmp_path: Path) -> None:
     _register(registry, tmp_path, "m", 0)
     assert registry.verify().ok
@@ -223,6 +227,7 @@ def test_since_last_checks_new_data_sets_only(registry: Registry, tmp_path: Path
     assert [p.path for p in registry.verify().problems] == [new.path]
 
 
+@pytest.mark.sql_tamper("an event edited after the verify record")
 def test_an_edited_new_event_is_caught(registry: Registry, db_url: str, tmp_path: Path) -> None:
     _register(registry, tmp_path, "m", 0)
     full = registry.verify()
@@ -242,6 +247,7 @@ def test_an_edited_new_event_is_caught(registry: Registry, db_url: str, tmp_path
     assert ("unauthorized", f"ledger event {seq}") in found  # and mallory holds no key
 
 
+@pytest.mark.sql_tamper("the proved tail deleted and the head moved back")
 def test_deleting_the_last_proved_writes_breaks_continuity(
     registry: Registry, db_url: str, tmp_path: Path
 ) -> None:
@@ -267,6 +273,7 @@ def test_deleting_the_last_proved_writes_breaks_continuity(
     assert "gone" in first.detail
 
 
+@pytest.mark.sql_tamper("a forged verify record in the settings")
 def test_a_record_signed_by_another_key_is_not_used(registry: Registry, db_url: str, tmp_path: Path) -> None:
     _register(registry, tmp_path, "m", 0)
     full = registry.verify()

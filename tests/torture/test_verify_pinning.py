@@ -43,6 +43,7 @@ def _keep_until_first_deploy(history: Registry) -> int:
     return next(e.seq for e in history.audit(limit=1000) if e.action == "deployment.deployed")
 
 
+@pytest.mark.sql_tamper("the ledger tail cut with the alias history")
 def test_a_ledger_cut_short_is_caught_by_a_trusted_checkpoint(history: Registry, db_url: str) -> None:
     trusted = history.latest_checkpoint()  # kept outside, e.g. in a release pipeline's artefacts
     keep = _keep_until_first_deploy(history)
@@ -54,6 +55,7 @@ def test_a_ledger_cut_short_is_caught_by_a_trusted_checkpoint(history: Registry,
     assert f"vouches for seq {trusted.seq}" in report.problems[0].detail
 
 
+@pytest.mark.sql_tamper("the ledger tail cut with the alias history")
 def test_a_cut_that_leaves_the_head_row_is_caught_without_a_pin(history: Registry, db_url: str) -> None:
     keep = _keep_until_first_deploy(history)
     head = history.latest_checkpoint().seq
@@ -77,6 +79,7 @@ def keep_key_rows(db_url: str) -> Iterator[None]:
             conn.execute(insert, {"k": kid, "p": pem, "c": created})
 
 
+@pytest.mark.sql_tamper("every checkpoint re-signed and the key row replaced")
 def test_a_history_re_signed_with_another_key_is_caught_by_the_pinned_key(
     history: Registry,
     db_url: str,
@@ -246,6 +249,7 @@ def test_a_capture_file_left_unrecorded_is_listed_then_recorded_by_init(
     assert event.data["files"][0]["rows"] == 7 and event.actor == "alice@bank.example"
 
 
+@pytest.mark.sql_tamper("a data set version row rewritten")
 @pytest.mark.parametrize("how", ["on its own", "with a model version"])
 def test_a_replaced_data_set_file_with_a_rewritten_row_is_caught(
     db_url: str,
