@@ -130,6 +130,8 @@ def test_an_upload_still_under_way_is_in_flight_not_a_problem(
     assert [(p.kind, p.path) for p in history.verify(grace="0").problems] == [("orphan", uploaded.folder)]
     history.create_version(uploaded)
     assert history.verify(grace="0").ok
+
+
 @pytest.mark.sql_tamper("the ledger tail cut with the alias history")
 def test_cli_exports_a_checkpoint_and_verifies_against_it(
     history: Registry, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
