@@ -131,3 +131,15 @@ def test_without_boto3_the_error_names_the_extra(tmp_path: Path) -> None:
     )
     assert out.stdout.startswith(f"{MissingDependency.__name__} dynamodb "), out.stdout + out.stderr
     assert "pip install 'modelledger[dynamodb]'" in out.stdout
+
+
+def test_no_region_anywhere_is_invalid_input(
+    aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))  # no profile's region either
+    reg = Registry.open(f"dynamodb://{_prefix()}", artifacts="memory://x")
+    with pytest.raises(InvalidInput, match=r"no AWS region .*\?region="):
+        reg.list_models()
+    reg.close()
