@@ -31,7 +31,7 @@ from modelledger import Registry
 from modelledger.stores.sql.statements import prefix_range
 
 SQL_PLAN = pytest.mark.sql_only(
-    "the proof is the SQL query plan (EXPLAIN); DynamoDB's requests are tests/test_dynamodb_store.py's"
+    "the proof is the SQL query plan (EXPLAIN); tests/test_dynamodb_store.py checks DynamoDB never Scans"
 )
 
 # The tables whose size grows with the registry: a plan may search them, never scan them.
