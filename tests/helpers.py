@@ -141,6 +141,9 @@ class DynamoAttacker:
         key = f"{kind}#{version:010d}"
         return next(v for v in self._items(self.state, f"M#{name['id']}") if v["sk"] == key)
 
+    def get_state(self, pk: str, sk: str) -> dict[str, Any]:
+        return next(i for i in self._items(self.state, pk) if i["sk"] == sk)
+
     def put_state(self, item: dict[str, Any]) -> None:
         self._put(self.state, item)
 

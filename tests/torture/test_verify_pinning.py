@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from tests.helpers import attacker
+from tests.helpers import DynamoAttacker, attacker
 
 from modelledger import Predictor, Registry
 from modelledger._keys import generate_key, load_private_key
@@ -250,7 +250,6 @@ def test_a_capture_file_left_unrecorded_is_listed_then_recorded_by_init(
     assert event.data["files"][0]["rows"] == 7 and event.actor == "alice@bank.example"
 
 
-@pytest.mark.sql_tamper("a data set version row rewritten")
 @pytest.mark.parametrize("how", ["on its own", "with a model version"])
 def test_a_replaced_data_set_file_with_a_rewritten_row_is_caught(
     db_url: str,
@@ -274,11 +273,17 @@ def test_a_replaced_data_set_file_with_a_rewritten_row_is_caught(
     target = tmp_path / "artifacts" / dv.path
     target.chmod(0o644)
     target.write_bytes(forged.read_bytes())
-    with attacker(db_url) as conn:
-        conn.execute(
-            sa.text("UPDATE dataset_versions SET file_sha256 = :s, size_bytes = :n WHERE path = :p"),
-            {"s": hashlib.sha256(forged.read_bytes()).hexdigest(), "n": forged.stat().st_size, "p": dv.path},
-        )
+    sha, size = hashlib.sha256(forged.read_bytes()).hexdigest(), forged.stat().st_size
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        item = editor.get_state(f"D#{dv.name}", f"V#{dv.version:010d}")
+        editor.put_state({**item, "file_sha256": sha, "size_bytes": size})
+    else:
+        with attacker(db_url) as conn:
+            conn.execute(
+                sa.text("UPDATE dataset_versions SET file_sha256 = :s, size_bytes = :n WHERE path = :p"),
+                {"s": sha, "n": size, "p": dv.path},
+            )
     details = {p.detail for p in registry.verify().problems if p.kind == "mismatch" and p.path == dv.path}
     assert "data set row differs from its record in the ledger" in details
     assert any(d.endswith(f"expected {dv.file_sha256}") for d in details)  # held to the ledger's sha256
