@@ -160,18 +160,37 @@ class DynamoAttacker:
         name = next(i for i in self._items(self.state, f"N#{fold_name(model)}") if i["sk"] == "MODEL")
         return self._items(self.state, f"M#{name['id']}")
 
+    def _scan(self, table: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        args: dict[str, Any] = {"TableName": table}
+        while True:
+            page = self.client.scan(**args)
+            out.extend(self._plain(raw) for raw in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return out
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def everything(self) -> list[dict[str, Any]]:
         """Every item of both tables (a Scan: the attacker's, never the store's)."""
-        out: list[dict[str, Any]] = []
-        for table in (self.ledger, self.state):
-            args: dict[str, Any] = {"TableName": table}
-            while True:
-                page = self.client.scan(**args)
-                out.extend(self._plain(raw) for raw in page["Items"])
-                if "LastEvaluatedKey" not in page:
-                    break
-                args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return out
+        return self._scan(self.ledger) + self._scan(self.state)
+
+    def cut_after(self, keep: int) -> None:
+        """Every ledger item of an event after ``keep`` deleted (the events, their data chunks,
+        pointers and checkpoints), and the alias-history items of those events: the counterpart
+        of deleting the SQL ledger's tail."""
+        for item in self._scan(self.ledger):
+            pk, sk = item["pk"], item["sk"]
+            seq = int(pk[3:]) if pk.startswith("ED#") else int(sk) if sk.isdigit() else 0
+            if seq > keep:
+                self._delete(self.ledger, pk, sk)
+        for item in self._scan(self.state):
+            # an alias move's sort key is its event's seq * 100 + its place in the event
+            if (
+                item["pk"].startswith("M#")
+                and item["sk"].startswith("H#")
+                and int(item["sk"][2:]) // 100 > keep
+            ):
+                self._delete(self.state, item["pk"], item["sk"])
 
     def delete_state(self, item: dict[str, Any]) -> None:
         self._delete(self.state, item["pk"], item["sk"])

@@ -26,6 +26,12 @@ from modelledger.stores.artifacts import ArtifactStore
 
 def _cut_tail(db_url: str, keep: int, *, fix_head: bool) -> None:
     """Delete every event after ``keep`` and their checkpoints, as someone hiding them would."""
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        editor.cut_after(keep)
+        if fix_head:
+            editor.set_head(keep, next(e["hash"] for e in editor.events() if e["seq"] == keep))
+        return
     with attacker(db_url) as conn:
         conn.execute(sa.text("DELETE FROM ledger_events WHERE seq > :k"), {"k": keep})
         conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq > :k"), {"k": keep})
@@ -43,7 +49,6 @@ def _keep_until_first_deploy(history: Registry) -> int:
     return next(e.seq for e in history.audit(limit=1000) if e.action == "deployment.deployed")
 
 
-@pytest.mark.sql_tamper("the ledger tail cut with the alias history")
 def test_a_ledger_cut_short_is_caught_by_a_trusted_checkpoint(history: Registry, db_url: str) -> None:
     trusted = history.latest_checkpoint()  # kept outside, e.g. in a release pipeline's artefacts
     keep = _keep_until_first_deploy(history)
@@ -55,7 +60,6 @@ def test_a_ledger_cut_short_is_caught_by_a_trusted_checkpoint(history: Registry,
     assert f"vouches for seq {trusted.seq}" in report.problems[0].detail
 
 
-@pytest.mark.sql_tamper("the ledger tail cut with the alias history")
 def test_a_cut_that_leaves_the_head_row_is_caught_without_a_pin(history: Registry, db_url: str) -> None:
     keep = _keep_until_first_deploy(history)
     head = history.latest_checkpoint().seq
@@ -142,7 +146,6 @@ def test_an_upload_still_under_way_is_in_flight_not_a_problem(
     assert history.verify(grace="0").ok
 
 
-@pytest.mark.sql_tamper("the ledger tail cut with the alias history")
 def test_cli_exports_a_checkpoint_and_verifies_against_it(
     history: Registry, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
