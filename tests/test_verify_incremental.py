@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tests.helpers import Doubler, attacker
+from tests.helpers import Doubler, attacker, ledger_editor
 
 from modelledger import ModelVersion, Registry
 from modelledger._canonical import canonicalize_str
@@ -158,7 +158,6 @@ def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: st
     assert any(p.kind in ("checkpoint_mismatch", "edited_event") for p in report.problems[1:])
 
 
-@pytest.mark.sql_tamper("old events deleted")
 def test_deleted_old_events_break_continuity(registry: Registry, db_url: str, tmp_path: Path) -> None:
     _register(registry, tmp_path, "m", 0)
     _register(registry, tmp_path, "m", 1)
@@ -166,8 +165,8 @@ def test_deleted_old_events_break_continuity(registry: Registry, db_url: str, tm
     assert full.ok and full.recorded is not None
     _register(registry, tmp_path, "m", 2)
     # one event in the middle of what was proved: the chain at the recorded seq is untouched
-    with attacker(db_url) as conn:
-        conn.execute(sa.text("DELETE FROM ledger_events WHERE seq = :s"), {"s": full.recorded.seq - 1})
+    with ledger_editor(db_url) as editor:
+        editor.delete_event(full.recorded.seq - 1)
     report = registry.verify(since_last=True)
     assert not report.ok
     assert report.problems[0].kind == "continuity" and "deleted" in report.problems[0].detail
@@ -227,19 +226,16 @@ def test_since_last_checks_new_data_sets_only(registry: Registry, tmp_path: Path
     assert [p.path for p in registry.verify().problems] == [new.path]
 
 
-@pytest.mark.sql_tamper("an event edited after the verify record")
 def test_an_edited_new_event_is_caught(registry: Registry, db_url: str, tmp_path: Path) -> None:
     _register(registry, tmp_path, "m", 0)
     full = registry.verify()
     assert full.ok and full.recorded is not None
     registry.set_version_tags("models:/m/1", {"owner": "team-a"})
     # a new event edited in place (its stored hash left alone)
-    with attacker(db_url) as conn:
-        seq = conn.execute(sa.text("SELECT max(seq) FROM ledger_events")).scalar()
+    with ledger_editor(db_url) as editor:
+        seq = editor.events()[-1]["seq"]
         assert seq > full.recorded.seq
-        conn.execute(
-            sa.text("UPDATE ledger_events SET actor = 'mallory@example.com' WHERE seq = :s"), {"s": seq}
-        )
+        editor.update_event(seq, actor="mallory@example.com")
     report = registry.verify(since_last=True)
     assert report.mode == "since_last"
     found = [(p.kind, p.path) for p in report.problems]
@@ -247,7 +243,6 @@ def test_an_edited_new_event_is_caught(registry: Registry, db_url: str, tmp_path
     assert ("unauthorized", f"ledger event {seq}") in found  # and mallory holds no key
 
 
-@pytest.mark.sql_tamper("the proved tail deleted and the head moved back")
 def test_deleting_the_last_proved_writes_breaks_continuity(
     registry: Registry, db_url: str, tmp_path: Path
 ) -> None:
@@ -259,13 +254,14 @@ def test_deleting_the_last_proved_writes_breaks_continuity(
     _register(registry, tmp_path, "m", 2)
     # Cut the ledger back to before the last proved write: its events and checkpoint, and
     # everything after, gone; the head row set back so the chain and the head agree again.
-    with attacker(db_url) as conn:
-        conn.execute(sa.text("DELETE FROM ledger_events WHERE seq > :s"), {"s": before})
-        conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq > :s"), {"s": before})
-        head = conn.execute(sa.text("SELECT hash FROM ledger_events WHERE seq = :s"), {"s": before}).scalar()
-        conn.execute(
-            sa.text("UPDATE ledger_head SET seq = :s, hash = :h WHERE id = 1"), {"s": before, "h": head}
-        )
+    with ledger_editor(db_url) as editor:
+        for event in editor.events():
+            if event["seq"] > before:
+                editor.delete_event(event["seq"])
+        for checkpoint in editor.checkpoints():
+            if checkpoint["seq"] > before:
+                editor.delete_checkpoint(checkpoint["seq"])
+        editor.set_head(before, next(e["hash"] for e in editor.events() if e["seq"] == before))
     report = registry.verify(since_last=True)
     assert not report.ok and report.mode == "full"
     first = report.problems[0]
