@@ -158,9 +158,9 @@ DYNAMODB = "dynamodb"
 """The DynamoDB param of ``db_url`` and ``api``. A test whose subject is SQL itself (migrations,
 query plans, connection handling) is marked ``@pytest.mark.sql_only("why")``: its DynamoDB leg
 is skipped with that reason, which ``-ra`` prints, never silently. A test of a feature the
-DynamoDB store does not have yet is marked ``@pytest.mark.dynamodb_xfail("why")``; a tamper
-test whose edit has no DynamoDB counterpart in tests/helpers.py yet, ``sql_tamper("what")``
-(a gap in the tests, not a feature: each should get its ``DynamoAttacker`` edit)."""
+DynamoDB store does not have yet is marked ``@pytest.mark.dynamodb_xfail("why")``. A test that
+tampers with the database edits DynamoDB items too (tests/helpers.py ``ledger_editor``,
+``DynamoAttacker``)."""
 
 
 def _skip_if_sql_only(request: pytest.FixtureRequest) -> None:
@@ -171,11 +171,6 @@ def _skip_if_sql_only(request: pytest.FixtureRequest) -> None:
         if not marker.args:
             raise TypeError(f"{request.node.nodeid}: sql_only needs its reason")
         pytest.skip(f"SQL only: {marker.args[0]}")
-    marker = request.node.get_closest_marker("sql_tamper")
-    if marker is not None:
-        if not marker.args:
-            raise TypeError(f"{request.node.nodeid}: sql_tamper needs its reason")
-        pytest.skip(f"the attacker's edit is written for SQL only, not yet for DynamoDB: {marker.args[0]}")
     marker = request.node.get_closest_marker("dynamodb_xfail")
     if marker is not None:
         if not marker.args:

@@ -141,6 +141,12 @@ class DynamoAttacker:
         key = f"{kind}#{version:010d}"
         return next(v for v in self._items(self.state, f"M#{name['id']}") if v["sk"] == key)
 
+    def setting(self, key: str) -> str:
+        return str(self.get_state("SET", key)["value"])
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.put_state({"pk": "SET", "sk": key, "value": value})
+
     def get_state(self, pk: str, sk: str) -> dict[str, Any]:
         return next(i for i in self._items(self.state, pk) if i["sk"] == sk)
 
@@ -258,6 +264,15 @@ class SqlEditor:
     def set_head(self, seq: int, hash_hex: str) -> None:
         self.conn.execute(
             sa.text("UPDATE ledger_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": hash_hex}
+        )
+
+    def setting(self, key: str) -> str:
+        value = self.conn.execute(sa.text("SELECT value FROM registry_settings WHERE key = :k"), {"k": key})
+        return str(value.scalar_one())
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.conn.execute(
+            sa.text("UPDATE registry_settings SET value = :v WHERE key = :k"), {"v": value, "k": key}
         )
 
     def update_version(self, model: str, version: int, **changes: Any) -> None:

@@ -1,6 +1,6 @@
 """``verify`` records what it proved; ``verify(since_last=True)`` checks only what came after,
-plus the continuity with that record. Real SQLite and PostgreSQL, real files, a real attacker
-connection (tests/helpers.py ``attacker``)."""
+plus the continuity with that record. Real SQLite, PostgreSQL and DynamoDB, real files, a real
+attacker's edits (tests/helpers.py ``ledger_editor``)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ import pickle
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tests.helpers import Doubler, attacker, ledger_editor
+from tests.helpers import Doubler, ledger_editor
 
 from modelledger import ModelVersion, Registry
 from modelledger._canonical import canonicalize_str
@@ -104,17 +102,17 @@ def test_an_old_file_is_re_hashed_only_by_a_full_verify(registry: Registry, tmp_
     assert [p.kind for p in full.problems] == ["mismatch"]
 
 
-@pytest.mark.sql_tamper("old events rewritten with the chain recomputed")
 def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: str, tmp_path: Path) -> None:
     v = _register(registry, tmp_path, "m", 0)
     assert registry.verify().ok
     _register(registry, tmp_path, "m", 1)
     # The attacker edits the old registration event and recomputes every hash after it (the
     # chain then links again) and the head row; checkpoints cannot be re-signed without a key.
-    with attacker(db_url) as conn:
-        rows = conn.execute(
-            sa.text("SELECT seq, time, actor, action, subject, data, reason FROM ledger_events ORDER BY seq")
-        ).all()
+    with ledger_editor(db_url) as editor:
+        rows = [
+            (e["seq"], e["time"], e["actor"], e["action"], e["subject"], e["data"], e.get("reason"))
+            for e in editor.events()
+        ]
         prev = bytes(32)
         for seq, time, actor, action, subject, data, reason in rows:
             record = json.loads(data)
@@ -125,9 +123,7 @@ def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: st
             ):
                 record["digest"] = "sha256:" + "0" * 64
                 data = canonicalize_str(record)
-                conn.execute(
-                    sa.text("UPDATE ledger_events SET data = :d WHERE seq = :s"), {"d": data, "s": seq}
-                )
+                editor.update_event(seq, data=data)
             text = (
                 '{"action":'
                 + json.dumps(action)
@@ -146,10 +142,8 @@ def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: st
                 + "}"
             )
             prev = hashlib.sha256(prev + text.encode()).digest()
-            conn.execute(
-                sa.text("UPDATE ledger_events SET hash = :h WHERE seq = :s"), {"h": prev.hex(), "s": seq}
-            )
-        conn.execute(sa.text("UPDATE ledger_head SET hash = :h WHERE id = 1"), {"h": prev.hex()})
+            editor.update_event(seq, hash=prev.hex())
+        editor.set_head(rows[-1][0], prev.hex())
     report = registry.verify(since_last=True)
     assert not report.ok and report.mode == "full"  # the break sends it back to a full verify
     assert report.problems[0].kind == "continuity"
@@ -172,7 +166,6 @@ def test_deleted_old_events_break_continuity(registry: Registry, db_url: str, tm
     assert report.problems[0].kind == "continuity" and "deleted" in report.problems[0].detail
 
 
-@pytest.mark.sql_tamper("an edited verify record in the settings")
 def test_a_tampered_record_is_caught(registry: Registry, db_url: str, tmp_path: Path) -> None:
     _register(registry, tmp_path, "m", 0)
     assert registry.verify().ok
@@ -180,16 +173,10 @@ def test_a_tampered_record_is_caught(registry: Registry, db_url: str, tmp_path: 
     _flip(tmp_path / "artifacts" / v.folder / "artifacts" / "notes.txt")
     # the attacker moves the record past the tampered version, so since_last would skip it
     key = _record_key(registry)
-    with attacker(db_url) as conn:
-        text = conn.execute(
-            sa.text("SELECT value FROM registry_settings WHERE key = :k"), {"k": key}
-        ).scalar()
-        record = json.loads(text)
+    with ledger_editor(db_url) as editor:
+        record = json.loads(editor.setting(key))
         record["version_key"] = v.key
-        conn.execute(
-            sa.text("UPDATE registry_settings SET value = :v WHERE key = :k"),
-            {"v": json.dumps(record), "k": key},
-        )
+        editor.set_setting(key, json.dumps(record))
     report = registry.verify(since_last=True)
     kinds = [p.kind for p in report.problems]
     assert kinds[0] == "verify_record" and "edited" in report.problems[0].detail
@@ -269,7 +256,6 @@ def test_deleting_the_last_proved_writes_breaks_continuity(
     assert "gone" in first.detail
 
 
-@pytest.mark.sql_tamper("a forged verify record in the settings")
 def test_a_record_signed_by_another_key_is_not_used(registry: Registry, db_url: str, tmp_path: Path) -> None:
     _register(registry, tmp_path, "m", 0)
     full = registry.verify()
@@ -286,11 +272,8 @@ def test_a_record_signed_by_another_key_is_not_used(registry: Registry, db_url: 
             full.recorded, seq=head_seq, head_hash=head_hash, version_key=v.key, key_id=claimed, signature=""
         )
         forged = replace(forged, signature=base64.b64encode(sign(mallory, record_payload(forged))).decode())
-        with attacker(db_url) as conn:
-            conn.execute(
-                sa.text("UPDATE registry_settings SET value = :v WHERE key = :k"),
-                {"v": json.dumps(forged.to_dict()), "k": key},
-            )
+        with ledger_editor(db_url) as editor:
+            editor.set_setting(key, json.dumps(forged.to_dict()))
         report = registry.verify(since_last=True, record=False)
         kinds = [p.kind for p in report.problems]
         assert kinds[0] == "verify_record", kinds
