@@ -163,7 +163,7 @@ tampers with the database edits DynamoDB items too (tests/helpers.py ``ledger_ed
 ``DynamoAttacker``)."""
 
 
-def _skip_if_sql_only(request: pytest.FixtureRequest) -> None:
+def _dynamodb_marks(request: pytest.FixtureRequest) -> None:
     """The ``sql_only`` test's DynamoDB leg is skipped; a ``dynamodb_xfail`` test's leg is
     expected to fail (strictly: the day it passes, the mark must go)."""
     marker = request.node.get_closest_marker("sql_only")
@@ -196,7 +196,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'registry.db'}"
     elif request.param == DYNAMODB:
-        _skip_if_sql_only(request)
+        _dynamodb_marks(request)
         _aws_test_credentials(request.getfixturevalue("monkeypatch"))
         url = dynamodb_url(request.getfixturevalue("dynamodb_server"))
     else:
@@ -343,7 +343,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Monk
     if request.param == "sqlite":
         url, artifacts, storage = f"sqlite:///{tmp_path / 'registry.db'}", str(tmp_path / "artifacts"), {}
     elif request.param == DYNAMODB:
-        _skip_if_sql_only(request)
+        _dynamodb_marks(request)
         _aws_test_credentials(monkeypatch)
         url = dynamodb_url(request.getfixturevalue("dynamodb_server"))
         artifacts, storage = str(tmp_path / "artifacts"), {}
