@@ -1,18 +1,20 @@
-"""Shared fixtures: real SQLite, real PostgreSQL, real S3 protocol server.
+"""Shared fixtures: real SQLite, real PostgreSQL, real S3 and DynamoDB protocol servers.
 
-Every test that takes ``registry`` runs twice, once on SQLite and once on the
-PostgreSQL server at 127.0.0.1:5432. Under ``CI=true`` a missing PostgreSQL is a
-failure, not a skip.
+Every test that takes ``registry`` runs three times: on SQLite, on the PostgreSQL server at
+127.0.0.1:5432 and on DynamoDB (moto's server on loopback, fresh tables per test). Under
+``CI=true`` a missing PostgreSQL is a failure, not a skip.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -152,12 +154,51 @@ def pg_url(pg_database: str) -> str:
     return pg_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+DYNAMODB = "dynamodb"
+"""The DynamoDB param of ``db_url`` and ``api``. A test whose subject is SQL itself (migrations,
+query plans, connection handling) is marked ``@pytest.mark.sql_only("why")``: its DynamoDB leg
+is skipped with that reason, which ``-ra`` prints, never silently. A test of a feature the
+DynamoDB store does not have yet is marked ``@pytest.mark.dynamodb_xfail("why")``. A test that
+tampers with the database edits DynamoDB items too (tests/helpers.py ``ledger_editor``,
+``DynamoAttacker``)."""
+
+
+def _dynamodb_marks(request: pytest.FixtureRequest) -> None:
+    """The ``sql_only`` test's DynamoDB leg is skipped; a ``dynamodb_xfail`` test's leg is
+    expected to fail (strictly: the day it passes, the mark must go)."""
+    marker = request.node.get_closest_marker("sql_only")
+    if marker is not None:
+        if not marker.args:
+            raise TypeError(f"{request.node.nodeid}: sql_only needs its reason")
+        pytest.skip(f"SQL only: {marker.args[0]}")
+    marker = request.node.get_closest_marker("dynamodb_xfail")
+    if marker is not None:
+        if not marker.args:
+            raise TypeError(f"{request.node.nodeid}: dynamodb_xfail needs its reason")
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"DynamoDB: {marker.args[0]}"))
+
+
+def dynamodb_url(server: str) -> str:
+    """A new DynamoDB registry's URL: its own table prefix on the session's server."""
+    return f"dynamodb://t{uuid.uuid4().hex[:12]}-?region=us-east-1&endpoint_url={server}"
+
+
+def _aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", DYNAMODB])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated metadata database (SQLite file or PostgreSQL) whose root is ``ROOT`` and whose
-    members are ``CAST``."""
+    """A migrated metadata database (SQLite file, PostgreSQL, or DynamoDB tables under a fresh
+    prefix) whose root is ``ROOT`` and whose members are ``CAST``."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'registry.db'}"
+    elif request.param == DYNAMODB:
+        _dynamodb_marks(request)
+        _aws_test_credentials(request.getfixturevalue("monkeypatch"))
+        url = dynamodb_url(request.getfixturevalue("dynamodb_server"))
     else:
         url = str(request.getfixturevalue("pg_url"))
         _pg_reset(url)
@@ -227,6 +268,35 @@ def s3_server() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def dynamodb_server() -> Iterator[str]:
+    """A DynamoDB-protocol server (moto's, on loopback; it serves S3 too) that handles one request
+    at a time: DynamoDB runs each TransactWriteItems atomically, and moto does so only when
+    requests do not interleave (it checks the conditions and then writes, in separate steps), so
+    a threaded server would let two writers both win the ledger head. Client threads and
+    processes still race for the head exactly as they would against DynamoDB."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class Quiet(MotoRequestHandler):
+        def log(self, *_args: Any) -> None:
+            pass  # a line per request would bury a failure's report
+
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", 0, app, threaded=False, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
 @pytest.fixture
 def s3_artifacts(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, object]]:
     """A fresh bucket; returns (artifact URL, fsspec storage options)."""
@@ -257,8 +327,9 @@ GATEWAY = "gateway@example.com"
 @dataclass
 class Api:
     """One registry as a test reaches it: ``open(actor)`` gives that member's registry, on the
-    stores themselves (``sqlite``, ``postgresql``) or through a live server (``remote``: a
-    server over PostgreSQL and the S3 protocol server, the member holding a token and their key)."""
+    stores themselves (``sqlite``, ``postgresql``, ``dynamodb``) or through a live server
+    (``remote``: a server over PostgreSQL and the S3 protocol server, the member holding a token
+    and their key)."""
 
     kind: str
     open: Callable[[str], Registry]
@@ -266,11 +337,16 @@ class Api:
     url: str  # its database, for tests that tamper with it
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "remote"])
+@pytest.fixture(params=["sqlite", "postgresql", DYNAMODB, "remote"])
 def api(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     opened: list[Registry] = []
     if request.param == "sqlite":
         url, artifacts, storage = f"sqlite:///{tmp_path / 'registry.db'}", str(tmp_path / "artifacts"), {}
+    elif request.param == DYNAMODB:
+        _dynamodb_marks(request)
+        _aws_test_credentials(monkeypatch)
+        url = dynamodb_url(request.getfixturevalue("dynamodb_server"))
+        artifacts, storage = str(tmp_path / "artifacts"), {}
     else:
         url = str(request.getfixturevalue("pg_url"))
         _pg_reset(url)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from tests.helpers import DynamoAttacker
 
 from modelledger import Registry
 from modelledger.cli import main
@@ -376,15 +377,22 @@ def test_verify_counts_events_and_names_a_forged_one(
 
     (approval,) = _lines(cli("audit", "--action", "version.approved", "--json"))
     seq = approval["seq"]
-    engine = _engine(db_url)
+    if db_url.startswith("dynamodb:"):
+        DynamoAttacker(db_url).update_event(seq, reason="forged")
+        engine = None
+    else:
+        engine = _engine(db_url)
     sqlite = db_url.startswith("sqlite")
     try:
-        with engine.begin() as conn:
-            if sqlite:
-                conn.exec_driver_sql("DROP TRIGGER ledger_events_no_update")
-            else:
-                conn.exec_driver_sql("DROP TRIGGER ledger_events_append_only ON ledger_events")
-            conn.execute(sa.text("UPDATE ledger_events SET reason = 'forged' WHERE seq = :seq"), {"seq": seq})
+        if engine is not None:
+            with engine.begin() as conn:
+                if sqlite:
+                    conn.exec_driver_sql("DROP TRIGGER ledger_events_no_update")
+                else:
+                    conn.exec_driver_sql("DROP TRIGGER ledger_events_append_only ON ledger_events")
+                conn.execute(
+                    sa.text("UPDATE ledger_events SET reason = 'forged' WHERE seq = :seq"), {"seq": seq}
+                )
 
         broken = cli("verify", code=1)
         assert f"ledger event {seq}" in broken.stdout and "edited_event" in broken.stdout
@@ -394,13 +402,14 @@ def test_verify_counts_events_and_names_a_forged_one(
             0
         ].items()
     finally:
-        if not sqlite:  # the PostgreSQL database is shared by the session: put its guard back
+        if engine is not None and not sqlite:  # the PostgreSQL database is shared: put its guard back
             with engine.begin() as conn:
                 conn.exec_driver_sql(
                     "CREATE TRIGGER ledger_events_append_only BEFORE UPDATE OR DELETE ON ledger_events "
                     "FOR EACH ROW EXECUTE FUNCTION modelledger_append_only()"
                 )
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
 
 
 def test_rebuild_state_repairs_an_edited_state_table(
@@ -409,12 +418,16 @@ def test_rebuild_state_repairs_an_edited_state_table(
     uri = register()
     assert "match the ledger" in cli("rebuild-state", "--check").stdout
 
-    engine = _engine(db_url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE version_state SET stage = 'approved'")
-    finally:
-        engine.dispose()
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        editor.put_state({**editor.version_item("credit-risk", 1, "T"), "stage": "approved"})
+    else:
+        engine = _engine(db_url)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE version_state SET stage = 'approved'")
+        finally:
+            engine.dispose()
     assert _state(cli, uri)["stage"] == "approved"
 
     check = cli("rebuild-state", "--check", code=1).stdout

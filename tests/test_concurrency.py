@@ -39,7 +39,7 @@ def test_four_processes_get_one_hundred_consecutive_numbers(db_url: str, tmp_pat
     ]
     results = []
     for p in procs:
-        out, err = p.communicate(timeout=240)
+        out, err = p.communicate(timeout=600)  # a guard against a hang, not a speed target
         assert p.returncode == 0, err
         results.extend(json.loads(out))
     numbers = sorted(n for n, _ in results)
@@ -50,3 +50,62 @@ def test_four_processes_get_one_hundred_consecutive_numbers(db_url: str, tmp_pat
     report = reg.verify()
     assert report.ok, report.problems
     assert report.versions_checked == 100
+
+
+GOVERNOR = r"""
+import json, sys, time
+from modelledger import Registry
+
+url, artifacts, start, actor, versions = sys.argv[1:6]
+start = float(start)
+reg = Registry.open(url, artifacts=artifacts, actor=actor)
+while time.time() < start:
+    time.sleep(0.001)
+for n in json.loads(versions):
+    uri = f"models:/credit-risk/{n}"
+    reg.approve(uri, reason=f"reviewed by {actor}")
+    reg.deploy(uri, reason=f"{actor} ships {n}")  # every worker moves @production and @rollback
+    reg.set_alias("credit-risk", "champion", n)
+"""
+
+
+def test_concurrent_governance_keeps_one_chain(db_url: str, tmp_path: Path) -> None:
+    artifacts = str(tmp_path / "artifacts")
+    reg = Registry.open(db_url, artifacts=artifacts, actor="alice@example.com")
+    doc = {"gates": ["auc >= 0.80 on holdout"], "metrics": {"auc_holdout": 0.86}}
+    for _ in range(8):
+        reg.register("credit-risk", lambda rows: rows, manifest=doc, capture=False)
+    head = reg.ledger_head()[0]
+    # four other members than the registrant (four-eyes), two versions each, all at once
+    workers = {"bob@example.com": [1, 2], "carol@example.com": [3, 4], "ops@example.com": [5, 6]}
+    workers["officer@example.com"] = [7, 8]
+    start = time.time() + 3.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", GOVERNOR, db_url, artifacts, str(start), actor, json.dumps(ns)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for actor, ns in workers.items()
+    ]
+    for p in procs:
+        _out, err = p.communicate(timeout=600)  # a guard against a hang, not a speed target
+        assert p.returncode == 0, err
+    events = reg.events_after(head, limit=1000)
+    assert [e.seq for e in events] == list(range(head + 1, head + 1 + len(events)))  # no gap, no fork
+    approvals = [e for e in events if e.action == "version.approved"]
+    assert sorted(e.subject for e in approvals) == sorted(f"models:/credit-risk/{n}" for n in range(1, 9))
+    moves = reg.alias_history("credit-risk", "production")
+    assert len(moves) == 8
+    # the alias is where the last move in the chain put it, and every version was deployed once
+    assert [m.seq for m in moves] == sorted(m.seq for m in moves)
+    assert reg.get_version("models:/credit-risk@production").version == moves[-1].version
+    assert sorted(m.version for m in moves) == list(range(1, 9))
+    assert (
+        reg.get_version("models:/credit-risk@champion").version
+        == reg.alias_history("credit-risk", "champion")[-1].version
+    )
+    report = reg.verify()
+    assert report.ok, report.problems
+    reg.close()

@@ -44,6 +44,7 @@ def served(registry: Registry, fitted_pipeline: object) -> Iterator[tuple[Regist
     yield registry, token
 
 
+@pytest.mark.sql_only("counts SQLAlchemy connection checkouts; DynamoDB has no connections to share")
 def test_shared_reads_take_one_connection_and_see_every_commit(
     served: tuple[Registry, str], db_url: str, tmp_path: Path
 ) -> None:
@@ -98,6 +99,7 @@ def test_a_pooled_connection_lost_while_idle_is_replaced_unseen(
         store.close()
 
 
+@pytest.mark.dynamodb_xfail("read_stamp is None (cannot tell): not every write moves one item yet")
 def test_the_read_stamp_moves_with_every_commit_and_only_then(registry: Registry, db_url: str) -> None:
     other = Registry.open(db_url, artifacts="memory://stamp", actor="bob@example.com")
     with registry.shared_reads():  # the server's reads: one pinned connection, autocommit

@@ -30,6 +30,10 @@ from tests.helpers import Doubler
 from modelledger import Registry
 from modelledger.stores.sql.statements import prefix_range
 
+SQL_PLAN = pytest.mark.sql_only(
+    "the proof is the SQL query plan (EXPLAIN); tests/test_dynamodb_store.py checks DynamoDB never Scans"
+)
+
 # The tables whose size grows with the registry: a plan may search them, never scan them.
 LARGE = ("ledger_events", "alias_history", "model_versions", "models", "model_tags")
 
@@ -354,6 +358,7 @@ def _only_index(db_url: str, statements: list[Statement], table: str) -> set[str
     return used
 
 
+@SQL_PLAN
 def test_alias_reads_are_one_probe_of_the_alias_index(crowded: Registry, db_url: str) -> None:
     reg, store = crowded, crowded._meta  # type: ignore[attr-defined]
     for version in (1, 2, 3, 1):
@@ -370,6 +375,7 @@ def test_alias_reads_are_one_probe_of_the_alias_index(crowded: Registry, db_url:
     assert "ix_alias_history_at" in _only_index(db_url, statements, "alias_history")
 
 
+@SQL_PLAN
 def test_history_and_audit_read_one_subject_range(crowded: Registry, db_url: str) -> None:
     reg = crowded
     wanted = "ix_ledger_events_subject_" + ("action" if db_url.startswith("sqlite") else "c")
@@ -383,6 +389,7 @@ def test_history_and_audit_read_one_subject_range(crowded: Registry, db_url: str
     assert not {"ledger_events_pkey", "pk"} & used  # not a walk in seq order, filtering subjects
 
 
+@SQL_PLAN
 def test_a_page_of_versions_is_one_range_of_the_version_index(crowded: Registry, db_url: str) -> None:
     reg = crowded
     # SQLite names the index of a unique constraint itself
@@ -401,6 +408,7 @@ def test_a_page_of_versions_is_one_range_of_the_version_index(crowded: Registry,
     assert unique in _only_index(db_url, statements, "model_versions")
 
 
+@SQL_PLAN
 def test_model_search_starts_from_an_index(crowded: Registry, db_url: str) -> None:
     reg = crowded
     folded = "uq_models_name_folded" if db_url.startswith("sqlite") else "ix_models_name_folded_c"
@@ -412,6 +420,7 @@ def test_model_search_starts_from_an_index(crowded: Registry, db_url: str) -> No
     assert "ix_model_tags_key_value" in _only_index(db_url, statements, "model_tags")
 
 
+@SQL_PLAN
 def test_a_load_finds_the_registration_event_by_one_probe(crowded: Registry, db_url: str) -> None:
     """Every load checks the version against its ``version.registered`` event: found by subject
     and action together, not by walking every registration in the registry."""
@@ -425,6 +434,7 @@ def test_a_load_finds_the_registration_event_by_one_probe(crowded: Registry, db_
     _only_index(db_url, statements, "ledger_events")  # and no other read of the ledger scans it
 
 
+@SQL_PLAN
 def test_a_governed_write_finds_the_latest_membership_event_by_probes(crowded: Registry, db_url: str) -> None:
     """Every governed write asks whether its cached roster is current (the seq of the latest
     membership event): one backward probe of the action index per membership action, never a

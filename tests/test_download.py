@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 from tests.conftest import Api
-from tests.helpers import Doubler, attacker
+from tests.helpers import Doubler, ledger_editor
 from tests.test_server import running
 
 from modelledger import AlreadyExists, DownloadedVersion, IntegrityError, ModelVersion, NotFound, Registry
@@ -136,14 +135,12 @@ def test_a_version_row_and_file_edited_together_are_refused_locally_and_through_
     mv = reg.register("bert-onnx", str(_weights(tmp_path)), capture=False)
     evil = hashlib.sha256(b"evil").hexdigest()
     forged = tuple(f if f.path != "config.json" else type(f)(f.path, 4, evil) for f in mv.files)
-    with attacker(db_url) as conn:
-        conn.execute(
-            sa.text("UPDATE model_versions SET files = :f, digest = :d WHERE id = :k"),
-            {
-                "f": json.dumps([f.to_dict() for f in forged]),
-                "d": version_digest(forged, mv.manifest),
-                "k": mv.key,
-            },
+    with ledger_editor(db_url) as editor:
+        editor.update_version(
+            "bert-onnx",
+            mv.version,
+            files=json.dumps([f.to_dict() for f in forged]),
+            digest=version_digest(forged, mv.manifest),
         )
     stored = Path(artifacts) / mv.folder / "artifacts" / "config.json"
     stored.chmod(0o644)

@@ -12,6 +12,8 @@ from modelledger.stores.sql import SqlMetadataStore
 from modelledger.stores.sql import tables as t
 from modelledger.stores.sql.statements import Q_HEAD, Q_MODEL_AND_VERSION
 
+pytestmark = pytest.mark.sql_only("the SQL store's own statement runner, compared with SQLAlchemy's")
+
 
 @pytest.fixture
 def store(db_url: str) -> Iterator[SqlMetadataStore]:

@@ -44,30 +44,6 @@ ALICE = "alice@example.com"
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(scope="session")
-def dynamodb_server() -> Iterator[str]:
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server
-
-    class Quiet(MotoRequestHandler):
-        def log(self, *_args: Any) -> None:
-            pass  # a line per request would bury a failure's report
-
-    app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", 0, app, threaded=False, request_handler=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-
-
 class Actors:
     """The signing identities of a test: the root, and alice enrolled by the root as admin."""
 

@@ -94,20 +94,13 @@ def test_verify_names_every_mismatch_missing_and_orphan(registry: Registry, fitt
 
 
 def test_manifest_changed_in_the_database_is_caught(registry: Registry, fitted_pipeline, db_url: str):
-    import sqlalchemy as sa
+    from tests.helpers import ledger_editor
 
     v = registry.register("m", fitted_pipeline, params={"C": 0.5})
-    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        row = conn.exec_driver_sql("SELECT id, manifest FROM model_versions").first()
-        assert row is not None
-        doc = json.loads(row.manifest)
-        doc["params"]["C"] = 99
-        conn.execute(
-            sa.text("UPDATE model_versions SET manifest = :m WHERE id = :i"),
-            {"m": json.dumps(doc), "i": row.id},
-        )
-    engine.dispose()
+    doc = dict(v.manifest)
+    doc["params"] = {**doc["params"], "C": 99}
+    with ledger_editor(db_url) as editor:
+        editor.update_version("m", v.version, manifest=json.dumps(doc))
     with pytest.raises(IntegrityError, match="does not match the recorded digest"):
         registry.load(v.uri)
     kinds = {(p.kind, p.path) for p in registry.verify().problems}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from tests.helpers import DynamoAttacker
 
 from modelledger import (
     AlreadyExists,
@@ -153,11 +154,17 @@ def test_rebuild_state_restores_archived_and_tags(reg: Registry, db_url: str) ->
     v1 = _approved(reg)
     reg.archive_model("credit-risk")
     reg.set_version_tags(v1, {"team": "risk"})
-    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE models SET archived_at = NULL")
-        conn.exec_driver_sql("DELETE FROM version_tags")
-    engine.dispose()
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        editor.put_state({**editor.model_record("credit-risk"), "archived_at": None})
+        for tag in (i for i in editor.model_items("credit-risk") if i["sk"].startswith("G#")):
+            editor.delete_state(tag)
+    else:
+        engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE models SET archived_at = NULL")
+            conn.exec_driver_sql("DELETE FROM version_tags")
+        engine.dispose()
     found = {d.what for d in reg.check_state()}
     assert found == {"archived models:/credit-risk", "tags of models:/credit-risk/1"}
     assert not reg.verify().ok

@@ -65,6 +65,18 @@ def test_the_facade_talks_to_its_store_through_the_port() -> None:
 
 def test_backends_are_chosen_by_url_scheme() -> None:
     assert isinstance(open_metadata_store("sqlite:///x.db"), SqlMetadataStore)
-    assert {"sqlite", "postgresql"} <= set(BACKENDS)
+    assert {"sqlite", "postgresql", "dynamodb"} <= set(BACKENDS)
+    from modelledger.stores.dynamodb import DynamoStore
+
+    dynamo = open_metadata_store(
+        "dynamodb://acme-?region=eu-west-1",
+        storage_options={"dynamodb_endpoint_url": "http://localhost:4566"},
+    )
+    assert isinstance(dynamo, DynamoStore)  # made without a request: constructors do no I/O
+    assert (dynamo.prefix, dynamo.region, dynamo.endpoint_url) == (
+        "acme-",
+        "eu-west-1",
+        "http://localhost:4566",
+    )
     with pytest.raises(Exception, match="unsupported registry URL"):
         open_metadata_store("mysql://db/x")

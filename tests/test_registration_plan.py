@@ -17,7 +17,6 @@ import pytest
 import modelledger._manifest as manifest_module
 from modelledger import InvalidInput, InvalidManifest, NotFound, Registry, StorageError
 from modelledger.stores.artifacts import ArtifactStore
-from modelledger.stores.sql import SqlMetadataStore
 
 
 def footprint(reg: Registry, root: Path) -> tuple[Any, ...]:
@@ -124,7 +123,7 @@ def test_a_metadata_commit_failure_removes_the_folder_and_the_new_data_sets(
     reg: Registry, root: Path, fitted_pipeline: object, frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = footprint(reg, root)
-    calls = _fail_on(monkeypatch, SqlMetadataStore, "create_version", StorageError("connection lost"))
+    calls = _fail_on(monkeypatch, type(reg._meta), "create_version", StorageError("connection lost"))
     with pytest.raises(StorageError, match="connection lost"):
         reg.register("m", fitted_pipeline, datasets={"train": frame})
     assert calls
@@ -138,7 +137,7 @@ def test_a_failure_keeps_data_sets_that_existed_before(
 ) -> None:
     existing = reg.datasets.register("m-train", frame, capture=False)
     before = footprint(reg, root)
-    _fail_on(monkeypatch, SqlMetadataStore, "create_version", StorageError("connection lost"))
+    _fail_on(monkeypatch, type(reg._meta), "create_version", StorageError("connection lost"))
     with pytest.raises(StorageError):
         reg.register("m", fitted_pipeline, datasets={"train": frame})  # same content: reused
     monkeypatch.undo()

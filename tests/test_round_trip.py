@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import attacker
+from tests.helpers import DynamoAttacker, attacker
 
 from modelledger import Registry
 from modelledger._audit import AliasChange, StateDifference
@@ -172,10 +172,20 @@ def world(db_url: str, tmp_path: Path, credit_data, fitted_pipeline) -> Iterator
     out["policy"] = alice.policy()
     out["events"] = list(alice.audit(limit=500))
     out["token"] = alice.create_token("bob@example.com", expires="7d")[1]
-    with attacker(db_url) as conn:
-        conn.exec_driver_sql("UPDATE version_state SET approved_by = 'mallory@example.com'")
-        conn.exec_driver_sql("DELETE FROM model_aliases")
-        conn.exec_driver_sql("UPDATE ledger_events SET reason = 'nothing to see' WHERE seq = 3")
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        for model in [m.name for m in alice.list_models(limit=1000)]:
+            for item in editor.model_items(model):
+                if item["sk"].startswith("T#"):
+                    editor.put_state({**item, "approved_by": "mallory@example.com"})
+                elif item["sk"].startswith("A#"):
+                    editor.delete_state(item)
+        editor.update_event(3, reason="nothing to see")
+    else:
+        with attacker(db_url) as conn:
+            conn.exec_driver_sql("UPDATE version_state SET approved_by = 'mallory@example.com'")
+            conn.exec_driver_sql("DELETE FROM model_aliases")
+            conn.exec_driver_sql("UPDATE ledger_events SET reason = 'nothing to see' WHERE seq = 3")
     out["differences"] = alice.check_state()
     out["verify_after"] = alice.verify()
     out["ledger_after"] = alice.verify_ledger()

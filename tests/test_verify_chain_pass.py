@@ -1,7 +1,7 @@
 """The ledger pass of ``verify``: an event hashed over its stored data text (and again,
 re-encoded, when that text is not what was hashed), and the unsigned tail: events after the
 last signed checkpoint, which no write leaves, named as a problem. Real SQLite and
-PostgreSQL, a real attacker connection (tests/helpers.py ``attacker``)."""
+PostgreSQL and DynamoDB, a real attacker's edits (tests/helpers.py ``ledger_editor``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import sqlalchemy as sa
-from tests.helpers import attacker
+from tests.helpers import ledger_editor
 
 from modelledger import Registry
 from modelledger._canonical import canonicalize_str
@@ -28,22 +27,20 @@ def test_a_data_text_stored_otherwise_still_verifies(registry: Registry, db_url:
     registry.register("m", _folder(tmp_path, 0), capture=False, load_check=False)
     # The same data written as another encoder would (spaces, another key order): the text is
     # not the bytes the chain hashed, but the value is, so the chain holds.
-    with attacker(db_url) as conn:
-        seq, data = conn.execute(
-            sa.text("SELECT seq, data FROM ledger_events WHERE action = 'version.registered'")
-        ).one()
+    with ledger_editor(db_url) as editor:
+        seq, data = next(
+            (e["seq"], e["data"]) for e in editor.events() if e["action"] == "version.registered"
+        )
         record = json.loads(data)
         loose = json.dumps(dict(reversed(list(record.items()))), indent=1)
         assert loose != data and json.loads(loose) == record
-        conn.execute(sa.text("UPDATE ledger_events SET data = :d WHERE seq = :s"), {"d": loose, "s": seq})
+        editor.update_event(seq, data=loose)
     report = registry.verify(record=False)
     assert report.ok, [str(p) for p in report.problems]
     # a change of value in that text is still an edit
-    with attacker(db_url) as conn:
+    with ledger_editor(db_url) as editor:
         record["digest"] = "sha256:" + "0" * 64
-        conn.execute(
-            sa.text("UPDATE ledger_events SET data = :d WHERE seq = :s"), {"d": json.dumps(record), "s": seq}
-        )
+        editor.update_event(seq, data=json.dumps(record))
     problems = registry.verify(record=False).problems
     assert (problems[0].kind, problems[0].path) == ("edited_event", f"ledger event {seq}")
 
@@ -51,8 +48,8 @@ def test_a_data_text_stored_otherwise_still_verifies(registry: Registry, db_url:
 def _append_unsigned(db_url: str, *, actor: str) -> int:
     """Append an event at the tail with its correct hash and move the head row to it, as
     someone with database access but no key can: no checkpoint signs it."""
-    with attacker(db_url) as conn:
-        seq, prev = conn.execute(sa.text("SELECT seq, hash FROM ledger_head WHERE id = 1")).one()
+    with ledger_editor(db_url) as editor:
+        seq, prev = editor.head()
         event = LedgerEvent(
             seq=int(seq) + 1,
             time="2026-01-01T00:00:00.000000Z",
@@ -62,11 +59,7 @@ def _append_unsigned(db_url: str, *, actor: str) -> int:
             data={"model": "m", "alias": "champion", "version": 1, "aliases": {"champion": 1}},
         )
         digest = hashlib.sha256(bytes.fromhex(prev) + event_bytes(event)).hexdigest()
-        conn.execute(
-            sa.text(
-                "INSERT INTO ledger_events (seq, time, actor, action, subject, data, reason, hash) "
-                "VALUES (:seq, :time, :actor, :action, :subject, :data, NULL, :hash)"
-            ),
+        editor.insert_event(
             {
                 "seq": event.seq,
                 "time": event.time,
@@ -75,11 +68,9 @@ def _append_unsigned(db_url: str, *, actor: str) -> int:
                 "subject": event.subject,
                 "data": canonicalize_str(event.data),
                 "hash": digest,
-            },
+            }
         )
-        conn.execute(
-            sa.text("UPDATE ledger_head SET seq = :s, hash = :h WHERE id = 1"), {"s": event.seq, "h": digest}
-        )
+        editor.set_head(event.seq, digest)
     return event.seq
 
 
@@ -102,8 +93,8 @@ def test_a_deleted_last_checkpoint_leaves_its_write_unsigned(
     before = registry.ledger_head()[0]
     registry.register("m", _folder(tmp_path, 1), capture=False, load_check=False)
     head = registry.ledger_head()[0]
-    with attacker(db_url) as conn:
-        conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq = :s"), {"s": head})
+    with ledger_editor(db_url) as editor:
+        editor.delete_checkpoint(head)
     problems = registry.verify(record=False).problems
     tail = [p for p in problems if p.kind == "unsigned_tail"]
     assert [p.path for p in tail] == [f"ledger events {before + 1}..{head}"]

@@ -1,6 +1,6 @@
 """``verify`` records what it proved; ``verify(since_last=True)`` checks only what came after,
-plus the continuity with that record. Real SQLite and PostgreSQL, real files, a real attacker
-connection (tests/helpers.py ``attacker``)."""
+plus the continuity with that record. Real SQLite, PostgreSQL and DynamoDB, real files, a real
+attacker's edits (tests/helpers.py ``ledger_editor``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import pickle
 from dataclasses import replace
 from pathlib import Path
 
-import sqlalchemy as sa
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tests.helpers import Doubler, attacker
+from tests.helpers import Doubler, ledger_editor
 
 from modelledger import ModelVersion, Registry
 from modelledger._canonical import canonicalize_str
@@ -109,10 +108,11 @@ def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: st
     _register(registry, tmp_path, "m", 1)
     # The attacker edits the old registration event and recomputes every hash after it (the
     # chain then links again) and the head row; checkpoints cannot be re-signed without a key.
-    with attacker(db_url) as conn:
-        rows = conn.execute(
-            sa.text("SELECT seq, time, actor, action, subject, data, reason FROM ledger_events ORDER BY seq")
-        ).all()
+    with ledger_editor(db_url) as editor:
+        rows = [
+            (e["seq"], e["time"], e["actor"], e["action"], e["subject"], e["data"], e.get("reason"))
+            for e in editor.events()
+        ]
         prev = bytes(32)
         for seq, time, actor, action, subject, data, reason in rows:
             record = json.loads(data)
@@ -123,9 +123,7 @@ def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: st
             ):
                 record["digest"] = "sha256:" + "0" * 64
                 data = canonicalize_str(record)
-                conn.execute(
-                    sa.text("UPDATE ledger_events SET data = :d WHERE seq = :s"), {"d": data, "s": seq}
-                )
+                editor.update_event(seq, data=data)
             text = (
                 '{"action":'
                 + json.dumps(action)
@@ -144,10 +142,8 @@ def test_a_rewritten_old_ledger_breaks_continuity(registry: Registry, db_url: st
                 + "}"
             )
             prev = hashlib.sha256(prev + text.encode()).digest()
-            conn.execute(
-                sa.text("UPDATE ledger_events SET hash = :h WHERE seq = :s"), {"h": prev.hex(), "s": seq}
-            )
-        conn.execute(sa.text("UPDATE ledger_head SET hash = :h WHERE id = 1"), {"h": prev.hex()})
+            editor.update_event(seq, hash=prev.hex())
+        editor.set_head(rows[-1][0], prev.hex())
     report = registry.verify(since_last=True)
     assert not report.ok and report.mode == "full"  # the break sends it back to a full verify
     assert report.problems[0].kind == "continuity"
@@ -163,8 +159,8 @@ def test_deleted_old_events_break_continuity(registry: Registry, db_url: str, tm
     assert full.ok and full.recorded is not None
     _register(registry, tmp_path, "m", 2)
     # one event in the middle of what was proved: the chain at the recorded seq is untouched
-    with attacker(db_url) as conn:
-        conn.execute(sa.text("DELETE FROM ledger_events WHERE seq = :s"), {"s": full.recorded.seq - 1})
+    with ledger_editor(db_url) as editor:
+        editor.delete_event(full.recorded.seq - 1)
     report = registry.verify(since_last=True)
     assert not report.ok
     assert report.problems[0].kind == "continuity" and "deleted" in report.problems[0].detail
@@ -177,16 +173,10 @@ def test_a_tampered_record_is_caught(registry: Registry, db_url: str, tmp_path: 
     _flip(tmp_path / "artifacts" / v.folder / "artifacts" / "notes.txt")
     # the attacker moves the record past the tampered version, so since_last would skip it
     key = _record_key(registry)
-    with attacker(db_url) as conn:
-        text = conn.execute(
-            sa.text("SELECT value FROM registry_settings WHERE key = :k"), {"k": key}
-        ).scalar()
-        record = json.loads(text)
+    with ledger_editor(db_url) as editor:
+        record = json.loads(editor.setting(key))
         record["version_key"] = v.key
-        conn.execute(
-            sa.text("UPDATE registry_settings SET value = :v WHERE key = :k"),
-            {"v": json.dumps(record), "k": key},
-        )
+        editor.set_setting(key, json.dumps(record))
     report = registry.verify(since_last=True)
     kinds = [p.kind for p in report.problems]
     assert kinds[0] == "verify_record" and "edited" in report.problems[0].detail
@@ -229,12 +219,10 @@ def test_an_edited_new_event_is_caught(registry: Registry, db_url: str, tmp_path
     assert full.ok and full.recorded is not None
     registry.set_version_tags("models:/m/1", {"owner": "team-a"})
     # a new event edited in place (its stored hash left alone)
-    with attacker(db_url) as conn:
-        seq = conn.execute(sa.text("SELECT max(seq) FROM ledger_events")).scalar()
+    with ledger_editor(db_url) as editor:
+        seq = editor.events()[-1]["seq"]
         assert seq > full.recorded.seq
-        conn.execute(
-            sa.text("UPDATE ledger_events SET actor = 'mallory@example.com' WHERE seq = :s"), {"s": seq}
-        )
+        editor.update_event(seq, actor="mallory@example.com")
     report = registry.verify(since_last=True)
     assert report.mode == "since_last"
     found = [(p.kind, p.path) for p in report.problems]
@@ -253,13 +241,14 @@ def test_deleting_the_last_proved_writes_breaks_continuity(
     _register(registry, tmp_path, "m", 2)
     # Cut the ledger back to before the last proved write: its events and checkpoint, and
     # everything after, gone; the head row set back so the chain and the head agree again.
-    with attacker(db_url) as conn:
-        conn.execute(sa.text("DELETE FROM ledger_events WHERE seq > :s"), {"s": before})
-        conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq > :s"), {"s": before})
-        head = conn.execute(sa.text("SELECT hash FROM ledger_events WHERE seq = :s"), {"s": before}).scalar()
-        conn.execute(
-            sa.text("UPDATE ledger_head SET seq = :s, hash = :h WHERE id = 1"), {"s": before, "h": head}
-        )
+    with ledger_editor(db_url) as editor:
+        for event in editor.events():
+            if event["seq"] > before:
+                editor.delete_event(event["seq"])
+        for checkpoint in editor.checkpoints():
+            if checkpoint["seq"] > before:
+                editor.delete_checkpoint(checkpoint["seq"])
+        editor.set_head(before, next(e["hash"] for e in editor.events() if e["seq"] == before))
     report = registry.verify(since_last=True)
     assert not report.ok and report.mode == "full"
     first = report.problems[0]
@@ -283,11 +272,8 @@ def test_a_record_signed_by_another_key_is_not_used(registry: Registry, db_url: 
             full.recorded, seq=head_seq, head_hash=head_hash, version_key=v.key, key_id=claimed, signature=""
         )
         forged = replace(forged, signature=base64.b64encode(sign(mallory, record_payload(forged))).decode())
-        with attacker(db_url) as conn:
-            conn.execute(
-                sa.text("UPDATE registry_settings SET value = :v WHERE key = :k"),
-                {"v": json.dumps(forged.to_dict()), "k": key},
-            )
+        with ledger_editor(db_url) as editor:
+            editor.set_setting(key, json.dumps(forged.to_dict()))
         report = registry.verify(since_last=True, record=False)
         kinds = [p.kind for p in report.problems]
         assert kinds[0] == "verify_record", kinds

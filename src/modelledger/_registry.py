@@ -108,7 +108,7 @@ from .errors import (
     PermissionDenied,
     SchemaOutdated,
 )
-from .stores import open_metadata_store
+from .stores import artifact_storage_options, open_metadata_store
 from .stores.artifacts import CHUNK, ArtifactStore
 from .stores.protocols import MetadataStore, Signer
 
@@ -226,7 +226,7 @@ class Registry(GovernanceVerbs, EventVerbs):
             home = config.home.value
             url = _sqlite_url(home / "registry.db")
             artifacts = artifacts or (home / "artifacts").as_uri()
-        metadata = open_metadata_store(url)
+        metadata = open_metadata_store(url, storage_options=storage_options)
         if artifacts is None:
             db = _sqlite_file(url)
             if db is None:
@@ -248,7 +248,7 @@ class Registry(GovernanceVerbs, EventVerbs):
             ArtifactStore(
                 artifacts,
                 object_lock=object_lock_from(config.object_lock.value),
-                **dict(storage_options or {}),
+                **artifact_storage_options(storage_options or {}),
             ),
             auto_migrate=home is not None,
             folder_naming=folder_naming,
@@ -1512,6 +1512,8 @@ def _sqlite_url(path: Path) -> str:
 
 def _sqlite_file(url: str) -> Path | None:
     """The database file a ``sqlite:///`` URL names (absolute), else None."""
+    if not url.lower().startswith("sqlite"):
+        return None  # a server's URL (a dynamodb:// one is not even SQLAlchemy's to parse)
     import sqlalchemy.engine  # only opening a SQL registry needs it
 
     parsed = sqlalchemy.engine.make_url(url)
@@ -1520,7 +1522,10 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database).absolute()
 
 
-def _default_key_path(url: str) -> Path:
+def _default_key_path(url: str) -> Path | None:
+    """Where an older release kept a SQL registry's key (None: a backend that never did)."""
+    if url.lower().startswith("dynamodb:"):
+        return None
     import sqlalchemy.engine  # only opening a SQL registry needs it
 
     parsed = sqlalchemy.engine.make_url(url)

@@ -11,17 +11,13 @@ import json
 import os
 from pathlib import Path
 
-import sqlalchemy as sa
-from tests.helpers import attacker
+from tests.helpers import DynamoAttacker, SqlEditor, ledger_editor
 
 from modelledger import Registry
 
 
-def _seq_of(conn: sa.Connection, action: str, nth: int = 0) -> int:
-    seqs = conn.exec_driver_sql(
-        f"SELECT seq FROM ledger_events WHERE action = '{action}' ORDER BY seq"
-    ).scalars()
-    return int(list(seqs)[nth])
+def _seq_of(editor: SqlEditor | DynamoAttacker, action: str, nth: int = 0) -> int:
+    return int([e["seq"] for e in editor.events() if e["action"] == action][nth])
 
 
 def _ledger_problem(reg: Registry) -> tuple[str, str]:
@@ -34,15 +30,11 @@ def _ledger_problem(reg: Registry) -> tuple[str, str]:
 
 
 def test_edited_event(history: Registry, db_url: str) -> None:
-    with attacker(db_url) as conn:
-        seq = _seq_of(conn, "version.approved")
-        row = conn.exec_driver_sql(f"SELECT data FROM ledger_events WHERE seq = {seq}").scalar_one()
-        data = json.loads(row)
+    with ledger_editor(db_url) as editor:
+        seq = _seq_of(editor, "version.approved")
+        data = json.loads(next(e["data"] for e in editor.events() if e["seq"] == seq))
         data["registered_by"] = "someone-else@bank.example"
-        conn.execute(
-            sa.text("UPDATE ledger_events SET actor = 'carol@bank.example', data = :d WHERE seq = :s"),
-            {"d": json.dumps(data), "s": seq},
-        )
+        editor.update_event(seq, actor="carol@bank.example", data=json.dumps(data))
     assert _ledger_problem(history) == ("edited_event", f"ledger event {seq}")
 
 
@@ -50,12 +42,11 @@ def test_edited_event_with_the_chain_recomputed(history: Registry, db_url: str) 
     """A careful attacker re-hashes every later event; the signed checkpoints still disagree."""
     from modelledger._ledger import ChainBuilder, LedgerEvent
 
-    with attacker(db_url) as conn:
-        seq = _seq_of(conn, "version.approved")
-        rows = conn.exec_driver_sql("SELECT * FROM ledger_events ORDER BY seq").mappings().all()
+    with ledger_editor(db_url) as editor:
+        seq = _seq_of(editor, "version.approved")
         builder = ChainBuilder()
-        for r in rows:
-            reason = "rubber-stamped" if r["seq"] == seq else r["reason"]
+        for r in editor.events():
+            reason = "rubber-stamped" if r["seq"] == seq else r.get("reason")
             event = LedgerEvent(
                 seq=r["seq"],
                 time=r["time"],
@@ -66,52 +57,38 @@ def test_edited_event_with_the_chain_recomputed(history: Registry, db_url: str) 
                 reason=reason,
             )
             digest = builder.append(event)
-            conn.execute(
-                sa.text("UPDATE ledger_events SET reason = :r, hash = :h WHERE seq = :s"),
-                {"r": reason, "h": digest, "s": r["seq"]},
-            )
+            editor.update_event(r["seq"], reason=reason, hash=digest)
     kind, _path = _ledger_problem(history)
     assert kind == "checkpoint_mismatch"
 
 
 def test_deleted_event(history: Registry, db_url: str) -> None:
-    with attacker(db_url) as conn:
-        seq = _seq_of(conn, "deployment.deployed", nth=0)
-        conn.exec_driver_sql(f"DELETE FROM ledger_events WHERE seq = {seq}")
+    with ledger_editor(db_url) as editor:
+        seq = _seq_of(editor, "deployment.deployed", nth=0)
+        editor.delete_event(seq)
     assert _ledger_problem(history) == ("deleted_event", f"ledger event {seq}")
 
 
 def test_two_swapped_events(history: Registry, db_url: str) -> None:
-    with attacker(db_url) as conn:
-        a = _seq_of(conn, "version.approved", nth=0)
-        b = _seq_of(conn, "version.approved", nth=1)
-        cols = "time, actor, action, subject, data, reason, hash"
-        ra = conn.exec_driver_sql(f"SELECT {cols} FROM ledger_events WHERE seq = {a}").mappings().one()
-        rb = conn.exec_driver_sql(f"SELECT {cols} FROM ledger_events WHERE seq = {b}").mappings().one()
+    with ledger_editor(db_url) as editor:
+        a = _seq_of(editor, "version.approved", nth=0)
+        b = _seq_of(editor, "version.approved", nth=1)
+        cols = ("time", "actor", "action", "subject", "data", "reason", "hash")
+        ra, rb = ({k: e[k] for k in cols} for s in (a, b) for e in editor.events() if e["seq"] == s)
         for seq, row in ((a, rb), (b, ra)):
-            conn.execute(
-                sa.text(
-                    "UPDATE ledger_events SET time=:time, actor=:actor, action=:action, subject=:subject, "
-                    "data=:data, reason=:reason, hash=:hash WHERE seq = :seq"
-                ),
-                {**row, "seq": seq},
-            )
+            editor.update_event(seq, **row)
     kind, path = _ledger_problem(history)
     assert kind == "reordered_events"
     assert path == f"ledger event {a}"
 
 
 def test_forged_checkpoint_signature(history: Registry, db_url: str) -> None:
-    with attacker(db_url) as conn:
-        seq, sig = conn.exec_driver_sql(
-            "SELECT seq, signature FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
-        ).one()
-        forged = bytearray(base64.b64decode(sig))
+    with ledger_editor(db_url) as editor:
+        last = editor.checkpoints()[-1]
+        seq = last["seq"]
+        forged = bytearray(base64.b64decode(last["signature"]))
         forged[0] ^= 0x01
-        conn.execute(
-            sa.text("UPDATE ledger_checkpoints SET signature = :s WHERE seq = :q"),
-            {"s": base64.b64encode(bytes(forged)).decode(), "q": seq},
-        )
+        editor.update_checkpoint(seq, signature=base64.b64encode(bytes(forged)).decode())
     assert _ledger_problem(history) == ("bad_checkpoint_signature", f"ledger event {seq}")
 
 
@@ -121,15 +98,11 @@ def test_checkpoint_signed_with_another_key(history: Registry, db_url: str, tmp_
 
     generate_key(tmp_path / "mallory.key")
     mallory = load_private_key(tmp_path / "mallory.key")
-    with attacker(db_url) as conn:
-        seq, head, when = conn.exec_driver_sql(
-            "SELECT seq, head_hash, time FROM ledger_checkpoints ORDER BY seq DESC LIMIT 1"
-        ).one()
-        cp = sign_checkpoint(mallory, int(seq), head, when)
-        conn.execute(
-            sa.text("UPDATE ledger_checkpoints SET signature = :s, key_id = :k WHERE seq = :q"),
-            {"s": cp.signature, "k": cp.key_id, "q": seq},
-        )
+    with ledger_editor(db_url) as editor:
+        last = editor.checkpoints()[-1]
+        seq = last["seq"]
+        cp = sign_checkpoint(mallory, int(seq), last["head_hash"], last["time"])
+        editor.update_checkpoint(seq, signature=cp.signature, key_id=cp.key_id)
     assert _ledger_problem(history) == ("checkpoint_wrong_key", f"ledger event {seq}")
 
 
@@ -166,11 +139,8 @@ def test_changed_manifest_in_the_database_with_a_recomputed_digest(history: Regi
     manifest = dict(v.manifest)
     manifest["metrics"] = {"auc": 0.99}
     digest = version_digest([FileEntry.from_dict(f.to_dict()) for f in v.files], manifest)
-    with attacker(db_url) as conn:
-        conn.execute(
-            sa.text("UPDATE model_versions SET manifest = :m, digest = :d WHERE version = 2"),
-            {"m": json.dumps(manifest), "d": digest},
-        )
+    with ledger_editor(db_url) as editor:
+        editor.update_version("credit-risk", 2, manifest=json.dumps(manifest), digest=digest)
     found = {(p.kind, p.path, p.detail) for p in history.verify().problems}
     assert ("mismatch", v.folder, "version digest differs from its registration in the ledger") in found
     assert ("mismatch", f"{v.folder}/manifest.json", "differs from the registered manifest") in found

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from tests.helpers import Tripwire, attacker
+from tests.helpers import DynamoAttacker, Tripwire, attacker, ledger_editor
 
 from modelledger import Conflict, IntegrityError, PermissionDenied, Registry
 from modelledger._integrity import version_digest
@@ -46,11 +46,8 @@ def test_a_substituted_artefact_with_a_rewritten_row_is_not_unpickled(
     files = [{"path": "model.pkl", "size": len(evil), "sha256": sha}]
     forged = [type(v.files[0])(path="model.pkl", size=len(evil), sha256=sha)]
     digest = version_digest(forged, v.manifest)
-    with attacker(db_url) as conn:
-        conn.execute(
-            sa.text("UPDATE model_versions SET files = :f, digest = :d WHERE folder = :folder"),
-            {"f": json.dumps(files), "d": digest, "folder": v.folder},
-        )
+    with ledger_editor(db_url) as editor:
+        editor.update_version("m", v.version, files=json.dumps(files), digest=digest)
     fresh = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"))
     with pytest.raises(IntegrityError, match="is not the one registered in the ledger"):
         fresh.load(v.uri)
@@ -62,18 +59,15 @@ def test_an_edited_registration_event_is_caught_by_its_signed_checkpoint(
     alice: Registry, db_url: str, tmp_path: Path, fitted_pipeline: object
 ) -> None:
     v = alice.register("m", fitted_pipeline, capture=False)
-    with attacker(db_url) as conn:
-        row = conn.exec_driver_sql(
-            "SELECT seq, data FROM ledger_events WHERE action = 'version.registered'"
-        ).one()
-        data = json.loads(row.data)
-        data["digest"] = "sha256:" + "0" * 64
-        conn.execute(
-            sa.text("UPDATE ledger_events SET data = :d WHERE seq = :s"),
-            {"d": json.dumps(data), "s": row.seq},
+    with ledger_editor(db_url) as editor:
+        seq, text = next(
+            (e["seq"], e["data"]) for e in editor.events() if e["action"] == "version.registered"
         )
+        data = json.loads(text)
+        data["digest"] = "sha256:" + "0" * 64
+        editor.update_event(seq, data=json.dumps(data))
     fresh = Registry.open(db_url, artifacts=str(tmp_path / "artifacts"))
-    with pytest.raises(IntegrityError, match=f"ledger event {row.seq}"):
+    with pytest.raises(IntegrityError, match=f"ledger event {seq}"):
         fresh.load(v.uri)
 
 
@@ -82,12 +76,17 @@ def test_a_relaxed_policy_row_does_not_allow_self_approval(
 ) -> None:
     v = alice.register("m", fitted_pipeline, capture=False)
     assert alice.policy().four_eyes
-    with attacker(db_url) as conn:
-        conn.exec_driver_sql("DELETE FROM registry_settings WHERE key = 'policy'")
-        conn.execute(
-            sa.text("INSERT INTO registry_settings (key, value) VALUES ('policy', :v)"),
-            {"v": json.dumps({"four_eyes": False})},
+    if db_url.startswith("dynamodb:"):
+        DynamoAttacker(db_url).put_state(
+            {"pk": "SET", "sk": "policy", "value": json.dumps({"four_eyes": False})}
         )
+    else:
+        with attacker(db_url) as conn:
+            conn.exec_driver_sql("DELETE FROM registry_settings WHERE key = 'policy'")
+            conn.execute(
+                sa.text("INSERT INTO registry_settings (key, value) VALUES ('policy', :v)"),
+                {"v": json.dumps({"four_eyes": False})},
+            )
     assert alice.policy().four_eyes  # the policy is what the ledger recorded
     with pytest.raises(PermissionDenied, match="four-eyes"):
         alice.approve(v.uri, reason="I approve my own model")
@@ -99,8 +98,15 @@ def test_an_edited_state_row_does_not_let_an_unapproved_version_deploy(
 ) -> None:
     v = alice.register("m", fitted_pipeline, capture=False)
     assert alice.state(v.uri).stage == "validated"
-    with attacker(db_url) as conn:
-        conn.exec_driver_sql("UPDATE version_state SET stage = 'approved', approved_by = 'bob@bank.example'")
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        state = editor.version_item("m", v.version, "T")
+        editor.put_state({**state, "stage": "approved", "approved_by": "bob@bank.example"})
+    else:
+        with attacker(db_url) as conn:
+            conn.exec_driver_sql(
+                "UPDATE version_state SET stage = 'approved', approved_by = 'bob@bank.example'"
+            )
     assert bob.state(v.uri).stage == "approved"  # the index says so...
     with pytest.raises(Conflict, match="is validated: only an approved version can be deployed"):
         bob.deploy(v.uri)  # ...but the decision reads the ledger
@@ -113,9 +119,15 @@ def test_gc_keeps_what_the_ledger_references_even_when_its_row_is_gone(
 ) -> None:
     v = alice.register("m", fitted_pipeline, capture=False)
     folder = tmp_path / "artifacts" / v.folder
-    with attacker(db_url) as conn:
-        conn.exec_driver_sql("DELETE FROM version_state")
-        conn.exec_driver_sql("DELETE FROM model_versions")
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        for item in editor.model_items("m"):
+            if item["sk"].startswith(("T#", "V#")):
+                editor.delete_state(item)
+    else:
+        with attacker(db_url) as conn:
+            conn.exec_driver_sql("DELETE FROM version_state")
+            conn.exec_driver_sql("DELETE FROM model_versions")
     report = alice.gc(older_than="0", delete=True)
     assert v.folder not in {item.path for item in report.items}
     assert (folder / "manifest.json").exists()

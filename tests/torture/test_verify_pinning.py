@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from tests.helpers import attacker
+from tests.helpers import DynamoAttacker, attacker
 
 from modelledger import Predictor, Registry
 from modelledger._keys import generate_key, load_private_key
@@ -26,6 +26,12 @@ from modelledger.stores.artifacts import ArtifactStore
 
 def _cut_tail(db_url: str, keep: int, *, fix_head: bool) -> None:
     """Delete every event after ``keep`` and their checkpoints, as someone hiding them would."""
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        editor.cut_after(keep)
+        if fix_head:
+            editor.set_head(keep, next(e["hash"] for e in editor.events() if e["seq"] == keep))
+        return
     with attacker(db_url) as conn:
         conn.execute(sa.text("DELETE FROM ledger_events WHERE seq > :k"), {"k": keep})
         conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq > :k"), {"k": keep})
@@ -67,6 +73,9 @@ def test_a_cut_that_leaves_the_head_row_is_caught_without_a_pin(history: Registr
 @pytest.fixture
 def keep_key_rows(db_url: str) -> Iterator[None]:
     """The session's PostgreSQL key row outlives a test that replaces it: put it back."""
+    if db_url.startswith("dynamodb:"):  # tables of the test's own: nothing outlives it
+        yield
+        return
     with attacker(db_url) as conn:
         rows = conn.exec_driver_sql("SELECT key_id, public_pem, created_at FROM registry_keys").all()
     yield
@@ -86,19 +95,27 @@ def test_a_history_re_signed_with_another_key_is_caught_by_the_pinned_key(
     genuine = history.public_key()
     public = generate_key(tmp_path / "mallory.key")
     mallory = load_private_key(tmp_path / "mallory.key")
-    with attacker(db_url) as conn:
-        rows = conn.exec_driver_sql("SELECT seq, head_hash, time FROM ledger_checkpoints").all()
-        for seq, head, when in rows:
-            cp = sign_checkpoint(mallory, int(seq), head, when)
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        for row in editor.checkpoints():
+            cp = sign_checkpoint(mallory, int(row["seq"]), row["head_hash"], row["time"])
+            editor.update_checkpoint(row["seq"], signature=cp.signature, key_id=cp.key_id)
+        key = editor.get_state("KEY", "KEY")
+        editor.put_state({**key, "key_id": cp.key_id, "public_pem": public.decode(), "created_at": "x"})
+    else:
+        with attacker(db_url) as conn:
+            rows = conn.exec_driver_sql("SELECT seq, head_hash, time FROM ledger_checkpoints").all()
+            for seq, head, when in rows:
+                cp = sign_checkpoint(mallory, int(seq), head, when)
+                conn.execute(
+                    sa.text("UPDATE ledger_checkpoints SET signature = :s, key_id = :k WHERE seq = :q"),
+                    {"s": cp.signature, "k": cp.key_id, "q": seq},
+                )
+            conn.exec_driver_sql("DELETE FROM registry_keys")
             conn.execute(
-                sa.text("UPDATE ledger_checkpoints SET signature = :s, key_id = :k WHERE seq = :q"),
-                {"s": cp.signature, "k": cp.key_id, "q": seq},
+                sa.text("INSERT INTO registry_keys (key_id, public_pem, created_at) VALUES (:k, :p, 'x')"),
+                {"k": cp.key_id, "p": public.decode()},
             )
-        conn.exec_driver_sql("DELETE FROM registry_keys")
-        conn.execute(
-            sa.text("INSERT INTO registry_keys (key_id, public_pem, created_at) VALUES (:k, :p, 'x')"),
-            {"k": cp.key_id, "p": public.decode()},
-        )
     fresh = Registry.open(db_url, artifacts=history.artifact_root)
     # checkpoints by a key no member holds: every event after the root is named, even unpinned
     unpinned = fresh.verify().problems
@@ -269,11 +286,17 @@ def test_a_replaced_data_set_file_with_a_rewritten_row_is_caught(
     target = tmp_path / "artifacts" / dv.path
     target.chmod(0o644)
     target.write_bytes(forged.read_bytes())
-    with attacker(db_url) as conn:
-        conn.execute(
-            sa.text("UPDATE dataset_versions SET file_sha256 = :s, size_bytes = :n WHERE path = :p"),
-            {"s": hashlib.sha256(forged.read_bytes()).hexdigest(), "n": forged.stat().st_size, "p": dv.path},
-        )
+    sha, size = hashlib.sha256(forged.read_bytes()).hexdigest(), forged.stat().st_size
+    if db_url.startswith("dynamodb:"):
+        editor = DynamoAttacker(db_url)
+        item = editor.get_state(f"D#{dv.name}", f"V#{dv.version:010d}")
+        editor.put_state({**item, "file_sha256": sha, "size_bytes": size})
+    else:
+        with attacker(db_url) as conn:
+            conn.execute(
+                sa.text("UPDATE dataset_versions SET file_sha256 = :s, size_bytes = :n WHERE path = :p"),
+                {"s": sha, "n": size, "p": dv.path},
+            )
     details = {p.detail for p in registry.verify().problems if p.kind == "mismatch" and p.path == dv.path}
     assert "data set row differs from its record in the ledger" in details
     assert any(d.endswith(f"expected {dv.file_sha256}") for d in details)  # held to the ledger's sha256

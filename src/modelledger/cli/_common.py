@@ -269,7 +269,7 @@ _WHERE_OPTIONS = [
         "--registry",
         "registry_url",
         metavar="URL",
-        help="Metadata database: sqlite:///path.db or postgresql://... "
+        help="Metadata database: sqlite:///path.db, postgresql://... or dynamodb://<table-prefix>?region=... "
         "[env: MODELLEDGER_URL; else `registry` in modelledger.toml or the user config; "
         "default: the embedded ./.modelledger registry]",
     ),
@@ -286,7 +286,8 @@ _WHERE_OPTIONS = [
         multiple=True,
         callback=parse_storage_options,
         metavar="KEY=VALUE",
-        help="An fsspec storage option for the artefact root (e.g. endpoint_url=http://minio:9000); "
+        help="An fsspec storage option for the artefact root (e.g. endpoint_url=http://minio:9000), "
+        "or a dynamodb:// registry's dynamodb_endpoint_url / dynamodb_region; "
         "repeat for several; values are JSON when they parse, else text. Replaces the whole "
         "[storage_options] table of lower layers "
         "[env: MODELLEDGER_STORAGE_OPTIONS as a JSON object; else modelledger.toml or the user config]",

@@ -41,12 +41,15 @@ def init(registry: Registry, create_bucket: bool, as_json: bool) -> None:
     With an S3 (or S3-compatible) artefact root, --create-bucket creates its bucket;
     point at the server with --storage-option endpoint_url=..., and give credentials and
     region as key=..., secret=..., client_kwargs='{"region_name": "eu-west-1"}' (or the
-    AWS_* environment variables, or [storage_options] in modelledger.toml).
+    AWS_* environment variables, or [storage_options] in modelledger.toml). A dynamodb://
+    registry's init creates its two tables (on-demand capacity) and their indexes, and waits
+    until they are ready; credentials come from boto3's chain (AWS_* variables, a profile, a role).
 
     \b
     Example:
         modelledger init --registry sqlite:///reg.db --artifacts ./store
         modelledger init --artifacts s3://ml-models/registry --create-bucket --storage-option endpoint_url=http://minio:9000
+        modelledger init --registry 'dynamodb://acme-?region=eu-west-1' --artifacts s3://acme-models/registry
     """
     _init(registry, create_bucket=create_bucket, as_json=as_json)
 

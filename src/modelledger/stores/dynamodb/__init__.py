@@ -1,10 +1,9 @@
-"""The DynamoDB metadata store (work in progress): metadata in DynamoDB, artefacts in S3.
+"""The DynamoDB metadata store: metadata in DynamoDB, artefacts in S3.
 
 The design, with the access pattern of every Protocol method, is docs/dynamodb.md. Every
 method of :class:`~modelledger.stores.protocols.MetadataStore` is built (mypy checks it
-below) and compared with the SQL store call by call, but the parametrised suite does not run
-on it yet, so it is not in :data:`modelledger.stores.BACKENDS`: ``Registry.open`` offers it
-once the whole suite passes on it.
+below); ``dynamodb://`` is in :data:`modelledger.stores.BACKENDS`, so ``Registry.open``, the
+CLI and ``modelledger init`` reach it, and the parametrised suite runs on it.
 """
 
 from __future__ import annotations

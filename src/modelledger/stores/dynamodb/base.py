@@ -8,6 +8,7 @@ layout and every access pattern are in docs/dynamodb.md.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..._ledger import GENESIS
-from ...errors import InvalidInput, SchemaOutdated, StorageError
+from ...errors import InvalidInput, MissingDependency, PermissionDenied, SchemaOutdated, StorageError
 
 __all__ = [
     "BUCKET",
@@ -57,6 +58,17 @@ WRITER_ACTIONS = (
 LEDGER_DENIED = ("UpdateItem", "DeleteItem", "BatchWriteItem", "DeleteTable", "UpdateTable")
 """What a writer may never do to the ledger table: it only ever puts new items there."""
 
+# The error codes that mean "these credentials may not", not "this request failed".
+_DENIED_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "MissingAuthenticationTokenException",
+    }
+)
+
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -69,6 +81,12 @@ def parse_url(url: str) -> tuple[str, str | None, str | None]:
     parts = urlsplit(url)
     if parts.scheme.lower() != "dynamodb":
         raise InvalidInput(f"not a DynamoDB registry URL: {url!r} (use dynamodb://<table-prefix>?region=...)")
+    if "@" in parts.netloc:
+        # never echo the URL: what precedes the @ is probably a secret
+        raise InvalidInput(
+            "a dynamodb:// URL carries no credentials: boto3 finds them (AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an IAM role)"
+        )
     prefix = parts.netloc + parts.path
     if not prefix or not set(prefix) <= _NAME_CHARS or len(prefix) > 200:
         raise InvalidInput(
@@ -117,9 +135,17 @@ class TxItems:
 class DynamoBase:
     """Client, tables and item helpers shared by the store's concerns."""
 
-    def __init__(self, url: str) -> None:
+    uses_storage_options = True  # open_metadata_store hands it the storage options
+
+    def __init__(self, url: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
         self.url = url
         self.prefix, self.region, self.endpoint_url = parse_url(url)
+        options = storage_options or {}
+        # Storage options (``--storage-option``, ``[storage_options]``) with names of their own,
+        # not fsspec's ``endpoint_url``: the artefact root's endpoint (MinIO, an S3 VPC endpoint)
+        # is often not DynamoDB's. The URL's own query wins, as an argument wins over a file.
+        self.endpoint_url = self.endpoint_url or options.get("dynamodb_endpoint_url")
+        self.region = self.region or options.get("dynamodb_region")
         self.ledger_table = f"{self.prefix}ledger"
         self.state_table = f"{self.prefix}state"
         self._client: Any = None
@@ -137,13 +163,34 @@ class DynamoBase:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    import boto3  # only a DynamoDB registry needs it
-                    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer  # likewise
-
+                    try:
+                        import boto3  # only a DynamoDB registry needs it
+                        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer  # likewise
+                        from botocore.config import Config  # likewise
+                        from botocore.exceptions import NoRegionError  # likewise
+                    except ImportError as exc:
+                        raise MissingDependency(
+                            package="boto3", extra="dynamodb", purpose="a dynamodb:// registry"
+                        ) from exc
                     self._ser, self._de = TypeSerializer(), TypeDeserializer()
-                    self._client = boto3.client(
-                        "dynamodb", region_name=self.region, endpoint_url=self.endpoint_url
-                    )
+                    try:
+                        made = boto3.client(
+                            "dynamodb",
+                            region_name=self.region,
+                            endpoint_url=self.endpoint_url,
+                            # AWS's recommended retries (3 attempts, capped backoff) unless the
+                            # user's AWS config says otherwise; botocore's legacy default spends
+                            # some 25 s retrying an endpoint that refuses connections
+                            config=None if _retry_configured() else Config(retries={"mode": "standard"}),
+                        )
+                    except NoRegionError:
+                        raise InvalidInput(
+                            f"no AWS region for the DynamoDB registry {self.prefix!r}: add ?region=... "
+                            "to its URL, or set AWS_DEFAULT_REGION or an AWS profile's region"
+                        ) from None
+                    except ValueError as exc:  # a malformed endpoint_url
+                        raise InvalidInput(f"DynamoDB endpoint {self.endpoint_url!r}: {exc}") from None
+                    self._client = _Translating(made, self)
         return self._client
 
     @property
@@ -429,11 +476,80 @@ class DynamoBase:
         yield  # no connections: every request is its own HTTP call on the client's pool
 
     def schema_revision(self) -> str | None:
+        client = self.client
         try:
-            found = self.get(self.state_table, "SET", "schema")
-        except StorageError:
-            return None  # no tables yet
-        return None if found is None else str(found["value"])
+            found = client.get_item(
+                TableName=self.state_table, Key=self.item({"pk": "SET", "sk": "schema"}), ConsistentRead=True
+            )
+        except client.exceptions.ResourceNotFoundException:
+            return None  # no tables yet (an unreachable endpoint is a StorageError, not this)
+        raw = found.get("Item")
+        return None if raw is None else str(self.plain(raw)["value"])
+
+
+def _retry_configured() -> bool:
+    """Whether the user chose botocore's retries (environment or the active profile)."""
+    import botocore.session  # loaded with boto3 already
+    from botocore.exceptions import ProfileNotFound  # likewise
+
+    if os.environ.get("AWS_RETRY_MODE") or os.environ.get("AWS_MAX_ATTEMPTS"):
+        return True
+    try:
+        profile = botocore.session.Session().get_scoped_config()
+    except ProfileNotFound:  # boto3 reports it when the client is made
+        return False
+    return "retry_mode" in profile or "max_attempts" in profile
+
+
+class _Translating:
+    """The boto3 client, with the failures of the transport and of the credentials raised as
+    modelledger's errors (a request's own outcomes, a failed condition, a missing table, stay
+    boto's, for the store to decide on)."""
+
+    def __init__(self, client: Any, store: DynamoBase) -> None:
+        self._client = client
+        self._store = store
+        self.exceptions = client.exceptions
+        self.meta = client.meta
+
+    def get_waiter(self, name: str) -> Any:
+        return self._client.get_waiter(name)
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._client, name)
+        if not callable(call):
+            return call
+
+        def translated(*args: Any, **kwargs: Any) -> Any:
+            from botocore.exceptions import (  # loaded with boto3 already
+                BotoCoreError,
+                ClientError,
+                ConnectionError,
+                NoCredentialsError,
+            )
+
+            try:
+                return call(*args, **kwargs)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in _DENIED_CODES:
+                    raise PermissionDenied(
+                        f"DynamoDB refused the credentials for {self._store.prefix!r} ({code}): "
+                        f"{exc.response.get('Error', {}).get('Message', '')}"
+                    ) from exc
+                raise
+            except NoCredentialsError as exc:
+                raise PermissionDenied(
+                    "no AWS credentials for the DynamoDB registry: set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where an IAM role applies"
+                ) from exc
+            except ConnectionError as exc:
+                where = self._store.endpoint_url or f"DynamoDB in {self._client.meta.region_name}"
+                raise StorageError(f"cannot reach {where}: {exc}") from exc
+            except BotoCoreError as exc:
+                raise StorageError(f"DynamoDB request failed: {exc}") from exc
+
+        return translated
 
 
 def chunks(data: bytes, size: int) -> Iterable[bytes]:

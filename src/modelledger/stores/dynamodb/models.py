@@ -524,7 +524,12 @@ class DynamoModels(DynamoDatasets):
         if after >= top:
             return
         for pointer in self._range(self.state_table, "K", after + 1, top):
-            yield self.get_version_by_key(int(pointer["sk"]))
+            try:
+                yield self.get_version_by_key(int(pointer["sk"]))
+            except NotFound:
+                # a key item whose version item is gone (removed behind the store's back): no
+                # row, as in the SQL store; verify names it from the ledger's registration
+                continue
 
     # ------------------------------------------------------------ whole-registry reads
 
