@@ -99,52 +99,82 @@ def subject_history(
 def state_differences(
     store: LedgerStore, rebuilt: ReplayedState, *, replayed_to: int | None = None
 ) -> list[StateDifference]:
-    """How the state tables differ from ``rebuilt`` (a replay of the whole ledger).
+    """How the state tables disagree with ``rebuilt`` (a replay of the whole ledger).
 
     With ``replayed_to`` (the seq the replay reached), writes that land meanwhile are
-    caught up first: the tables are read between two looks at the ledger head that agree,
-    and the replay is carried forward to that head, so a busy registry is compared with
-    itself at one instant rather than reported as different.
+    caught up first: the tables are read between two looks at the ledger head, and the
+    replay is carried forward to that head, so a busy registry is compared with itself
+    rather than reported as different. Where the head keeps moving during the read (a store
+    whose state is many requests, not one snapshot, under steady writes), an entry read
+    while writes touched it is accepted when it equals the replay at some seq between the
+    two looks: it was read at that moment. An entry that matches at no such seq is reported.
     """
     current = store.current_state()
-    if replayed_to is not None:
-        for _attempt in range(20):
-            head = store.ledger_head()[0]
-            for event, _hash in store.iter_events(after=replayed_to):
-                if event.seq > head:
-                    break
-                rebuilt.apply(
-                    state_delta(event.action, event.actor, event.time, event.seq, event.data), event.time
-                )
-                replayed_to = event.seq
-            current = store.current_state()
-            if store.ledger_head()[0] == head == replayed_to:
-                break
-    out: list[StateDifference] = []
-    for key in sorted(set(rebuilt.versions) | set(current.versions)):
+    if replayed_to is None:
+        return list(_differences(rebuilt, current).values())
+    for _attempt in range(5):
+        head = _catch_up(store, rebuilt, replayed_to)
+        replayed_to = head
+        current = store.current_state()
+        moved_to = store.ledger_head()[0]
+        if moved_to == head:
+            return list(_differences(rebuilt, current).values())
+    pending = _differences(rebuilt, current)
+    for event, _hash in store.iter_events(after=replayed_to):
+        if event.seq > moved_to:
+            break
+        rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data), event.time)
+        if pending:
+            still = _differences(rebuilt, current, only=pending)
+            pending = {key: diff for key, diff in pending.items() if key in still}
+    return list(pending.values())
+
+
+def _catch_up(store: LedgerStore, rebuilt: ReplayedState, replayed_to: int) -> int:
+    """Apply the events after ``replayed_to`` up to the head (read now) to ``rebuilt``."""
+    head = store.ledger_head()[0]
+    for event, _hash in store.iter_events(after=replayed_to):
+        if event.seq > head:
+            break
+        rebuilt.apply(state_delta(event.action, event.actor, event.time, event.seq, event.data), event.time)
+    return head
+
+
+_Key = tuple[str, Any]
+
+
+def _differences(
+    rebuilt: ReplayedState, current: ReplayedState, only: Mapping[_Key, object] | None = None
+) -> dict[_Key, StateDifference]:
+    """Each disagreement by its key (``("version", (model, n))``, ``("alias", ...)``, ...), in
+    report order; ``only`` limits the comparison to those keys."""
+
+    def keys(kind: str, *sources: Any) -> list[Any]:
+        if only is not None:
+            return sorted(k for (c, k) in only if c == kind)
+        return sorted(set().union(*sources))
+
+    out: dict[_Key, StateDifference] = {}
+    for key in keys("version", rebuilt.versions, current.versions):
         a, b = rebuilt.versions.get(key), current.versions.get(key)
         if a is None or b is None or a.to_dict() != b.to_dict():
-            out.append(
-                StateDifference(f"state of models:/{key[0]}/{key[1]}", a and a.to_dict(), b and b.to_dict())
+            out[("version", key)] = StateDifference(
+                f"state of models:/{key[0]}/{key[1]}", a and a.to_dict(), b and b.to_dict()
             )
-    for name, alias in sorted(set(rebuilt.aliases) | set(current.aliases)):
-        held, found = rebuilt.aliases.get((name, alias)), current.aliases.get((name, alias))
+    for key in keys("alias", rebuilt.aliases, current.aliases):
+        held, found = rebuilt.aliases.get(key), current.aliases.get(key)
         if held != found:
-            out.append(StateDifference(f"models:/{name}@{alias}", held, found))
-    for name in sorted(set(rebuilt.archived) | set(current.archived)):
+            out[("alias", key)] = StateDifference(f"models:/{key[0]}@{key[1]}", held, found)
+    for name in keys("archived", rebuilt.archived, current.archived):
         if (name in rebuilt.archived) != (name in current.archived):
-            out.append(
-                StateDifference(
-                    f"archived models:/{name}", name in rebuilt.archived, name in current.archived
-                )
+            out[("archived", name)] = StateDifference(
+                f"archived models:/{name}", name in rebuilt.archived, name in current.archived
             )
-    for key in sorted(set(rebuilt.tags) | set(current.tags)):
+    for key in keys("tags", rebuilt.tags, current.tags):
         if rebuilt.tags.get(key, {}) != current.tags.get(key, {}):
-            out.append(
-                StateDifference(
-                    f"tags of models:/{key[0]}/{key[1]}", rebuilt.tags.get(key), current.tags.get(key)
-                )
+            out[("tags", key)] = StateDifference(
+                f"tags of models:/{key[0]}/{key[1]}", rebuilt.tags.get(key), current.tags.get(key)
             )
-    if rebuilt.policy != current.policy:
-        out.append(StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict()))
+    if (only is None or ("policy", None) in only) and rebuilt.policy != current.policy:
+        out[("policy", None)] = StateDifference("policy", rebuilt.policy.to_dict(), current.policy.to_dict())
     return out
