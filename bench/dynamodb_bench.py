@@ -181,8 +181,8 @@ def moto_server() -> Iterator[str]:
 
 
 def open_registry(store: Any, artifacts: Path, actor: str) -> Any:
-    """The registry of ``actor`` on ``store``: the one place to switch to
-    ``Registry.open("dynamodb://...", artifacts=...)`` once that URL is offered."""
+    """The registry of ``actor`` on ``store``, built around the store itself rather than by
+    ``Registry.open("dynamodb://...")``: the meter listens on this store's client."""
     from modelledger import Registry
     from modelledger.stores.artifacts import ArtifactStore
 

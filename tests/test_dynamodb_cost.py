@@ -44,7 +44,7 @@ class Scene:
 
 
 def _open(store: DynamoStore, artifacts: Path, actor: str) -> Registry:
-    # Registry.open("dynamodb://...") once the backend is offered there
+    # around the store itself (not Registry.open): the meter listens on this store's client
     return Registry(store, ArtifactStore(artifacts.as_uri()), actor=actor)
 
 
