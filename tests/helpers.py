@@ -16,6 +16,8 @@ import click
 import numpy as np
 import sqlalchemy as sa
 
+from modelledger.stores.dynamodb.ledger import ALIAS_SLOTS
+
 
 class Doubler:
     """A plain Python model: predicts twice the first column."""
@@ -192,11 +194,11 @@ class DynamoAttacker:
             if seq > keep:
                 self._delete(self.ledger, pk, sk)
         for item in self._scan(self.state):
-            # an alias move's sort key is its event's seq * 100 + its place in the event
+            # an alias move's item carries its number: its event's seq * ALIAS_SLOTS + its place
             if (
                 item["pk"].startswith("M#")
-                and item["sk"].startswith("H#")
-                and int(item["sk"][2:]) // 100 > keep
+                and item["sk"].startswith("W#")
+                and int(item["move"]) // ALIAS_SLOTS > keep
             ):
                 self._delete(self.state, item["pk"], item["sk"])
 
@@ -280,6 +282,13 @@ class SqlEditor:
     def update_version(self, model: str, version: int, **changes: Any) -> None:
         where = "version = :where_v AND model_id = (SELECT id FROM models WHERE name = :where_m)"
         self._update("model_versions", where, {"where_v": version, "where_m": model}, changes)
+
+    def cut_after(self, keep: int) -> None:
+        """Every event after ``keep`` deleted with its checkpoints and alias moves (whose seq is
+        the event's * 100 + its place), as :meth:`DynamoAttacker.cut_after`; the head is left."""
+        self.conn.execute(sa.text("DELETE FROM ledger_events WHERE seq > :k"), {"k": keep})
+        self.conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq > :k"), {"k": keep})
+        self.conn.execute(sa.text("DELETE FROM alias_history WHERE seq > :k"), {"k": keep * 100 + 99})
 
 
 @contextmanager

@@ -2,15 +2,14 @@
 (``Registry.witness_checkpoints``) every N events and at the end of each session, and the gap
 they leave at the tail exactly as docs/verify.md states it: a cut inside the events after the
 newest copy goes unseen by ``verify --trusted-checkpoint FOLDER``; a cut past it is
-``truncated``. Real SQLite and PostgreSQL, a real attacker connection."""
+``truncated``. Real SQLite, PostgreSQL and DynamoDB, a real attacker's edits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from tests.helpers import attacker
+from tests.helpers import ledger_editor
 
 from modelledger import Registry
 from modelledger._witness import witnessed_checkpoint
@@ -20,13 +19,10 @@ from modelledger.errors import InvalidInput
 def _cut_after(db_url: str, seq: int) -> None:
     """Delete every event after ``seq`` with its checkpoints and set the head back to
     ``seq``, as someone with database access can."""
-    with attacker(db_url) as conn:
-        digest = conn.execute(sa.text("SELECT hash FROM ledger_events WHERE seq = :s"), {"s": seq}).scalar()
-        conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE seq > :s"), {"s": seq})
-        conn.execute(sa.text("DELETE FROM ledger_events WHERE seq > :s"), {"s": seq})
-        conn.execute(
-            sa.text("UPDATE ledger_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": digest}
-        )
+    with ledger_editor(db_url) as editor:
+        digest = next(e["hash"] for e in editor.events() if e["seq"] == seq)
+        editor.cut_after(seq)
+        editor.set_head(seq, digest)
 
 
 def _truncated(registry: Registry, folder: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """A full verify with worker processes (``jobs``) reports exactly what the one-process verify
 reports: the same problems in the same order, the same counts, on registries tampered with
-through a real attacker connection (tests/helpers.py ``attacker``), SQLite and PostgreSQL."""
+through a real attacker's edits (tests/helpers.py ``ledger_editor``), SQLite, PostgreSQL and DynamoDB."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tests.helpers import attacker
+from tests.helpers import ledger_editor
 
 from modelledger import Registry
 from modelledger._domain import VerifyReport
@@ -45,29 +44,20 @@ def _grow(registry: Registry, tmp_path: Path, n: int = 4) -> None:
 
 
 def _checkpoint_seqs(db_url: str) -> list[int]:
-    with attacker(db_url) as conn:
-        return [
-            int(s) for s in conn.execute(sa.text("SELECT seq FROM ledger_checkpoints ORDER BY seq")).scalars()
-        ]
+    with ledger_editor(db_url) as editor:
+        return sorted(int(c["seq"]) for c in editor.checkpoints())
 
 
 def _forge(db_url: str, seq: int, **changes: str) -> None:
     """Overwrite fields of the checkpoint at ``seq`` (a signature of another checkpoint, a
     head hash), as someone with database access but no key can."""
-    sets = ", ".join(f"{k} = :{k}" for k in changes)
-    with attacker(db_url) as conn:
-        conn.execute(
-            sa.text(f"UPDATE ledger_checkpoints SET {sets} WHERE seq = :seq"), {**changes, "seq": seq}
-        )
+    with ledger_editor(db_url) as editor:
+        editor.update_checkpoint(seq, **changes)
 
 
 def _signature_at(db_url: str, seq: int) -> str:
-    with attacker(db_url) as conn:
-        return str(
-            conn.execute(
-                sa.text("SELECT signature FROM ledger_checkpoints WHERE seq = :s"), {"s": seq}
-            ).scalar()
-        )
+    with ledger_editor(db_url) as editor:
+        return str(next(c["signature"] for c in editor.checkpoints() if c["seq"] == seq))
 
 
 def _forged_signatures(db_url: str) -> str:
@@ -92,8 +82,8 @@ def _edited_before_a_forgery(db_url: str) -> str:
     cps = _checkpoint_seqs(db_url)
     _forge(db_url, cps[8], signature=_signature_at(db_url, cps[1]))
     edited = cps[3] - 1
-    with attacker(db_url) as conn:
-        conn.execute(sa.text("UPDATE ledger_events SET actor = 'mallory' WHERE seq = :s"), {"s": edited})
+    with ledger_editor(db_url) as editor:
+        editor.update_event(edited, actor="mallory")
     return f"ledger event {edited}"
 
 
