@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from _machine import cpu_model, dist_version, git_state
+from _workload import alias_move_drafts
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -298,8 +299,6 @@ class Builder:
         return {"versions_s": round(built, 1), "alias_moves_s": round(time.perf_counter() - t0, 1)}
 
     def _alias_moves(self, n: int) -> None:
-        from modelledger._lifecycle import EventDraft
-
         b, signer = self.b, self.admin._signer()
         target = b.alias_moves + n
         while n > 0:
@@ -307,18 +306,7 @@ class Builder:
             start = b.alias_moves
 
             def decide(_ctx: Any, start: int = start, k: int = k) -> list[Any]:
-                out = []
-                for i in range(start, start + k):
-                    version, previous = 1 + i % 2, (None if i == 0 else 1 + (i - 1) % 2)
-                    data = {
-                        "model": ALIASED,
-                        "alias": "champion",
-                        "version": version,
-                        "previous": previous,
-                        "aliases": {"champion": version},
-                    }
-                    out.append(EventDraft("alias.set", f"models:/{ALIASED}@champion", data))
-                return out
+                return alias_move_drafts(ALIASED, start, k)
 
             events = self.store.govern(ALIASED, None, decide, actor=ADMIN, signer=signer)
             b.alias_moves += k

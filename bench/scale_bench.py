@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from _machine import cpu_model, dist_version, fs_type, git_state
+from _workload import alias_move_drafts
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -376,8 +377,6 @@ class Builder:
         return phases
 
     def _alias_moves(self, n: int) -> None:
-        from modelledger._lifecycle import EventDraft
-
         signer = self.registry._signer()  # the facade's checkpoint signer, as governed writes use it
         b = self.b
         while n > 0:
@@ -385,18 +384,7 @@ class Builder:
             start = b.alias_moves
 
             def decide(ctx: Any, start: int = start, k: int = k) -> list[Any]:
-                out = []
-                for i in range(start, start + k):
-                    version, previous = 1 + i % 2, (None if i == 0 else 1 + (i - 1) % 2)
-                    data = {
-                        "model": ALIASED,
-                        "alias": "champion",
-                        "version": version,
-                        "previous": previous,
-                        "aliases": {"champion": version},
-                    }
-                    out.append(EventDraft("alias.set", f"models:/{ALIASED}@champion", data))
-                return out
+                return alias_move_drafts(ALIASED, start, k)
 
             events = self.meta.govern(ALIASED, None, decide, actor=self.registry.actor, signer=signer)
             b.alias_moves += k
