@@ -67,6 +67,9 @@ __all__ = [
 
 log = logging.getLogger("modelledger.openlineage")
 
+API_KEY_VARIABLE = "MODELLEDGER_OPENLINEAGE_API_KEY"
+"""The HTTP transport's bearer token (Marquez, or an OpenLineage proxy, with authentication)."""
+
 STALE_SECONDS = 600.0
 """An event claimed for delivery this long ago by a process that never finished is pending again."""
 
@@ -83,11 +86,14 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """POST each event (``Content-Type: application/json``); any answer but 2xx is a failure."""
+    """POST each event (``Content-Type: application/json``); any answer but 2xx is a failure.
+    ``api_key`` (by default ``$MODELLEDGER_OPENLINEAGE_API_KEY``: a secret, so never a config
+    file's) is sent as ``Authorization: Bearer <key>``, as OpenLineage's own clients do."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, api_key: str | None = None) -> None:
         self.url = url
         self.timeout = timeout
+        self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
 
     @property
     def target(self) -> str:
@@ -101,9 +107,10 @@ class HttpTransport:
         # compression modules, which `import modelledger` leaves to the verbs that need them
         import urllib.request
 
-        request = urllib.request.Request(
-            self.url, data=event, method="POST", headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=event, method="POST", headers=headers)
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             if not 200 <= response.status < 300:
                 raise OSError(f"{self.target} answered {response.status}")
