@@ -458,3 +458,32 @@ def test_kafka_without_its_client_is_refused_at_open(tmp_path: Path) -> None:
         Registry.open(f"sqlite:///{tmp_path / 'r.db'}", openlineage="kafka://127.0.0.1:9092")
     with pytest.raises(InvalidConfig, match="transport must be"):
         Registry.open(f"sqlite:///{tmp_path / 'r.db'}", openlineage="ftp://example.com/x")
+
+
+def test_approvals_and_deployments_a_registration_makes_itself_are_sent(tmp_path: Path) -> None:
+    target = tmp_path / "lineage.jsonl"
+    registry = Registry.open(
+        f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "a"), openlineage=f"file://{target}"
+    )
+    registry.init()
+    registry.set_policy({"auto_approve": True}, reason="low-risk tier")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"w")
+    mv = registry.register(
+        "credit-risk",
+        folder,
+        manifest={"stages": {"approved": "auto", "deployed": "auto"}, "target_alias": "champion"},
+        capture=False,
+    )
+    registry.close()
+    events = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [e["job"]["name"] for e in events] == [
+        "credit-risk.train",
+        "credit-risk.approve",
+        "credit-risk.deploy",
+    ]
+    ledger = [e["run"]["facets"]["modelledger_ledgerEvent"] for e in events[1:]]
+    assert (ledger[0]["actor"], ledger[0]["subject"]) == ("policy:auto-approve", mv.uri)
+    assert ledger[1]["alias"] == "champion"
+    assert validate(events) > 0

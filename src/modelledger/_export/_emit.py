@@ -131,10 +131,16 @@ class FileTransport:
 
     def send(self, event: bytes, run_id: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as f:
-            f.write(event + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = event + b"\n"
+        # one write on an O_APPEND descriptor: lines of processes appending at once never interleave
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"{self.path}: only {written} of {len(line)} bytes written")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         pass
@@ -431,7 +437,7 @@ class EmittingStore:
 
     def create_version(self, *args: Any, **kwargs: Any) -> ModelVersion:
         mv: ModelVersion = self._inner.create_version(*args, **kwargs)
-        self._emit(lambda: [self._training(mv)])
+        self._emit(lambda: [self._training(mv), *self._walked(mv)])
         return mv
 
     def create_dataset_version(self, *args: Any, **kwargs: Any) -> tuple[DatasetVersion, bool]:
@@ -470,6 +476,25 @@ class EmittingStore:
             with contextlib.suppress(NotFound, ValueError):
                 known.append(self._inner.get_dataset_version(name, int(number)))
         return training_event(mv, known, roles, namespace=self.namespace)
+
+    def _walked(self, mv: ModelVersion) -> list[dict[str, Any]]:
+        """The governance events a registration made by itself (a manifest's ``stages: {approved:
+        auto}`` approves or deploys in the same transaction): read back from the ledger, only
+        for a manifest that asks for it."""
+        stages = mv.manifest.get("stages") or {}
+        if not any(stages.get(s) == "auto" for s in ("approved", "deployed")):
+            return []
+        rows = self._inner.audit(
+            subjects=[mv.uri],
+            subject_prefixes=[f"models:/{mv.model}@"],
+            actor=None,
+            action=None,
+            since=None,
+            until=None,
+            after=0,
+            limit=1000,
+        )
+        return self._governance([e for e, _ in rows if _version_of(e) == mv.version])
 
     def _governance(self, events: Sequence[LedgerEvent]) -> list[dict[str, Any]]:
         out = []
