@@ -30,6 +30,7 @@ from ._domain import (
     VerifyReport,
 )
 from ._events import can_view_event, event_models
+from ._export import FORMATS as EXPORT_FORMATS
 from ._identifiers import ModelRef, parse_model_uri
 from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import STAGES, VersionState
@@ -88,6 +89,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "EXPORT_FORMATS",
     "ROLES",
     "STAGES",
     "AliasChange",

@@ -47,6 +47,7 @@ from ._erasure import (
     remove_erased,
 )
 from ._events import EventVerbs
+from ._export import export as export_provenance
 from ._governance import GovernanceVerbs
 from ._identifiers import (
     check_number,
@@ -1481,6 +1482,22 @@ class Registry(GovernanceVerbs, EventVerbs):
         age = parse_duration(older_than, what="older_than")
         self._ready()
         return collect_garbage(self._meta, self._art, older_than=age, delete=delete)
+
+    # ------------------------------------------------------------------ export
+
+    def export(self, identifier: str, *, format: str) -> bytes:
+        """The provenance of a model version (``models:/x/3``, ``models:/x@production``), a data
+        set version (``datasets:/d/2``) or a prediction id in a standard format, as bytes:
+        ``openlineage`` (:data:`EXPORT_FORMATS` lists them all; ``docs/export.md`` says which
+        tool reads each). The same registry always gives the same bytes: nothing in an export
+        depends on when it is made. Formats that are signed are signed with this process's key.
+
+        >>> data = registry.export("models:/credit-risk/3", format="openlineage")  # doctest: +SKIP
+        """
+        # export_provenance imports a format's renderer (and its libraries) only when asked for
+        return export_provenance(
+            self, identifier, format, sign=lambda data: self._identity().private().sign(data)
+        )
 
 
 # ---------------------------------------------------------------------- helpers
