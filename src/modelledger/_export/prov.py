@@ -10,8 +10,8 @@ What each record stands for:
 - **activities**: the training, each processing step of each data set version, each ledger
   event about the subject (registration, stage moves, approvals, deployments: ``ledger:<seq>``),
   and the serving of a prediction;
-- **agents**: every identity that acted (``identity:<name>``) and the registry that exports
-  (``registry:<key id>``, with its Ed25519 public key).
+- **agents**: every identity that acted (``identity:<name>``) and the registry identity that
+  exported the document (``registry:<key id>``, with its Ed25519 public key).
 
 Relations: ``used`` (the training used each data set in its role; a step used its inputs; a
 ledger event used the version it is about), ``wasGeneratedBy``, ``wasDerivedFrom`` (the model
@@ -28,6 +28,7 @@ same bytes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -90,12 +91,14 @@ def _local(text: str) -> str:
     return quote(text, safe="-._~@/")
 
 
+_VERSION_URI = re.compile(r"^(models|datasets):/([^/@]+/\d+)$")
+
+
 def _entity_id(uri: str) -> str | None:
-    """``models:/x/3`` -> ``models:x/3``; ``datasets:/d/2`` -> ``datasets:d/2``; else None."""
-    for scheme in ("models", "datasets"):
-        if uri.startswith(f"{scheme}:/"):
-            return f"{scheme}:{_local(uri[len(scheme) + 2 :])}"
-    return None
+    """``models:/x/3`` -> ``models:x/3``; ``datasets:/d/2`` -> ``datasets:d/2``; None for
+    anything else (an alias, ``models:/x@production``, names no one version)."""
+    match = _VERSION_URI.match(uri)
+    return f"{match.group(1)}:{_local(match.group(2))}" if match else None
 
 
 def _identity(actor: str) -> str:
@@ -266,6 +269,7 @@ def _add_dataset(doc: _Document, d: DatasetVersion) -> None:
                 "ml:kind": src.kind,
                 "ml:query": src.query,
                 "ml:extracted_at": src.extracted_at,
+                **{f"ml:code_{k}": scalar(v) for k, v in src.code.items() if v is not None},
             }
         )
         doc.relate(
@@ -309,7 +313,7 @@ def _add_dataset(doc: _Document, d: DatasetVersion) -> None:
         )
 
 
-def _add_event(doc: _Document, event: LedgerEvent, fallback: str | None, registry: str) -> None:
+def _add_event(doc: _Document, event: LedgerEvent, fallback: str | None) -> None:
     activity = f"ledger:{event.seq}"
     data = event.data
     doc.activity[activity] = _drop_none(
@@ -335,8 +339,6 @@ def _add_event(doc: _Document, event: LedgerEvent, fallback: str | None, registr
         prov_agent=doc.add_agent(event.actor),
         prov_role=_qn(f"ml:{role}") if role else None,
     )
-    # the registry keeps the ledger this event is in
-    doc.relate("wasAssociatedWith", prov_activity=activity, prov_agent=registry, prov_role=_qn("ml:recorder"))
 
 
 def _add_prediction(doc: _Document, record: Mapping[str, Any], model_id: str | None) -> None:
@@ -376,10 +378,10 @@ def render(p: Provenance, *, sign: Callable[[bytes], bytes] | None = None) -> by
     >>> Registry.open().export("models:/credit-risk/3", format="prov")  # doctest: +SKIP
     """
     doc = _Document()
-    registry = f"registry:{_local(p.key_id)}"
-    doc.agent[registry] = {
+    # the key that exported: what the signed formats of the same registry are checked with
+    doc.agent[f"registry:{_local(p.key_id)}"] = {
         "prov:type": _qn("prov:SoftwareAgent"),
-        "prov:label": "modelledger registry",
+        "prov:label": "modelledger registry identity that exported this document",
         "ml:key_id": p.key_id,
         "ml:public_key_ed25519": p.public_key.hex(),
     }
@@ -388,7 +390,7 @@ def render(p: Provenance, *, sign: Callable[[bytes], bytes] | None = None) -> by
         _add_dataset(doc, dataset)
     fallback = model_id or _entity_id(p.subject)
     for event in p.events:
-        _add_event(doc, event, fallback, registry)
+        _add_event(doc, event, fallback)
     if p.kind == "prediction" and p.prediction is not None:
         _add_prediction(doc, p.prediction, model_id)
     return dumps(doc.to_dict())

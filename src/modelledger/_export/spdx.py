@@ -15,8 +15,8 @@
 - Each ledger event about the subject (registration, approvals, deployments...) is an
   ``Annotation`` whose creation info names the identity that did it and when (``review`` for
   validations, approvals and rejections).
-- The registry that exports is the document's creator (a ``SoftwareAgent`` named by its key
-  id, with its Ed25519 public key); ``created`` is the newest event's time.
+- The registry identity that exports is the document's creator (a ``SoftwareAgent`` named by
+  its key id, with its Ed25519 public key); ``created`` is the newest event's time.
 
 Identifiers are IRIs under ``urn:modelledger:<digest>:`` (the subject's digest, see
 ``_std.subject_digest``) followed by readable paths (``models/credit-risk/3``,
@@ -332,7 +332,7 @@ def render(p: Provenance, *, sign: Callable[[bytes], bytes] | None = None) -> by
         {
             "type": "SoftwareAgent",
             "spdxId": g.iri("registry"),
-            "name": f"modelledger registry {p.key_id}",
+            "name": f"modelledger registry identity {p.key_id}",
             "description": f"Ed25519 public key {p.public_key.hex()}",
         }
     )

@@ -1,0 +1,195 @@
+"""``export(..., format="cyclonedx")``: a CycloneDX 1.6 ML-BOM valid against the standard's JSON
+schema (the copy ``cyclonedx-python-lib`` ships: nothing is downloaded), whose model card,
+data components and dependency graph say what the registry knows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
+from tests.export_std_support import golden_text, shared_demo
+from tests.export_support import RISK_OFFICER, Demo, check_golden
+
+from modelledger._export import Provenance, collect
+from modelledger._export import cyclonedx as cdx
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    return shared_demo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def validator() -> JsonStrictValidator:
+    return JsonStrictValidator(SchemaVersion.V1_6)
+
+
+@pytest.fixture(scope="module")
+def exported(demo: Demo) -> bytes:
+    return demo.registry.export(demo.version.uri, format="cyclonedx")
+
+
+@pytest.fixture(scope="module")
+def bom(exported: bytes) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(exported)
+    return parsed
+
+
+def _component(bom: dict[str, Any], ref: str) -> dict[str, Any]:
+    (found,) = [c for c in bom["components"] if c["bom-ref"] == ref]
+    return found
+
+
+def _refs(bom: dict[str, Any]) -> list[str]:
+    """Every bom-ref in the BOM, nested components and the model card included."""
+    refs: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("bom-ref"), str):
+                refs.append(value["bom-ref"])
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(bom)
+    return refs
+
+
+def test_the_bom_is_valid_against_the_cyclonedx_1_6_schema(
+    exported: bytes, validator: JsonStrictValidator
+) -> None:
+    assert validator.validate_str(exported.decode("utf-8")) is None
+
+
+def test_the_validator_does_refuse_a_broken_bom(bom: dict[str, Any], validator: JsonStrictValidator) -> None:
+    broken = json.loads(json.dumps(bom))
+    broken["components"][0]["type"] = "ml-model"  # not a component type
+    assert validator.validate_str(json.dumps(broken)) is not None
+    broken = json.loads(json.dumps(bom))
+    broken["components"][0]["modelCard"]["modelParameters"]["approach"] = {"type": "guesswork"}
+    assert validator.validate_str(json.dumps(broken)) is not None
+
+
+def test_the_model_card_holds_parameters_data_metrics_and_signature(bom: dict[str, Any], demo: Demo) -> None:
+    model = _component(bom, demo.version.uri)
+    assert model["type"] == "machine-learning-model"
+    assert (model["name"], model["version"]) == ("credit-risk", str(demo.version.version))
+    assert model["hashes"] == [{"alg": "SHA-256", "content": demo.version.digest.split(":", 1)[1]}]
+    assert {(f["name"], f["hashes"][0]["content"]) for f in model["components"]} == {
+        (f.path, f.sha256) for f in demo.version.files
+    }
+    card = model["modelCard"]
+    parameters = card["modelParameters"]
+    assert parameters["approach"] == {"type": "supervised"}
+    assert parameters["task"] == "classification"
+    assert parameters["architectureFamily"] == "gradient-boosted trees"
+    assert "GradientBoostingClassifier" in parameters["modelArchitecture"]
+    assert parameters["datasets"] == [{"ref": demo.train.uri}, {"ref": demo.holdout.uri}]
+    signature = demo.version.signature
+    assert signature is not None
+    assert [i["format"] for i in parameters["inputs"]] == [f"{c.name}: {c.type}" for c in signature.inputs]
+    assert card["quantitativeAnalysis"]["performanceMetrics"] == [
+        {"type": "auc", "value": "0.81", "slice": "holdout"}
+    ]
+    hyper = {p["name"]: p["value"] for p in card["properties"]}
+    assert hyper["modelledger:hyperparameter:n_estimators"] == "5"
+    assert hyper["modelledger:hyperparameter:learning_rate"] == "0.1"
+    assert model["pedigree"]["commits"][0]["uid"] == demo.version.manifest["source"]["revision"]
+
+
+def test_data_components_have_their_hashes_and_the_graph_follows_the_steps(
+    bom: dict[str, Any], demo: Demo
+) -> None:
+    for dataset in (demo.raw, demo.clean, demo.train, demo.holdout):
+        component = _component(bom, dataset.uri)
+        assert component["type"] == "data"
+        assert component["hashes"] == [{"alg": "SHA-256", "content": dataset.file_sha256}]
+        assert component["data"][0]["type"] == "dataset"
+    assert (
+        _component(bom, demo.raw.uri)["data"][0]["contents"]["url"] == "postgresql://dwh.bank.example/lending"
+    )
+    graph = {d["ref"]: d["dependsOn"] for d in bom["dependencies"]}
+    assert graph[demo.train.uri] == [demo.clean.uri]
+    assert graph[demo.clean.uri] == [demo.raw.uri]
+    assert graph[demo.raw.uri] == []
+    assert graph[demo.version.uri][:2] == [demo.train.uri, demo.holdout.uri]
+    framework = [c for c in bom["components"] if c["type"] == "framework"]
+    assert [c["name"] for c in framework] == ["scikit-learn"]
+    assert framework[0]["bom-ref"] in graph[demo.version.uri]
+    # every reference points at something in the BOM, and no bom-ref is used twice
+    refs = _refs(bom)
+    assert len(refs) == len(set(refs))
+    assert {r for targets in graph.values() for r in targets} | set(graph) <= set(refs)
+
+
+def test_approvals_and_deployments_are_annotations_by_who_did_them(bom: dict[str, Any], demo: Demo) -> None:
+    by_text = {a["text"].split(" ", 1)[0]: a for a in bom["annotations"]}
+    approval = by_text["version.approved"]
+    assert approval["annotator"] == {"individual": {"name": RISK_OFFICER}}
+    assert approval["subjects"] == [demo.version.uri]
+    assert "MRM-2026-114" in approval["text"]
+    assert by_text["deployment.deployed"]["annotator"] == {"individual": {"name": RISK_OFFICER}}
+
+
+def test_serial_number_time_and_version_come_from_the_registry_not_the_clock(
+    bom: dict[str, Any], demo: Demo
+) -> None:
+    p = collect(demo.registry, demo.version.uri)
+    assert datetime.fromisoformat(bom["metadata"]["timestamp"]) == datetime.fromisoformat(p.generated_at)
+    assert bom["serialNumber"] == cdx.serial_number(p)
+    assert uuid.UUID(bom["serialNumber"].removeprefix("urn:uuid:")).version == 5
+    assert bom["version"] == len(p.events)
+    tools = bom["metadata"]["tools"]["components"]
+    assert [t["name"] for t in tools] == ["modelledger"]
+
+
+def test_dependencies_become_pypi_purls_and_the_bom_stays_valid(
+    demo: Demo, validator: JsonStrictValidator
+) -> None:
+    p = collect(demo.registry, demo.version.uri)
+    assert p.model is not None
+    manifest = {
+        **p.model.manifest,
+        "dependencies": {"Scikit_Learn": "1.5.2", "torch": "2.3.0+cpu", "numpy": "2.1.0"},
+    }
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, manifest=manifest))
+    rendered = cdx.render(p)
+    assert validator.validate_str(rendered.decode("utf-8")) is None
+    bom = json.loads(rendered)
+    software = {c["name"]: c for c in bom["components"] if c["type"] in ("library", "framework")}
+    assert software["Scikit_Learn"]["type"] == "framework"  # the manifest's framework, by normalised name
+    assert software["torch"]["purl"] == "pkg:pypi/torch@2.3.0%2Bcpu"
+    for component in software.values():
+        purl = PackageURL.from_string(component["purl"])
+        assert (purl.type, purl.version) == ("pypi", component["version"])
+        assert purl.to_string() == component["purl"] == component["bom-ref"]
+    graph = {d["ref"]: d["dependsOn"] for d in bom["dependencies"]}
+    assert {c["bom-ref"] for c in software.values()} <= set(graph[p.model.uri])
+
+
+@pytest.mark.parametrize("which", ["dataset", "prediction"])
+def test_a_data_set_and_a_prediction_export_are_valid_too(
+    demo: Demo, validator: JsonStrictValidator, which: str
+) -> None:
+    identifier = demo.clean.uri if which == "dataset" else demo.prediction_id
+    rendered = demo.registry.export(identifier, format="cyclonedx")
+    assert validator.validate_str(rendered.decode("utf-8")) is None
+    bom = json.loads(rendered)
+    kinds = {c["type"] for c in bom["components"]}
+    assert ("machine-learning-model" in kinds) is (which == "prediction")
+
+
+def test_golden_file_and_same_registry_same_bytes(demo: Demo, exported: bytes) -> None:
+    assert demo.registry.export(demo.version.uri, format="cyclonedx") == exported
+    provenance: Provenance = collect(demo.registry, demo.version.uri)
+    check_golden("cyclonedx.json", golden_text(exported, provenance))
