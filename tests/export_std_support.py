@@ -10,12 +10,21 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 from tests.export_support import Demo, build_demo, golden_json
 
-from modelledger import __version__
+from modelledger import (
+    ColumnSpec,
+    DatasetSource,
+    DatasetVersion,
+    FileEntry,
+    LedgerEvent,
+    ModelVersion,
+    __version__,
+)
 from modelledger._export import Provenance
 
 _DEMO: list[Demo] = []
@@ -68,3 +77,80 @@ def golden_text(exported: bytes, p: Provenance) -> str:
         text = text.replace(value, placeholder)
     parsed: Any = json.loads(text)
     return golden_json(parsed)
+
+
+def edge_provenance() -> Provenance:
+    """A provenance the demo does not reach: a ``files`` model with an odd name and no
+    signature, hyperparameters whose names hold ``:``, spaces and nesting, a source that is
+    unknown, a test set only, an actor that is not an e-mail address, an alias event, model
+    card considerations, and a data set registered from a file without steps."""
+    hex64 = "ab" * 32
+    dataset = DatasetVersion(
+        name="scores.v2",
+        version=3,
+        digest=f"sha256:{'cd' * 32}",
+        path="datasets/scores.v2/cdcd/data.parquet",
+        file_sha256="ef" * 32,
+        size_bytes=10,
+        row_count=2,
+        schema=(ColumnSpec("score", "float"),),
+        stats={},
+        source=DatasetSource(uri="s3://bucket/raw data/scores 2026.csv", kind="file"),
+        created_at=datetime(2026, 11, 2, 8, 0, 0, 123456, tzinfo=timezone.utc),
+        created_by="etl-bot",
+    )
+    model = ModelVersion(
+        model="Fraud.Scorer_v2",
+        version=12,
+        folder="models/Fraud.Scorer_v2/x",
+        digest=f"sha256:{hex64}",
+        flavor="files",
+        files=(FileEntry("weights/a b.onnx", 5, "01" * 32), FileEntry("copy.onnx", 5, "01" * 32)),
+        manifest={
+            "params": {"model__max depth": 3, "a:b": [1, 2], "nested": {"x": None}, "big": 2**40},
+            "metrics": {"rmse_test": 0.25, "latency-ms": 3},
+            "settings": {
+                "considerations": {
+                    "users": "fraud analysts",
+                    "ethicalConsiderations": [{"name": "bias", "mitigationStrategy": "audit"}, "junk"],
+                    "unknownKey": ["dropped"],
+                }
+            },
+            "source": {"unknown": "run under pytest"},
+            "datasets": [{"role": "test", "uri": dataset.uri, "digest": dataset.digest, "rows": 2}],
+            "gates": [{"metric": "rmse", "max": 0.3}],
+        },
+        created_at=datetime(2026, 11, 3, 9, 0, 0, tzinfo=timezone.utc),
+        created_by="ci-bot",
+    )
+    events = (
+        LedgerEvent(
+            seq=40,
+            time="2026-11-03T09:00:00.000001Z",
+            actor="ci-bot",
+            action="version.registered",
+            subject=model.uri,
+            data={"stage": "candidate"},
+        ),
+        LedgerEvent(
+            seq=41,
+            time="2026-11-03T10:00:00Z",
+            actor="ops lead",
+            action="alias.set",
+            subject=f"models:/{model.model}@champion",
+            data={"alias": "champion", "version": 12},
+            reason="weekly swap: ticket #12",
+        ),
+    )
+    return Provenance(
+        subject=model.uri,
+        kind="model",
+        model=model,
+        datasets=(dataset,),
+        roles={dataset.uri: "test"},
+        events=events,
+        prediction=None,
+        key_id="k1",
+        public_key=bytes(32),
+        generated_at="2026-11-03T10:00:00Z",
+    )

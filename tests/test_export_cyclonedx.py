@@ -14,7 +14,7 @@ import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
-from tests.export_std_support import golden_text, shared_demo
+from tests.export_std_support import edge_provenance, golden_text, shared_demo
 from tests.export_support import RISK_OFFICER, Demo, check_golden
 
 from modelledger._export import Provenance, collect
@@ -193,3 +193,25 @@ def test_golden_file_and_same_registry_same_bytes(demo: Demo, exported: bytes) -
     assert demo.registry.export(demo.version.uri, format="cyclonedx") == exported
     provenance: Provenance = collect(demo.registry, demo.version.uri)
     check_golden("cyclonedx.json", golden_text(exported, provenance))
+
+
+def test_odd_names_and_a_card_with_considerations_stay_valid(validator: JsonStrictValidator) -> None:
+    p = edge_provenance()
+    assert p.model is not None
+    rendered = cdx.render(p)
+    assert validator.validate_str(rendered.decode("utf-8")) is None
+    bom = json.loads(rendered)
+    model = _component(bom, p.model.uri)
+    assert model["modelCard"]["considerations"] == {
+        "users": ["fraud analysts"],
+        "ethicalConsiderations": [{"name": "bias", "mitigationStrategy": "audit"}],
+    }
+    assert model["modelCard"]["quantitativeAnalysis"]["performanceMetrics"] == [
+        {"type": "rmse", "value": "0.25", "slice": "test"},
+        {"type": "latency-ms", "value": "3"},
+    ]
+    assert "approach" not in model["modelCard"].get("modelParameters", {})  # a folder of files says nothing
+    data = _component(bom, "datasets:/scores.v2/3")
+    assert data["data"][0]["contents"]["url"] == "s3://bucket/raw%20data/scores%202026.csv"
+    alias = [a for a in bom["annotations"] if a["text"].startswith("alias.set")]
+    assert alias[0]["annotator"] == {"individual": {"name": "ops lead"}}

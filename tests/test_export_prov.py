@@ -18,10 +18,10 @@ from prov.model import (
     ProvUsage,
     QualifiedName,
 )
-from tests.export_std_support import golden_text, shared_demo
+from tests.export_std_support import edge_provenance, golden_text, shared_demo
 from tests.export_support import RISK_OFFICER, Demo, check_golden
 
-from modelledger._export import Provenance, collect
+from modelledger._export import Provenance, collect, prov
 
 PROV_RECORD_KINDS = (
     "entity",
@@ -174,3 +174,29 @@ def test_golden_file_and_same_registry_same_bytes(demo: Demo, exported: bytes) -
     assert demo.registry.export(demo.version.uri, format="prov") == exported
     provenance: Provenance = collect(demo.registry, demo.version.uri)
     check_golden("prov.json", golden_text(exported, provenance))
+
+
+def test_odd_names_nested_values_and_alias_events_still_round_trip() -> None:
+    p = edge_provenance()
+    assert p.model is not None
+    first, again = _round_trip(prov.render(p).decode("utf-8"))
+    assert first == again
+    model = first.get_record(first.valid_qualified_name("models:Fraud.Scorer_v2/12"))[0]
+    attributes = _attributes(model)
+    assert attributes["param:model__max%20depth"] == {3}
+    assert attributes["param:a%3Ab"] == {"[1,2]"}
+    # the alias move names no version in its subject: it is about the version it exported
+    alias = [a for a in first.get_records(ProvActivity) if _attributes(a)["prov:label"] == {"alias.set"}]
+    used = {
+        _formal(r)["entity"]
+        for r in first.get_records(ProvUsage)
+        if _formal(r)["activity"] == alias[0].identifier.uri
+    }
+    assert used == {p.model.uri}
+    # one file content under two paths is one entity with both paths
+    members = [_formal(r)["entity"] for r in first.get_records(ProvMembership)]
+    assert members == [f"sha256:{'01' * 32}"]
+    # a test set is used, never derived from
+    assert [_formal(r) for r in first.get_records(ProvDerivation)] == [
+        {"generatedEntity": "datasets:/scores.v2/3", "usedEntity": "datasets:/scores.v2/3/source"}
+    ]

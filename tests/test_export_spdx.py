@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from spdx_python_model import v3_0_1 as spdx
-from tests.export_std_support import golden_text, shared_demo
+from tests.export_std_support import edge_provenance, golden_text, shared_demo
 from tests.export_support import RISK_OFFICER, Demo, check_golden
 
 from modelledger._export import Provenance, collect
+from modelledger._export import spdx as spdx_format
 
 RELATIONSHIP = "https://spdx.org/rdf/3.0.1/terms/Core/RelationshipType/"
 
@@ -171,3 +172,16 @@ def test_golden_file_and_same_registry_same_bytes(demo: Demo, exported: bytes) -
     assert demo.registry.export(demo.version.uri, format="spdx") == exported
     provenance: Provenance = collect(demo.registry, demo.version.uri)
     check_golden("spdx.json", golden_text(exported, provenance))
+
+
+def test_odd_names_an_unknown_source_and_an_alias_event_still_validate() -> None:
+    p = edge_provenance()
+    objects = load(spdx_format.render(p))
+    model = _one(objects, spdx.ai_AIPackage)
+    assert model.name == "Fraud.Scorer_v2"
+    assert {e.key for e in model.ai_hyperparameter} == {"model__max depth", "a:b", "nested", "big"}
+    assert _relationships(objects, "trainedOn") == []
+    [(_, tested)] = _relationships(objects, "testedOn")
+    assert [_external_id(d) for d in tested] == ["datasets:/scores.v2/3"]
+    agents = {a.name: type(a).__name__ for a in objects.foreach_type(spdx.Agent)}
+    assert agents["ops lead"] == "Agent"  # not an e-mail address: not said to be a person

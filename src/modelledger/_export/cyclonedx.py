@@ -7,7 +7,9 @@
   by reference; inputs and outputs from the signature), ``quantitativeAnalysis`` (the
   manifest's metrics; ``auc_holdout`` is metric ``auc`` on slice ``holdout`` when ``holdout``
   is a data set role), ``considerations`` (when the manifest's ``settings`` carry a
-  ``considerations`` mapping in CycloneDX's own shape) and the hyperparameters as properties.
+  ``considerations`` mapping in CycloneDX's own shape: ``users``, ``useCases``,
+  ``technicalLimitations``, ``performanceTradeoffs``, ``ethicalConsiderations``) and the
+  hyperparameters as properties.
 - Each data set version upstream is a ``data`` component (hash = its Parquet file's sha256,
   its content digest, rows, columns, source and steps), depending on the data sets its steps
   read.
@@ -71,6 +73,35 @@ def _url(uri: str) -> str:
     return quote(uri, safe=":/?#[]@!$&'()*+,;=%-._~")
 
 
+_TEXT_CONSIDERATIONS = ("users", "useCases", "technicalLimitations", "performanceTradeoffs")
+
+
+def _considerations(given: Any) -> dict[str, Any]:
+    """The model card's ``considerations`` from the manifest's ``settings.considerations``:
+    the lists of text CycloneDX defines (``users``, ``useCases``, ``technicalLimitations``,
+    ``performanceTradeoffs``) and ``ethicalConsiderations`` (``{name, mitigationStrategy}``
+    each). Anything else there is left out, so that what a manifest says cannot make the BOM
+    invalid."""
+    if not isinstance(given, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for key in _TEXT_CONSIDERATIONS:
+        value = given.get(key)
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and items:
+            out[key] = [text_value(v) for v in items]
+    risks = given.get("ethicalConsiderations")
+    if isinstance(risks, list | tuple):
+        kept = [
+            {k: text_value(r[k]) for k in ("name", "mitigationStrategy") if r.get(k) is not None}
+            for r in risks
+            if isinstance(r, Mapping)
+        ]
+        if any(kept):
+            out["ethicalConsiderations"] = [r for r in kept if r]
+    return out
+
+
 def _model_component(m: ModelVersion, datasets: tuple[str, ...]) -> dict[str, Any]:
     manifest = m.manifest
     approach, task, family = model_kind(m)
@@ -106,9 +137,9 @@ def _model_component(m: ModelVersion, datasets: tuple[str, ...]) -> dict[str, An
         card["modelParameters"] = parameters
     if metrics:
         card["quantitativeAnalysis"] = {"performanceMetrics": metrics}
-    considerations = (manifest.get("settings") or {}).get("considerations")
-    if isinstance(considerations, Mapping) and considerations:
-        card["considerations"] = dict(considerations)
+    considerations = _considerations((manifest.get("settings") or {}).get("considerations"))
+    if considerations:
+        card["considerations"] = considerations
     hyper = [_prop(f"hyperparameter:{k}", v) for k, v in (manifest.get("params") or {}).items()]
     if hyper:
         card["properties"] = hyper
