@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from cyclonedx.model.bom import Bom
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
@@ -66,9 +67,14 @@ def _refs(bom: dict[str, Any]) -> list[str]:
 
 
 def test_the_bom_is_valid_against_the_cyclonedx_1_6_schema(
-    exported: bytes, validator: JsonStrictValidator
+    exported: bytes, validator: JsonStrictValidator, bom: dict[str, Any]
 ) -> None:
     assert validator.validate_str(exported.decode("utf-8")) is None
+    # and the CycloneDX library reads it into its own model
+    read = Bom.from_json(bom)
+    assert str(read.serial_number) == bom["serialNumber"].removeprefix("urn:uuid:")
+    assert {c.bom_ref.value for c in read.components} == {c["bom-ref"] for c in bom["components"]}
+    assert {d.ref.value for d in read.dependencies} == {d["ref"] for d in bom["dependencies"]}
 
 
 def test_the_validator_does_refuse_a_broken_bom(bom: dict[str, Any], validator: JsonStrictValidator) -> None:
