@@ -66,6 +66,14 @@ def _hash(hex_digest: str, algorithm: str = "sha256") -> dict[str, str]:
     return {"type": "Hash", "algorithm": algorithm, "hashValue": hex_digest.split(":", 1)[-1]}
 
 
+def _revision(revision: Any) -> list[dict[str, str]] | None:
+    """A git revision as the hash it is: the SHA-1 (or, in a SHA-256 repository, the SHA-256)
+    of the commit; an abbreviated or other revision says no hash, so none is claimed."""
+    if isinstance(revision, str) and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", revision):
+        return [_hash(revision, "sha1" if len(revision) == 40 else "sha256")]
+    return None
+
+
 class _Graph:
     """The ``@graph`` under construction; every element gets the shared creation info."""
 
@@ -210,12 +218,7 @@ def _add_model(g: _Graph, m: ModelVersion, dataset_ids: Mapping[str, str]) -> st
             "build_buildEndTime": iso_seconds(job["ended_at"]) if job.get("ended_at") else None,
             "build_configSourceUri": [source["repo_url"]] if source.get("repo_url") else None,
             "build_configSourceEntrypoint": [source["path"]] if source.get("path") else None,
-            # a git revision is the SHA-1 (or SHA-256) of the commit
-            "build_configSourceDigest": [
-                _hash(source["revision"], "sha1" if len(source["revision"]) == 40 else "sha256")
-            ]
-            if source.get("revision") and len(source["revision"]) in (40, 64)
-            else None,
+            "build_configSourceDigest": _revision(source.get("revision")),
             "build_parameter": _entries(manifest.get("params") or {}),
             "build_environment": _entries(environment),
         }
@@ -283,6 +286,7 @@ def _add_steps(g: _Graph, d: DatasetVersion, dataset_ids: Mapping[str, str]) -> 
                 "build_parameter": _entries({"kind": step.kind, **step.params}),
                 "build_configSourceUri": [step.code["repo_url"]] if step.code.get("repo_url") else None,
                 "build_configSourceEntrypoint": [step.code["path"]] if step.code.get("path") else None,
+                "build_configSourceDigest": _revision(step.code.get("revision")),
             }
         )
         g.relate(build, "hasInput", [dataset_ids[u] for u in step.inputs if u in dataset_ids])
