@@ -221,3 +221,8 @@ def test_odd_names_and_a_card_with_considerations_stay_valid(validator: JsonStri
     assert data["data"][0]["contents"]["url"] == "s3://bucket/raw%20data/scores%202026.csv"
     alias = [a for a in bom["annotations"] if a["text"].startswith("alias.set")]
     assert alias[0]["annotator"] == {"individual": {"name": "ops lead"}}
+    # no event recorded: the time is the version's registration, and there is nothing to annotate
+    quiet = json.loads(cdx.render(dataclasses.replace(p, events=(), generated_at="")))
+    assert validator.validate_str(json.dumps(quiet)) is None
+    assert quiet["metadata"]["timestamp"] == "2026-11-03T09:00:00Z"
+    assert "annotations" not in quiet

@@ -4,6 +4,7 @@ enumerated value known to SPDX 3.0.1, every reference resolved, every required p
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from typing import Any
@@ -185,3 +186,6 @@ def test_odd_names_an_unknown_source_and_an_alias_event_still_validate() -> None
     assert [_external_id(d) for d in tested] == ["datasets:/scores.v2/3"]
     agents = {a.name: type(a).__name__ for a in objects.foreach_type(spdx.Agent)}
     assert agents["ops lead"] == "Agent"  # not an e-mail address: not said to be a person
+    # no event recorded: the document is as of the version's registration
+    quiet = load(spdx_format.render(dataclasses.replace(p, events=(), generated_at="")))
+    assert _one(quiet, spdx.SpdxDocument).creationInfo.created.isoformat() == "2026-11-03T09:00:00+00:00"

@@ -26,6 +26,7 @@ __all__ = [
     "TESTED_ROLES",
     "TRAINED_ROLES",
     "dumps",
+    "generated_at",
     "is_trained_on",
     "iso",
     "iso_seconds",
@@ -150,6 +151,17 @@ def subject_dataset(p: Provenance) -> DatasetVersion | None:
         if dataset.uri == p.subject:
             return dataset
     return None
+
+
+def generated_at(p: Provenance) -> datetime | str:
+    """When the document describes the subject as of: the newest event's time, or, when the
+    registry recorded no event about it, the time the subject itself was registered."""
+    if p.generated_at:
+        return p.generated_at
+    dataset = subject_dataset(p)
+    if p.model is not None:
+        return p.model.created_at
+    return dataset.created_at if dataset is not None else datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def subject_digest(p: Provenance) -> str:

@@ -33,6 +33,7 @@ from urllib.parse import quote
 from .. import __version__
 from ._std import (
     dumps,
+    generated_at,
     iso,
     metric_slice,
     model_kind,
@@ -313,7 +314,7 @@ def render(p: Provenance, *, sign: Callable[[bytes], bytes] | None = None) -> by
         metadata_props.append(_prop("prediction:input_digest", p.prediction.get("input_digest")))
         metadata_props.append(_prop("prediction:output", p.prediction.get("output")))
     metadata: dict[str, Any] = {
-        "timestamp": iso(p.generated_at),
+        "timestamp": iso(generated_at(p)),
         "tools": {
             "components": [
                 {

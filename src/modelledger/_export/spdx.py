@@ -34,6 +34,7 @@ from urllib.parse import quote
 from .. import __version__
 from ._std import (
     dumps,
+    generated_at,
     is_trained_on,
     iso_seconds,
     model_kind,
@@ -376,7 +377,7 @@ def render(p: Provenance, *, sign: Callable[[bytes], bytes] | None = None) -> by
         "type": "CreationInfo",
         "@id": _CREATION,
         "specVersion": SPEC_VERSION,
-        "created": iso_seconds(p.generated_at),
+        "created": iso_seconds(generated_at(p)),
         "createdBy": [registry],
         "createdUsing": [tool],
     }
