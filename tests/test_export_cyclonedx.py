@@ -226,3 +226,25 @@ def test_odd_names_and_a_card_with_considerations_stay_valid(validator: JsonStri
     assert validator.validate_str(json.dumps(quiet)) is None
     assert quiet["metadata"]["timestamp"] == "2026-11-03T09:00:00Z"
     assert "annotations" not in quiet
+
+
+def test_the_formulation_says_how_the_model_and_its_data_were_made(bom: dict[str, Any], demo: Demo) -> None:
+    (formula,) = bom["formulation"]
+    workflows = {w["bom-ref"]: w for w in formula["workflows"]}
+    training = workflows[f"{demo.version.uri}#training"]
+    assert training["uid"] == "demo-run-1"
+    assert [i["resource"]["ref"] for i in training["inputs"] if "resource" in i] == [
+        demo.train.uri,
+        demo.holdout.uri,
+    ]
+    parameters = {p["name"]: p["value"] for i in training["inputs"] for p in i.get("parameters", ())}
+    assert parameters["n_estimators"] == "5"
+    assert training["outputs"] == [{"type": "artifact", "resource": {"ref": demo.version.uri}}]
+    assert (
+        training["resourceReferences"][0]["externalReference"]["url"]
+        == demo.version.manifest["source"]["repo_url"]
+    )
+    dedup = workflows[f"{demo.clean.uri}#step-1"]
+    assert (dedup["name"], dedup["description"]) == ("drop-duplicates", "deduplicate")
+    assert [i["resource"]["ref"] for i in dedup["inputs"] if "resource" in i] == [demo.raw.uri]
+    assert dedup["outputs"][0]["resource"]["ref"] == demo.clean.uri

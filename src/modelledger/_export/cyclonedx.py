@@ -15,6 +15,9 @@
   read.
 - The ML framework is a ``framework`` component and every recorded dependency a ``library``,
   each with its PyPI package URL; the model depends on them and on its data sets.
+- How it was made is its ``formulation``: a workflow for the training (data sets in, the model
+  out, the code repository and revision, the hyperparameters, start and end) and one for each
+  processing step of each data set version.
 - Every ledger event about the subject (registration, approvals, deployments...) is an
   annotation by the identity that did it, at its time.
 - ``metadata.timestamp`` is the newest event's time and ``serialNumber`` a UUID derived from
@@ -283,6 +286,68 @@ def _annotation(event: LedgerEvent, subjects: list[str]) -> dict[str, Any]:
     }
 
 
+def _parameters(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Parameters as one workflow input (an input is a resource or parameters, not both)."""
+    if not values:
+        return []
+    return [{"parameters": [{"name": str(k), "value": text_value(v)} for k, v in values.items()]}]
+
+
+def _formulation(p: Provenance, known: set[str]) -> list[dict[str, Any]]:
+    """How the subject was made, as CycloneDX formulation workflows: the training (its data
+    sets in, the model out, the code repository, hyperparameters and times) and each data set
+    version's processing steps (inputs in, the version out, the step's parameters)."""
+    workflows: list[dict[str, Any]] = []
+    model = p.model
+    if model is not None:
+        manifest = model.manifest
+        job = manifest.get("training_job") or {}
+        source = manifest.get("source") or {}
+        training: dict[str, Any] = {
+            "bom-ref": f"{model.uri}#training",
+            "uid": str(job.get("id") or f"{model.uri}#training"),
+            "name": f"training of {model.model} version {model.version}",
+            "taskTypes": ["build"],
+            "inputs": [
+                {"resource": {"ref": str(d.get("uri"))}}
+                for d in manifest.get("datasets") or ()
+                if d.get("uri") in known
+            ]
+            + _parameters(manifest.get("params") or {}),
+            "outputs": [{"type": "artifact", "resource": {"ref": model.uri}}],
+        }
+        if source.get("repo_url"):
+            reference = {"type": "vcs", "url": _url(source["repo_url"])}
+            if source.get("revision"):
+                reference["comment"] = f"revision {source['revision']}"
+            training["resourceReferences"] = [{"externalReference": reference}]
+        if job.get("started_at"):
+            training["timeStart"] = iso(job["started_at"])
+        if job.get("ended_at"):
+            training["timeEnd"] = iso(job["ended_at"])
+        if not training["inputs"]:
+            del training["inputs"]
+        workflows.append(training)
+    for dataset in p.datasets:
+        for number, step in enumerate(dataset.steps, start=1):
+            workflow: dict[str, Any] = {
+                "bom-ref": f"{dataset.uri}#step-{number}",
+                "uid": f"{dataset.uri}#step-{number}",
+                "name": step.name,
+                "description": step.kind,
+                "taskTypes": ["other"],
+                "inputs": [{"resource": {"ref": u}} for u in step.inputs if u in known]
+                + _parameters(step.params),
+                "outputs": [{"type": "artifact", "resource": {"ref": dataset.uri}}],
+            }
+            if not workflow["inputs"]:
+                del workflow["inputs"]
+            workflows.append(workflow)
+    if not workflows:
+        return []
+    return [{"bom-ref": f"{p.subject}#formulation", "workflows": workflows}]
+
+
 def render(p: Provenance, *, sign: Callable[[bytes], bytes] | None = None) -> bytes:
     """The provenance as a CycloneDX 1.6 JSON BOM (``sign`` is not used).
 
@@ -340,6 +405,9 @@ def render(p: Provenance, *, sign: Callable[[bytes], bytes] | None = None) -> by
         "components": components,
         "dependencies": dependencies,
     }
+    formulation = _formulation(p, known | ({model.uri} if model is not None else set()))
+    if formulation:
+        bom["formulation"] = formulation
     if annotations:
         bom["annotations"] = annotations
     return dumps(bom)
