@@ -304,10 +304,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _story(root: Path, lineage: str) -> tuple[Registry, Registry]:
-    """A registry sending events to ``lineage``: a raw set, a split of it, a folder model
-    registered with both, approved by a second member and deployed."""
-    url, artifacts = f"sqlite:///{root / 'registry.db'}", str(root / "artifacts")
+def _story(root: Path, lineage: str, url: str | None = None) -> tuple[Registry, Registry]:
+    """A registry (SQLite under ``root`` unless ``url``) sending events to ``lineage``: a raw
+    set, a split of it, a folder model registered with both, approved by a second member and
+    deployed."""
+    url, artifacts = url or f"sqlite:///{root / 'registry.db'}", str(root / "artifacts")
     owner = Registry.open(url, artifacts=artifacts, actor=DATA_SCIENTIST, openlineage=lineage)
     owner.init()
     owner.enrol(RISK_OFFICER, public_key(RISK_OFFICER), roles=["approver", "deployer"])
@@ -487,3 +488,28 @@ def test_approvals_and_deployments_a_registration_makes_itself_are_sent(tmp_path
     assert (ledger[0]["actor"], ledger[0]["subject"]) == ("policy:auto-approve", mv.uri)
     assert ledger[1]["alias"] == "champion"
     assert validate(events) > 0
+
+
+def test_a_database_server_registry_spools_in_the_state_folder(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: no registry folder, so the spool is a folder per database under
+    ``$XDG_STATE_HOME``; the events are the same."""
+    from tests.conftest import _pg_reset
+
+    _pg_reset(pg_url)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    port = _free_port()
+    owner, officer = _story(tmp_path, f"http://127.0.0.1:{port}/api/v1/lineage", url=pg_url)
+    officer.close()
+    status = owner.flush_openlineage(timeout=10)
+    owner.close()
+    assert status["pending"] == 5
+    assert Path(status["spool"]).parent == tmp_path / "state" / "modelledger" / "openlineage"
+    receiver = Receiver(port)
+    try:
+        later = Registry.open(pg_url, artifacts=str(tmp_path / "artifacts"), openlineage=receiver.url)
+        later.close()  # closing alone delivers what earlier processes left
+    finally:
+        receiver.stop()
+    assert len(receiver.received) == 5 and validate(receiver.received) > 0

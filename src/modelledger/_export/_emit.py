@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -233,7 +234,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._running = False  # a delivering thread is at work (under _lock)
         self._wake = False  # something was put since it last listed the folder (under _lock)
-        self._counter = 0
+        self._counter = itertools.count(1)  # next() is atomic: server threads put at once
 
     # ---------------------------------------------------------------- putting
 
@@ -244,8 +245,9 @@ class Outbox:
             return
         self._pending.mkdir(parents=True, exist_ok=True)
         for event in events:
-            self._counter += 1
-            name = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}-{event['run']['runId']}.json"
+            name = (
+                f"{time.time_ns():020d}-{os.getpid()}-{next(self._counter):06d}-{event['run']['runId']}.json"
+            )
             tmp = self._pending / f".{name}.tmp"
             tmp.write_bytes(json.dumps(event, sort_keys=True, separators=(",", ":")).encode("utf-8"))
             os.replace(tmp, self._pending / name)
