@@ -181,6 +181,9 @@ def test_odd_names_nested_values_and_alias_events_still_round_trip() -> None:
     assert p.model is not None
     first, again = _round_trip(prov.render(p).decode("utf-8"))
     assert first == again
+    provn = first.get_provn()  # PROV-N too: the names are written as qualified names it accepts
+    assert "entity(models:Fraud.Scorer_v2/12" in provn
+    assert "agent(identity:ops%20lead" in provn
     model = first.get_record(first.valid_qualified_name("models:Fraud.Scorer_v2/12"))[0]
     attributes = _attributes(model)
     assert attributes["param:model__max%20depth"] == {3}
