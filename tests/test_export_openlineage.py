@@ -268,7 +268,7 @@ def test_golden_file(exported) -> None:
 class Receiver:
     """A tiny OpenLineage HTTP endpoint on loopback (``POST /api/v1/lineage``), in a thread."""
 
-    def __init__(self, port: int = 0, *, delay: float = 0.0) -> None:
+    def __init__(self, port: int = 0, *, delay: float = 0.0, refuse: str | None = None) -> None:
         received: list[dict[str, Any]] = []
         authorizations: list[str | None] = []
 
@@ -277,6 +277,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(delay)  # a receiver that takes its time
                 ok = self.path == "/api/v1/lineage" and self.headers["Content-Type"] == "application/json"
+                if ok and refuse is not None and json.loads(body)["job"]["name"] == refuse:
+                    self.send_response(400)  # this event, never: as a receiver refuses a bad one
+                    self.end_headers()
+                    return
                 if ok:
                     received.append(json.loads(body))
                     authorizations.append(self.headers["Authorization"])
@@ -429,6 +433,29 @@ def test_a_slow_receiver_does_not_slow_a_write(tmp_path: Path) -> None:
         receiver.stop()
     assert [e["outputs"][0]["facets"]["modelledger_artifact"]["uri"] for e in receiver.received] == [dv.uri]
     assert [(i["namespace"], i["name"]) for i in receiver.received[0]["inputs"]] == [("s3://lake", "raw.csv")]
+
+
+def test_an_event_the_receiver_refuses_for_good_is_set_aside(tmp_path: Path) -> None:
+    receiver = Receiver(refuse="applications-raw.extract")
+    try:
+        registry = Registry.open(
+            f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "a"), openlineage=receiver.url
+        )
+        registry.init()
+        raw = registry.datasets.register(
+            "applications-raw", applications(8), source={"uri": "s3://lake/raw.csv"}
+        )
+        step = {"name": "dedupe", "kind": "deduplicate", "inputs": [raw.uri]}
+        registry.datasets.register("applications-clean", applications(8).iloc[:6], steps=[step])
+        status = registry.flush_openlineage(timeout=10)
+        registry.close()
+    finally:
+        receiver.stop()
+    assert [e["job"]["name"] for e in receiver.received] == ["applications-clean.dedupe"]  # not held back
+    assert (status["pending"], status["rejected"], status["sent"]) == (0, 1, 1)
+    assert status["last_error"] is None  # the receiver took the rest: it is up
+    kept = list((tmp_path / "r.db.openlineage" / "rejected").glob("*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["job"]["name"] == "applications-raw.extract"
 
 
 def test_a_file_transport_appends_json_lines_and_the_command_shows_them(tmp_path: Path) -> None:
