@@ -189,3 +189,18 @@ def test_odd_names_an_unknown_source_and_an_alias_event_still_validate() -> None
     # no event recorded: the document is as of the version's registration
     quiet = load(spdx_format.render(dataclasses.replace(p, events=(), generated_at="")))
     assert _one(quiet, spdx.SpdxDocument).creationInfo.created.isoformat() == "2026-11-03T09:00:00+00:00"
+
+
+def test_each_script_generates_what_it_made(objects: spdx.SHACLObjectSet, demo: Demo) -> None:
+    made: dict[str, set[str]] = {}
+    for script, targets in _relationships(objects, "generates"):
+        assert isinstance(script, spdx.software_File)
+        assert script.externalRef[0].locator == [demo.version.manifest["source"]["repo_url"]]
+        made.setdefault(script.name, set()).update(
+            _external_id(t) if isinstance(t, spdx.software_Package) else str(t) for t in targets
+        )
+    assert made == {
+        "train.py": {demo.version.uri},
+        "extract.py": {demo.raw.uri},
+        "prepare.py": {demo.clean.uri, demo.train.uri, demo.holdout.uri},
+    }

@@ -11,7 +11,8 @@
   size, how it was collected: its source, and its preprocessing: its steps).
 - The training and each processing step are ``build_Build`` elements that ``hasInput`` the
   data they read and ``hasOutput`` what they made (parameters, code location and revision,
-  start and end times).
+  start and end times); the script that ran (a ``software_File`` with its repository and
+  revision) ``generates`` what it made.
 - Each ledger event about the subject (registration, approvals, deployments...) is an
   ``Annotation`` whose creation info names the identity that did it and when (``review`` for
   validations, approvals and rejections).
@@ -83,6 +84,7 @@ class _Graph:
         self.elements: list[dict[str, Any]] = []
         self.extra: list[dict[str, Any]] = []  # creation infos of annotations
         self.agents: dict[str, str] = {}
+        self.scripts: dict[tuple[str, str, str], str] = {}
         self._relationships = 0
 
     def iri(self, path: str) -> str:
@@ -105,6 +107,28 @@ class _Graph:
                 ]
             self.agents[actor] = self.add(element)
         return self.agents[actor]
+
+    def code(self, code: Mapping[str, Any]) -> str | None:
+        """The ``software_File`` of a script (repository, path, revision), once per script and
+        revision; None when nothing names the script."""
+        repo, path, revision = code.get("repo_url"), code.get("path"), code.get("revision")
+        if not path and not repo:
+            return None
+        key = (str(repo or ""), str(path or ""), str(revision or ""))
+        if key not in self.scripts:
+            self.scripts[key] = self.add(
+                {
+                    "type": "software_File",
+                    "spdxId": self.iri(f"code/{len(self.scripts) + 1}"),
+                    "name": str(path or repo),
+                    "software_primaryPurpose": "source",
+                    "externalRef": [{"type": "ExternalRef", "externalRefType": "vcs", "locator": [str(repo)]}]
+                    if repo
+                    else None,
+                    "comment": f"at revision {revision}" if revision else None,
+                }
+            )
+        return self.scripts[key]
 
     def relate(self, source: str, kind: str, targets: list[str], comment: str | None = None) -> None:
         if not targets:
@@ -228,6 +252,10 @@ def _add_model(g: _Graph, m: ModelVersion, dataset_ids: Mapping[str, str]) -> st
         training, "hasInput", [dataset_ids[str(e.get("uri"))] for e in entries if e.get("uri") in dataset_ids]
     )
     g.relate(training, "hasOutput", [model_id])
+    script = g.code(source)
+    if script is not None:
+        # the training script made the model, as a source file makes a binary
+        g.relate(script, "generates", [model_id])
 
     # the framework and every recorded package
     libraries = [
@@ -277,6 +305,9 @@ def _add_dataset(g: _Graph, d: DatasetVersion) -> str:
 
 
 def _add_steps(g: _Graph, d: DatasetVersion, dataset_ids: Mapping[str, str]) -> None:
+    extract = g.code(d.source.code)
+    if extract is not None:
+        g.relate(extract, "generates", [dataset_ids[d.uri]])  # the script that extracted it
     for number, step in enumerate(d.steps, start=1):
         build = g.add(
             {
@@ -292,6 +323,9 @@ def _add_steps(g: _Graph, d: DatasetVersion, dataset_ids: Mapping[str, str]) -> 
         )
         g.relate(build, "hasInput", [dataset_ids[u] for u in step.inputs if u in dataset_ids])
         g.relate(build, "hasOutput", [dataset_ids[d.uri]])
+        script = g.code(step.code)
+        if script is not None:
+            g.relate(script, "generates", [dataset_ids[d.uri]])
 
 
 def _add_event(g: _Graph, event: LedgerEvent, subject: str) -> None:
