@@ -26,6 +26,9 @@ Signer = Callable[[bytes], bytes]
 FORMATS: dict[str, str] = {
     # format name -> module under modelledger._export (one line per format: keep merges trivial)
     "openlineage": "openlineage",
+    "prov": "prov",
+    "cyclonedx": "cyclonedx",
+    "spdx": "spdx",
 }
 
 
