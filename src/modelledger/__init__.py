@@ -29,8 +29,10 @@ from ._domain import (
     VerifyRecord,
     VerifyReport,
 )
+from ._entrypoint import StepEvent, seed
 from ._events import can_view_event, event_models
 from ._identifiers import ModelRef, parse_model_uri
+from ._inputs import inputs
 from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import STAGES, VersionState
 from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
@@ -80,6 +82,7 @@ from .errors import (
     NotFound,
     ObjectRetained,
     PermissionDenied,
+    RunFailed,
     SchemaMismatch,
     SchemaOutdated,
     StorageError,
@@ -148,6 +151,7 @@ __all__ = [
     "ReceiptBatch",
     "Registry",
     "ResolvedConfig",
+    "RunFailed",
     "SchemaMismatch",
     "SchemaOutdated",
     "Setting",
@@ -155,6 +159,7 @@ __all__ = [
     "SourceInfo",
     "StagedVersion",
     "StateDifference",
+    "StepEvent",
     "StorageError",
     "TraceReport",
     "TrainingJob",
@@ -179,6 +184,7 @@ __all__ = [
     "identity_path",
     "import_mlflow",
     "input_digest",
+    "inputs",
     "load_manifest_file",
     "load_steps_file",
     "new_prediction_id",
@@ -188,6 +194,7 @@ __all__ = [
     "receipts_from_table",
     "resolve_config",
     "resolve_oidc",
+    "seed",
     "verify_receipt",
     "webhook_signature",
 ]
