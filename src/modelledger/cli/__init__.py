@@ -29,6 +29,7 @@ script) and registers theirs:
 - :mod:`.webhooks`: ``webhooks list|add|rm|deliveries|deliver``
 - :mod:`.importer`: ``import mlflow``
 - :mod:`.server`: ``server`` (the read API; imports :mod:`modelledger.server` only when run)
+- :mod:`.reproduce`: ``reproduce`` (run a version's recorded training again, with a verdict)
 
 A command's module is imported when that command is looked up (:data:`COMMANDS` names it), so
 ``modelledger server`` loads neither the other commands nor the libraries they render with.
@@ -85,6 +86,7 @@ COMMANDS: dict[str, str] = {
     "webhooks": "webhooks:webhooks",
     "server": "server:server",
     "import": "importer:import_group",
+    "reproduce": "reproduce:reproduce",
 }
 """Each command of ``modelledger``: ``module:attribute`` of the click command, the module
 under this package. Imported by name when the command is looked up, as ``SERVER_MODULE``
