@@ -43,6 +43,7 @@ from ._mlflow_import import ImportOutcome, MlflowImport, import_mlflow
 from ._object_lock import ObjectLock, ObjectRetention
 from ._policy import Policy
 from ._registry import Registry
+from ._reproduce import Reproduction
 from ._search import Condition, VersionQuery, parse_query
 from ._serving import (
     CaptureStats,
@@ -150,6 +151,7 @@ __all__ = [
     "Receipt",
     "ReceiptBatch",
     "Registry",
+    "Reproduction",
     "ResolvedConfig",
     "RunFailed",
     "SchemaMismatch",
