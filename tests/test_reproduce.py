@@ -351,3 +351,11 @@ def test_input_differences_name_what_changed() -> None:
         "parameter max_depth 3 -> 4",
         "seed model__random_state 7 -> 8",
     ]
+
+
+def test_a_registry_server_client_refuses_to_reproduce_saying_where_to_run_it() -> None:
+    from modelledger import InvalidInput
+
+    remote = Registry.open("http://127.0.0.1:9", token="mlt_unused")  # nothing is sent
+    with pytest.raises(InvalidInput, match="not available through a registry server"):
+        remote.reproduce("models:/credit/1")
