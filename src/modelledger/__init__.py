@@ -29,9 +29,11 @@ from ._domain import (
     VerifyRecord,
     VerifyReport,
 )
+from ._entrypoint import StepEvent, seed
 from ._events import can_view_event, event_models
 from ._export import FORMATS as EXPORT_FORMATS
 from ._identifiers import ModelRef, parse_model_uri
+from ._inputs import inputs
 from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import STAGES, VersionState
 from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
@@ -42,6 +44,7 @@ from ._mlflow_import import ImportOutcome, MlflowImport, import_mlflow
 from ._object_lock import ObjectLock, ObjectRetention
 from ._policy import Policy
 from ._registry import Registry
+from ._reproduce import Reproduction
 from ._search import Condition, VersionQuery, parse_query
 from ._serving import (
     CaptureStats,
@@ -81,6 +84,7 @@ from .errors import (
     NotFound,
     ObjectRetained,
     PermissionDenied,
+    RunFailed,
     SchemaMismatch,
     SchemaOutdated,
     StorageError,
@@ -149,7 +153,9 @@ __all__ = [
     "Receipt",
     "ReceiptBatch",
     "Registry",
+    "Reproduction",
     "ResolvedConfig",
+    "RunFailed",
     "SchemaMismatch",
     "SchemaOutdated",
     "Setting",
@@ -157,6 +163,7 @@ __all__ = [
     "SourceInfo",
     "StagedVersion",
     "StateDifference",
+    "StepEvent",
     "StorageError",
     "TraceReport",
     "TrainingJob",
@@ -181,6 +188,7 @@ __all__ = [
     "identity_path",
     "import_mlflow",
     "input_digest",
+    "inputs",
     "load_manifest_file",
     "load_steps_file",
     "new_prediction_id",
@@ -190,6 +198,7 @@ __all__ = [
     "receipts_from_table",
     "resolve_config",
     "resolve_oidc",
+    "seed",
     "verify_receipt",
     "webhook_signature",
 ]

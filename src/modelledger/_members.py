@@ -94,6 +94,7 @@ ACTION_ROLE: Mapping[str, str] = {
     "member.roles_set": "admin",
     "token.created": "admin",
     "token.revoked": "admin",
+    "version.reproduced": "contributor",
 }
 """The role each governed action needs."""
 

@@ -31,6 +31,7 @@ script) and registers theirs:
 - :mod:`.server`: ``server`` (the read API; imports :mod:`modelledger.server` only when run)
 - :mod:`.export`: ``export`` (provenance in OpenLineage, PROV, CycloneDX, SPDX, in-toto...),
   ``openlineage status|flush`` (the events sent as things happen)
+- :mod:`.reproduce`: ``reproduce`` (run a version's recorded training again, with a verdict)
 
 A command's module is imported when that command is looked up (:data:`COMMANDS` names it), so
 ``modelledger server`` loads neither the other commands nor the libraries they render with.
@@ -89,6 +90,7 @@ COMMANDS: dict[str, str] = {
     "import": "importer:import_group",
     "export": "export:export",
     "openlineage": "export:openlineage",
+    "reproduce": "reproduce:reproduce",
 }
 """Each command of ``modelledger``: ``module:attribute`` of the click command, the module
 under this package. Imported by name when the command is looked up, as ``SERVER_MODULE``
