@@ -40,7 +40,9 @@ from ._members import ROLES, Member, MemberKey
 from ._mlflow_import import ImportOutcome, MlflowImport, import_mlflow
 from ._object_lock import ObjectLock, ObjectRetention
 from ._policy import Policy
+from ._refresh import RefreshReport
 from ._registry import Registry
+from ._schedule import CronSchedule, Firing, RefreshDeclaration, Scheduler, parse_cron
 from ._search import Condition, VersionQuery, parse_query
 from ._serving import (
     CaptureStats,
@@ -99,12 +101,14 @@ __all__ = [
     "ColumnSpec",
     "Condition",
     "Conflict",
+    "CronSchedule",
     "DatasetSource",
     "DatasetVersion",
     "DownloadedVersion",
     "Erased",
     "Erasure",
     "FileEntry",
+    "Firing",
     "GcItem",
     "GcReport",
     "ImportInterrupted",
@@ -146,8 +150,11 @@ __all__ = [
     "ProcessingStep",
     "Receipt",
     "ReceiptBatch",
+    "RefreshDeclaration",
+    "RefreshReport",
     "Registry",
     "ResolvedConfig",
+    "Scheduler",
     "SchemaMismatch",
     "SchemaOutdated",
     "Setting",
@@ -182,6 +189,7 @@ __all__ = [
     "load_manifest_file",
     "load_steps_file",
     "new_prediction_id",
+    "parse_cron",
     "parse_model_uri",
     "parse_prediction_id",
     "parse_query",

@@ -94,6 +94,8 @@ ACTION_ROLE: Mapping[str, str] = {
     "member.roles_set": "admin",
     "token.created": "admin",
     "token.revoked": "admin",
+    "refresh.triggered": "contributor",
+    "refresh.failed": "contributor",
 }
 """The role each governed action needs."""
 

@@ -1,0 +1,170 @@
+"""Cron schedules (a table of expression, time -> next and previous firing) and the scheduler's
+firing record: each due time fires once, whichever scheduler gets there first."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from modelledger import InvalidInput, InvalidManifest, RefreshDeclaration, Registry, parse_cron
+
+UTC = timezone.utc
+
+
+def t(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# expression, after -> the first firing strictly after it
+NEXT = [
+    ("0 3 * * MON", "2026-12-01 00:00", "2026-12-07 03:00"),  # 1 Dec 2026 is a Tuesday
+    ("0 3 * * MON", "2026-12-07 03:00", "2026-12-14 03:00"),  # strictly after: not the same minute
+    ("0 3 * * MON", "2026-12-07 02:59:59", "2026-12-07 03:00"),
+    ("0 3 * * 1", "2026-12-01 00:00", "2026-12-07 03:00"),  # numbers and names agree
+    ("0 0 * * SUN", "2026-12-01 00:00", "2026-12-06 00:00"),
+    ("0 0 * * 7", "2026-12-01 00:00", "2026-12-06 00:00"),  # 7 is Sunday too
+    ("*/15 * * * *", "2026-12-31 23:59", "2027-01-01 00:00"),  # over the year's end
+    ("*/15 * * * *", "2026-12-01 10:07", "2026-12-01 10:15"),
+    ("5/20 * * * *", "2026-12-01 10:46", "2026-12-01 11:05"),  # 5, 25, 45
+    ("0 9-17/4 * * *", "2026-12-01 13:00", "2026-12-01 17:00"),  # 9, 13, 17
+    ("30 6 1,15 * *", "2026-12-02 00:00", "2026-12-15 06:30"),
+    ("0 0 31 * *", "2026-11-01 00:00", "2026-12-31 00:00"),  # November has no 31st
+    ("0 0 29 2 *", "2026-01-01 00:00", "2028-02-29 00:00"),  # the next leap day
+    ("0 12 1 * MON", "2026-12-02 00:00", "2026-12-07 12:00"),  # both days restricted: either
+    ("0 12 1 * MON", "2026-12-28 13:00", "2027-01-01 12:00"),  # the 1st (a Friday)
+    ("0 12 */2 * MON", "2026-12-01 13:00", "2026-12-07 12:00"),  # "*"-based day: both must match
+    ("0 0 1 JAN,jul *", "2026-02-01 00:00", "2026-07-01 00:00"),  # names, any case
+    ("0 22 * * MON-FRI", "2026-12-04 22:00", "2026-12-07 22:00"),  # Friday -> Monday
+    ("@hourly", "2026-12-01 10:00", "2026-12-01 11:00"),
+    ("@daily", "2026-12-01 10:00", "2026-12-02 00:00"),
+    ("@weekly", "2026-12-01 10:00", "2026-12-06 00:00"),
+    ("@monthly", "2026-12-01 10:00", "2027-01-01 00:00"),
+    ("@yearly", "2026-12-01 10:00", "2027-01-01 00:00"),
+]
+
+
+@pytest.mark.parametrize(("expression", "after", "expected"), NEXT)
+def test_next_after(expression: str, after: str, expected: str) -> None:
+    assert parse_cron(expression).next_after(t(after)) == t(expected)
+
+
+# expression, at -> the last firing at or before it
+PREVIOUS = [
+    ("0 3 * * MON", "2026-12-07 03:00:30", "2026-12-07 03:00"),  # the same minute counts
+    ("0 3 * * MON", "2026-12-07 02:59", "2026-11-30 03:00"),
+    ("*/15 * * * *", "2027-01-01 00:14", "2027-01-01 00:00"),
+    ("*/15 * * * *", "2026-12-01 00:00", "2026-12-01 00:00"),
+    ("0 0 31 * *", "2026-12-30 00:00", "2026-10-31 00:00"),
+    ("0 0 29 2 *", "2027-06-01 00:00", "2024-02-29 00:00"),
+    ("30 6 1,15 * *", "2026-12-15 06:29", "2026-12-01 06:30"),
+    ("0 22 * * MON-FRI", "2026-12-07 21:00", "2026-12-04 22:00"),
+]
+
+
+@pytest.mark.parametrize(("expression", "at", "expected"), PREVIOUS)
+def test_previous(expression: str, at: str, expected: str) -> None:
+    assert parse_cron(expression).previous(t(at)) == t(expected)
+
+
+@pytest.mark.parametrize(
+    "expression", ["0 3 * * MON", "*/7 */5 * * *", "0 12 1,20 * FRI", "15 4 */3 * *", "0 0 * FEB-MAR SAT"]
+)
+def test_jumps_agree_with_minute_by_minute(expression: str) -> None:
+    """The evaluator jumps over months, days and hours; a plain scan of every minute finds the
+    same firings (four weeks from a time that is not on a minute boundary)."""
+    cron = parse_cron(expression)
+    start = t("2026-12-20 13:37:42")
+    scanned = []
+    minute = start.replace(second=0) + timedelta(minutes=1)
+    while minute < start + timedelta(days=28):
+        if cron.matches(minute):
+            scanned.append(minute)
+        minute += timedelta(minutes=1)
+    jumped = []
+    at = start
+    while (at := cron.next_after(at)) < start + timedelta(days=28):
+        jumped.append(at)
+    assert jumped == scanned
+    assert [cron.previous(m + timedelta(seconds=59)) for m in scanned] == scanned
+
+
+def test_times_are_utc() -> None:
+    """A naive time is UTC; an aware one is converted (3:00 UTC is 4:00 in Paris in winter)."""
+    cron = parse_cron("0 3 * * *")
+    paris = timezone(timedelta(hours=1))
+    assert cron.next_after(datetime(2026, 12, 1, 3, 30, tzinfo=paris)) == t("2026-12-01 03:00")
+    assert cron.next_after(datetime(2026, 12, 1, 2, 0)) == t("2026-12-01 03:00")
+
+
+@pytest.mark.parametrize(
+    ("expression", "says"),
+    [
+        ("0 3 * *", "has 4 fields"),
+        ("0 3 * * * *", "has 6 fields"),
+        ("60 3 * * *", "minute field '60' has 60, outside 0-59"),
+        ("0 24 * * *", "hour field '24' has 24, outside 0-23"),
+        ("0 3 0 * *", "day of month field '0' has 0, outside 1-31"),
+        ("0 3 * 13 *", "month field '13' has 13, outside 1-12"),
+        ("0 3 * * 8", "day of week field '8' has 8, outside 0-7"),
+        ("0 3 * * MOM", "day of week field 'MOM' has 'MOM', which is not a number or a name"),
+        ("0 3 * * FRI-MON", "runs backwards"),
+        ("*/0 * * * *", "has a step of 0"),
+        ("0 3 ? * *", "cannot be read"),
+        ("0 0 30 2 *", "can never fire"),
+        ("@reboot", "unknown macro"),
+        ("", "must be text"),
+    ],
+)
+def test_bad_lines_are_refused_naming_the_field(expression: str, says: str) -> None:
+    with pytest.raises(InvalidInput, match=None) as caught:
+        parse_cron(expression)
+    assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"schedule": "0 3 * *"}, "refresh.schedule"),
+        ({"on_data": ["Not A Name!"]}, "refresh.on_data[0]"),
+        ({"on_data": []}, "refresh"),
+        ({"schedule": "@daily", "alias": "Production!"}, "refresh.alias"),
+        ({"schedule": "@daily", "every": "day"}, "refresh.every"),
+    ],
+)
+def test_bad_declarations_name_the_field(raw: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidManifest) as caught:
+        RefreshDeclaration.from_dict(raw)
+    assert caught.value.field == field
+
+
+def test_declaration_defaults() -> None:
+    d = RefreshDeclaration.from_dict({"schedule": "0  3 * * mon", "on_data": "applications"})
+    assert d == RefreshDeclaration(schedule="0 3 * * mon", on_data=("applications",), alias="production")
+
+
+# ---------------------------------------------------------------- the firing record
+
+
+def test_a_firing_is_recorded_once_whoever_records_it(
+    registry: Registry, db_url: str, tmp_path: object
+) -> None:
+    """Two schedulers (two registry handles, as two processes would hold) record the same due
+    time: one gets the event, the other None; another due time is a new firing. On every store."""
+    v = registry.register("scored", lambda rows: [0 for _ in rows], capture=False)
+    other = Registry.open(db_url, artifacts=str(registry.artifact_root), actor="bob@example.com")
+    try:
+        key = "schedule:production:2026-12-07T03:00:00.000000Z"
+        first = registry.record_refresh_trigger(v.uri, key=key, trigger="schedule", details={"due": "x"})
+        second = other.record_refresh_trigger(v.uri, key=key, trigger="schedule")
+        later = other.record_refresh_trigger(v.uri, key=key.replace("07", "14"), trigger="schedule")
+    finally:
+        other.close()
+    assert first is not None and first.action == "refresh.triggered" and first.subject == v.uri
+    assert first.data["key"] == key and first.data["due"] == "x"
+    assert second is None
+    assert later is not None and later.actor == "bob@example.com"
+    fired = [e.data["key"] for e in registry.history(v.uri) if e.action == "refresh.triggered"]
+    assert fired == [key, key.replace("07", "14")]
+    assert registry.verify_ledger().ok
+    assert registry.check_state() == []  # a firing changes no governed state
