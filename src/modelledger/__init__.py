@@ -42,7 +42,8 @@ from ._object_lock import ObjectLock, ObjectRetention
 from ._policy import Policy
 from ._refresh import RefreshReport
 from ._registry import Registry
-from ._schedule import CronSchedule, Firing, RefreshDeclaration, Scheduler, parse_cron
+from ._schedule import CronSchedule, RefreshDeclaration, parse_cron
+from ._scheduler import Firing, Scheduler
 from ._search import Condition, VersionQuery, parse_query
 from ._serving import (
     CaptureStats,

@@ -12,12 +12,12 @@ on, failing gates reject it on the spot, an automatic deployment happens only af
 gate passed). So a refresh whose gates fail is recorded as ``rejected`` by the ledger's own
 ``validation.evaluated`` event, and is never deployed.
 
-A manifest declares when a refresh fires by itself (:class:`RefreshDeclaration`)::
+A manifest declares when a refresh fires by itself (:class:`~modelledger._schedule.RefreshDeclaration`)::
 
     refresh: {schedule: "0 3 * * MON", on_data: [applications], alias: production}
 
 ``alias`` (default ``production``) says while holding which alias the version is refreshed:
-the scheduler (:mod:`modelledger._schedule`) refreshes a version only while it holds that
+the scheduler (:mod:`modelledger._scheduler`) refreshes a version only while it holds that
 alias, so a declaration follows the deployed model, not every candidate that carries it.
 
 Firings are ledger events, ``refresh.triggered`` on the source version's subject, each with a
