@@ -29,8 +29,10 @@ from ._domain import (
     VerifyRecord,
     VerifyReport,
 )
+from ._entrypoint import StepEvent, seed
 from ._events import can_view_event, event_models
 from ._identifiers import ModelRef, parse_model_uri
+from ._inputs import inputs
 from ._ledger import ChainReport, Checkpoint, LedgerEvent
 from ._lifecycle import STAGES, VersionState
 from ._lineage import LineageEdge, LineageGraph, LineageNode, VersionDiff
@@ -83,6 +85,7 @@ from .errors import (
     NotFound,
     ObjectRetained,
     PermissionDenied,
+    RunFailed,
     SchemaMismatch,
     SchemaOutdated,
     StorageError,
@@ -155,6 +158,7 @@ __all__ = [
     "RefreshReport",
     "Registry",
     "ResolvedConfig",
+    "RunFailed",
     "Scheduler",
     "SchemaMismatch",
     "SchemaOutdated",
@@ -163,6 +167,7 @@ __all__ = [
     "SourceInfo",
     "StagedVersion",
     "StateDifference",
+    "StepEvent",
     "StorageError",
     "TraceReport",
     "TrainingJob",
@@ -187,6 +192,7 @@ __all__ = [
     "identity_path",
     "import_mlflow",
     "input_digest",
+    "inputs",
     "load_manifest_file",
     "load_steps_file",
     "new_prediction_id",
@@ -197,6 +203,7 @@ __all__ = [
     "receipts_from_table",
     "resolve_config",
     "resolve_oidc",
+    "seed",
     "verify_receipt",
     "webhook_signature",
 ]

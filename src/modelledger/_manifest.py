@@ -53,10 +53,12 @@ __all__ = [
     "capture_source",
     "check_limits",
     "check_manifest",
+    "checkout_top",
     "load_manifest_file",
     "load_steps_file",
     "redact_code",
     "redact_url",
+    "running_script",
 ]
 
 MANIFEST_FORMAT = 1
@@ -185,6 +187,16 @@ class Manifest:
     and host filled in; otherwise nothing of the registering machine is mixed in. A manifest
     may give ``environment`` itself (``origin`` required); a missing ``from`` is filled in
     as above.
+
+    ``run`` records how training was run, to run it again (``modelledger reproduce``,
+    refresh): ``{"command": ["python", "train.py", ...] ("python": the environment's
+    interpreter), "cwd": a folder inside the repository, "env": {name: value} (only the
+    variables that matter: ``MODELLEDGER_DATA_*`` and declared ones, never a secret),
+    "seeds": {name: int}, "unseeded": [random sources left unseeded]}``. ``links`` names the
+    version this one was made from: ``{"reproduction_of" | "refresh_of": "models:/x/3"}``.
+    ``refresh`` declares when to train again: ``{"schedule": "0 3 * * MON", "on_data":
+    ["applications"]}``. All three appear in :meth:`to_dict` only when set (see
+    :mod:`modelledger._entrypoint`, which fills ``run`` and ``links`` in at registration).
     """
 
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -209,8 +221,27 @@ class Manifest:
     datasets: tuple[Mapping[str, Any], ...] = ()  # {role, uri, digest, rows} per data set used
     steps: tuple[Mapping[str, Any], ...] = ()  # processing steps inside the model (from its pipeline)
     environment: Mapping[str, str] | None = None  # {"origin": ..., "from": ...}, see above
+    # How training was run, to run it again (see modelledger._run): {"command": [argv...],
+    # "cwd": path inside the repository, "env": {name: value}, "seeds": {name: int},
+    # "unseeded": [names of random sources left unseeded]}
+    run: Mapping[str, Any] | None = None
+    # What this version was made from: {"reproduction_of" | "refresh_of": "models:/x/3"}
+    links: Mapping[str, str] = field(default_factory=dict)
+    # When to train it again: {"schedule": "0 3 * * MON", "on_data": ["applications"]}
+    refresh: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        out = self._base_dict()
+        # Only when set: a manifest without them reads (and hashes) exactly as it always did.
+        if self.run is not None:
+            out["run"] = _plain(self.run)
+        if self.links:
+            out["links"] = dict(self.links)
+        if self.refresh is not None:
+            out["refresh"] = _plain(self.refresh)
+        return out
+
+    def _base_dict(self) -> dict[str, Any]:
         return {
             "format": MANIFEST_FORMAT,
             "params": dict(self.params),
@@ -353,6 +384,9 @@ _TOP = {
     "datasets": (list,),
     "steps": (list,),
     "environment": (dict,),
+    "run": (dict,),
+    "links": (dict,),
+    "refresh": (dict,),
 }
 _SOURCE = {
     "repo_url": (str,),
@@ -365,6 +399,10 @@ _SOURCE = {
     "unknown": (str,),
 }
 _ENVIRONMENT = {"origin": (str,), "from": (str,)}
+_RUN = {"command": (list,), "cwd": (str,), "env": (dict,), "seeds": (dict,), "unseeded": (list,)}
+LINK_KINDS = ("reproduction_of", "refresh_of")
+"""The kinds of link a manifest's ``links`` may hold (a version made from another one)."""
+_REFRESH = {"schedule": (str,), "on_data": (list,)}
 _ORIGINS = ("training", "registering-machine")
 _JOB = {"id": (str, int), "started_at": (str, datetime), "ended_at": (str, datetime), "host": (str,)}
 _STAGE_MODES = ("data_prepared", "trained", "validated", "approved", "deployed")
@@ -489,6 +527,7 @@ def check_manifest(doc: Manifest, limits: ManifestLimits = DEFAULT_LIMITS) -> Ma
     _check_revision(doc.source.revision, None)
     if doc.environment is not None:
         _check_environment(doc.environment, None)
+    _check_run_fields(doc.run, doc.links, doc.refresh, None)
     return _redacted(doc)
 
 
@@ -555,6 +594,7 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
     environment = data.get("environment")
     if environment is not None:
         _check_environment(environment, source)
+    _check_run_fields(data.get("run"), data.get("links"), data.get("refresh"), source)
     job = data.get("training_job") or {}
     _check_fields(job, _JOB, "training_job.", source)
     metrics = data.get("metrics") or {}
@@ -633,8 +673,71 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
         datasets=tuple(_check_list_of_maps(data.get("datasets"), "datasets", ("role", "uri"), source)),
         steps=tuple(_check_list_of_maps(data.get("steps"), "steps", ("name",), source)),
         environment=dict(environment) if environment is not None else None,
+        run=_plain(data["run"]) if data.get("run") is not None else None,
+        links=dict(data.get("links") or {}),
+        refresh=_plain(data["refresh"]) if data.get("refresh") is not None else None,
     )
     return _redacted(doc)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping a dict and every sequence a list (JSON's shapes)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+_SEED_VALUE = "must be an integer seed"
+
+
+def _check_run_fields(run: Any, links: Any, refresh: Any, source: str | None) -> None:
+    """The shapes of ``run``, ``links`` and ``refresh`` (see :class:`Manifest`)."""
+    if run is not None:
+        if not isinstance(run, Mapping):
+            raise InvalidManifest("run", "must be a mapping", source=source)
+        _check_fields(run, _RUN, "run.", source)
+        command = run.get("command")
+        if command is not None and (not command or not all(isinstance(a, str) for a in command)):
+            raise InvalidManifest("run.command", "must be a non-empty list of strings (argv)", source=source)
+        cwd = run.get("cwd")
+        if cwd is not None:
+            parts = Path(cwd).parts
+            if cwd.startswith(("/", "\\")) or Path(cwd).is_absolute() or ".." in parts or "\0" in cwd:
+                raise InvalidManifest(
+                    "run.cwd", "must be a relative path inside the repository (no '..')", source=source
+                )
+        for name, value in (run.get("env") or {}).items():
+            if not isinstance(value, str):
+                raise InvalidManifest(f"run.env.{name}", "must be a string", source=source)
+        for name, value in (run.get("seeds") or {}).items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidManifest(f"run.seeds.{name}", _SEED_VALUE, source=source)
+        if not all(isinstance(n, str) for n in run.get("unseeded") or ()):
+            raise InvalidManifest("run.unseeded", "must be a list of names", source=source)
+    if links is not None:
+        if not isinstance(links, Mapping):
+            raise InvalidManifest("links", "must be a mapping", source=source)
+        for kind, target in links.items():
+            if kind not in LINK_KINDS:
+                raise InvalidManifest(
+                    f"links.{kind}", f"must be one of {', '.join(LINK_KINDS)}", source=source
+                )
+            if not isinstance(target, str) or not _VERSION_URI.fullmatch(target):
+                raise InvalidManifest(
+                    f"links.{kind}", "must name a model version (models:/<name>/<number>)", source=source
+                )
+    if refresh is not None:
+        if not isinstance(refresh, Mapping):
+            raise InvalidManifest("refresh", "must be a mapping", source=source)
+        _check_fields(refresh, _REFRESH, "refresh.", source)
+        if not all(isinstance(n, str) and n for n in refresh.get("on_data") or ()):
+            raise InvalidManifest("refresh.on_data", "must be a list of data set names", source=source)
+
+
+# a link names one version by number: an alias would move under it
+_VERSION_URI = re.compile(r"models:/[A-Za-z0-9][A-Za-z0-9._-]{0,127}/[1-9][0-9]{0,17}")
 
 
 def _check_list_of_maps(
@@ -878,6 +981,19 @@ def _git(args: list[str], cwd: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def running_script() -> tuple[str | None, str | None]:
+    """(the script this process runs, or None and why it cannot be named: ``"run under
+    pytest"``); both None for ``python -c``, standard input or the REPL (see
+    :func:`capture_source`)."""
+    return _running_script()
+
+
+def checkout_top(where: str) -> str | None:
+    """The top-level folder of the git checkout holding the folder ``where``, or None."""
+    found = _checkout(where)
+    return found[0] if found is not None else None
 
 
 def capture_source(*, cwd: str | os.PathLike[str] | None = None, script: str | None = None) -> SourceInfo:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from ._canonical import canonicalize, canonicalize_str
 from ._data import DatasetPlan, Datasets, sklearn_steps
 from ._domain import DatasetVersion, FileEntry, LazyJSON, Signature, UploadedVersion
+from ._entrypoint import remembered_datasets, with_run_facts
 from ._identifiers import fold_name, validate_execution_id, validate_folder_key, validate_name
 from ._integrity import version_digest
 from ._manifest import (
@@ -124,6 +125,9 @@ def plan_registration(
         doc = replace(doc, metrics={**doc.metrics, **check_metrics(metrics)})
     if doc.training_job.id is None and execution_id is not None:
         doc = replace(doc, training_job=replace(doc.training_job, id=execution_id))
+    if datasets is None:
+        # what modelledger.inputs() read in this process: the entrypoint contract (_run)
+        datasets = remembered_datasets() or None
     known, named, inline = _dataset_roles(datasets or {})
     known += [(role, datasets_service.get(uri)) for role, uri in named]
     folder, flavor, entry, doc = _prepare_source(source, scratch_dir, doc, sample_input, load_check)
@@ -136,6 +140,14 @@ def plan_registration(
             folder=folder if isinstance(source, (str, os.PathLike)) else None,
             limits=limits,
         )
+    doc = with_run_facts(
+        doc,
+        source,
+        capture=capture,
+        folder=isinstance(source, (str, os.PathLike)),
+        script=os.fspath(code_path) if code_path is not None else None,
+        limits=limits,
+    )
     doc = replace(doc, flavor=flavor, entry=entry)
     code = {k: v for k, v in doc.source.to_dict().items() if v is not None} if capture else {}
     planned = tuple(

@@ -38,6 +38,7 @@ from ._domain import (
     VerifyReport,
 )
 from ._download import download_planned, plan_download
+from ._entrypoint import report_registered
 from ._erasure import (
     erasure_from_event,
     find_erasure,
@@ -750,6 +751,7 @@ class Registry(GovernanceVerbs, EventVerbs, RefreshVerbs):
             datasets=datasets,
             load_check=load_check,
         )
+        report_registered(version)  # to the process that started this run, if one did (_run)
         return version
 
     def upload(

@@ -16,6 +16,7 @@
     ├── IntegrityError        a stored byte does not match its recorded digest
     │   └── InvalidReceipt    a prediction receipt that does not verify
     ├── MissingDependency     a model's framework is not installed (names the pip extra)
+    ├── RunFailed             running a recorded training again failed (names the step)
     ├── PermissionDenied      the actor may not do this
     │   ├── KeyFileExposed    a private key file that others may read
     │   └── InvalidToken      an API token that is missing, malformed, unknown, expired or revoked
@@ -49,6 +50,7 @@ __all__ = [
     "NotFound",
     "ObjectRetained",
     "PermissionDenied",
+    "RunFailed",
     "SchemaMismatch",
     "SchemaOutdated",
     "StorageError",
@@ -205,6 +207,25 @@ class MissingDependency(ModelLedgerError):
         super().__init__(f"{what} needs the {package} package: {how}")
         self.package = package
         self.extra = extra
+
+
+class RunFailed(ModelLedgerError):
+    """Running a version's recorded training again (reproduce, refresh) failed at ``step``
+    (``checkout``, ``environment``, ``data``, ``run``, ``verdict``); ``detail`` says why. No
+    candidate is left registered by the failed run.
+
+    >>> str(RunFailed("environment", "Python 3.9.7 is not installed on this machine"))
+    "the run failed at step 'environment': Python 3.9.7 is not installed on this machine"
+    """
+
+    # class-level defaults: a remote client rebuilds this error from its name and message only
+    step: str = ""
+    detail: str = ""
+
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(f"the run failed at step {step!r}: {detail}")
+        self.step = step
+        self.detail = detail
 
 
 class PermissionDenied(ModelLedgerError):
