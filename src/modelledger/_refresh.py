@@ -39,6 +39,7 @@ from ._identifiers import parse_dataset_uri
 from ._ledger import LedgerEvent
 from ._lifecycle import EventDraft, VersionState
 from ._paging import MAX_PAGE
+from ._run import run_entrypoint
 from .errors import Conflict, InvalidInput
 from .stores.protocols import MetadataStore, Signer
 
@@ -184,8 +185,6 @@ class RefreshVerbs:
         >>> report.candidate, report.stage  # doctest: +SKIP
         ('models:/credit-risk/4', 'validated')
         """
-        from ._run import run_entrypoint  # the checkout and environment machinery, when used
-
         source = self.get_version(identifier)
         chosen, changed = refresh_data(self.datasets, source.manifest, data, uri=source.uri)
         candidate = run_entrypoint(
