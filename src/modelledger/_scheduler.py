@@ -130,6 +130,8 @@ class Scheduler:
         self.progress = progress
         self.position: int | None = None  # the last ledger seq read; None before the first tick
         self._declared: dict[str, list[_Declared]] = {}
+        # (source, key) this process saw recorded: not asked of the ledger again every tick
+        self._recorded: set[tuple[str, str]] = set()
 
     # ---------------------------------------------------------------- what is declared
 
@@ -257,6 +259,8 @@ class Scheduler:
         left out)."""
         done: list[Firing] = []
         for firing in self.due():
+            if (firing.source, firing.key) in self._recorded:
+                continue
             details: dict[str, Any] = {"alias": firing.alias}
             if firing.due is not None:
                 details["due"] = firing.due
@@ -265,17 +269,19 @@ class Scheduler:
             event = self.registry.record_refresh_trigger(
                 firing.source, key=firing.key, trigger=firing.trigger, details=details
             )
+            self._recorded.add((firing.source, firing.key))
             if event is None:
-                continue
+                continue  # another scheduler recorded it first, and runs it
             done.append(self._run(replace(firing, seq=event.seq)))
         return done
 
     def _run(self, firing: Firing) -> Firing:
         try:
             report = self.registry.refresh(firing.source, data=firing.data or None, progress=self.progress)
-        except ModelLedgerError as exc:
-            self.registry.record_refresh_failure(firing.source, key=firing.key, error=exc.message)
-            return replace(firing, error=exc.message)
+        except Exception as exc:  # any failure of the run is recorded, and the scheduler goes on
+            error = exc.message if isinstance(exc, ModelLedgerError) else f"{type(exc).__name__}: {exc}"
+            self.registry.record_refresh_failure(firing.source, key=firing.key, error=error)
+            return replace(firing, error=error)
         return replace(firing, candidate=report.candidate, stage=report.stage)
 
     def run(
