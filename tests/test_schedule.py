@@ -4,10 +4,13 @@ firing record: each due time fires once, whichever scheduler gets there first.""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import pandas as pd
 import pytest
+from tests.conftest import enrol_cast
 
-from modelledger import InvalidInput, InvalidManifest, RefreshDeclaration, Registry, parse_cron
+from modelledger import InvalidInput, InvalidManifest, RefreshDeclaration, Registry, Scheduler, parse_cron
 
 UTC = timezone.utc
 
@@ -168,3 +171,46 @@ def test_a_firing_is_recorded_once_whoever_records_it(
     assert fired == [key, key.replace("07", "14")]
     assert registry.verify_ledger().ok
     assert registry.check_state() == []  # a firing changes no governed state
+
+
+# ---------------------------------------------------------------- the scheduler, without a run
+
+
+def test_a_fired_refresh_that_cannot_run_is_recorded_failed(tmp_path: Path) -> None:
+    """A version registered here (under pytest: no command is recorded, so it cannot be run
+    again) declares a schedule and a data set. The scheduler watches it only while it holds
+    @production, fires the due time once, and records that the run failed, with the step.
+    (SQLite only: the firing record itself is tested on every store above.)"""
+    db_url, artifacts = f"sqlite:///{tmp_path / 'registry.db'}", str(tmp_path / "artifacts")
+    enrol_cast(db_url, artifacts)
+    registry = Registry.open(db_url, artifacts=artifacts, actor="alice@example.com")
+    train = registry.datasets.register("apps", pd.DataFrame({"income": [10.0, 20.0], "defaulted": [1, 0]}))
+    manifest = {"refresh": {"schedule": "*/10 * * * *", "on_data": ["apps"]}}
+    v = registry.register(
+        "scored", lambda rows: [0 for _ in rows], manifest=manifest, datasets={"train": train.uri}
+    )
+    clock = [datetime.now(UTC)]
+    scheduler = Scheduler(registry, clock=lambda: clock[0])
+    assert scheduler.tick() == [] and scheduler.declarations() == []  # not deployed: not watched
+
+    officer = Registry.open(db_url, artifacts=str(registry.artifact_root), actor="bob@example.com")
+    try:
+        officer.approve(v.uri, reason="reviewed")
+        officer.deploy(v.uri)
+    finally:
+        officer.close()
+    assert scheduler.tick() == []  # the last due time is older than the deployment
+    assert [(s, a, d.schedule) for s, a, d in scheduler.declarations()] == [
+        (v.uri, "production", "*/10 * * * *")
+    ]
+    clock[0] = parse_cron("*/10 * * * *").next_after(clock[0]) + timedelta(seconds=1)
+    [fired] = scheduler.tick()
+    assert fired.trigger == "schedule" and fired.candidate is None
+    assert fired.error is not None and "failed at step" in fired.error
+    assert scheduler.tick() == []
+    actions = [
+        (e.action, e.data.get("key")) for e in registry.history(v.uri) if e.action.startswith("refresh.")
+    ]
+    assert actions == [("refresh.triggered", fired.key), ("refresh.failed", fired.key)]
+    assert [x.version for x in registry.list_versions("scored").items] == [v.version]  # no candidate
+    registry.close()
