@@ -3,14 +3,17 @@ firing record: each due time fires once, whichever scheduler gets there first.""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from tests.conftest import enrol_cast
 
 from modelledger import InvalidInput, InvalidManifest, RefreshDeclaration, Registry, Scheduler, parse_cron
+from modelledger.cli import main
 
 UTC = timezone.utc
 
@@ -185,7 +188,7 @@ def test_a_fired_refresh_that_cannot_run_is_recorded_failed(tmp_path: Path) -> N
     enrol_cast(db_url, artifacts)
     registry = Registry.open(db_url, artifacts=artifacts, actor="alice@example.com")
     train = registry.datasets.register("apps", pd.DataFrame({"income": [10.0, 20.0], "defaulted": [1, 0]}))
-    manifest = {"refresh": {"schedule": "*/10 * * * *", "on_data": ["apps"]}}
+    manifest = {"refresh": {"schedule": "0 3 * * MON", "on_data": ["apps"]}}
     v = registry.register(
         "scored", lambda rows: [0 for _ in rows], manifest=manifest, datasets={"train": train.uri}
     )
@@ -200,10 +203,18 @@ def test_a_fired_refresh_that_cannot_run_is_recorded_failed(tmp_path: Path) -> N
     finally:
         officer.close()
     assert scheduler.tick() == []  # the last due time is older than the deployment
-    assert [(s, a, d.schedule) for s, a, d in scheduler.declarations()] == [
-        (v.uri, "production", "*/10 * * * *")
+    where = ["--registry", db_url, "--artifacts", artifacts, "--json"]
+    listed = CliRunner().invoke(main, ["scheduler", "--list", *where])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == [
+        {"source": v.uri, "alias": "production", "schedule": "0 3 * * MON", "on_data": ["apps"]}
     ]
-    clock[0] = parse_cron("*/10 * * * *").next_after(clock[0]) + timedelta(seconds=1)
+    once = CliRunner().invoke(main, ["scheduler", "--once", *where])
+    assert (once.exit_code, json.loads(once.stdout)) == (0, [])  # nothing due on the real clock
+    assert [(s, a, d.schedule) for s, a, d in scheduler.declarations()] == [
+        (v.uri, "production", "0 3 * * MON")
+    ]
+    clock[0] = parse_cron("0 3 * * MON").next_after(clock[0]) + timedelta(seconds=1)
     [fired] = scheduler.tick()
     assert fired.trigger == "schedule" and fired.candidate is None
     assert fired.error is not None and "failed at step" in fired.error
