@@ -94,6 +94,7 @@ ACTION_ROLE: Mapping[str, str] = {
     "member.roles_set": "admin",
     "token.created": "admin",
     "token.revoked": "admin",
+    "version.reproduced": "contributor",
     "refresh.triggered": "contributor",
     "refresh.failed": "contributor",
 }

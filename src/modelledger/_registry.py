@@ -38,7 +38,7 @@ from ._domain import (
     VerifyReport,
 )
 from ._download import download_planned, plan_download
-from ._entrypoint import report_registered
+from ._entrypoint import RunProgress, report_registered
 from ._erasure import (
     erasure_from_event,
     find_erasure,
@@ -84,6 +84,8 @@ from ._registration import (
     scratch,
     write_registration,
 )
+from ._reproduce import DEFAULT_TOLERANCE, Reproduction
+from ._reproduce import reproduce as reproduce_version
 from ._search import VersionQuery, condition, parse_query, query_from_filters
 from ._serving import (
     DEFAULT_FLUSH_ROWS,
@@ -1284,6 +1286,84 @@ class Registry(GovernanceVerbs, EventVerbs, RefreshVerbs):
             needs_policy=False,
         )
         return self.get_version(mv.uri)
+
+    # ------------------------------------------------------------------ reproduce
+
+    def process_environment(self) -> dict[str, str]:
+        """The environment variables under which another process opens this registry as this
+        actor (``Registry.open()`` there): the metadata URL, the artefact root and the key file.
+        Used for the runs that :meth:`reproduce` starts; never holds a password (a database
+        URL's is removed: give it to the run as ``PGPASSWORD`` or in a config file)."""
+        out = {"MODELLEDGER_ARTIFACTS": self._art.url, "MODELLEDGER_KEY": str(self.key_path)}
+        url = getattr(self._meta, "url", None)
+        if isinstance(url, str) and url:
+            out["MODELLEDGER_URL"] = url
+        if self._home is not None:
+            out["MODELLEDGER_HOME"] = str(self._home)
+        if self._actor:
+            out["MODELLEDGER_USER"] = self._actor
+        return out
+
+    def reproduce(
+        self,
+        identifier: str,
+        *,
+        allow_dirty: bool = False,
+        tolerance: float = DEFAULT_TOLERANCE,
+        repository: str | None = None,
+        pins: Mapping[str, str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        progress: RunProgress | None = None,
+    ) -> Reproduction:
+        """Run a version's recorded training again and say whether the same model came out.
+
+        A clean checkout of the recorded revision (a version trained from uncommitted changes is
+        refused unless ``allow_dirty``; ``repository`` when the recorded one is not reachable,
+        default: the recorded URL, else the checkout this process runs in), an isolated
+        environment with the recorded Python and exact dependency versions (cached under
+        ``cache_dir`` by its digest; ``pins`` replaces versions, to see whether the version holds
+        under an upgrade), the same data set versions by digest, the recorded command: its
+        registration is a candidate linked ``reproduction_of`` the original. The verdict
+        (``identical``, ``equivalent`` within ``tolerance``, or ``different`` with the reasons)
+        is recorded in the ledger as ``version.reproduced`` about the original and returned.
+        ``progress`` is called with a :class:`StepEvent` per step. A failure at any step raises
+        :class:`RunFailed` naming the step and leaves no candidate (a candidate registered by a
+        run that then failed is rejected). See docs/reproduce.md.
+
+        >>> found = registry.reproduce("models:/credit-risk/3")  # doctest: +SKIP
+        >>> found.verdict, found.reproduction  # doctest: +SKIP
+        ('identical', 'models:/credit-risk/4')
+        """
+
+        def record(original: ModelVersion, found: Reproduction) -> int:
+            data = {"model": original.model, "version": original.version, **found.event_data()}
+            events = self._meta.govern(
+                original.model,
+                original.version,
+                lambda ctx: [
+                    EventDraft("version.reproduced", original.uri, data, f"verdict: {found.verdict}")
+                ],
+                actor=self.actor,
+                signer=self._signer(),
+                needs_state=False,
+                needs_policy=False,
+            )
+            return int(events[0].seq)
+
+        self._ready(write=True)
+        return reproduce_version(
+            self,
+            identifier,
+            record=record,
+            allow_dirty=allow_dirty,
+            tolerance=tolerance,
+            repository=repository,
+            pins=pins,
+            cache_dir=cache_dir,
+            timeout=timeout,
+            progress=progress,
+        )
 
     # ------------------------------------------------------------------ erasure
 

@@ -30,6 +30,7 @@ script) and registers theirs:
 - :mod:`.importer`: ``import mlflow``
 - :mod:`.refresh`: ``refresh``, ``scheduler``
 - :mod:`.server`: ``server`` (the read API; imports :mod:`modelledger.server` only when run)
+- :mod:`.reproduce`: ``reproduce`` (run a version's recorded training again, with a verdict)
 
 A command's module is imported when that command is looked up (:data:`COMMANDS` names it), so
 ``modelledger server`` loads neither the other commands nor the libraries they render with.
@@ -86,6 +87,7 @@ COMMANDS: dict[str, str] = {
     "webhooks": "webhooks:webhooks",
     "server": "server:server",
     "import": "importer:import_group",
+    "reproduce": "reproduce:reproduce",
     "refresh": "refresh:refresh",
     "scheduler": "refresh:scheduler",
 }
