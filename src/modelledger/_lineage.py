@@ -232,8 +232,9 @@ def version_links(store: MetadataStore, mv: ModelVersion) -> list[dict[str, Any]
     ``reproduction_of``), each with what the ledger says about the re-run and what it changed.
 
     Each entry: ``relation``, ``target`` (``models:/x/3``), ``found`` (False when that version
-    is not in this registry), ``verdict`` and ``verdict_reason`` (the latest event about ``mv``
-    whose data carries a ``verdict``: a reproduction's identical / equivalent / different), and
+    is not in this registry), ``verdict`` and ``verdict_reason`` (for a reproduction: the
+    ``version.reproduced`` event about the target that names ``mv``: identical, equivalent or
+    different, and its reasons), and
     ``data``: role -> ``{"old", "new"}`` for each role whose data set version differs from the
     target's (what a refresh ran on that the original did not).
 
@@ -244,10 +245,6 @@ def version_links(store: MetadataStore, mv: ModelVersion) -> list[dict[str, Any]
     links = mv.manifest.get("links") or {}
     if not links:
         return []
-    verdict: tuple[Any, Any] = (None, None)
-    for event in subject_history(store, [mv.uri], []):
-        if "verdict" in event.data:
-            verdict = (event.data["verdict"], event.reason)
     out = []
     for relation, target in sorted(links.items()):
         linked = _linked_version(store, str(target))
@@ -257,17 +254,33 @@ def version_links(store: MetadataStore, mv: ModelVersion) -> list[dict[str, Any]
             for role in sorted(set(old) | set(new))
             if old.get(role) != new.get(role)
         }
+        verdict, why = (None, None)
+        if relation == "reproduction_of" and linked is not None:
+            verdict, why = _verdict(store, linked, mv.uri)
         out.append(
             {
                 "relation": str(relation),
                 "target": str(target),
                 "found": linked is not None,
-                "verdict": verdict[0] if relation == "reproduction_of" else None,
-                "verdict_reason": verdict[1] if relation == "reproduction_of" else None,
+                "verdict": verdict,
+                "verdict_reason": why,
                 "data": data if linked is not None else {},
             }
         )
     return out
+
+
+def _verdict(
+    store: MetadataStore, original: ModelVersion, reproduction: str
+) -> tuple[str | None, str | None]:
+    """The latest verdict the ledger records about ``original`` for the run that registered
+    ``reproduction`` (``version.reproduced``, written by ``Registry.reproduce``), and why."""
+    found: tuple[str | None, str | None] = (None, None)
+    for event in subject_history(store, [original.uri], []):
+        if event.action == "version.reproduced" and event.data.get("reproduction") == reproduction:
+            reasons = [str(r) for r in event.data.get("reasons") or ()]
+            found = (str(event.data.get("verdict")), "; ".join(reasons) or None)
+    return found
 
 
 def _link_label(link: Mapping[str, Any]) -> str:

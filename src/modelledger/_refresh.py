@@ -30,7 +30,8 @@ restarted) never fire the same due time twice. A firing whose refresh then fails
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ from ._identifiers import parse_dataset_uri
 from ._ledger import LedgerEvent
 from ._lifecycle import EventDraft, VersionState
 from ._paging import MAX_PAGE
-from ._run import run_entrypoint
+from ._run import RunProgress, execute_run
 from .errors import Conflict, InvalidInput
 from .stores.protocols import MetadataStore, Signer
 
@@ -162,13 +163,17 @@ class RefreshVerbs:
         def get_version(self, name_or_uri: str, version: int | None = None) -> ModelVersion: ...
         def state(self, uri: str) -> VersionState: ...
         def history(self, uri_or_name: str) -> list[LedgerEvent]: ...
+        def process_environment(self) -> dict[str, str]: ...
+        def reject(self, uri: str, *, reason: str) -> VersionState: ...
 
     def refresh(
         self,
         identifier: str,
         *,
         data: Mapping[str, str] | None = None,
-        progress: Callable[..., Any] | None = None,
+        progress: RunProgress | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
     ) -> RefreshReport:
         """Train a new candidate from the version's recorded entrypoint, in its pinned
         environment, on newer data, registered ``refresh_of`` that version.
@@ -177,8 +182,11 @@ class RefreshVerbs:
         every other role the manifest names gets the newest version of its data set. The
         candidate's registration walks its stages and gates as any registration does: the
         report's ``stage`` says where it stopped (``rejected`` when a gate failed; such a
-        version is never deployed). A failing step (checkout, environment, the script)
-        raises and leaves no candidate.
+        version is never deployed). ``progress`` is called with a ``StepEvent`` per step;
+        ``cache_dir`` is where environments are cached (as for :meth:`reproduce`); ``timeout``
+        bounds the run in seconds. A failing step (checkout, environment, data, run) raises
+        :class:`~modelledger.RunFailed` naming it and leaves no candidate (one the run
+        registered before failing is rejected).
 
         >>> report = registry.refresh("models:/credit-risk@production",
         ...                           data={"train": "datasets:/applications/8"})  # doctest: +SKIP
@@ -187,10 +195,16 @@ class RefreshVerbs:
         """
         source = self.get_version(identifier)
         chosen, changed = refresh_data(self.datasets, source.manifest, data, uri=source.uri)
-        candidate = run_entrypoint(
-            self, source, data=chosen, link=("refresh_of", source.uri), progress=progress
+        outcome = execute_run(
+            self,
+            source,
+            data=chosen,
+            link=("refresh_of", source.uri),
+            progress=progress,
+            cache_dir=cache_dir,
+            timeout=timeout,
         )
-        return self._refresh_report(source, candidate, chosen, changed)
+        return self._refresh_report(source, outcome.version, dict(outcome.data), changed)
 
     def _refresh_report(
         self,
