@@ -29,6 +29,7 @@ from tests.conftest import enrol_cast
 
 from modelledger import Firing, RefreshReport, Registry, Scheduler, parse_cron
 from modelledger._environment import MARKER, environment_digest, modelledger_source
+from modelledger._lifecycle import EventDraft
 from modelledger.cli import main
 
 HERE = Path(__file__).parent
@@ -240,3 +241,45 @@ def _text(when: datetime) -> str:
 def _where(story: Story) -> list[str]:
     url = story.registry.process_environment()
     return ["--registry", url["MODELLEDGER_URL"], "--artifacts", url["MODELLEDGER_ARTIFACTS"]]
+
+
+def test_lineage_trace_and_diff_show_a_reproduction_with_its_verdict(story: Story) -> None:
+    """A version linked ``reproduction_of`` shows the link with the verdict that
+    ``Registry.reproduce`` recorded about the original (``version.reproduced``, written here as
+    it writes it: reproduce's own tests run it)."""
+    v1 = story.registry.get_version(story.v1)
+    copy = story.registry.register(
+        "credit",
+        lambda rows: [0 for _ in rows],
+        capture=False,
+        manifest={"links": {"reproduction_of": v1.uri}},
+        datasets={d["role"]: d["uri"] for d in v1.manifest["datasets"]},
+    )
+    data = {"model": "credit", "version": v1.version, "reproduction": copy.uri, "verdict": "different"}
+    data["reasons"] = ["dependency numpy: 2.1.0 -> 2.2.0"]
+    draft = EventDraft("version.reproduced", v1.uri, data, "verdict: different")
+    story.registry._meta.govern(
+        "credit",
+        v1.version,
+        lambda _ctx: [draft],
+        actor="alice@example.com",
+        signer=story.registry._signer(),
+        needs_state=False,
+        needs_policy=False,
+    )
+    graph = story.registry.lineage(copy.uri)
+    assert (v1.uri, copy.uri, "reproduction_of (different)") in {
+        (e.source, e.target, e.label) for e in graph.edges
+    }
+    result = CliRunner().invoke(main, ["lineage", copy.uri, *_where(story)])
+    assert f"reproduction_of (different): {v1.uri}" in result.output, result.output
+    assert story.registry.diff(v1.uri, copy.uri).links == [
+        {"from": copy.uri, "relation": "reproduction_of", "to": v1.uri}
+    ]
+    with story.registry.load(copy.uri, capture=True) as predictor:
+        prediction = predictor.predict(pd.DataFrame({"income": [25.0]})).receipts[0].prediction_id
+    [link] = story.registry.trace(prediction).links
+    assert (link["relation"], link["verdict"]) == ("reproduction_of", "different")
+    result = CliRunner().invoke(main, ["trace", prediction, *_where(story)])
+    line = f"{v1.uri}: different (dependency numpy: 2.1.0 -> 2.2.0)"
+    assert re.search(rf"\n  reproduction of +{re.escape(line)}\n", result.output), result.output
