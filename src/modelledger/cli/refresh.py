@@ -67,9 +67,28 @@ def _print_report(report: RefreshReport) -> None:
     help="The data set version for a role (repeatable); other roles get the newest version "
     "of the data set the version was trained with.",
 )
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where built environments are cached [env: MODELLEDGER_ENV_CACHE; default: the user cache].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop the run after this many seconds.",
+)
 @json_option
 @registry_options
-def refresh(registry: Registry, identifier: str, data: dict[str, str], as_json: bool) -> None:
+def refresh(
+    registry: Registry,
+    identifier: str,
+    data: dict[str, str],
+    cache_dir: str | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
     """Train a new candidate from a version's recorded entrypoint, in its pinned environment,
     on newer data, registered `refresh_of` that version.
 
@@ -83,7 +102,9 @@ def refresh(registry: Registry, identifier: str, data: dict[str, str], as_json: 
         modelledger refresh models:/credit-risk@production --data train=datasets:/applications/8
     """
     progress = None if as_json else _progress(make_console(stderr=True))
-    report = registry.refresh(identifier, data=data or None, progress=progress)
+    report = registry.refresh(
+        identifier, data=data or None, progress=progress, cache_dir=cache_dir, timeout=timeout
+    )
     if as_json:
         echo_json(report.to_dict())
     else:
