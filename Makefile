@@ -1,7 +1,7 @@
 # One command to see it work, one command to test it. Both set themselves up.
 #
 # Installs are pinned: constraints.txt holds an exact version for every package that
-# `pip install -e '.[dev]'` or `pip install -e '.[sklearn,server]'` brings in; constraints-bench.txt
+# `pip install -e '.[dev]'` or `pip install -e '.[sklearn,server,reproduce]'` brings in; constraints-bench.txt
 # does the same for the `bench` extra (MLflow's own caps clash with the dev pins, so the
 # benchmark gets its own venv and its own file). `make lock` regenerates both.
 PYTHON      ?= python3
@@ -21,7 +21,7 @@ PIP_VERSION := 26.3
 
 setup-demo: $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'pip==$(PIP_VERSION)'
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[sklearn,server]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[sklearn,server,reproduce]'
 
 setup-dev: $(BIN)/python
 	$(BIN)/python -m pip install --quiet 'pip==$(PIP_VERSION)'

@@ -22,21 +22,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.impute import SimpleImputer
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 OUT = Path(os.environ.get("DEMO_DIR", "demo-output")).absolute()
+REPO = Path(__file__).resolve().parent.parent
 DATA_SCIENTIST = "data-scientist@bank.example"
 RISK_OFFICER = "risk-officer@bank.example"
 SCORER = "scoring-service"
@@ -172,65 +167,28 @@ def main() -> str:
         f"   {clean.uri} {clean.row_count:,} rows -> {train.uri} {train.row_count:,} / {holdout.uri} {holdout.row_count:,}"
     )
 
-    print("3. Train: impute, scale, one-hot encode, gradient boosting")
-    features = [
-        "age",
-        "annual_income",
-        "loan_amount",
-        "term_months",
-        "employment",
-        "housing",
-        "late_payments_12m",
-    ]
-    numeric = ["age", "annual_income", "loan_amount", "term_months", "late_payments_12m"]
-    params = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.08, "random_state": 7}
-    pipeline = Pipeline(
-        [
-            (
-                "prepare",
-                ColumnTransformer(
-                    [
-                        (
-                            "num",
-                            Pipeline(
-                                [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-                            ),
-                            numeric,
-                        ),
-                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["employment", "housing"]),
-                    ]
-                ),
-            ),
-            ("model", GradientBoostingClassifier(**params)),
-        ]
-    )
-    started = time.gmtime()
-    X_train, y_train = train_frame[features], train_frame["defaulted"]
-    X_holdout, y_holdout = holdout_frame[features], holdout_frame["defaulted"]
-    pipeline.fit(X_train, y_train)
-    auc = float(roc_auc_score(y_holdout, pipeline.predict_proba(X_holdout)[:, 1]))
-    print(f"   holdout AUC {auc:.3f}")
-
+    print("3. Train: examples/train.py reads its data through the registry, by role")
     print(
-        "4. Register: artefact + manifest + data, walking candidate -> data_prepared -> trained -> validated"
+        f"   MODELLEDGER_DATA_TRAIN={train.uri} MODELLEDGER_DATA_HOLDOUT={holdout.uri} python examples/train.py"
     )
     registry.create_model(
         "credit-risk", description="Probability of default on new loans", tags={"team": "credit"}
     )
-    version = registry.register(
-        "credit-risk",
-        pipeline,
-        sample_input=X_train.head(20),
-        metrics={"auc_holdout": round(auc, 4)},
-        datasets={"train": train, "holdout": holdout},
-        manifest={
-            "gates": ["auc >= 0.75 on holdout"],
-            "training_job": {
-                "id": "demo-run-1",
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", started),
-                "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        },
+    training = {
+        **os.environ,
+        "MODELLEDGER_DATA_TRAIN": train.uri,
+        "MODELLEDGER_DATA_HOLDOUT": holdout.uri,
+        "MODELLEDGER_USER": DATA_SCIENTIST,
+    }
+    # run from the repository's root, the folder the run is recorded in (and run again from)
+    subprocess.run([sys.executable, "examples/train.py"], cwd=REPO, env=training, check=True)
+    features = list(train_frame.columns.drop(["application_id", "defaulted"]))
+    X_holdout = holdout_frame[features]
+    version = registry.get_version("models:/credit-risk/latest")
+    auc = float(version.manifest["metrics"]["auc_holdout"])
+
+    print(
+        "4. Register: artefact + manifest + data + how it ran, walking candidate -> data_prepared -> trained -> validated"
     )
     m = version.manifest
     src = m["source"]
@@ -243,6 +201,11 @@ def main() -> str:
         f"   code       {src['repo_url']} {src['path']} @ {(src['revision'] or 'no git')[:12]} dirty={src['dirty']}"
     )
     print(f"   steps      {', '.join(s['name'] + ':' + s['kind'] for s in m['steps'])}")
+    run = m.get("run") or {}
+    print(
+        f"   run        {' '.join(run.get('command') or ['(not recorded)'])} in ./{run.get('cwd', '')}, "
+        f"seeds {run.get('seeds', {})}, data {', '.join(d['role'] + '=' + d['uri'] for d in m['datasets'])}"
+    )
     print(f"   stage      {registry.state(version.uri).stage} (gate auc >= 0.75 on holdout: {auc:.3f})")
 
     print("5. Approve (four-eyes: not by the person who registered it) and deploy to @production")
@@ -339,7 +302,9 @@ def main() -> str:
         f"   (also: modelledger receipt verify {receipt_file} --bundle {bundle_file} --public-key {root_key})"
     )
 
-    print("11. Audit: the ledger, its signatures and every stored byte")
+    reproduce(registry, version.uri)
+
+    print("12. Audit: the ledger, its signatures and every stored byte")
     for event in registry.history(version.uri):
         print(
             f"   #{event.seq:<3} {event.time[:19]} {event.actor:<28} {event.action:<22} {event.reason or ''}"
@@ -357,11 +322,45 @@ def main() -> str:
     return declined.prediction_id
 
 
+def reproduce(registry: Any, uri: str) -> None:
+    """Rebuild ``uri`` from its record alone, and say whether the same model came out."""
+    from modelledger import RunFailed, StepEvent
+
+    print(f"11. Reproduce: rebuild {uri} from its record (clean checkout, pinned environment, same data)")
+    print("   (the first time, the environment is built: a minute or so; then it is cached)", flush=True)
+
+    def show(event: StepEvent) -> None:
+        if event.status in ("done", "failed"):
+            print(
+                f"   {event.step:<12} {event.status if event.status == 'failed' else ''} {event.detail}",
+                flush=True,
+            )
+
+    # A checkout with uncommitted changes records them; the demo then rebuilds the revision
+    # without them, and says so.
+    dirty = bool(registry.get_version(uri).manifest["source"].get("dirty"))
+    try:
+        found = registry.reproduce(uri, allow_dirty=dirty, progress=show)
+    except RunFailed as exc:
+        print(f"   could not reproduce, at step {exc.step}: {exc.detail.splitlines()[0]}")
+        return
+    print(
+        f"   verdict      {found.verdict.upper()}: {found.reproduction} (reproduction_of {uri}), ledger event #{found.seq}"
+    )
+    if found.verdict == "identical":
+        print("                every artefact byte matches the deployed version's")
+    for reason in found.reasons:
+        print(f"                why: {reason}")
+    for note in found.not_reproduced:
+        print(f"                not reproduced: {note}")
+    print(f"   (also: modelledger reproduce {uri})")
+
+
 def serve(port: int, declined: str) -> int:
     """Serve the demo's registry with ``modelledger server`` until Ctrl-C; returns its exit code."""
     from modelledger import Registry, create_identity
 
-    print("\n12. The web UI: `modelledger server` over this registry, for people who do not write Python")
+    print("\n13. The web UI: `modelledger server` over this registry, for people who do not write Python")
     registry = Registry.open(actor=DATA_SCIENTIST)
     # the server writes (approve, deploy...) on its callers' behalf with a key of its own
     registry.enrol(SERVER, create_identity(SERVER)[2], roles="gateway", models="*")

@@ -328,10 +328,7 @@ def build_environment(
                 installer = "uv"
                 say(f"creating the environment with uv ({base})")
                 _run([uv, "venv", "--quiet", "--python", base, str(folder)], what="creating the environment")
-                # bytecode compiled once here: every run (and a PYTHONDONTWRITEBYTECODE one)
-                # would otherwise compile numpy, pandas and the rest again as it imports them
-                install = [uv, "pip", "install", "--quiet", "--compile-bytecode"]
-                install += ["--python", str(_interpreter(folder))]
+                install = [uv, "pip", "install", "--quiet", "--python", str(_interpreter(folder))]
                 env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
             else:
                 installer = "pip"

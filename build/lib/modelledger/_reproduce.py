@@ -6,12 +6,14 @@ Python and exact dependency versions in an isolated environment, the same data s
 digest), registers the result as a candidate linked ``reproduction_of`` the original, and
 gives a verdict, recorded in the ledger (``version.reproduced``, about the original):
 
-- **identical**: every artefact file has the same sha256 as the original's;
+- **identical**: every artefact file has the same sha256 as the original's, and no recorded
+  input differs;
 - **equivalent**: the files differ, no recorded input differs, and the two models' predictions
   on the stored holdout data set agree within ``tolerance`` (the largest difference is given);
 - **different**: a recorded input differs (a dependency, the Python version, a data set's
-  digest, a parameter, a seed), or the predictions differ by more than ``tolerance``; the
-  reasons say which, and name the random sources left unseeded.
+  digest, a parameter, a seed: another recipe, whatever came out of it), or the predictions
+  differ by more than ``tolerance``; the reasons say which, and name the random sources left
+  unseeded.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._domain import ModelVersion
-from ._entrypoint import RunProgress
+from ._entrypoint import RunProgress, StepEvent
 from ._environment import normalise_name
-from ._run import RunHost, RunOutcome, execute_run
+from ._run import NOT_INHERITED, RunHost, RunOutcome, execute_run
 from .errors import RunFailed
 
 __all__ = ["DEFAULT_TOLERANCE", "VERDICTS", "Reproduction", "input_differences", "reproduce"]
@@ -235,7 +237,11 @@ def judge(
     )
     differ = input_differences(original.manifest, candidate.manifest)
     if _same_files(original, candidate):
-        return replace(base, verdict="identical", reasons=tuple(differ))
+        if not differ:
+            return replace(base, verdict="identical")
+        # the same bytes from another recipe: this run does not reproduce the recorded one
+        same = "the artefact files are identical all the same"
+        return replace(base, verdict="different", reasons=(*differ, same))
     reasons = list(differ)
     unseeded = _unseeded(original.manifest)
     roles = _roles(original.manifest)
@@ -299,13 +305,13 @@ def reproduce(
     judged: list[Reproduction] = []
 
     def keep(outcome: RunOutcome) -> None:
-        environment = {
-            k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-        }
+        environment = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
         environment.update(host.process_environment())
         found = judge(host, outcome, tolerance=tolerance, environment=environment)
         seq = record(original, found)
         judged.append(replace(found, seq=seq))
+        if progress is not None:
+            progress(StepEvent("verdict", "done", f"{found.verdict} (ledger event {seq})"))
 
     outcome = execute_run(
         host,
