@@ -4,6 +4,8 @@ firing record: each due time fires once, whichever scheduler gets there first.""
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -152,26 +154,40 @@ def test_declaration_defaults() -> None:
 # ---------------------------------------------------------------- the firing record
 
 
-def test_a_firing_is_recorded_once_whoever_records_it(
-    registry: Registry, db_url: str, tmp_path: object
-) -> None:
+def test_a_firing_is_recorded_once_whoever_records_it(registry: Registry, db_url: str) -> None:
     """Two schedulers (two registry handles, as two processes would hold) record the same due
-    time: one gets the event, the other None; another due time is a new firing. On every store."""
+    time: one gets the event, the other None; another due time is a new firing. Then three
+    handles race on one more due time, released together: exactly one records it. On every
+    store."""
     v = registry.register("scored", lambda rows: [0 for _ in rows], capture=False)
-    other = Registry.open(db_url, artifacts=str(registry.artifact_root), actor="bob@example.com")
+    others = [
+        Registry.open(db_url, artifacts=str(registry.artifact_root), actor=actor)
+        for actor in ("bob@example.com", "carol@example.com", "ops@example.com")
+    ]
+    key = "schedule:production:2026-12-07T03:00:00.000000Z"
+    raced = key.replace("07", "21")
+    barrier = threading.Barrier(len(others))
+
+    def race(handle: Registry) -> object:
+        barrier.wait()
+        return handle.record_refresh_trigger(v.uri, key=raced, trigger="schedule")
+
     try:
-        key = "schedule:production:2026-12-07T03:00:00.000000Z"
         first = registry.record_refresh_trigger(v.uri, key=key, trigger="schedule", details={"due": "x"})
-        second = other.record_refresh_trigger(v.uri, key=key, trigger="schedule")
-        later = other.record_refresh_trigger(v.uri, key=key.replace("07", "14"), trigger="schedule")
+        second = others[0].record_refresh_trigger(v.uri, key=key, trigger="schedule")
+        later = others[0].record_refresh_trigger(v.uri, key=key.replace("07", "14"), trigger="schedule")
+        with ThreadPoolExecutor(len(others)) as pool:
+            outcomes = list(pool.map(race, others))
     finally:
-        other.close()
+        for handle in others:
+            handle.close()
     assert first is not None and first.action == "refresh.triggered" and first.subject == v.uri
     assert first.data["key"] == key and first.data["due"] == "x"
     assert second is None
     assert later is not None and later.actor == "bob@example.com"
+    assert sum(outcome is not None for outcome in outcomes) == 1
     fired = [e.data["key"] for e in registry.history(v.uri) if e.action == "refresh.triggered"]
-    assert fired == [key, key.replace("07", "14")]
+    assert fired == [key, key.replace("07", "14"), raced]
     assert registry.verify_ledger().ok
     assert registry.check_state() == []  # a firing changes no governed state
 
