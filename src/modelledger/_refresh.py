@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from ._data import Datasets
 
 __all__ = [
-    "LINK_RELATIONS",
     "REFRESH_ACTIONS",
     "RefreshReport",
     "RefreshVerbs",
@@ -57,10 +56,6 @@ __all__ = [
 
 REFRESH_ACTIONS = ("refresh.triggered", "refresh.failed")
 """Ledger actions a scheduler appends about a source version (see the module's documentation)."""
-
-LINK_RELATIONS = ("reproduction_of", "refresh_of")
-"""The relations a manifest's ``links`` may name, from the new version to the one it re-ran."""
-
 
 @dataclass(frozen=True, slots=True)
 class RefreshReport:
