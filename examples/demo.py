@@ -203,10 +203,11 @@ def main() -> str:
     print(f"   steps      {', '.join(s['name'] + ':' + s['kind'] for s in m['steps'])}")
     run = m.get("run") or {}
     print(
-        f"   run        {' '.join(run.get('command') or ['(not recorded)'])} in ./{run.get('cwd', '')}, "
+        f"   run        {' '.join(run.get('command') or ['(not recorded)'])} "
+        f"(in {'the repository root' if run.get('cwd') == '.' else run.get('cwd')}), "
         f"seeds {run.get('seeds', {})}, data {', '.join(d['role'] + '=' + d['uri'] for d in m['datasets'])}"
     )
-    print(f"   stage      {registry.state(version.uri).stage} (gate auc >= 0.75 on holdout: {auc:.3f})")
+    print(f"   stage      {registry.state(version.uri).stage} (gate auc >= 0.75 on holdout: {auc})")
 
     print("5. Approve (four-eyes: not by the person who registered it) and deploy to @production")
     try:
@@ -330,11 +331,9 @@ def reproduce(registry: Any, uri: str) -> None:
     print("   (the first time, the environment is built: a minute or so; then it is cached)", flush=True)
 
     def show(event: StepEvent) -> None:
-        if event.status in ("done", "failed"):
-            print(
-                f"   {event.step:<12} {event.status if event.status == 'failed' else ''} {event.detail}",
-                flush=True,
-            )
+        if event.status in ("done", "failed") and event.step != "verdict":  # printed below
+            failed = "FAILED: " if event.status == "failed" else ""
+            print(f"   {event.step:<12} {failed}{event.detail}", flush=True)
 
     # A checkout with uncommitted changes records them; the demo then rebuilds the revision
     # without them, and says so.
@@ -345,7 +344,7 @@ def reproduce(registry: Any, uri: str) -> None:
         print(f"   could not reproduce, at step {exc.step}: {exc.detail.splitlines()[0]}")
         return
     print(
-        f"   verdict      {found.verdict.upper()}: {found.reproduction} (reproduction_of {uri}), ledger event #{found.seq}"
+        f"   {'verdict':<12} {found.verdict.upper()}: {found.reproduction} (reproduction_of {uri}), event #{found.seq}"
     )
     if found.verdict == "identical":
         print("                every artefact byte matches the deployed version's")

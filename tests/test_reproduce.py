@@ -86,6 +86,8 @@ version = Registry.open().register(
     "credit", pipeline, sample_input=train[features].head(10), metrics={"auc_holdout": float(auc)}
 )
 print(version.uri)
+if "--fail-after" in sys.argv:  # a run that registers, then fails
+    raise SystemExit("the report could not be written")
 """
 
 
@@ -277,7 +279,8 @@ def _recorded_like(world: World, **changes: object) -> str:
 
 def test_a_failure_at_a_step_names_it_and_leaves_no_candidate(world: World) -> None:
     missing_python = _recorded_like(world, python="3.4.2")
-    crashing = _recorded_like(world, run={"command": ["python", "train.py", "--crash"], "cwd": "."})
+    run = world.registry.get_version(world.seeded).manifest["run"]
+    crashing = _recorded_like(world, run={**run, "command": ["python", "train.py", "--crash"]})
     before = _versions(world.registry)
 
     with pytest.raises(RunFailed) as err:
@@ -294,3 +297,16 @@ def test_a_failure_at_a_step_names_it_and_leaves_no_candidate(world: World) -> N
 
     assert _versions(world.registry) == before
     assert not [e for e in world.registry.history(missing_python) if e.action == "version.reproduced"]
+
+
+def test_a_run_that_fails_after_registering_leaves_its_version_rejected(world: World) -> None:
+    run = world.registry.get_version(world.seeded).manifest["run"]
+    failing = _recorded_like(world, run={**run, "command": ["python", "train.py", "--fail-after"]})
+    before = set(_versions(world.registry))
+    with pytest.raises(RunFailed) as err:
+        world.registry.reproduce(failing, cache_dir=world.cache)
+    assert err.value.step == "run" and "the report could not be written" in err.value.detail
+    [registered] = set(_versions(world.registry)) - before
+    assert world.registry.state(registered).stage == "rejected"  # never a candidate to approve
+    rejection = world.registry.history(registered)[-1]
+    assert rejection.action == "version.rejected" and "failed at step 'run'" in (rejection.reason or "")
