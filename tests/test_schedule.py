@@ -14,7 +14,15 @@ import pytest
 from click.testing import CliRunner
 from tests.conftest import enrol_cast
 
-from modelledger import InvalidInput, InvalidManifest, RefreshDeclaration, Registry, Scheduler, parse_cron
+from modelledger import (
+    InvalidInput,
+    InvalidManifest,
+    Manifest,
+    RefreshDeclaration,
+    Registry,
+    Scheduler,
+    parse_cron,
+)
 from modelledger.cli import main
 
 UTC = timezone.utc
@@ -241,3 +249,15 @@ def test_a_fired_refresh_that_cannot_run_is_recorded_failed(tmp_path: Path) -> N
     assert actions == [("refresh.triggered", fired.key), ("refresh.failed", fired.key)]
     assert [x.version for x in registry.list_versions("scored").items] == [v.version]  # no candidate
     registry.close()
+
+
+def test_a_manifest_is_checked_with_the_same_reading() -> None:
+    """Registration reads ``refresh`` as the scheduler will: a line that can never fire is
+    refused then, with the field, not discovered at 3 am."""
+    with pytest.raises(InvalidManifest) as caught:
+        Manifest.from_dict({"refresh": {"schedule": "0 0 30 2 *"}})
+    assert caught.value.field == "refresh.schedule" and "can never fire" in str(caught.value)
+    kept = Manifest.from_dict({"refresh": {"schedule": "@weekly", "on_data": ["apps"], "alias": "champion"}})
+    assert RefreshDeclaration.from_manifest(kept.to_dict()) == RefreshDeclaration(
+        "0 0 * * 0", ("apps",), "champion"
+    )
