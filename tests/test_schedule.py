@@ -259,5 +259,5 @@ def test_a_manifest_is_checked_with_the_same_reading() -> None:
     assert caught.value.field == "refresh.schedule" and "can never fire" in str(caught.value)
     kept = Manifest.from_dict({"refresh": {"schedule": "@weekly", "on_data": ["apps"], "alias": "champion"}})
     assert RefreshDeclaration.from_manifest(kept.to_dict()) == RefreshDeclaration(
-        "0 0 * * 0", ("apps",), "champion"
+        "@weekly", ("apps",), "champion"
     )
