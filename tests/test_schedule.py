@@ -248,6 +248,7 @@ def test_a_fired_refresh_that_cannot_run_is_recorded_failed(tmp_path: Path) -> N
     ]
     assert actions == [("refresh.triggered", fired.key), ("refresh.failed", fired.key)]
     assert [x.version for x in registry.list_versions("scored").items] == [v.version]  # no candidate
+    assert registry.verify().ok  # the firings are signed acts a contributor may make
     registry.close()
 
 
