@@ -57,6 +57,7 @@ __all__ = [
 REFRESH_ACTIONS = ("refresh.triggered", "refresh.failed")
 """Ledger actions a scheduler appends about a source version (see the module's documentation)."""
 
+
 @dataclass(frozen=True, slots=True)
 class RefreshReport:
     """What one refresh did: ``candidate``, registered ``refresh_of`` ``source``, now at

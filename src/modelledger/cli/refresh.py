@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from modelledger import Firing, RefreshReport, Registry, Scheduler
+from modelledger import Firing, RefreshReport, Registry, Scheduler, StepEvent
 
 from ._common import echo_json, escape, json_option, make_console, print_section, registry_options
 
@@ -28,14 +28,17 @@ def _parse_data(_ctx: click.Context, _param: click.Parameter, values: tuple[str,
 
 
 def _progress(console: Any) -> Any:
-    """Print each step of the run as it starts, ends or fails (on stderr: stdout is the result)."""
+    """Print each step of the run as it starts, ends or fails, on stderr (stdout is the result),
+    as ``reproduce`` prints its steps."""
+    marks = {"done": "[green]✓[/green]", "failed": "[red]✗[/red]"}
 
-    def show(event: Any) -> None:
-        step, status = getattr(event, "step", "?"), getattr(event, "status", "")
-        detail = getattr(event, "detail", "")
-        colour = {"done": "green", "failed": "red"}.get(status, "dim")
-        text = f"[{colour}]{escape(str(step))} {escape(str(status))}[/]"
-        console.print(text + (f"  {escape(str(detail))}" if detail else ""), soft_wrap=True)
+    def show(event: StepEvent) -> None:
+        if event.status == "started":
+            console.print(f"[bold]{escape(event.step)}[/bold] ...")
+        elif event.status == "progress":
+            console.print(f"  {escape(event.detail)}", style="dim")
+        else:
+            console.print(f"{marks.get(event.status, '')} {escape(event.step)}: {escape(event.detail)}")
 
     return show
 
