@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from tests.conftest import enrol_cast
 
 from modelledger import (
+    Firing,
     InvalidInput,
     InvalidManifest,
     Manifest,
@@ -242,6 +243,7 @@ def test_a_fired_refresh_that_cannot_run_is_recorded_failed(tmp_path: Path) -> N
     [fired] = scheduler.tick()
     assert fired.trigger == "schedule" and fired.candidate is None
     assert fired.error is not None and "failed at step" in fired.error
+    assert Firing.from_dict(json.loads(json.dumps(fired.to_dict()))) == fired  # what --json prints
     assert scheduler.tick() == []
     actions = [
         (e.action, e.data.get("key")) for e in registry.history(v.uri) if e.action.startswith("refresh.")
