@@ -132,6 +132,7 @@ class Scheduler:
         self._declared: dict[str, list[_Declared]] = {}
         # (source, key) this process saw recorded: not asked of the ledger again every tick
         self._recorded: set[tuple[str, str]] = set()
+        self._check_all = True  # the first look checks every declared data set (a catch-up)
 
     # ---------------------------------------------------------------- what is declared
 
@@ -147,6 +148,7 @@ class Scheduler:
 
     def _start(self) -> None:
         self.position = self.registry.last_event_seq()  # read first: what lands meanwhile is read again
+        self._check_all = True
         self._declared = {}
         for model in self.registry.iter_models():
             self._read_model(model.name)
@@ -186,20 +188,24 @@ class Scheduler:
         or None for "check every one" at the first tick; models whose events were read)."""
         if self.position is None:
             self._start()
-            return None, set()
+        position = self.position or 0
         datasets: set[str] = set()
         models: set[str] = set()
         while True:
-            events = self.registry.events_after(self.position, limit=MAX_PAGE)
+            events = self.registry.events_after(position, limit=MAX_PAGE)
             for event in events:
                 if event.action == "dataset.registered":
                     datasets.add(parse_dataset_uri(event.subject)[0])
                 models.update(event_models(event))
-                self.position = event.seq
+                position = event.seq
+            self.position = position
             if len(events) < MAX_PAGE:
                 break
         for name in models:
             self._read_model(name)
+        if self._check_all:
+            self._check_all = False
+            return None, models
         return datasets, models
 
     # ---------------------------------------------------------------- what is due
