@@ -24,6 +24,7 @@ from modelledger import (
     Scheduler,
     parse_cron,
 )
+from modelledger._time import to_text
 from modelledger.cli import main
 
 UTC = timezone.utc
@@ -251,6 +252,24 @@ def test_a_fired_refresh_that_cannot_run_is_recorded_failed(tmp_path: Path) -> N
     assert actions == [("refresh.triggered", fired.key), ("refresh.failed", fired.key)]
     assert [x.version for x in registry.list_versions("scored").items] == [v.version]  # no candidate
     assert registry.verify().ok  # the firings are signed acts a contributor may make
+
+    # the long-running loop (what `modelledger scheduler` runs): a week later it fires again
+    clock[0] += timedelta(days=7)
+    stop = threading.Event()
+    seen: list[Firing] = []
+
+    def on_firing(firing: Firing) -> None:
+        seen.append(firing)
+        stop.set()
+
+    loop = threading.Thread(
+        target=scheduler.run, kwargs={"interval": 0.05, "stop": stop, "on_firing": on_firing}
+    )
+    loop.start()
+    loop.join(timeout=30)
+    stop.set()
+    assert not loop.is_alive()
+    assert [f.due for f in seen] == [to_text(parse_cron("0 3 * * MON").previous(clock[0]))]
     registry.close()
 
 
