@@ -310,3 +310,52 @@ def test_a_run_that_fails_after_registering_leaves_its_version_rejected(world: W
     assert world.registry.state(registered).stage == "rejected"  # never a candidate to approve
     rejection = world.registry.history(registered)[-1]
     assert rejection.action == "version.rejected" and "failed at step 'run'" in (rejection.reason or "")
+
+
+def test_the_environment_digest_is_the_pins_not_their_spelling_or_order() -> None:
+    from modelledger._environment import environment_digest
+
+    one = environment_digest("3.11.7", {"scikit-learn": "1.9.1", "numpy": "2.1.0"}, "git:abc")
+    assert one == environment_digest("3.11.7", {"numpy": "2.1.0", "Scikit_Learn": "1.9.1"}, "git:abc")
+    # modelledger is installed from its source, which the digest names instead of the version
+    assert one == environment_digest(
+        "3.11.7", {"numpy": "2.1.0", "scikit-learn": "1.9.1", "modelledger": "0.1.0"}, "git:abc"
+    )
+    assert one != environment_digest("3.11.8", {"numpy": "2.1.0", "scikit-learn": "1.9.1"}, "git:abc")
+    assert one != environment_digest("3.11.7", {"numpy": "2.1.1", "scikit-learn": "1.9.1"}, "git:abc")
+    assert one != environment_digest("3.11.7", {"numpy": "2.1.0", "scikit-learn": "1.9.1"}, "git:def")
+
+
+def test_input_differences_name_what_changed() -> None:
+    from modelledger._reproduce import input_differences
+
+    a = {
+        "python": "3.11.7",
+        "dependencies": {"numpy": "2.1.0", "scikit-learn": "1.9.1"},
+        "datasets": [{"role": "train", "uri": "datasets:/a/1", "digest": "sha256:" + "1" * 64}],
+        "params": {"max_depth": 3},
+        "run": {"seeds": {"model__random_state": 7}},
+    }
+    assert input_differences(a, a) == []
+    b = {
+        "python": "3.11.7",
+        "dependencies": {"numpy": "2.1.0", "scikit-learn": "1.8.0", "scipy": "1.17.1"},
+        "datasets": [{"role": "train", "uri": "datasets:/a/2", "digest": "sha256:" + "2" * 64}],
+        "params": {"max_depth": 4},
+        "run": {"seeds": {"model__random_state": 8}},
+    }
+    assert input_differences(a, b) == [
+        "dependency scikit-learn 1.9.1 -> 1.8.0",
+        "dependency scipy (absent) -> 1.17.1",
+        "data train: datasets:/a/1 (sha256:111111111111) -> datasets:/a/2 (sha256:222222222222)",
+        "parameter max_depth 3 -> 4",
+        "seed model__random_state 7 -> 8",
+    ]
+
+
+def test_a_registry_server_client_refuses_to_reproduce_saying_where_to_run_it() -> None:
+    from modelledger import InvalidInput
+
+    remote = Registry.open("http://127.0.0.1:9", token="mlt_unused")  # nothing is sent
+    with pytest.raises(InvalidInput, match="not available through a registry server"):
+        remote.reproduce("models:/credit/1")

@@ -44,6 +44,7 @@ from ._object_lock import ObjectLock, ObjectRetention
 from ._policy import Policy
 from ._refresh import RefreshReport
 from ._registry import Registry
+from ._reproduce import Reproduction
 from ._schedule import CronSchedule, RefreshDeclaration, parse_cron
 from ._scheduler import Firing, Scheduler
 from ._search import Condition, VersionQuery, parse_query
@@ -157,6 +158,7 @@ __all__ = [
     "RefreshDeclaration",
     "RefreshReport",
     "Registry",
+    "Reproduction",
     "ResolvedConfig",
     "RunFailed",
     "Scheduler",

@@ -237,6 +237,23 @@ def modelledger_source(checkout: Path | None, revision: str | None) -> tuple[Pat
     return root, f"source:{digest.hexdigest()[:32]}", f"running source {root}"
 
 
+def _staged_source(root: Path, dest: Path) -> Path:
+    """A copy of what building modelledger from ``root`` reads: pyproject.toml, the readme and
+    licence files, and ``src/`` without caches and build leftovers."""
+    import shutil  # only environment builds copy sources: not at import time
+
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for path in root.iterdir():
+        if path.is_file() and (
+            path.name == "pyproject.toml" or path.name.upper().startswith(("README", "LICEN"))
+        ):
+            shutil.copy2(path, dest / path.name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    shutil.copytree(root / "src", dest / "src", ignore=ignore)
+    return dest
+
+
 def _is_modelledger_tree(folder: Path) -> bool:
     project = folder / "pyproject.toml"
     if not project.is_file() or not (folder / "src" / "modelledger" / "__init__.py").is_file():
@@ -324,6 +341,7 @@ def build_environment(
             wanted = {normalise_name(n): v for n, v in pins.items() if normalise_name(n) != _OWN_NAME}
             requirements = cache / f"{name}.requirements.txt"
             requirements.write_text("".join(f"{n}=={v}\n" for n, v in sorted(wanted.items())))
+            pip: list[str] = []
             if uv is not None:
                 installer = "uv"
                 say(f"creating the environment with uv ({base})")
@@ -334,14 +352,8 @@ def build_environment(
                 installer = "pip"
                 say(f"creating the environment with venv ({base})")
                 _run([base, "-m", "venv", str(folder)], what="creating the environment")
-                install = [
-                    str(_interpreter(folder)),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ]
+                pip = [str(_interpreter(folder)), "-m", "pip", "--disable-pip-version-check"]
+                install = [*pip, "install", "--quiet"]
                 env = dict(os.environ)
             env.pop("VIRTUAL_ENV", None)
             env.pop("PYTHONPATH", None)
@@ -353,7 +365,23 @@ def build_environment(
                     env=env,
                 )
             say(f"installing modelledger from the {source_text}")
-            _run([*install, "--no-deps", str(folder_src)], what="installing modelledger", env=env)
+            # built from a copy: a build writes build/ and *.egg-info/ beside the sources, and
+            # the running source tree is the user's own checkout
+            staged = _staged_source(folder_src, cache / f"{name}.source")
+            try:
+                _run([*install, "--no-deps", str(staged)], what="installing modelledger", env=env)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+            if installer == "pip":
+                # venv seeds pip (and setuptools before Python 3.12): not recorded, not wanted
+                seeded = [n for n in ("setuptools", "wheel", "pip") if n not in wanted]
+                if seeded:
+                    say(f"removing what venv added: {', '.join(seeded)}")
+                    _run(
+                        [*pip, "uninstall", "--yes", "--quiet", *seeded],
+                        what="removing venv's seed packages",
+                        env=env,
+                    )
             # The same environment is what a registration made in it records (its pins and
             # whatever they brought in): found again under that digest too.
             installed = installed_packages(_interpreter(folder))

@@ -1292,8 +1292,9 @@ class Registry(GovernanceVerbs, EventVerbs, RefreshVerbs):
     def process_environment(self) -> dict[str, str]:
         """The environment variables under which another process opens this registry as this
         actor (``Registry.open()`` there): the metadata URL, the artefact root and the key file.
-        Used for the runs that :meth:`reproduce` starts; never holds a password (a database
-        URL's is removed: give it to the run as ``PGPASSWORD`` or in a config file)."""
+        Used for the runs that :meth:`reproduce` starts. A database URL is passed as it was
+        given, password included: the run is this user's own process, and a run records only
+        its data, declared variables and ``PYTHONHASHSEED``, never these."""
         out = {"MODELLEDGER_ARTIFACTS": self._art.url, "MODELLEDGER_KEY": str(self.key_path)}
         url = getattr(self._meta, "url", None)
         if isinstance(url, str) and url:

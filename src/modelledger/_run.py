@@ -104,8 +104,8 @@ def _step(name: str, progress: RunProgress | None, seconds: dict[str, float]) ->
     except RunFailed as exc:
         say(StepEvent(name, "failed", exc.detail))
         raise
-    except (ModelLedgerError, OSError) as exc:
-        detail = exc.message if isinstance(exc, ModelLedgerError) else str(exc)
+    except Exception as exc:  # whatever failed, the caller learns which step it was
+        detail = exc.message if isinstance(exc, ModelLedgerError) else f"{type(exc).__name__}: {exc}"
         say(StepEvent(name, "failed", detail))
         raise RunFailed(name, detail) from exc
     finally:

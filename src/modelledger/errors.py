@@ -211,8 +211,9 @@ class MissingDependency(ModelLedgerError):
 
 class RunFailed(ModelLedgerError):
     """Running a version's recorded training again (reproduce, refresh) failed at ``step``
-    (``checkout``, ``environment``, ``data``, ``run``, ``verdict``); ``detail`` says why. No
-    candidate is left registered by the failed run.
+    (``checkout``, ``environment``, ``data``, ``run``, ``verdict``); ``detail`` says why. The
+    failed run leaves no candidate: nothing is registered before the run step, and a version
+    the run registered before failing is rejected.
 
     >>> str(RunFailed("environment", "Python 3.9.7 is not installed on this machine"))
     "the run failed at step 'environment': Python 3.9.7 is not installed on this machine"
