@@ -17,6 +17,7 @@ from ._domain import ModelVersion
 from ._events import event_models
 from ._identifiers import parse_dataset_uri
 from ._paging import MAX_PAGE
+from ._run import RunProgress
 from ._schedule import RefreshDeclaration, utc
 from ._time import now, parse_time, to_text
 from .errors import InvalidInput, ModelLedgerError, ModelRenamed, NotFound
@@ -123,7 +124,7 @@ class Scheduler:
         registry: Registry,
         *,
         clock: Callable[[], datetime] | None = None,
-        progress: Callable[..., Any] | None = None,
+        progress: RunProgress | None = None,
     ) -> None:
         self.registry = registry
         self.clock = clock or now
