@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from tests.conftest import enrol_cast
+from tests.helpers import serve_app
 
 from modelledger import (
     Firing,
@@ -26,6 +28,7 @@ from modelledger import (
 )
 from modelledger._time import to_text
 from modelledger.cli import main
+from modelledger.server import ServerOptions, create_app
 
 UTC = timezone.utc
 
@@ -283,3 +286,35 @@ def test_a_manifest_is_checked_with_the_same_reading() -> None:
     assert RefreshDeclaration.from_manifest(kept.to_dict()) == RefreshDeclaration(
         "@weekly", ("apps",), "champion"
     )
+
+
+def test_the_server_can_run_the_scheduler(tmp_path: Path) -> None:
+    """``modelledger server --scheduler SECONDS``: the server ticks a scheduler too. A data set
+    the deployed version declares gets a new version; the server fires the refresh (which
+    cannot run: the version was registered here, with no command) and records it, once."""
+    db_url, artifacts = f"sqlite:///{tmp_path / 'registry.db'}", str(tmp_path / "artifacts")
+    enrol_cast(db_url, artifacts)
+    registry = Registry.open(db_url, artifacts=artifacts, actor="alice@example.com")
+    officer = Registry.open(db_url, artifacts=artifacts, actor="bob@example.com")
+    train = registry.datasets.register("apps", pd.DataFrame({"income": [10.0, 20.0], "defaulted": [1, 0]}))
+    manifest = {"refresh": {"on_data": ["apps"]}}
+    v = registry.register(
+        "scored", lambda rows: [0 for _ in rows], manifest=manifest, datasets={"train": train.uri}
+    )
+    officer.approve(v.uri, reason="reviewed")
+    officer.deploy(v.uri)
+    newer = registry.datasets.register("apps", pd.DataFrame({"income": [30.0, 40.0], "defaulted": [0, 1]}))
+
+    def fired() -> list[tuple[str, object]]:
+        return [
+            (e.action, e.data.get("data")) for e in registry.history(v.uri) if e.action.startswith("refresh.")
+        ]
+
+    with serve_app(create_app(registry, options=ServerOptions(scheduler=0.05, access_log=False))):
+        deadline = time.monotonic() + 20
+        while len(fired()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few more ticks: nothing more fires
+    assert fired() == [("refresh.triggered", {"train": newer.uri}), ("refresh.failed", None)]
+    officer.close()
+    registry.close()
