@@ -211,8 +211,9 @@ class Scheduler:
 
     # ---------------------------------------------------------------- what is due
 
-    def due(self) -> list[Firing]:
-        """The firings due now (not yet recorded by this call; :meth:`tick` records and runs them)."""
+    def _due(self) -> list[Firing]:
+        """The firings due now, after reading the ledger since the last tick (which moves the
+        position: hence private, called by :meth:`tick` only, which records and runs them)."""
         changed, _models = self._follow()
         at = utc(self.clock())
         firings: list[Firing] = []
@@ -265,7 +266,7 @@ class Scheduler:
         scheduler recorded, with their outcome (a firing another scheduler recorded first is
         left out)."""
         done: list[Firing] = []
-        for firing in self.due():
+        for firing in self._due():
             if (firing.source, firing.key) in self._recorded:
                 continue
             details: dict[str, Any] = {"alias": firing.alias}
