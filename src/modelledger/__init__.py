@@ -43,8 +43,11 @@ from ._members import ROLES, Member, MemberKey
 from ._mlflow_import import ImportOutcome, MlflowImport, import_mlflow
 from ._object_lock import ObjectLock, ObjectRetention
 from ._policy import Policy
+from ._refresh import RefreshReport
 from ._registry import Registry
 from ._reproduce import Reproduction
+from ._schedule import CronSchedule, RefreshDeclaration, parse_cron
+from ._scheduler import Firing, Scheduler
 from ._search import Condition, VersionQuery, parse_query
 from ._serving import (
     CaptureStats,
@@ -105,12 +108,14 @@ __all__ = [
     "ColumnSpec",
     "Condition",
     "Conflict",
+    "CronSchedule",
     "DatasetSource",
     "DatasetVersion",
     "DownloadedVersion",
     "Erased",
     "Erasure",
     "FileEntry",
+    "Firing",
     "GcItem",
     "GcReport",
     "ImportInterrupted",
@@ -152,10 +157,13 @@ __all__ = [
     "ProcessingStep",
     "Receipt",
     "ReceiptBatch",
+    "RefreshDeclaration",
+    "RefreshReport",
     "Registry",
     "Reproduction",
     "ResolvedConfig",
     "RunFailed",
+    "Scheduler",
     "SchemaMismatch",
     "SchemaOutdated",
     "Setting",
@@ -192,6 +200,7 @@ __all__ = [
     "load_manifest_file",
     "load_steps_file",
     "new_prediction_id",
+    "parse_cron",
     "parse_model_uri",
     "parse_prediction_id",
     "parse_query",

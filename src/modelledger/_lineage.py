@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._audit import subject_history
 from ._domain import DatasetVersion, ModelVersion
-from ._identifiers import parse_dataset_uri
+from ._identifiers import parse_dataset_uri, parse_model_uri
+from .errors import NotFound
 from .stores.protocols import MetadataStore
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "dataset_lineage",
     "diff_versions",
     "version_lineage",
+    "version_links",
 ]
 
 
@@ -212,10 +215,101 @@ def dataset_lineage(store: MetadataStore, dv: DatasetVersion) -> LineageGraph:
     return graph
 
 
+def _linked_version(store: MetadataStore, uri: str) -> ModelVersion | None:
+    ref = parse_model_uri(uri)
+    try:
+        return store.get_version(ref.name, ref.version, alias=ref.alias)
+    except NotFound:
+        return None
+
+
+def _role_uris(mv: ModelVersion) -> dict[str, str]:
+    return {str(d["role"]): str(d["uri"]) for d in mv.manifest.get("datasets") or () if d.get("role")}
+
+
+def version_links(store: MetadataStore, mv: ModelVersion) -> list[dict[str, Any]]:
+    """The versions ``mv`` was made from, as its manifest's ``links`` record them (``refresh_of``,
+    ``reproduction_of``), each with what the ledger says about the re-run and what it changed.
+
+    Each entry: ``relation``, ``target`` (``models:/x/3``), ``found`` (False when that version
+    is not in this registry), ``verdict`` and ``verdict_reason`` (for a reproduction: the
+    ``version.reproduced`` event about the target that names ``mv``: identical, equivalent or
+    different, and its reasons), and
+    ``data``: role -> ``{"old", "new"}`` for each role whose data set version differs from the
+    target's (what a refresh ran on that the original did not).
+
+    >>> version_links(store, registry.get_version("models:/credit-risk/4"))  # doctest: +SKIP
+    [{'relation': 'refresh_of', 'target': 'models:/credit-risk/3', 'found': True, 'verdict': None,
+      'verdict_reason': None, 'data': {'train': {'old': 'datasets:/applications/5', 'new': ...}}}]
+    """
+    links = mv.manifest.get("links") or {}
+    if not links:
+        return []
+    out = []
+    for relation, target in sorted(links.items()):
+        linked = _linked_version(store, str(target))
+        new, old = _role_uris(mv), _role_uris(linked) if linked is not None else {}
+        data = {
+            role: {"old": old.get(role), "new": new.get(role)}
+            for role in sorted(set(old) | set(new))
+            if old.get(role) != new.get(role)
+        }
+        verdict, why = (None, None)
+        if relation == "reproduction_of" and linked is not None:
+            verdict, why = _verdict(store, linked, mv.uri)
+        out.append(
+            {
+                "relation": str(relation),
+                "target": str(target),
+                "found": linked is not None,
+                "verdict": verdict,
+                "verdict_reason": why,
+                "data": data if linked is not None else {},
+            }
+        )
+    return out
+
+
+def _verdict(
+    store: MetadataStore, original: ModelVersion, reproduction: str
+) -> tuple[str | None, str | None]:
+    """The latest verdict the ledger records about ``original`` for the run that registered
+    ``reproduction`` (``version.reproduced``, written by ``Registry.reproduce``), and why."""
+    found: tuple[str | None, str | None] = (None, None)
+    for event in subject_history(store, [original.uri], []):
+        if event.action == "version.reproduced" and event.data.get("reproduction") == reproduction:
+            reasons = [str(r) for r in event.data.get("reasons") or ()]
+            found = (str(event.data.get("verdict")), "; ".join(reasons) or None)
+    return found
+
+
+def _link_label(link: Mapping[str, Any]) -> str:
+    return f"{link['relation']} ({link['verdict']})" if link.get("verdict") else str(link["relation"])
+
+
+def _add_links(graph: LineageGraph, store: MetadataStore, mv: ModelVersion, seen: set[str]) -> None:
+    """The versions ``mv`` re-ran (refresh_of, reproduction_of), and theirs, as model nodes
+    upstream of it; their own data sets are theirs to show (``lineage`` of that version)."""
+    seen.add(mv.uri)
+    for link in version_links(store, mv):
+        target = link["target"]
+        linked = _linked_version(store, target) if link["found"] else None
+        if linked is None:
+            graph.add(LineageNode(target, "model", f"{target} (not in this registry)", {}))
+        else:
+            graph.add(_model_node(linked))
+        graph.link(target, mv.uri, _link_label(link))
+        if linked is not None and linked.uri not in seen:
+            _add_links(graph, store, linked, seen)
+
+
 def version_lineage(store: MetadataStore, mv: ModelVersion) -> LineageGraph:
-    """Everything upstream of a model version, recursively: data sets, steps, sources."""
+    """Everything upstream of a model version, recursively: data sets, steps, sources, and
+    the versions it was refreshed or reproduced from (``refresh_of`` / ``reproduction_of``
+    edges, labelled with a reproduction's verdict)."""
     graph = LineageGraph(root=mv.uri)
     graph.add(_model_node(mv))
+    _add_links(graph, store, mv, set())
     links = store.model_datasets(mv.key)
     steps = list(mv.manifest.get("steps") or [])
     train = [dv for role, dv in links if role == "train"]
@@ -283,6 +377,8 @@ class VersionDiff:
     framework: Mapping[str, tuple[Any, Any]]  # algorithm, framework, framework_version, python
     dependencies: Mapping[str, tuple[Any, Any]]  # package -> (old version, new version)
     datasets: list[dict[str, Any]]  # per role: old/new uri, digest, rows, schema changes
+    # how one of the two was made from the other: {"from", "relation", "to"} (b refresh_of a)
+    links: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -303,6 +399,7 @@ class VersionDiff:
             "framework": pairs(self.framework),
             "dependencies": pairs(self.dependencies),
             "datasets": self.datasets,
+            "links": self.links,
         }
 
     @classmethod
@@ -321,6 +418,7 @@ class VersionDiff:
             framework=pairs("framework"),
             dependencies=pairs("dependencies"),
             datasets=[dict(d) for d in data.get("datasets", ())],
+            links=[dict(d) for d in data.get("links", ())],
         )
 
 
@@ -370,4 +468,10 @@ def diff_versions(store: MetadataStore, va: ModelVersion, vb: ModelVersion) -> V
         framework=_changes({k: ma.get(k) for k in keys}, {k: mb.get(k) for k in keys}),
         dependencies=_changes(ma.get("dependencies") or {}, mb.get("dependencies") or {}),
         datasets=datasets,
+        links=[
+            {"from": one.uri, "relation": str(relation), "to": other.uri}
+            for one, other in ((vb, va), (va, vb))
+            for relation, target in sorted((one.manifest.get("links") or {}).items())
+            if target == other.uri
+        ],
     )

@@ -40,6 +40,7 @@ from urllib.parse import unquote_plus
 
 from ._identifiers import revision_problem, validate_alias
 from ._lifecycle import parse_gates
+from ._schedule import RefreshDeclaration
 from .errors import InvalidInput, InvalidManifest
 from .flavors import flavor_names, is_flavor_name
 
@@ -402,7 +403,7 @@ _ENVIRONMENT = {"origin": (str,), "from": (str,)}
 _RUN = {"command": (list,), "cwd": (str,), "env": (dict,), "seeds": (dict,), "unseeded": (list,)}
 LINK_KINDS = ("reproduction_of", "refresh_of")
 """The kinds of link a manifest's ``links`` may hold (a version made from another one)."""
-_REFRESH = {"schedule": (str,), "on_data": (list,)}
+_REFRESH = {"schedule": (str,), "on_data": (list,), "alias": (str,)}
 _ORIGINS = ("training", "registering-machine")
 _JOB = {"id": (str, int), "started_at": (str, datetime), "ended_at": (str, datetime), "host": (str,)}
 _STAGE_MODES = ("data_prepared", "trained", "validated", "approved", "deployed")
@@ -734,6 +735,10 @@ def _check_run_fields(run: Any, links: Any, refresh: Any, source: str | None) ->
         _check_fields(refresh, _REFRESH, "refresh.", source)
         if not all(isinstance(n, str) and n for n in refresh.get("on_data") or ()):
             raise InvalidManifest("refresh.on_data", "must be a list of data set names", source=source)
+        try:  # the scheduler's own reading: a cron line that cannot fire is refused now, not at 3 am
+            RefreshDeclaration.from_dict(refresh)
+        except InvalidManifest as exc:
+            raise InvalidManifest(exc.field, exc.problem, source=source) from exc
 
 
 # a link names one version by number: an alias would move under it

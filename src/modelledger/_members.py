@@ -95,6 +95,8 @@ ACTION_ROLE: Mapping[str, str] = {
     "token.created": "admin",
     "token.revoked": "admin",
     "version.reproduced": "contributor",
+    "refresh.triggered": "contributor",
+    "refresh.failed": "contributor",
 }
 """The role each governed action needs."""
 

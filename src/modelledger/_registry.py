@@ -77,6 +77,7 @@ from ._manifest import DEFAULT_LIMITS, Manifest, ManifestLimits
 from ._members import METHODS
 from ._object_lock import ObjectLock, ObjectRetention, object_lock_from
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
+from ._refresh import RefreshVerbs
 from ._registration import (
     FolderNaming,
     ProgressCallback,
@@ -120,7 +121,7 @@ from .stores.protocols import MetadataStore, Signer
 __all__ = ["FolderNaming", "Registry"]
 
 
-class Registry(GovernanceVerbs, EventVerbs):
+class Registry(GovernanceVerbs, EventVerbs, RefreshVerbs):
     """A model registry: metadata in a SQL database, artefacts under an fsspec root.
 
     Construct with :meth:`open`; the constructor does no I/O.

@@ -20,6 +20,7 @@ from ._audit import subject_history
 from ._domain import DatasetVersion, ModelVersion
 from ._identifiers import parse_dataset_uri
 from ._ledger import KeyRing
+from ._lineage import version_links
 from ._members import Roster, receipt_key_problem
 from ._serving import check_receipt
 from .errors import InvalidReceipt
@@ -40,6 +41,8 @@ class TraceReport:
     manifest: dict[str, Any]
     datasets: list[dict[str, Any]] = field(default_factory=list)
     model_steps: list[dict[str, Any]] = field(default_factory=list)
+    # the versions the model was refreshed or reproduced from, with verdicts (_lineage.version_links)
+    links: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,7 @@ class TraceReport:
             "manifest": self.manifest,
             "datasets": self.datasets,
             "model_steps": self.model_steps,
+            "links": self.links,
         }
 
     @classmethod
@@ -64,6 +68,7 @@ class TraceReport:
             manifest=dict(data["manifest"]),
             datasets=[dict(d) for d in data.get("datasets", ())],
             model_steps=[dict(s) for s in data.get("model_steps", ())],
+            links=[dict(link) for link in data.get("links", ())],
         )
 
 
@@ -174,6 +179,7 @@ def trace_prediction(
         },
         datasets=[_dataset_entry(store, dv, role, seen) for role, dv in links],
         model_steps=[dict(s) for s in m.get("steps") or ()],
+        links=version_links(store, mv),
     )
 
 

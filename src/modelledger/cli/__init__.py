@@ -28,6 +28,7 @@ script) and registers theirs:
 - :mod:`.tokens`: ``tokens create|list|revoke``
 - :mod:`.webhooks`: ``webhooks list|add|rm|deliveries|deliver``
 - :mod:`.importer`: ``import mlflow``
+- :mod:`.refresh`: ``refresh``, ``scheduler``
 - :mod:`.server`: ``server`` (the read API; imports :mod:`modelledger.server` only when run)
 - :mod:`.export`: ``export`` (provenance in OpenLineage, PROV, CycloneDX, SPDX, in-toto...),
   ``openlineage status|flush`` (the events sent as things happen)
@@ -91,6 +92,8 @@ COMMANDS: dict[str, str] = {
     "export": "export:export",
     "openlineage": "export:openlineage",
     "reproduce": "reproduce:reproduce",
+    "refresh": "refresh:refresh",
+    "scheduler": "refresh:scheduler",
 }
 """Each command of ``modelledger``: ``module:attribute`` of the click command, the module
 under this package. Imported by name when the command is looked up, as ``SERVER_MODULE``

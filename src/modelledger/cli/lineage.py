@@ -161,6 +161,10 @@ def diff(registry: Registry, a: str, b: str, as_json: bool) -> None:
         console.print(f"No differences between {escape(d.a)} and {escape(d.b)}")
         return
     console.print(f"[bold]{escape(d.a)} -> {escape(d.b)}[/]")
+    for link in d.links:
+        console.print(
+            f"{escape(link['from'])} is a {escape(_relation(link['relation']))} {escape(link['to'])}"
+        )
     console.print()
     for title, changes in (
         ("Params", d.params),
@@ -237,6 +241,30 @@ def _joined(*parts: Any, sep: str = " ") -> str | None:
     """The parts that are there, joined; None when none is (the row is then left out)."""
     text = sep.join(str(p) for p in parts if p not in (None, "", [], {}))
     return text or None
+
+
+def _relation(relation: str) -> str:
+    """``refresh_of`` as people say it: ``refresh of``."""
+    return relation.replace("_", " ")
+
+
+def link_text(link: Mapping[str, Any]) -> str:
+    """One link of a version (``_lineage.version_links``) on one line: the version it re-ran,
+    the verdict, and the data that changed."""
+    text = str(link["target"])
+    if not link.get("found", True):
+        text += " (not in this registry)"
+    if link.get("verdict"):
+        text += f": {link['verdict']}"
+        if link.get("verdict_reason"):
+            text += f" ({link['verdict_reason']})"
+    changed = [
+        f"{role} {c.get('old') or '-'} -> {c.get('new') or '-'}"
+        for role, c in (link.get("data") or {}).items()
+    ]
+    if changed:
+        text += "; data: " + ", ".join(changed)
+    return text
 
 
 def _built_rows(man: Mapping[str, Any], model_steps: Iterable[Mapping[str, Any]]) -> list[tuple[str, Any]]:
@@ -332,7 +360,8 @@ def trace(registry: Registry, prediction_id: str, as_json: bool) -> None:
         rows.append(("aliases then", ", ".join(f"@{a}" for a in g["aliases_at_prediction"]) or "-"))
         print_section(console, "Governance (from the ledger)", rows)
         console.print()
-        print_section(console, "How it was built", _built_rows(man, report.model_steps))
+        built = [(_relation(link["relation"]), link_text(link)) for link in report.links]
+        print_section(console, "How it was built", built + _built_rows(man, report.model_steps))
         if report.datasets:
             console.print()
             console.print("[bold]Data[/]")

@@ -183,6 +183,15 @@ def _environment(registry: Registry) -> dict[str, str]:
     show_default=True,
     help="One JSON line per request on stderr (logger modelledger.server.access).",
 )
+@click.option(
+    "--scheduler",
+    "scheduler",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Also run the refresh scheduler, ticking every SECONDS (the server's identity then needs "
+    "the contributor role; see `modelledger scheduler`).",
+)
 @json_option
 @registry_options
 def server(
@@ -199,6 +208,7 @@ def server(
     graceful_timeout: int,
     read_cache: int,
     access_log: bool,
+    scheduler: float | None,
     as_json: bool,
 ) -> None:
     """Serve the registry's API (/api/v1) until SIGTERM or SIGINT, letting requests in flight
@@ -225,6 +235,7 @@ def server(
         access_log=access_log,
         graceful_timeout=graceful_timeout,
         read_cache=read_cache,
+        scheduler=scheduler,
     )
     base = f"http://{host}:{port}"
     if as_json:

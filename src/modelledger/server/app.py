@@ -98,7 +98,9 @@ def create_app(
             if problem is not None:
                 log.warning("%s not ready: %s", store, problem)
         await run_in_threadpool(_say_who_writes, registry)
-        async with events.lifetime(app, registry):  # webhook deliveries; event streams end on exit
+        scheduler = (options or ServerOptions()).scheduler
+        # webhook deliveries, the refresh scheduler when asked; event streams end on exit
+        async with events.lifetime(app, registry, scheduler=scheduler):
             yield
 
     app = FastAPI(

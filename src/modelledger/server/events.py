@@ -38,7 +38,15 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from modelledger import InvalidInput, LedgerEvent, Member, ModelLedgerError, Registry, can_view_event
+from modelledger import (
+    InvalidInput,
+    LedgerEvent,
+    Member,
+    ModelLedgerError,
+    Registry,
+    Scheduler,
+    can_view_event,
+)
 
 from .deps import Deps, Principal, bearer_token, route
 
@@ -151,25 +159,31 @@ def add_routes(app: FastAPI, registry: Registry, deps: Deps) -> None:
 
 
 @asynccontextmanager
-async def lifetime(app: FastAPI, registry: Registry) -> AsyncIterator[None]:
+async def lifetime(
+    app: FastAPI, registry: Registry, *, scheduler: float | None = None
+) -> AsyncIterator[None]:
     """What runs while the app serves (its lifespan): webhook delivery rounds
-    (``Registry.deliver_webhooks``, in a worker thread) every :data:`DELIVERY_SECONDS`, and the
-    end of every event stream as soon as the process is told to stop. When the block ends, the
-    round under way stops after its current post."""
+    (``Registry.deliver_webhooks``, in a worker thread) every :data:`DELIVERY_SECONDS`, the
+    refresh scheduler every ``scheduler`` seconds when asked (a :class:`~modelledger.Scheduler`
+    tick, in a worker thread), and the end of every event stream as soon as the process is told
+    to stop. When the block ends, the round under way stops after its current post."""
     closing: threading.Event = app.state.event_streams_closing
     closing.clear()
     stop = threading.Event()
     restore = _on_exit_signals(closing.set)
-    task = asyncio.create_task(_deliver_forever(registry, stop))
+    tasks = [asyncio.create_task(_deliver_forever(registry, stop))]
+    if scheduler is not None:
+        tasks.append(asyncio.create_task(_schedule_forever(registry, stop, scheduler)))
     try:
         yield
     finally:
         closing.set()
         stop.set()
         restore()
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
 
 def _on_exit_signals(action: Callable[[], None]) -> Callable[[], None]:
@@ -199,6 +213,32 @@ def _on_exit_signals(action: Callable[[], None]) -> Callable[[], None]:
                 signal.signal(sig, previous)
 
     return restore
+
+
+async def _schedule_forever(registry: Registry, stop: threading.Event, interval: float) -> None:
+    """Tick a refresh scheduler every ``interval`` seconds; firings and failures go to the log.
+    Firings are recorded once in the ledger, so several servers (or workers) may all run one."""
+    scheduler = Scheduler(registry)
+    problem: str | None = None  # said once, not every tick
+    while not stop.is_set():
+        try:
+            firings = await run_in_threadpool(scheduler.tick)
+        except ModelLedgerError as exc:
+            if exc.message != problem:
+                log.warning("refresh scheduler paused: %s", exc.message)
+                problem = exc.message
+        except Exception:  # the loop outlives any one tick; the log has the details
+            log.exception("refresh scheduler tick failed")
+        else:
+            problem = None
+            for firing in firings:
+                if firing.error is not None:
+                    log.warning("refresh of %s (%s) failed: %s", firing.source, firing.key, firing.error)
+                else:
+                    log.info(
+                        "refresh of %s (%s): %s %s", firing.source, firing.key, firing.candidate, firing.stage
+                    )
+        await asyncio.sleep(interval)
 
 
 async def _deliver_forever(registry: Registry, stop: threading.Event) -> None:

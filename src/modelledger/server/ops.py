@@ -121,7 +121,8 @@ class ServerOptions:
     request on :data:`ACCESS_LOGGER`; ``graceful_timeout``: seconds a stopping server waits
     for requests in flight before it closes them; ``read_cache``: how many answers of quick
     reads to keep for repeated requests while the database shows no commit (0: none; see
-    :mod:`modelledger.server.cache`).
+    :mod:`modelledger.server.cache`); ``scheduler``: seconds between ticks of the refresh
+    scheduler run in the server (``None``: none; see ``docs/refresh.md``).
 
     >>> create_app(registry, options=ServerOptions(max_body=8 * MiB, timeout=30))  # doctest: +SKIP
     """
@@ -131,6 +132,7 @@ class ServerOptions:
     access_log: bool = True
     graceful_timeout: int = 30
     read_cache: int = 4096
+    scheduler: float | None = None  # seconds between refresh scheduler ticks; None: none here
 
     def __post_init__(self) -> None:
         if self.max_body is not None and self.max_body < 0:
@@ -141,6 +143,8 @@ class ServerOptions:
             raise ValueError(f"read_cache must be at least 0 answers, got {self.read_cache}")
         if self.graceful_timeout < 0:
             raise ValueError(f"graceful_timeout must be at least 0 seconds, got {self.graceful_timeout}")
+        if self.scheduler is not None and self.scheduler <= 0:
+            raise ValueError(f"scheduler must be more than 0 seconds, got {self.scheduler}")
 
 
 _UNSET: Any = object()

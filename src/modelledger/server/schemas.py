@@ -184,6 +184,7 @@ class DiffOut(_Out):
     framework: dict[str, ChangeOut]
     dependencies: dict[str, ChangeOut]
     datasets: list[dict[str, Any]]
+    links: list[dict[str, Any]] = []
 
 
 class ReceiptCheckOut(_Out):
@@ -199,6 +200,7 @@ class TraceOut(_Out):
     manifest: dict[str, Any]
     datasets: list[dict[str, Any]]
     model_steps: list[dict[str, Any]]
+    links: list[dict[str, Any]] = []
 
 
 class ProblemOut(_Out):
