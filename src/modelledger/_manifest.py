@@ -209,6 +209,9 @@ class Manifest:
     datasets: tuple[Mapping[str, Any], ...] = ()  # {role, uri, digest, rows} per data set used
     steps: tuple[Mapping[str, Any], ...] = ()  # processing steps inside the model (from its pipeline)
     environment: Mapping[str, str] | None = None  # {"origin": ..., "from": ...}, see above
+    # a folder signed with the OpenSSF model_signing tool: given as {public_key: PEM}, recorded
+    # after the check with who signed and what (modelledger._model_signing)
+    model_signing: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -235,7 +238,7 @@ class Manifest:
             "datasets": [dict(d) for d in self.datasets],
             "steps": [dict(st) for st in self.steps],
             "environment": dict(self.environment) if self.environment is not None else None,
-        }
+        } | ({"model_signing": dict(self.model_signing)} if self.model_signing is not None else {})
 
     @classmethod
     def from_dict(
@@ -353,6 +356,16 @@ _TOP = {
     "datasets": (list,),
     "steps": (list,),
     "environment": (dict,),
+    "model_signing": (dict,),
+}
+_MODEL_SIGNING = {
+    "public_key": (str,),
+    "signature": (str,),
+    "method": (str,),
+    "key_fingerprint": (str,),
+    "digest": (str,),
+    "files": (int,),
+    "ignored": (list,),
 }
 _SOURCE = {
     "repo_url": (str,),
@@ -557,6 +570,9 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
         _check_environment(environment, source)
     job = data.get("training_job") or {}
     _check_fields(job, _JOB, "training_job.", source)
+    signing = data.get("model_signing")
+    if signing is not None:
+        _check_fields(signing, _MODEL_SIGNING, "model_signing.", source)
     metrics = data.get("metrics") or {}
     for key, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -633,6 +649,7 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
         datasets=tuple(_check_list_of_maps(data.get("datasets"), "datasets", ("role", "uri"), source)),
         steps=tuple(_check_list_of_maps(data.get("steps"), "steps", ("name",), source)),
         environment=dict(environment) if environment is not None else None,
+        model_signing=dict(signing) if signing is not None else None,
     )
     return _redacted(doc)
 

@@ -73,6 +73,7 @@ from ._loaded import LoadedModel
 from ._loading import check_registration, load_verified
 from ._manifest import DEFAULT_LIMITS, Manifest, ManifestLimits
 from ._members import METHODS
+from ._model_signing import public_key_pem as model_signing_public_key
 from ._object_lock import ObjectLock, ObjectRetention, object_lock_from
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
 from ._registration import (
@@ -1498,6 +1499,15 @@ class Registry(GovernanceVerbs, EventVerbs):
         return export_provenance(
             self, identifier, format, sign=lambda data: self._identity().private().sign(data)
         )
+
+    def model_signing_key(self) -> bytes:
+        """The public key (PEM) with which the OpenSSF ``model_signing`` tool verifies what this
+        process exports as ``model-signing``: an ECDSA P-256 key derived from this identity's
+        Ed25519 key, since that tool verifies only elliptic-curve keys (docs/export.md).
+
+        >>> Path("model-signing.pub.pem").write_bytes(registry.model_signing_key())  # doctest: +SKIP
+        """
+        return model_signing_public_key(self._identity().private().sign)
 
 
 # ---------------------------------------------------------------------- helpers
