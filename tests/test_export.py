@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from tests.export_support import DATA_SCIENTIST, RISK_OFFICER, Demo, demo_fixture  # noqa: F401
 
-from modelledger import InvalidInput, NotFound
+from modelledger import EXPORT_FORMATS, InvalidInput, NotFound, PermissionDenied, create_identity
 from modelledger._export import collect
 from modelledger.cli import main
 
@@ -86,3 +86,30 @@ def test_the_command_refuses_an_unknown_format_as_a_usage_error(demo: Demo) -> N
 
 def _url(demo: Demo) -> str:
     return f"sqlite:///{demo.root / 'registry.db'}"
+
+
+def test_a_registry_server_exports_the_same_bytes(demo: Demo) -> None:
+    """``Registry.open("http://...")``: the server makes the export, under the caller's roles."""
+    from tests.test_server import running
+
+    from modelledger._remote import RemoteRegistry
+
+    if not EXPORT_FORMATS:
+        pytest.fail("no export format is registered")
+    fmt = sorted(EXPORT_FORMATS)[0]
+    token = demo.registry.create_token(RISK_OFFICER)[0]
+    demo.registry.enrol(
+        "auditor@bank.example", create_identity("auditor@bank.example")[2], roles="viewer", models="other-*"
+    )
+    scoped = demo.registry.create_token("auditor@bank.example")[0]
+    with running(demo.registry) as url:
+        remote = RemoteRegistry(url, token=token)
+        with remote:
+            for identifier in (demo.version.uri, demo.train.uri, demo.prediction_id):
+                assert remote.export(identifier, format=fmt) == demo.registry.export(identifier, format=fmt)
+            with pytest.raises(InvalidInput, match="unknown export format"):
+                remote.export(demo.version.uri, format="pdf")
+        with RemoteRegistry(url, token=scoped) as outsider:
+            for identifier in (demo.version.uri, demo.train.uri, demo.prediction_id):
+                with pytest.raises(PermissionDenied):
+                    outsider.export(identifier, format=fmt)

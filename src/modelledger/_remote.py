@@ -433,6 +433,10 @@ class RemoteRegistry(Registry):
             )
         return VerifyReport.from_dict(self._call("GET", "/verify", params={"captures": captures}))
 
+    def export(self, identifier: str, *, format: str) -> bytes:
+        """The export as the server makes it (formats that are signed: with the server's key)."""
+        return self._request("GET", "/export", params={"identifier": identifier, "format": format}).content
+
     def public_key(self, key_id: str | None = None) -> bytes:
         if key_id is not None:
             for member in self.members():

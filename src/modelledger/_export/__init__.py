@@ -25,6 +25,7 @@ Signer = Callable[[bytes], bytes]
 
 FORMATS: dict[str, str] = {
     # format name -> module under modelledger._export (one line per format: keep merges trivial)
+    "openlineage": "openlineage",
     "in-toto": "intoto",
     "model-signing": "model_signing",
 }

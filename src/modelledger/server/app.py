@@ -34,7 +34,7 @@ from modelledger import (
     parse_prediction_id,
 )
 
-from . import datasets, events, ui, writes
+from . import datasets, events, exports, ui, writes
 from .deps import API_PREFIX, Deps, Principal, document_errors, need_admin, need_view, route
 from .errors import install_error_handlers
 from .oidc import OidcSettings
@@ -66,7 +66,7 @@ __all__ = ["API_PREFIX", "create_app", "serve"]
 log = logging.getLogger("modelledger.server")
 
 # The modules that add routes next to the reads below, each with add_routes(app, registry, deps).
-ROUTE_MODULES: tuple[ModuleType, ...] = (writes, datasets, events, ui)
+ROUTE_MODULES: tuple[ModuleType, ...] = (writes, datasets, events, ui, exports)
 
 
 def _tags(values: list[str]) -> dict[str, str]:

@@ -1,0 +1,256 @@
+"""OpenLineage export: run events valid against the OpenLineage JSON schemas (spec 2-0-2 and
+the facets' own schemas, committed under tests/schemas/openlineage/), with the facets the
+lineage needs, a connected graph, the same bytes on every export, and a golden file."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+from referencing import Registry as SchemaRegistry
+from referencing import Resource
+from referencing.exceptions import NoSuchResource
+from tests.export_support import (  # noqa: F401
+    DATA_SCIENTIST,
+    REPO,
+    REVISION,
+    RISK_OFFICER,
+    Demo,
+    check_golden,
+    demo_fixture,
+    golden_json,
+)
+
+from modelledger import Registry
+from modelledger._export.openlineage import CUSTOM_FACETS_SCHEMA
+from modelledger.cli import main
+
+SCHEMAS = Path(__file__).parent / "schemas" / "openlineage"
+
+
+def _no_network(uri: str) -> Resource[Any]:
+    raise NoSuchResource(ref=uri)  # every schema must be committed: nothing is downloaded
+
+
+def _load() -> tuple[SchemaRegistry[Any], dict[str, dict[str, Any]]]:
+    documents = {}
+    for path in [
+        SCHEMAS / "OpenLineage.json",
+        *sorted((SCHEMAS / "facets").glob("*.json")),
+        CUSTOM_FACETS_SCHEMA,
+    ]:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        documents[doc["$id"]] = doc
+    resources = [(i, Resource.from_contents(d)) for i, d in documents.items()]
+    return SchemaRegistry(retrieve=_no_network).with_resources(resources), documents  # type: ignore[call-arg]
+
+
+REGISTRY, DOCUMENTS = _load()
+EVENT_ID = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
+
+
+def validate(events: list[dict[str, Any]]) -> int:
+    """Every event against the RunEvent schema and every facet against its own schema (chosen by
+    its ``_schemaURL``, under its standard name); returns how many facets were checked."""
+    event_validator = Draft202012Validator(
+        {"$ref": f"{EVENT_ID}#/$defs/RunEvent"},
+        registry=REGISTRY,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+    checked = 0
+    for event in events:
+        event_validator.validate(event)
+        groups = [event["job"].get("facets", {}), event["run"].get("facets", {})]
+        for dataset in [*event.get("inputs", []), *event.get("outputs", [])]:
+            groups.append(dataset.get("facets", {}))
+            groups.append(dataset.get("inputFacets", {}))
+        for facets in groups:
+            for name, facet in facets.items():
+                schema_id, _, pointer = facet["_schemaURL"].partition("#")
+                assert schema_id in DOCUMENTS, f"facet {name}: no committed schema {schema_id}"
+                document = DOCUMENTS[schema_id]
+                assert name in document["properties"], f"{name} is not the name {schema_id} gives its facet"
+                assert pointer == document["properties"][name]["$ref"][1:]
+                Draft202012Validator(
+                    document, registry=REGISTRY, format_checker=Draft202012Validator.FORMAT_CHECKER
+                ).validate({name: facet})
+                checked += 1
+    return checked
+
+
+@pytest.fixture(scope="module")
+def exported(demo: Demo) -> dict[str, bytes]:
+    return {
+        "model": demo.registry.export("models:/credit-risk@production", format="openlineage"),
+        "dataset": demo.registry.export(demo.train.uri, format="openlineage"),
+        "prediction": demo.registry.export(demo.prediction_id, format="openlineage"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["model", "dataset", "prediction"])
+def test_every_event_and_facet_is_valid_against_the_openlineage_schemas(exported, kind: str) -> None:
+    events = json.loads(exported[kind])
+    assert events and all(e["eventType"] == "COMPLETE" for e in events)
+    assert validate(events) >= 3 * len(events)
+
+
+def test_the_schemas_catch_what_is_wrong() -> None:
+    """The validation above can fail: a run id that is not a UUID, a facet without its producer,
+    a facet without its own required field."""
+    from jsonschema import ValidationError
+
+    good = {
+        "eventType": "COMPLETE",
+        "eventTime": "2026-11-01T10:00:00Z",
+        "producer": "https://pypi.org/project/modelledger/",
+        "schemaURL": f"{EVENT_ID}#/$defs/RunEvent",
+        "run": {"runId": str(uuid.uuid4()), "facets": {}},
+        "job": {"namespace": "modelledger", "name": "x.train", "facets": {}},
+    }
+    validate([good])
+    with pytest.raises(ValidationError):
+        validate([{**good, "run": {"runId": "not-a-uuid"}}])
+    facet = {
+        "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet"
+    }
+    bad = {
+        **good,
+        "outputs": [{"namespace": "m", "name": "d", "facets": {"version": {**facet, "datasetVersion": "1"}}}],
+    }
+    with pytest.raises(ValidationError, match="not valid under any"):
+        validate([bad])  # the event schema: every facet needs _producer
+    produced = {**facet, "_producer": "https://pypi.org/project/modelledger/"}
+    unversioned = {**good, "outputs": [{"namespace": "m", "name": "d", "facets": {"version": produced}}]}
+    with pytest.raises(ValidationError, match="'datasetVersion' is a required property"):
+        validate([unversioned])  # the facet's own schema
+
+
+def _by_job(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["job"]["name"]: e for e in events}
+
+
+def test_a_job_per_data_step_and_for_the_training_linked_by_their_data_sets(exported, demo: Demo) -> None:
+    events = _by_job(json.loads(exported["model"]))
+    assert set(events) == {
+        "applications-raw.extract",
+        "applications-clean.drop-duplicates",
+        "applications-train.split",
+        "credit-risk.train",
+        "credit-risk.approve",
+        "credit-risk.deploy",
+    }
+    names = lambda datasets: [(d["namespace"], d["name"]) for d in datasets]  # noqa: E731
+    extract = events["applications-raw.extract"]
+    assert names(extract["inputs"]) == [("postgresql://dwh.bank.example", "lending")]
+    assert extract["job"]["facets"]["sql"]["query"].startswith("SELECT * FROM loan_applications")
+    assert names(events["applications-clean.drop-duplicates"]["inputs"]) == names(extract["outputs"])
+    split = events["applications-train.split"]  # one run made both sets
+    assert names(split["outputs"]) == [
+        ("modelledger", "datasets/applications-train"),
+        ("modelledger", "datasets/applications-holdout"),
+    ]
+    train = events["credit-risk.train"]
+    assert names(train["inputs"]) == names(split["outputs"])
+    assert [i["facets"]["modelledger_artifact"]["role"] for i in train["inputs"]] == ["train", "holdout"]
+    assert names(train["outputs"]) == [("modelledger", "models/credit-risk")]
+    assert names(events["credit-risk.deploy"]["inputs"]) == names(train["outputs"])
+    # every run is its own, and every id is a UUID
+    run_ids = [e["run"]["runId"] for e in events.values()]
+    assert len(set(run_ids)) == len(run_ids)
+    assert all(uuid.UUID(r).version == 7 for r in run_ids)
+
+
+def test_the_facets_carry_code_parameters_versions_and_schemas(exported, demo: Demo) -> None:
+    events = _by_job(json.loads(exported["model"]))
+    train = events["credit-risk.train"]
+    code = train["job"]["facets"]["sourceCodeLocation"]
+    assert (code["type"], code["repoUrl"], code["path"], code["version"]) == (
+        "git",
+        REPO,
+        "train.py",
+        REVISION,
+    )
+    params = {p["key"]: p["value"] for p in train["run"]["facets"]["executionParameters"]["parameters"]}
+    assert params["params.n_estimators"] == "5" and params["params.learning_rate"] == "0.1"
+    assert params["training_job.id"] == "demo-run-1"
+    assert train["eventTime"] == "2026-11-01T10:05:00.000000Z"  # the training's end, as recorded
+    model = train["outputs"][0]["facets"]
+    assert model["version"]["datasetVersion"] == "1"
+    assert model["modelledger_artifact"]["digest"] == demo.version.digest
+    assert [f["sha256"] for f in model["modelledger_artifact"]["files"]] == [
+        f.sha256 for f in demo.version.files
+    ]
+
+    holdout = train["inputs"][1]["facets"]
+    assert holdout["version"]["datasetVersion"] == str(demo.holdout.version)
+    assert [f["name"] for f in holdout["schema"]["fields"]] == [c.name for c in demo.holdout.schema]
+    assert holdout["modelledger_artifact"]["digest"] == demo.holdout.digest
+
+    step = events["applications-clean.drop-duplicates"]
+    assert step["job"]["facets"]["sourceCodeLocation"]["path"] == "prepare.py"
+    step_params = {p["key"]: p["value"] for p in step["run"]["facets"]["executionParameters"]["parameters"]}
+    assert step_params == {"step.kind": "deduplicate", "params.subset": '["application_id"]'}
+
+    approval = events["credit-risk.approve"]["run"]["facets"]["modelledger_ledgerEvent"]
+    assert (approval["actor"], approval["action"]) == (RISK_OFFICER, "version.approved")
+    assert approval["reason"].startswith("Reviewed holdout AUC")
+    deploy = events["credit-risk.deploy"]["run"]["facets"]["modelledger_ledgerEvent"]
+    assert deploy["alias"] == "production" and deploy["seq"] > approval["seq"]
+
+
+def test_a_data_set_exports_its_own_upstream_only(exported) -> None:
+    events = _by_job(json.loads(exported["dataset"]))
+    assert set(events) == {
+        "applications-raw.extract",
+        "applications-clean.drop-duplicates",
+        "applications-train.split",
+    }
+    # the split run as far as this set knows it: the holdout set was not collected
+    assert [o["name"] for o in events["applications-train.split"]["outputs"]] == [
+        "datasets/applications-train"
+    ]
+
+
+def test_a_prediction_adds_the_call_that_made_it(exported, demo: Demo) -> None:
+    events = _by_job(json.loads(exported["prediction"]))
+    predict = events["credit-risk.predict"]
+    params = {p["key"]: p["value"] for p in predict["run"]["facets"]["executionParameters"]["parameters"]}
+    assert params["prediction_id"] == demo.prediction_id
+    assert [i["name"] for i in predict["inputs"]] == ["models/credit-risk"]
+    assert "credit-risk.train" in events
+
+
+def test_exporting_the_same_registry_twice_gives_the_same_bytes(exported, demo: Demo) -> None:
+    again = Registry.open(
+        f"sqlite:///{demo.root / 'registry.db'}", artifacts=str(demo.root / "artifacts"), actor=RISK_OFFICER
+    )
+    with again:
+        assert again.export("models:/credit-risk/1", format="openlineage") == exported["model"]
+    assert demo.registry.export(demo.prediction_id, format="openlineage") == exported["prediction"]
+
+
+def test_the_command_writes_the_same_bytes(exported, demo: Demo, tmp_path: Path) -> None:
+    url = f"sqlite:///{demo.root / 'registry.db'}"
+    out = tmp_path / "lineage.json"
+    args = ["export", "models:/credit-risk@production", "--format", "openlineage", "--registry", url]
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "--as", DATA_SCIENTIST])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == exported["model"]
+    printed = CliRunner().invoke(main, [*args, "--as", DATA_SCIENTIST])
+    assert printed.exit_code == 0 and printed.stdout_bytes == exported["model"]
+    missing = CliRunner().invoke(
+        main, ["export", "models:/no-such-model/1", "--format", "openlineage", "--registry", url]
+    )
+    assert (
+        missing.exit_code == 1 and missing.output.startswith("Error: ") and "no-such-model" in missing.output
+    )
+
+
+def test_golden_file(exported) -> None:
+    check_golden("openlineage_model.json", golden_json(json.loads(exported["model"])))
+    check_golden("openlineage_prediction.json", golden_json(json.loads(exported["prediction"])))
