@@ -135,6 +135,20 @@ def test_exported_signature_is_deterministic_and_tied_to_the_registry_identity(
     assert list(Envelope.from_dict(dict(bundle["dsseEnvelope"])).verify([key], threshold=1)) == [key_id]
 
 
+def test_a_registry_server_gives_its_model_signing_key_and_signature(setup: tuple[Registry, Path]) -> None:
+    from tests.test_server import running
+
+    from modelledger._remote import RemoteRegistry
+
+    registry, _ = setup
+    token = registry.create_token(registry.actor)[0]
+    with running(registry) as url, RemoteRegistry(url, token=token) as remote:
+        assert remote.model_signing_key() == registry.model_signing_key()
+        assert remote.export("models:/bert/1", format="model-signing") == registry.export(
+            "models:/bert/1", format="model-signing"
+        )
+
+
 def test_golden(setup: tuple[Registry, Path]) -> None:
     registry, _ = setup
     bundle = json.loads(registry.export("models:/bert/1", format="model-signing"))
