@@ -52,10 +52,10 @@ def _folder(path: Path, files: dict[str, bytes]) -> Path:
     return path
 
 
-def _ec_key(folder: Path) -> tuple[Path, Path, str]:
-    """A P-256 key pair as the tool reads them (PEM files); returns (private, public, public PEM)."""
+def _ec_key(folder: Path, curve: ec.EllipticCurve | None = None) -> tuple[Path, Path, str]:
+    """An EC key pair as the tool reads them (PEM files); returns (private, public, public PEM)."""
     folder.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = ec.generate_private_key(curve or ec.SECP256R1())
     private = folder / "key.pem"
     private.write_bytes(
         key.private_bytes(
@@ -172,12 +172,13 @@ def test_only_a_model_version_has_a_folder_to_sign(setup: tuple[Registry, Path])
 # ---------------------------------------------------------------------- registration: the tool signed
 
 
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1()], ids=["P-256", "P-384"])
 def test_a_folder_signed_by_the_tool_registers_with_its_signature_checked_and_recorded(
-    setup: tuple[Registry, Path],
+    setup: tuple[Registry, Path], curve: ec.EllipticCurve
 ) -> None:
     registry, root = setup
-    folder = _folder(root / "signed", FILES)
-    private, public, pem = _ec_key(root / "signer")
+    folder = _folder(root / f"signed-{curve.name}", FILES)
+    private, public, pem = _ec_key(root / f"signer-{curve.name}", curve)
     _sign_with_the_tool(folder, private)
 
     version = registry.register(
@@ -189,7 +190,7 @@ def test_a_folder_signed_by_the_tool_registers_with_its_signature_checked_and_re
     assert "model.sig" in {f.path for f in version.files}
 
     # the version as downloaded still verifies with the tool: the signature was kept with it
-    back = root / "signed-back"
+    back = root / f"signed-back-{curve.name}"
     registry.download(version.uri, back)
     _verify_with_the_tool(back, public)
 
