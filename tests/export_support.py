@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from modelledger import DatasetVersion, ModelVersion, Registry, create_identity
+from modelledger import DatasetVersion, ModelVersion, Registry, identity_path
 
 GOLDEN = Path(__file__).parent / "golden" / "export"
 DATA_SCIENTIST = "data-scientist@bank.example"
@@ -72,6 +72,14 @@ def applications(n: int = 80) -> pd.DataFrame:
     return pd.concat([frame, frame.iloc[:4]], ignore_index=True)
 
 
+def public_key(name: str) -> bytes:
+    """The public key (PEM) of identity ``name``, made on first use: the session's identities
+    folder outlives one registry, and ``create_identity`` refuses to overwrite a key."""
+    from modelledger._signing import Identity
+
+    return Identity(identity_path(name), create=True).public_pem()
+
+
 def build_demo(root: Path) -> Demo:
     """The story on a new SQLite registry under ``root`` (keys come from the session's identities)."""
     from sklearn.compose import ColumnTransformer
@@ -82,8 +90,8 @@ def build_demo(root: Path) -> Demo:
     url, artifacts = f"sqlite:///{root / 'registry.db'}", str(root / "artifacts")
     registry = Registry.open(url, artifacts=artifacts, actor=DATA_SCIENTIST)
     registry.init()
-    registry.enrol(RISK_OFFICER, create_identity(RISK_OFFICER)[2], roles=["approver", "deployer"])
-    registry.enrol(SCORER, create_identity(SCORER)[2], roles="serving")
+    registry.enrol(RISK_OFFICER, public_key(RISK_OFFICER), roles=["approver", "deployer"])
+    registry.enrol(SCORER, public_key(SCORER), roles="serving")
     officer = Registry.open(url, artifacts=artifacts, actor=RISK_OFFICER)
 
     extract = root / "applications_extract.csv"

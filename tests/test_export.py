@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from tests.export_support import DATA_SCIENTIST, RISK_OFFICER, Demo, demo_fixture  # noqa: F401
+from tests.export_support import DATA_SCIENTIST, RISK_OFFICER, Demo, demo_fixture, public_key  # noqa: F401
 
-from modelledger import EXPORT_FORMATS, InvalidInput, NotFound, PermissionDenied, create_identity
+from modelledger import EXPORT_FORMATS, InvalidInput, NotFound, PermissionDenied
 from modelledger._export import collect
 from modelledger.cli import main
 
@@ -99,7 +99,7 @@ def test_a_registry_server_exports_the_same_bytes(demo: Demo) -> None:
     fmt = sorted(EXPORT_FORMATS)[0]
     token = demo.registry.create_token(RISK_OFFICER)[0]
     demo.registry.enrol(
-        "auditor@bank.example", create_identity("auditor@bank.example")[2], roles="viewer", models="other-*"
+        "auditor@bank.example", public_key("auditor@bank.example"), roles="viewer", models="other-*"
     )
     scoped = demo.registry.create_token("auditor@bank.example")[0]
     with running(demo.registry) as url:

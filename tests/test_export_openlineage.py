@@ -5,7 +5,11 @@ lineage needs, a connected graph, the same bytes on every export, and a golden f
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +25,14 @@ from tests.export_support import (  # noqa: F401
     REVISION,
     RISK_OFFICER,
     Demo,
+    applications,
     check_golden,
     demo_fixture,
     golden_json,
+    public_key,
 )
 
-from modelledger import Registry
+from modelledger import InvalidConfig, MissingDependency, Registry
 from modelledger._export.openlineage import CUSTOM_FACETS_SCHEMA
 from modelledger.cli import main
 
@@ -254,3 +260,194 @@ def test_the_command_writes_the_same_bytes(exported, demo: Demo, tmp_path: Path)
 def test_golden_file(exported) -> None:
     check_golden("openlineage_model.json", golden_json(json.loads(exported["model"])))
     check_golden("openlineage_prediction.json", golden_json(json.loads(exported["prediction"])))
+
+
+# ---------------------------------------------------------------------- emitting as it happens
+
+
+class Receiver:
+    """A tiny OpenLineage HTTP endpoint on loopback (``POST /api/v1/lineage``), in a thread."""
+
+    def __init__(self, port: int = 0, *, delay: float = 0.0) -> None:
+        received: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)  # a receiver that takes its time
+                ok = self.path == "/api/v1/lineage" and self.headers["Content-Type"] == "application/json"
+                if ok:
+                    received.append(json.loads(body))
+                self.send_response(201 if ok else 404)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/lineage"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _story(root: Path, lineage: str) -> tuple[Registry, Registry]:
+    """A registry sending events to ``lineage``: a raw set, a split of it, a folder model
+    registered with both, approved by a second member and deployed."""
+    url, artifacts = f"sqlite:///{root / 'registry.db'}", str(root / "artifacts")
+    owner = Registry.open(url, artifacts=artifacts, actor=DATA_SCIENTIST, openlineage=lineage)
+    owner.init()
+    owner.enrol(RISK_OFFICER, public_key(RISK_OFFICER), roles=["approver", "deployer"])
+    frame = applications(24)
+    raw = owner.datasets.register(
+        "applications-raw", frame, source={"uri": "postgresql://dwh/lending", "kind": "table"}, capture=False
+    )
+    split = {"name": "split", "kind": "train_test_split", "params": {"test_size": 0.25}, "inputs": [raw.uri]}
+    train = owner.datasets.register("applications-train", frame.iloc[:18], steps=[split], capture=False)
+    folder = root / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"weights")
+    mv = owner.register(
+        "credit-risk",
+        folder,
+        datasets={"train": train.uri},
+        manifest={
+            "params": {"C": 0.5},
+            "source": {"repo_url": REPO, "path": "train.py", "revision": REVISION},
+        },
+        capture=False,
+    )
+    officer = Registry.open(url, artifacts=artifacts, actor=RISK_OFFICER, openlineage=lineage)
+    officer.approve(mv.uri, reason="reviewed")
+    officer.deploy(mv.uri, reason="release")
+    return owner, officer
+
+
+def test_writes_send_their_events_to_an_http_receiver(tmp_path: Path) -> None:
+    receiver = Receiver()
+    try:
+        owner, officer = _story(tmp_path, receiver.url)
+        officer.close()  # closing delivers what is still pending
+        status = owner.flush_openlineage(timeout=10)
+        owner.close()
+    finally:
+        receiver.stop()
+    jobs = [e["job"]["name"] for e in receiver.received]
+    assert sorted(jobs) == sorted(
+        [
+            "applications-raw.extract",
+            "applications-train.split",
+            "credit-risk.train",
+            "credit-risk.approve",
+            "credit-risk.deploy",
+        ]
+    )
+    assert validate(receiver.received) >= 3 * len(jobs)
+    assert (status["pending"], status["last_error"]) == (0, None)
+    assert status["transport"] == receiver.url
+    sent = [
+        json.loads(line)
+        for line in (tmp_path / "registry.db.openlineage" / "sent.jsonl").read_text().splitlines()
+    ]
+    assert sorted(s["runId"] for s in sent) == sorted(e["run"]["runId"] for e in receiver.received)
+    # the same training and governance runs as an export of the registry gives
+    again = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}", artifacts=str(tmp_path / "artifacts"))
+    with again:
+        exported = {
+            e["job"]["name"]: e["run"]["runId"]
+            for e in json.loads(again.export("models:/credit-risk/1", format="openlineage"))
+        }
+    emitted = {e["job"]["name"]: e["run"]["runId"] for e in receiver.received}
+    for job in ("credit-risk.train", "credit-risk.approve", "credit-risk.deploy", "applications-raw.extract"):
+        assert emitted[job] == exported[job]
+
+
+def test_a_receiver_that_is_down_fails_nothing_and_gets_the_events_later(tmp_path: Path) -> None:
+    port = _free_port()
+    lineage = f"http://127.0.0.1:{port}/api/v1/lineage"
+    started = time.monotonic()
+    owner, officer = _story(tmp_path, lineage)
+    officer.close()
+    assert time.monotonic() - started < 20  # nothing waited on the receiver (the story alone: ~1 s)
+    assert owner.get_version("models:/credit-risk@production").version == 1
+    status = owner.flush_openlineage(timeout=10)
+    assert status["pending"] == 5 and status["sent"] == 0
+    assert "Connection refused" in status["last_error"] or "URLError" in status["last_error"]
+    owner.close()
+
+    receiver = Receiver(port)  # back up: a later process delivers what waited, in order
+    try:
+        later = Registry.open(
+            f"sqlite:///{tmp_path / 'registry.db'}",
+            artifacts=str(tmp_path / "artifacts"),
+            openlineage=lineage,
+        )
+        assert later.openlineage_status()["pending"] == 5
+        status = later.flush_openlineage(timeout=10)
+        later.close()
+    finally:
+        receiver.stop()
+    assert (status["pending"], status["sent"], status["last_error"]) == (0, 5, None)
+    jobs = [e["job"]["name"] for e in receiver.received]
+    assert jobs[:2] == ["applications-raw.extract", "applications-train.split"]
+    assert jobs[-2:] == ["credit-risk.approve", "credit-risk.deploy"]
+
+
+def test_a_slow_receiver_does_not_slow_a_write(tmp_path: Path) -> None:
+    receiver = Receiver(delay=1.5)
+    try:
+        registry = Registry.open(
+            f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "a"), openlineage=receiver.url
+        )
+        registry.init()
+        started = time.monotonic()
+        dv = registry.datasets.register(
+            "applications-raw", applications(8), source={"uri": "s3://lake/raw.csv"}
+        )
+        assert time.monotonic() - started < 1.0  # the write did not wait for the 1.5 s answer
+        assert registry.flush_openlineage(timeout=10)["pending"] == 0
+        registry.close()
+    finally:
+        receiver.stop()
+    assert [e["outputs"][0]["facets"]["modelledger_artifact"]["uri"] for e in receiver.received] == [dv.uri]
+    assert [(i["namespace"], i["name"]) for i in receiver.received[0]["inputs"]] == [("s3://lake", "raw.csv")]
+
+
+def test_a_file_transport_appends_json_lines_and_the_command_shows_them(tmp_path: Path) -> None:
+    target = tmp_path / "events" / "lineage.jsonl"
+    owner, officer = _story(tmp_path, str(target))
+    officer.close()
+    owner.close()
+    events = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(events) == 5 and validate(events) > 0
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    env = {"MODELLEDGER_OPENLINEAGE": f"file://{target}"}
+    result = CliRunner().invoke(main, ["openlineage", "status", "--registry", url, "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert (shown["pending"], shown["sent"], shown["transport"]) == (0, 5, str(target))
+    flushed = CliRunner().invoke(main, ["openlineage", "flush", "--registry", url], env=env)
+    assert flushed.exit_code == 0 and "0 pending" in flushed.output
+    unset = CliRunner().invoke(
+        main, ["openlineage", "status", "--registry", url], env={"MODELLEDGER_OPENLINEAGE": ""}
+    )
+    assert unset.exit_code == 1 and "no OpenLineage transport is configured" in unset.output
+
+
+def test_kafka_without_its_client_is_refused_at_open(tmp_path: Path) -> None:
+    with pytest.raises(MissingDependency, match="confluent-kafka"):
+        Registry.open(f"sqlite:///{tmp_path / 'r.db'}", openlineage="kafka://127.0.0.1:9092/lineage")
+    with pytest.raises(InvalidConfig, match="kafka://<broker"):
+        Registry.open(f"sqlite:///{tmp_path / 'r.db'}", openlineage="kafka://127.0.0.1:9092")
+    with pytest.raises(InvalidConfig, match="transport must be"):
+        Registry.open(f"sqlite:///{tmp_path / 'r.db'}", openlineage="ftp://example.com/x")

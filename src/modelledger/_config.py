@@ -15,7 +15,8 @@ Each setting is taken from the first layer that sets it:
 ``storage_options`` is taken whole from the highest layer that sets it; tables from
 different layers are never merged, so what a layer says is exactly what fsspec gets.
 
-Both files hold the keys ``registry``, ``artifacts``, ``home``, ``identity`` (strings), a
+Both files hold the keys ``registry``, ``artifacts``, ``home``, ``identity``, ``openlineage``
+(strings; ``openlineage`` names where OpenLineage events are sent, ``MODELLEDGER_OPENLINEAGE``), a
 ``[storage_options]`` table and ``object_lock`` (``"governance:30d"`` or a table: ``mode``,
 ``period`` or ``days``, ``legal_hold``; see :class:`~modelledger.ObjectLock`), and may
 hold an ``[oidc]`` table for ``modelledger server``
@@ -68,6 +69,7 @@ ENVIRONMENT = {
     "home": "MODELLEDGER_HOME",
     "identity": "MODELLEDGER_IDENTITY",
     "object_lock": "MODELLEDGER_OBJECT_LOCK",
+    "openlineage": "MODELLEDGER_OPENLINEAGE",
 }
 """Setting name -> the environment variable that sets it."""
 
@@ -159,6 +161,8 @@ class ResolvedConfig:
     identity: Setting[str | None]
     # S3 Object Lock for every object written, as text ("governance:30d"); None or "off": none
     object_lock: Setting[str | None] = Setting(None, "default")
+    # where OpenLineage events go as things happen (http(s)://, file:// or a path, kafka://); None: nowhere
+    openlineage: Setting[str | None] = Setting(None, "default")
     project_file: Path | None = None
     user_file: Path | None = None
 
@@ -171,13 +175,14 @@ class ResolvedConfig:
             "home": self.home,
             "identity": self.identity,
             "object_lock": self.object_lock,
+            "openlineage": self.openlineage,
         }
 
     def to_dict(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
         """A JSON-ready document; credentials are ``***`` unless ``reveal_secrets``."""
         out: dict[str, Any] = {name: s.to_dict() for name, s in self.settings().items()}
         if not reveal_secrets:
-            for name in ("registry", "artifacts"):
+            for name in ("registry", "artifacts", "openlineage"):
                 if out[name]["value"] is not None:
                     out[name]["value"] = mask_url(out[name]["value"])
             out["storage_options"]["value"] = mask_secrets(out["storage_options"]["value"])
@@ -200,6 +205,9 @@ class ResolvedConfig:
             identity=Setting.from_dict(data["identity"]),
             object_lock=Setting.from_dict(data["object_lock"])
             if "object_lock" in data
+            else Setting(None, "default"),
+            openlineage=Setting.from_dict(data["openlineage"])
+            if "openlineage" in data
             else Setting(None, "default"),
             project_file=Path(files["project"]) if files.get("project") else None,
             user_file=Path(files["user"]) if files.get("user") else None,
@@ -248,6 +256,7 @@ def resolve_config(
     home: str | os.PathLike[str] | None = None,
     identity: str | None = None,
     object_lock: ObjectLock | Mapping[str, Any] | str | None = None,
+    openlineage: str | None = None,
     cwd: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ResolvedConfig:
@@ -273,6 +282,7 @@ def resolve_config(
         "identity": identity,
         # a bad argument is the caller's InvalidInput, not a configuration problem
         "object_lock": None if object_lock is None else _lock_text(object_lock_from(object_lock)),
+        "openlineage": openlineage,
     }
     layers: list[dict[str, Setting[Any]]] = [
         {
@@ -296,6 +306,7 @@ def resolve_config(
             "home": Setting(base / DEFAULT_HOME, "default"),
             "identity": Setting(None, "default"),
             "object_lock": Setting(None, "default"),
+            "openlineage": Setting(None, "default"),
         }
     )
 
@@ -309,6 +320,7 @@ def resolve_config(
         home=chosen["home"],
         identity=chosen["identity"],
         object_lock=chosen["object_lock"],
+        openlineage=chosen["openlineage"],
         project_file=project_file,
         user_file=user_file,
     )
@@ -484,6 +496,8 @@ def _normalise(name: str, value: Any, base: Path, *, expand_user: bool) -> Any:
 
     if name == "home":
         return Path(absolute(value))
+    if name == "openlineage":  # a URL, "off", or a file
+        return value if "://" in value or value == "off" else absolute(value)
     if name in ("artifacts", f"{OIDC_TABLE}.jwks"):  # a URL, or a folder or file
         return value if "://" in value else absolute(value)
     if name == "identity":

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import IO, Any, Literal, cast, overload
 
 from ._audit import subject_history
 from ._config import resolve_config
@@ -48,6 +48,7 @@ from ._erasure import (
 )
 from ._events import EventVerbs
 from ._export import export as export_provenance
+from ._export._emit import EmittingStore, Outbox, spool_folder, transport_from
 from ._governance import GovernanceVerbs
 from ._identifiers import (
     check_number,
@@ -150,6 +151,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         self._limits = manifest_limits or DEFAULT_LIMITS
         self._via: Mapping[str, Any] | None = None  # set on a view made by on_behalf_of
         self._witness: CheckpointWitness | None = None  # set by witness_checkpoints
+        self._outbox: Outbox | None = None  # OpenLineage events waiting to be sent (open(openlineage=))
 
     # ------------------------------------------------------------------ opening
 
@@ -167,6 +169,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         manifest_limits: ManifestLimits | None = None,
         token: str | None = None,
         object_lock: ObjectLock | Mapping[str, Any] | str | None = None,
+        openlineage: str | None = None,
     ) -> Registry:
         """Open a registry.
 
@@ -199,6 +202,14 @@ class Registry(GovernanceVerbs, EventVerbs):
         manifest, data set file and capture file with S3 Object Lock retention: an ``s3://``
         root in a bucket with Object Lock enabled only (see ``docs/object-lock.md``).
 
+        ``openlineage`` (else ``MODELLEDGER_OPENLINEAGE`` or ``openlineage`` in a config file)
+        sends OpenLineage events as data set versions, model versions, approvals and
+        deployments are written: ``http(s)://...`` (Marquez: ``.../api/v1/lineage``), a file
+        (``file://`` or a path: JSON lines) or ``kafka://broker:9092/topic`` (with
+        ``confluent-kafka`` installed); ``"off"`` sends nothing. A receiver that is down never
+        fails or slows a write: events wait in a spool beside the registry and are sent later
+        (:meth:`openlineage_status`, :meth:`flush_openlineage`; see ``docs/export.md``).
+
         An ``http://`` or ``https://`` URL is a registry server (``modelledger server``): the
         result is a :class:`RemoteRegistry` with the same verbs, authenticated by ``token``
         (or ``$MODELLEDGER_TOKEN``), signing writes with your key when this machine holds it.
@@ -215,6 +226,7 @@ class Registry(GovernanceVerbs, EventVerbs):
             storage_options=storage_options,
             identity=None if identity is None else os.fspath(identity),
             object_lock=object_lock,
+            openlineage=openlineage,
         )
         url, artifacts, storage_options = (
             config.registry.value,
@@ -229,6 +241,14 @@ class Registry(GovernanceVerbs, EventVerbs):
             url = _sqlite_url(home / "registry.db")
             artifacts = artifacts or (home / "artifacts").as_uri()
         metadata = open_metadata_store(url, storage_options=storage_options)
+        outbox = None
+        lineage = config.openlineage.value
+        if lineage and lineage != "off":
+            outbox = Outbox(
+                spool_folder(home, url), transport_from(lineage, source=config.openlineage.source)
+            )
+            # every write the registry makes goes through the store: one place turns them into events
+            metadata = cast(MetadataStore, EmittingStore(metadata, outbox))
         if artifacts is None:
             db = _sqlite_file(url)
             if db is None:
@@ -260,6 +280,7 @@ class Registry(GovernanceVerbs, EventVerbs):
         )
         registry._home = home
         registry._legacy_key = _default_key_path(url)
+        registry._outbox = outbox
         return registry
 
     def init(self) -> str:
@@ -1499,6 +1520,33 @@ class Registry(GovernanceVerbs, EventVerbs):
         return export_provenance(
             self, identifier, format, sign=lambda data: self._identity().private().sign(data)
         )
+
+    def openlineage_status(self) -> dict[str, Any]:
+        """Where OpenLineage events go and how many wait: ``transport``, ``spool`` (the folder),
+        ``pending``, ``oldest_pending``, ``sent``, ``last_sent_at``, ``last_error``,
+        ``last_error_at``. Raises :class:`InvalidInput` when no transport is configured.
+
+        >>> registry.openlineage_status()["pending"]  # doctest: +SKIP
+        0
+        """
+        return self._need_outbox().status()
+
+    def flush_openlineage(self, *, timeout: float = 10.0) -> dict[str, Any]:
+        """Try now to send every pending OpenLineage event (waiting at most about ``timeout``
+        seconds for a delivery under way); returns :meth:`openlineage_status` after it.
+
+        >>> registry.flush_openlineage()["pending"]  # doctest: +SKIP
+        0
+        """
+        return self._need_outbox().flush(timeout=timeout)
+
+    def _need_outbox(self) -> Outbox:
+        if self._outbox is None:
+            raise InvalidInput(
+                "no OpenLineage transport is configured: open the registry with openlineage=... "
+                "(or set MODELLEDGER_OPENLINEAGE, or openlineage in modelledger.toml)"
+            )
+        return self._outbox
 
     def model_signing_key(self) -> bytes:
         """The public key (PEM) with which the OpenSSF ``model_signing`` tool verifies what this

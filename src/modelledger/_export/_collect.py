@@ -183,7 +183,8 @@ def _version_events(registry: ExportSource, mv: ModelVersion) -> tuple[LedgerEve
     suffix = f"/{mv.version}"
     for event in registry.history(mv.model):
         if "@" in event.subject:  # an alias: moved to this version or away from it
-            ours = mv.version in (event.data.get("version"), event.data.get("previous"))
+            moved = ("version", "previous", "to", "from")  # alias.set/deleted; a rollback
+            ours = mv.version in [event.data.get(k) for k in moved]
         else:
             ours = event.subject.startswith("models:/") and event.subject.endswith(suffix)
         if ours:

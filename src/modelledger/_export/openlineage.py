@@ -21,8 +21,9 @@ governance run records), described by :data:`CUSTOM_FACETS_SCHEMA`.
 
 Run ids are UUIDs (version 7 layout: the run's time, then bits of a SHA-256) derived from
 what the registry recorded (digests, times, ledger sequence numbers), so exporting the same
-registry twice gives the same bytes, and a receiver sees the same run id for the same run
-whether it came from an export or from :mod:`._emit`.
+registry twice gives the same bytes, and a receiver sees the same run id for a training or
+governance run whether it came from an export or was emitted as it happened (:mod:`._emit`);
+a split emitted as each of its sets is registered is one run per set there.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ __all__ = [
     "NAMESPACE",
     "PRODUCER",
     "dataset_events",
+    "dataset_registered_events",
     "governance_event",
     "model_events",
     "render",
     "run_events",
+    "training_event",
 ]
 
 SPEC = "https://openlineage.io/spec"
@@ -136,6 +139,19 @@ def dataset_events(datasets: Sequence[DatasetVersion], *, namespace: str = NAMES
     for step, outputs in steps.values():
         out.append(_step_event(step, outputs, by_uri, namespace))
     return out
+
+
+def dataset_registered_events(
+    dv: DatasetVersion, inputs: Sequence[DatasetVersion], *, namespace: str = NAMESPACE
+) -> list[Event]:
+    """The runs that made one new data set version, as emitted when it is registered: its
+    extract, or one run per step with ``inputs`` (the versions its steps read) in. A step
+    recorded alike on several versions (a split) is one run per version here, since each is
+    registered on its own; an export, which sees them together, makes it one run."""
+    if not dv.steps:
+        return [_extract_event(dv, namespace)] if dv.source.kind != "dataframe" or dv.source.uri else []
+    known = {i.uri: i for i in inputs}
+    return [_step_event(step, [dv], known, namespace) for step in dv.steps]
 
 
 def _extract_event(dv: DatasetVersion, namespace: str) -> Event:

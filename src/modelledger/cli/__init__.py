@@ -29,7 +29,8 @@ script) and registers theirs:
 - :mod:`.webhooks`: ``webhooks list|add|rm|deliveries|deliver``
 - :mod:`.importer`: ``import mlflow``
 - :mod:`.server`: ``server`` (the read API; imports :mod:`modelledger.server` only when run)
-- :mod:`.export`: ``export`` (provenance in OpenLineage, PROV, CycloneDX, SPDX, in-toto...)
+- :mod:`.export`: ``export`` (provenance in OpenLineage, PROV, CycloneDX, SPDX, in-toto...),
+  ``openlineage status|flush`` (the events sent as things happen)
 
 A command's module is imported when that command is looked up (:data:`COMMANDS` names it), so
 ``modelledger server`` loads neither the other commands nor the libraries they render with.
@@ -87,6 +88,7 @@ COMMANDS: dict[str, str] = {
     "server": "server:server",
     "import": "importer:import_group",
     "export": "export:export",
+    "openlineage": "export:openlineage",
 }
 """Each command of ``modelledger``: ``module:attribute`` of the click command, the module
 under this package. Imported by name when the command is looked up, as ``SERVER_MODULE``

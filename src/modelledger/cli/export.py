@@ -1,16 +1,18 @@
 """``export``: a version's, data set's or prediction's provenance in a standard format
-(OpenLineage, W3C PROV, CycloneDX, SPDX, in-toto, model-signing) for other tools to read."""
+(OpenLineage, W3C PROV, CycloneDX, SPDX, in-toto, model-signing) for other tools to read;
+``openlineage status|flush``: the events sent as things happen."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from modelledger import EXPORT_FORMATS, InvalidInput, Registry
 
-from ._common import output_option, registry_options
+from ._common import echo_json, json_option, output_option, registry_options
 
 
 @click.command("export")
@@ -45,3 +47,57 @@ def export(registry: Registry, identifier: str, fmt: str, output_path: str | Non
     except OSError as exc:
         raise InvalidInput(f"cannot write {output_path}: {exc.strerror or exc}") from exc
     click.echo(f"Wrote {fmt} for {identifier} to {output_path} ({len(data):,} bytes)", err=True)
+
+
+@click.group("openlineage")
+def openlineage() -> None:
+    """OpenLineage events sent as things happen (MODELLEDGER_OPENLINEAGE, or openlineage in
+    modelledger.toml): what waits in the spool, and sending it now.
+
+    \b
+    Example:
+        MODELLEDGER_OPENLINEAGE=http://marquez:5000/api/v1/lineage modelledger openlineage status
+        modelledger openlineage flush
+    """
+
+
+def _show(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        echo_json(status)
+        return
+    line = f"{status['pending']} pending, {status['sent']} sent to {status['transport']}"
+    if status["pending"]:
+        line += f" (oldest waiting since {status['oldest_pending']})"
+    click.echo(line)
+    if status["last_error"]:
+        click.echo(f"last error at {status['last_error_at']}: {status['last_error']}")
+    click.echo(f"spool: {status['spool']}")
+
+
+@openlineage.command("status")
+@json_option
+@registry_options
+def openlineage_status(registry: Registry, as_json: bool) -> None:
+    """Show where events go, how many wait in the spool, how many were sent, the last error.
+
+    \b
+    Example:
+        modelledger openlineage status --json
+    """
+    _show(registry.openlineage_status(), as_json)
+
+
+@openlineage.command("flush")
+@click.option(
+    "--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for a delivery under way."
+)
+@json_option
+@registry_options
+def openlineage_flush(registry: Registry, timeout: float, as_json: bool) -> None:
+    """Send every pending event now (in order; it stops at the first the receiver refuses).
+
+    \b
+    Example:
+        modelledger openlineage flush
+    """
+    _show(registry.flush_openlineage(timeout=timeout), as_json)
