@@ -221,14 +221,17 @@ def normalise(obj: Any, *, volatile: tuple[str, ...] = ()) -> Any:
     Replaced everywhere: times, UUIDs and prediction ids inside any string. Also replaced:
     every value of a key named in ``volatile`` or in :data:`VOLATILE_KEYS` (key ids,
     signatures, public keys, digests over things that hold a time, the version folder, the
-    environment the test runs in), as ``<key name>``. Give a format's own volatile keys in
-    ``volatile``.
+    environment the test runs in, file hashes and sizes), as ``<key name>``, and the value of a
+    ``{"key": name, "value": ...}`` pair whose name is one of them. Give a format's own
+    volatile keys in ``volatile``.
     """
     keys = set(VOLATILE_KEYS) | set(volatile)
 
     def walk(value: Any, key: str | None) -> Any:
         if key in keys and value is not None:
             return f"<{key}>"
+        if isinstance(value, dict) and set(value) == {"key", "value"} and value["key"] in keys:
+            return {"key": value["key"], "value": f"<{value['key']}>"}  # a name-value pair (parameters)
         if isinstance(value, dict):
             return {k: walk(v, k) for k, v in value.items()}
         if isinstance(value, list):
@@ -256,6 +259,9 @@ VOLATILE_KEYS: tuple[str, ...] = (
     "platform",
     "dependencies",
     "framework_version",
+    # bytes written by a library (a pickle, a Parquet file): they change with its version
+    "sha256",
+    "size",
 )
 
 

@@ -270,6 +270,7 @@ class Receiver:
 
     def __init__(self, port: int = 0, *, delay: float = 0.0) -> None:
         received: list[dict[str, Any]] = []
+        authorizations: list[str | None] = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -278,6 +279,7 @@ class Receiver:
                 ok = self.path == "/api/v1/lineage" and self.headers["Content-Type"] == "application/json"
                 if ok:
                     received.append(json.loads(body))
+                    authorizations.append(self.headers["Authorization"])
                 self.send_response(201 if ok else 404)
                 self.end_headers()
 
@@ -285,6 +287,7 @@ class Receiver:
                 pass
 
         self.received = received
+        self.authorizations = authorizations
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/lineage"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -333,7 +336,10 @@ def _story(root: Path, lineage: str) -> tuple[Registry, Registry]:
     return owner, officer
 
 
-def test_writes_send_their_events_to_an_http_receiver(tmp_path: Path) -> None:
+def test_writes_send_their_events_to_an_http_receiver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELLEDGER_OPENLINEAGE_API_KEY", "s3cret-key")
     receiver = Receiver()
     try:
         owner, officer = _story(tmp_path, receiver.url)
@@ -353,6 +359,7 @@ def test_writes_send_their_events_to_an_http_receiver(tmp_path: Path) -> None:
         ]
     )
     assert validate(receiver.received) >= 3 * len(jobs)
+    assert set(receiver.authorizations) == {"Bearer s3cret-key"}
     assert (status["pending"], status["last_error"]) == (0, None)
     assert status["transport"] == receiver.url
     sent = [
@@ -451,3 +458,32 @@ def test_kafka_without_its_client_is_refused_at_open(tmp_path: Path) -> None:
         Registry.open(f"sqlite:///{tmp_path / 'r.db'}", openlineage="kafka://127.0.0.1:9092")
     with pytest.raises(InvalidConfig, match="transport must be"):
         Registry.open(f"sqlite:///{tmp_path / 'r.db'}", openlineage="ftp://example.com/x")
+
+
+def test_approvals_and_deployments_a_registration_makes_itself_are_sent(tmp_path: Path) -> None:
+    target = tmp_path / "lineage.jsonl"
+    registry = Registry.open(
+        f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "a"), openlineage=f"file://{target}"
+    )
+    registry.init()
+    registry.set_policy({"auto_approve": True}, reason="low-risk tier")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"w")
+    mv = registry.register(
+        "credit-risk",
+        folder,
+        manifest={"stages": {"approved": "auto", "deployed": "auto"}, "target_alias": "champion"},
+        capture=False,
+    )
+    registry.close()
+    events = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [e["job"]["name"] for e in events] == [
+        "credit-risk.train",
+        "credit-risk.approve",
+        "credit-risk.deploy",
+    ]
+    ledger = [e["run"]["facets"]["modelledger_ledgerEvent"] for e in events[1:]]
+    assert (ledger[0]["actor"], ledger[0]["subject"]) == ("policy:auto-approve", mv.uri)
+    assert ledger[1]["alias"] == "champion"
+    assert validate(events) > 0

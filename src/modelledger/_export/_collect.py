@@ -17,7 +17,7 @@ from .._keys import load_public_key
 from .._ledger import LedgerEvent
 from .._serving import parse_prediction_id
 from .._time import from_stored, to_text
-from ..errors import InvalidInput
+from ..errors import InvalidInput, NotFound
 
 __all__ = ["KINDS", "ExportSource", "Provenance", "collect", "kind_of"]
 
@@ -160,7 +160,8 @@ def _upstream(
     registry: ExportSource, starts: list[str], own: DatasetVersion | None
 ) -> tuple[DatasetVersion, ...]:
     """Every data set version reachable from ``starts`` (and ``own``) through steps' inputs,
-    in registration order (a step's inputs exist before its output, so inputs come first)."""
+    in registration order (a step's inputs exist before its output, so inputs come first).
+    A data set the registry no longer finds is left out."""
     found: dict[str, DatasetVersion] = {}
     pending = list(starts)
     if own is not None:
@@ -170,7 +171,10 @@ def _upstream(
         uri = pending.pop()
         if uri in found:
             continue
-        dv = registry.datasets.get(uri)
+        try:
+            dv = registry.datasets.get(uri)
+        except NotFound:
+            continue  # a record that is gone: renderers name it from the identifier alone
         found[uri] = dv
         pending.extend(i for step in dv.steps for i in step.inputs if i not in found)
     return tuple(sorted(found.values(), key=lambda d: (d.key, d.name, d.version)))

@@ -67,6 +67,9 @@ __all__ = [
 
 log = logging.getLogger("modelledger.openlineage")
 
+API_KEY_VARIABLE = "MODELLEDGER_OPENLINEAGE_API_KEY"
+"""The HTTP transport's bearer token (Marquez, or an OpenLineage proxy, with authentication)."""
+
 STALE_SECONDS = 600.0
 """An event claimed for delivery this long ago by a process that never finished is pending again."""
 
@@ -83,11 +86,14 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """POST each event (``Content-Type: application/json``); any answer but 2xx is a failure."""
+    """POST each event (``Content-Type: application/json``); any answer but 2xx is a failure.
+    ``api_key`` (by default ``$MODELLEDGER_OPENLINEAGE_API_KEY``: a secret, so never a config
+    file's) is sent as ``Authorization: Bearer <key>``, as OpenLineage's own clients do."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, api_key: str | None = None) -> None:
         self.url = url
         self.timeout = timeout
+        self.api_key = api_key if api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
 
     @property
     def target(self) -> str:
@@ -101,9 +107,10 @@ class HttpTransport:
         # compression modules, which `import modelledger` leaves to the verbs that need them
         import urllib.request
 
-        request = urllib.request.Request(
-            self.url, data=event, method="POST", headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=event, method="POST", headers=headers)
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             if not 200 <= response.status < 300:
                 raise OSError(f"{self.target} answered {response.status}")
@@ -124,10 +131,16 @@ class FileTransport:
 
     def send(self, event: bytes, run_id: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as f:
-            f.write(event + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = event + b"\n"
+        # one write on an O_APPEND descriptor: lines of processes appending at once never interleave
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"{self.path}: only {written} of {len(line)} bytes written")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         pass
@@ -424,7 +437,7 @@ class EmittingStore:
 
     def create_version(self, *args: Any, **kwargs: Any) -> ModelVersion:
         mv: ModelVersion = self._inner.create_version(*args, **kwargs)
-        self._emit(lambda: [self._training(mv)])
+        self._emit(lambda: [self._training(mv), *self._walked(mv)])
         return mv
 
     def create_dataset_version(self, *args: Any, **kwargs: Any) -> tuple[DatasetVersion, bool]:
@@ -463,6 +476,25 @@ class EmittingStore:
             with contextlib.suppress(NotFound, ValueError):
                 known.append(self._inner.get_dataset_version(name, int(number)))
         return training_event(mv, known, roles, namespace=self.namespace)
+
+    def _walked(self, mv: ModelVersion) -> list[dict[str, Any]]:
+        """The governance events a registration made by itself (a manifest's ``stages: {approved:
+        auto}`` approves or deploys in the same transaction): read back from the ledger, only
+        for a manifest that asks for it."""
+        stages = mv.manifest.get("stages") or {}
+        if not any(stages.get(s) == "auto" for s in ("approved", "deployed")):
+            return []
+        rows = self._inner.audit(
+            subjects=[mv.uri],
+            subject_prefixes=[f"models:/{mv.model}@"],
+            actor=None,
+            action=None,
+            since=None,
+            until=None,
+            after=0,
+            limit=1000,
+        )
+        return self._governance([e for e, _ in rows if _version_of(e) == mv.version])
 
     def _governance(self, events: Sequence[LedgerEvent]) -> list[dict[str, Any]]:
         out = []
