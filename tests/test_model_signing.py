@@ -189,6 +189,11 @@ def test_a_folder_signed_by_the_tool_registers_with_its_signature_checked_and_re
     assert record["signature"] == "model.sig" and record["files"] == len(FILES)
     assert "model.sig" in {f.path for f in version.files}
 
+    where = ["--registry", _url(root), "--artifacts", str(root / "artifacts")]
+    shown = CliRunner().invoke(main, ["versions", "show", version.uri, *where])
+    assert shown.exit_code == 0, shown.output
+    assert "Signed (model_signing)" in shown.output and record["key_fingerprint"] in shown.output
+
     # the version as downloaded still verifies with the tool: the signature was kept with it
     back = root / f"signed-back-{curve.name}"
     registry.download(version.uri, back)
