@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import model_signing
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
@@ -161,10 +162,7 @@ def test_golden(setup: tuple[Registry, Path]) -> None:
 
 def test_only_a_model_version_has_a_folder_to_sign(setup: tuple[Registry, Path]) -> None:
     registry, _ = setup
-    frame = {"a": [1, 2, 3]}
-    import pandas as pd
-
-    dv = registry.datasets.register("tiny", pd.DataFrame(frame), capture=False)
+    dv = registry.datasets.register("tiny", pd.DataFrame({"a": [1, 2, 3]}), capture=False)
     with pytest.raises(InvalidInput, match="model version's folder"):
         registry.export(dv.uri, format="model-signing")
 
