@@ -268,7 +268,7 @@ def test_golden_file(exported) -> None:
 class Receiver:
     """A tiny OpenLineage HTTP endpoint on loopback (``POST /api/v1/lineage``), in a thread."""
 
-    def __init__(self, port: int = 0, *, delay: float = 0.0) -> None:
+    def __init__(self, port: int = 0, *, delay: float = 0.0, refuse: str | None = None) -> None:
         received: list[dict[str, Any]] = []
         authorizations: list[str | None] = []
 
@@ -277,6 +277,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(delay)  # a receiver that takes its time
                 ok = self.path == "/api/v1/lineage" and self.headers["Content-Type"] == "application/json"
+                if ok and refuse is not None and json.loads(body)["job"]["name"] == refuse:
+                    self.send_response(400)  # this event, never: as a receiver refuses a bad one
+                    self.end_headers()
+                    return
                 if ok:
                     received.append(json.loads(body))
                     authorizations.append(self.headers["Authorization"])
@@ -304,10 +308,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _story(root: Path, lineage: str) -> tuple[Registry, Registry]:
-    """A registry sending events to ``lineage``: a raw set, a split of it, a folder model
-    registered with both, approved by a second member and deployed."""
-    url, artifacts = f"sqlite:///{root / 'registry.db'}", str(root / "artifacts")
+def _story(root: Path, lineage: str, url: str | None = None) -> tuple[Registry, Registry]:
+    """A registry (SQLite under ``root`` unless ``url``) sending events to ``lineage``: a raw
+    set, a split of it, a folder model registered with both, approved by a second member and
+    deployed."""
+    url, artifacts = url or f"sqlite:///{root / 'registry.db'}", str(root / "artifacts")
     owner = Registry.open(url, artifacts=artifacts, actor=DATA_SCIENTIST, openlineage=lineage)
     owner.init()
     owner.enrol(RISK_OFFICER, public_key(RISK_OFFICER), roles=["approver", "deployer"])
@@ -430,6 +435,29 @@ def test_a_slow_receiver_does_not_slow_a_write(tmp_path: Path) -> None:
     assert [(i["namespace"], i["name"]) for i in receiver.received[0]["inputs"]] == [("s3://lake", "raw.csv")]
 
 
+def test_an_event_the_receiver_refuses_for_good_is_set_aside(tmp_path: Path) -> None:
+    receiver = Receiver(refuse="applications-raw.extract")
+    try:
+        registry = Registry.open(
+            f"sqlite:///{tmp_path / 'r.db'}", artifacts=str(tmp_path / "a"), openlineage=receiver.url
+        )
+        registry.init()
+        raw = registry.datasets.register(
+            "applications-raw", applications(8), source={"uri": "s3://lake/raw.csv"}
+        )
+        step = {"name": "dedupe", "kind": "deduplicate", "inputs": [raw.uri]}
+        registry.datasets.register("applications-clean", applications(8).iloc[:6], steps=[step])
+        status = registry.flush_openlineage(timeout=10)
+        registry.close()
+    finally:
+        receiver.stop()
+    assert [e["job"]["name"] for e in receiver.received] == ["applications-clean.dedupe"]  # not held back
+    assert (status["pending"], status["rejected"], status["sent"]) == (0, 1, 1)
+    assert status["last_error"] is None  # the receiver took the rest: it is up
+    kept = list((tmp_path / "r.db.openlineage" / "rejected").glob("*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["job"]["name"] == "applications-raw.extract"
+
+
 def test_a_file_transport_appends_json_lines_and_the_command_shows_them(tmp_path: Path) -> None:
     target = tmp_path / "events" / "lineage.jsonl"
     owner, officer = _story(tmp_path, str(target))
@@ -487,3 +515,28 @@ def test_approvals_and_deployments_a_registration_makes_itself_are_sent(tmp_path
     assert (ledger[0]["actor"], ledger[0]["subject"]) == ("policy:auto-approve", mv.uri)
     assert ledger[1]["alias"] == "champion"
     assert validate(events) > 0
+
+
+def test_a_database_server_registry_spools_in_the_state_folder(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: no registry folder, so the spool is a folder per database under
+    ``$XDG_STATE_HOME``; the events are the same."""
+    from tests.conftest import _pg_reset
+
+    _pg_reset(pg_url)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    port = _free_port()
+    owner, officer = _story(tmp_path, f"http://127.0.0.1:{port}/api/v1/lineage", url=pg_url)
+    officer.close()
+    status = owner.flush_openlineage(timeout=10)
+    owner.close()
+    assert status["pending"] == 5
+    assert Path(status["spool"]).parent == tmp_path / "state" / "modelledger" / "openlineage"
+    receiver = Receiver(port)
+    try:
+        later = Registry.open(pg_url, artifacts=str(tmp_path / "artifacts"), openlineage=receiver.url)
+        later.close()  # closing alone delivers what earlier processes left
+    finally:
+        receiver.stop()
+    assert len(receiver.received) == 5 and validate(receiver.received) > 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ __all__ = [
     "HttpTransport",
     "KafkaTransport",
     "Outbox",
+    "Refused",
     "Transport",
     "spool_folder",
     "transport_from",
@@ -72,6 +74,16 @@ API_KEY_VARIABLE = "MODELLEDGER_OPENLINEAGE_API_KEY"
 
 STALE_SECONDS = 600.0
 """An event claimed for delivery this long ago by a process that never finished is pending again."""
+
+
+class Refused(Exception):
+    """The receiver will never take this event (it answered that the request itself is wrong):
+    sending it again cannot help, and it must not hold back the events behind it."""
+
+
+# answers that say "this request is wrong" for good; 401/403 (credentials), 404 (a receiver not
+# deployed yet), 408 and 429 (try later) are worth retrying
+_PERMANENT = frozenset({400, 405, 413, 415, 422})
 
 
 class Transport(Protocol):
@@ -105,15 +117,22 @@ class HttpTransport:
     def send(self, event: bytes, run_id: str) -> None:
         # loaded when an event is sent: urllib.request imports tempfile, shutil and the
         # compression modules, which `import modelledger` leaves to the verbs that need them
+        import urllib.error
         import urllib.request
 
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, data=event, method="POST", headers=headers)
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            if not 200 <= response.status < 300:
-                raise OSError(f"{self.target} answered {response.status}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            if exc.code in _PERMANENT:
+                raise Refused(f"{self.target} answered {exc.code}: {exc.reason}") from exc
+            raise
+        if not 200 <= status < 300:
+            raise OSError(f"{self.target} answered {status}")
 
     def close(self) -> None:
         pass
@@ -233,7 +252,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._running = False  # a delivering thread is at work (under _lock)
         self._wake = False  # something was put since it last listed the folder (under _lock)
-        self._counter = 0
+        self._counter = itertools.count(1)  # next() is atomic: server threads put at once
 
     # ---------------------------------------------------------------- putting
 
@@ -244,8 +263,9 @@ class Outbox:
             return
         self._pending.mkdir(parents=True, exist_ok=True)
         for event in events:
-            self._counter += 1
-            name = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}-{event['run']['runId']}.json"
+            name = (
+                f"{time.time_ns():020d}-{os.getpid()}-{next(self._counter):06d}-{event['run']['runId']}.json"
+            )
             tmp = self._pending / f".{name}.tmp"
             tmp.write_bytes(json.dumps(event, sort_keys=True, separators=(",", ":")).encode("utf-8"))
             os.replace(tmp, self._pending / name)
@@ -286,6 +306,12 @@ class Outbox:
             run_id = str(json.loads(body)["run"]["runId"])
             try:
                 self.transport.send(body, run_id)
+            except Refused as exc:  # set aside, so that it does not hold back the rest
+                rejected = self.folder / "rejected"
+                rejected.mkdir(exist_ok=True)
+                os.replace(claimed, rejected / path.name)
+                self._record_state(error=f"rejected {path.name}: {exc}", pending=None)
+                continue
             except (OSError, ModelLedgerError) as exc:  # URLError and timeouts are OSErrors
                 os.replace(claimed, path)  # pending again, in its place
                 self._record_state(error=f"{type(exc).__name__}: {exc}", pending=path.name)
@@ -325,7 +351,8 @@ class Outbox:
     # ---------------------------------------------------------------- records
 
     def status(self) -> dict[str, Any]:
-        """``transport``, ``spool``, ``pending`` (how many), ``oldest_pending`` (when it was put),
+        """``transport``, ``spool``, ``pending`` (how many), ``rejected`` (events the receiver
+        refused for good, kept in ``rejected/``), ``oldest_pending`` (when it was put),
         ``sent`` (how many were delivered), ``last_sent_at``, ``last_error`` and ``last_error_at``."""
         inflight = sorted(self._inflight.glob("*.json")) if self._inflight.exists() else []
         pending = sorted([*self._pending_files(), *inflight], key=lambda p: p.name)
@@ -343,10 +370,12 @@ class Outbox:
         if pending:
             ns = int(pending[0].name.split("-", 1)[0])
             oldest = _iso_from_ns(ns)
+        rejected = self.folder / "rejected"
         return {
             "transport": self.transport.target,
             "spool": str(self.folder),
             "pending": len(pending),
+            "rejected": len(list(rejected.glob("*.json"))) if rejected.exists() else 0,
             "oldest_pending": oldest,
             "sent": sent,
             "last_sent_at": json.loads(last_sent)["sent_at"] if last_sent else None,

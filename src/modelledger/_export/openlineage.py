@@ -156,9 +156,7 @@ def dataset_registered_events(
 
 def _extract_event(dv: DatasetVersion, namespace: str) -> Event:
     source = dv.source
-    job_facets: dict[str, Any] = {
-        "jobType": _facet("jobType", processingType="BATCH", integration="MODELLEDGER", jobType="EXTRACT")
-    }
+    job_facets: dict[str, Any] = {"jobType": _job_type("EXTRACT")}
     code = _code_facet(source.code)
     if code is not None:
         job_facets["sourceCodeLocation"] = code
@@ -183,11 +181,7 @@ def _step_event(
     step: ProcessingStep, outputs: list[DatasetVersion], known: Mapping[str, DatasetVersion], namespace: str
 ) -> Event:
     first = outputs[0]
-    job_facets: dict[str, Any] = {
-        "jobType": _facet(
-            "jobType", processingType="BATCH", integration="MODELLEDGER", jobType=f"STEP:{step.kind}"
-        )
-    }
+    job_facets: dict[str, Any] = {"jobType": _job_type(f"STEP:{step.kind}")}
     code = _code_facet(step.code)
     if code is not None:
         job_facets["sourceCodeLocation"] = code
@@ -240,9 +234,7 @@ def training_event(
 ) -> Event:
     """The run that trained ``mv``: its data sets in (with their roles), the version out."""
     m = mv.manifest
-    job_facets: dict[str, Any] = {
-        "jobType": _facet("jobType", processingType="BATCH", integration="MODELLEDGER", jobType="TRAINING")
-    }
+    job_facets: dict[str, Any] = {"jobType": _job_type("TRAINING")}
     code = _code_facet(m.get("source") or {})
     if code is not None:
         job_facets["sourceCodeLocation"] = code
@@ -295,11 +287,7 @@ def governance_event(mv: ModelVersion, event: LedgerEvent, *, namespace: str = N
         job=_job(
             namespace,
             f"{mv.model}.{verb}",
-            {
-                "jobType": _facet(
-                    "jobType", processingType="BATCH", integration="MODELLEDGER", jobType="GOVERNANCE"
-                )
-            },
+            {"jobType": _job_type("GOVERNANCE")},
         ),
         run_facets={"modelledger_ledgerEvent": _facet("modelledger_ledgerEvent", **record)},
         inputs=[_model_dataset(mv, namespace)],
@@ -319,11 +307,7 @@ def _prediction_event(mv: ModelVersion, record: Mapping[str, Any], namespace: st
         job=_job(
             namespace,
             f"{mv.model}.predict",
-            {
-                "jobType": _facet(
-                    "jobType", processingType="SERVICE", integration="MODELLEDGER", jobType="PREDICTION"
-                )
-            },
+            {"jobType": _job_type("PREDICTION", processing="SERVICE")},
         ),
         run_facets={"executionParameters": _parameters(params)},
         inputs=[_model_dataset(mv, namespace)],
@@ -368,6 +352,11 @@ def run_id(when: datetime, *parts: str) -> str:
 
 def _job(namespace: str, name: str, facets: Mapping[str, Any]) -> Event:
     return {"namespace": namespace, "name": name, "facets": dict(facets)}
+
+
+def _job_type(kind: str, *, processing: str = "BATCH") -> dict[str, Any]:
+    """``jobType``: what kind of job this is (EXTRACT, STEP:<kind>, TRAINING, GOVERNANCE...)."""
+    return _facet("jobType", processingType=processing, integration="MODELLEDGER", jobType=kind)
 
 
 def _facet(name: str, **fields: Any) -> dict[str, Any]:

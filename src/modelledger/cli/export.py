@@ -66,6 +66,8 @@ def _show(status: dict[str, Any], as_json: bool) -> None:
         echo_json(status)
         return
     line = f"{status['pending']} pending, {status['sent']} sent to {status['transport']}"
+    if status["rejected"]:
+        line += f", {status['rejected']} refused for good (kept in rejected/)"
     if status["pending"]:
         line += f" (oldest waiting since {status['oldest_pending']})"
     click.echo(line)
