@@ -246,6 +246,26 @@ def test_a_signature_without_a_key_or_a_key_without_a_signature_is_refused(
         registry.register("keyless", unsigned, manifest={"model_signing": {"public_key": pem}}, capture=False)
 
 
+@pytest.mark.parametrize("kind", ["certificate", "shards"])
+def test_what_the_check_does_not_read_is_refused_by_name(setup: tuple[Registry, Path], kind: str) -> None:
+    registry, root = setup
+    folder = _folder(root / f"unread-{kind}", FILES)
+    private, _, pem = _ec_key(root / f"unread-{kind}-signer")
+    hashing = model_signing.hashing.Config()
+    if kind == "shards":
+        hashing = hashing.use_shard_serialization()
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=private).set_hashing_config(
+        hashing.set_ignored_paths(paths=["model.sig"])
+    ).sign(folder, folder / "model.sig")
+    if kind == "certificate":  # what a certificate-signed bundle carries instead of a key hint
+        bundle = json.loads((folder / "model.sig").read_text())
+        bundle["verificationMaterial"] = {"x509CertificateChain": {"certificates": []}, "tlogEntries": []}
+        (folder / "model.sig").write_text(json.dumps(bundle))
+    expected = "signed with a certificate" if kind == "certificate" else "hashes by 'shards'"
+    with pytest.raises(InvalidInput, match=expected):
+        registry.register("unread", folder, manifest={"model_signing": {"public_key": pem}}, capture=False)
+
+
 def test_an_unsigned_folder_registers_as_before(setup: tuple[Registry, Path]) -> None:
     registry, root = setup
     folder = root / "plain"
