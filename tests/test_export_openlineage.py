@@ -32,7 +32,7 @@ from tests.export_support import (  # noqa: F401
     public_key,
 )
 
-from modelledger import InvalidConfig, MissingDependency, Registry
+from modelledger import InvalidConfig, MissingDependency, Registry, resolve_config
 from modelledger._export.openlineage import CUSTOM_FACETS_SCHEMA
 from modelledger.cli import main
 
@@ -540,3 +540,15 @@ def test_a_database_server_registry_spools_in_the_state_folder(
     finally:
         receiver.stop()
     assert len(receiver.received) == 5 and validate(receiver.received) > 0
+
+
+def test_the_setting_comes_from_a_config_file_or_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "modelledger.toml").write_text('openlineage = "events/lineage.jsonl"\n')
+    config = resolve_config(cwd=tmp_path, environ={})
+    assert config.openlineage.value == str(tmp_path / "events" / "lineage.jsonl")  # relative to the file
+    assert config.openlineage.source == str(tmp_path / "modelledger.toml")
+    secret = "http://ol:hunter2@marquez:5000/api/v1/lineage"
+    config = resolve_config(cwd=tmp_path, environ={"MODELLEDGER_OPENLINEAGE": secret})
+    assert config.openlineage.value == secret and config.openlineage.kind == "environment"
+    assert config.to_dict()["openlineage"]["value"] == "http://ol:***@marquez:5000/api/v1/lineage"
+    assert resolve_config(cwd=tmp_path, openlineage="off", environ={}).openlineage.value == "off"

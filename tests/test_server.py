@@ -377,6 +377,7 @@ def test_the_openapi_document_lists_every_route(served: Served) -> None:
                 "/policy",
                 "/members/{name}/roles",
                 "/members/{name}/keys/{key_id}/revoke",
+                "/export",
             )
         ),
     }

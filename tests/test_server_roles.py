@@ -73,6 +73,7 @@ ROUTES: dict[tuple[str, str], tuple[Rule, dict[str, str], Any]] = {
     ("HEAD", "/datasets/{name}/versions/{ref}/file"): (unscoped, {"name": "applications-train"}, None),
     ("GET", "/datasets/{name}/versions/{ref}/usage"): (unscoped, {"name": "applications-train"}, None),
     ("GET", "/datasets/{name}/versions/{ref}/lineage"): (unscoped, {"name": "applications-train"}, None),
+    ("GET", "/export"): (view, {"?": "identifier=models:/credit-risk/1&format=openlineage"}, None),
     ("POST", "/models"): (role("contributor", "credit-scorecard"), {}, {"name": "credit-scorecard"}),
     ("PATCH", "/models/{name}"): (role("contributor"), {}, {"description": "PD model"}),
     ("POST", "/models/{name}/versions"): (role("contributor"), {}, None),  # refused before the body

@@ -1523,8 +1523,9 @@ class Registry(GovernanceVerbs, EventVerbs):
 
     def openlineage_status(self) -> dict[str, Any]:
         """Where OpenLineage events go and how many wait: ``transport``, ``spool`` (the folder),
-        ``pending``, ``oldest_pending``, ``sent``, ``last_sent_at``, ``last_error``,
-        ``last_error_at``. Raises :class:`InvalidInput` when no transport is configured.
+        ``pending``, ``rejected`` (refused by the receiver for good), ``oldest_pending``,
+        ``sent``, ``last_sent_at``, ``last_error``, ``last_error_at``. Raises
+        :class:`InvalidInput` when no transport is configured.
 
         >>> registry.openlineage_status()["pending"]  # doctest: +SKIP
         0

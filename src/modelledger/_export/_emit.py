@@ -118,6 +118,8 @@ class HttpTransport:
         # loaded when an event is sent: urllib.request imports tempfile, shutil and the
         # compression modules, which `import modelledger` leaves to the verbs that need them
         import urllib.error
+
+        # loaded when an event is sent, as urllib.error is
         import urllib.request
 
         headers = {"Content-Type": "application/json"}

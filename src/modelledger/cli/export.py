@@ -56,8 +56,8 @@ def openlineage() -> None:
 
     \b
     Example:
-        MODELLEDGER_OPENLINEAGE=http://marquez:5000/api/v1/lineage modelledger openlineage status
-        modelledger openlineage flush
+        modelledger openlineage status
+        modelledger openlineage flush --timeout 30
     """
 
 
