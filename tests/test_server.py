@@ -343,6 +343,7 @@ def test_the_openapi_document_lists_every_route(served: Served) -> None:
                 "/events",
                 "/verify",
                 "/public-key",
+                "/model-signing-key",
                 "/trust-bundle",
                 "/members",
                 "/datasets",

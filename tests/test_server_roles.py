@@ -60,6 +60,7 @@ ROUTES: dict[tuple[str, str], tuple[Rule, dict[str, str], Any]] = {
     ("GET", "/audit"): (unscoped, {}, None),
     ("GET", "/verify"): (role("admin", None), {}, None),
     ("GET", "/public-key"): (lambda m: True, {}, None),
+    ("GET", "/model-signing-key"): (lambda m: True, {}, None),
     ("GET", "/trust-bundle"): (lambda m: True, {}, None),
     ("GET", "/members"): (role("admin", None), {}, None),
     ("GET", "/policy"): (lambda m: True, {}, None),

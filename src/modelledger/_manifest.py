@@ -230,6 +230,9 @@ class Manifest:
     links: Mapping[str, str] = field(default_factory=dict)
     # When to train it again: {"schedule": "0 3 * * MON", "on_data": ["applications"]}
     refresh: Mapping[str, Any] | None = None
+    # a folder signed with the OpenSSF model_signing tool: given as {public_key: PEM}, recorded
+    # after the check with who signed and what (modelledger._model_signing)
+    model_signing: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = self._base_dict()
@@ -240,6 +243,8 @@ class Manifest:
             out["links"] = dict(self.links)
         if self.refresh is not None:
             out["refresh"] = _plain(self.refresh)
+        if self.model_signing is not None:
+            out["model_signing"] = dict(self.model_signing)
         return out
 
     def _base_dict(self) -> dict[str, Any]:
@@ -388,6 +393,16 @@ _TOP = {
     "run": (dict,),
     "links": (dict,),
     "refresh": (dict,),
+    "model_signing": (dict,),
+}
+_MODEL_SIGNING = {
+    "public_key": (str,),
+    "signature": (str,),
+    "method": (str,),
+    "key_fingerprint": (str,),
+    "digest": (str,),
+    "files": (int,),
+    "ignored": (list,),
 }
 _SOURCE = {
     "repo_url": (str,),
@@ -598,6 +613,9 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
     _check_run_fields(data.get("run"), data.get("links"), data.get("refresh"), source)
     job = data.get("training_job") or {}
     _check_fields(job, _JOB, "training_job.", source)
+    signing = data.get("model_signing")
+    if signing is not None:
+        _check_fields(signing, _MODEL_SIGNING, "model_signing.", source)
     metrics = data.get("metrics") or {}
     for key, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -677,6 +695,7 @@ def _validate(data: Any, source: str | None, limits: ManifestLimits) -> Manifest
         run=_plain(data["run"]) if data.get("run") is not None else None,
         links=dict(data.get("links") or {}),
         refresh=_plain(data["refresh"]) if data.get("refresh") is not None else None,
+        model_signing=dict(signing) if signing is not None else None,
     )
     return _redacted(doc)
 

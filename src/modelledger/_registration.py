@@ -33,6 +33,7 @@ from ._manifest import (
     check_manifest,
     load_manifest_file,
 )
+from ._model_signing import SIGNATURE_FILE, check_signed_folder
 from ._signature import infer_signature
 from ._time import now
 from .errors import InvalidInput, MissingDependency, ModelLedgerError, NotFound
@@ -165,6 +166,7 @@ def plan_registration(
                 pass
         except OSError as exc:
             raise InvalidInput(f"cannot read artefact file {folder / rel}: {exc}") from exc
+    doc = _check_model_signing(source, folder, sizes, doc)
     try:
         text = canonicalize_str(doc.to_dict())
     except InvalidInput as exc:
@@ -316,6 +318,22 @@ def _dataset_roles(
         else:
             inline.append((role, value))
     return known, named, inline
+
+
+def _check_model_signing(source: Any, folder: Path, sizes: list[tuple[str, int]], doc: Manifest) -> Manifest:
+    """A folder signed with the OpenSSF model_signing tool (a ``model.sig`` at its top) is
+    registered only with that signature checked against the key the manifest gives; the
+    manifest then records who signed and what. Any other folder costs one pass over the names
+    already listed."""
+    signed = any(rel == SIGNATURE_FILE for rel, _ in sizes)
+    if not signed and doc.model_signing is None:
+        return doc
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidInput(
+            "model_signing applies to a folder signed with model_signing, not to a model object"
+        )
+    record = check_signed_folder(folder, [rel for rel, _ in sizes], doc.model_signing)
+    return replace(doc, model_signing=record)
 
 
 def _prepare_source(

@@ -75,6 +75,7 @@ from ._loaded import LoadedModel
 from ._loading import check_registration, load_verified
 from ._manifest import DEFAULT_LIMITS, Manifest, ManifestLimits
 from ._members import METHODS
+from ._model_signing import public_key_pem as model_signing_public_key
 from ._object_lock import ObjectLock, ObjectRetention, object_lock_from
 from ._paging import MAX_PAGE, check_limit, decode_cursor, make_page
 from ._refresh import RefreshVerbs
@@ -1631,6 +1632,15 @@ class Registry(GovernanceVerbs, EventVerbs, RefreshVerbs):
                 "(or set MODELLEDGER_OPENLINEAGE, or openlineage in modelledger.toml)"
             )
         return self._outbox
+
+    def model_signing_key(self) -> bytes:
+        """The public key (PEM) with which the OpenSSF ``model_signing`` tool verifies what this
+        process exports as ``model-signing``: an ECDSA P-256 key derived from this identity's
+        Ed25519 key, since that tool verifies only elliptic-curve keys (docs/export.md).
+
+        >>> Path("model-signing.pub.pem").write_bytes(registry.model_signing_key())  # doctest: +SKIP
+        """
+        return model_signing_public_key(self._identity().private().sign)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -437,6 +437,10 @@ class RemoteRegistry(Registry):
         """The export as the server makes it (formats that are signed: with the server's key)."""
         return self._request("GET", "/export", params={"identifier": identifier, "format": format}).content
 
+    def model_signing_key(self) -> bytes:
+        """The server's model-signing key (PEM): its ``model-signing`` exports verify with it."""
+        return str(self._call("GET", "/model-signing-key")["public_key"]).encode()
+
     def public_key(self, key_id: str | None = None) -> bytes:
         if key_id is not None:
             for member in self.members():

@@ -29,6 +29,8 @@ FORMATS: dict[str, str] = {
     "prov": "prov",
     "cyclonedx": "cyclonedx",
     "spdx": "spdx",
+    "in-toto": "intoto",
+    "model-signing": "model_signing",
 }
 
 

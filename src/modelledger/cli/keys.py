@@ -30,20 +30,29 @@ def keys() -> None:
     is_flag=True,
     help="Export the trust bundle: the root key and every signed enrolment, for `receipt verify --bundle`.",
 )
+@click.option(
+    "--model-signing",
+    "model_signing",
+    is_flag=True,
+    help="Export your model-signing key instead (ECDSA P-256, PEM), for `model_signing verify key`.",
+)
 @json_option
 @registry_options
-def keys_export(registry: Registry, output_path: str | None, bundle: bool, as_json: bool) -> None:
+def keys_export(
+    registry: Registry, output_path: str | None, bundle: bool, model_signing: bool, as_json: bool
+) -> None:
     """Print or write the registry's root public key (PEM), or its trust bundle (JSON).
 
     \b
     Example:
         modelledger keys export -o registry.pub.pem
         modelledger keys export --bundle -o bundle.json
+        modelledger keys export --model-signing -o model-signing.pub.pem
     """
     if bundle:  # a JSON document already, with or without --json
         _emit_json(registry.trust_bundle(), output_path, "the trust bundle")
         return
-    pem = registry.public_key()
+    pem = registry.model_signing_key() if model_signing else registry.public_key()
     if as_json and output_path is None:
         echo_json({"public_key": pem.decode("ascii")})
         return
@@ -54,7 +63,8 @@ def keys_export(registry: Registry, output_path: str | None, bundle: bool, as_js
         Path(output_path).write_bytes(pem)
     except OSError as exc:
         raise InvalidInput(f"cannot write {output_path}: {exc}") from exc
-    click.echo(f"Wrote the registry's public key to {output_path}", err=True)
+    what = "your model-signing key" if model_signing else "the registry's public key"
+    click.echo(f"Wrote {what} to {output_path}", err=True)
 
 
 @click.group()

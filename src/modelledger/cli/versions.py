@@ -179,6 +179,19 @@ def _render_version(mv: ModelVersion, state: VersionState) -> None:
     ]
     if m.get("settings"):
         sections.append(("Settings", sorted(m["settings"].items())))
+    signed = m.get("model_signing")
+    if signed:  # a folder signed with the OpenSSF model_signing tool, checked at registration
+        sections.append(
+            (
+                "Signed (model_signing)",
+                [
+                    ("Key fingerprint", signed.get("key_fingerprint")),
+                    ("Signed digest", signed.get("digest")),
+                    ("Signature file", signed.get("signature")),
+                    ("Files signed", signed.get("files")),
+                ],
+            )
+        )
     for title, rows in sections:
         print_section(console, title, rows)
         console.print()

@@ -344,6 +344,13 @@ def create_app(
         need_view(member, None)
         return PublicKeyOut(public_key=registry.public_key().decode("ascii"))
 
+    @get("/model-signing-key", quick=True, response_model=PublicKeyOut, tags=["trust"])
+    def model_signing_key(member: Caller) -> PublicKeyOut:
+        """The server's model-signing key (ECDSA P-256, PEM): what `model_signing verify key`
+        verifies this server's `model-signing` exports with."""
+        need_view(member, None)
+        return PublicKeyOut(public_key=registry.model_signing_key().decode("ascii"))
+
     @get("/trust-bundle", response_model=TrustBundleOut, tags=["trust"])
     def trust_bundle(member: Caller) -> dict[str, Any]:
         """The root key and every signed enrolment write, to check receipts offline."""

@@ -238,7 +238,10 @@ class VerifyOut(_Out):
 
 
 class PublicKeyOut(_Out):
-    public_key: str = Field(description="the registry's root Ed25519 public key, PEM")
+    public_key: str = Field(
+        description="the registry's root Ed25519 public key, PEM (/model-signing-key: the server's "
+        "ECDSA P-256 model-signing key)"
+    )
 
 
 class TrustBundleOut(BaseModel):
