@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 from tests.export_support import DATA_SCIENTIST, RISK_OFFICER, Demo, demo_fixture, public_key  # noqa: F401
@@ -82,6 +86,23 @@ def test_the_command_refuses_an_unknown_format_as_a_usage_error(demo: Demo) -> N
     )
     assert result.exit_code == 2
     assert "pdf" in result.output
+
+
+def test_the_command_writes_a_file_and_says_what_it_wrote_as_json(demo: Demo, tmp_path: Path) -> None:
+    out = tmp_path / "lineage.json"
+    args = ["export", demo.version.uri, "--format", "openlineage", "-o", str(out), "--json"]
+    result = CliRunner().invoke(main, [*args, "--registry", _url(demo)])
+    assert result.exit_code == 0, result.output
+    said = json.loads(result.stdout)
+    written = out.read_bytes()
+    assert written == demo.registry.export(demo.version.uri, format="openlineage")
+    assert said == {
+        "identifier": demo.version.uri,
+        "format": "openlineage",
+        "path": str(out),
+        "bytes": len(written),
+        "sha256": hashlib.sha256(written).hexdigest(),
+    }
 
 
 def _url(demo: Demo) -> str:

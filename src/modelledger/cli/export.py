@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from ._common import echo_json, json_option, output_option, registry_options
     help="The format to write (docs/export.md says which tool reads each).",
 )
 @output_option("Write the export here; default: stdout.")
+@json_option
 @registry_options
-def export(registry: Registry, identifier: str, fmt: str, output_path: str | None) -> None:
+def export(registry: Registry, identifier: str, fmt: str, output_path: str | None, as_json: bool) -> None:
     """Export the provenance of IDENTIFIER (a model version, a data set version or a
     prediction id) in a standard format: the same registry always gives the same bytes.
 
@@ -36,6 +38,9 @@ def export(registry: Registry, identifier: str, fmt: str, output_path: str | Non
         modelledger export models:/credit-risk@production --format openlineage -o lineage.json
         modelledger export datasets:/applications-train/3 --format openlineage
         modelledger export 01JD3M4Q8Z0000001K7WQ2X9RB --format openlineage
+
+    Every format is a JSON document, so with --json and no -o the export itself is printed; with
+    -o, --json prints what was written (path, size, sha256) instead of a line for people.
     """
     data = registry.export(identifier, format=fmt)
     if output_path is None:
@@ -46,6 +51,18 @@ def export(registry: Registry, identifier: str, fmt: str, output_path: str | Non
         Path(output_path).write_bytes(data)
     except OSError as exc:
         raise InvalidInput(f"cannot write {output_path}: {exc.strerror or exc}") from exc
+    if as_json:
+        digest = hashlib.sha256(data).hexdigest()
+        echo_json(
+            {
+                "identifier": identifier,
+                "format": fmt,
+                "path": output_path,
+                "bytes": len(data),
+                "sha256": digest,
+            }
+        )
+        return
     click.echo(f"Wrote {fmt} for {identifier} to {output_path} ({len(data):,} bytes)", err=True)
 
 
