@@ -187,8 +187,11 @@ class Built:
 
 
 @contextlib.contextmanager
-def backend_registry(backend: str, base: Path) -> Iterator[tuple[str | None, str | None]]:
-    """``(url, artifacts)`` for ``Registry.open``: None, None for the embedded default."""
+def backend_registry(
+    backend: str, base: Path, *, keep: bool = False
+) -> Iterator[tuple[str | None, str | None]]:
+    """``(url, artifacts)`` for ``Registry.open``: None, None for the embedded default. With
+    ``keep`` the PostgreSQL database outlives the run (as the temporary folder does)."""
     os.environ["MODELLEDGER_IDENTITIES"] = str(base / "identities")  # never the user's own keys
     os.environ.pop("MODELLEDGER_KEY", None)
     if backend == "sqlite":
@@ -200,11 +203,21 @@ def backend_registry(backend: str, base: Path) -> Iterator[tuple[str | None, str
     db = f"modelledger_scale_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
+    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{db}"
     try:
-        yield f"{PG_ADMIN.rsplit('/', 1)[0]}/{db}", str(base / "artifacts")
+        yield url, str(base / "artifacts")
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if keep:
+            print(
+                f"kept the PostgreSQL database {db}: psql {url}\n"
+                f"  Registry.open({url!r}, artifacts={str(base / 'artifacts')!r})\n"
+                f"  (MODELLEDGER_IDENTITIES={base / 'identities'}); "
+                f"drop it with: psql {PG_ADMIN} -c 'DROP DATABASE \"{db}\" WITH (FORCE)'",
+                flush=True,
+            )
+        else:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def pg_version() -> str | None:
@@ -432,29 +445,283 @@ class Builder:
             served.close()
 
 
+# --------------------------------------------------------------------------- the work witness
+
+_DML = ("SELECT", "WITH", "INSERT", "UPDATE", "DELETE")
+_SCANS = ("Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan")
+SQLITE_STEP = 10  # the progress handler counts SQLite VM instructions in steps of this many
+
+
+def _statement_key(sql: str) -> str:
+    """A statement's text on one line, shortened: what the breakdown names it by."""
+    text = " ".join(sql.split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _pg_nodes(node: dict[str, Any], depth: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    yield depth, node
+    for child in node.get("Plans", ()):
+        yield from _pg_nodes(child, depth + 1)
+
+
+def _pg_shape(plan: dict[str, Any]) -> str:
+    """The plan's shape: node types, with the index or table each reads, without numbers."""
+    parts = []
+    for depth, node in _pg_nodes(plan):
+        name = node["Node Type"]
+        if node.get("Index Name"):
+            name += f" {node['Index Name']}"
+            if node.get("Scan Direction") == "Backward":
+                name += " backward"
+        elif node.get("Relation Name"):
+            name += f" {node['Relation Name']}"
+        parts.append("  " * depth + name)
+    return "\n".join(parts)
+
+
+@dataclass
+class Work:
+    """What one call of a verb made the database do."""
+
+    hit: int = 0  # PostgreSQL: shared buffers found in shared_buffers
+    read: int = 0  # PostgreSQL: shared buffers read from the OS (its page cache or the disk)
+    rows: int = 0  # rows the scans produced plus the rows their filters removed
+    steps: int = 0  # SQLite: virtual machine instructions (in steps of SQLITE_STEP)
+    statements: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def buffers(self) -> int:
+        return self.hit + self.read
+
+
+class WorkWitness:
+    """Counts the work each call of a verb makes the database do, independent of timing noise.
+
+    PostgreSQL: each statement a registry sends is first run under ``EXPLAIN (ANALYZE, BUFFERS,
+    FORMAT JSON)`` on the same connection, with the same values, inside a savepoint that is then
+    rolled back (a statement outside a transaction is a read, explained as it is), and then run
+    for real. The plan gives the shared buffers touched (hit + read), the rows each scan read
+    and the plan's shape. The explained run comes first, so the real one finds every page
+    warm; the count is that of the statement, not of the cache. Not counted: the foreign-key
+    checks the triggers of an insert make (one primary-key probe each) and the planning.
+
+    SQLite: a progress handler counts the virtual machine instructions each call runs (a
+    seek in an index is one, however deep the tree), and each statement's ``EXPLAIN QUERY
+    PLAN`` is read on a connection of its own.
+    """
+
+    def __init__(self, registries: Sequence[Any]) -> None:
+        self.engines = [r._meta.engine for r in registries]
+        self.dialect = self.engines[0].dialect.name
+        self.work: Work | None = None  # the call being counted
+        self._sqlite_path: str | None = None
+        if self.dialect == "sqlite":
+            self._sqlite_path = str(registries[0]._meta.sqlite_path)
+
+    # ---- one call
+
+    def count(self, call: Callable[[], Any]) -> Work:
+        import sqlalchemy as sa  # the store's engine: the dev venv has it
+
+        self.work = Work()
+        listeners = self._listeners()
+        for engine in self.engines:
+            for name, fn in listeners:
+                sa.event.listen(engine, name, fn)
+        try:
+            call()
+        finally:
+            for engine in self.engines:
+                for name, fn in listeners:
+                    sa.event.remove(engine, name, fn)
+        work, self.work = self.work, None
+        if self.dialect == "sqlite":
+            self._sqlite_plans(work)
+        return work
+
+    def _listeners(self) -> list[tuple[str, Callable[..., None]]]:
+        if self.dialect == "sqlite":
+
+            def on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+                work = self.work
+                assert work is not None
+
+                def step() -> int:
+                    work.steps += SQLITE_STEP
+                    return 0
+
+                dbapi_conn.set_progress_handler(step, SQLITE_STEP)
+                dbapi_conn.set_trace_callback(lambda sql: work.statements.append({"sql": sql}))
+
+            def on_checkin(dbapi_conn: Any, _record: Any) -> None:
+                if dbapi_conn is not None:
+                    dbapi_conn.set_progress_handler(None, 0)
+                    dbapi_conn.set_trace_callback(None)
+
+        else:
+            cursor_class = self._explaining_cursor()
+
+            def on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+                dbapi_conn.cursor_factory = cursor_class
+
+            def on_checkin(dbapi_conn: Any, _record: Any) -> None:
+                if dbapi_conn is not None:
+                    import psycopg
+
+                    dbapi_conn.cursor_factory = psycopg.Cursor
+
+        return [("checkout", on_checkout), ("checkin", on_checkin)]
+
+    # ---- PostgreSQL
+
+    def _explaining_cursor(self) -> type:
+        import psycopg
+
+        witness = self
+
+        class Explaining(psycopg.Cursor):  # type: ignore[type-arg]
+            def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+                witness._explain(self.connection, query, params)
+                return super().execute(query, params, **kw)
+
+            def executemany(self, query: Any, params_seq: Any, **kw: Any) -> Any:
+                params_seq = list(params_seq)
+                for params in params_seq:
+                    witness._explain(self.connection, query, params)
+                return super().executemany(query, params_seq, **kw)
+
+        return Explaining
+
+    def _explain(self, conn: Any, query: Any, params: Any) -> None:
+        import psycopg
+
+        work = self.work
+        sql = query if isinstance(query, str) else query.decode() if isinstance(query, bytes) else str(query)
+        if work is None or not sql.lstrip()[:8].upper().startswith(_DML):
+            return
+        in_tx = not conn.autocommit
+        if not in_tx and not sql.lstrip()[:8].upper().startswith(("SELECT", "WITH")):
+            work.statements.append(
+                {"sql": _statement_key(sql), "note": "a write outside a transaction: not explained"}
+            )
+            return
+        cur = psycopg.Cursor(conn)
+        try:
+            if in_tx:
+                cur.execute("SAVEPOINT work_witness")
+            try:
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+                row = cur.fetchone()
+            except psycopg.Error as exc:
+                if not in_tx:
+                    raise
+                cur.execute("ROLLBACK TO SAVEPOINT work_witness")
+                cur.execute("RELEASE SAVEPOINT work_witness")
+                work.statements.append({"sql": _statement_key(sql), "note": f"not explained: {exc}"})
+                return
+            if in_tx:
+                cur.execute("ROLLBACK TO SAVEPOINT work_witness")
+                cur.execute("RELEASE SAVEPOINT work_witness")
+        finally:
+            cur.close()
+        assert row is not None
+        doc = row[0]
+        plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
+        hit, read = int(plan["Shared Hit Blocks"]), int(plan["Shared Read Blocks"])
+        rows = 0
+        for _depth, node in _pg_nodes(plan):
+            if node["Node Type"] in _SCANS:
+                loops = int(node.get("Actual Loops", 1))
+                rows += loops * (
+                    int(node.get("Actual Rows", 0))
+                    + int(node.get("Rows Removed by Filter", 0))
+                    + int(node.get("Rows Removed by Index Recheck", 0))
+                )
+        work.hit += hit
+        work.read += read
+        work.rows += rows
+        work.statements.append(
+            {"sql": _statement_key(sql), "hit": hit, "read": read, "rows": rows, "plan": _pg_shape(plan)}
+        )
+
+    # ---- SQLite
+
+    def _sqlite_plans(self, work: Work) -> None:
+        """The query plan of each statement the call ran (writes are planned, not run)."""
+        conn = sqlite3.connect(f"{Path(self._sqlite_path or '').as_uri()}?mode=ro", uri=True)
+        try:
+            kept = []
+            for s in work.statements:
+                sql = s["sql"]
+                if not sql.lstrip()[:8].upper().startswith(_DML):
+                    continue
+                try:
+                    lines = [str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+                except sqlite3.Error as exc:
+                    lines = [f"not planned: {exc}"]
+                kept.append({"sql": _statement_key(sql), "plan": "\n".join(lines)})
+            work.statements = kept
+        finally:
+            conn.close()
+
+
+def summarise_work(calls: Sequence[Work], dialect: str) -> dict[str, Any]:
+    """Per verb and size: the median call's counts, the range over the calls, and the median
+    call's statements (each with its plan)."""
+    measure = (lambda w: w.buffers) if dialect == "postgresql" else (lambda w: w.steps)
+    ordered = sorted(calls, key=measure)
+    mid = ordered[(len(ordered) - 1) // 2]
+    out: dict[str, Any] = {"calls": len(calls)}
+    if dialect == "postgresql":
+        out.update(
+            buffers=mid.buffers,
+            hit=mid.hit,
+            read=mid.read,
+            rows=mid.rows,
+            buffers_min=measure(ordered[0]),
+            buffers_max=measure(ordered[-1]),
+        )
+    else:
+        out.update(vm_steps=mid.steps, vm_steps_min=measure(ordered[0]), vm_steps_max=measure(ordered[-1]))
+    out["statements"] = mid.statements
+    return out
+
+
 # --------------------------------------------------------------------------- measuring
 
 
-def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str, list[float]]:
+def measure_verbs(
+    bld: Builder, size: int, cfg: argparse.Namespace, witness: WorkWitness | None = None
+) -> tuple[dict[str, list[float]], dict[str, list[Work]]]:
+    """Each verb's timed calls (seconds) and, with a ``witness``, its counted calls."""
     reg, officer, b = bld.registry, bld.officer, bld.b
-    n = cfg.reps + cfg.warmup
+    counted_calls = cfg.buffer_calls if witness is not None else 0
+    n = cfg.reps + cfg.warmup + counted_calls
     out: dict[str, list[float]] = {}
+    counted: dict[str, list[Work]] = {}
 
     def run(verb: str, calls: Sequence[Callable[[], Any]]) -> int:
         """Time ``calls`` after the warm-up ones; a slow verb stops after ``--verb-budget``
-        seconds (with at least ``MIN_REPS`` timed calls). Returns how many calls were made."""
+        seconds (with at least ``MIN_REPS`` timed calls). Then, with a witness, count the work
+        of the next ``--buffer-calls`` calls (apart from the timing: explaining doubles the
+        work). Returns how many calls were made."""
         for call in calls[: cfg.warmup]:
             call()
         samples: list[float] = []
         deadline = time.perf_counter() + cfg.verb_budget
-        for call in calls[cfg.warmup :]:
+        made = cfg.warmup
+        for call in calls[cfg.warmup : cfg.warmup + cfg.reps]:
             start = time.perf_counter()
             call()
+            made += 1
             samples.append(time.perf_counter() - start)
             if len(samples) >= MIN_REPS and start > deadline:
                 break
         out[verb] = samples
-        return int(cfg.warmup) + len(samples)
+        if witness is not None:
+            counted[verb] = [witness.count(call) for call in calls[made : made + counted_calls]]
+            made += len(counted[verb])
+        return int(made)
 
     def draw(verb: str, pool: Sequence[Any], k: int = n, *, distinct: bool = False) -> list[Any]:
         rng = _rng(cfg.seed, size, verb)
@@ -504,7 +771,7 @@ def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str,
     run("search_prefix", [partial(reg.list_models, prefix=p) for p in draw("prefix", prefixes)])
     teams = [f"t{i}" for i in range(10)]
     run("search_tag", [partial(reg.list_models, tags={"team": t}) for t in draw("tag", teams)])
-    return out
+    return out, counted
 
 
 def _timed_verify(reg: Any, **kwargs: Any) -> tuple[Any, float, float]:
@@ -590,11 +857,13 @@ def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> d
     base = Path(tempfile.mkdtemp(prefix=f"modelledger-scale-{backend}-", dir=cfg.dir))
     folders.append(base)
     samples: dict[str, dict[int, list[float]]] = {verb: {} for verb, _ in VERBS}
+    work: dict[str, dict[int, list[Work]]] = {verb: {} for verb, _ in VERBS}
+    dialect = "sqlite" if backend == "sqlite" else "postgresql"
     build: dict[str, Any] = {"steps": {}}
     verify: dict[str, Any] | None = None
     started = time.perf_counter()
     try:
-        with backend_registry(backend, base) as (url, artifacts):
+        with backend_registry(backend, base, keep=cfg.keep) as (url, artifacts):
             opened = [
                 Registry.open(url, artifacts=artifacts, actor=who) if url else Registry.open(actor=who)
                 for who in (ADMIN, OFFICER, SERVING)
@@ -603,6 +872,7 @@ def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> d
             bld = None
             try:
                 bld = Builder(reg, officer, serving, cfg)
+                witness = WorkWitness(opened) if cfg.buffers else None
                 build["fsync_floor_ms_before"] = round(_fsync_floor_ms(base), 3)
                 t0 = time.perf_counter()
                 bld.start()
@@ -623,10 +893,12 @@ def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> d
                     )
                     gc.collect()
                     t0 = time.perf_counter()
-                    measured = measure_verbs(bld, size, cfg)
+                    measured, counted = measure_verbs(bld, size, cfg, witness)
                     phases["measure_s"] = time.perf_counter() - t0
                     for verb, values in measured.items():
                         samples[verb][size] = values
+                    for verb, calls in counted.items():
+                        work[verb][size] = calls
                     build["steps"][str(size)] = {
                         k: (round(v, 2) if isinstance(v, float) else v) for k, v in phases.items()
                     }
@@ -663,7 +935,25 @@ def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> d
             "label": label,
             "pass": growth <= GROWTH_TARGET,
         }
+        if work[verb]:
+            verbs[verb]["work"] = work_row(work[verb], dialect)
     return {"verbs": verbs, "verify": verify, "build": build}
+
+
+def work_row(by_size: dict[int, list[Work]], dialect: str) -> dict[str, Any]:
+    """A verb's witness row: per size, the median call's counts and statements; the growth of
+    the count from the smallest size to the largest; whether every size ran the same plans."""
+    sizes = {s: summarise_work(calls, dialect) for s, calls in by_size.items() if calls}
+    key = "buffers" if dialect == "postgresql" else "vm_steps"
+    lo, hi = min(sizes), max(sizes)
+    first = sizes[lo][key]
+    shapes = {s: [st.get("plan", st.get("note", "")) for st in row["statements"]] for s, row in sizes.items()}
+    return {
+        "measure": key,
+        **{str(s): row for s, row in sizes.items()},
+        "growth": round(sizes[hi][key] / first, 3) if first else None,
+        "same_plans": all(v == shapes[lo] for v in shapes.values()),
+    }
 
 
 # --------------------------------------------------------------------------- output
@@ -685,6 +975,7 @@ def print_table(backend: str, result: dict[str, Any], sizes: Sequence[int]) -> N
             key = str(s)
             cells += f"{row[key]:>10.3f} {row['p95'][key]:>9.3f}" if key in row else f"{'-':>20}"
         print(f"{label:<44}{cells}{row['growth']:>8.2f}x  {'PASS' if row['pass'] else 'FAIL'}")
+    print_work(backend, verbs, sizes)
     v = result.get("verify")
     if v:
         print(
@@ -698,6 +989,35 @@ def print_table(backend: str, result: dict[str, Any], sizes: Sequence[int]) -> N
         f"fsync floor (4 KB + fsync, median of 50): {b.get('fsync_floor_ms_before')} ms before, "
         f"{b.get('fsync_floor_ms_after')} ms after; backend run {b['total_s']:.0f} s"
     )
+
+
+def print_work(backend: str, verbs: dict[str, Any], sizes: Sequence[int]) -> None:
+    """The witness table: the work of the median counted call at each size."""
+    rows = [(label, verbs[verb]["work"]) for verb, label in VERBS if "work" in verbs.get(verb, {})]
+    if not rows:
+        return
+    pg = rows[0][1]["measure"] == "buffers"
+    print()
+    if pg:
+        print(f"{backend}: shared buffers touched per call (hit + read; read in brackets), rows scanned")
+    else:
+        print(f"{backend}: SQLite VM instructions per call (in steps of {SQLITE_STEP})")
+    head = "".join(f"{f'{s:,}':>20}" for s in sizes)
+    print(f"{'verb':<44}{head}{'growth':>9}  plans")
+    print("-" * (44 + 20 * len(sizes) + 24))
+    for label, row in rows:
+        cells = ""
+        for s in sizes:
+            cell = row.get(str(s))
+            if cell is None:
+                cells += f"{'-':>20}"
+            elif pg:
+                touched = f"{cell['buffers']} ({cell['read']})"
+                cells += f"{touched:>13}{cell['rows']:>7}"
+            else:
+                cells += f"{cell['vm_steps']:>20,}"
+        growth = f"{row['growth']:.2f}x" if row["growth"] is not None else "-"
+        print(f"{label:<44}{cells}{growth:>9}  {'same' if row['same_plans'] else 'CHANGED'}")
 
 
 def machine(cfg: argparse.Namespace, load_before: float, backends: Sequence[str]) -> dict[str, Any]:
@@ -747,7 +1067,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default=None, help="parent of the temporary folders")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default %(default)s)")
     p.add_argument("--no-write", action="store_true", help="do not write the results JSON")
-    p.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the temporary folders (and the PostgreSQL database)"
+    )
+    p.add_argument(
+        "--buffers",
+        action="store_true",
+        help="count each verb's work too: PostgreSQL shared buffers and rows per call "
+        "(EXPLAIN ANALYZE, BUFFERS of every statement), SQLite VM instructions and query plans",
+    )
+    p.add_argument("--buffer-calls", type=int, default=5, help="calls counted per verb and size (5)")
     cfg = p.parse_args(argv)
     quick = cfg.quick
     defaults = {
@@ -773,10 +1102,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not backends:
         p.error(f"unknown backend(s): {', '.join(sorted(unknown))} (sqlite, postgres)")
     fixed = 1 + REF_MODELS * REF_VERSIONS + 4
-    if not cfg.size_list or cfg.size_list[0] <= fixed + cfg.reps + cfg.warmup:
-        p.error(
-            f"the smallest size must exceed {fixed + cfg.reps + cfg.warmup} (fixed content plus one draw of approvals)"
-        )
+    draws = cfg.reps + cfg.warmup + (cfg.buffer_calls if cfg.buffers else 0)
+    if not cfg.size_list or cfg.size_list[0] <= fixed + draws:
+        p.error(f"the smallest size must exceed {fixed + draws} (fixed content plus one draw of approvals)")
+    if cfg.buffer_calls < 1:
+        p.error("--buffer-calls >= 1")
     if cfg.models < 10 or not 0 <= cfg.hot_share < 1 or cfg.reps < 1 or cfg.warmup < 0 or cfg.batch < 1:
         p.error("--models >= 10, 0 <= --hot-share < 1, --reps >= 1, --warmup >= 0, --batch >= 1")
 

@@ -28,6 +28,7 @@ from tests.conftest import Api
 from tests.helpers import Doubler
 
 from modelledger import Registry
+from modelledger.errors import NotFound
 from modelledger.stores.sql.statements import prefix_range
 
 SQL_PLAN = pytest.mark.sql_only(
@@ -448,3 +449,92 @@ def test_a_governed_write_finds_the_latest_membership_event_by_probes(crowded: R
         used = indexes_used(db_url, s)
         assert "ix_ledger_events_action" in used
         assert not {"ledger_events_pkey", "pk"} & used
+
+
+def _pg_analyzed(db_url: str, s: Statement) -> list[dict[str, Any]]:
+    """The plan nodes of ``s`` as PostgreSQL ran it (``EXPLAIN ANALYZE``: actual rows per loop)."""
+    import psycopg  # the PostgreSQL driver the store uses
+
+    url = sa.engine.make_url(db_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False)) as conn:
+        conn.execute("SET enable_seqscan = off")  # a few rows are cheaper read whole: ask for the index
+        (doc,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + s.sql, s.params).fetchone()  # type: ignore[misc]
+        conn.rollback()
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        nodes.append(node)
+        for child in node.get("Plans", ()):
+            walk(child)
+
+    walk((json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"])
+    return nodes
+
+
+def _version_rows_read(db_url: str, statements: list[Statement]) -> int:
+    """How many rows of ``model_versions`` the captured reads of it took from its indexes
+    (PostgreSQL). SQLite gives no row counts: there each read must be a search of the
+    (model_id, version) index from the model's id, with no sort of what it found (a sort would
+    need every row of the model; in index order a LIMIT stops the read), and -1 is returned."""
+    reads = _reads(statements, "model_versions")
+    assert reads, "no read of model_versions captured"
+    if db_url.startswith("sqlite"):
+        for s in reads:
+            plan = _sqlite_plan(db_url, s)
+            searches = [d for d in plan if "model_versions" in d.split()[:2]]
+            assert searches, plan
+            for detail in searches:
+                assert "USING INDEX sqlite_autoindex_model_versions_1 (model_id=?" in detail, plan
+            assert not any("TEMP B-TREE" in d for d in plan), plan
+        return -1
+    total = 0
+    for s in reads:
+        for node in _pg_analyzed(db_url, s):
+            if node.get("Relation Name") == "model_versions":
+                assert node["Node Type"] in ("Index Scan", "Index Scan Backward", "Index Only Scan"), node
+                assert node["Index Name"] == "uq_model_versions_model_version", node
+                total += int(node["Actual Rows"]) * int(node["Actual Loops"])
+    return total
+
+
+@pytest.fixture
+def long_model(registry: Registry) -> Registry:
+    """A model of 40 versions beside a few others: a read that walked the model's versions
+    would read 40 rows where a probe reads one."""
+    _model(registry, "long", 40)
+    registry.set_alias("long", "champion", 7)
+    _model(registry, "short", 2)
+    registry.set_alias("short", "champion", 1)
+    return registry
+
+
+@SQL_PLAN
+def test_a_version_by_number_or_alias_and_a_page_read_only_what_they_return(
+    long_model: Registry, db_url: str
+) -> None:
+    """By number and by alias, the version is one probe of the (model_id, version) index: one
+    row, whatever the model holds (joined by name, PostgreSQL read every version of the model
+    to find the alias's one). A first page of 5 reads 5 rows from the end of the model's range,
+    (and one more, to know whether a next page exists), never all 40 sorted."""
+    reg = long_model
+    with captured(reg) as statements:
+        assert reg.get_version("models:/long@champion").version == 7
+    assert _version_rows_read(db_url, statements) in (-1, 1)
+    with captured(reg) as statements:
+        assert reg.get_version("long", 33).version == 33
+    assert _version_rows_read(db_url, statements) in (-1, 1)
+    with captured(reg) as statements:
+        assert reg.get_version("models:/LONG@latest").version == 40
+    assert _version_rows_read(db_url, statements) in (-1, 1)
+    with captured(reg) as statements:
+        page = reg.list_versions("long", limit=5)
+    assert [v.version for v in page.items] == [40, 39, 38, 37, 36]
+    assert _version_rows_read(db_url, statements) in (-1, 6)  # one more: is there a next page?
+    with captured(reg) as statements:
+        more = reg.list_versions("long", limit=5, cursor=page.next_cursor)
+    assert [v.version for v in more.items] == [35, 34, 33, 32, 31]
+    assert _version_rows_read(db_url, statements) in (-1, 6)
+    # an alias that does not exist, and one of another model, are still told apart
+    with pytest.raises(NotFound, match="alias"):
+        reg.get_version("models:/long@nowhere")
+    assert reg.get_version("models:/short@champion").version == 1

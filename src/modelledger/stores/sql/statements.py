@@ -154,18 +154,27 @@ NAMED_VERSIONS_Q = sa.select(
     .label("tags"),
 ).join(t.models, t.models.c.id == t.versions.c.model_id)
 Q_MODEL = sa.select(t.models).where(named(bp("name")))
-Q_VERSION = NAMED_VERSIONS_Q.where(named(bp("model")), t.versions.c.version == bp("version"))
-# The model's id as a value computed first: the versions are then one range of the unique
-# (model_id, version) index, read from its end up to the page's size. Joined by name instead,
-# PostgreSQL reads and sorts every version of the model.
-_MODEL_ID = sa.select(t.models.c.id).where(named(bp("model"))).scalar_subquery()
+# The model's id as a value computed first (PostgreSQL: an InitPlan, one probe of the name
+# index), so every read of a model's versions is a probe or one range of the unique
+# (model_id, version) index, whatever the planner's statistics say. Joined by name instead,
+# PostgreSQL reads and sorts every version of the model for a page; for one version it may walk
+# that index from end to end for the number alone (the plan it chose in a registry of 300
+# versions); and by alias it read every version of the model to join the alias's one.
+_MODEL_ID = sa.select(t.models.c.id).where(named(bp("model"))).correlate(None).scalar_subquery()
+Q_VERSION = NAMED_VERSIONS_Q.where(t.versions.c.model_id == _MODEL_ID, t.versions.c.version == bp("version"))
 Q_VERSION_LATEST = (
     NAMED_VERSIONS_Q.where(t.versions.c.model_id == _MODEL_ID).order_by(t.versions.c.version.desc()).limit(1)
 )
-Q_VERSION_BY_ALIAS = NAMED_VERSIONS_Q.join(
-    t.aliases,
-    sa.and_(t.aliases.c.model_id == t.versions.c.model_id, t.aliases.c.version == t.versions.c.version),
-).where(named(bp("model")), t.aliases.c.alias == bp("alias"))
+# the version the alias names, as a value too: one probe of the aliases' primary key
+_ALIAS_VERSION = (
+    sa.select(t.aliases.c.version)
+    .where(t.aliases.c.model_id == _MODEL_ID, t.aliases.c.alias == bp("alias"))
+    .correlate(None)
+    .scalar_subquery()
+)
+Q_VERSION_BY_ALIAS = NAMED_VERSIONS_Q.where(
+    t.versions.c.model_id == _MODEL_ID, t.versions.c.version == _ALIAS_VERSION
+)
 Q_VERSION_BY_KEY = VERSIONS_Q.where(t.versions.c.id == bp("key"))
 Q_LIST_VERSIONS = (
     NAMED_VERSIONS_Q.where(t.versions.c.model_id == _MODEL_ID, t.versions.c.version < bp("before"))
