@@ -3,7 +3,8 @@
 Grows one registry per backend through ``--sizes`` (default 1,000 -> 10,000 -> 100,000
 versions) and measures the same verbs at each size: SQLite (the embedded default, a temporary
 ``$MODELLEDGER_HOME``) and PostgreSQL (a database of its own on 127.0.0.1:5432, created and
-dropped by the run; artefacts in a temporary folder). At each size the registry holds:
+dropped by the run unless ``--keep``; artefacts in a temporary folder). At each size the
+registry holds:
 
 * versions spread over ``--models`` models (1,000) plus one hot model that takes
   ``--hot-share`` of them (a quarter), 10 reference models of 5 versions each that never grow
@@ -41,6 +42,19 @@ default full ``registry.verify()`` (worker processes beside the ledger pass), wa
 time of each (CPU: this process and its worker processes); then 1,000 new versions through
 ``Registry.register``, then ``registry.verify(since_last=True)``; target: under 5% of the full.
 
+On PostgreSQL each size is measured after ``VACUUM (ANALYZE)`` of the bench's database (the
+state autovacuum reaches on its own, at times of its choosing; ``--no-vacuum`` measures the
+database as it is): every size in the same state, fresh statistics and no dead rows.
+
+``--buffers`` adds a witness of the work each verb makes the database do, which timing noise
+cannot move: after the timed calls, ``--buffer-calls`` more calls (5) run with every statement
+explained first. On PostgreSQL, ``EXPLAIN (ANALYZE, BUFFERS)`` of each statement, with its
+values, in a savepoint rolled back before the statement runs: the shared buffers it touched
+(hit + read: read means not in shared_buffers), the rows its scans read and its plan. On
+SQLite, the VM instructions of the call (a progress handler) and ``EXPLAIN QUERY PLAN`` of each
+statement. Per verb and size the median call's counts and statements go to the JSON under
+``"work"``, with the growth of the count and whether the plans stayed the same.
+
 Results go to ``bench/results/scale.json``: ``{"<backend>": {"<verb>": {"<size>": median_ms,
 ..., "p95": {...}, "growth": ratio}}, "verify": ..., "build": ..., "machine": ...}``.
 
@@ -48,6 +62,8 @@ Example:
     .venv/bin/python bench/scale_bench.py                                  # full run, both backends
     .venv/bin/python bench/scale_bench.py --quick                          # small sizes, a smoke run
     .venv/bin/python bench/scale_bench.py --sizes 1000,10000 --backends sqlite
+    .venv/bin/python bench/scale_bench.py --buffers --reps 20 --no-verify    # the work per verb too
+    .venv/bin/python bench/scale_bench.py --backends postgres --keep         # keeps the database
 """
 
 from __future__ import annotations

@@ -542,3 +542,30 @@ def test_a_version_by_number_or_alias_and_a_page_read_only_what_they_return(
     with pytest.raises(NotFound, match="alias"):
         reg.get_version("models:/long@nowhere")
     assert reg.get_version("models:/short@champion").version == 1
+
+
+@SQL_PLAN
+def test_pages_of_versions_skip_missing_numbers(registry: Registry, db_url: str) -> None:
+    """A page is read as the window of numbers below the cursor (versions are numbered without
+    gaps). Were numbers ever missing, a short window is completed from below: every version is
+    listed once, in order, whatever is missing."""
+    reg = registry
+    _model(reg, "gappy", 9)
+    engine: sa.Engine = reg._meta.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:  # what no verb does: take versions 4, 5 and 9 away
+        conn.execute(
+            sa.text(
+                "DELETE FROM model_versions WHERE version IN (4, 5, 9) AND model_id = "
+                "(SELECT id FROM models WHERE name = 'gappy')"
+            )
+        )
+    pages, cursor = [], None
+    while True:
+        page = reg.list_versions("gappy", limit=2, cursor=cursor)
+        pages.append([v.version for v in page.items])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert pages == [[8, 7], [6, 3], [2, 1]]
+    assert [v.version for v in reg.list_versions("gappy", limit=10).items] == [8, 7, 6, 3, 2, 1]
+    assert reg.get_version("models:/gappy@latest").version == 8
