@@ -569,3 +569,41 @@ def test_pages_of_versions_skip_missing_numbers(registry: Registry, db_url: str)
     assert pages == [[8, 7], [6, 3], [2, 1]]
     assert [v.version for v in reg.list_versions("gappy", limit=10).items] == [8, 7, 6, 3, 2, 1]
     assert reg.get_version("models:/gappy@latest").version == 8
+
+
+@SQL_PLAN
+def test_the_ledger_reads_of_every_governed_write_are_planned_for_their_values(
+    crowded: Registry, db_url: str
+) -> None:
+    """The reads every governed write makes (the latest membership event, the policy, the
+    renames) name their actions in the SQL text, not as parameters. psycopg prepares a statement
+    on its fifth run, and PostgreSQL may then plan it once for any value: for ``max(seq) WHERE
+    action = $1`` it walked the ledger back from its head (2.3-2.9 s a write at 1,000,000
+    events). On PostgreSQL the plan PostgreSQL would cache (``force_generic_plan``) must still
+    probe the action index."""
+    reg = crowded
+    with captured(reg) as statements:
+        reg.set_alias("credit", "champion", 2)
+    constant = [
+        s
+        for s in _reads(statements, "ledger_events")
+        if any(a in s.sql for a in ("'member.enrolled'", "'policy.changed'", "'model.renamed'"))
+    ]
+    assert len(constant) >= 3, [s.sql for s in _reads(statements, "ledger_events")]
+    for s in constant:
+        assert not s.params, (s.sql, s.params)  # nothing left for a generic plan to guess
+    if db_url.startswith("sqlite"):
+        return
+    import psycopg  # the PostgreSQL driver the store uses
+
+    url = sa.engine.make_url(db_url).set(drivername="postgresql")
+    member = next(s for s in constant if "'member.enrolled'" in s.sql)
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("SET enable_seqscan = off")
+        conn.execute(f"PREPARE member_last AS {member.sql}")
+        (doc,) = conn.execute("EXPLAIN (FORMAT JSON) EXECUTE member_last").fetchone()  # type: ignore[misc]
+        conn.execute("DEALLOCATE member_last")
+    plan = json.dumps(doc)
+    assert '"ix_ledger_events_action"' in plan
+    assert '"ledger_events_pkey"' not in plan
