@@ -77,6 +77,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import sqlite3
 import statistics
@@ -539,6 +540,7 @@ class Work:
     rows: int = 0  # rows the scans produced plus the rows their filters removed
     steps: int = 0  # SQLite: virtual machine instructions (in steps of SQLITE_STEP)
     planning: int = 0  # PostgreSQL: shared buffers the planner touched (hit + read)
+    generic: int = 0  # PostgreSQL: buffers with each read under its generic (cacheable) plan
     statements: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -664,6 +666,7 @@ class WorkWitness:
             try:
                 cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
                 row = cur.fetchone()
+                generic = self._generic(cur, sql, params, in_tx)
             except psycopg.Error as exc:
                 if not in_tx:
                     raise
@@ -694,6 +697,7 @@ class WorkWitness:
         work.read += read
         work.rows += rows
         work.planning += planned
+        work.generic += hit + read if generic is None else generic
         work.statements.append(
             {
                 "sql": _statement_key(sql),
@@ -701,9 +705,57 @@ class WorkWitness:
                 "read": read,
                 "rows": rows,
                 "planning": planned,
+                "generic": generic,
                 "plan": _pg_shape(plan),
             }
         )
+
+    @staticmethod
+    def _generic(cur: Any, sql: str, params: Any, in_tx: bool) -> int | None:
+        """The buffers of a read under the plan PostgreSQL may cache for it once prepared (a
+        generic plan: made for any value, estimated from averages). psycopg prepares a statement
+        on its fifth run; EXPLAIN of the text plans for the values given and cannot show this.
+        None for a write or a statement without named parameters."""
+        import psycopg
+
+        if (
+            not isinstance(params, dict)
+            or not params
+            or not sql.lstrip()[:8].upper().startswith(("SELECT", "WITH"))
+        ):
+            return None
+        names: list[str] = []
+
+        def number(m: Any) -> str:
+            if m.group(1) not in names:
+                names.append(m.group(1))
+            return f"${names.index(m.group(1)) + 1}"
+
+        text = re.sub(r"%\((\w+)\)s", number, sql).replace("%%", "%")
+        # its own savepoint (in a transaction) or a RESET (outside one): a failure here leaves
+        # neither the transaction aborted nor the connection planning generically
+        cur.execute("SAVEPOINT work_witness_generic" if in_tx else "SELECT 1")
+        prepared = False
+        try:
+            values = ", ".join(psycopg.sql.Literal(params[n]).as_string(cur.connection) for n in names)
+            cur.execute(f"SET {'LOCAL ' if in_tx else ''}plan_cache_mode = force_generic_plan")
+            cur.execute(f"PREPARE work_witness_generic AS {text}")
+            prepared = True
+            cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE work_witness_generic({values})")
+            doc = cur.fetchone()[0]
+        except (psycopg.Error, KeyError, TypeError):
+            if in_tx:
+                cur.execute("ROLLBACK TO SAVEPOINT work_witness_generic")
+            return None
+        finally:
+            if in_tx:
+                cur.execute("RELEASE SAVEPOINT work_witness_generic")
+            else:
+                cur.execute("RESET plan_cache_mode")
+            if prepared:
+                cur.execute("DEALLOCATE work_witness_generic")
+        plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
+        return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
 
     # ---- SQLite
 
@@ -740,6 +792,7 @@ def summarise_work(calls: Sequence[Work], dialect: str) -> dict[str, Any]:
             read=mid.read,
             rows=mid.rows,
             planning=mid.planning,
+            generic=mid.generic,
             buffers_min=measure(ordered[0]),
             buffers_max=measure(ordered[-1]),
         )
@@ -1088,6 +1141,15 @@ def print_work(backend: str, verbs: dict[str, Any], sizes: Sequence[int]) -> Non
                 cells += f"{cell['vm_steps']:>20,}"
         growth = f"{row['growth']:.2f}x" if row["growth"] is not None else "-"
         print(f"{label:<44}{cells}{growth:>9}  {'same' if row['same_plans'] else 'CHANGED'}")
+    if pg:  # the plans a prepared statement may switch to, where they would do more
+        for label, row in rows:
+            for s in sizes:
+                cell = row.get(str(s))
+                if cell and cell.get("generic", 0) > 1.1 * cell["buffers"] + 10:
+                    print(
+                        f"  generic plans, {label} at {s:,}: {cell['generic']} buffers "
+                        f"(the values' own plans: {cell['buffers']})"
+                    )
 
 
 def machine(cfg: argparse.Namespace, load_before: float, backends: Sequence[str]) -> dict[str, Any]:
