@@ -50,7 +50,9 @@ database as it is): every size in the same state, fresh statistics and no dead r
 cannot move: after the timed calls, ``--buffer-calls`` more calls (5) run with every statement
 explained first. On PostgreSQL, ``EXPLAIN (ANALYZE, BUFFERS)`` of each statement, with its
 values, in a savepoint rolled back before the statement runs: the shared buffers it touched
-(hit + read: read means not in shared_buffers), the rows its scans read and its plan. On
+(hit + read: read means not in shared_buffers), the rows its scans read and its plan; and each
+read once more under its generic plan (``plan_cache_mode = force_generic_plan``), the plan
+PostgreSQL may cache once psycopg has prepared the statement. On
 SQLite, the VM instructions of the call (a progress handler) and ``EXPLAIN QUERY PLAN`` of each
 statement. Per verb and size the median call's counts and statements go to the JSON under
 ``"work"``, with the growth of the count and whether the plans stayed the same.
