@@ -199,10 +199,12 @@ def _page_of_versions(before: Any, limit: Any) -> Any:
     the average model (99 versions in the bench's registry of 100,000), sorts, and so read all
     24,985 versions of the largest model (10,580 buffers, 185 ms) for a page of 100, once
     ANALYZE had run. Here the range is the row comparison ``(model_id, version) < (:id,
-    :before)`` in the index's own order: what lies below it is most of the table, so only the
-    index order with the LIMIT is cheap. The range runs on into the previous model's versions
-    when this one has fewer than ``limit`` left; the outer filter (which PostgreSQL cannot push
-    below a LIMIT) drops those, so a page reads ``limit`` index entries at most."""
+    :before)`` in the index's own order: the planner takes a third of the table to lie below
+    it, so once the table is large the index order with the LIMIT is the cheap plan (while the
+    table is small it may read what lies below and sort it: the small table). The range runs on
+    into the previous model's versions when this one has fewer than ``limit`` left; the outer
+    filter (which PostgreSQL cannot push below a LIMIT) drops those. Used where the numbers may
+    not be consecutive; Q_LIST_VERSIONS bounds a page whatever the plan."""
     v = t.versions.c
     page = (
         sa.select(
