@@ -3,7 +3,7 @@
 Every read of a version (by number, by alias, a page of them) names the aliases each version
 holds, a subquery per row. With the primary key ``(model_id, alias)`` alone, that subquery read
 every alias of the model for each row and kept those of the row's version: a page of 100
-versions of a model with 50 aliases read 5,000 alias rows. With this index each row reads its
+versions of a model with 50 aliases would read 5,000 alias rows. With this index each row reads its
 own aliases only, whatever the model holds.
 
 Revision ID: 0011
