@@ -3,7 +3,8 @@
 Grows one registry per backend through ``--sizes`` (default 1,000 -> 10,000 -> 100,000
 versions) and measures the same verbs at each size: SQLite (the embedded default, a temporary
 ``$MODELLEDGER_HOME``) and PostgreSQL (a database of its own on 127.0.0.1:5432, created and
-dropped by the run; artefacts in a temporary folder). At each size the registry holds:
+dropped by the run unless ``--keep``; artefacts in a temporary folder). At each size the
+registry holds:
 
 * versions spread over ``--models`` models (1,000) plus one hot model that takes
   ``--hot-share`` of them (a quarter), 10 reference models of 5 versions each that never grow
@@ -41,6 +42,21 @@ default full ``registry.verify()`` (worker processes beside the ledger pass), wa
 time of each (CPU: this process and its worker processes); then 1,000 new versions through
 ``Registry.register``, then ``registry.verify(since_last=True)``; target: under 5% of the full.
 
+On PostgreSQL each size is measured after ``VACUUM (ANALYZE)`` of the bench's database (the
+state autovacuum reaches on its own, at times of its choosing; ``--no-vacuum`` measures the
+database as it is): every size in the same state, fresh statistics and no dead rows.
+
+``--buffers`` adds a witness of the work each verb makes the database do, which timing noise
+cannot move: after the timed calls, ``--buffer-calls`` more calls (5) run with every statement
+explained first. On PostgreSQL, ``EXPLAIN (ANALYZE, BUFFERS)`` of each statement, with its
+values, in a savepoint rolled back before the statement runs: the shared buffers it touched
+(hit + read: read means not in shared_buffers), the rows its scans read and its plan; and each
+read once more under its generic plan (``plan_cache_mode = force_generic_plan``), the plan
+PostgreSQL may cache once psycopg has prepared the statement. On
+SQLite, the VM instructions of the call (a progress handler) and ``EXPLAIN QUERY PLAN`` of each
+statement. Per verb and size the median call's counts and statements go to the JSON under
+``"work"``, with the growth of the count and whether the plans stayed the same.
+
 Results go to ``bench/results/scale.json``: ``{"<backend>": {"<verb>": {"<size>": median_ms,
 ..., "p95": {...}, "growth": ratio}}, "verify": ..., "build": ..., "machine": ...}``.
 
@@ -48,6 +64,8 @@ Example:
     .venv/bin/python bench/scale_bench.py                                  # full run, both backends
     .venv/bin/python bench/scale_bench.py --quick                          # small sizes, a smoke run
     .venv/bin/python bench/scale_bench.py --sizes 1000,10000 --backends sqlite
+    .venv/bin/python bench/scale_bench.py --buffers --reps 20 --no-verify    # the work per verb too
+    .venv/bin/python bench/scale_bench.py --backends postgres --keep         # keeps the database
 """
 
 from __future__ import annotations
@@ -61,6 +79,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import sqlite3
 import statistics
@@ -187,8 +206,11 @@ class Built:
 
 
 @contextlib.contextmanager
-def backend_registry(backend: str, base: Path) -> Iterator[tuple[str | None, str | None]]:
-    """``(url, artifacts)`` for ``Registry.open``: None, None for the embedded default."""
+def backend_registry(
+    backend: str, base: Path, *, keep: bool = False
+) -> Iterator[tuple[str | None, str | None]]:
+    """``(url, artifacts)`` for ``Registry.open``: None, None for the embedded default. With
+    ``keep`` the PostgreSQL database outlives the run (as the temporary folder does)."""
     os.environ["MODELLEDGER_IDENTITIES"] = str(base / "identities")  # never the user's own keys
     os.environ.pop("MODELLEDGER_KEY", None)
     if backend == "sqlite":
@@ -200,11 +222,48 @@ def backend_registry(backend: str, base: Path) -> Iterator[tuple[str | None, str
     db = f"modelledger_scale_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
+    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{db}"
     try:
-        yield f"{PG_ADMIN.rsplit('/', 1)[0]}/{db}", str(base / "artifacts")
+        yield url, str(base / "artifacts")
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if keep:
+            print(
+                f"kept the PostgreSQL database {db}: psql {url}\n"
+                f"  Registry.open({url!r}, artifacts={str(base / 'artifacts')!r})\n"
+                f"  (MODELLEDGER_IDENTITIES={base / 'identities'}); "
+                f"drop it with: psql {PG_ADMIN} -c 'DROP DATABASE \"{db}\" WITH (FORCE)'",
+                flush=True,
+            )
+        else:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def pg_settings() -> dict[str, str] | None:
+    """The server settings that decide what a measurement means: the cache's size, and whether
+    autovacuum keeps the statistics and the dead rows in hand."""
+    try:
+        import psycopg  # the postgres extra: only this backend needs it
+
+        with psycopg.connect(PG_ADMIN, connect_timeout=3) as conn:
+            names = ("shared_buffers", "autovacuum", "effective_cache_size", "work_mem", "jit")
+            return {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
+    except Exception:  # only a label for the results
+        return None
+
+
+def vacuum_analyze(url: str) -> float:
+    """``VACUUM (ANALYZE)`` the bench's database; returns the seconds it took. A database that
+    autovacuum maintains reaches this state on its own, at times of its choosing: done after
+    each size, every size is measured in the same state (fresh statistics, dead rows gone),
+    and the growth between sizes is not the luck of when autovacuum last ran (on the server
+    this bench was written on autovacuum is off, and no table had ever been analysed)."""
+    import psycopg  # the postgres extra: only this backend needs it
+
+    start = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    return time.perf_counter() - start
 
 
 def pg_version() -> str | None:
@@ -432,29 +491,354 @@ class Builder:
             served.close()
 
 
+# --------------------------------------------------------------------------- the work witness
+
+_DML = ("SELECT", "WITH", "INSERT", "UPDATE", "DELETE")
+_SCANS = ("Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan")
+SQLITE_STEP = 10  # the progress handler counts SQLite VM instructions in steps of this many
+
+
+def _statement_key(sql: str) -> str:
+    """A statement's text on one line, shortened: what the breakdown names it by."""
+    text = " ".join(sql.split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _pg_nodes(node: dict[str, Any], depth: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    yield depth, node
+    for child in node.get("Plans", ()):
+        yield from _pg_nodes(child, depth + 1)
+
+
+def doc_planning(doc: Any) -> int:
+    """Shared buffers the planner touched for one EXPLAIN document (catalog rows not yet in
+    this connection's caches, and the index ends it reads to estimate a range)."""
+    top = (json.loads(doc) if isinstance(doc, str) else doc)[0]
+    planning = top.get("Planning", {})
+    return int(planning.get("Shared Hit Blocks", 0)) + int(planning.get("Shared Read Blocks", 0))
+
+
+def _pg_shape(plan: dict[str, Any]) -> str:
+    """The plan's shape: node types, with the index or table each reads, without numbers."""
+    parts = []
+    for depth, node in _pg_nodes(plan):
+        name = node["Node Type"]
+        if node.get("Index Name"):
+            name += f" {node['Index Name']}"
+            if node.get("Scan Direction") == "Backward":
+                name += " backward"
+        elif node.get("Relation Name"):
+            name += f" {node['Relation Name']}"
+        parts.append("  " * depth + name)
+    return "\n".join(parts)
+
+
+@dataclass
+class Work:
+    """What one call of a verb made the database do."""
+
+    hit: int = 0  # PostgreSQL: shared buffers found in shared_buffers
+    read: int = 0  # PostgreSQL: shared buffers read from the OS (its page cache or the disk)
+    rows: int = 0  # rows the scans produced plus the rows their filters removed
+    steps: int = 0  # SQLite: virtual machine instructions (in steps of SQLITE_STEP)
+    planning: int = 0  # PostgreSQL: shared buffers the planner touched (hit + read)
+    generic: int = 0  # PostgreSQL: buffers with each read under its generic (cacheable) plan
+    statements: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def buffers(self) -> int:
+        return self.hit + self.read
+
+
+class WorkWitness:
+    """Counts the work each call of a verb makes the database do, independent of timing noise.
+
+    PostgreSQL: each statement a registry sends is first run under ``EXPLAIN (ANALYZE, BUFFERS,
+    FORMAT JSON)`` on the same connection, with the same values, inside a savepoint that is then
+    rolled back (a statement outside a transaction is a read, explained as it is), and then run
+    for real. The plan gives the shared buffers touched (hit + read), the rows each scan read
+    and the plan's shape. The explained run comes first, so the real one finds every page
+    warm; the count is that of the statement, not of the cache. Not counted: the foreign-key
+    checks the triggers of an insert make (one primary-key probe each) and the planning.
+
+    SQLite: a progress handler counts the virtual machine instructions each call runs (a
+    seek in an index is one, however deep the tree), and each statement's ``EXPLAIN QUERY
+    PLAN`` is read on a connection of its own.
+    """
+
+    def __init__(self, registries: Sequence[Any]) -> None:
+        self.engines = [r._meta.engine for r in registries]
+        self.dialect = self.engines[0].dialect.name
+        self.work: Work | None = None  # the call being counted
+        self._sqlite_path: str | None = None
+        if self.dialect == "sqlite":
+            self._sqlite_path = str(registries[0]._meta.sqlite_path)
+
+    # ---- one call
+
+    def count(self, call: Callable[[], Any]) -> Work:
+        import sqlalchemy as sa  # the store's engine: the dev venv has it
+
+        self.work = Work()
+        listeners = self._listeners()
+        for engine in self.engines:
+            for name, fn in listeners:
+                sa.event.listen(engine, name, fn)
+        try:
+            call()
+        finally:
+            for engine in self.engines:
+                for name, fn in listeners:
+                    sa.event.remove(engine, name, fn)
+        work, self.work = self.work, None
+        if self.dialect == "sqlite":
+            self._sqlite_plans(work)
+        return work
+
+    def _listeners(self) -> list[tuple[str, Callable[..., None]]]:
+        if self.dialect == "sqlite":
+
+            def on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+                work = self.work
+                assert work is not None
+
+                def step() -> int:
+                    work.steps += SQLITE_STEP
+                    return 0
+
+                dbapi_conn.set_progress_handler(step, SQLITE_STEP)
+                dbapi_conn.set_trace_callback(lambda sql: work.statements.append({"sql": sql}))
+
+            def on_checkin(dbapi_conn: Any, _record: Any) -> None:
+                if dbapi_conn is not None:
+                    dbapi_conn.set_progress_handler(None, 0)
+                    dbapi_conn.set_trace_callback(None)
+
+        else:
+            cursor_class = self._explaining_cursor()
+
+            def on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+                dbapi_conn.cursor_factory = cursor_class
+
+            def on_checkin(dbapi_conn: Any, _record: Any) -> None:
+                if dbapi_conn is not None:
+                    import psycopg
+
+                    dbapi_conn.cursor_factory = psycopg.Cursor
+
+        return [("checkout", on_checkout), ("checkin", on_checkin)]
+
+    # ---- PostgreSQL
+
+    def _explaining_cursor(self) -> type:
+        import psycopg
+
+        witness = self
+
+        class Explaining(psycopg.Cursor):  # type: ignore[type-arg]
+            def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+                witness._explain(self.connection, query, params)
+                return super().execute(query, params, **kw)
+
+            def executemany(self, query: Any, params_seq: Any, **kw: Any) -> Any:
+                params_seq = list(params_seq)
+                for params in params_seq:
+                    witness._explain(self.connection, query, params)
+                return super().executemany(query, params_seq, **kw)
+
+        return Explaining
+
+    def _explain(self, conn: Any, query: Any, params: Any) -> None:
+        import psycopg
+
+        work = self.work
+        sql = query if isinstance(query, str) else query.decode() if isinstance(query, bytes) else str(query)
+        if work is None or not sql.lstrip()[:8].upper().startswith(_DML):
+            return
+        in_tx = not conn.autocommit
+        if not in_tx and not sql.lstrip()[:8].upper().startswith(("SELECT", "WITH")):
+            work.statements.append(
+                {"sql": _statement_key(sql), "note": "a write outside a transaction: not explained"}
+            )
+            return
+        cur = psycopg.Cursor(conn)
+        try:
+            if in_tx:
+                cur.execute("SAVEPOINT work_witness")
+            try:
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+                row = cur.fetchone()
+                generic = self._generic(cur, sql, params, in_tx)
+            except psycopg.Error as exc:
+                if not in_tx:
+                    raise
+                cur.execute("ROLLBACK TO SAVEPOINT work_witness")
+                cur.execute("RELEASE SAVEPOINT work_witness")
+                work.statements.append({"sql": _statement_key(sql), "note": f"not explained: {exc}"})
+                return
+            if in_tx:
+                cur.execute("ROLLBACK TO SAVEPOINT work_witness")
+                cur.execute("RELEASE SAVEPOINT work_witness")
+        finally:
+            cur.close()
+        assert row is not None
+        doc = row[0]
+        plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
+        hit, read = int(plan["Shared Hit Blocks"]), int(plan["Shared Read Blocks"])
+        planned = doc_planning(doc)
+        rows = 0
+        for _depth, node in _pg_nodes(plan):
+            if node["Node Type"] in _SCANS:
+                loops = int(node.get("Actual Loops", 1))
+                rows += loops * (
+                    int(node.get("Actual Rows", 0))
+                    + int(node.get("Rows Removed by Filter", 0))
+                    + int(node.get("Rows Removed by Index Recheck", 0))
+                )
+        work.hit += hit
+        work.read += read
+        work.rows += rows
+        work.planning += planned
+        work.generic += hit + read if generic is None else generic
+        work.statements.append(
+            {
+                "sql": _statement_key(sql),
+                "hit": hit,
+                "read": read,
+                "rows": rows,
+                "planning": planned,
+                "generic": generic,
+                "plan": _pg_shape(plan),
+            }
+        )
+
+    @staticmethod
+    def _generic(cur: Any, sql: str, params: Any, in_tx: bool) -> int | None:
+        """The buffers of a read under the plan PostgreSQL may cache for it once prepared (a
+        generic plan: made for any value, estimated from averages). psycopg prepares a statement
+        on its fifth run; EXPLAIN of the text plans for the values given and cannot show this.
+        None for a write or a statement without named parameters."""
+        import psycopg
+
+        if (
+            not isinstance(params, dict)
+            or not params
+            or not sql.lstrip()[:8].upper().startswith(("SELECT", "WITH"))
+        ):
+            return None
+        names: list[str] = []
+
+        def number(m: Any) -> str:
+            if m.group(1) not in names:
+                names.append(m.group(1))
+            return f"${names.index(m.group(1)) + 1}"
+
+        text = re.sub(r"%\((\w+)\)s", number, sql).replace("%%", "%")
+        # its own savepoint (in a transaction) or a RESET (outside one): a failure here leaves
+        # neither the transaction aborted nor the connection planning generically
+        cur.execute("SAVEPOINT work_witness_generic" if in_tx else "SELECT 1")
+        prepared = False
+        try:
+            values = ", ".join(psycopg.sql.Literal(params[n]).as_string(cur.connection) for n in names)
+            cur.execute(f"SET {'LOCAL ' if in_tx else ''}plan_cache_mode = force_generic_plan")
+            cur.execute(f"PREPARE work_witness_generic AS {text}")
+            prepared = True
+            cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE work_witness_generic({values})")
+            doc = cur.fetchone()[0]
+        except (psycopg.Error, KeyError, TypeError):
+            if in_tx:
+                cur.execute("ROLLBACK TO SAVEPOINT work_witness_generic")
+            return None
+        finally:
+            if in_tx:
+                cur.execute("RELEASE SAVEPOINT work_witness_generic")
+            else:
+                cur.execute("RESET plan_cache_mode")
+            if prepared:
+                cur.execute("DEALLOCATE work_witness_generic")
+        plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
+        return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+
+    # ---- SQLite
+
+    def _sqlite_plans(self, work: Work) -> None:
+        """The query plan of each statement the call ran (writes are planned, not run)."""
+        conn = sqlite3.connect(f"{Path(self._sqlite_path or '').as_uri()}?mode=ro", uri=True)
+        try:
+            kept = []
+            for s in work.statements:
+                sql = s["sql"]
+                if not sql.lstrip()[:8].upper().startswith(_DML):
+                    continue
+                try:
+                    lines = [str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+                except sqlite3.Error as exc:
+                    lines = [f"not planned: {exc}"]
+                kept.append({"sql": _statement_key(sql), "plan": "\n".join(lines)})
+            work.statements = kept
+        finally:
+            conn.close()
+
+
+def summarise_work(calls: Sequence[Work], dialect: str) -> dict[str, Any]:
+    """Per verb and size: the median call's counts, the range over the calls, and the median
+    call's statements (each with its plan)."""
+    measure = (lambda w: w.buffers) if dialect == "postgresql" else (lambda w: w.steps)
+    ordered = sorted(calls, key=measure)
+    mid = ordered[(len(ordered) - 1) // 2]
+    out: dict[str, Any] = {"calls": len(calls)}
+    if dialect == "postgresql":
+        out.update(
+            buffers=mid.buffers,
+            hit=mid.hit,
+            read=mid.read,
+            rows=mid.rows,
+            planning=mid.planning,
+            generic=mid.generic,
+            buffers_min=measure(ordered[0]),
+            buffers_max=measure(ordered[-1]),
+        )
+    else:
+        out.update(vm_steps=mid.steps, vm_steps_min=measure(ordered[0]), vm_steps_max=measure(ordered[-1]))
+    out["statements"] = mid.statements
+    return out
+
+
 # --------------------------------------------------------------------------- measuring
 
 
-def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str, list[float]]:
+def measure_verbs(
+    bld: Builder, size: int, cfg: argparse.Namespace, witness: WorkWitness | None = None
+) -> tuple[dict[str, list[float]], dict[str, list[Work]]]:
+    """Each verb's timed calls (seconds) and, with a ``witness``, its counted calls."""
     reg, officer, b = bld.registry, bld.officer, bld.b
-    n = cfg.reps + cfg.warmup
+    counted_calls = cfg.buffer_calls if witness is not None else 0
+    n = cfg.reps + cfg.warmup + counted_calls
     out: dict[str, list[float]] = {}
+    counted: dict[str, list[Work]] = {}
 
     def run(verb: str, calls: Sequence[Callable[[], Any]]) -> int:
         """Time ``calls`` after the warm-up ones; a slow verb stops after ``--verb-budget``
-        seconds (with at least ``MIN_REPS`` timed calls). Returns how many calls were made."""
+        seconds (with at least ``MIN_REPS`` timed calls). Then, with a witness, count the work
+        of the next ``--buffer-calls`` calls (apart from the timing: explaining doubles the
+        work). Returns how many calls were made."""
         for call in calls[: cfg.warmup]:
             call()
         samples: list[float] = []
         deadline = time.perf_counter() + cfg.verb_budget
-        for call in calls[cfg.warmup :]:
+        made = cfg.warmup
+        for call in calls[cfg.warmup : cfg.warmup + cfg.reps]:
             start = time.perf_counter()
             call()
+            made += 1
             samples.append(time.perf_counter() - start)
             if len(samples) >= MIN_REPS and start > deadline:
                 break
         out[verb] = samples
-        return int(cfg.warmup) + len(samples)
+        if witness is not None:
+            counted[verb] = [witness.count(call) for call in calls[made : made + counted_calls]]
+            made += len(counted[verb])
+        return int(made)
 
     def draw(verb: str, pool: Sequence[Any], k: int = n, *, distinct: bool = False) -> list[Any]:
         rng = _rng(cfg.seed, size, verb)
@@ -500,11 +884,13 @@ def measure_verbs(bld: Builder, size: int, cfg: argparse.Namespace) -> dict[str,
     run("history", [partial(reg.history, m) for m in draw("history", refs)])
     run("audit_version", [partial(reg.audit, model=m, version=v) for m, v in draw("audit", b.pairs)])
     run("trace", [partial(reg.trace, pid) for pid in draw("trace", b.predictions)])
-    prefixes = [f"m-{i:02d}" for i in range(min(100, max(1, cfg.models // 10)))]
+    # "m-00".."m-09" with 1,000 models: each names 100 of them, a full page. (Two digits up to
+    # 100 prefixes, as before, left nine draws in ten matching no model at all.)
+    prefixes = [f"m-{i:02d}" for i in range(max(1, min(100, cfg.models // 100)))]
     run("search_prefix", [partial(reg.list_models, prefix=p) for p in draw("prefix", prefixes)])
     teams = [f"t{i}" for i in range(10)]
     run("search_tag", [partial(reg.list_models, tags={"team": t}) for t in draw("tag", teams)])
-    return out
+    return out, counted
 
 
 def _timed_verify(reg: Any, **kwargs: Any) -> tuple[Any, float, float]:
@@ -590,11 +976,13 @@ def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> d
     base = Path(tempfile.mkdtemp(prefix=f"modelledger-scale-{backend}-", dir=cfg.dir))
     folders.append(base)
     samples: dict[str, dict[int, list[float]]] = {verb: {} for verb, _ in VERBS}
+    work: dict[str, dict[int, list[Work]]] = {verb: {} for verb, _ in VERBS}
+    dialect = "sqlite" if backend == "sqlite" else "postgresql"
     build: dict[str, Any] = {"steps": {}}
     verify: dict[str, Any] | None = None
     started = time.perf_counter()
     try:
-        with backend_registry(backend, base) as (url, artifacts):
+        with backend_registry(backend, base, keep=cfg.keep) as (url, artifacts):
             opened = [
                 Registry.open(url, artifacts=artifacts, actor=who) if url else Registry.open(actor=who)
                 for who in (ADMIN, OFFICER, SERVING)
@@ -603,6 +991,7 @@ def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> d
             bld = None
             try:
                 bld = Builder(reg, officer, serving, cfg)
+                witness = WorkWitness(opened) if cfg.buffers else None
                 build["fsync_floor_ms_before"] = round(_fsync_floor_ms(base), 3)
                 t0 = time.perf_counter()
                 bld.start()
@@ -621,12 +1010,20 @@ def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> d
                         f"{sum(v for k, v in phases.items() if k.endswith('_s')):.1f} s; measuring",
                         flush=True,
                     )
+                    if url is not None and not cfg.no_vacuum:
+                        phases["vacuum_analyze_s"] = vacuum_analyze(url)
+                        print(
+                            f"   [{backend}] VACUUM (ANALYZE) in {phases['vacuum_analyze_s']:.1f} s",
+                            flush=True,
+                        )
                     gc.collect()
                     t0 = time.perf_counter()
-                    measured = measure_verbs(bld, size, cfg)
+                    measured, counted = measure_verbs(bld, size, cfg, witness)
                     phases["measure_s"] = time.perf_counter() - t0
                     for verb, values in measured.items():
                         samples[verb][size] = values
+                    for verb, calls in counted.items():
+                        work[verb][size] = calls
                     build["steps"][str(size)] = {
                         k: (round(v, 2) if isinstance(v, float) else v) for k, v in phases.items()
                     }
@@ -663,7 +1060,25 @@ def run_backend(backend: str, cfg: argparse.Namespace, folders: list[Path]) -> d
             "label": label,
             "pass": growth <= GROWTH_TARGET,
         }
+        if work[verb]:
+            verbs[verb]["work"] = work_row(work[verb], dialect)
     return {"verbs": verbs, "verify": verify, "build": build}
+
+
+def work_row(by_size: dict[int, list[Work]], dialect: str) -> dict[str, Any]:
+    """A verb's witness row: per size, the median call's counts and statements; the growth of
+    the count from the smallest size to the largest; whether every size ran the same plans."""
+    sizes = {s: summarise_work(calls, dialect) for s, calls in by_size.items() if calls}
+    key = "buffers" if dialect == "postgresql" else "vm_steps"
+    lo, hi = min(sizes), max(sizes)
+    first = sizes[lo][key]
+    shapes = {s: [st.get("plan", st.get("note", "")) for st in row["statements"]] for s, row in sizes.items()}
+    return {
+        "measure": key,
+        **{str(s): row for s, row in sizes.items()},
+        "growth": round(sizes[hi][key] / first, 3) if first else None,
+        "same_plans": all(v == shapes[lo] for v in shapes.values()),
+    }
 
 
 # --------------------------------------------------------------------------- output
@@ -685,6 +1100,7 @@ def print_table(backend: str, result: dict[str, Any], sizes: Sequence[int]) -> N
             key = str(s)
             cells += f"{row[key]:>10.3f} {row['p95'][key]:>9.3f}" if key in row else f"{'-':>20}"
         print(f"{label:<44}{cells}{row['growth']:>8.2f}x  {'PASS' if row['pass'] else 'FAIL'}")
+    print_work(backend, verbs, sizes)
     v = result.get("verify")
     if v:
         print(
@@ -700,6 +1116,44 @@ def print_table(backend: str, result: dict[str, Any], sizes: Sequence[int]) -> N
     )
 
 
+def print_work(backend: str, verbs: dict[str, Any], sizes: Sequence[int]) -> None:
+    """The witness table: the work of the median counted call at each size."""
+    rows = [(label, verbs[verb]["work"]) for verb, label in VERBS if "work" in verbs.get(verb, {})]
+    if not rows:
+        return
+    pg = rows[0][1]["measure"] == "buffers"
+    print()
+    if pg:
+        print(f"{backend}: shared buffers touched per call (hit + read; read in brackets), rows scanned")
+    else:
+        print(f"{backend}: SQLite VM instructions per call (in steps of {SQLITE_STEP})")
+    head = "".join(f"{f'{s:,}':>20}" for s in sizes)
+    print(f"{'verb':<44}{head}{'growth':>9}  plans")
+    print("-" * (44 + 20 * len(sizes) + 24))
+    for label, row in rows:
+        cells = ""
+        for s in sizes:
+            cell = row.get(str(s))
+            if cell is None:
+                cells += f"{'-':>20}"
+            elif pg:
+                touched = f"{cell['buffers']} ({cell['read']})"
+                cells += f"{touched:>13}{cell['rows']:>7}"
+            else:
+                cells += f"{cell['vm_steps']:>20,}"
+        growth = f"{row['growth']:.2f}x" if row["growth"] is not None else "-"
+        print(f"{label:<44}{cells}{growth:>9}  {'same' if row['same_plans'] else 'CHANGED'}")
+    if pg:  # the plans a prepared statement may switch to, where they would do more
+        for label, row in rows:
+            for s in sizes:
+                cell = row.get(str(s))
+                if cell and cell.get("generic", 0) > 1.1 * cell["buffers"] + 10:
+                    print(
+                        f"  generic plans, {label} at {s:,}: {cell['generic']} buffers "
+                        f"(the values' own plans: {cell['buffers']})"
+                    )
+
+
 def machine(cfg: argparse.Namespace, load_before: float, backends: Sequence[str]) -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -708,6 +1162,7 @@ def machine(cfg: argparse.Namespace, load_before: float, backends: Sequence[str]
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "postgresql": pg_version() if "postgres" in backends else None,
+        "postgresql_settings": pg_settings() if "postgres" in backends else None,
         "filesystem": fs_type(Path(cfg.dir or tempfile.gettempdir())),
         "sqlalchemy": dist_version("sqlalchemy"),
         "psycopg": dist_version("psycopg"),
@@ -747,7 +1202,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default=None, help="parent of the temporary folders")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default %(default)s)")
     p.add_argument("--no-write", action="store_true", help="do not write the results JSON")
-    p.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the temporary folders (and the PostgreSQL database)"
+    )
+    p.add_argument(
+        "--buffers",
+        action="store_true",
+        help="count each verb's work too: PostgreSQL shared buffers and rows per call "
+        "(EXPLAIN ANALYZE, BUFFERS of every statement), SQLite VM instructions and query plans",
+    )
+    p.add_argument(
+        "--no-vacuum",
+        action="store_true",
+        help="PostgreSQL: measure each size without VACUUM (ANALYZE) first (as autovacuum left it)",
+    )
+    p.add_argument("--buffer-calls", type=int, default=5, help="calls counted per verb and size (5)")
     cfg = p.parse_args(argv)
     quick = cfg.quick
     defaults = {
@@ -773,10 +1242,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not backends:
         p.error(f"unknown backend(s): {', '.join(sorted(unknown))} (sqlite, postgres)")
     fixed = 1 + REF_MODELS * REF_VERSIONS + 4
-    if not cfg.size_list or cfg.size_list[0] <= fixed + cfg.reps + cfg.warmup:
-        p.error(
-            f"the smallest size must exceed {fixed + cfg.reps + cfg.warmup} (fixed content plus one draw of approvals)"
-        )
+    draws = cfg.reps + cfg.warmup + (cfg.buffer_calls if cfg.buffers else 0)
+    if not cfg.size_list or cfg.size_list[0] <= fixed + draws:
+        p.error(f"the smallest size must exceed {fixed + draws} (fixed content plus one draw of approvals)")
+    if cfg.buffer_calls < 1:
+        p.error("--buffer-calls >= 1")
     if cfg.models < 10 or not 0 <= cfg.hot_share < 1 or cfg.reps < 1 or cfg.warmup < 0 or cfg.batch < 1:
         p.error("--models >= 10, 0 <= --hot-share < 1, --reps >= 1, --warmup >= 0, --batch >= 1")
 

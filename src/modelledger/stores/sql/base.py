@@ -39,7 +39,7 @@ _STAMP_SQL = "SELECT pg_current_snapshot()::text"
 
 __all__ = ["HEAD_REVISION", "SqlBase"]
 
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 MAX_INTEGER = 2**63 - 1
 """The largest number a version, key or counter can be (a signed 64-bit column)."""
 MIGRATION_LOCK = 0x6D6F64656C6C6467

@@ -43,6 +43,7 @@ from .statements import (
     Q_SUBJECT_EVENTS,
     Q_VERSION_STATES,
     bp,
+    const,
     like_escape,
     named,
     prefix_range,
@@ -263,7 +264,7 @@ class SqlLedger(SqlBase):
                 t.ledger_events.c.action,
                 t.ledger_events.c.data,
             )
-            .where(t.ledger_events.c.action.in_(MEMBER_ACTIONS))
+            .where(t.ledger_events.c.action.in_([const(a) for a in MEMBER_ACTIONS]))
             .order_by(t.ledger_events.c.seq)
         )
         for seq, time, action, data in conn.execute(q):
@@ -552,7 +553,7 @@ class SqlLedger(SqlBase):
         out: list[ChainSegment] = []
         with self._read(snapshot=True) as conn:
             seqs = conn.execute(
-                sa.select(c.seq).where(c.action.in_(MEMBER_ACTIONS)).order_by(c.seq)
+                sa.select(c.seq).where(c.action.in_([const(a) for a in MEMBER_ACTIONS])).order_by(c.seq)
             ).scalars()
             for seq in list(seqs):
                 if out and out[-1].checkpoint.seq >= seq:

@@ -25,6 +25,7 @@ from .statements import (
     COMPACT,
     Q_HIGHEST_FOLDER_SUFFIX,
     Q_LIST_VERSIONS,
+    Q_LIST_VERSIONS_BELOW,
     Q_METRICS_INSERT,
     Q_NEXT_VERSION,
     Q_VERSION,
@@ -338,7 +339,14 @@ class SqlModels(SqlLedger):
     def list_versions(self, model: str, *, limit: int, before: int | None) -> list[ModelVersion]:
         params = {"model": model, "before": before if before is not None else 2**31 - 1, "lim": limit}
         with self._read() as conn:
+            # the window of the ``limit`` numbers below ``before``: at most ``limit`` rows read
             rows = self.driver.all(conn, Q_LIST_VERSIONS, params)
+            if len(rows) < limit and (not rows or int(rows[-1][2]) > 1):
+                # short, and not down to version 1: the end of the model, or numbers missing
+                # from the window; the versions below it, whatever their numbers
+                below = int(rows[-1][2]) if rows else params["before"]
+                rest = {"model": model, "before": below, "lim": limit - len(rows)}
+                rows.extend(self.driver.all(conn, Q_LIST_VERSIONS_BELOW, rest))
             if not rows:
                 self._model_row(conn, model)  # NotFound for an unknown model
                 return []

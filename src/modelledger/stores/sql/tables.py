@@ -65,6 +65,8 @@ aliases = sa.Table(
     sa.Column("alias", sa.String(64), primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # 0011: the aliases of one version (what every version read names), one probe per version
+    sa.Index("ix_model_aliases_version", "model_id", "version"),
 )
 
 # ---------------------------------------------------------------- governance (0002)
