@@ -41,7 +41,7 @@ demo-story: setup-demo
 	$(BIN)/python examples/demo.py
 
 test: setup-dev
-	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -p no:cacheprovider
 
 lint: setup-dev
 	$(BIN)/ruff check src tests bench examples

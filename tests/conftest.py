@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +22,32 @@ from modelledger import Registry
 
 PG_ADMIN_URL = os.environ.get("MODELLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+START_FIRST = (
+    "tests/test_concurrency.py",
+    "tests/test_mlflow_import.py",
+    "tests/test_flavor_torch.py",
+    "tests/test_flavor_frameworks.py",
+    "tests/test_large_artifacts.py",
+    "tests/test_server_roles.py",
+    "tests/test_folder_allocation.py",
+    "tests/test_server_schema.py",
+    "tests/torture/test_crash.py",
+    "tests/test_flavor_onnx.py",
+)
+"""The modules with the longest tests (``--durations`` of a whole run), in that order, run
+first: ``make test`` runs two workers that steal work from each other (``--dist worksteal``),
+and a long test started last would leave one worker alone at the end. A module missing here
+only runs in its usual place."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return START_FIRST.index(module) if module in START_FIRST else len(START_FIRST)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order, modules stay whole
 
 
 def _pg_reachable() -> bool:
@@ -270,31 +294,36 @@ def s3_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def dynamodb_server() -> Iterator[str]:
-    """A DynamoDB-protocol server (moto's, on loopback; it serves S3 too) that handles one request
-    at a time: DynamoDB runs each TransactWriteItems atomically, and moto does so only when
-    requests do not interleave (it checks the conditions and then writes, in separate steps), so
-    a threaded server would let two writers both win the ledger head. Client threads and
-    processes still race for the head exactly as they would against DynamoDB."""
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
+    """A DynamoDB-protocol server (moto's, on loopback; it serves S3 too) in a process of its
+    own, handling one request at a time (tests/dynamodb_server.py says why, and what it changes
+    in moto). Client threads and processes still race for the ledger head exactly as they would
+    against DynamoDB."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("dynamodb_server.py"))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    from werkzeug.serving import make_server
-
-    class Quiet(MotoRequestHandler):
-        def log(self, *_args: Any) -> None:
-            pass  # a line per request would bury a failure's report
-
-    app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", 0, app, threaded=False, request_handler=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("port "):
+            proc.wait(timeout=30)
+            pytest.fail(f"the DynamoDB test server did not start (exit {proc.returncode}): {line!r}")
+        yield f"http://127.0.0.1:{int(line.split()[1])}"
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
+        if proc.stdin is not None:
+            proc.stdin.close()  # the server exits when its stdin closes
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.fixture
