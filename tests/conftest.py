@@ -26,6 +26,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 START_FIRST = (
     "tests/test_concurrency.py",
+    "tests/test_reproduce.py",
     "tests/test_mlflow_import.py",
     "tests/test_flavor_torch.py",
     "tests/test_flavor_frameworks.py",
@@ -35,6 +36,7 @@ START_FIRST = (
     "tests/test_server_schema.py",
     "tests/torture/test_crash.py",
     "tests/test_flavor_onnx.py",
+    "tests/test_refresh.py",
 )
 """The modules with the longest tests (``--durations`` of a whole run), in that order, run
 first: ``make test`` runs two workers that steal work from each other (``--dist worksteal``),
