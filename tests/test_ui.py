@@ -641,7 +641,7 @@ def test_a_lineage_graph_of_fifty_nodes_is_laid_out_without_overlap(page: Any, s
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
     """``examples/demo.py --serve`` run for real: the whole story, then ``modelledger server``
-    over its registry. Yields what the demo printed under step 12 (label -> text) and its log."""
+    over its registry. Yields what the demo printed under its web UI step (label -> text) and its log."""
     log = tmp_path / "demo.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELLEDGER_")}
     env |= {"DEMO_DIR": str(tmp_path / "demo-output"), "PYTHONUNBUFFERED": "1"}
@@ -660,7 +660,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
             assert process.poll() is None, f"the demo stopped:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"the demo did not serve in time:\n{log.read_text()}"
             time.sleep(0.2)
-        told = log.read_text().split("12. The web UI", 1)[1]
+        told = re.split(r"\n\d+\. The web UI", log.read_text(), maxsplit=1)[1]
         printed: dict[str, str] = {}
         for line in told.splitlines():
             label, _, text = line.strip().partition(" ")
